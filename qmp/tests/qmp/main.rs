@@ -1,0 +1,6 @@
+//! Integration tests of flotilla-qmp: against a real QEMU, and against a fake
+//! server for the failures QEMU will not produce on demand.
+
+mod fake;
+mod qemu;
+mod util;

@@ -1,0 +1,151 @@
+//! Against a real `qemu-system-x86_64`.
+
+use std::time::Duration;
+
+use flotilla_qmp::{events, Error, RunState};
+
+use crate::util::{bounded, Qemu};
+
+#[tokio::test]
+async fn lifecycle_against_real_qemu() {
+    let mut qemu = Qemu::start();
+    let qmp = qemu.connect().await;
+
+    let greeting = qmp.greeting().clone();
+    assert!(greeting.version.qemu.major >= 7, "{greeting:?}");
+    assert!(
+        greeting.capabilities.iter().any(|c| c == "oob"),
+        "{greeting:?}"
+    );
+    assert!(qmp.oob_enabled());
+    let version = bounded("query-version", qmp.query_version())
+        .await
+        .expect("query-version");
+    assert_eq!(version, greeting.version);
+
+    let status = bounded("query-status", qmp.query_status())
+        .await
+        .expect("query-status");
+    assert!(!status.running);
+    assert!(
+        matches!(status.status, RunState::Prelaunch | RunState::Paused),
+        "{status:?}"
+    );
+
+    let mut lifecycle = qmp.subscribe_filtered([events::STOP, events::RESUME]);
+    bounded("cont", qmp.cont()).await.expect("cont");
+    let resume = lifecycle
+        .wait_for(|_| true, Duration::from_secs(10))
+        .await
+        .expect("RESUME");
+    assert_eq!(resume.event, events::RESUME);
+    let status = bounded("query-status", qmp.query_status())
+        .await
+        .expect("query-status");
+    assert!(status.running);
+    assert_eq!(status.status, RunState::Running);
+
+    bounded("stop", qmp.stop()).await.expect("stop");
+    let stop = lifecycle
+        .wait_for(|_| true, Duration::from_secs(10))
+        .await
+        .expect("STOP");
+    assert_eq!(stop.event, events::STOP);
+    assert!(stop.timestamp.seconds > 0, "{stop:?}");
+    let status = bounded("query-status", qmp.query_status())
+        .await
+        .expect("query-status");
+    assert_eq!(status.status, RunState::Paused);
+
+    // Errors from QEMU come back as Error::Qmp and leave the connection usable.
+    let e = bounded("bogus", qmp.execute_raw("no-such-command", None))
+        .await
+        .expect_err("unknown command");
+    match &e {
+        Error::Qmp { command, class, .. } => {
+            assert_eq!(command, "no-such-command");
+            assert_eq!(class, "CommandNotFound");
+        }
+        other => panic!("want Error::Qmp, got {other}"),
+    }
+    let name = bounded("query-name", qmp.execute_raw("query-name", None))
+        .await
+        .expect("ok");
+    assert!(name.is_object(), "{name}");
+
+    // Many concurrent callers on one connection.
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let q = qmp.clone();
+            tokio::spawn(async move { q.query_status().await })
+        })
+        .collect();
+    for call in calls {
+        bounded("concurrent", call)
+            .await
+            .expect("joins")
+            .expect("query-status");
+    }
+
+    let mut shutdown = qmp.subscribe_filtered([events::SHUTDOWN]);
+    bounded("quit", qmp.quit()).await.expect("quit");
+    bounded("closed", qmp.closed()).await;
+    assert!(qmp.is_closed());
+    let status = bounded("exit", qemu.child.wait()).await.expect("wait");
+    assert!(status.success(), "qemu exited with {status}");
+    // QEMU announces the shutdown before closing (not guaranteed to be read).
+    if let Some(Ok(event)) = shutdown.recv().await {
+        let data: events::Shutdown = event.parse_data().expect("SHUTDOWN data");
+        assert_eq!(data.reason, "host-qmp-quit");
+        assert!(!data.guest);
+    }
+    let e = qmp.query_status().await.expect_err("gone");
+    assert!(matches!(e, Error::Disconnected), "{e}");
+}
+
+#[tokio::test]
+async fn qemu_dying_fails_calls_and_resolves_closed() {
+    let mut qemu = Qemu::start();
+    let qmp = qemu.connect().await;
+    bounded("query-status", qmp.query_status())
+        .await
+        .expect("query-status");
+
+    qemu.child.start_kill().expect("kill qemu");
+    bounded("closed", qmp.closed()).await;
+    let e = bounded("after death", qmp.query_status())
+        .await
+        .expect_err("dead");
+    assert!(e.is_disconnected(), "{e}");
+    assert!(
+        qmp.quit().await.is_err(),
+        "quit on a dead connection reports it"
+    );
+}
+
+#[tokio::test]
+async fn system_reset_and_powerdown_emit_events() {
+    let qemu = Qemu::start();
+    let qmp = qemu.connect().await;
+    let mut events = qmp.subscribe_filtered([events::RESET, events::POWERDOWN]);
+    bounded("system_reset", qmp.system_reset())
+        .await
+        .expect("system_reset");
+    let reset = events
+        .wait_for(|_| true, Duration::from_secs(10))
+        .await
+        .expect("RESET");
+    let data: events::Reset = reset.parse_data().expect("RESET data");
+    assert!(!data.guest);
+    assert_eq!(data.reason, "host-qmp-system-reset");
+
+    bounded("system_powerdown", qmp.system_powerdown())
+        .await
+        .expect("system_powerdown");
+    let powerdown = events
+        .wait_for(|_| true, Duration::from_secs(10))
+        .await
+        .expect("POWERDOWN");
+    assert_eq!(powerdown.event, events::POWERDOWN);
+    bounded("quit", qmp.quit()).await.expect("quit");
+}
