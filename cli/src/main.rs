@@ -1,1 +1,192 @@
-fn main() {}
+//! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flotilla_driver::{doctor, run_test, Error, Network, NetworkOptions, Spec};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status when the test ran and failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit status when the test could not run: bad spec or script syntax, missing set-up.
+const EXIT_ERROR: u8 = 2;
+/// Exit status after Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Start networks of QEMU virtual machines from a spec and run tests against them",
+    after_help = "Exit status of `test`: 0 passed, 1 failed, 2 could not run (bad spec, \
+                  script syntax, missing set-up), 130 interrupted.\n\
+                  Environment: FLOTILLA_CACHE (kernel and image cache), FLOTILLA_ACCEL=kvm|tcg, \
+                  FLOTILLA_QEMU, FLOTILLA_AGENT, FLOTILLA_BUSYBOX, FLOTILLA_KERNEL_DIR, \
+                  RUST_LOG (internal tracing)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed.
+    Test {
+        /// A spec file, or a folder holding `flotilla.toml`.
+        spec: PathBuf,
+        /// Log folder (driver.log, <machine>/console.log, <machine>/qemu.log);
+        /// default flotilla-out/<test name>. Emptied at the start.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only print the result and errors; the log folder still gets everything.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Boot the spec's machines and keep them running until Ctrl-C.
+    Run {
+        /// A spec file, or a folder holding `flotilla.toml`.
+        spec: PathBuf,
+        /// Log folder; default flotilla-out/<test name>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check what the host has and lacks; exit 1 if something required is missing.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Doctor => run_doctor(),
+        Cmd::Test { spec, out, quiet } => with_runtime(|cancel| async move {
+            let spec = match Spec::load(&spec) {
+                Ok(s) => s,
+                Err(e) => return report(&e),
+            };
+            let mut options = NetworkOptions::new(out_dir(out, &spec));
+            options.terminal = !quiet;
+            let log_dir = options.log_dir.clone();
+            match run_test(&spec, options, cancel).await {
+                Ok(()) => {
+                    eprintln!("PASSED: {} (logs in {})", spec.name, log_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let code = report(&e);
+                    eprintln!("FAILED: {} (logs in {})", spec.name, log_dir.display());
+                    code
+                }
+            }
+        }),
+        Cmd::Run { spec, out } => with_runtime(|cancel| async move {
+            let spec = match Spec::load(&spec) {
+                Ok(s) => s,
+                Err(e) => return report(&e),
+            };
+            let net = match Network::new(&spec, NetworkOptions::new(out_dir(out, &spec))) {
+                Ok(n) => n,
+                Err(e) => return report(&e),
+            };
+            let started = tokio::select! {
+                r = net.start_all() => r,
+                _ = cancel.cancelled() => Err(Error::Interrupted),
+            };
+            if let Err(e) = started {
+                net.stop_all().await;
+                return report(&e);
+            }
+            eprintln!(
+                "all {} machine(s) are up; logs in {}. Press Ctrl-C to stop them.",
+                net.machines().len(),
+                net.log().dir().display()
+            );
+            cancel.cancelled().await;
+            eprintln!("stopping");
+            net.stop_all().await;
+            ExitCode::SUCCESS
+        }),
+    }
+}
+
+fn out_dir(out: Option<PathBuf>, spec: &Spec) -> PathBuf {
+    out.unwrap_or_else(|| PathBuf::from("flotilla-out").join(&spec.name))
+}
+
+/// Runs `f` on a runtime with a token cancelled by Ctrl-C (or SIGTERM).
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            eprintln!("interrupted: stopping machines");
+            c.cancel();
+        });
+        let code = f(cancel.clone()).await;
+        if cancel.is_cancelled() && code != ExitCode::SUCCESS {
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+        code
+    })
+}
+
+/// Prints the error and its chain of causes once; returns the exit status for it.
+fn report(e: &Error) -> ExitCode {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    match e {
+        Error::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        e if e.is_test_failure() => ExitCode::from(EXIT_FAILED),
+        _ => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+fn run_doctor() -> ExitCode {
+    let mut missing = 0;
+    for check in doctor::checks() {
+        let mark = if check.ok { "ok  " } else { "MISSING" };
+        println!("{mark:8}{:12}{}", check.name, check.detail);
+        if let Some(hint) = check.hint {
+            println!("{:20}hint: {hint}", "");
+        }
+        missing += usize::from(!check.ok);
+    }
+    if missing > 0 {
+        println!("{missing} requirement(s) missing");
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        println!("all requirements are met");
+        ExitCode::SUCCESS
+    }
+}

@@ -1,1 +1,257 @@
-//! Driver (in progress).
+//! Flotilla's driver: starts QEMU machines from a [`Spec`], waits for the in-guest agent,
+//! runs commands in the guests and test scripts against them, and cleans up.
+//!
+//! The same powers the `flotilla` binary has are here for `cargo test`:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), flotilla_driver::Error> {
+//! use flotilla_driver::{Network, NetworkOptions, Spec};
+//!
+//! let spec = Spec::parse("demo.toml".as_ref(), "[machines.machine]\nmemory = 256\n")?;
+//! let net = Network::new(&spec, NetworkOptions::new("flotilla-out/demo"))?;
+//! let machine = net.machine("machine")?;
+//! let kernel = machine.succeed("uname -r").await?;
+//! assert!(kernel.contains("cloud"));
+//! machine.fail("false").await?;
+//! net.stop_all().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Every child process dies with the driver, also when it is killed with SIGKILL; every
+//! line of every console and of QEMU's stderr goes to the run's log directory.
+
+mod accel;
+mod agent;
+pub mod doctor;
+mod error;
+pub mod image;
+mod log;
+mod machine;
+pub mod process;
+pub mod script;
+pub mod spec;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use accel::{detect as detect_accel, Accel, AccelChoice};
+pub use agent::AgentError;
+pub use error::Error;
+pub use log::Log;
+pub use machine::{CommandResult, Machine, MachineConfig};
+pub use spec::{MachineSpec, Spec};
+
+/// The agent binary built for the guest and embedded at build time.
+static EMBEDDED_AGENT: &[u8] = include_bytes!(env!("FLOTILLA_AGENT_PATH"));
+
+/// The agent binary for the default image: `$FLOTILLA_AGENT` if set, else the one
+/// embedded in this build.
+pub fn agent_binary() -> Result<Cow<'static, [u8]>, Error> {
+    match std::env::var_os("FLOTILLA_AGENT") {
+        Some(path) => std::fs::read(&path)
+            .map(Cow::Owned)
+            .map_err(|source| Error::Io {
+                what: format!("reading FLOTILLA_AGENT={}", PathBuf::from(&path).display()),
+                source,
+            }),
+        None => Ok(Cow::Borrowed(EMBEDDED_AGENT)),
+    }
+}
+
+/// The QEMU binary: `$FLOTILLA_QEMU`, else `qemu-system-x86_64` from `PATH`.
+pub fn qemu_binary() -> PathBuf {
+    std::env::var_os("FLOTILLA_QEMU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"))
+}
+
+/// How a [`Network`] runs.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// Where logs go: `driver.log`, and `<machine>/console.log`, `<machine>/qemu.log`.
+    /// Emptied at the start of the run.
+    pub log_dir: PathBuf,
+    /// Echo the log on stderr.
+    pub terminal: bool,
+    /// How long a guest may take to report readiness.
+    pub boot_timeout: Duration,
+    /// Default limit for one command in a guest.
+    pub command_timeout: Duration,
+}
+
+impl NetworkOptions {
+    /// Defaults: log to `log_dir` and the terminal, 120 s to boot, 300 s per command.
+    pub fn new(log_dir: impl Into<PathBuf>) -> NetworkOptions {
+        NetworkOptions {
+            log_dir: log_dir.into(),
+            terminal: true,
+            boot_timeout: Duration::from_secs(120),
+            command_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The machines of a spec. Machines boot on first use or with [`Network::start_all`];
+/// [`Network::stop_all`] (or dropping the network) stops them.
+#[derive(Debug)]
+pub struct Network {
+    machines: BTreeMap<String, Arc<Machine>>,
+    log: Log,
+    accel: AccelChoice,
+    // Removed (with every socket in it) when the network is dropped.
+    _sockets: tempfile::TempDir,
+}
+
+impl Network {
+    /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
+    /// picks the accelerator. Boots nothing yet.
+    pub fn new(spec: &Spec, options: NetworkOptions) -> Result<Network, Error> {
+        let log = Log::create(&options.log_dir, options.terminal)?;
+        let kernel = image::Kernel::locate()?;
+        let agent = agent_binary()?;
+        let initrd = image::default_initramfs(&kernel, &agent)?;
+        let accel = accel::detect();
+        log.info(&format!(
+            "flotilla {}: test `{}`, {} machine(s), kernel {}, accelerator {}",
+            env!("CARGO_PKG_VERSION"),
+            spec.name,
+            spec.machines.len(),
+            kernel.version,
+            accel
+        ));
+        let sockets = tempfile::Builder::new()
+            .prefix("flotilla-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "creating the run's socket directory".into(),
+                source,
+            })?;
+        let machines = spec
+            .machines
+            .iter()
+            .map(|(name, machine)| {
+                let config = MachineConfig {
+                    name: name.clone(),
+                    spec: machine.clone(),
+                    kernel: kernel.clone(),
+                    initrd: initrd.clone(),
+                    accel: accel.clone(),
+                    socket_dir: sockets.path().join(name),
+                    log: log.clone(),
+                    boot_timeout: options.boot_timeout,
+                    command_timeout: options.command_timeout,
+                    qemu: qemu_binary(),
+                };
+                (name.clone(), Arc::new(Machine::new(config)))
+            })
+            .collect();
+        Ok(Network {
+            machines,
+            log,
+            accel,
+            _sockets: sockets,
+        })
+    }
+
+    /// A machine by name.
+    pub fn machine(&self, name: &str) -> Result<Arc<Machine>, Error> {
+        self.machines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchMachine(name.to_owned()))
+    }
+
+    /// All machines by name.
+    pub fn machines(&self) -> &BTreeMap<String, Arc<Machine>> {
+        &self.machines
+    }
+
+    /// The run log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The accelerator the machines use, and why.
+    pub fn accel(&self) -> &AccelChoice {
+        &self.accel
+    }
+
+    /// Boots every machine concurrently; returns when all are ready.
+    pub async fn start_all(&self) -> Result<(), Error> {
+        let results = futures::future::join_all(self.machines.values().map(|m| m.start())).await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        Ok(())
+    }
+
+    /// Stops every machine. Idempotent.
+    pub async fn stop_all(&self) {
+        futures::future::join_all(self.machines.values().map(|m| m.stop())).await;
+    }
+}
+
+/// Runs the spec's script against its machines, then stops them, whatever happened.
+/// `cancel` (Ctrl-C) and the spec's `timeout` end the run early.
+pub async fn run_test(
+    spec: &Spec,
+    options: NetworkOptions,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let script = spec.script.clone().ok_or_else(|| Error::Spec {
+        file: spec.path.clone(),
+        line: 1,
+        column: 1,
+        message: "no `script` to run: add script = \"test.rhai\"".into(),
+    })?;
+    let net = Network::new(spec, options)?;
+    let log = net.log().clone();
+    let machines = net.machines().clone();
+    let handle = tokio::runtime::Handle::current();
+    let script_cancel = cancel.child_token();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let thread_cancel = script_cancel.clone();
+    let thread_log = log.clone();
+    let thread = std::thread::Builder::new()
+        .name("flotilla-script".into())
+        .spawn(move || {
+            let r = script::run(&script, &machines, &thread_log, handle, thread_cancel);
+            let _ = done_tx.send(r);
+        })
+        .map_err(|source| Error::Io {
+            what: "starting the script thread".into(),
+            source,
+        })?;
+    let started = std::time::Instant::now();
+    let timed_out = tokio::select! {
+        _ = tokio::time::sleep(spec.timeout) => true,
+        _ = script_cancel.cancelled() => false,
+        _ = async { while !thread.is_finished() { tokio::time::sleep(Duration::from_millis(20)).await } } => false,
+    };
+    script_cancel.cancel();
+    let result = done_rx.await.unwrap_or_else(|_| {
+        Err(Error::Internal(
+            "the script thread ended without a result".into(),
+        ))
+    });
+    let _ = thread.join();
+    net.stop_all().await;
+    let result = match result {
+        Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
+        Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
+        other => other,
+    };
+    let took = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
+        // The caller prints the error; the log file keeps it too.
+        Err(e) => log.file_only(&format!(
+            "test `{}` failed after {took:.1} s: {e}",
+            spec.name
+        )),
+    }
+    result
+}

@@ -1,0 +1,268 @@
+//! Host side of the agent protocol: one connection task owns the socket and routes
+//! frames by stream id; each command waits on its own channel.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use flotilla_agent::proto::{
+    self, Decoded, ErrorBody, ExecRequest, ExitStatus, Frame, Hello, HelloReply, Kind,
+    ShutdownRequest,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// Why a call to the agent failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("connecting to the agent at {path}")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent connection closed")]
+    Closed,
+    #[error("the agent speaks protocol version {agent}, this driver speaks {host}")]
+    Version { agent: u32, host: u32 },
+    #[error("the agent answered with an unexpected {0:?} frame")]
+    Unexpected(Kind),
+    #[error("the agent reported: {0}")]
+    Remote(String),
+    #[error("bad reply from the agent")]
+    Decode(#[source] proto::ProtoError),
+    #[error("no answer from the agent within {0:?}")]
+    Timeout(Duration),
+}
+
+type Routes = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Frame>>>>;
+
+/// A connected, handshaken agent.
+#[derive(Debug)]
+pub struct AgentConn {
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    routes: Routes,
+    next_stream: AtomicU32,
+    pub hello: HelloReply,
+}
+
+/// The output of a finished command.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl AgentConn {
+    /// Connects to the agent's socket and performs the version handshake.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentConn, AgentError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| AgentError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let (mut rd, mut wr) = stream.into_split();
+        let routes: Routes = Arc::default();
+        let (writer, mut write_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(bytes) = write_rx.recv().await {
+                if wr.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (control_tx, control_rx) = mpsc::unbounded_channel::<Frame>();
+        routes
+            .lock()
+            .map_err(|_| AgentError::Closed)?
+            .insert(0, control_tx);
+        let task_routes = routes.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            'read: loop {
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                loop {
+                    match proto::decode(&buf) {
+                        Decoded::Frame(frame, used) => {
+                            buf.advance(used);
+                            let Ok(routes) = task_routes.lock() else {
+                                break 'read;
+                            };
+                            if let Some(tx) = routes.get(&frame.stream) {
+                                let _ = tx.send(frame);
+                            } else {
+                                tracing::debug!("agent frame for unknown stream {}", frame.stream);
+                            }
+                        }
+                        Decoded::Incomplete => break,
+                        Decoded::Skip(n) => {
+                            tracing::warn!("skipping {n} bytes of garbage from the agent");
+                            buf.advance(n);
+                        }
+                        Decoded::Invalid {
+                            consumed, error, ..
+                        } => {
+                            tracing::warn!("invalid frame from the agent: {error}");
+                            buf.advance(consumed);
+                        }
+                    }
+                }
+            }
+            // Dropping every sender wakes every waiter with "closed".
+            if let Ok(mut routes) = task_routes.lock() {
+                routes.clear();
+            }
+        });
+        let mut conn = AgentConn {
+            writer,
+            routes,
+            next_stream: AtomicU32::new(1),
+            hello: HelloReply {
+                version: 0,
+                agent_version: String::new(),
+                boot_ms: 0,
+            },
+        };
+        let mut control = control_rx;
+        conn.send(&Frame::json(
+            Kind::Hello,
+            0,
+            &Hello {
+                version: proto::PROTOCOL_VERSION,
+            },
+        ))?;
+        let reply = tokio::time::timeout(timeout, control.recv())
+            .await
+            .map_err(|_| AgentError::Timeout(timeout))?
+            .ok_or(AgentError::Closed)?;
+        match reply.kind {
+            Kind::HelloReply => {
+                let hello: HelloReply = reply.parse_json().map_err(AgentError::Decode)?;
+                if hello.version != proto::PROTOCOL_VERSION {
+                    return Err(AgentError::Version {
+                        agent: hello.version,
+                        host: proto::PROTOCOL_VERSION,
+                    });
+                }
+                conn.hello = hello;
+            }
+            Kind::Error => return Err(remote(&reply)),
+            other => return Err(AgentError::Unexpected(other)),
+        }
+        // Later control frames (errors about garbage, shutdown acks) are logged.
+        tokio::spawn(async move {
+            while let Some(frame) = control.recv().await {
+                if frame.kind == Kind::Error {
+                    tracing::warn!("{}", remote(&frame));
+                }
+            }
+        });
+        Ok(conn)
+    }
+
+    fn send(&self, frame: &Frame) -> Result<(), AgentError> {
+        self.writer
+            .send(frame.to_bytes())
+            .map_err(|_| AgentError::Closed)
+    }
+
+    fn open_stream(&self) -> Result<(u32, mpsc::UnboundedReceiver<Frame>), AgentError> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut routes = self.routes.lock().map_err(|_| AgentError::Closed)?;
+        // An empty route table means the connection task has ended.
+        if routes.is_empty() {
+            return Err(AgentError::Closed);
+        }
+        routes.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    fn close_stream(&self, id: u32) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(&id);
+        }
+    }
+
+    /// Runs a command to completion. `on_output` sees stdout/stderr chunks as they come
+    /// (`true` for stderr). Dropping the future kills the command in the guest.
+    pub async fn exec(
+        &self,
+        request: &ExecRequest,
+        mut on_output: impl FnMut(bool, &[u8]),
+    ) -> Result<ExecOutput, AgentError> {
+        let (id, mut rx) = self.open_stream()?;
+        let mut guard = StreamGuard {
+            conn: self,
+            id,
+            finished: false,
+        };
+        self.send(&Frame::json(Kind::Exec, id, request))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            match frame.kind {
+                Kind::Stdout => {
+                    on_output(false, &frame.payload);
+                    stdout.extend_from_slice(&frame.payload);
+                }
+                Kind::Stderr => {
+                    on_output(true, &frame.payload);
+                    stderr.extend_from_slice(&frame.payload);
+                }
+                Kind::Exit => {
+                    guard.finished = true;
+                    let status = frame.parse_json().map_err(AgentError::Decode)?;
+                    return Ok(ExecOutput {
+                        status,
+                        stdout,
+                        stderr,
+                    });
+                }
+                Kind::Error => {
+                    guard.finished = true;
+                    return Err(remote(&frame));
+                }
+                other => return Err(AgentError::Unexpected(other)),
+            }
+        }
+        Err(AgentError::Closed)
+    }
+
+    /// Asks the guest to power off (or reboot). The caller waits for QEMU to exit.
+    pub async fn shutdown(&self, reboot: bool) -> Result<(), AgentError> {
+        self.send(&Frame::json(Kind::Shutdown, 0, &ShutdownRequest { reboot }))
+    }
+}
+
+struct StreamGuard<'a> {
+    conn: &'a AgentConn,
+    id: u32,
+    finished: bool,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.conn.send(&Frame::new(Kind::Kill, self.id, Vec::new()));
+        }
+        self.conn.close_stream(self.id);
+    }
+}
+
+fn remote(frame: &Frame) -> AgentError {
+    match frame.parse_json::<ErrorBody>() {
+        Ok(body) => AgentError::Remote(body.message),
+        Err(e) => AgentError::Decode(e),
+    }
+}

@@ -1,0 +1,120 @@
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::agent::AgentError;
+
+/// Everything that can go wrong in the driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A spec file is wrong; names the file, line and column.
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Spec {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A test script failed or is wrong; names the file, line and column.
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Script {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The host lacks something; `hint` says how to get it.
+    #[error("{what}\nhint: {hint}")]
+    Setup { what: String, hint: String },
+    #[error("building the image: {0}")]
+    Image(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no machine named `{0}` in the spec")]
+    NoSuchMachine(String),
+    /// A machine did not reach readiness.
+    #[error("machine `{machine}`: {problem}{}", quote(console))]
+    Boot {
+        machine: String,
+        problem: String,
+        console: Vec<String>,
+    },
+    /// QEMU exited or the guest died while a call waited on it.
+    #[error("machine `{machine}`: {problem}{}", quote(console))]
+    MachineDied {
+        machine: String,
+        problem: String,
+        console: Vec<String>,
+    },
+    #[error("machine `{machine}`: qmp")]
+    Qmp {
+        machine: String,
+        #[source]
+        source: flotilla_qmp::Error,
+    },
+    #[error("machine `{machine}`: agent: {doing}")]
+    Agent {
+        machine: String,
+        doing: String,
+        #[source]
+        source: AgentError,
+    },
+    /// `succeed` saw a failure or `fail` saw a success.
+    #[error("machine `{machine}`: command `{command}` was expected to {expected} but ended with {status}{}", indent(output))]
+    CommandFailed {
+        machine: String,
+        command: String,
+        expected: String,
+        status: String,
+        output: String,
+    },
+    #[error("machine `{machine}`: {what} did not finish within {} s (timeout)", after.as_secs_f64())]
+    Timeout {
+        machine: String,
+        what: String,
+        after: Duration,
+    },
+    #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
+    TestTimeout(Duration),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the error means the test ran and failed (rather than could not run).
+    pub fn is_test_failure(&self) -> bool {
+        !matches!(
+            self,
+            Error::Spec { .. } | Error::Setup { .. } | Error::Image(_)
+        ) && !matches!(self, Error::Script { message, .. } if message.starts_with("Syntax error"))
+    }
+}
+
+fn quote(console: &[String]) -> String {
+    if console.is_empty() {
+        return "\n(the console printed nothing)".into();
+    }
+    let mut out = String::from("\nlast console lines:");
+    for line in console {
+        let _ = write!(out, "\n  | {line}");
+    }
+    out
+}
+
+fn indent(output: &str) -> String {
+    if output.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    for line in output.lines() {
+        let _ = write!(out, "\n  {line}");
+    }
+    out
+}

@@ -1,0 +1,606 @@
+//! One QEMU machine: its process, console, QMP connection and agent.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_agent::proto::{self, Command as AgentCommand, ExecRequest};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::accel::{Accel, AccelChoice};
+use crate::agent::{AgentConn, ExecOutput};
+use crate::image::Kernel;
+use crate::log::Log;
+use crate::process::{describe_status, Process};
+use crate::spec::MachineSpec;
+use crate::Error;
+
+/// How many console lines an error quotes.
+const TAIL_LINES: usize = 20;
+/// How many console lines are kept in memory.
+const KEEP_LINES: usize = 500;
+/// Text that means the guest kernel panicked.
+const PANIC_MARKER: &str = "Kernel panic - not syncing";
+
+/// Everything a machine needs to start; made by [`crate::Network`].
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    pub name: String,
+    pub spec: MachineSpec,
+    pub kernel: Kernel,
+    pub initrd: PathBuf,
+    pub accel: AccelChoice,
+    /// Private (0700) folder for this machine's sockets.
+    pub socket_dir: PathBuf,
+    pub log: Log,
+    /// How long the guest may take to report readiness.
+    pub boot_timeout: Duration,
+    /// Default limit for one command.
+    pub command_timeout: Duration,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+}
+
+/// The result of [`Machine::execute`].
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    /// Exit code; `None` when the command was killed by a signal.
+    pub code: Option<i32>,
+    /// The signal that killed the command, if any.
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandResult {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit status {c}"),
+            (None, Some(s)) => format!("signal {s} ({})", crate::process::signal_name(s)),
+            _ => "no status".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConsoleState {
+    /// The readiness line's boot time, once seen.
+    ready: Option<u64>,
+    /// The first panic line, once seen.
+    panic: Option<String>,
+    /// QEMU closed its stdout (it exited).
+    eof: bool,
+}
+
+#[derive(Debug, Default)]
+struct Console {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl Console {
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.lines.lock() {
+            if lines.len() == KEEP_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+
+    fn tail(&self, n: usize) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.iter().skip(l.len().saturating_sub(n)).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    process: Arc<Process>,
+    qmp: flotilla_qmp::Client,
+    agent: AgentConn,
+    console: Arc<Console>,
+    state: watch::Receiver<ConsoleState>,
+    stderr_tail: Arc<Console>,
+}
+
+/// A machine of the network. Cheap to share; all methods take `&self`.
+#[derive(Debug)]
+pub struct Machine {
+    config: MachineConfig,
+    running: tokio::sync::Mutex<Option<Arc<Running>>>,
+    console: Arc<Console>,
+}
+
+impl Machine {
+    pub fn new(config: MachineConfig) -> Machine {
+        Machine {
+            config,
+            running: tokio::sync::Mutex::new(None),
+            console: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn log(&self, message: &str) {
+        self.config.log.machine(&self.config.name, message);
+    }
+
+    /// The host name the guest gets.
+    pub fn hostname(&self) -> String {
+        self.config.name.replace('_', "-")
+    }
+
+    /// The QEMU command line for this machine.
+    pub fn qemu_command(&self) -> Command {
+        let c = &self.config;
+        let dir = &c.socket_dir;
+        let mut cmd = Command::new(&c.qemu);
+        cmd.arg("-name")
+            .arg(format!("{},process=flotilla-{}", c.name, c.name));
+        cmd.args([
+            "-M",
+            "q35",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ]);
+        cmd.arg("-no-reboot");
+        match c.accel.accel {
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
+        };
+        cmd.arg("-m").arg(c.spec.memory.to_string());
+        cmd.arg("-smp").arg(c.spec.cpus.to_string());
+        cmd.args([
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ]);
+        cmd.arg("-qmp").arg(format!(
+            "unix:{},server=on,wait=off",
+            dir.join("qmp.sock").display()
+        ));
+        cmd.arg("-kernel").arg(&c.kernel.image);
+        cmd.arg("-initrd").arg(&c.initrd);
+        let mut append = format!(
+            "console=ttyS0 quiet panic=-1 rdinit=/init flotilla.hostname={}",
+            self.hostname()
+        );
+        if !c.spec.kernel_args.trim().is_empty() {
+            append.push(' ');
+            append.push_str(c.spec.kernel_args.trim());
+        }
+        cmd.arg("-append").arg(append);
+        cmd.args(["-device", "virtio-serial-pci,id=vser0"]);
+        cmd.arg("-chardev").arg(format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            dir.join("agent.sock").display()
+        ));
+        cmd.arg("-device").arg(format!(
+            "virtserialport,bus=vser0.0,chardev=agent,name={}",
+            proto::PORT_NAME
+        ));
+        cmd.args(["-device", "virtio-rng-pci"]);
+        cmd.stdin(std::process::Stdio::piped());
+        cmd.stdout(std::process::Stdio::piped());
+        cmd.stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// Starts the machine unless it is running, and waits until its agent is ready.
+    pub async fn start(&self) -> Result<(), Error> {
+        self.running().await.map(|_| ())
+    }
+
+    /// The QEMU process id, while running.
+    pub async fn pid(&self) -> Option<u32> {
+        self.running.lock().await.as_ref().map(|r| r.process.pid())
+    }
+
+    /// The QMP client of the running machine.
+    pub async fn qmp(&self) -> Result<flotilla_qmp::Client, Error> {
+        Ok(self.running().await?.qmp.clone())
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> Vec<String> {
+        self.console.tail(n)
+    }
+
+    async fn running(&self) -> Result<Arc<Running>, Error> {
+        let mut slot = self.running.lock().await;
+        if let Some(r) = slot.as_ref() {
+            if r.process.status().is_none() {
+                return Ok(r.clone());
+            }
+            let r = slot.take();
+            drop(r);
+        }
+        let running = Arc::new(self.boot().await?);
+        *slot = Some(running.clone());
+        Ok(running)
+    }
+
+    async fn boot(&self) -> Result<Running, Error> {
+        let c = &self.config;
+        let started = Instant::now();
+        std::fs::create_dir_all(&c.socket_dir).map_err(|source| Error::Io {
+            what: format!("creating {}", c.socket_dir.display()),
+            source,
+        })?;
+        for sock in ["qmp.sock", "agent.sock"] {
+            let _ = std::fs::remove_file(c.socket_dir.join(sock));
+        }
+        let log_dir = c.log.machine_dir(&c.name)?;
+        self.log(&format!(
+            "starting ({} MiB, {} cpu, {})",
+            c.spec.memory, c.spec.cpus, c.accel.accel
+        ));
+        let (process, stdio) =
+            Process::spawn(&c.name, self.qemu_command())
+                .await
+                .map_err(|source| Error::Io {
+                    what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
+                    source,
+                })?;
+        let process = Arc::new(process);
+        let (state_tx, state) = watch::channel(ConsoleState::default());
+
+        // Console reader: QEMU's stdout is the serial console.
+        let console = self.console.clone();
+        let console_log = log_dir.join("console.log");
+        let mut console_file = tokio::fs::File::create(&console_log)
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("creating {}", console_log.display()),
+                source,
+            })?;
+        if let Some(stdout) = stdio.stdout {
+            let log = c.log.clone();
+            let name = c.name.clone();
+            let console = console.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stdout);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let _ = console_file.write_all(&buf).await;
+                    let text = String::from_utf8_lossy(&buf);
+                    let line = text.trim_end_matches(['\n', '\r']).replace('\r', "");
+                    log.console(&name, &line);
+                    if let Some(rest) = line.strip_prefix(proto::READY_PREFIX) {
+                        let boot_ms = rest
+                            .split_whitespace()
+                            .find_map(|kv| kv.strip_prefix("boot_ms="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        state_tx.send_modify(|s| s.ready = Some(boot_ms));
+                    } else if line.contains(PANIC_MARKER) {
+                        let l = line.clone();
+                        state_tx.send_modify(|s| {
+                            s.panic.get_or_insert(l);
+                        });
+                    }
+                    console.push(line);
+                }
+                let _ = console_file.flush().await;
+                state_tx.send_modify(|s| s.eof = true);
+            });
+        }
+        // QEMU's own messages.
+        let stderr_tail: Arc<Console> = Arc::default();
+        if let Some(stderr) = stdio.stderr {
+            let log = c.log.clone();
+            let name = c.name.clone();
+            let tail = stderr_tail.clone();
+            let path = log_dir.join("qemu.log");
+            tokio::spawn(async move {
+                let mut file = tokio::fs::File::create(&path).await.ok();
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(f) = file.as_mut() {
+                        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+                    }
+                    log.machine(&name, &format!("qemu: {line}"));
+                    tail.push(line);
+                }
+            });
+        }
+        // Keep QEMU's stdin open for the machine's lifetime (the console's input).
+        let stdin = stdio.stdin;
+
+        let qmp_path = c.socket_dir.join("qmp.sock");
+        let qmp = tokio::select! {
+            r = flotilla_qmp::Client::connect_unix_retry(&qmp_path, Duration::from_secs(10)) => {
+                r.map_err(|source| Error::Qmp { machine: c.name.clone(), source })?
+            }
+            status = process.exited() => {
+                return Err(self.died_early(status, &state, &stderr_tail).await);
+            }
+        };
+
+        let mut ready_rx = state.clone();
+        let deadline = c.boot_timeout;
+        let boot_ms = tokio::select! {
+            r = ready_rx.wait_for(|s| s.ready.is_some() || s.panic.is_some()) => {
+                let (ready, panic) = match r {
+                    Ok(s) => (s.ready, s.panic.clone()),
+                    Err(_) => (None, None),
+                };
+                if let Some(panic) = panic {
+                    // Let the rest of the panic report arrive; panic=-1 makes QEMU exit.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), process.exited()).await;
+                    let mut rx = state.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+                    let _ = process.close(Duration::from_secs(1)).await;
+                    return Err(Error::Boot {
+                        machine: c.name.clone(),
+                        problem: format!("the guest kernel panicked before the agent was ready: {}", panic.trim()),
+                        console: self.console.tail(TAIL_LINES),
+                    });
+                }
+                ready.unwrap_or(0)
+            }
+            status = process.exited() => {
+                return Err(self.died_early(status, &state, &stderr_tail).await);
+            }
+            _ = tokio::time::sleep(deadline) => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                return Err(Error::Boot {
+                    machine: c.name.clone(),
+                    problem: format!("no readiness line from the agent within {} s (timeout)", deadline.as_secs()),
+                    console: self.console.tail(TAIL_LINES),
+                });
+            }
+        };
+
+        let agent_path = c.socket_dir.join("agent.sock");
+        let agent = tokio::select! {
+            r = AgentConn::connect(&agent_path, Duration::from_secs(10)) => {
+                r.map_err(|source| Error::Agent { machine: c.name.clone(), doing: "connecting".into(), source })?
+            }
+            status = process.exited() => {
+                return Err(self.died_early(status, &state, &stderr_tail).await);
+            }
+        };
+        self.log(&format!(
+            "ready: agent {} reports boot in {} ms; {} ms since qemu started",
+            agent.hello.agent_version,
+            boot_ms,
+            started.elapsed().as_millis()
+        ));
+        // Hold stdin in a task that ends with the process.
+        let p = process.clone();
+        tokio::spawn(async move {
+            let _stdin = stdin;
+            p.exited().await;
+        });
+        Ok(Running {
+            process,
+            qmp,
+            agent,
+            console,
+            state,
+            stderr_tail,
+        })
+    }
+
+    async fn died_early(
+        &self,
+        status: std::process::ExitStatus,
+        state: &watch::Receiver<ConsoleState>,
+        stderr: &Console,
+    ) -> Error {
+        let mut rx = state.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+        // stderr is read by its own task; give it a moment to finish.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut problem = format!(
+            "qemu {} before the agent was ready",
+            describe_status(status)
+        );
+        let qemu_says = stderr.tail(5);
+        if !qemu_says.is_empty() {
+            let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
+        }
+        Error::Boot {
+            machine: self.config.name.clone(),
+            problem,
+            console: self.console.tail(TAIL_LINES),
+        }
+    }
+
+    /// Runs a shell command and returns its status and output.
+    pub async fn execute(&self, command: &str) -> Result<CommandResult, Error> {
+        self.execute_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::execute`] with an explicit time limit.
+    pub async fn execute_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<CommandResult, Error> {
+        let running = self.running().await?;
+        let request = ExecRequest {
+            command: AgentCommand::Shell(command.to_owned()),
+            env: Vec::new(),
+            cwd: None,
+            stdin: false,
+            timeout_ms: None,
+        };
+        let started = Instant::now();
+        let log = self.config.log.clone();
+        let name = self.config.name.clone();
+        let mut pending = [Vec::new(), Vec::new()];
+        let exec = running.agent.exec(&request, |is_err, chunk| {
+            let buf = &mut pending[usize::from(is_err)];
+            buf.extend_from_slice(chunk);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line);
+                log.machine(&name, &format!("  {}", text.trim_end_matches('\n')));
+            }
+        });
+        let output: ExecOutput = tokio::select! {
+            r = exec => r.map_err(|source| Error::Agent {
+                machine: self.config.name.clone(),
+                doing: format!("running `{command}`"),
+                source,
+            })?,
+            status = running.process.exited() => {
+                return Err(self.died(&running, &format!("qemu {} while running `{command}`", describe_status(status))).await);
+            }
+            _ = tokio::time::sleep(timeout) => {
+                return Err(Error::Timeout {
+                    machine: self.config.name.clone(),
+                    what: format!("command `{command}`"),
+                    after: timeout,
+                });
+            }
+        };
+        for rest in pending.iter().filter(|b| !b.is_empty()) {
+            self.log(&format!("  {}", String::from_utf8_lossy(rest)));
+        }
+        let result = CommandResult {
+            code: output.status.code,
+            signal: output.status.signal,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        self.log(&format!(
+            "(finished with {} in {:.2} s)",
+            result.describe(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(result)
+    }
+
+    async fn died(&self, running: &Running, problem: &str) -> Error {
+        let mut rx = running.state.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+        let mut problem = problem.to_owned();
+        let qemu_says = running.stderr_tail.tail(5);
+        if !qemu_says.is_empty() {
+            let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
+        }
+        Error::MachineDied {
+            machine: self.config.name.clone(),
+            problem,
+            console: running.console.tail(TAIL_LINES),
+        }
+    }
+
+    /// Runs a command that must succeed (exit 0); returns its stdout.
+    pub async fn succeed(&self, command: &str) -> Result<String, Error> {
+        self.log(&format!("must succeed: {command}"));
+        let r = self.execute(command).await?;
+        if r.success() {
+            Ok(r.stdout)
+        } else {
+            Err(Error::CommandFailed {
+                machine: self.config.name.clone(),
+                command: command.to_owned(),
+                expected: "succeed".into(),
+                status: r.describe(),
+                output: tail_text(&r.stdout, &r.stderr),
+            })
+        }
+    }
+
+    /// Runs a command that must fail (non-zero exit or killed); returns its stdout.
+    pub async fn fail(&self, command: &str) -> Result<String, Error> {
+        self.log(&format!("must fail: {command}"));
+        let r = self.execute(command).await?;
+        if r.success() {
+            Err(Error::CommandFailed {
+                machine: self.config.name.clone(),
+                command: command.to_owned(),
+                expected: "fail".into(),
+                status: r.describe(),
+                output: tail_text(&r.stdout, &r.stderr),
+            })
+        } else {
+            Ok(r.stdout)
+        }
+    }
+
+    /// Powers the guest off through the agent and waits for QEMU to exit; forces it
+    /// after `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let Some(running) = self.running.lock().await.take() else {
+            return Ok(());
+        };
+        self.log("shutting down");
+        let asked = running.agent.shutdown(false).await.is_ok();
+        let clean = asked
+            && tokio::time::timeout(timeout, running.process.exited())
+                .await
+                .is_ok();
+        if !clean {
+            self.log(&format!(
+                "no power-off within {} s: stopping qemu",
+                timeout.as_secs()
+            ));
+            let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
+            running.process.close(Duration::from_secs(3)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops QEMU at once (QMP `quit`, then signals). Idempotent; used at the end of a
+    /// run, when the guest's state no longer matters.
+    pub async fn stop(&self) {
+        let Some(running) = self.running.lock().await.take() else {
+            return;
+        };
+        if running.process.status().is_none() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
+            if tokio::time::timeout(Duration::from_secs(2), running.process.exited())
+                .await
+                .is_err()
+            {
+                running.process.close(Duration::from_secs(3)).await;
+            }
+        }
+        let mut rx = running.state.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+    }
+}
+
+fn tail_text(stdout: &str, stderr: &str) -> String {
+    let mut out = String::new();
+    for (label, text) in [("stdout", stdout), ("stderr", stderr)] {
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let skip = lines.len().saturating_sub(10);
+        let _ = writeln!(out, "{label}:");
+        for l in &lines[skip..] {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
+    out
+}

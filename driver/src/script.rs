@@ -1,0 +1,269 @@
+//! Test scripts in Rhai: each machine of the spec is a variable whose methods are the
+//! [`Machine`](crate::Machine) API (`server.succeed("uname -r")`).
+//!
+//! | call | does |
+//! | --- | --- |
+//! | `m.start()` | boots `m` (commands boot it on first use too) |
+//! | `m.succeed(cmd)` | runs a shell command that must exit 0; returns its stdout |
+//! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
+//! | `m.execute(cmd)` | runs a shell command; returns `#{status, stdout, stderr}` (status is `()` when killed by a signal) |
+//! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
+//! | `m.name` | the machine's name |
+//! | `start_all()` | boots every machine in parallel |
+//! | `log(text)` / `print(text)` | writes a line to the log |
+//!
+//! Rhai's own `throw "message"` fails the test with that message.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Log, Machine};
+
+/// Names a machine may not take: Rhai keywords and the script's global functions.
+pub const RESERVED: &[&str] = &[
+    "let",
+    "const",
+    "if",
+    "else",
+    "switch",
+    "do",
+    "while",
+    "until",
+    "loop",
+    "for",
+    "in",
+    "continue",
+    "break",
+    "return",
+    "throw",
+    "try",
+    "catch",
+    "fn",
+    "private",
+    "import",
+    "export",
+    "as",
+    "true",
+    "false",
+    "this",
+    "global",
+    "print",
+    "debug",
+    "log",
+    "eval",
+    "start_all",
+    "type_of",
+    "call",
+    "curry",
+    "is_def_var",
+    "is_def_fn",
+    "is_shared",
+    "new",
+    "use",
+    "with",
+    "module",
+    "package",
+    "var",
+    "static",
+    "shared",
+    "sync",
+    "async",
+    "await",
+    "yield",
+    "default",
+    "void",
+    "null",
+    "nil",
+    "spawn",
+    "thread",
+    "go",
+    "exit",
+    "match",
+    "case",
+    "public",
+    "protected",
+    "super",
+    "goto",
+];
+
+#[derive(Clone)]
+struct MachineHandle(Arc<Machine>);
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+struct Ctx {
+    handle: Handle,
+    cancel: CancellationToken,
+}
+
+impl Ctx {
+    fn block<T>(&self, fut: impl std::future::Future<Output = Result<T, Error>>) -> Res<T> {
+        self.handle.block_on(async {
+            tokio::select! {
+                r = fut => r.map_err(|e| error_to_rhai(&e)),
+                _ = self.cancel.cancelled() => Err("cancelled".into()),
+            }
+        })
+    }
+}
+
+fn error_to_rhai(e: &Error) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(Dynamic::from(e.to_string()), Position::NONE).into()
+}
+
+/// Runs the script at `path` against `machines`. Blocking: call it from a thread that
+/// is not a runtime worker; `handle` runs the machine calls.
+pub fn run(
+    path: &Path,
+    machines: &BTreeMap<String, Arc<Machine>>,
+    log: &Log,
+    handle: Handle,
+    cancel: CancellationToken,
+) -> Result<(), Error> {
+    let source = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: format!("reading script {}", path.display()),
+        source,
+    })?;
+    let ctx = Arc::new(Ctx {
+        handle,
+        cancel: cancel.clone(),
+    });
+    let mut engine = Engine::new();
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(64, 64);
+
+    let l = log.clone();
+    engine.on_print(move |text| l.info(text));
+    let l = log.clone();
+    engine.on_debug(move |text, _src, pos| l.info(&format!("debug at {pos}: {text}")));
+    let c = cancel.clone();
+    engine.on_progress(move |_| c.is_cancelled().then(|| Dynamic::from("cancelled")));
+
+    let vars: BTreeMap<String, Dynamic> = machines
+        .iter()
+        .map(|(name, m)| (name.clone(), Dynamic::from(MachineHandle(m.clone()))))
+        .collect();
+    #[allow(deprecated)] // "volatile", not deprecated: the documented way to resolve names
+    engine.on_var(move |name, _, _| Ok(vars.get(name).cloned()));
+
+    engine.register_type_with_name::<MachineHandle>("Machine");
+    engine.register_get("name", |m: &mut MachineHandle| m.0.name().to_owned());
+    let c = ctx.clone();
+    engine.register_fn("start", move |m: &mut MachineHandle| c.block(m.0.start()));
+    let c = ctx.clone();
+    engine.register_fn("succeed", move |m: &mut MachineHandle, cmd: &str| {
+        c.block(m.0.succeed(cmd))
+    });
+    let c = ctx.clone();
+    engine.register_fn("fail", move |m: &mut MachineHandle, cmd: &str| {
+        c.block(m.0.fail(cmd))
+    });
+    let c = ctx.clone();
+    engine.register_fn(
+        "execute",
+        move |m: &mut MachineHandle, cmd: &str| -> Res<Map> {
+            let r = c.block(m.0.execute(cmd))?;
+            let mut map = Map::new();
+            map.insert(
+                "status".into(),
+                r.code.map_or(Dynamic::UNIT, |c| Dynamic::from(c as i64)),
+            );
+            map.insert("stdout".into(), r.stdout.into());
+            map.insert("stderr".into(), r.stderr.into());
+            Ok(map)
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("shutdown", move |m: &mut MachineHandle| {
+        c.block(m.0.shutdown(Duration::from_secs(30)))
+    });
+    let c = ctx.clone();
+    let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
+    engine.register_fn("start_all", move || {
+        let all = all.clone();
+        c.block(async move {
+            let results = futures::future::join_all(all.iter().map(|m| m.start())).await;
+            results
+                .into_iter()
+                .collect::<Result<Vec<()>, Error>>()
+                .map(|_| ())
+        })
+    });
+    let l = log.clone();
+    engine.register_fn("log", move |text: &str| l.info(text));
+
+    let ast = engine
+        .compile(&source)
+        .map_err(|e| located(path, e.position(), e.to_string()))?;
+    match engine.run_ast(&ast) {
+        Ok(()) => Ok(()),
+        Err(e) if cancel.is_cancelled() => {
+            let (pos, _) = innermost(&e);
+            Err(located(path, pos, "cancelled".into()))
+        }
+        Err(e) => {
+            let (pos, message) = innermost(&e);
+            Err(located(path, pos, message))
+        }
+    }
+}
+
+/// The deepest error in a chain of function calls and the position nearest to it.
+fn innermost(e: &EvalAltResult) -> (Position, String) {
+    let mut pos = e.position();
+    let mut cur = e;
+    loop {
+        match cur {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, p)
+            | EvalAltResult::ErrorInModule(_, inner, p) => {
+                if !p.is_none() {
+                    pos = *p;
+                }
+                if !inner.position().is_none() {
+                    pos = inner.position();
+                }
+                cur = inner;
+            }
+            EvalAltResult::ErrorRuntime(value, p) => {
+                if !p.is_none() {
+                    pos = *p;
+                }
+                let message = value
+                    .clone()
+                    .into_string()
+                    .unwrap_or_else(|_| value.to_string());
+                return (pos, message);
+            }
+            EvalAltResult::ErrorTerminated(_, p) => {
+                return (if p.is_none() { pos } else { *p }, "cancelled".into());
+            }
+            other => {
+                if !other.position().is_none() {
+                    pos = other.position();
+                }
+                // Rhai appends " (line L, position C)"; we print the location first.
+                let text = other.to_string();
+                let text = match text.rfind(" (line ") {
+                    Some(i) if text.ends_with(')') => text[..i].to_owned(),
+                    _ => text,
+                };
+                return (pos, text);
+            }
+        }
+    }
+}
+
+fn located(path: &Path, pos: Position, message: String) -> Error {
+    Error::Script {
+        file: path.to_path_buf(),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+        message,
+    }
+}

@@ -1,0 +1,306 @@
+//! The spec: a TOML file naming the machines of a test and its script.
+//!
+//! ```toml
+//! name = "hello"            # optional, defaults to the folder's name
+//! script = "test.rhai"      # relative to the spec file
+//! timeout = 600             # seconds for the whole test
+//!
+//! [machines.machine]
+//! memory = 256              # MiB
+//! cpus = 1
+//! kernel_args = "loglevel=4"  # appended to the kernel command line
+//! ```
+//!
+//! Every error names the file, line and column: unknown keys, wrong types and missing
+//! files alike.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Error;
+
+/// The file name looked up when a directory is given instead of a spec file.
+pub const SPEC_FILE_NAME: &str = "flotilla.toml";
+
+/// A parsed and checked spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The spec file itself.
+    pub path: PathBuf,
+    pub name: String,
+    /// The test script, resolved against the spec's folder.
+    pub script: Option<PathBuf>,
+    /// Limit for the whole test run.
+    pub timeout: std::time::Duration,
+    pub machines: BTreeMap<String, MachineSpec>,
+}
+
+/// One machine of a spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory: u32,
+    /// Virtual CPUs.
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    /// Extra kernel command line arguments.
+    #[serde(default)]
+    pub kernel_args: String,
+}
+
+impl Default for MachineSpec {
+    fn default() -> Self {
+        MachineSpec {
+            memory: default_memory(),
+            cpus: default_cpus(),
+            kernel_args: String::new(),
+        }
+    }
+}
+
+fn default_memory() -> u32 {
+    256
+}
+
+fn default_cpus() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: Option<Spanned<String>>,
+    script: Option<Spanned<PathBuf>>,
+    timeout: Option<Spanned<u64>>,
+    #[serde(default)]
+    machines: BTreeMap<Spanned<String>, Spanned<MachineSpec>>,
+}
+
+impl Spec {
+    /// Loads a spec file, or `flotilla.toml` inside a directory.
+    pub fn load(path: &Path) -> Result<Spec, Error> {
+        let path = if path.is_dir() {
+            path.join(SPEC_FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            what: format!("reading spec {}", path.display()),
+            source,
+        })?;
+        Spec::parse(&path, &text)
+    }
+
+    /// Parses spec text; `path` is used for messages and to resolve relative files.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, Error> {
+        let located = |span: Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            Error::Spec {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            located(span, e.message().trim().to_owned())
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let name = match raw.name {
+            Some(name) => {
+                check_name(name.get_ref())
+                    .map_err(|m| located(name.span(), format!("name: {m}")))?;
+                name.into_inner()
+            }
+            None => default_name(path),
+        };
+        let script = match raw.script {
+            Some(script) => {
+                let resolved = dir.join(script.get_ref());
+                if !resolved.is_file() {
+                    return Err(located(
+                        script.span(),
+                        format!("script file {} does not exist", resolved.display()),
+                    ));
+                }
+                Some(resolved)
+            }
+            None => None,
+        };
+        let timeout = match raw.timeout {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(located(
+                    t.span(),
+                    "timeout must be at least 1 second".into(),
+                ))
+            }
+            Some(t) => std::time::Duration::from_secs(*t.get_ref()),
+            None => std::time::Duration::from_secs(600),
+        };
+        if raw.machines.is_empty() {
+            return Err(located(
+                0..0,
+                "no machines: add a table such as [machines.server]".into(),
+            ));
+        }
+        let mut machines = BTreeMap::new();
+        for (name, machine) in raw.machines {
+            check_machine_name(name.get_ref())
+                .map_err(|m| located(name.span(), format!("machine `{}`: {m}", name.get_ref())))?;
+            let span = machine.span();
+            let machine = machine.into_inner();
+            if machine.memory < 64 {
+                return Err(located(
+                    span,
+                    format!(
+                        "machine `{}`: memory = {} MiB is too small (at least 64)",
+                        name.get_ref(),
+                        machine.memory
+                    ),
+                ));
+            }
+            if machine.cpus == 0 || machine.cpus > 64 {
+                return Err(located(
+                    span,
+                    format!("machine `{}`: cpus must be 1 to 64", name.get_ref()),
+                ));
+            }
+            machines.insert(name.into_inner(), machine);
+        }
+        Ok(Spec {
+            path: path.to_path_buf(),
+            name,
+            script,
+            timeout,
+            machines,
+        })
+    }
+}
+
+fn default_name(path: &Path) -> String {
+    let stem = if path.file_name().and_then(|f| f.to_str()) == Some(SPEC_FILE_NAME) {
+        path.parent()
+            .and_then(|p| p.canonicalize().ok())
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+    } else {
+        path.file_stem().map(|f| f.to_string_lossy().into_owned())
+    };
+    stem.filter(|s| check_name(s).is_ok())
+        .unwrap_or_else(|| "test".to_owned())
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(format!(
+            "`{name}` must be 1-64 characters of letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    Ok(())
+}
+
+/// Machine names are script identifiers and host names: `[a-z][a-z0-9_]*`, at most 32
+/// characters (the host name turns `_` into `-`).
+pub fn check_machine_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+    if !first_ok
+        || name.len() > 32
+        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(
+            "a machine name must start with a lowercase letter and use only \
+             lowercase letters, digits and `_` (at most 32 characters)"
+                .into(),
+        );
+    }
+    if crate::script::RESERVED.contains(&name) {
+        return Err(format!("`{name}` is reserved in test scripts"));
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec, Error> {
+        Spec::parse(Path::new("/nonexistent/spec.toml"), text)
+    }
+
+    fn message(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("spec unexpectedly parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_spec() {
+        let spec = parse("[machines.server]\n[machines.client]\nmemory = 512\n").unwrap();
+        assert_eq!(spec.name, "spec");
+        assert_eq!(spec.machines.len(), 2);
+        assert_eq!(spec.machines["client"].memory, 512);
+        assert_eq!(spec.machines["server"].memory, 256);
+        assert_eq!(spec.timeout.as_secs(), 600);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let m = message("[machines.server]\nmemroy = 512\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:2:1: "), "{m}");
+        assert!(m.contains("unknown field `memroy`"), "{m}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let m = message("[machines.server]\nmemory = \"lots\"\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:2:10: "), "{m}");
+        assert!(m.contains("invalid type"), "{m}");
+    }
+
+    #[test]
+    fn missing_script_names_the_key() {
+        let m = message("script = \"nope.rhai\"\n[machines.a]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:1:10: "), "{m}");
+        assert!(m.contains("nope.rhai does not exist"), "{m}");
+    }
+
+    #[test]
+    fn bad_machine_name() {
+        let m = message("[machines.Server]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:1:11: "), "{m}");
+        assert!(m.contains("machine `Server`"), "{m}");
+    }
+
+    #[test]
+    fn no_machines() {
+        assert!(message("name = \"x\"\n").contains("no machines"));
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    }
+}
