@@ -1,1 +1,22 @@
-//! Agent protocol (in progress).
+//! Flotilla's in-guest agent: its wire protocol, shared with the host driver.
+//!
+//! The agent binary (`flotilla-agent`) runs inside each VM, as PID 1 of an initramfs
+//! or as a service, and executes commands and transfers files for the host over a
+//! virtio-serial port. This library holds the [`proto`] module, the single definition
+//! of that protocol used by both sides.
+//!
+//! ```
+//! use flotilla_agent::proto::{Command, ExecRequest, Frame, Kind};
+//!
+//! let req = ExecRequest {
+//!     command: Command::Argv(vec!["uname".into(), "-r".into()]),
+//!     env: vec![],
+//!     cwd: None,
+//!     stdin: false,
+//!     timeout_ms: Some(10_000),
+//! };
+//! let mut wire = Vec::new();
+//! Frame::json(Kind::Exec, 1, &req).encode(&mut wire);
+//! ```
+
+pub mod proto;

@@ -1,0 +1,511 @@
+//! Spawning commands, the single zombie reaper, and per-command I/O threads.
+//!
+//! All `waitpid` calls happen in [`Reaper::reap`]. A command is forked while the reaper
+//! table is locked and registered before the lock is released, so the reaper can never
+//! collect a status before its owner is known.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use flotilla_agent::proto::{Command, ExecRequest, ExitStatus, Frame, Kind, MAX_CHUNK};
+
+use crate::server::{Outbox, Registry};
+use crate::sys;
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a child's exit status goes.
+pub struct ExitSlot {
+    status: Mutex<Option<i32>>,
+    notify: OwnedFd,
+}
+
+impl ExitSlot {
+    fn new() -> io::Result<Arc<ExitSlot>> {
+        Ok(Arc::new(ExitSlot {
+            status: Mutex::new(None),
+            notify: sys::eventfd()?,
+        }))
+    }
+
+    fn status(&self) -> Option<i32> {
+        *lock(&self.status)
+    }
+}
+
+/// The process-wide table of children whose exit status someone waits for.
+#[derive(Default)]
+pub struct Reaper {
+    table: Mutex<HashMap<i32, Arc<ExitSlot>>>,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic aborts the process (panic=abort), so poisoning cannot be observed in the
+    // agent binary; tolerate it anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn reaper() -> &'static Reaper {
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    REAPER.get_or_init(Reaper::default)
+}
+
+impl Reaper {
+    /// SIGKILL the process group of every tracked child.
+    pub fn kill_all(&self) {
+        for pid in lock(&self.table).keys() {
+            sys::kill_group(*pid);
+        }
+    }
+
+    /// Collect every exited child; hand statuses to their owners, drop the rest
+    /// (orphans re-parented to PID 1).
+    pub fn reap(&self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: status is a valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            let slot = lock(&self.table).remove(&pid);
+            if let Some(slot) = slot {
+                *lock(&slot.status) = Some(status);
+                sys::eventfd_signal(slot.notify.as_raw_fd());
+            }
+        }
+    }
+}
+
+/// Everything the child needs, prepared before fork (the child may not allocate).
+struct Prepared {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    candidates: Vec<CString>,
+    cwd: Option<CString>,
+    program: String,
+}
+
+fn prepare(req: &ExecRequest) -> io::Result<Prepared> {
+    let argv: Vec<String> = match &req.command {
+        Command::Argv(argv) => argv.clone(),
+        Command::Shell(script) => vec!["/bin/sh".into(), "-c".into(), script.clone()],
+    };
+    let Some(program) = argv.first().cloned() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+    };
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty program name",
+        ));
+    }
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("TERM".into(), "dumb".into()),
+    ];
+    for (k, v) in &req.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid environment variable name `{}`", k.escape_debug()),
+            ));
+        }
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let candidates = if program.contains('/') {
+        vec![sys::cstring(&program)?]
+    } else {
+        path.split(':')
+            .map(|dir| if dir.is_empty() { "." } else { dir })
+            .map(|dir| sys::cstring(&format!("{dir}/{program}")))
+            .collect::<io::Result<_>>()?
+    };
+    Ok(Prepared {
+        argv: argv
+            .iter()
+            .map(|a| sys::cstring(a))
+            .collect::<io::Result<_>>()?,
+        envp: env
+            .iter()
+            .map(|(k, v)| sys::cstring(&format!("{k}={v}")))
+            .collect::<io::Result<_>>()?,
+        candidates,
+        cwd: req.cwd.as_deref().map(sys::cstring).transpose()?,
+        program,
+    })
+}
+
+/// Stage codes the child reports through the error pipe.
+const STAGE_EXEC: i32 = 1;
+const STAGE_CWD: i32 = 2;
+const STAGE_SETUP: i32 = 3;
+
+/// A started command.
+pub struct Child {
+    pub pid: i32,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    slot: Arc<ExitSlot>,
+}
+
+/// Fork and exec `req`. Errors are complete messages for an Error frame.
+pub fn spawn(req: &ExecRequest) -> Result<Child, String> {
+    let prep = prepare(req).map_err(|e| format!("cannot run command: {e}"))?;
+    let program = prep.program.clone();
+    spawn_prepared(prep, req.stdin)
+        .map_err(|e| format!("failed to start `{}`: {e}", program.escape_debug()))
+}
+
+fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
+    let (stdin_r, stdin_w) = if want_stdin {
+        let (r, w) = sys::pipe()?;
+        (r, Some(w))
+    } else {
+        (sys::open_c(c"/dev/null", libc::O_RDONLY)?, None)
+    };
+    let (out_r, out_w) = sys::pipe()?;
+    let (err_r, err_w) = sys::pipe()?;
+    let (status_r, status_w) = sys::pipe()?;
+    let slot = ExitSlot::new()?;
+
+    let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let candidates: Vec<*const libc::c_char> = prep.candidates.iter().map(|a| a.as_ptr()).collect();
+    let cwd = prep.cwd.as_ref().map(|c| c.as_ptr());
+    let fds = [
+        stdin_r.as_raw_fd(),
+        out_w.as_raw_fd(),
+        err_w.as_raw_fd(),
+        status_w.as_raw_fd(),
+    ];
+
+    let pid = {
+        let mut table = lock(&reaper().table);
+        // SAFETY: the child only calls async-signal-safe functions on memory prepared
+        // above, then execs or _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: we are the freshly forked child.
+            unsafe { child_after_fork(fds, &argv, &envp, &candidates, cwd) }
+        }
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        table.insert(pid, slot.clone());
+        pid
+    };
+    drop(status_w);
+    drop(stdin_r);
+    drop(out_w);
+    drop(err_w);
+
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    while got < report.len() {
+        match sys::read(status_r.as_raw_fd(), &mut report[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got == 8 {
+        // The child failed before exec; the reaper collects it and nobody listens.
+        let stage = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let what = match stage {
+            STAGE_CWD => format!(
+                "cannot change directory to `{}`",
+                prep.cwd
+                    .as_ref()
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            STAGE_SETUP => "cannot set up the child process".to_string(),
+            _ => "cannot execute".to_string(),
+        };
+        return Err(io::Error::other(format!(
+            "{what}: {} (errno {errno})",
+            sys::strerror(errno)
+        )));
+    }
+    Ok(Child {
+        pid,
+        stdin: stdin_w,
+        stdout: out_r,
+        stderr: err_r,
+        slot,
+    })
+}
+
+/// Runs in the forked child. Never returns.
+///
+/// # Safety
+/// Must only be called in a freshly forked child; all pointers must be valid
+/// NUL-terminated strings / NULL-terminated arrays.
+unsafe fn child_after_fork(
+    fds: [RawFd; 4],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    candidates: &[*const libc::c_char],
+    cwd: Option<*const libc::c_char>,
+) -> ! {
+    let report = |stage: i32, errno: i32| -> ! {
+        let mut buf = [0u8; 8];
+        buf[..4].copy_from_slice(&stage.to_ne_bytes());
+        buf[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: async-signal-safe calls on valid memory.
+        unsafe {
+            libc::write(fds[3], buf.as_ptr().cast(), 8);
+            libc::_exit(127)
+        }
+    };
+    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: async-signal-safe calls on valid memory.
+    unsafe {
+        // Undo what the agent did to its own signal state.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in sys::HANDLED_SIGNALS {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if libc::setsid() < 0 {
+            report(STAGE_SETUP, errno());
+        }
+        for (i, fd) in fds[..3].iter().enumerate() {
+            if libc::dup2(*fd, i as libc::c_int) < 0 {
+                report(STAGE_SETUP, errno());
+            }
+        }
+        if let Some(dir) = cwd {
+            if libc::chdir(dir) < 0 {
+                report(STAGE_CWD, errno());
+            }
+        } else {
+            libc::chdir(c"/".as_ptr());
+        }
+        let mut saved = libc::ENOENT;
+        for path in candidates {
+            libc::execve(*path, argv.as_ptr(), envp.as_ptr());
+            let e = errno();
+            // Like execvp: keep going on "not here", remember anything more telling.
+            if e != libc::ENOENT && e != libc::ENOTDIR {
+                saved = e;
+            }
+        }
+        report(STAGE_EXEC, saved)
+    }
+}
+
+pub fn decode_status(status: i32) -> ExitStatus {
+    if libc::WIFEXITED(status) {
+        ExitStatus {
+            code: Some(libc::WEXITSTATUS(status)),
+            signal: None,
+            timed_out: false,
+        }
+    } else if libc::WIFSIGNALED(status) {
+        ExitStatus {
+            code: None,
+            signal: Some(libc::WTERMSIG(status)),
+            timed_out: false,
+        }
+    } else {
+        ExitStatus {
+            code: None,
+            signal: None,
+            timed_out: false,
+        }
+    }
+}
+
+/// How long to keep reading output after the command exited, when no more arrives
+/// (background processes may hold the pipes open).
+const DRAIN_IDLE: Duration = Duration::from_millis(50);
+
+/// Pump a command's output to the host, then report its exit. Runs on its own thread.
+pub fn pump(
+    child: Child,
+    stream: u32,
+    gen: u64,
+    timeout: Option<Duration>,
+    out: Outbox,
+    registry: Registry,
+) {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    let mut fds = [
+        sys::pollfd(child.stdout.as_raw_fd(), libc::POLLIN),
+        sys::pollfd(child.stderr.as_raw_fd(), libc::POLLIN),
+        sys::pollfd(child.slot.notify.as_raw_fd(), libc::POLLIN),
+    ];
+    let mut buf = vec![0u8; MAX_CHUNK];
+    let mut exited = child.slot.status().is_some();
+    loop {
+        if fds[0].fd < 0 && fds[1].fd < 0 && exited {
+            break;
+        }
+        let wait = if exited {
+            Some(DRAIN_IDLE)
+        } else {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        let n = match sys::poll(&mut fds, wait) {
+            Ok(n) => n,
+            Err(e) => {
+                crate::console!("stream {stream}: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if n == 0 {
+            if exited {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
+                timed_out = true;
+                sys::kill_group(child.pid);
+            }
+            continue;
+        }
+        for (i, kind) in [(0, Kind::Stdout), (1, Kind::Stderr)] {
+            if fds[i].fd < 0 || fds[i].revents == 0 {
+                continue;
+            }
+            match sys::read(fds[i].fd, &mut buf) {
+                Ok(0) | Err(_) => fds[i].fd = -1,
+                Ok(len) => out.send(gen, Frame::new(kind, stream, buf[..len].to_vec())),
+            }
+        }
+        if fds[2].revents != 0 {
+            sys::eventfd_take(fds[2].fd);
+            exited = child.slot.status().is_some();
+            if exited {
+                fds[2].fd = -1;
+            }
+        }
+    }
+    // Exited for sure: the loop only ends once the status is there.
+    let mut status = child
+        .slot
+        .status()
+        .map(decode_status)
+        .unwrap_or(ExitStatus {
+            code: None,
+            signal: None,
+            timed_out: false,
+        });
+    status.timed_out = timed_out;
+    // Free the stream id before the host can see Exit and reuse it.
+    registry.remove(stream, gen);
+    out.send(gen, Frame::json(Kind::Exit, stream, &status));
+}
+
+/// Feed a command's stdin from the host's Stdin frames. Runs on its own thread;
+/// closing the channel closes the pipe.
+pub fn feed_stdin(fd: OwnedFd, rx: Receiver<Vec<u8>>) {
+    let mut broken = false;
+    for data in rx {
+        if broken {
+            continue;
+        }
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            match sys::write(fd.as_raw_fd(), rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn stdin_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>) {
+    mpsc::channel()
+}
+
+/// Start a command in the background without tracking its output (used for
+/// `poweroff` in service mode). Its exit status is collected by the reaper.
+pub fn spawn_detached(argv: &[&str]) -> Result<i32, String> {
+    let req = ExecRequest {
+        command: Command::Argv(argv.iter().map(|s| s.to_string()).collect()),
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        timeout_ms: None,
+    };
+    spawn(&req).map(|c| c.pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(command: Command) -> ExecRequest {
+        ExecRequest {
+            command,
+            env: vec![("PATH".into(), "/nonexistent:/usr/bin:/bin".into())],
+            cwd: None,
+            stdin: false,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn prepare_env_and_candidates() {
+        let mut r = req(Command::Argv(vec!["ls".into()]));
+        r.env.push(("FOO".into(), "bar".into()));
+        let p = prepare(&r).unwrap_or_else(|e| panic!("{e}"));
+        let env: Vec<_> = p.envp.iter().map(|c| c.to_str().unwrap_or("")).collect();
+        assert_eq!(
+            env,
+            [
+                "PATH=/nonexistent:/usr/bin:/bin",
+                "HOME=/root",
+                "TERM=dumb",
+                "FOO=bar"
+            ]
+        );
+        let cands: Vec<_> = p
+            .candidates
+            .iter()
+            .map(|c| c.to_str().unwrap_or(""))
+            .collect();
+        assert_eq!(cands, ["/nonexistent/ls", "/usr/bin/ls", "/bin/ls"]);
+    }
+
+    #[test]
+    fn prepare_rejects_bad_input() {
+        assert!(prepare(&req(Command::Argv(vec![]))).is_err());
+        assert!(prepare(&req(Command::Argv(vec!["a\0b".into()]))).is_err());
+        let mut r = req(Command::Shell("true".into()));
+        r.env.push(("A=B".into(), "c".into()));
+        assert!(prepare(&r).is_err());
+    }
+
+    #[test]
+    fn status_decoding() {
+        assert_eq!(decode_status(3 << 8).code, Some(3));
+        assert_eq!(decode_status(9).signal, Some(9));
+    }
+}

@@ -1,0 +1,605 @@
+//! The wire protocol between the host driver and the in-guest agent.
+//!
+//! Everything travels as frames over one virtio-serial port (named [`PORT_NAME`]).
+//! A frame is a fixed 16-byte header followed by a payload:
+//!
+//! ```text
+//! offset  size  field
+//!      0     4  magic, always "FLA1"
+//!      4     1  kind (see [`Kind`])
+//!      5     1  flags, sent as 0 (ignored on receipt)
+//!      6     2  reserved, sent as 0 (ignored on receipt)
+//!      8     4  stream id, little endian (0 = session, N > 0 = one command or transfer)
+//!     12     4  payload length, little endian, at most [`MAX_PAYLOAD`]
+//! ```
+//!
+//! Control payloads are JSON ([`Hello`], [`ExecRequest`], ...); data payloads
+//! ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::Stdin`], [`Kind::FileData`]) are raw bytes.
+//!
+//! [`decode`] is a pure function over a byte buffer, so the same code serves the
+//! agent's blocking loop and the host's `tokio_util` codec. It resynchronizes at the
+//! next magic after garbage, and skips well-formed frames it cannot accept
+//! (unknown kind, oversized length) while reporting them.
+//!
+//! # Session
+//!
+//! 1. Host sends [`Kind::Hello`] on stream 0; the agent answers [`Kind::HelloReply`].
+//!    A new Hello restarts the session: commands of the previous one are killed.
+//! 2. [`Kind::Exec`] on a host-chosen stream N > 0 starts a command. The agent sends
+//!    [`Kind::Stdout`]/[`Kind::Stderr`] chunks (at most [`MAX_CHUNK`] bytes) as output is
+//!    produced, then exactly one [`Kind::Exit`]. If the command cannot be started the
+//!    agent sends one [`Kind::Error`] on N instead and no Exit.
+//! 3. [`Kind::Stdin`] / [`Kind::StdinClose`] feed a command started with `stdin: true`;
+//!    [`Kind::Kill`] sends SIGKILL to its process group.
+//! 4. [`Kind::Shutdown`] is answered with [`Kind::ShutdownAck`], then the guest powers
+//!    off (or reboots).
+//!
+//! # File transfer
+//!
+//! * Push (host → guest): host sends [`Kind::FilePush`] ([`FilePush`]) on stream N, then
+//!   any number of [`Kind::FileData`] chunks on N, then [`Kind::FileEnd`] (empty payload).
+//!   The agent writes to a temporary file next to the target and renames it into place
+//!   on FileEnd, then answers [`Kind::FileDone`] ([`FileDone`]). On failure the agent
+//!   answers one [`Kind::Error`] on N and ignores the rest of that transfer.
+//! * Pull (guest → host): host sends [`Kind::FilePull`] ([`FilePull`]) on stream N; the
+//!   agent answers [`Kind::FileInfo`] ([`FileInfo`]), the contents as [`Kind::FileData`]
+//!   chunks, then [`Kind::FileEnd`]; or one [`Kind::Error`].
+//!
+//! ```
+//! use flotilla_agent::proto::{decode, Decoded, Frame, Hello, Kind, PROTOCOL_VERSION};
+//!
+//! let mut wire = Vec::new();
+//! Frame::json(Kind::Hello, 0, &Hello { version: PROTOCOL_VERSION }).encode(&mut wire);
+//! match decode(&wire) {
+//!     Decoded::Frame(frame, used) => {
+//!         assert_eq!(used, wire.len());
+//!         let hello: Hello = frame.parse_json().unwrap();
+//!         assert_eq!(hello.version, PROTOCOL_VERSION);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Version carried in [`Hello`] and [`HelloReply`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The agent prints a line starting with this on the serial console once it serves the port.
+pub const READY_PREFIX: &str = "FLOTILLA-AGENT-READY";
+/// Name of the virtio-serial port (`-device virtserialport,name=...`).
+pub const PORT_NAME: &str = "org.flotilla.agent.0";
+/// First four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"FLA1";
+/// Size of the fixed frame header.
+pub const HEADER_LEN: usize = 16;
+/// Largest payload a frame may carry.
+pub const MAX_PAYLOAD: u32 = 1 << 20;
+/// Largest data chunk ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::FileData`]) the agent sends.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// Host → agent, stream 0, [`Hello`].
+    Hello = 0x01,
+    /// Agent → host, stream 0, [`HelloReply`].
+    HelloReply = 0x02,
+    /// Host → agent, stream N, [`ExecRequest`].
+    Exec = 0x10,
+    /// Agent → host, stream N, raw bytes.
+    Stdout = 0x11,
+    /// Agent → host, stream N, raw bytes.
+    Stderr = 0x12,
+    /// Agent → host, stream N, [`ExitStatus`].
+    Exit = 0x13,
+    /// Host → agent, stream N, raw bytes for the command's stdin.
+    Stdin = 0x14,
+    /// Host → agent, stream N, empty: close the command's stdin.
+    StdinClose = 0x15,
+    /// Host → agent, stream N, empty: SIGKILL the command's process group.
+    Kill = 0x16,
+    /// Host → agent, stream 0, [`ShutdownRequest`].
+    Shutdown = 0x20,
+    /// Agent → host, stream 0, empty.
+    ShutdownAck = 0x21,
+    /// Host → agent, stream N, [`FilePush`]: start writing a file.
+    FilePush = 0x31,
+    /// Host → agent, stream N, [`FilePull`]: read a file.
+    FilePull = 0x32,
+    /// Either direction, stream N, raw bytes of a file being transferred.
+    FileData = 0x33,
+    /// Either direction, stream N, empty: end of file contents.
+    FileEnd = 0x34,
+    /// Agent → host, stream N, [`FileInfo`]: answer to FilePull, before the data.
+    FileInfo = 0x35,
+    /// Agent → host, stream N, [`FileDone`]: a pushed file is in place.
+    FileDone = 0x36,
+    /// Either direction, stream 0 or N, [`ErrorBody`].
+    Error = 0x7f,
+}
+
+impl Kind {
+    /// All kinds, in wire-value order.
+    pub const ALL: [Kind; 18] = [
+        Kind::Hello,
+        Kind::HelloReply,
+        Kind::Exec,
+        Kind::Stdout,
+        Kind::Stderr,
+        Kind::Exit,
+        Kind::Stdin,
+        Kind::StdinClose,
+        Kind::Kill,
+        Kind::Shutdown,
+        Kind::ShutdownAck,
+        Kind::FilePush,
+        Kind::FilePull,
+        Kind::FileData,
+        Kind::FileEnd,
+        Kind::FileInfo,
+        Kind::FileDone,
+        Kind::Error,
+    ];
+}
+
+impl TryFrom<u8> for Kind {
+    type Error = ProtoError;
+
+    fn try_from(value: u8) -> Result<Kind, ProtoError> {
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| *k as u8 == value)
+            .ok_or(ProtoError::UnknownKind(value))
+    }
+}
+
+/// What went wrong with a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// The header's kind byte is not a known [`Kind`].
+    #[error("unknown frame kind 0x{0:02x}")]
+    UnknownKind(u8),
+    /// The header announces a payload larger than [`MAX_PAYLOAD`].
+    #[error("frame payload of {0} bytes exceeds the limit of {MAX_PAYLOAD} bytes")]
+    PayloadTooLarge(u32),
+    /// The JSON body of a frame does not match the expected schema.
+    #[error("bad json body in {kind:?} frame: {source}\n  body: {body}")]
+    Json {
+        /// Kind of the frame whose body failed to parse.
+        kind: Kind,
+        /// The body, lossily decoded and truncated, for diagnosis.
+        body: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One protocol frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the frame is.
+    pub kind: Kind,
+    /// 0 for the session, N > 0 for a command or transfer.
+    pub stream: u32,
+    /// Raw payload (JSON for control frames).
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// A frame with a raw payload.
+    pub fn new(kind: Kind, stream: u32, payload: Vec<u8>) -> Frame {
+        Frame {
+            kind,
+            stream,
+            payload,
+        }
+    }
+
+    /// A frame whose payload is `body` serialized as JSON.
+    pub fn json<T: Serialize>(kind: Kind, stream: u32, body: &T) -> Frame {
+        // Serializing our own plain structs into a Vec cannot fail; fall back to `null`
+        // rather than panicking if a caller passes something exotic (e.g. a non-string map key).
+        let payload = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+        Frame::new(kind, stream, payload)
+    }
+
+    /// An [`Kind::Error`] frame carrying `message`.
+    pub fn error(stream: u32, message: impl Into<String>) -> Frame {
+        Frame::json(
+            Kind::Error,
+            stream,
+            &ErrorBody {
+                message: message.into(),
+            },
+        )
+    }
+
+    /// Parse the payload as JSON.
+    pub fn parse_json<T: DeserializeOwned>(&self) -> Result<T, ProtoError> {
+        serde_json::from_slice(&self.payload).map_err(|source| {
+            let shown = &self.payload[..self.payload.len().min(256)];
+            ProtoError::Json {
+                kind: self.kind,
+                body: String::from_utf8_lossy(shown).into_owned(),
+                source,
+            }
+        })
+    }
+
+    /// Append the encoded frame to `out`.
+    ///
+    /// Payloads larger than [`MAX_PAYLOAD`] are the caller's bug: the peer will reject them.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(HEADER_LEN + self.payload.len());
+        out.extend_from_slice(&MAGIC);
+        out.push(self.kind as u8);
+        out.push(0);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.stream.to_le_bytes());
+        let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&self.payload);
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Result of [`decode`].
+#[derive(Debug)]
+pub enum Decoded {
+    /// A complete frame and the number of bytes it used.
+    Frame(Frame, usize),
+    /// More bytes are needed.
+    Incomplete,
+    /// Drop this many bytes of garbage; a magic (or a possible start of one) follows.
+    Skip(usize),
+    /// A frame with a well-formed header that cannot be accepted. Drop `consumed` bytes,
+    /// report `error` on `stream`, and carry on.
+    ///
+    /// For an unknown kind with an acceptable length, `consumed` covers the whole frame
+    /// (so newer peers' frames are skipped cleanly). For an oversized length only the
+    /// header is consumed and decoding resynchronizes at the next magic.
+    Invalid {
+        /// Bytes to drop.
+        consumed: usize,
+        /// Stream id from the header.
+        stream: u32,
+        /// What was wrong.
+        error: ProtoError,
+    },
+}
+
+/// Decode one frame from the start of `buf`. Pure; never panics.
+pub fn decode(buf: &[u8]) -> Decoded {
+    if !buf.starts_with(&MAGIC) {
+        // Either too short to tell, or garbage. Find the next possible frame start.
+        if MAGIC.starts_with(buf) {
+            return Decoded::Incomplete;
+        }
+        return match find_magic(&buf[1..]) {
+            Some(at) => Decoded::Skip(at + 1),
+            None => {
+                // Keep the longest suffix that may be the beginning of a magic.
+                let keep = (1..MAGIC.len())
+                    .rev()
+                    .find(|&n| n <= buf.len() && buf[buf.len() - n..] == MAGIC[..n])
+                    .unwrap_or(0);
+                if keep == buf.len() {
+                    Decoded::Incomplete
+                } else {
+                    Decoded::Skip(buf.len() - keep)
+                }
+            }
+        };
+    }
+    let Some(header) = buf.get(..HEADER_LEN) else {
+        return Decoded::Incomplete;
+    };
+    let kind_byte = header[4];
+    let stream = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    let len = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    if len > MAX_PAYLOAD {
+        return Decoded::Invalid {
+            consumed: HEADER_LEN,
+            stream,
+            error: ProtoError::PayloadTooLarge(len),
+        };
+    }
+    let total = HEADER_LEN + len as usize;
+    let Some(payload) = buf.get(HEADER_LEN..total) else {
+        return Decoded::Incomplete;
+    };
+    match Kind::try_from(kind_byte) {
+        Ok(kind) => Decoded::Frame(Frame::new(kind, stream, payload.to_vec()), total),
+        Err(error) => Decoded::Invalid {
+            consumed: total,
+            stream,
+            error,
+        },
+    }
+}
+
+fn find_magic(buf: &[u8]) -> Option<usize> {
+    buf.windows(MAGIC.len()).position(|w| w == MAGIC)
+}
+
+/// Body of [`Kind::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The host's [`PROTOCOL_VERSION`].
+    pub version: u32,
+}
+
+/// Body of [`Kind::HelloReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The agent's [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The agent's crate version.
+    pub agent_version: String,
+    /// Milliseconds from kernel start until the agent was ready (from `/proc/uptime`).
+    pub boot_ms: u64,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Run a program directly; `argv[0]` is looked up in `PATH` unless it contains `/`.
+    /// Serialized as `{"argv": [...]}`.
+    Argv(Vec<String>),
+    /// Run `/bin/sh -c <string>`. Serialized as `{"shell": "..."}`.
+    Shell(String),
+}
+
+/// Body of [`Kind::Exec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// What to run.
+    pub command: Command,
+    /// Added to (and overriding) the default environment
+    /// (`PATH`, `HOME=/root`, `TERM=dumb`).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory; `/` when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Whether the host will send [`Kind::Stdin`]; when false stdin is `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Kill the process group after this many milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Body of [`Kind::Exit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Exit code, when the command exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when the command was killed by a signal.
+    pub signal: Option<i32>,
+    /// Whether the agent killed the command because `timeout_ms` elapsed.
+    pub timed_out: bool,
+}
+
+/// Body of [`Kind::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, as a lowercase sentence fragment.
+    pub message: String,
+}
+
+/// Body of [`Kind::Shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownRequest {
+    /// Reboot instead of powering off.
+    #[serde(default)]
+    pub reboot: bool,
+}
+
+/// Body of [`Kind::FilePush`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePush {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Permission bits (e.g. `0o755`), applied before the rename.
+    pub mode: u32,
+    /// Create missing parent directories (mode 0755).
+    #[serde(default)]
+    pub create_dirs: bool,
+}
+
+/// Body of [`Kind::FilePull`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePull {
+    /// Absolute path in the guest.
+    pub path: String,
+}
+
+/// Body of [`Kind::FileInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Size in bytes when the transfer started.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// Body of [`Kind::FileDone`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDone {
+    /// Bytes written.
+    pub size: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn bytes(kind: Kind, stream: u32, payload: &[u8]) -> Vec<u8> {
+        Frame::new(kind, stream, payload.to_vec()).to_bytes()
+    }
+
+    #[test]
+    fn header_layout() {
+        let b = bytes(Kind::Stdout, 0x0102_0304, b"hi");
+        assert_eq!(
+            b,
+            [b'F', b'L', b'A', b'1', 0x11, 0, 0, 0, 4, 3, 2, 1, 2, 0, 0, 0, b'h', b'i']
+        );
+    }
+
+    #[test]
+    fn round_trip_every_kind() {
+        for kind in Kind::ALL {
+            let payload: Vec<u8> = (0..=255u8).collect();
+            let b = bytes(kind, 7, &payload);
+            match decode(&b) {
+                Decoded::Frame(f, n) => {
+                    assert_eq!(n, b.len());
+                    assert_eq!(f, Frame::new(kind, 7, payload));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(Kind::try_from(kind as u8).unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let req = ExecRequest {
+            command: Command::Argv(vec!["uname".into(), "-r".into()]),
+            env: vec![("A".into(), "b".into())],
+            cwd: None,
+            stdin: false,
+            timeout_ms: Some(5),
+        };
+        let f = Frame::json(Kind::Exec, 3, &req);
+        let text = String::from_utf8(f.payload.clone()).unwrap();
+        assert!(
+            text.contains(r#""command":{"argv":["uname","-r"]}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""env":[["A","b"]]"#), "{text}");
+        assert_eq!(f.parse_json::<ExecRequest>().unwrap(), req);
+        let shell: ExecRequest =
+            serde_json::from_str(r#"{"command":{"shell":"echo hi"}}"#).unwrap();
+        assert_eq!(shell.command, Command::Shell("echo hi".into()));
+        assert!(!shell.stdin && shell.env.is_empty());
+    }
+
+    #[test]
+    fn json_error_keeps_body() {
+        let f = Frame::new(Kind::Exec, 1, b"{nope".to_vec());
+        let err = f.parse_json::<ExecRequest>().unwrap_err();
+        assert!(err.to_string().contains("{nope"), "{err}");
+    }
+
+    #[test]
+    fn incomplete_at_every_prefix() {
+        let b = bytes(Kind::Exit, 1, b"{\"code\":0}");
+        for n in 0..b.len() {
+            assert!(matches!(decode(&b[..n]), Decoded::Incomplete), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_skipped_up_to_magic() {
+        let mut b = b"xxFLyyy".to_vec();
+        let frame = bytes(Kind::Hello, 0, b"{}");
+        b.extend_from_slice(&frame);
+        match decode(&b) {
+            Decoded::Skip(n) => assert_eq!(n, 7),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(&b[7..]), Decoded::Frame(_, n) if n == frame.len()));
+    }
+
+    #[test]
+    fn garbage_keeps_possible_magic_prefix() {
+        assert!(matches!(decode(b"zzzFL"), Decoded::Skip(3)));
+        assert!(matches!(decode(b"zzzz"), Decoded::Skip(4)));
+        assert!(matches!(decode(b"FL"), Decoded::Incomplete));
+        assert!(matches!(decode(b"FLX"), Decoded::Skip(3)));
+        assert!(matches!(decode(b""), Decoded::Incomplete));
+    }
+
+    #[test]
+    fn oversized_length_is_invalid_and_resyncs() {
+        let mut b = bytes(Kind::Stdin, 9, b"");
+        b[12..16].copy_from_slice(&(MAX_PAYLOAD + 1).to_le_bytes());
+        let good = bytes(Kind::Kill, 9, b"");
+        b.extend_from_slice(&good);
+        match decode(&b) {
+            Decoded::Invalid {
+                consumed,
+                stream,
+                error: ProtoError::PayloadTooLarge(n),
+            } => {
+                assert_eq!((consumed, stream, n), (HEADER_LEN, 9, MAX_PAYLOAD + 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(&b[HEADER_LEN..]), Decoded::Frame(f, _) if f.kind == Kind::Kill));
+    }
+
+    #[test]
+    fn max_payload_is_accepted() {
+        let b = bytes(Kind::FileData, 1, &vec![0u8; MAX_PAYLOAD as usize]);
+        assert!(matches!(decode(&b), Decoded::Frame(_, n) if n == b.len()));
+    }
+
+    #[test]
+    fn unknown_kind_skips_whole_frame() {
+        let mut b = bytes(Kind::Stdout, 5, b"abc");
+        b[4] = 0x55;
+        let total = b.len();
+        b.extend_from_slice(&bytes(Kind::Kill, 5, b""));
+        match decode(&b) {
+            Decoded::Invalid {
+                consumed,
+                stream,
+                error: ProtoError::UnknownKind(0x55),
+            } => assert_eq!((consumed, stream), (total, 5)),
+            other => panic!("{other:?}"),
+        }
+        // Incomplete until the whole unknown frame is there.
+        assert!(matches!(decode(&b[..total - 1]), Decoded::Incomplete));
+    }
+
+    #[test]
+    fn decoding_random_bytes_never_panics_and_progresses() {
+        let mut x: u32 = 12345;
+        let mut buf = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            buf.push(if x % 7 == 0 {
+                MAGIC[(x as usize / 7) % 4]
+            } else {
+                x as u8
+            });
+        }
+        let mut rest = &buf[..];
+        while let Decoded::Frame(_, n) | Decoded::Skip(n) | Decoded::Invalid { consumed: n, .. } =
+            decode(rest)
+        {
+            assert!(n > 0 && n <= rest.len());
+            rest = &rest[n..];
+        }
+        assert!(rest.len() < HEADER_LEN + MAX_PAYLOAD as usize);
+    }
+}

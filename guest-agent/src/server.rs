@@ -1,0 +1,472 @@
+//! Serving the protocol on the virtio-serial port.
+//!
+//! One thread (the caller of [`serve`]) reads and dispatches frames; one writer thread
+//! owns all writes so frames never interleave; each command gets a thread pumping its
+//! output (and one feeding its stdin when asked). Every outgoing frame carries the
+//! session generation it belongs to; frames of an older session are dropped, so a
+//! reconnecting host only sees its own session.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_agent::proto::{
+    decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, ShutdownRequest, HEADER_LEN,
+    MAX_PAYLOAD, PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
+};
+
+use crate::exec::{self, lock};
+use crate::{files, sys};
+
+/// Stack size for the agent's helper threads: they do little and keep buffers on the heap.
+pub const THREAD_STACK: usize = 128 * 1024;
+
+pub fn thread<F: FnOnce() + Send + 'static>(name: &str, f: F) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(THREAD_STACK)
+        .spawn(f)
+        .map(drop)
+}
+
+enum Out {
+    Frame(u64, Frame),
+    Flush(Sender<()>),
+}
+
+/// Handle for sending frames to the host.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: SyncSender<Out>,
+    gen: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    /// Queue `frame` for the session `gen`; dropped if that session is over.
+    pub fn send(&self, gen: u64, frame: Frame) {
+        if gen == self.gen.load(Ordering::Acquire) {
+            let _ = self.tx.send(Out::Frame(gen, frame));
+        }
+    }
+
+    /// Wait until everything queued so far has been written (or dropped).
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Out::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+
+    pub fn current_gen(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+}
+
+fn writer(port: Arc<OwnedFd>, rx: Receiver<Out>, gen: Arc<AtomicU64>) {
+    let mut buf = Vec::with_capacity(HEADER_LEN + 64 * 1024);
+    for msg in rx {
+        match msg {
+            Out::Flush(ack) => {
+                let _ = ack.send(());
+            }
+            Out::Frame(g, frame) => {
+                if g != gen.load(Ordering::Acquire) {
+                    continue;
+                }
+                buf.clear();
+                frame.encode(&mut buf);
+                write_frame(port.as_raw_fd(), &buf);
+                if buf.capacity() > 256 * 1024 {
+                    buf = Vec::with_capacity(HEADER_LEN + 64 * 1024);
+                }
+            }
+        }
+    }
+}
+
+/// Write one whole frame, or drop it if the host is not connected. Never sends half a
+/// frame into a new connection: a hang-up mid-frame drops the rest.
+fn write_frame(fd: RawFd, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        let mut p = [sys::pollfd(fd, libc::POLLOUT)];
+        if sys::poll(&mut p, None).is_err() {
+            return;
+        }
+        if p[0].revents & libc::POLLHUP != 0 {
+            return;
+        }
+        if p[0].revents & libc::POLLOUT == 0 {
+            continue;
+        }
+        match sys::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                crate::console!("writing to the agent port: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                return;
+            }
+        }
+    }
+}
+
+struct Cmd {
+    pid: i32,
+    gen: u64,
+    stdin: Option<Sender<Vec<u8>>>,
+}
+
+/// Running commands by stream id.
+#[derive(Clone, Default)]
+pub struct Registry {
+    cmds: Arc<Mutex<HashMap<u32, Cmd>>>,
+}
+
+impl Registry {
+    pub fn remove(&self, stream: u32, gen: u64) {
+        let mut cmds = lock(&self.cmds);
+        if cmds.get(&stream).is_some_and(|c| c.gen == gen) {
+            cmds.remove(&stream);
+        }
+    }
+
+    fn kill_all(&self) {
+        for (_, cmd) in lock(&self.cmds).drain() {
+            sys::kill_group(cmd.pid);
+        }
+    }
+}
+
+/// Find the agent port's device node.
+pub fn find_port() -> Option<PathBuf> {
+    let by_name = Path::new("/dev/virtio-ports").join(PORT_NAME);
+    if by_name.exists() {
+        return Some(by_name);
+    }
+    let entries = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for entry in entries.flatten() {
+        let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+        if name.trim_end() == PORT_NAME {
+            let dev = Path::new("/dev").join(entry.file_name());
+            if dev.exists() {
+                return Some(dev);
+            }
+        }
+    }
+    None
+}
+
+/// Wait for the port to appear and open it. Never gives up.
+pub fn open_port() -> OwnedFd {
+    let start = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        if let Some(path) = find_port() {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(&path)
+            {
+                Ok(file) => return OwnedFd::from(file),
+                Err(e) => {
+                    crate::console!("opening agent port {}: {e}", path.display());
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        if !warned && start.elapsed() > Duration::from_secs(10) {
+            warned = true;
+            crate::console!(
+                "virtio-serial port `{PORT_NAME}` did not appear within 10 s; still waiting\n  \
+                 hint: qemu needs -device virtio-serial-pci -device virtserialport,name={PORT_NAME},... \
+                 and the guest needs the virtio_pci and virtio_console drivers"
+            );
+        }
+        let pause = if warned { 500 } else { 10 };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Print the readiness line on the serial console.
+pub fn announce_ready(boot_ms: u64) {
+    let line = format!(
+        "{READY_PREFIX} proto={PROTOCOL_VERSION} version={} boot_ms={boot_ms}\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for path in [c"/dev/ttyS0", c"/dev/console"] {
+        if let Ok(fd) = sys::open_c(path, libc::O_WRONLY | libc::O_NOCTTY) {
+            sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
+            return;
+        }
+    }
+    sys::write_all_fd(2, line.as_bytes());
+}
+
+/// What to do on a Shutdown request.
+pub type ShutdownFn = fn(reboot: bool);
+
+pub struct Server {
+    port: Arc<OwnedFd>,
+    out: Outbox,
+    gen: Arc<AtomicU64>,
+    registry: Registry,
+    files: files::Transfers,
+    boot_ms: u64,
+    shutdown: ShutdownFn,
+}
+
+impl Server {
+    pub fn start(port: OwnedFd, boot_ms: u64, shutdown: ShutdownFn) -> io::Result<Server> {
+        let port = Arc::new(port);
+        let gen = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = sync_channel(64);
+        {
+            let port = port.clone();
+            let gen = gen.clone();
+            thread("writer", move || writer(port, rx, gen))?;
+        }
+        Ok(Server {
+            port,
+            out: Outbox {
+                tx,
+                gen: gen.clone(),
+            },
+            gen,
+            registry: Registry::default(),
+            files: files::Transfers::default(),
+            boot_ms,
+            shutdown,
+        })
+    }
+
+    /// Read and dispatch frames forever.
+    pub fn serve(&mut self) -> ! {
+        let fd = self.port.as_raw_fd();
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut connected = false;
+        loop {
+            let mut p = [sys::pollfd(fd, libc::POLLIN)];
+            if let Err(e) = sys::poll(&mut p, None) {
+                crate::console!("polling the agent port: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            match sys::read(fd, &mut chunk) {
+                Ok(0) => {
+                    // Host side not connected: forget any half frame and wait for it.
+                    if connected {
+                        connected = false;
+                        buf.clear();
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Ok(n) => {
+                    connected = true;
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    crate::console!("reading the agent port: {e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            }
+            let mut start = 0;
+            loop {
+                match decode(&buf[start..]) {
+                    Decoded::Incomplete => break,
+                    Decoded::Frame(frame, used) => {
+                        start += used;
+                        self.dispatch(frame);
+                    }
+                    Decoded::Skip(n) => {
+                        start += n;
+                        self.error(
+                            0,
+                            format!("skipped {n} bytes of garbage looking for a frame"),
+                        );
+                    }
+                    Decoded::Invalid {
+                        consumed,
+                        stream,
+                        error,
+                    } => {
+                        start += consumed;
+                        self.error(
+                            stream,
+                            format!("rejected frame on stream {stream}: {error}"),
+                        );
+                    }
+                }
+            }
+            buf.drain(..start);
+            if buf.capacity() > 2 * (MAX_PAYLOAD as usize) && buf.len() < 64 * 1024 {
+                buf.shrink_to(64 * 1024);
+            }
+        }
+    }
+
+    fn gen(&self) -> u64 {
+        self.gen.load(Ordering::Acquire)
+    }
+
+    fn send(&self, frame: Frame) {
+        self.out.send(self.gen(), frame);
+    }
+
+    fn error(&self, stream: u32, message: String) {
+        self.send(Frame::error(stream, message));
+    }
+
+    fn dispatch(&mut self, frame: Frame) {
+        let stream = frame.stream;
+        match frame.kind {
+            Kind::Hello => self.hello(&frame),
+            Kind::Exec => self.exec(&frame),
+            Kind::Stdin => {
+                let cmds = lock(&self.registry.cmds);
+                match cmds.get(&stream) {
+                    Some(Cmd {
+                        stdin: Some(tx), ..
+                    }) => {
+                        let _ = tx.send(frame.payload);
+                    }
+                    Some(_) => {
+                        drop(cmds);
+                        self.error(stream, format!("stream {stream}: stdin is not open"));
+                    }
+                    // The command may just have finished; nothing to report.
+                    None => {}
+                }
+            }
+            Kind::StdinClose => {
+                if let Some(cmd) = lock(&self.registry.cmds).get_mut(&stream) {
+                    cmd.stdin = None;
+                }
+            }
+            Kind::Kill => {
+                if let Some(cmd) = lock(&self.registry.cmds).get(&stream) {
+                    sys::kill_group(cmd.pid);
+                }
+            }
+            Kind::Shutdown => match frame.parse_json::<ShutdownRequest>() {
+                Ok(req) => {
+                    self.send(Frame::new(Kind::ShutdownAck, 0, Vec::new()));
+                    self.out.flush();
+                    (self.shutdown)(req.reboot);
+                }
+                Err(e) => self.error(stream, e.to_string()),
+            },
+            Kind::FilePush | Kind::FilePull | Kind::FileData | Kind::FileEnd => {
+                self.files.dispatch(frame, &self.out);
+            }
+            Kind::HelloReply
+            | Kind::Stdout
+            | Kind::Stderr
+            | Kind::Exit
+            | Kind::ShutdownAck
+            | Kind::FileInfo
+            | Kind::FileDone => {
+                self.error(
+                    stream,
+                    format!(
+                        "unexpected {:?} frame from the host on stream {stream}",
+                        frame.kind
+                    ),
+                );
+            }
+            Kind::Error => {
+                let body = String::from_utf8_lossy(&frame.payload);
+                crate::console!("host reported an error on stream {stream}: {body}");
+            }
+        }
+    }
+
+    fn hello(&mut self, frame: &Frame) {
+        if let Err(e) = frame.parse_json::<Hello>() {
+            self.error(0, e.to_string());
+            return;
+        }
+        // A new session: forget the previous one.
+        let gen = self.gen.fetch_add(1, Ordering::AcqRel) + 1;
+        self.registry.kill_all();
+        self.files.clear();
+        self.out.send(
+            gen,
+            Frame::json(
+                Kind::HelloReply,
+                0,
+                &HelloReply {
+                    version: PROTOCOL_VERSION,
+                    agent_version: env!("CARGO_PKG_VERSION").into(),
+                    boot_ms: self.boot_ms,
+                },
+            ),
+        );
+    }
+
+    fn exec(&mut self, frame: &Frame) {
+        let stream = frame.stream;
+        if stream == 0 {
+            self.error(0, "exec needs a stream id greater than 0".into());
+            return;
+        }
+        let req: ExecRequest = match frame.parse_json() {
+            Ok(r) => r,
+            Err(e) => return self.error(stream, e.to_string()),
+        };
+        if lock(&self.registry.cmds).contains_key(&stream) {
+            self.error(
+                stream,
+                format!("stream {stream} is already running a command"),
+            );
+            return;
+        }
+        let mut child = match exec::spawn(&req) {
+            Ok(c) => c,
+            Err(msg) => return self.error(stream, msg),
+        };
+        let gen = self.gen();
+        let stdin_tx = match child.stdin.take() {
+            Some(fd) => {
+                let (tx, rx) = exec::stdin_channel();
+                if let Err(e) = thread("stdin", move || exec::feed_stdin(fd, rx)) {
+                    sys::kill_group(child.pid);
+                    return self.error(stream, format!("cannot start a stdin thread: {e}"));
+                }
+                Some(tx)
+            }
+            None => None,
+        };
+        let pid = child.pid;
+        lock(&self.registry.cmds).insert(
+            stream,
+            Cmd {
+                pid,
+                gen,
+                stdin: stdin_tx,
+            },
+        );
+        let out = self.out.clone();
+        let registry = self.registry.clone();
+        let timeout = req.timeout_ms.map(Duration::from_millis);
+        if let Err(e) = thread("command", move || {
+            exec::pump(child, stream, gen, timeout, out, registry)
+        }) {
+            sys::kill_group(pid);
+            self.registry.remove(stream, gen);
+            self.error(stream, format!("cannot start an output thread: {e}"));
+        }
+    }
+}
