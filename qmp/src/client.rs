@@ -303,6 +303,74 @@ impl Client {
         self.execute(&commands::SystemReset {}).await.map(drop)
     }
 
+    /// `query-commands`: names of every command this QEMU accepts.
+    pub async fn query_commands(&self) -> Result<Vec<String>, Error> {
+        let list = self.execute(&commands::QueryCommands {}).await?;
+        Ok(list.into_iter().map(|c| c.name).collect())
+    }
+
+    /// `query-name`: the `-name` of the VM, if any.
+    pub async fn query_name(&self) -> Result<Option<String>, Error> {
+        Ok(self.execute(&commands::QueryName {}).await?.name)
+    }
+
+    /// `screendump` of the primary console to `path` on the host, as PNG.
+    pub async fn screendump_png(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let cmd = commands::Screendump {
+            filename: path.as_ref().to_string_lossy().into_owned(),
+            device: None,
+            head: None,
+            format: Some(commands::ImageFormat::Png),
+        };
+        self.execute(&cmd).await.map(drop)
+    }
+
+    /// `send-key`: press `qcodes` together (e.g. `["ctrl", "alt", "delete"]`).
+    pub async fn send_keys(&self, qcodes: &[&str]) -> Result<(), Error> {
+        let keys = qcodes
+            .iter()
+            .map(|k| commands::KeyValue::qcode(k))
+            .collect();
+        self.execute(&commands::SendKey {
+            keys,
+            hold_time: None,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `human-monitor-command`: run an HMP command line and return its output.
+    pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, Error> {
+        let cmd = commands::HumanMonitorCommand {
+            command_line: command_line.to_owned(),
+            cpu_index: None,
+        };
+        self.execute(&cmd).await
+    }
+
+    /// `set_link`: NIC or netdev `name` link up or down.
+    pub async fn set_link(&self, name: &str, up: bool) -> Result<(), Error> {
+        self.execute(&commands::SetLink {
+            name: name.to_owned(),
+            up,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// `device_del`: request unplug of `id`; wait for
+    /// [`events::DEVICE_DELETED`](crate::events::DEVICE_DELETED) to know it is gone.
+    pub async fn device_del(&self, id: &str) -> Result<(), Error> {
+        self.execute(&commands::DeviceDel { id: id.to_owned() })
+            .await
+            .map(drop)
+    }
+
+    /// `query-cpus-fast`.
+    pub async fn query_cpus_fast(&self) -> Result<Vec<commands::CpuInfoFast>, Error> {
+        self.execute(&commands::QueryCpusFast {}).await
+    }
+
     /// `quit`: make QEMU exit. QEMU may close the socket right after replying or
     /// before the reply is read; a disconnect after the command was sent counts
     /// as success. Fails with [`Error::Disconnected`] if the connection was

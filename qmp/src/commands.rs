@@ -48,7 +48,7 @@ pub struct Empty {}
 macro_rules! no_arg_command {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $out:ty) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
         pub struct $ty {}
 
         impl Command for $ty {
@@ -228,10 +228,511 @@ impl<'de> Deserialize<'de> for RunState {
     }
 }
 
+no_arg_command!(
+    /// `query-commands`: every command this QEMU accepts.
+    QueryCommands, "query-commands", Vec<CommandInfo>
+);
+no_arg_command!(
+    /// `query-name`: the `-name` given to QEMU.
+    QueryName, "query-name", NameInfo
+);
+no_arg_command!(
+    /// `query-block`: block devices and their media.
+    QueryBlock, "query-block", Vec<BlockInfo>
+);
+no_arg_command!(
+    /// `query-chardev`: character devices.
+    QueryChardev, "query-chardev", Vec<ChardevInfo>
+);
+no_arg_command!(
+    /// `query-migrate`: state of the outgoing migration.
+    QueryMigrate, "query-migrate", MigrationInfo
+);
+no_arg_command!(
+    /// `query-cpus-fast`: the vCPUs, without interrupting them.
+    QueryCpusFast, "query-cpus-fast", Vec<CpuInfoFast>
+);
+no_arg_command!(
+    /// `query-qmp-schema`: QEMU's introspection data (names of types are masked).
+    QueryQmpSchema, "query-qmp-schema", Vec<Value>
+);
+
+/// One entry of `query-commands`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    /// The command name.
+    pub name: String,
+}
+
+/// The reply of `query-name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NameInfo {
+    /// The VM name, if one was set with `-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Image format for [`Screendump`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// Portable pixmap (QEMU's default).
+    Ppm,
+    /// PNG (QEMU >= 7.1).
+    Png,
+}
+
+/// `screendump`: write the display to a file on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Screendump {
+    /// Host path to write.
+    pub filename: String,
+    /// The display device id (default: the first console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Head of a multi-head device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<i64>,
+    /// File format (default PPM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ImageFormat>,
+}
+
+impl Command for Screendump {
+    const NAME: &'static str = "screendump";
+    type Output = Empty;
+}
+
+/// The kind of a [`KeyValue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyValueKind {
+    /// A raw scancode number.
+    Number,
+    /// A QEMU key code name such as `ctrl` or `a`.
+    Qcode,
+}
+
+/// One key for [`SendKey`] (QMP's `KeyValue` union).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyValue {
+    /// Which representation `data` uses.
+    #[serde(rename = "type")]
+    pub kind: KeyValueKind,
+    /// The number or the qcode name.
+    pub data: Value,
+}
+
+impl KeyValue {
+    /// A key by QEMU key code name (`ctrl`, `alt`, `delete`, `a`, `ret`, ...).
+    pub fn qcode(name: &str) -> Self {
+        Self {
+            kind: KeyValueKind::Qcode,
+            data: Value::String(name.to_owned()),
+        }
+    }
+
+    /// A key by scancode number.
+    pub fn number(code: i64) -> Self {
+        Self {
+            kind: KeyValueKind::Number,
+            data: Value::from(code),
+        }
+    }
+}
+
+/// `send-key`: press the keys together, then release them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendKey {
+    /// Keys pressed together.
+    pub keys: Vec<KeyValue>,
+    /// How long to hold them, in milliseconds (default 100).
+    #[serde(rename = "hold-time", default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<i64>,
+}
+
+impl Command for SendKey {
+    const NAME: &'static str = "send-key";
+    type Output = Empty;
+}
+
+/// The kind of an [`InputEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputEventKind {
+    /// Keyboard key.
+    Key,
+    /// Mouse button.
+    Btn,
+    /// Relative pointer motion.
+    Rel,
+    /// Absolute pointer motion.
+    Abs,
+}
+
+/// One event for [`InputSendEvent`] (QMP's `InputEvent` union).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputEvent {
+    /// Which kind of event `data` describes.
+    #[serde(rename = "type")]
+    pub kind: InputEventKind,
+    /// The event body, e.g. `{"down": true, "key": {"type": "qcode", "data": "a"}}`.
+    pub data: Value,
+}
+
+impl InputEvent {
+    /// A key press (`down`) or release by qcode.
+    pub fn key(qcode: &str, down: bool) -> Self {
+        Self {
+            kind: InputEventKind::Key,
+            data: serde_json::json!({"down": down, "key": KeyValue::qcode(qcode)}),
+        }
+    }
+
+    /// A mouse button (`left`, `right`, `middle`, `wheel-up`, ...) press or release.
+    pub fn button(button: &str, down: bool) -> Self {
+        Self {
+            kind: InputEventKind::Btn,
+            data: serde_json::json!({"down": down, "button": button}),
+        }
+    }
+
+    /// Relative motion along `axis` (`x` or `y`).
+    pub fn rel(axis: &str, value: i64) -> Self {
+        Self {
+            kind: InputEventKind::Rel,
+            data: serde_json::json!({"axis": axis, "value": value}),
+        }
+    }
+
+    /// Absolute position along `axis` (`x` or `y`), 0..=0x7fff.
+    pub fn abs(axis: &str, value: i64) -> Self {
+        Self {
+            kind: InputEventKind::Abs,
+            data: serde_json::json!({"axis": axis, "value": value}),
+        }
+    }
+}
+
+/// `input-send-event`: inject input events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSendEvent {
+    /// Target input device id (default: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Display head for absolute events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<i64>,
+    /// The events, in order.
+    pub events: Vec<InputEvent>,
+}
+
+impl Command for InputSendEvent {
+    const NAME: &'static str = "input-send-event";
+    type Output = Empty;
+}
+
+/// `human-monitor-command`: run an HMP command and get its text output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HumanMonitorCommand {
+    /// The HMP command line, e.g. `info registers`.
+    #[serde(rename = "command-line")]
+    pub command_line: String,
+    /// CPU to use for CPU-dependent commands.
+    #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
+    pub cpu_index: Option<i64>,
+}
+
+impl Command for HumanMonitorCommand {
+    const NAME: &'static str = "human-monitor-command";
+    type Output = String;
+}
+
+/// `set_link`: set a NIC's link up or down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLink {
+    /// The NIC or netdev id.
+    pub name: String,
+    /// Link state.
+    pub up: bool,
+}
+
+impl Command for SetLink {
+    const NAME: &'static str = "set_link";
+    type Output = Empty;
+}
+
+/// One entry of `query-block`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockInfo {
+    /// Device name.
+    pub device: String,
+    /// qdev id or QOM path of the guest device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qdev: Option<String>,
+    /// Device type (`unknown` in practice).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether the medium can be removed.
+    pub removable: bool,
+    /// Whether the tray is locked.
+    pub locked: bool,
+    /// The inserted medium, if any (kept as JSON: it is large and version-dependent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted: Option<Value>,
+    /// Whether the tray is open (removable devices only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray_open: Option<bool>,
+    /// `ok`, `failed` or `nospace`, when I/O status is tracked.
+    #[serde(rename = "io-status", default, skip_serializing_if = "Option::is_none")]
+    pub io_status: Option<String>,
+}
+
+/// One entry of `query-chardev`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChardevInfo {
+    /// The chardev id.
+    pub label: String,
+    /// Its backend, e.g. `unix:/tmp/x.sock,server=on`.
+    pub filename: String,
+    /// Whether a frontend has it open.
+    #[serde(rename = "frontend-open")]
+    pub frontend_open: bool,
+}
+
+/// `netdev_add`: add a network backend. `options` holds the backend-specific
+/// members (e.g. for `vde`: `{"sock": "/tmp/switch"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetdevAdd {
+    /// The new netdev's id.
+    pub id: String,
+    /// Backend type: `user`, `tap`, `vde`, `socket`, `stream`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Backend-specific members.
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, Value>,
+}
+
+impl Command for NetdevAdd {
+    const NAME: &'static str = "netdev_add";
+    type Output = Empty;
+}
+
+/// `netdev_del`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetdevDel {
+    /// The netdev id.
+    pub id: String,
+}
+
+impl Command for NetdevDel {
+    const NAME: &'static str = "netdev_del";
+    type Output = Empty;
+}
+
+/// `device_add`: hot-plug a device. `properties` holds the driver's
+/// properties (e.g. `{"netdev": "n0", "mac": "52:54:00:12:34:56"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceAdd {
+    /// Device driver, e.g. `virtio-net-pci`.
+    pub driver: String,
+    /// Bus to plug into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    /// The new device's id (needed to delete it later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Driver properties.
+    #[serde(flatten)]
+    pub properties: serde_json::Map<String, Value>,
+}
+
+impl Command for DeviceAdd {
+    const NAME: &'static str = "device_add";
+    type Output = Empty;
+}
+
+/// `device_del`: request unplug; completion is the `DEVICE_DELETED` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDel {
+    /// The device id or QOM path.
+    pub id: String,
+}
+
+impl Command for DeviceDel {
+    const NAME: &'static str = "device_del";
+    type Output = Empty;
+}
+
+/// `object-add`: create a QOM object (`properties` are the type's members).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectAdd {
+    /// QOM type, e.g. `memory-backend-ram`.
+    #[serde(rename = "qom-type")]
+    pub qom_type: String,
+    /// The new object's id.
+    pub id: String,
+    /// Type-specific members.
+    #[serde(flatten)]
+    pub properties: serde_json::Map<String, Value>,
+}
+
+impl Command for ObjectAdd {
+    const NAME: &'static str = "object-add";
+    type Output = Empty;
+}
+
+/// `object-del`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectDel {
+    /// The object id.
+    pub id: String,
+}
+
+impl Command for ObjectDel {
+    const NAME: &'static str = "object-del";
+    type Output = Empty;
+}
+
+/// `migrate`: start an outgoing migration to `uri` (`unix:/path`, `exec:cmd`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrate {
+    /// Destination URI.
+    pub uri: String,
+    /// Ignored by QEMU (it always detaches); kept for completeness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach: Option<bool>,
+    /// Resume a paused postcopy migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<bool>,
+}
+
+impl Command for Migrate {
+    const NAME: &'static str = "migrate";
+    type Output = Empty;
+}
+
+/// Transfer figures of a migration (`ram`, `disk`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationStats {
+    /// Bytes transferred.
+    pub transferred: i64,
+    /// Bytes remaining.
+    pub remaining: i64,
+    /// Total bytes.
+    pub total: i64,
+    /// Throughput in Mbps.
+    pub mbps: f64,
+}
+
+/// The reply of `query-migrate`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MigrationInfo {
+    /// `none`, `setup`, `active`, `completed`, `failed`, ... (absent before any
+    /// migration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// RAM transfer figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<MigrationStats>,
+    /// Milliseconds since the migration started.
+    #[serde(
+        rename = "total-time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_time: Option<i64>,
+    /// Final downtime in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<i64>,
+    /// Why it failed.
+    #[serde(
+        rename = "error-desc",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub error_desc: Option<String>,
+}
+
+/// Topology of a vCPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CpuInstanceProperties {
+    /// NUMA node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i64>,
+    /// Socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_id: Option<i64>,
+    /// Die.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub die_id: Option<i64>,
+    /// Core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_id: Option<i64>,
+    /// Thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<i64>,
+}
+
+/// One entry of `query-cpus-fast`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CpuInfoFast {
+    /// Index of the vCPU.
+    pub cpu_index: i64,
+    /// QOM path of the vCPU object.
+    pub qom_path: String,
+    /// Host thread id running it.
+    pub thread_id: i64,
+    /// Target architecture, e.g. `x86_64`.
+    pub target: String,
+    /// Topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub props: Option<CpuInstanceProperties>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unions_and_flattened_members_encode_like_qemu_wants() {
+        let keys = SendKey {
+            keys: vec![KeyValue::qcode("ctrl"), KeyValue::number(30)],
+            hold_time: None,
+        };
+        assert_eq!(
+            arguments(&keys).expect("encodes"),
+            Some(
+                json!({"keys": [{"type": "qcode", "data": "ctrl"}, {"type": "number", "data": 30}]})
+            )
+        );
+        let mut properties = serde_json::Map::new();
+        properties.insert("netdev".into(), json!("n0"));
+        let add = DeviceAdd {
+            driver: "virtio-net-pci".into(),
+            bus: None,
+            id: Some("nic0".into()),
+            properties,
+        };
+        assert_eq!(
+            arguments(&add).expect("encodes"),
+            Some(json!({"driver": "virtio-net-pci", "id": "nic0", "netdev": "n0"}))
+        );
+        let shot = Screendump {
+            filename: "/tmp/x.png".into(),
+            device: None,
+            head: None,
+            format: Some(ImageFormat::Png),
+        };
+        assert_eq!(
+            arguments(&shot).expect("encodes"),
+            Some(json!({"filename": "/tmp/x.png", "format": "png"}))
+        );
+    }
 
     #[test]
     fn no_arg_commands_send_no_arguments() {

@@ -21,6 +21,14 @@ pub const STOP: &str = "STOP";
 pub const RESUME: &str = "RESUME";
 /// `GUEST_PANICKED`: the guest reported a panic (pvpanic, hv-crash, ...).
 pub const GUEST_PANICKED: &str = "GUEST_PANICKED";
+/// `BLOCK_IO_ERROR`: a disk I/O error (the VM may be paused, see `action`).
+pub const BLOCK_IO_ERROR: &str = "BLOCK_IO_ERROR";
+/// `DEVICE_DELETED`: a `device_del` finished (the guest released the device).
+pub const DEVICE_DELETED: &str = "DEVICE_DELETED";
+/// `NIC_RX_FILTER_CHANGED`: the guest changed a NIC's receive filter (MAC, ...).
+pub const NIC_RX_FILTER_CHANGED: &str = "NIC_RX_FILTER_CHANGED";
+/// `MIGRATION`: the outgoing or incoming migration changed status.
+pub const MIGRATION: &str = "MIGRATION";
 
 impl Event {
     /// Whether this is the event named `name`.
@@ -108,6 +116,75 @@ impl EventData for GuestPanicked {
     const NAME: &'static str = GUEST_PANICKED;
 }
 
+/// Data of `BLOCK_IO_ERROR`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockIoError {
+    /// Block device name (may be empty when only a node name exists).
+    pub device: String,
+    /// Node name, if any.
+    #[serde(rename = "node-name", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// `read` or `write`.
+    pub operation: String,
+    /// What QEMU did: `ignore`, `report` or `stop`.
+    pub action: String,
+    /// True for ENOSPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nospace: Option<bool>,
+    /// Human-readable reason (strerror).
+    pub reason: String,
+}
+
+impl EventData for BlockIoError {
+    const NAME: &'static str = BLOCK_IO_ERROR;
+}
+
+/// Data of `DEVICE_DELETED`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDeleted {
+    /// The device id, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Its QOM path.
+    pub path: String,
+}
+
+impl EventData for DeviceDeleted {
+    const NAME: &'static str = DEVICE_DELETED;
+}
+
+/// Data of `NIC_RX_FILTER_CHANGED`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicRxFilterChanged {
+    /// The NIC id, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its QOM path.
+    pub path: String,
+}
+
+impl EventData for NicRxFilterChanged {
+    const NAME: &'static str = NIC_RX_FILTER_CHANGED;
+}
+
+/// Data of `MIGRATION`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// `setup`, `active`, `completed`, `failed`, ...
+    pub status: String,
+}
+
+impl EventData for Migration {
+    const NAME: &'static str = MIGRATION;
+}
+
+impl Event {
+    /// Parses `data` as `T` if this is `T`'s event; `None` for other events.
+    pub fn data_as<T: EventData>(&self) -> Option<Result<T, Error>> {
+        self.is(T::NAME).then(|| self.parse_data())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +213,20 @@ mod tests {
                 reason: "host-qmp-quit".into()
             }
         );
+    }
+
+    #[test]
+    fn data_as_checks_the_name() {
+        let e = event(
+            DEVICE_DELETED,
+            json!({"device": "nic1", "path": "/machine/peripheral/nic1"}),
+        );
+        let d = e
+            .data_as::<DeviceDeleted>()
+            .expect("right event")
+            .expect("parses");
+        assert_eq!(d.device.as_deref(), Some("nic1"));
+        assert!(e.data_as::<Migration>().is_none());
     }
 
     #[test]

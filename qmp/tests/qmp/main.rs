@@ -3,4 +3,5 @@
 
 mod fake;
 mod qemu;
+mod schema;
 mod util;

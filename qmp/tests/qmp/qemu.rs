@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_qmp::{events, Error, RunState};
+use flotilla_qmp::{commands, events, Error, RunState};
 
 use crate::util::{bounded, Qemu};
 
@@ -147,5 +147,125 @@ async fn system_reset_and_powerdown_emit_events() {
         .await
         .expect("POWERDOWN");
     assert_eq!(powerdown.event, events::POWERDOWN);
+    bounded("quit", qmp.quit()).await.expect("quit");
+}
+
+#[tokio::test]
+async fn typed_commands_against_real_qemu() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let qemu = Qemu::start_with(&[
+        "-name",
+        "flotilla-test",
+        "-device",
+        "VGA",
+        "-device",
+        "pcie-root-port,id=rp0,bus=pcie.0,chassis=1",
+    ]);
+    let qmp = qemu.connect().await;
+
+    let commands = bounded("query-commands", qmp.query_commands())
+        .await
+        .expect("ok");
+    assert!(commands.iter().any(|c| c == "query-status"), "{commands:?}");
+    assert_eq!(
+        bounded("query-name", qmp.query_name())
+            .await
+            .expect("ok")
+            .as_deref(),
+        Some("flotilla-test")
+    );
+    let hmp = bounded("hmp", qmp.human_monitor_command("info status"))
+        .await
+        .expect("ok");
+    assert!(hmp.contains("paused") || hmp.contains("prelaunch"), "{hmp}");
+    let cpus = bounded("query-cpus-fast", qmp.query_cpus_fast())
+        .await
+        .expect("ok");
+    assert_eq!(cpus.len(), 1, "{cpus:?}");
+    assert_eq!(cpus[0].target, "x86_64");
+    let chardevs = bounded("query-chardev", qmp.execute(&commands::QueryChardev {}))
+        .await
+        .expect("ok");
+    assert!(!chardevs.is_empty(), "the qmp monitor's chardev is listed");
+    let blocks = bounded("query-block", qmp.execute(&commands::QueryBlock {}))
+        .await
+        .expect("ok");
+    assert!(blocks.is_empty(), "-nodefaults has no drives: {blocks:?}");
+    let migration = bounded("query-migrate", qmp.execute(&commands::QueryMigrate {}))
+        .await
+        .expect("ok");
+    assert!(migration.status.is_none() || migration.status.as_deref() == Some("none"));
+
+    // Out-of-band: query-yank is allowed there.
+    let yank = bounded("exec-oob", qmp.execute_oob("query-yank", None))
+        .await
+        .expect("oob ok");
+    assert!(yank.is_array(), "{yank}");
+    // A command not allowed out of band gives QEMU's error, not a hang.
+    let e = bounded("exec-oob", qmp.execute_oob("query-status", None))
+        .await
+        .expect_err("no oob");
+    assert!(matches!(e, Error::Qmp { .. }), "{e}");
+
+    // Display: run a little so the VGA has a mode, then a PNG screendump.
+    bounded("cont", qmp.cont()).await.expect("cont");
+    let png = dir.path().join("screen.png");
+    bounded("screendump", qmp.screendump_png(&png))
+        .await
+        .expect("screendump");
+    let bytes = std::fs::read(&png).expect("screendump written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a png");
+    bounded("send-key", qmp.send_keys(&["ctrl", "alt", "delete"]))
+        .await
+        .expect("send-key");
+    let events = vec![
+        commands::InputEvent::key("a", true),
+        commands::InputEvent::key("a", false),
+    ];
+    bounded(
+        "input-send-event",
+        qmp.execute(&commands::InputSendEvent {
+            device: None,
+            head: None,
+            events,
+        }),
+    )
+    .await
+    .expect("input-send-event");
+
+    // QOM objects and devices.
+    let mut props = serde_json::Map::new();
+    props.insert("size".into(), serde_json::json!(1 << 20));
+    let add = commands::ObjectAdd {
+        qom_type: "memory-backend-ram".into(),
+        id: "mem0".into(),
+        properties: props,
+    };
+    bounded("object-add", qmp.execute(&add))
+        .await
+        .expect("object-add");
+    bounded(
+        "object-del",
+        qmp.execute(&commands::ObjectDel { id: "mem0".into() }),
+    )
+    .await
+    .expect("object-del");
+    let add = commands::DeviceAdd {
+        driver: "virtio-rng-pci".into(),
+        bus: Some("rp0".into()),
+        id: Some("rng0".into()),
+        properties: serde_json::Map::new(),
+    };
+    bounded("device_add", qmp.execute(&add))
+        .await
+        .expect("device_add");
+    let e = bounded("device_add", qmp.execute(&add))
+        .await
+        .expect_err("duplicate id");
+    assert!(matches!(e, Error::Qmp { .. }), "{e}");
+    let e = bounded("set_link", qmp.set_link("nonexistent", false))
+        .await
+        .expect_err("no nic");
+    assert!(matches!(e, Error::Qmp { .. }), "{e}");
     bounded("quit", qmp.quit()).await.expect("quit");
 }

@@ -30,6 +30,11 @@ pub struct Qemu {
 impl Qemu {
     /// Starts a paused q35 machine with no devices and no display.
     pub fn start() -> Qemu {
+        Self::start_with(&[])
+    }
+
+    /// [`Qemu::start`] with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> Qemu {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qmp.sock");
         let child = Command::new("qemu-system-x86_64")
@@ -44,6 +49,7 @@ impl Qemu {
                 "-S",
             ])
             .args(["-m", "64"])
+            .args(extra)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .stdin(Stdio::null())
