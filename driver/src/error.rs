@@ -24,6 +24,14 @@ pub enum Error {
         column: usize,
         message: String,
     },
+    /// A test script does not compile; names the file, line and column.
+    #[error("{}:{line}:{column}: syntax error: {message}", file.display())]
+    ScriptSyntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// The host lacks something; `hint` says how to get it.
     #[error("{what}\nhint: {hint}")]
     Setup { what: String, hint: String },
@@ -92,8 +100,8 @@ impl Error {
     pub fn is_test_failure(&self) -> bool {
         !matches!(
             self,
-            Error::Spec { .. } | Error::Setup { .. } | Error::Image(_)
-        ) && !matches!(self, Error::Script { message, .. } if message.starts_with("Syntax error"))
+            Error::Spec { .. } | Error::ScriptSyntax { .. } | Error::Setup { .. } | Error::Image(_)
+        )
     }
 }
 

@@ -120,6 +120,7 @@ pub struct Machine {
     config: MachineConfig,
     running: tokio::sync::Mutex<Option<Arc<Running>>>,
     console: Arc<Console>,
+    qemu_pid: Mutex<Option<u32>>,
 }
 
 impl Machine {
@@ -128,6 +129,7 @@ impl Machine {
             config,
             running: tokio::sync::Mutex::new(None),
             console: Arc::default(),
+            qemu_pid: Mutex::new(None),
         }
     }
 
@@ -208,9 +210,10 @@ impl Machine {
         self.running().await.map(|_| ())
     }
 
-    /// The QEMU process id, while running.
-    pub async fn pid(&self) -> Option<u32> {
-        self.running.lock().await.as_ref().map(|r| r.process.pid())
+    /// The process id of the machine's latest QEMU, from the moment it is spawned (also
+    /// while it boots, and after it exited).
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.qemu_pid.lock().ok().and_then(|p| *p)
     }
 
     /// The QMP client of the running machine.
@@ -259,6 +262,9 @@ impl Machine {
                     what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
                     source,
                 })?;
+        if let Ok(mut pid) = self.qemu_pid.lock() {
+            *pid = Some(process.pid());
+        }
         let process = Arc::new(process);
         let (state_tx, state) = watch::channel(ConsoleState::default());
 
@@ -342,10 +348,19 @@ impl Machine {
         let mut ready_rx = state.clone();
         let deadline = c.boot_timeout;
         let boot_ms = tokio::select! {
-            r = ready_rx.wait_for(|s| s.ready.is_some() || s.panic.is_some()) => {
-                let (ready, panic) = match r {
-                    Ok(s) => (s.ready, s.panic.clone()),
-                    Err(_) => (None, None),
+            r = async {
+                ready_rx
+                    .wait_for(|s| s.ready.is_some() || s.panic.is_some())
+                    .await
+                    .map(|s| (s.ready, s.panic.clone()))
+            } => {
+                let Ok((ready, panic)) = r else {
+                    // The console closed without readiness: QEMU is exiting.
+                    let status = match tokio::time::timeout(Duration::from_secs(5), process.exited()).await {
+                        Ok(status) => status,
+                        Err(_) => process.close(Duration::from_secs(2)).await,
+                    };
+                    return Err(self.died_early(status, &state, &stderr_tail).await);
                 };
                 if let Some(panic) = panic {
                     // Let the rest of the panic report arrive; panic=-1 makes QEMU exit.
@@ -359,7 +374,7 @@ impl Machine {
                         console: self.console.tail(TAIL_LINES),
                     });
                 }
-                ready.unwrap_or(0)
+                ready.unwrap_or_default()
             }
             status = process.exited() => {
                 return Err(self.died_early(status, &state, &stderr_tail).await);

@@ -198,9 +198,15 @@ pub fn run(
     let l = log.clone();
     engine.register_fn("log", move |text: &str| l.info(text));
 
-    let ast = engine
-        .compile(&source)
-        .map_err(|e| located(path, e.position(), e.to_string()))?;
+    let ast = engine.compile(&source).map_err(|e| {
+        let pos = e.position();
+        Error::ScriptSyntax {
+            file: path.to_path_buf(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            message: strip_position(e.0.to_string()),
+        }
+    })?;
     match engine.run_ast(&ast) {
         Ok(()) => Ok(()),
         Err(e) if cancel.is_cancelled() => {
@@ -247,15 +253,17 @@ fn innermost(e: &EvalAltResult) -> (Position, String) {
                 if !other.position().is_none() {
                     pos = other.position();
                 }
-                // Rhai appends " (line L, position C)"; we print the location first.
-                let text = other.to_string();
-                let text = match text.rfind(" (line ") {
-                    Some(i) if text.ends_with(')') => text[..i].to_owned(),
-                    _ => text,
-                };
-                return (pos, text);
+                return (pos, strip_position(other.to_string()));
             }
         }
+    }
+}
+
+/// Rhai appends " (line L, position C)"; we print the location first instead.
+fn strip_position(text: String) -> String {
+    match text.rfind(" (line ") {
+        Some(i) if text.ends_with(')') => text[..i].to_owned(),
+        _ => text,
     }
 }
 

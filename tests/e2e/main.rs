@@ -1,1 +1,223 @@
+//! End-to-end tests of the driver library: real QEMU, real kernel, real busybox.
+//! They need `scripts/setup` to have run (CI's `.ci/run` does).
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flotilla_driver::{run_test, Error, Machine, Network, NetworkOptions, Spec};
+use tokio_util::sync::CancellationToken;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A spec from text, with its log folder in a fresh temporary directory.
+fn spec(dir: &tempfile::TempDir, text: &str) -> (Spec, NetworkOptions) {
+    let path = dir.path().join("flotilla.toml");
+    std::fs::write(&path, text).unwrap();
+    let spec = Spec::load(&path).unwrap();
+    let mut options = NetworkOptions::new(dir.path().join("out"));
+    options.terminal = false;
+    (spec, options)
+}
+
+/// Whether a process is gone (reaped, or never existed).
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+}
+
+async fn assert_gone(machine: &Machine) {
+    let pid = machine.qemu_pid().expect("qemu was started");
+    for _ in 0..100 {
+        if gone(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("qemu {pid} of `{}` is still running", machine.name());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn library_boots_a_machine_and_runs_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.vm]\nmemory = 256\n");
+    let net = Network::new(&spec, options).unwrap();
+    let vm = net.machine("vm").unwrap();
+
+    let uname = vm.succeed("uname -sr").await.unwrap();
+    assert!(uname.starts_with("Linux 6."), "{uname}");
+    assert_eq!(vm.succeed("hostname").await.unwrap(), "vm\n");
+    assert_eq!(vm.succeed("echo out; echo err >&2").await.unwrap(), "out\n");
+
+    let r = vm.execute("echo partial; exit 7").await.unwrap();
+    assert_eq!((r.code, r.stdout.as_str()), (Some(7), "partial\n"));
+    let r = vm.execute("kill -KILL $$").await.unwrap();
+    assert_eq!((r.code, r.signal), (None, Some(9)));
+
+    let e = vm.succeed("echo oops >&2; exit 4").await.unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("machine `vm`"), "{m}");
+    assert!(
+        m.contains("`echo oops >&2; exit 4` was expected to succeed"),
+        "{m}"
+    );
+    assert!(m.contains("exit status 4") && m.contains("oops"), "{m}");
+    let e = vm.fail("true").await.unwrap_err();
+    assert!(e.to_string().contains("expected to fail"), "{e}");
+
+    // Many commands at once over the one agent channel.
+    let jobs = (0..8).map(|i| {
+        let vm = vm.clone();
+        async move { vm.succeed(&format!("sleep 0.2; echo {i}")).await }
+    });
+    let outs = futures::future::join_all(jobs).await;
+    for (i, out) in outs.into_iter().enumerate() {
+        assert_eq!(out.unwrap(), format!("{i}\n"));
+    }
+
+    // The console and QEMU's stderr are in the log folder.
+    let console = std::fs::read_to_string(dir.path().join("out/vm/console.log")).unwrap();
+    assert!(console.contains("FLOTILLA-AGENT-READY"), "{console}");
+    let driver_log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(
+        driver_log.contains("vm: must succeed: uname -sr"),
+        "{driver_log}"
+    );
+
+    net.stop_all().await;
+    assert_gone(&vm).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_example_passes_through_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::load(&workspace().join("examples/hello")).unwrap();
+    let mut options = NetworkOptions::new(dir.path().join("out"));
+    options.terminal = false;
+    run_test(&spec, options, CancellationToken::new())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("test `hello` passed"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qemu_killed_before_readiness_fails_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.victim]\n");
+    let net = Network::new(&spec, options).unwrap();
+    let victim = net.machine("victim").unwrap();
+    let booting = {
+        let victim = victim.clone();
+        tokio::spawn(async move { victim.start().await })
+    };
+    let pid = loop {
+        if let Some(pid) = victim.qemu_pid() {
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Let the kernel start, then kill QEMU from outside, long before readiness.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let killed_at = Instant::now();
+    // SAFETY: plain kill(2) of the child we just saw spawned.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let err = tokio::time::timeout(Duration::from_secs(10), booting)
+        .await
+        .expect("start() returned within 10 s")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    let m = err.to_string();
+    assert!(matches!(err, Error::Boot { .. }), "{m}");
+    assert!(
+        m.contains(
+            "machine `victim`: qemu was killed by signal 9 (SIGKILL) before the agent was ready"
+        ),
+        "{m}"
+    );
+    net.stop_all().await;
+    assert_gone(&victim).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kernel_that_cannot_find_init_quotes_the_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(
+        &dir,
+        "[machines.broken]\nkernel_args = \"rdinit=/no/such/init\"\n",
+    );
+    let net = Network::new(&spec, options).unwrap();
+    let broken = net.machine("broken").unwrap();
+    let started = Instant::now();
+    let err = broken.start().await.unwrap_err();
+    // Fail fast: the panic, not the 120 s boot timeout, ends the wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = err.to_string();
+    assert!(
+        m.contains("machine `broken`: the guest kernel panicked before the agent was ready"),
+        "{m}"
+    );
+    assert!(m.contains("Kernel panic - not syncing"), "{m}");
+    assert!(m.contains("last console lines:\n  | "), "{m}");
+    net.stop_all().await;
+    assert_gone(&broken).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_test_stops_its_machines_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        "a.succeed(\"true\");\n\nlet x = a.succeed(\"exit 2\");\n",
+    )
+    .unwrap();
+    let (spec, options) = spec(&dir, "script = \"t.rhai\"\n[machines.a]\n");
+    let err = run_test(&spec, options, CancellationToken::new())
+        .await
+        .unwrap_err();
+    let m = err.to_string();
+    let script = dir.path().join("t.rhai");
+    assert!(m.starts_with(&format!("{}:3:", script.display())), "{m}");
+    assert!(
+        m.contains("machine `a`: command `exit 2` was expected to succeed"),
+        "{m}"
+    );
+    assert!(err.is_test_failure());
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("test `"), "{log}");
+    // The run stopped QEMU: its console log ends with EOF and no qemu remains.
+    let qemu_log = dir.path().join("out/a/qemu.log");
+    assert!(qemu_log.exists());
+}
+
+#[test]
+fn script_syntax_errors_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.rhai"), "let a = 1;\nlet = ;\n").unwrap();
+    let (spec, options) = spec(&dir, "script = \"t.rhai\"\n[machines.a]\n");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime
+        .block_on(run_test(&spec, options, CancellationToken::new()))
+        .unwrap_err();
+    let m = err.to_string();
+    assert!(
+        m.starts_with(&format!("{}:2:", dir.path().join("t.rhai").display())),
+        "{m}"
+    );
+    assert!(
+        !err.is_test_failure(),
+        "a syntax error means the test could not run: {m}"
+    );
+}

@@ -1,0 +1,264 @@
+//! End-to-end tests of the `flotilla` binary: real QEMU, real kernel, real busybox.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn flotilla() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A unique tag in the environment lets a test find every qemu its run started.
+fn tag() -> String {
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_ish()
+    )
+}
+
+fn rand_ish() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Pids of live qemu processes whose environment carries `tag`.
+fn tagged_qemus(tag: &str) -> Vec<u32> {
+    let needle = format!("FLOTILLA_TEST_TAG={tag}");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).starts_with("qemu-system") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.contains(") Z ") {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn assert_no_qemu_left(tag: &str) {
+    for _ in 0..100 {
+        if tagged_qemus(tag).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("qemu processes left running: {:?}", tagged_qemus(tag));
+}
+
+#[test]
+fn hello_example_passes() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let out = flotilla()
+        .args(["test", "examples/hello", "--out"])
+        .arg(out_dir.path())
+        .current_dir(workspace())
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("machine: must succeed: uname -r"), "{t}");
+    assert!(t.contains("machine # FLOTILLA-AGENT-READY"), "{t}");
+    assert!(t.contains("PASSED: hello"), "{t}");
+    assert!(out_dir.path().join("machine/console.log").is_file());
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn bad_spec_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("flotilla.toml");
+    std::fs::write(
+        &spec,
+        "script = \"t.rhai\"\n\n[machines.vm]\nmemroy = 512\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("t.rhai"), "").unwrap();
+    let out = flotilla().arg("test").arg(dir.path()).output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: {}:4:1: unknown field `memroy`",
+            spec.display()
+        )),
+        "{t}"
+    );
+}
+
+#[test]
+fn missing_script_file_is_a_spec_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("s.toml");
+    std::fs::write(&spec, "[machines.vm]\n\nscript = 3\n").unwrap();
+    let out = flotilla().arg("test").arg(&spec).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    std::fs::write(&spec, "script = \"gone.rhai\"\n[machines.vm]\n").unwrap();
+    let out = flotilla().arg("test").arg(&spec).output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!("{}:1:10: script file", spec.display())),
+        "{t}"
+    );
+    assert!(t.contains("gone.rhai does not exist"), "{t}");
+}
+
+#[test]
+fn failing_script_exits_1_naming_line_and_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::write(
+        dir.path().join("flotilla.toml"),
+        "script = \"t.rhai\"\n[machines.server]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        "server.succeed(\"true\");\nserver.fail(\"echo fine\");\n",
+    )
+    .unwrap();
+    let out = flotilla()
+        .arg("test")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--quiet")
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let script = dir.path().join("t.rhai");
+    assert!(
+        t.contains(&format!(
+            "error: {}:2:8: machine `server`: command `echo fine` was expected to fail but ended with exit status 0",
+            script.display()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("FAILED"), "{t}");
+    // --quiet keeps the terminal short, the log folder complete.
+    assert!(!t.contains("server # "), "{t}");
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("server: must fail: echo fine"), "{log}");
+    assert_no_qemu_left(&tag);
+}
+
+fn start_sleeping_test(dir: &Path, tag: &str) -> std::process::Child {
+    std::fs::write(
+        dir.join("flotilla.toml"),
+        "script = \"t.rhai\"\n[machines.sleeper]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("t.rhai"), "sleeper.succeed(\"sleep 600\");\n").unwrap();
+    flotilla()
+        .arg("test")
+        .arg(dir)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env("FLOTILLA_TEST_TAG", tag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_log(dir: &Path, text: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let log = std::fs::read_to_string(dir.join("out/driver.log")).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("`{text}` did not appear in the log");
+}
+
+#[test]
+fn ctrl_c_stops_the_machines_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let mut child = start_sleeping_test(dir.path(), &tag);
+    wait_for_log(dir.path(), "sleeper: ready: ");
+    assert_eq!(tagged_qemus(&tag).len(), 1);
+    let interrupted = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(interrupted.elapsed() < Duration::from_secs(10));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn qemu_dies_with_a_killed_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let mut child = start_sleeping_test(dir.path(), &tag);
+    wait_for_log(dir.path(), "sleeper: ready: ");
+    assert_eq!(tagged_qemus(&tag).len(), 1);
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs in the driver.
+    child.wait().unwrap();
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn doctor_reports_each_requirement() {
+    let out = flotilla().arg("doctor").output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    for line in ["qemu", "kernel", "busybox", "vde_switch", "accelerator"] {
+        assert!(
+            t.lines().any(|l| l.starts_with("ok") && l.contains(line)),
+            "{line}: {t}"
+        );
+    }
+    assert!(t.contains("QEMU emulator version"), "{t}");
+}
+
+#[test]
+fn doctor_fails_when_something_is_missing() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = flotilla()
+        .arg("doctor")
+        .env("FLOTILLA_QEMU", "/nonexistent/qemu")
+        .env("FLOTILLA_KERNEL_DIR", empty.path())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("MISSING qemu"), "{t}");
+    assert!(t.contains("MISSING kernel"), "{t}");
+    assert!(t.contains("hint: run scripts/setup"), "{t}");
+}
