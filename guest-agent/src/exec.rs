@@ -392,7 +392,9 @@ pub fn pump(
             }
             match sys::read(fds[i].fd, &mut buf) {
                 Ok(0) | Err(_) => fds[i].fd = -1,
-                Ok(len) => out.send(gen, Frame::new(kind, stream, buf[..len].to_vec())),
+                Ok(len) => {
+                    let _ = out.send(gen, Frame::new(kind, stream, buf[..len].to_vec()));
+                }
             }
         }
         if fds[2].revents != 0 {
@@ -416,7 +418,7 @@ pub fn pump(
     status.timed_out = timed_out;
     // Free the stream id before the host can see Exit and reuse it.
     registry.remove(stream, gen);
-    out.send(gen, Frame::json(Kind::Exit, stream, &status));
+    let _ = out.send(gen, Frame::json(Kind::Exit, stream, &status));
 }
 
 /// Feed a command's stdin from the host's Stdin frames. Runs on its own thread;

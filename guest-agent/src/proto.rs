@@ -43,7 +43,10 @@
 //!   answers one [`Kind::Error`] on N and ignores the rest of that transfer.
 //! * Pull (guest → host): host sends [`Kind::FilePull`] ([`FilePull`]) on stream N; the
 //!   agent answers [`Kind::FileInfo`] ([`FileInfo`]), the contents as [`Kind::FileData`]
-//!   chunks, then [`Kind::FileEnd`]; or one [`Kind::Error`].
+//!   chunks (at most [`MAX_CHUNK`] bytes each), then [`Kind::FileEnd`]. An error ends the
+//!   transfer with one [`Kind::Error`] instead, possibly after FileInfo and some data.
+//! * Push and pull use the host's stream ids like commands; a stream id may be reused
+//!   once the transfer ended (FileDone, FileEnd or Error).
 //!
 //! ```
 //! use flotilla_agent::proto::{decode, Decoded, Frame, Hello, Kind, PROTOCOL_VERSION};

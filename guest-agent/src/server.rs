@@ -47,11 +47,10 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queue `frame` for the session `gen`; dropped if that session is over.
-    pub fn send(&self, gen: u64, frame: Frame) {
-        if gen == self.gen.load(Ordering::Acquire) {
-            let _ = self.tx.send(Out::Frame(gen, frame));
-        }
+    /// Queue `frame` for the session `gen`; dropped (and false returned) if that
+    /// session is over.
+    pub fn send(&self, gen: u64, frame: Frame) -> bool {
+        gen == self.gen.load(Ordering::Acquire) && self.tx.send(Out::Frame(gen, frame)).is_ok()
     }
 
     /// Wait until everything queued so far has been written (or dropped).
@@ -322,7 +321,7 @@ impl Server {
     }
 
     fn send(&self, frame: Frame) {
-        self.out.send(self.gen(), frame);
+        let _ = self.out.send(self.gen(), frame);
     }
 
     fn error(&self, stream: u32, message: String) {
@@ -402,7 +401,7 @@ impl Server {
         let gen = self.gen.fetch_add(1, Ordering::AcqRel) + 1;
         self.registry.kill_all();
         self.files.clear();
-        self.out.send(
+        let _ = self.out.send(
             gen,
             Frame::json(
                 Kind::HelloReply,

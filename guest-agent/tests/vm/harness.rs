@@ -1,0 +1,494 @@
+//! Boots the agent as /init of a hand-made initramfs under QEMU (TCG) and talks to it.
+//!
+//! Needs `qemu-system-x86_64`, `/bin/busybox` (static) and a kernel at
+//! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current`, with `vmlinuz`,
+//! `version` and `modules/`). Tests are skipped, loudly, when any is missing.
+//!
+//! The agent binary is `$FLOTILLA_AGENT_BIN` when set (e.g. the static `agent`-profile
+//! build), else this build's `flotilla-agent` plus the shared libraries `ldd` lists.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use flotilla_agent::proto::{
+    self, decode, Decoded, ErrorBody, ExecRequest, ExitStatus, Frame, Hello, HelloReply, Kind,
+};
+
+pub fn kernel_dir() -> PathBuf {
+    std::env::var_os("FLOTILLA_KERNEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            Path::new(&home).join(".cache/flotilla/kernel/current")
+        })
+}
+
+/// Why the VM tests cannot run here, if they cannot.
+pub fn missing_prerequisite() -> Option<String> {
+    let k = kernel_dir();
+    for f in ["vmlinuz", "version", "modules"] {
+        if !k.join(f).exists() {
+            return Some(format!(
+                "no {} (set FLOTILLA_KERNEL_DIR)",
+                k.join(f).display()
+            ));
+        }
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("no /bin/busybox".into());
+    }
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return Some("no qemu-system-x86_64".into());
+    }
+    None
+}
+
+/// A newc cpio archive built in memory.
+#[derive(Default)]
+pub struct Cpio {
+    entries: BTreeMap<String, (u32, Vec<u8>)>,
+}
+
+impl Cpio {
+    pub fn dir(&mut self, path: &str) {
+        let mut p = String::new();
+        for part in path.trim_matches('/').split('/').filter(|s| !s.is_empty()) {
+            p.push_str(part);
+            self.entries
+                .entry(p.clone())
+                .or_insert((libc::S_IFDIR | 0o755, Vec::new()));
+            p.push('/');
+        }
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: Vec<u8>) {
+        let path = path.trim_start_matches('/');
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entries
+            .insert(path.to_string(), (libc::S_IFREG | mode, data));
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        let path = path.trim_start_matches('/');
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.entries
+            .entry(path.to_string())
+            .or_insert((libc::S_IFLNK | 0o777, target.as_bytes().to_vec()));
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut ino = 1;
+        let mut put = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]| {
+            let fields = [
+                ino,
+                mode,
+                0,
+                0,
+                if mode & libc::S_IFMT == libc::S_IFDIR {
+                    2
+                } else {
+                    1
+                },
+                0,
+                data.len() as u32,
+                0,
+                0,
+                0,
+                0,
+                name.len() as u32 + 1,
+                0,
+            ];
+            ino += 1;
+            out.extend_from_slice(b"070701");
+            for f in fields {
+                out.extend_from_slice(format!("{f:08x}").as_bytes());
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+            out.extend_from_slice(data);
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+        };
+        for (name, (mode, data)) in &self.entries {
+            put(&mut out, name, *mode, data);
+        }
+        put(&mut out, "TRAILER!!!", 0, &[]);
+        out
+    }
+}
+
+/// Modules in dependency order (each module's `.modinfo` `depends=`), as
+/// (in-guest path, host path).
+pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
+    let kdir = kernel_dir();
+    let version = std::fs::read_to_string(kdir.join("version")).unwrap();
+    let version = version.trim();
+    let mut by_name = HashMap::new();
+    let mut stack = vec![kdir.join("modules/kernel")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+                if let Some(stem) = n.strip_suffix(".ko") {
+                    by_name.insert(stem.replace('-', "_"), p);
+                }
+            }
+        }
+    }
+    let mut order: Vec<(String, PathBuf)> = Vec::new();
+    fn visit(
+        name: &str,
+        by_name: &HashMap<String, PathBuf>,
+        version: &str,
+        kdir: &Path,
+        order: &mut Vec<(String, PathBuf)>,
+    ) {
+        let Some(path) = by_name.get(name) else {
+            return; // built in
+        };
+        if order.iter().any(|(_, p)| p == path) {
+            return;
+        }
+        let bytes = std::fs::read(path).unwrap();
+        let deps = bytes
+            .windows(8)
+            .position(|w| w == b"depends=")
+            .map(|at| {
+                let rest = &bytes[at + 8..];
+                let end = rest.iter().position(|b| *b == 0).unwrap_or(0);
+                String::from_utf8_lossy(&rest[..end]).into_owned()
+            })
+            .unwrap_or_default();
+        for dep in deps.split(',').filter(|d| !d.is_empty()) {
+            visit(dep, by_name, version, kdir, order);
+        }
+        let rel = path.strip_prefix(kdir.join("modules")).unwrap();
+        let guest = format!("/lib/modules/{version}/{}", rel.display());
+        order.push((guest, path.clone()));
+    }
+    for w in wanted {
+        visit(w, &by_name, version, &kdir, &mut order);
+    }
+    order
+}
+
+/// The agent binary and any shared libraries it needs, as (guest path, bytes).
+fn agent_files() -> Vec<(String, Vec<u8>)> {
+    let bin = std::env::var_os("FLOTILLA_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla-agent")));
+    let mut files = vec![("/init".to_string(), std::fs::read(&bin).unwrap())];
+    let ldd = Command::new("ldd").arg(&bin).output();
+    if let Ok(out) = ldd {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                files.push((p.to_string(), std::fs::read(p).unwrap()));
+            }
+        }
+    }
+    files
+}
+
+pub fn initramfs(extra: impl FnOnce(&mut Cpio)) -> Vec<u8> {
+    let mut c = Cpio::default();
+    for (path, data) in agent_files() {
+        c.file(&path, 0o755, data);
+    }
+    c.file(
+        "/bin/busybox",
+        0o755,
+        std::fs::read("/bin/busybox").unwrap(),
+    );
+    let list = Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        c.symlink(applet, "/bin/busybox");
+    }
+    let mut listing = String::new();
+    for (guest, host) in modules_in_order(&["virtio_pci", "virtio_console"]) {
+        c.file(&guest, 0o644, std::fs::read(host).unwrap());
+        listing.push_str(&guest);
+        listing.push('\n');
+    }
+    c.file("/etc/flotilla/modules", 0o644, listing.into_bytes());
+    c.dir("/root");
+    extra(&mut c);
+    c.encode()
+}
+
+static NEXT_VM: AtomicU32 = AtomicU32::new(0);
+
+/// A running VM; killed on drop.
+pub struct Vm {
+    pub dir: PathBuf,
+    child: Option<Child>,
+    pub ready_line: String,
+}
+
+impl Vm {
+    pub fn boot(cpio: &[u8], append: &str) -> Vm {
+        let dir = std::env::temp_dir().join(format!(
+            "flotilla-agent-test-{}-{}",
+            std::process::id(),
+            NEXT_VM.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("initrd.cpio"), cpio).unwrap();
+        let serial = std::fs::File::create(dir.join("serial.log")).unwrap();
+        let kdir = kernel_dir();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "256"])
+            .args([
+                "-display",
+                "none",
+                "-nodefaults",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+            ])
+            .arg("-kernel")
+            .arg(kdir.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(dir.join("initrd.cpio"))
+            .arg("-append")
+            .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
+            .args(["-device", "virtio-serial-pci", "-chardev"])
+            .arg(format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                dir.join("agent.sock").display()
+            ))
+            .args([
+                "-device",
+                &format!("virtserialport,chardev=agent,name={}", proto::PORT_NAME),
+            ])
+            .stdin(Stdio::null())
+            .stdout(serial.try_clone().unwrap())
+            .stderr(serial);
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let mut vm = Vm {
+            dir,
+            child: Some(child),
+            ready_line: String::new(),
+        };
+        vm.ready_line = vm.wait_serial(proto::READY_PREFIX, Duration::from_secs(120));
+        vm
+    }
+
+    pub fn serial(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serial.log")).unwrap_or_default()
+    }
+
+    /// Wait for a serial line containing `needle`; return it.
+    pub fn wait_serial(&mut self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.serial();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("qemu exited ({status}) before `{needle}`; serial:\n{log}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no `{needle}` on serial after {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::connect(&self.dir.join("agent.sock"))
+    }
+
+    /// Wait for QEMU to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "qemu still running after {timeout:?}; serial:\n{}",
+                self.serial()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A synchronous connection to the agent.
+pub struct Conn {
+    pub sock: UnixStream,
+    buf: Vec<u8>,
+}
+
+/// What a command produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub status: Option<ExitStatus>,
+    pub error: Option<String>,
+    pub stdout_chunks: Vec<(Duration, usize)>,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl Conn {
+    pub fn connect(path: &Path) -> Conn {
+        let sock = UnixStream::connect(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        Conn {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, f: &Frame) {
+        self.sock.write_all(&f.to_bytes()).unwrap();
+    }
+
+    pub fn recv(&mut self) -> Frame {
+        loop {
+            match decode(&self.buf) {
+                Decoded::Frame(f, n) => {
+                    self.buf.drain(..n);
+                    return f;
+                }
+                Decoded::Incomplete => {
+                    let mut chunk = [0u8; 65536];
+                    let n = self.sock.read(&mut chunk).unwrap();
+                    assert!(n > 0, "agent connection closed");
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                other => panic!("agent sent something undecodable: {other:?}"),
+            }
+        }
+    }
+
+    pub fn hello(&mut self) -> HelloReply {
+        self.send(&Frame::json(
+            Kind::Hello,
+            0,
+            &Hello {
+                version: proto::PROTOCOL_VERSION,
+            },
+        ));
+        let f = self.recv();
+        assert_eq!(f.kind, Kind::HelloReply, "{f:?}");
+        f.parse_json().unwrap()
+    }
+
+    /// Collect frames of `stream` until Exit or Error.
+    pub fn collect(&mut self, stream: u32) -> Output {
+        let start = Instant::now();
+        let mut out = Output::default();
+        loop {
+            let f = self.recv();
+            assert_eq!(f.stream, stream, "frame for another stream: {f:?}");
+            match f.kind {
+                Kind::Stdout => {
+                    out.stdout_chunks.push((start.elapsed(), f.payload.len()));
+                    out.stdout.extend_from_slice(&f.payload);
+                }
+                Kind::Stderr => out.stderr.extend_from_slice(&f.payload),
+                Kind::Exit => {
+                    out.status = Some(f.parse_json().unwrap());
+                    return out;
+                }
+                Kind::Error => {
+                    out.error = Some(f.parse_json::<ErrorBody>().unwrap().message);
+                    return out;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    pub fn exec(&mut self, stream: u32, req: &ExecRequest) -> Output {
+        self.send(&Frame::json(Kind::Exec, stream, req));
+        self.collect(stream)
+    }
+}
+
+pub fn req(command: proto::Command) -> ExecRequest {
+    ExecRequest {
+        command,
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        timeout_ms: None,
+    }
+}
+
+pub fn sh(script: &str) -> ExecRequest {
+    req(proto::Command::Shell(script.into()))
+}
+
+pub fn argv(args: &[&str]) -> ExecRequest {
+    req(proto::Command::Argv(
+        args.iter().map(|s| s.to_string()).collect(),
+    ))
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}

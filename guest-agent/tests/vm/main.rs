@@ -1,0 +1,380 @@
+//! The agent against the real thing: a Debian kernel under QEMU (TCG), busybox, and the
+//! agent as /init of an initramfs.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use flotilla_agent::proto::{
+    self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, ShutdownRequest,
+    MAX_CHUNK,
+};
+use harness::{argv, sh, Conn, Vm};
+
+macro_rules! require_vm {
+    () => {
+        if let Some(why) = harness::missing_prerequisite() {
+            eprintln!("SKIPPED: cannot boot a VM: {why}");
+            return;
+        }
+    };
+}
+
+fn boot(append: &str) -> Vm {
+    let cpio = harness::initramfs(|_| {});
+    Vm::boot(&cpio, append)
+}
+
+#[test]
+fn commands_files_and_shutdown() {
+    require_vm!();
+    let mut vm = boot("flotilla.hostname=test virtio_pci.force_legacy=1");
+
+    // Readiness line and Hello.
+    let ready = vm.ready_line.clone();
+    let fields: Vec<&str> = ready.split_whitespace().collect();
+    assert_eq!(fields[0], proto::READY_PREFIX, "{ready}");
+    assert_eq!(fields[1], "proto=1");
+    assert_eq!(fields[2], format!("version={}", env!("CARGO_PKG_VERSION")));
+    let boot_ms: u64 = fields[3].strip_prefix("boot_ms=").unwrap().parse().unwrap();
+    assert!(boot_ms > 0);
+    let mut c = vm.connect();
+    let hello = c.hello();
+    assert_eq!(hello.version, proto::PROTOCOL_VERSION);
+    assert_eq!(hello.boot_ms, boot_ms);
+
+    // Basic commands; the kernel release; PID-1 setup.
+    let kver = std::fs::read_to_string(harness::kernel_dir().join("version")).unwrap();
+    let out = c.exec(1, &argv(&["uname", "-r"]));
+    assert_eq!(out.stdout_str().trim(), kver.trim());
+    assert_eq!(out.status.unwrap().code, Some(0));
+    let out = c.exec(1, &argv(&["hostname"]));
+    assert_eq!(out.stdout_str().trim(), "test");
+    let out = c.exec(
+        1,
+        &sh("cat /sys/module/virtio_pci/parameters/force_legacy; \
+             grep -c -E ' (/proc|/sys|/dev|/dev/pts|/dev/shm|/tmp|/run) ' /proc/mounts; \
+             cat /sys/class/net/lo/operstate; ip -o addr show lo | grep -c 127.0.0.1"),
+    );
+    assert_eq!(out.stdout_str(), "Y\n7\nunknown\n1\n", "{out:?}");
+
+    // Exit codes, stderr, signals.
+    let out = c.exec(2, &sh("echo out; echo err >&2; exit 3"));
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.status.unwrap().code, Some(3));
+    let st = c.exec(2, &sh("kill -9 $$")).status.unwrap();
+    assert_eq!((st.code, st.signal, st.timed_out), (None, Some(9), false));
+
+    // Spawn failures: one Error naming the program and errno, no Exit; stream reusable.
+    let out = c.exec(3, &argv(&["no-such-program", "x"]));
+    let err = out.error.unwrap();
+    assert!(
+        err.contains("no-such-program") && err.contains("errno 2"),
+        "{err}"
+    );
+    let mut bad_cwd = argv(&["true"]);
+    bad_cwd.cwd = Some("/nonexistent".into());
+    let err = c.exec(3, &bad_cwd).error.unwrap();
+    assert!(err.contains("/nonexistent"), "{err}");
+    assert_eq!(c.exec(3, &argv(&["true"])).status.unwrap().code, Some(0));
+
+    // Environment and cwd.
+    let mut r = sh("echo $PATH; echo $HOME $TERM $FOO; pwd");
+    r.env = vec![("FOO".into(), "bar baz".into())];
+    r.cwd = Some("/tmp".into());
+    assert_eq!(
+        c.exec(4, &r).stdout_str(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/root dumb bar baz\n/tmp\n"
+    );
+
+    // Output is streamed as produced, not at exit.
+    let out = c.exec(5, &sh("for i in 1 2 3; do echo $i; sleep 0.5; done"));
+    assert_eq!(out.stdout, b"1\n2\n3\n");
+    assert!(out.stdout_chunks.len() >= 3, "{:?}", out.stdout_chunks);
+    let first = out.stdout_chunks[0].0;
+    let last = out.stdout_chunks.last().unwrap().0;
+    assert!(
+        last - first >= Duration::from_millis(800),
+        "{:?}",
+        out.stdout_chunks
+    );
+
+    // Large output arrives intact, in chunks of at most 64 KiB.
+    let out = c.exec(6, &argv(&["seq", "1", "200000"]));
+    let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert!(out.stdout == expected.as_bytes(), "seq output differs");
+    assert!(out.stdout_chunks.iter().all(|(_, n)| *n <= MAX_CHUNK));
+
+    // Stdin, binary-safe.
+    let mut r = sh("cat; echo end >&2");
+    r.stdin = true;
+    c.send(&Frame::json(Kind::Exec, 7, &r));
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in data.chunks(50_000) {
+        c.send(&Frame::new(Kind::Stdin, 7, chunk.to_vec()));
+    }
+    c.send(&Frame::new(Kind::StdinClose, 7, Vec::new()));
+    let out = c.collect(7);
+    assert!(out.stdout == data, "stdin round trip differs");
+    assert_eq!(out.stderr, b"end\n");
+
+    // Kill and timeout act on the whole process group.
+    c.send(&Frame::json(
+        Kind::Exec,
+        8,
+        &sh("sleep 100 & sleep 100; echo no"),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    c.send(&Frame::new(Kind::Kill, 8, Vec::new()));
+    let st = c.collect(8).status.unwrap();
+    assert_eq!(st.signal, Some(9));
+    let mut r = sh("echo started; sleep 100");
+    r.timeout_ms = Some(700);
+    let t = Instant::now();
+    let out = c.exec(9, &r);
+    let st = out.status.unwrap();
+    assert!(st.timed_out && st.signal == Some(9), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let out = c.exec(
+        9,
+        &sh("sleep 0.3; ps -o stat,args | grep -v grep | grep -c 'sleep 100'"),
+    );
+    assert_eq!(out.stdout_str(), "0\n", "leftover processes");
+
+    // Many commands at once.
+    for s in 10..18 {
+        c.send(&Frame::json(
+            Kind::Exec,
+            s,
+            &sh(&format!("sleep 1; echo {s}")),
+        ));
+    }
+    let t = Instant::now();
+    let mut done = std::collections::HashMap::new();
+    while done.len() < 8 {
+        let f = c.recv();
+        match f.kind {
+            Kind::Stdout => {
+                let text = String::from_utf8(f.payload).unwrap();
+                assert_eq!(text.trim(), f.stream.to_string());
+            }
+            Kind::Exit => {
+                done.insert(f.stream, ());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "not concurrent: {:?}",
+        t.elapsed()
+    );
+    // Re-using a running stream id is refused.
+    c.send(&Frame::json(Kind::Exec, 20, &sh("sleep 1")));
+    let err = c.exec(20, &argv(&["true"])).error.unwrap();
+    assert!(err.contains("already running"), "{err}");
+    assert!(c.collect(20).status.is_some());
+
+    // Orphans are reaped; no zombies are left behind.
+    c.exec(21, &sh("(sleep 0.2 &) ; true"));
+    std::thread::sleep(Duration::from_millis(800));
+    let out = c.exec(21, &sh("ps -o stat | grep -c '^Z' || true"));
+    assert_eq!(out.stdout_str(), "0\n");
+
+    // Malformed input gets Error replies; the session goes on.
+    c.sock.write_all_bytes(b"garbage!");
+    let mut unknown = Frame::new(Kind::Stdin, 30, b"abc".to_vec()).to_bytes();
+    unknown[4] = 0x6e;
+    c.sock.write_all_bytes(&unknown);
+    let mut huge = Frame::new(Kind::Stdin, 31, Vec::new()).to_bytes();
+    huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    c.sock.write_all_bytes(&huge);
+    c.send(&Frame::new(Kind::Exec, 32, b"{\"command\":".to_vec()));
+    c.send(&Frame::new(Kind::Exit, 33, b"{}".to_vec()));
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        let f = c.recv();
+        assert_eq!(f.kind, Kind::Error, "{f:?}");
+        errors.push((f.stream, f.parse_json::<ErrorBody>().unwrap().message));
+    }
+    let streams: Vec<u32> = errors.iter().map(|(s, _)| *s).collect();
+    assert_eq!(streams, [0, 30, 31, 32, 33], "{errors:?}");
+    assert!(
+        errors[1].1.contains("unknown frame kind 0x6e"),
+        "{errors:?}"
+    );
+    assert_eq!(c.exec(34, &argv(&["echo", "ok"])).stdout, b"ok\n");
+
+    // File push and pull: binary-safe, chunked, mode preserved.
+    let content: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    push(&mut c, 40, "/tmp/a/b/file.bin", 0o751, &content).unwrap();
+    let out = c.exec(41, &sh("stat -c '%a %s' /tmp/a/b/file.bin; ls -a /tmp/a/b"));
+    assert_eq!(out.stdout_str(), "751 300000\n.\n..\nfile.bin\n");
+    let (info, pulled) = pull(&mut c, 42, "/tmp/a/b/file.bin").unwrap();
+    assert_eq!((info.size, info.mode), (300_000, 0o751));
+    assert!(pulled == content, "pulled file differs");
+    let (_, empty) = {
+        push(&mut c, 43, "/tmp/empty", 0o600, &[]).unwrap();
+        pull(&mut c, 43, "/tmp/empty").unwrap()
+    };
+    assert!(empty.is_empty());
+    let err = push_no_dirs(&mut c, 44, "/nonexistent/dir/f").unwrap_err();
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+    assert!(pull(&mut c, 45, "/nonexistent")
+        .unwrap_err()
+        .contains("/nonexistent"));
+    assert!(pull(&mut c, 45, "/tmp")
+        .unwrap_err()
+        .contains("not a regular file"));
+
+    // Reconnecting starts a new session; the old session's commands are killed.
+    c.send(&Frame::json(Kind::Exec, 50, &sh("sleep 100")));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    let mut c = vm.connect();
+    c.hello();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.exec(
+        51,
+        &sh("ps -o args | grep -v grep | grep -c 'sleep 100' || true"),
+    );
+    assert_eq!(out.stdout_str(), "0\n");
+
+    // Shutdown: acknowledged, then QEMU exits by itself.
+    c.send(&Frame::json(
+        Kind::Shutdown,
+        0,
+        &ShutdownRequest { reboot: false },
+    ));
+    assert_eq!(c.recv().kind, Kind::ShutdownAck);
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(
+        vm.serial().contains("reboot: Power down"),
+        "{}",
+        vm.serial()
+    );
+}
+
+trait WriteAll {
+    fn write_all_bytes(&mut self, b: &[u8]);
+}
+
+impl WriteAll for std::os::unix::net::UnixStream {
+    fn write_all_bytes(&mut self, b: &[u8]) {
+        std::io::Write::write_all(self, b).unwrap();
+    }
+}
+
+fn push(c: &mut Conn, stream: u32, path: &str, mode: u32, data: &[u8]) -> Result<u64, String> {
+    c.send(&Frame::json(
+        Kind::FilePush,
+        stream,
+        &FilePush {
+            path: path.into(),
+            mode,
+            create_dirs: true,
+        },
+    ));
+    for chunk in data.chunks(MAX_CHUNK) {
+        c.send(&Frame::new(Kind::FileData, stream, chunk.to_vec()));
+    }
+    c.send(&Frame::new(Kind::FileEnd, stream, Vec::new()));
+    let f = c.recv();
+    assert_eq!(f.stream, stream);
+    match f.kind {
+        Kind::FileDone => Ok(f.parse_json::<FileDone>().unwrap().size),
+        Kind::Error => Err(f.parse_json::<ErrorBody>().unwrap().message),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn push_no_dirs(c: &mut Conn, stream: u32, path: &str) -> Result<u64, String> {
+    c.send(&Frame::json(
+        Kind::FilePush,
+        stream,
+        &FilePush {
+            path: path.into(),
+            mode: 0o644,
+            create_dirs: false,
+        },
+    ));
+    c.send(&Frame::new(Kind::FileData, stream, b"x".to_vec()));
+    c.send(&Frame::new(Kind::FileEnd, stream, Vec::new()));
+    let f = c.recv();
+    // Exactly one reply: the rest of the failed transfer is swallowed.
+    c.send(&Frame::json(Kind::Exec, stream + 1000, &argv(&["true"])));
+    assert_eq!(c.collect(stream + 1000).status.unwrap().code, Some(0));
+    match f.kind {
+        Kind::FileDone => Ok(0),
+        Kind::Error => Err(f.parse_json::<ErrorBody>().unwrap().message),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn pull(c: &mut Conn, stream: u32, path: &str) -> Result<(FileInfo, Vec<u8>), String> {
+    c.send(&Frame::json(
+        Kind::FilePull,
+        stream,
+        &FilePull { path: path.into() },
+    ));
+    let f = c.recv();
+    let info: FileInfo = match f.kind {
+        Kind::FileInfo => f.parse_json().unwrap(),
+        Kind::Error => return Err(f.parse_json::<ErrorBody>().unwrap().message),
+        other => panic!("{other:?}"),
+    };
+    let mut data = Vec::new();
+    loop {
+        let f = c.recv();
+        match f.kind {
+            Kind::FileData => {
+                assert!(f.payload.len() <= MAX_CHUNK);
+                data.extend_from_slice(&f.payload);
+            }
+            Kind::FileEnd => return Ok((info, data)),
+            Kind::Error => return Err(f.parse_json::<ErrorBody>().unwrap().message),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn sigterm_to_pid1_powers_off() {
+    require_vm!();
+    let mut vm = boot("");
+    let mut c = vm.connect();
+    c.hello();
+    c.send(&Frame::json(Kind::Exec, 1, &sh("kill -TERM 1; sleep 100")));
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(
+        vm.serial().contains("reboot: Power down"),
+        "{}",
+        vm.serial()
+    );
+}
+
+#[test]
+fn reboot_request_restarts() {
+    require_vm!();
+    let mut vm = boot("");
+    let mut c = vm.connect();
+    c.hello();
+    c.send(&Frame::json(
+        Kind::Shutdown,
+        0,
+        &ShutdownRequest { reboot: true },
+    ));
+    assert_eq!(c.recv().kind, Kind::ShutdownAck);
+    // -no-reboot turns the restart into a QEMU exit.
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(
+        vm.serial().contains("reboot: Restarting system"),
+        "{}",
+        vm.serial()
+    );
+}
