@@ -77,6 +77,15 @@ pub enum Error {
         desc: String,
     },
 
+    /// A reply parsed but its content makes no sense (bad base64, short write).
+    #[error("qmp: the reply to `{command}` is invalid: {reason}")]
+    InvalidReply {
+        /// The command.
+        command: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A reply did not have the shape the typed command expects.
     #[error("qmp: the reply to `{command}` does not have the expected shape\n  reply: {reply}")]
     UnexpectedReply {

@@ -41,12 +41,14 @@
 //! When QEMU goes away every pending and later call fails with
 //! [`Error::Disconnected`], and [`Client::closed`] resolves.
 
+mod base64;
 mod client;
 pub mod codec;
 pub mod commands;
 mod connection;
 mod error;
 pub mod events;
+pub mod qga;
 
 pub use client::{Client, ConnectOptions, EventStream, Lagged};
 pub use codec::{

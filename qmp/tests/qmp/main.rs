@@ -3,5 +3,6 @@
 
 mod fake;
 mod qemu;
+mod qga;
 mod schema;
 mod util;
