@@ -48,6 +48,8 @@ pub mod commands;
 mod connection;
 mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod qga;
 
 pub use client::{Client, ConnectOptions, EventStream, Lagged};
@@ -57,3 +59,8 @@ pub use codec::{
 pub use commands::{Command, Empty, RunState, StatusInfo};
 pub use error::Error;
 pub use events::EventData;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
