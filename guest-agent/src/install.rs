@@ -1,8 +1,185 @@
-//! `flotilla-agent install --root DIR`.
+//! `flotilla-agent install --root DIR`: put the agent into a guest root filesystem so
+//! that it starts as a service at boot (systemd unit and sysvinit script, both enabled).
 
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn main(_args: &[&str]) -> ExitCode {
-    eprintln!("flotilla-agent: install is not implemented yet");
-    ExitCode::FAILURE
+pub const BIN_PATH: &str = "usr/local/bin/flotilla-agent";
+pub const UNIT_PATH: &str = "etc/systemd/system/flotilla-agent.service";
+pub const INIT_SCRIPT_PATH: &str = "etc/init.d/flotilla-agent";
+
+pub const SYSTEMD_UNIT: &str = "\
+[Unit]
+Description=Flotilla guest agent
+# The agent waits for its virtio-serial port by itself.
+After=systemd-modules-load.service
+
+[Service]
+Type=simple
+ExecStart=/usr/local/bin/flotilla-agent
+Restart=always
+RestartSec=1s
+
+[Install]
+WantedBy=multi-user.target
+";
+
+pub const INIT_SCRIPT: &str = r#"#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          flotilla-agent
+# Required-Start:    $local_fs
+# Required-Stop:     $local_fs
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: Flotilla guest agent
+### END INIT INFO
+
+DAEMON=/usr/local/bin/flotilla-agent
+PIDFILE=/run/flotilla-agent.pid
+
+running() {
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+case "$1" in
+    start)
+        if running; then
+            echo "flotilla-agent is already running"
+            exit 0
+        fi
+        mkdir -p "$(dirname "$PIDFILE")"
+        "$DAEMON" </dev/null >/dev/console 2>&1 &
+        echo $! >"$PIDFILE"
+        ;;
+    stop)
+        if running; then
+            pid=$(cat "$PIDFILE")
+            kill -TERM "$pid"
+            for _ in 1 2 3 4 5 6 7 8 9 10; do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.5
+            done
+            kill -KILL "$pid" 2>/dev/null
+        fi
+        rm -f "$PIDFILE"
+        ;;
+    restart|force-reload)
+        "$0" stop
+        "$0" start
+        ;;
+    status)
+        if running; then
+            echo "flotilla-agent is running"
+            exit 0
+        fi
+        echo "flotilla-agent is not running"
+        exit 3
+        ;;
+    *)
+        echo "usage: $0 {start|stop|restart|status}" >&2
+        exit 3
+        ;;
+esac
+"#;
+
+pub fn main(args: &[&str]) -> ExitCode {
+    let root = match args {
+        ["--root", dir] => *dir,
+        [arg] if arg.starts_with("--root=") => &arg["--root=".len()..],
+        _ => {
+            eprintln!("flotilla-agent: usage: flotilla-agent install --root DIR");
+            return ExitCode::from(2);
+        }
+    };
+    match install(Path::new(root)) {
+        Ok(paths) => {
+            for p in paths {
+                println!("installed {}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flotilla-agent: install into {root}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Install into `root`; returns the paths created.
+pub fn install(root: &Path) -> io::Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a directory".to_string(),
+        ));
+    }
+    let mut done = Vec::new();
+    let exe = std::env::current_exe().map_err(context("finding this executable".into()))?;
+    let bin = std::fs::read(&exe).map_err(context(format!("reading {}", exe.display())))?;
+    done.push(write_file(&root.join(BIN_PATH), &bin, 0o755)?);
+    done.push(write_file(
+        &root.join(UNIT_PATH),
+        SYSTEMD_UNIT.as_bytes(),
+        0o644,
+    )?);
+    done.push(symlink(
+        "/etc/systemd/system/flotilla-agent.service",
+        &root.join("etc/systemd/system/multi-user.target.wants/flotilla-agent.service"),
+    )?);
+    done.push(write_file(
+        &root.join(INIT_SCRIPT_PATH),
+        INIT_SCRIPT.as_bytes(),
+        0o755,
+    )?);
+    for level in ["2", "3", "4", "5"] {
+        done.push(symlink(
+            "../init.d/flotilla-agent",
+            &root.join(format!("etc/rc{level}.d/S99flotilla-agent")),
+        )?);
+    }
+    for level in ["0", "1", "6"] {
+        done.push(symlink(
+            "../init.d/flotilla-agent",
+            &root.join(format!("etc/rc{level}.d/K01flotilla-agent")),
+        )?);
+    }
+    Ok(done)
+}
+
+/// Write atomically (temp file + rename) with an exact mode.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> io::Result<PathBuf> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(context(format!("creating {}", parent.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.flotilla-install.tmp"));
+    let write = || -> io::Result<()> {
+        std::fs::write(&tmp, data)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        context(format!("writing {}", path.display()))(e)
+    })?;
+    Ok(path.to_path_buf())
+}
+
+fn symlink(target: &str, link: &Path) -> io::Result<PathBuf> {
+    let parent = link.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(context(format!("creating {}", parent.display())))?;
+    if std::fs::symlink_metadata(link).is_ok() {
+        std::fs::remove_file(link).map_err(context(format!("replacing {}", link.display())))?;
+    }
+    std::os::unix::fs::symlink(target, link)
+        .map_err(context(format!("linking {}", link.display())))?;
+    Ok(link.to_path_buf())
 }

@@ -7,8 +7,6 @@
 //! The agent binary is `$FLOTILLA_AGENT_BIN` when set (e.g. the static `agent`-profile
 //! build), else this build's `flotilla-agent` plus the shared libraries `ldd` lists.
 
-#![allow(clippy::unwrap_used, dead_code)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -84,6 +82,41 @@ impl Cpio {
             .insert(path.to_string(), (libc::S_IFREG | mode, data));
     }
 
+    /// Add (or replace) a symlink.
+    pub fn set_symlink(&mut self, path: &str, target: &str) {
+        let path = path.trim_start_matches('/');
+        self.entries.insert(
+            path.to_string(),
+            (libc::S_IFLNK | 0o777, target.as_bytes().to_vec()),
+        );
+    }
+
+    /// Add everything under host directory `root` at the same paths in the archive.
+    pub fn tree(&mut self, root: &Path) {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                let guest = format!("/{}", p.strip_prefix(root).unwrap().display());
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&p).unwrap();
+                    self.set_symlink(&guest, &target.to_string_lossy());
+                } else if meta.is_dir() {
+                    self.dir(&guest);
+                    stack.push(p);
+                } else {
+                    self.file(
+                        &guest,
+                        meta.permissions().mode() & 0o7777,
+                        std::fs::read(&p).unwrap(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Add a symlink unless the path exists already.
     pub fn symlink(&mut self, path: &str, target: &str) {
         let path = path.trim_start_matches('/');
         if let Some((parent, _)) = path.rsplit_once('/') {
@@ -197,11 +230,16 @@ pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
     order
 }
 
+/// The agent binary under test.
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("FLOTILLA_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla-agent")))
+}
+
 /// The agent binary and any shared libraries it needs, as (guest path, bytes).
 fn agent_files() -> Vec<(String, Vec<u8>)> {
-    let bin = std::env::var_os("FLOTILLA_AGENT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla-agent")));
+    let bin = agent_bin();
     let mut files = vec![("/init".to_string(), std::fs::read(&bin).unwrap())];
     let ldd = Command::new("ldd").arg(&bin).output();
     if let Ok(out) = ldd {
@@ -487,8 +525,4 @@ pub fn argv(args: &[&str]) -> ExecRequest {
     req(proto::Command::Argv(
         args.iter().map(|s| s.to_string()).collect(),
     ))
-}
-
-pub fn set_mode(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

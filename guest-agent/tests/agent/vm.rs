@@ -1,26 +1,13 @@
 //! The agent against the real thing: a Debian kernel under QEMU (TCG), busybox, and the
-//! agent as /init of an initramfs.
-
-#![allow(clippy::unwrap_used)]
-
-mod harness;
+//! agent as /init of an initramfs (or as a service under busybox init).
 
 use std::time::{Duration, Instant};
 
+use crate::harness::{self, argv, sh, Conn, Vm};
 use flotilla_agent::proto::{
     self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, ShutdownRequest,
     MAX_CHUNK,
 };
-use harness::{argv, sh, Conn, Vm};
-
-macro_rules! require_vm {
-    () => {
-        if let Some(why) = harness::missing_prerequisite() {
-            eprintln!("SKIPPED: cannot boot a VM: {why}");
-            return;
-        }
-    };
-}
 
 fn boot(append: &str) -> Vm {
     let cpio = harness::initramfs(|_| {});
@@ -374,6 +361,68 @@ fn reboot_request_restarts() {
     vm.wait_exit(Duration::from_secs(60));
     assert!(
         vm.serial().contains("reboot: Restarting system"),
+        "{}",
+        vm.serial()
+    );
+}
+
+const SERVICE_RC: &str = r#"#!/bin/sh
+mkdir -p /proc /sys /dev /run /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/flotilla/modules); do insmod "$m"; done
+/etc/rc2.d/S99flotilla-agent start
+"#;
+
+/// `install --root` output, started by busybox init through the sysvinit script.
+#[test]
+fn service_mode_under_busybox_init() {
+    require_vm!();
+    let staging =
+        std::env::temp_dir().join(format!("flotilla-agent-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).unwrap();
+    let out = std::process::Command::new(harness::agent_bin())
+        .args(["install", "--root"])
+        .arg(&staging)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cpio = harness::initramfs(|c| {
+        c.tree(&staging);
+        c.set_symlink("/init", "/bin/busybox");
+        c.file(
+            "/etc/inittab",
+            0o644,
+            b"::sysinit:/etc/rc.sh\n::shutdown:/etc/init.d/flotilla-agent stop\n".to_vec(),
+        );
+        c.file("/etc/rc.sh", 0o755, SERVICE_RC.as_bytes().to_vec());
+    });
+    std::fs::remove_dir_all(&staging).unwrap();
+    let mut vm = Vm::boot(&cpio, "");
+    let mut c = vm.connect();
+    c.hello();
+    let out = c.exec(
+        1,
+        &sh("cat /proc/1/comm; cat /run/flotilla-agent.pid; echo $PPID"),
+    );
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "init", "{text}");
+    assert_ne!(lines[1], "1", "{text}");
+    assert_eq!(lines[1], lines[2], "command's parent is the agent: {text}");
+    assert_eq!(c.exec(2, &argv(&["echo", "hi"])).stdout, b"hi\n");
+    // In service mode Shutdown asks the real init (busybox `poweroff`).
+    c.send(&Frame::json(
+        Kind::Shutdown,
+        0,
+        &ShutdownRequest { reboot: false },
+    ));
+    assert_eq!(c.recv().kind, Kind::ShutdownAck);
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(
+        vm.serial().contains("reboot: Power down"),
         "{}",
         vm.serial()
     );

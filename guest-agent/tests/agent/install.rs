@@ -1,0 +1,71 @@
+//! `flotilla-agent install --root DIR` on the host.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::harness;
+
+#[test]
+fn install_into_root() {
+    let root = std::env::temp_dir().join(format!("flotilla-agent-root-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new(harness::agent_bin())
+        .args(["install", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let bin = root.join("usr/local/bin/flotilla-agent");
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        std::fs::read(harness::agent_bin()).unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&bin).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/flotilla-agent.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/flotilla-agent\n"),
+        "{unit}"
+    );
+    assert!(unit.contains("WantedBy=multi-user.target"), "{unit}");
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/flotilla-agent.service");
+    assert_eq!(
+        std::fs::read_link(wants).unwrap().to_str(),
+        Some("/etc/systemd/system/flotilla-agent.service")
+    );
+    let script = root.join("etc/init.d/flotilla-agent");
+    assert_eq!(
+        std::fs::metadata(&script).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    let status = Command::new("sh").arg("-n").arg(&script).status().unwrap();
+    assert!(status.success(), "init script has a syntax error");
+    for link in ["etc/rc2.d/S99flotilla-agent", "etc/rc0.d/K01flotilla-agent"] {
+        assert_eq!(
+            std::fs::read_link(root.join(link)).unwrap().to_str(),
+            Some("../init.d/flotilla-agent")
+        );
+    }
+
+    // Idempotent.
+    let again = Command::new(harness::agent_bin())
+        .args(["install", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // A missing root is an error naming it.
+    let out = Command::new(harness::agent_bin())
+        .args(["install", "--root", "/nonexistent/root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/root"));
+}
