@@ -1,0 +1,158 @@
+//! `cargo bench -p flotilla-driver --bench boot`: how far a one-machine Flotilla test is
+//! from the hand-made floor, measured side by side in the same run.
+//!
+//! - floor: QEMU with the same machine flags boots the same kernel with a minimal
+//!   initramfs (static busybox, `/init` a shell script that prints one line); time from
+//!   spawning QEMU to that line on the serial console.
+//! - flotilla ready: `Machine::start` (spawn to agent handshake done).
+//! - flotilla echo hi: a fresh machine from nothing to `succeed("echo hi")` returned,
+//!   the whole of a one-machine test.
+//!
+//! `BENCH_RUNS` sets the number of runs (default 5).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_driver::image::{busybox_path, Kernel};
+use flotilla_driver::{detect_accel, Accel, Network, NetworkOptions, Spec};
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let kernel = Kernel::locate().expect("a kernel: run scripts/setup");
+    let accel = detect_accel();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let floor_initrd = floor_initramfs(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    let mut floor = Vec::new();
+    let mut ready = Vec::new();
+    let mut echo = Vec::new();
+    for i in 0..runs {
+        floor.push(boot_floor(&kernel, &floor_initrd, accel.accel));
+        let (r, e) = runtime.block_on(flotilla_run(dir.path(), i));
+        ready.push(r);
+        echo.push(e);
+        eprintln!(
+            "run {}: floor {:.2} s, ready {:.2} s, echo hi {:.2} s",
+            i + 1,
+            floor[i].as_secs_f64(),
+            ready[i].as_secs_f64(),
+            echo[i].as_secs_f64()
+        );
+    }
+    let f = median(&mut floor);
+    println!();
+    println!("boot, {runs} runs, accelerator {accel}");
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8}",
+        "", "median", "min", "max", "x floor"
+    );
+    for (name, v) in [
+        ("floor: busybox /init first line", &mut floor),
+        ("flotilla: agent ready", &mut ready),
+        ("flotilla: test `echo hi`", &mut echo),
+    ] {
+        let m = median(v);
+        println!(
+            "{name:<34} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x",
+            m.as_secs_f64(),
+            v.iter().min().copied().unwrap_or_default().as_secs_f64(),
+            v.iter().max().copied().unwrap_or_default().as_secs_f64(),
+            m.as_secs_f64() / f.as_secs_f64()
+        );
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn flotilla_run(dir: &std::path::Path, i: usize) -> (Duration, Duration) {
+    let spec = Spec::parse(&dir.join("bench.toml"), "[machines.vm]\n").expect("spec");
+    let mut options = NetworkOptions::new(dir.join(format!("out-{i}")));
+    options.terminal = false;
+    let started = Instant::now();
+    let net = Network::new(&spec, options).expect("network");
+    let vm = net.machine("vm").expect("machine");
+    vm.start().await.expect("boot");
+    let ready = started.elapsed();
+    let out = vm.succeed("echo hi").await.expect("echo hi");
+    let echo = started.elapsed();
+    assert_eq!(out, "hi\n");
+    net.stop_all().await;
+    (ready, echo)
+}
+
+fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("floor-root");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy(busybox_path(), root.join("bin/busybox")).expect("copy busybox");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
+    std::fs::write(
+        root.join("init"),
+        "#!/bin/sh\n/bin/busybox echo FLOOR-READY\nexec /bin/busybox poweroff -f\n",
+    )
+    .expect("write init");
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = dir.join("floor.cpio");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio -o -H newc --quiet > {}",
+            root.display(),
+            out.display()
+        ))
+        .status()
+        .expect("cpio");
+    assert!(status.success(), "cpio failed");
+    out
+}
+
+fn boot_floor(kernel: &Kernel, initrd: &std::path::Path, accel: Accel) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new(flotilla_driver::qemu_binary())
+        .args([
+            "-M",
+            "q35",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args(match accel {
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+        })
+        .args(["-m", "256", "-serial", "stdio", "-kernel"])
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut took = None;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("FLOOR-READY") {
+            took = Some(started.elapsed());
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    took.expect("the floor initramfs printed its line")
+}
