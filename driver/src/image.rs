@@ -12,6 +12,9 @@ use crate::Error;
 /// Bump when the image layout changes so cached images are rebuilt.
 const LAYOUT_VERSION: &str = "flotilla-initramfs-1";
 
+/// How many built images the cache keeps (the newest).
+const KEEP_IMAGES: usize = 4;
+
 /// Modules the default image loads at boot (dependencies are added automatically).
 /// Modules built into the kernel are skipped.
 pub const DEFAULT_MODULES: &[&str] = &[
@@ -200,7 +203,28 @@ pub fn default_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error
             source,
         })?;
     tracing::info!("built initramfs {}", path.display());
+    prune(&images, KEEP_IMAGES);
     Ok(path)
+}
+
+/// Removes all but the `keep` most recently modified images.
+fn prune(images: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(images) else {
+        return;
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("initramfs-") && name.ends_with(".cpio")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, old) in found.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
 }
 
 fn busybox_applets(busybox: &Path) -> Result<Vec<String>, Error> {

@@ -345,6 +345,18 @@ impl Machine {
             }
         };
 
+        // Every QMP event goes to the log, with the machine's name.
+        let mut events = qmp.subscribe();
+        let (log, name) = (c.log.clone(), c.name.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Ok(e) => log.machine(&name, &format!("qmp event {} {}", e.event, e.data)),
+                    Err(lost) => log.machine(&name, &format!("qmp: {} events lost", lost.0)),
+                }
+            }
+        });
+
         let mut ready_rx = state.clone();
         let deadline = c.boot_timeout;
         let boot_ms = tokio::select! {

@@ -221,3 +221,40 @@ fn script_syntax_errors_name_file_and_line() {
         "a syntax error means the test could not run: {m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_as_pid1_reaps_orphans_and_powers_off_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.init]\n");
+    let net = Network::new(&spec, options).unwrap();
+    let vm = net.machine("init").unwrap();
+    // The agent is PID 1 and mounted what a guest needs.
+    assert_eq!(vm.succeed("cat /proc/1/comm").await.unwrap(), "init\n");
+    let mounts = vm.succeed("cat /proc/mounts").await.unwrap();
+    for fs in [
+        " /proc proc",
+        " /sys sysfs",
+        " /dev devtmpfs",
+        " /tmp tmpfs",
+    ] {
+        assert!(mounts.contains(fs), "{fs} missing from {mounts}");
+    }
+    // Orphans are re-parented to PID 1, which must reap them.
+    vm.succeed("for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; sleep 1")
+        .await
+        .unwrap();
+    vm.succeed("! grep -l ') Z ' /proc/[0-9]*/stat")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    vm.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_gone(&vm).await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("init: shutting down"), "{log}");
+    assert!(
+        !log.contains("no power-off within"),
+        "the guest did not power itself off: {log}"
+    );
+}
