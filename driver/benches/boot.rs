@@ -10,6 +10,8 @@
 //!
 //! `BENCH_RUNS` sets the number of runs (default 5).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

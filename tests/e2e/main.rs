@@ -1,6 +1,8 @@
 //! End-to-end tests of the driver library: real QEMU, real kernel, real busybox.
 //! They need `scripts/setup` to have run (CI's `.ci/run` does).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

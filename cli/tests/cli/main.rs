@@ -1,5 +1,7 @@
 //! End-to-end tests of the `flotilla` binary: real QEMU, real kernel, real busybox.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
