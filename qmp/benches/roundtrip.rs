@@ -255,6 +255,14 @@ async fn main() {
         qemu.arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", s.display()));
     }
+    // SAFETY: prctl is async-signal-safe; QEMU dies if the benchmark is killed.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        qemu.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let child = match qemu.stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
         Ok(c) => QemuGuard(c),
         Err(e) => {

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::codec::Framed;
+use tracing::Instrument;
 
 use crate::codec::{Event, Greeting, QmpCodec, DEFAULT_MAX_LINE_LEN};
 use crate::commands::{self, Command, StatusInfo};
@@ -138,7 +139,10 @@ impl Client {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match UnixStream::connect(path).await {
-                Ok(stream) => return Self::connect_with(stream, ConnectOptions::default()).await,
+                Ok(stream) => {
+                    let label = path.display().to_string();
+                    return Self::connect_labeled(stream, ConnectOptions::default(), label).await;
+                }
                 Err(source) if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::Connect {
                         path: path.to_owned(),
@@ -163,12 +167,25 @@ impl Client {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        Self::connect_labeled(stream, options, "stream".to_owned()).await
+    }
+
+    async fn connect_labeled<S>(
+        stream: S,
+        options: ConnectOptions,
+        label: String,
+    ) -> Result<Client, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let span = tracing::debug_span!("qmp", peer = %label);
         let mut framed = Framed::new(stream, QmpCodec::with_max_line_len(options.max_line_len));
         let (greeting, oob) =
             connection::handshake(&mut framed, options.enable_oob, options.handshake_timeout)
+                .instrument(span.clone())
                 .await?;
-        tracing::debug!(qemu = %greeting.version.qemu, oob, "qmp negotiated");
-        let handle = connection::spawn(framed, options.event_capacity);
+        span.in_scope(|| tracing::debug!(qemu = %greeting.version.qemu, oob, "qmp negotiated"));
+        let handle = connection::spawn(framed, options.event_capacity, span);
         Ok(Client {
             inner: Arc::new(Inner {
                 greeting,

@@ -104,7 +104,11 @@ where
 }
 
 /// Starts the connection task on an already negotiated socket.
-pub(crate) fn spawn<S>(framed: Framed<S, QmpCodec>, event_capacity: usize) -> Handle
+pub(crate) fn spawn<S>(
+    framed: Framed<S, QmpCodec>,
+    event_capacity: usize,
+    span: tracing::Span,
+) -> Handle
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -127,10 +131,7 @@ where
         pending: BTreeMap::new(),
         next_id: 1,
     };
-    tokio::spawn(
-        task.run()
-            .instrument(tracing::debug_span!("qmp-connection")),
-    );
+    tokio::spawn(task.run().instrument(span));
     handle
 }
 

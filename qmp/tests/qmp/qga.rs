@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use flotilla_qmp::qga::GuestAgent;
+use flotilla_qmp::qga::{self, GuestAgent};
+use flotilla_qmp::Command as _;
 use flotilla_qmp::Error;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -32,7 +33,9 @@ impl HostAgent {
     fn start() -> Option<HostAgent> {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qga.sock");
-        let spawned = Command::new("qemu-ga")
+        let mut command = Command::new("qemu-ga");
+        crate::util::die_with_parent(&mut command);
+        let spawned = command
             .args(["-m", "unix-listen", "-p"])
             .arg(&socket)
             .arg("-t")
@@ -94,6 +97,28 @@ async fn real_agent_commands() {
         "{}",
         info.version
     );
+    // Every typed command exists in this agent (drift check).
+    let typed = [
+        qga::GuestPing::NAME,
+        qga::GuestInfo::NAME,
+        qga::GuestExec::NAME,
+        qga::GuestExecStatusCmd::NAME,
+        qga::GuestFileOpen::NAME,
+        qga::GuestFileRead::NAME,
+        qga::GuestFileWrite::NAME,
+        qga::GuestFileFlush::NAME,
+        qga::GuestFileClose::NAME,
+        qga::GuestFileSeek::NAME,
+        qga::GuestShutdown::NAME,
+        qga::GuestNetworkGetInterfaces::NAME,
+        "guest-sync-delimited",
+    ];
+    for name in typed {
+        assert!(
+            info.supported_commands.iter().any(|c| c.name == name),
+            "agent lacks {name}"
+        );
+    }
     let shutdown = info
         .supported_commands
         .iter()

@@ -11,6 +11,7 @@ use std::fmt;
 
 use flotilla_qmp::commands::{self, Command};
 use flotilla_qmp::events::{self, EventData};
+use flotilla_qmp::RunState;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde_json::Value;
 
@@ -529,6 +530,25 @@ async fn typed_commands_and_events_match_qemus_schema() {
         "drift from qemu's schema:\n  {}",
         problems.join("\n  ")
     );
+
+    // RunState has a fallback, but a state QEMU knows and we do not is drift.
+    let status = schema.entry("query-status").expect("query-status");
+    let ret = schema
+        .entry(status["ret-type"].as_str().unwrap_or(""))
+        .expect("StatusInfo");
+    let (members, _) = schema.members(ret);
+    let member = members
+        .iter()
+        .find(|m| m["name"] == "status")
+        .expect("status member");
+    let states = Schema::enum_values(
+        schema
+            .entry(member["type"].as_str().unwrap_or(""))
+            .expect("RunState"),
+    );
+    let mut known: Vec<String> = RunState::KNOWN.iter().map(|s| (*s).to_owned()).collect();
+    known.sort();
+    assert_eq!(states, known, "RunState differs from qemu's");
 
     // The checker itself catches drift: a wrong type, a renamed member, a
     // member QEMU may omit but ours requires, an unknown command and enum value.

@@ -20,6 +20,20 @@ pub async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
     }
 }
 
+/// Makes the child get SIGKILL if the test process dies (even by SIGKILL),
+/// on top of `kill_on_drop` which only covers orderly ends.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A QEMU started with `-S` and a QMP socket, killed when dropped.
 pub struct Qemu {
     pub child: Child,
@@ -37,7 +51,9 @@ impl Qemu {
     pub fn start_with(extra: &[&str]) -> Qemu {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qmp.sock");
-        let child = Command::new("qemu-system-x86_64")
+        let mut command = Command::new("qemu-system-x86_64");
+        die_with_parent(&mut command);
+        let child = command
             .args([
                 "-M",
                 "q35",
