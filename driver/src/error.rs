@@ -43,6 +43,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("http_get {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("network: {0}")]
+    Network(String),
+    #[error("network")]
+    Vmnet(#[source] flotilla_vmnet::Error),
     #[error("no machine named `{0}` in the spec")]
     NoSuchMachine(String),
     /// A machine did not reach readiness.

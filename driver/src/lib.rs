@@ -24,9 +24,11 @@ mod accel;
 mod agent;
 pub mod doctor;
 mod error;
+pub mod http;
 pub mod image;
 mod log;
 mod machine;
+mod net;
 pub mod process;
 pub mod script;
 pub mod spec;
@@ -103,6 +105,7 @@ pub struct Network {
     machines: BTreeMap<String, Arc<Machine>>,
     log: Log,
     accel: AccelChoice,
+    pub(crate) fabric: Arc<net::Fabric>,
     // Removed (with every socket in it) when the network is dropped.
     _sockets: tempfile::TempDir,
 }
@@ -131,27 +134,48 @@ impl Network {
                 what: "creating the run's socket directory".into(),
                 source,
             })?;
-        let machines = spec
+        let vlans = spec
             .machines
             .iter()
-            .map(|(name, machine)| {
-                let config = MachineConfig {
-                    name: name.clone(),
-                    spec: machine.clone(),
-                    kernel: kernel.clone(),
-                    initrd: initrd.clone(),
-                    accel: accel.clone(),
-                    socket_dir: sockets.path().join(name),
-                    log: log.clone(),
-                    boot_timeout: options.boot_timeout,
-                    command_timeout: options.command_timeout,
-                    qemu: qemu_binary(),
-                };
-                (name.clone(), Arc::new(Machine::new(config)))
-            })
+            .map(|(name, m)| (name.clone(), m.vlans.clone()))
             .collect();
+        let plan = flotilla_vmnet::Plan::new(&vlans, spec.backend, sockets.path())
+            .map_err(Error::Vmnet)?;
+        let fabric = net::Fabric::new(plan, log.clone());
+        let mut machines = BTreeMap::new();
+        for (name, machine) in &spec.machines {
+            let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
+            let forwards = machine
+                .forward
+                .iter()
+                .map(|f| flotilla_vmnet::Forward::new(f.host, f.guest))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::Vmnet)?;
+            for f in &forwards {
+                log.machine(
+                    name,
+                    &format!("port {} is forwarded from 127.0.0.1:{}", f.guest, f.host),
+                );
+            }
+            let config = MachineConfig {
+                name: name.clone(),
+                spec: machine.clone(),
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                accel: accel.clone(),
+                socket_dir: sockets.path().join(name),
+                log: log.clone(),
+                boot_timeout: options.boot_timeout,
+                command_timeout: options.command_timeout,
+                qemu: qemu_binary(),
+                fabric: fabric.clone(),
+                user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(number, forwards)),
+            };
+            machines.insert(name.clone(), Arc::new(Machine::new(config)));
+        }
         Ok(Network {
             machines,
+            fabric,
             log,
             accel,
             _sockets: sockets,
@@ -188,9 +212,21 @@ impl Network {
         Ok(())
     }
 
-    /// Stops every machine. Idempotent.
+    /// Stops every machine, then the network's switches. Idempotent.
     pub async fn stop_all(&self) {
         futures::future::join_all(self.machines.values().map(|m| m.stop())).await;
+        self.fabric.stop().await;
+    }
+
+    /// Splits VLAN `vlan` into groups that reach each other only within a group (VDE
+    /// backend); every machine named must be running.
+    pub async fn partition(&self, vlan: u8, groups: &[Vec<String>]) -> Result<(), Error> {
+        self.fabric.partition(vlan, groups).await
+    }
+
+    /// Undoes [`Network::partition`].
+    pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
+        self.fabric.heal(vlan).await
     }
 }
 
@@ -210,6 +246,7 @@ pub async fn run_test(
     let net = Network::new(spec, options)?;
     let log = net.log().clone();
     let machines = net.machines().clone();
+    let fabric = net.fabric.clone();
     let handle = tokio::runtime::Handle::current();
     let script_cancel = cancel.child_token();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -218,7 +255,14 @@ pub async fn run_test(
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let r = script::run(&script, &machines, &thread_log, handle, thread_cancel);
+            let r = script::run(
+                &script,
+                &machines,
+                &fabric,
+                &thread_log,
+                handle,
+                thread_cancel,
+            );
             let _ = done_tx.send(r);
         })
         .map_err(|source| Error::Io {

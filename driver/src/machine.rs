@@ -15,9 +15,11 @@ use crate::accel::{Accel, AccelChoice};
 use crate::agent::{AgentConn, ExecOutput};
 use crate::image::Kernel;
 use crate::log::Log;
+use crate::net::Fabric;
 use crate::process::{describe_status, Process};
 use crate::spec::MachineSpec;
 use crate::Error;
+use flotilla_vmnet::{Forward, UserNet};
 
 /// How many console lines an error quotes.
 const TAIL_LINES: usize = 20;
@@ -27,7 +29,7 @@ const KEEP_LINES: usize = 500;
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
 /// Everything a machine needs to start; made by [`crate::Network`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MachineConfig {
     pub name: String,
     pub spec: MachineSpec,
@@ -43,6 +45,10 @@ pub struct MachineConfig {
     pub command_timeout: Duration,
     /// The QEMU binary.
     pub qemu: PathBuf,
+    /// The run's network.
+    pub fabric: Arc<Fabric>,
+    /// The host-access NIC and its forwarded ports.
+    pub user_net: Mutex<UserNet>,
 }
 
 /// The result of [`Machine::execute`].
@@ -199,6 +205,12 @@ impl Machine {
             proto::PORT_NAME
         ));
         cmd.args(["-device", "virtio-rng-pci"]);
+        if let Ok(args) = c.fabric.plan.qemu_args(&c.name) {
+            cmd.args(args);
+        }
+        if let Ok(user) = c.user_net.lock() {
+            cmd.args(user.qemu_args());
+        }
         cmd.stdin(std::process::Stdio::piped());
         cmd.stdout(std::process::Stdio::piped());
         cmd.stderr(std::process::Stdio::piped());
@@ -251,6 +263,7 @@ impl Machine {
             let _ = std::fs::remove_file(c.socket_dir.join(sock));
         }
         let log_dir = c.log.machine_dir(&c.name)?;
+        c.fabric.ensure_started().await?;
         self.log(&format!(
             "starting ({} MiB, {} cpu, {})",
             c.spec.memory, c.spec.cpus, c.accel.accel
@@ -410,6 +423,32 @@ impl Machine {
                 return Err(self.died_early(status, &state, &stderr_tail).await);
             }
         };
+        let setup = shell_request(&self.guest_net_setup());
+        let configured = tokio::select! {
+            r = agent.exec(&setup, |_, _| {}) => r,
+            status = process.exited() => {
+                return Err(self.died_early(status, &state, &stderr_tail).await);
+            }
+        };
+        match configured {
+            Ok(out) if out.status.code == Some(0) => {}
+            Ok(out) => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                return Err(Error::Network(format!(
+                    "machine `{}`: configuring the guest network failed: {}",
+                    c.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            Err(source) => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                return Err(Error::Agent {
+                    machine: c.name.clone(),
+                    doing: "configuring the guest network".into(),
+                    source,
+                });
+            }
+        }
         self.log(&format!(
             "ready: agent {} reports boot in {} ms; {} ms since qemu started",
             agent.hello.agent_version,
@@ -470,13 +509,7 @@ impl Machine {
         timeout: Duration,
     ) -> Result<CommandResult, Error> {
         let running = self.running().await?;
-        let request = ExecRequest {
-            command: AgentCommand::Shell(command.to_owned()),
-            env: Vec::new(),
-            cwd: None,
-            stdin: false,
-            timeout_ms: None,
-        };
+        let request = shell_request(command);
         let started = Instant::now();
         let log = self.config.log.clone();
         let name = self.config.name.clone();
@@ -573,6 +606,131 @@ impl Machine {
         }
     }
 
+    /// The shell script that configures the guest's NICs and /etc/hosts.
+    fn guest_net_setup(&self) -> String {
+        let c = &self.config;
+        let plan = &c.fabric.plan;
+        let mut s = plan.guest_setup(&c.name).unwrap_or_default();
+        if let Ok(user) = c.user_net.lock() {
+            s.push_str(&user.guest_setup());
+        }
+        let hosts = plan.hosts_file(&c.name).unwrap_or_default();
+        s.push_str(&format!(
+            "cat > /etc/hosts <<'FLOTILLA_HOSTS'\n{hosts}FLOTILLA_HOSTS\n"
+        ));
+        s
+    }
+
+    /// The machine's IPv4 address on `vlan`.
+    pub fn ip(&self, vlan: u8) -> Result<std::net::Ipv4Addr, Error> {
+        let plan = &self.config.fabric.plan;
+        Ok(plan
+            .nic(&self.config.name, vlan)
+            .map_err(Error::Vmnet)?
+            .ipv4)
+    }
+
+    /// The machine's IPv6 address on `vlan`.
+    pub fn ipv6(&self, vlan: u8) -> Result<std::net::Ipv6Addr, Error> {
+        let plan = &self.config.fabric.plan;
+        Ok(plan
+            .nic(&self.config.name, vlan)
+            .map_err(Error::Vmnet)?
+            .ipv6)
+    }
+
+    /// Takes the machine's link on `vlan` down (`up = false`) or back up.
+    pub async fn set_link(&self, vlan: u8, up: bool) -> Result<(), Error> {
+        let plan = &self.config.fabric.plan;
+        let nic = plan.nic(&self.config.name, vlan).map_err(Error::Vmnet)?;
+        let running = self.running().await?;
+        running
+            .qmp
+            .set_link(&nic.device_id, up)
+            .await
+            .map_err(|source| Error::Qmp {
+                machine: self.config.name.clone(),
+                source,
+            })?;
+        self.log(&format!(
+            "link on vlan {vlan} {}",
+            if up { "up" } else { "down (blocked)" }
+        ));
+        Ok(())
+    }
+
+    /// The host port on 127.0.0.1 forwarded to `guest_port`, if any.
+    pub fn forwarded_port(&self, guest_port: u16) -> Option<u16> {
+        let user = self.config.user_net.lock().ok()?;
+        user.forwards
+            .iter()
+            .find(|f| f.guest == guest_port)
+            .map(|f| f.host)
+    }
+
+    /// Forwards 127.0.0.1:`host_port` (0 picks a free port) to `guest_port` while the
+    /// machine runs; returns the host port.
+    pub async fn forward(&self, host_port: u16, guest_port: u16) -> Result<u16, Error> {
+        let forward = Forward::new(host_port, guest_port).map_err(Error::Vmnet)?;
+        let running = self.running().await?;
+        let reply = running
+            .qmp
+            .human_monitor_command(&forward.hmp_add())
+            .await
+            .map_err(|source| Error::Qmp {
+                machine: self.config.name.clone(),
+                source,
+            })?;
+        if !reply.trim().is_empty() {
+            return Err(Error::Network(format!(
+                "machine `{}`: forwarding 127.0.0.1:{} to port {guest_port}: {}",
+                self.config.name,
+                forward.host,
+                reply.trim()
+            )));
+        }
+        if let Ok(mut user) = self.config.user_net.lock() {
+            user.forwards.push(forward);
+        }
+        self.log(&format!(
+            "forwarding 127.0.0.1:{} to guest port {guest_port}",
+            forward.host
+        ));
+        Ok(forward.host)
+    }
+
+    /// Captures the frames of the machine's NIC on `vlan` into a pcap file in the log
+    /// folder, from now until the machine stops; returns the file's path.
+    pub async fn capture(&self, vlan: u8) -> Result<PathBuf, Error> {
+        let plan = &self.config.fabric.plan;
+        let nic = plan.nic(&self.config.name, vlan).map_err(Error::Vmnet)?;
+        let running = self.running().await?;
+        let path = self
+            .config
+            .log
+            .machine_dir(&self.config.name)?
+            .join(format!("vlan{vlan}.pcap"));
+        let path = std::path::absolute(&path).unwrap_or(path);
+        running
+            .qmp
+            .execute_raw(
+                "object-add",
+                Some(serde_json::json!({
+                    "qom-type": "filter-dump",
+                    "id": format!("capture-vlan{vlan}"),
+                    "netdev": nic.netdev_id,
+                    "file": path.display().to_string(),
+                })),
+            )
+            .await
+            .map_err(|source| Error::Qmp {
+                machine: self.config.name.clone(),
+                source,
+            })?;
+        self.log(&format!("capturing vlan {vlan} to {}", path.display()));
+        Ok(path)
+    }
+
     /// Powers the guest off through the agent and waits for QEMU to exit; forces it
     /// after `timeout`.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
@@ -613,6 +771,16 @@ impl Machine {
         }
         let mut rx = running.state.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+    }
+}
+
+fn shell_request(command: &str) -> ExecRequest {
+    ExecRequest {
+        command: AgentCommand::Shell(command.to_owned()),
+        env: Vec::new(),
+        cwd: None,
+        stdin: false,
+        timeout_ms: None,
     }
 }
 

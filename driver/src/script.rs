@@ -11,6 +11,13 @@
 //! | `m.name` | the machine's name |
 //! | `start_all()` | boots every machine in parallel |
 //! | `log(text)` / `print(text)` | writes a line to the log |
+//! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
+//! | `m.block(vlan)`, `m.unblock(vlan)` | takes the machine's link on a VLAN down / up |
+//! | `m.forward(guest)`, `m.forward(host, guest)` | forwards 127.0.0.1:host (free port if omitted) to a guest port; returns the host port |
+//! | `m.forwarded_port(guest)` | the host port of a forward from the spec, or `()` |
+//! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap`; returns the path |
+//! | `partition(vlan, [[a, b], [c]])`, `heal(vlan)` | splits a VLAN into groups that only reach each other (vde backend) / undoes it |
+//! | `http_get(url)` | fetches `http://127.0.0.1:port/...` from the host; returns the body |
 //!
 //! Rhai's own `throw "message"` fails the test with that message.
 
@@ -23,6 +30,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::Fabric;
 use crate::{Error, Log, Machine};
 
 /// Names a machine may not take: Rhai keywords and the script's global functions.
@@ -119,9 +127,10 @@ fn error_to_rhai(e: &Error) -> Box<EvalAltResult> {
 
 /// Runs the script at `path` against `machines`. Blocking: call it from a thread that
 /// is not a runtime worker; `handle` runs the machine calls.
-pub fn run(
+pub(crate) fn run(
     path: &Path,
     machines: &BTreeMap<String, Arc<Machine>>,
+    fabric: &Arc<Fabric>,
     log: &Log,
     handle: Handle,
     cancel: CancellationToken,
@@ -198,6 +207,95 @@ pub fn run(
     let l = log.clone();
     engine.register_fn("log", move |text: &str| l.info(text));
 
+    // Networking.
+    engine.register_fn("ip", |m: &mut MachineHandle, vlan: i64| -> Res<String> {
+        Ok(m.0
+            .ip(vlan_arg(vlan)?)
+            .map_err(|e| error_to_rhai(&e))?
+            .to_string())
+    });
+    engine.register_fn("ipv6", |m: &mut MachineHandle, vlan: i64| -> Res<String> {
+        Ok(m.0
+            .ipv6(vlan_arg(vlan)?)
+            .map_err(|e| error_to_rhai(&e))?
+            .to_string())
+    });
+    let c = ctx.clone();
+    engine.register_fn("block", move |m: &mut MachineHandle, vlan: i64| {
+        let vlan = vlan_arg(vlan)?;
+        c.block(m.0.set_link(vlan, false))
+    });
+    let c = ctx.clone();
+    engine.register_fn("unblock", move |m: &mut MachineHandle, vlan: i64| {
+        let vlan = vlan_arg(vlan)?;
+        c.block(m.0.set_link(vlan, true))
+    });
+    let c = ctx.clone();
+    engine.register_fn(
+        "forward",
+        move |m: &mut MachineHandle, guest: i64| -> Res<i64> {
+            let guest = port_arg(guest)?;
+            c.block(m.0.forward(0, guest)).map(i64::from)
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "forward",
+        move |m: &mut MachineHandle, host: i64, guest: i64| -> Res<i64> {
+            let (host, guest) = (port_arg(host)?, port_arg(guest)?);
+            c.block(m.0.forward(host, guest)).map(i64::from)
+        },
+    );
+    engine.register_fn(
+        "forwarded_port",
+        |m: &mut MachineHandle, guest: i64| -> Res<Dynamic> {
+            let guest = port_arg(guest)?;
+            Ok(m.0
+                .forwarded_port(guest)
+                .map_or(Dynamic::UNIT, |p| Dynamic::from(i64::from(p))))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "capture",
+        move |m: &mut MachineHandle, vlan: i64| -> Res<String> {
+            let vlan = vlan_arg(vlan)?;
+            c.block(m.0.capture(vlan)).map(|p| p.display().to_string())
+        },
+    );
+    let c = ctx.clone();
+    let f = fabric.clone();
+    engine.register_fn(
+        "partition",
+        move |vlan: i64, groups: rhai::Array| -> Res<()> {
+            let vlan = vlan_arg(vlan)?;
+            let mut names = Vec::new();
+            for group in groups {
+                let members: rhai::Array = group
+                    .try_cast::<rhai::Array>()
+                    .ok_or("partition takes an array of arrays of machine names")?;
+                let mut g = Vec::new();
+                for member in members {
+                    g.push(machine_name(member)?);
+                }
+                names.push(g);
+            }
+            let f = f.clone();
+            c.block(async move { f.partition(vlan, &names).await })
+        },
+    );
+    let c = ctx.clone();
+    let f = fabric.clone();
+    engine.register_fn("heal", move |vlan: i64| -> Res<()> {
+        let vlan = vlan_arg(vlan)?;
+        let f = f.clone();
+        c.block(async move { f.heal(vlan).await })
+    });
+    let c = ctx.clone();
+    engine.register_fn("http_get", move |url: &str| -> Res<String> {
+        c.block(crate::http::get(url, Duration::from_secs(30)))
+    });
+
     let ast = engine.compile(&source).map_err(|e| {
         let pos = e.position();
         Error::ScriptSyntax {
@@ -218,6 +316,30 @@ pub fn run(
             Err(located(path, pos, message))
         }
     }
+}
+
+fn vlan_arg(vlan: i64) -> Res<u8> {
+    u8::try_from(vlan)
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| format!("VLAN {vlan} is out of range (1 to 254)").into())
+}
+
+fn port_arg(port: i64) -> Res<u16> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p >= 1)
+        .ok_or_else(|| format!("port {port} is out of range (1 to 65535)").into())
+}
+
+/// A machine given either as the machine itself or as its name.
+fn machine_name(value: Dynamic) -> Res<String> {
+    if let Some(m) = value.clone().try_cast::<MachineHandle>() {
+        return Ok(m.0.name().to_owned());
+    }
+    value
+        .into_string()
+        .map_err(|t| format!("expected a machine or its name, got {t}").into())
 }
 
 /// The deepest error in a chain of function calls and the position nearest to it.

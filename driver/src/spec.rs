@@ -5,9 +5,14 @@
 //! script = "test.rhai"      # relative to the spec file
 //! timeout = 600             # seconds for the whole test
 //!
-//! [machines.machine]
+//! [network]
+//! backend = "vde"           # or "multicast" (insecure, opt-in)
+//!
+//! [machines.server]
 //! memory = 256              # MiB
 //! cpus = 1
+//! vlans = [1]               # default [1]; VLAN v is 192.168.v.0/24
+//! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
 //! ```
 //!
@@ -37,6 +42,25 @@ pub struct Spec {
     /// Limit for the whole test run.
     pub timeout: std::time::Duration,
     pub machines: BTreeMap<String, MachineSpec>,
+    /// How the VLANs are made.
+    pub backend: flotilla_vmnet::Backend,
+}
+
+/// The `[network]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSpec {
+    backend: Option<Spanned<String>>,
+}
+
+/// A forwarded port: `127.0.0.1:host` on the host to `guest` in the machine.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// Host port on 127.0.0.1; 0 or absent picks a free one.
+    #[serde(default)]
+    pub host: u16,
+    pub guest: u16,
 }
 
 /// One machine of a spec.
@@ -52,6 +76,12 @@ pub struct MachineSpec {
     /// Extra kernel command line arguments.
     #[serde(default)]
     pub kernel_args: String,
+    /// The VLANs the machine has a NIC on.
+    #[serde(default = "default_vlans")]
+    pub vlans: Vec<u8>,
+    /// Ports forwarded from 127.0.0.1 on the host.
+    #[serde(default)]
+    pub forward: Vec<ForwardSpec>,
 }
 
 impl Default for MachineSpec {
@@ -60,8 +90,14 @@ impl Default for MachineSpec {
             memory: default_memory(),
             cpus: default_cpus(),
             kernel_args: String::new(),
+            vlans: default_vlans(),
+            forward: Vec::new(),
         }
     }
+}
+
+fn default_vlans() -> Vec<u8> {
+    vec![1]
 }
 
 fn default_memory() -> u32 {
@@ -78,6 +114,8 @@ struct RawSpec {
     name: Option<Spanned<String>>,
     script: Option<Spanned<PathBuf>>,
     timeout: Option<Spanned<u64>>,
+    #[serde(default)]
+    network: NetworkSpec,
     #[serde(default)]
     machines: BTreeMap<Spanned<String>, Spanned<MachineSpec>>,
 }
@@ -166,6 +204,25 @@ impl Spec {
                     ),
                 ));
             }
+            let mut seen = std::collections::BTreeSet::new();
+            for &vlan in &machine.vlans {
+                if vlan == 0 || vlan > flotilla_vmnet::MAX_VLAN || !seen.insert(vlan) {
+                    return Err(located(
+                        span,
+                        format!(
+                            "machine `{}`: vlans must be distinct numbers from 1 to {}",
+                            name.get_ref(),
+                            flotilla_vmnet::MAX_VLAN
+                        ),
+                    ));
+                }
+            }
+            if machine.forward.iter().any(|f| f.guest == 0) {
+                return Err(located(
+                    span,
+                    format!("machine `{}`: forward needs a guest port", name.get_ref()),
+                ));
+            }
             if machine.cpus == 0 || machine.cpus > 64 {
                 return Err(located(
                     span,
@@ -174,7 +231,15 @@ impl Spec {
             }
             machines.insert(name.into_inner(), machine);
         }
+        let backend = match raw.network.backend {
+            Some(b) => b
+                .get_ref()
+                .parse()
+                .map_err(|m| located(b.span(), format!("network.backend: {m}")))?,
+            None => flotilla_vmnet::Backend::default(),
+        };
         Ok(Spec {
+            backend,
             path: path.to_path_buf(),
             name,
             script,
@@ -291,6 +356,32 @@ mod tests {
         let m = message("[machines.Server]\n");
         assert!(m.starts_with("/nonexistent/spec.toml:1:11: "), "{m}");
         assert!(m.contains("machine `Server`"), "{m}");
+    }
+
+    #[test]
+    fn network_keys() {
+        let spec = parse(
+            "[network]\nbackend = \"multicast\"\n[machines.r]\nvlans = [1, 2]\nforward = [{ guest = 80 }]\n[machines.c]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.backend, flotilla_vmnet::Backend::Multicast);
+        assert_eq!(spec.machines["r"].vlans, vec![1, 2]);
+        assert_eq!(spec.machines["r"].forward[0].guest, 80);
+        assert_eq!(spec.machines["c"].vlans, vec![1]);
+        let m = message("[network]\nbackend = \"tap\"\n[machines.a]\n");
+        assert!(
+            m.starts_with(
+                "/nonexistent/spec.toml:2:11: network.backend: unknown network backend `tap`"
+            ),
+            "{m}"
+        );
+        let m = message("[machines.a]\nvlans = [0]\n");
+        assert!(
+            m.contains("vlans must be distinct numbers from 1 to 254"),
+            "{m}"
+        );
+        let m = message("[machines.a]\nvlans = [300]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:2:10: "), "{m}");
     }
 
     #[test]

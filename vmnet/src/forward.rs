@@ -1,0 +1,116 @@
+//! Host access: TCP ports on 127.0.0.1 forwarded to guest ports through a QEMU user-mode
+//! NIC with `restrict=on`, so the guest reaches nothing on the host or beyond but what
+//! is forwarded, and nothing listens on any host address but 127.0.0.1.
+
+use std::net::Ipv4Addr;
+
+use crate::{Error, Mac};
+
+/// The guest's address on its host-access NIC.
+pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// QEMU's `-netdev` id of the host-access NIC.
+pub const NETDEV_ID: &str = "hostnet";
+
+/// One forwarded port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// Port on 127.0.0.1.
+    pub host: u16,
+    /// Port in the guest.
+    pub guest: u16,
+}
+
+impl Forward {
+    /// A forward; `host == 0` picks a free port now.
+    pub fn new(host: u16, guest: u16) -> Result<Forward, Error> {
+        let host = if host == 0 { free_port()? } else { host };
+        Ok(Forward { host, guest })
+    }
+
+    /// The `hostfwd` rule, as `-netdev user` and HMP `hostfwd_add` take it.
+    pub fn rule(&self) -> String {
+        format!("tcp:127.0.0.1:{}-{GUEST_ADDR}:{}", self.host, self.guest)
+    }
+
+    /// The HMP command that adds this forward to a running machine.
+    pub fn hmp_add(&self) -> String {
+        format!("hostfwd_add {NETDEV_ID} {}", self.rule())
+    }
+
+    /// The HMP command that removes it.
+    pub fn hmp_remove(&self) -> String {
+        format!("hostfwd_remove {NETDEV_ID} tcp:127.0.0.1:{}", self.host)
+    }
+}
+
+/// A machine's host-access NIC.
+#[derive(Debug, Clone)]
+pub struct UserNet {
+    pub mac: Mac,
+    pub forwards: Vec<Forward>,
+}
+
+impl UserNet {
+    /// The host-access NIC of machine number `number`.
+    pub fn new(number: u8, forwards: Vec<Forward>) -> UserNet {
+        UserNet {
+            mac: Mac([0x52, 0x54, 0x00, 0xff, 0x00, number]),
+            forwards,
+        }
+    }
+
+    /// QEMU arguments for the NIC.
+    pub fn qemu_args(&self) -> Vec<String> {
+        let mut netdev = format!("user,id={NETDEV_ID},restrict=on,net=10.0.2.0/24");
+        for f in &self.forwards {
+            netdev.push_str(",hostfwd=");
+            netdev.push_str(&f.rule());
+        }
+        vec![
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            format!(
+                "virtio-net-pci,netdev={NETDEV_ID},id=hostnic,mac={}",
+                self.mac
+            ),
+        ]
+    }
+
+    /// Guest commands (busybox `ip`) that configure the NIC; needs
+    /// [`crate::IFACE_BY_MAC`] defined first.
+    pub fn guest_setup(&self) -> String {
+        format!(
+            "i=$(iface_by_mac {})\nip link set dev \"$i\" up\nip addr add {GUEST_ADDR}/24 dev \"$i\"\n",
+            self.mac
+        )
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16, Error> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(Error::FreePort)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_bind_loopback_only() {
+        let f = Forward::new(8080, 80).unwrap();
+        assert_eq!(f.rule(), "tcp:127.0.0.1:8080-10.0.2.15:80");
+        assert_eq!(
+            f.hmp_add(),
+            "hostfwd_add hostnet tcp:127.0.0.1:8080-10.0.2.15:80"
+        );
+        let auto = Forward::new(0, 22).unwrap();
+        assert_ne!(auto.host, 0);
+        let args = UserNet::new(3, vec![f]).qemu_args().join(" ");
+        assert!(args.contains("user,id=hostnet,restrict=on"), "{args}");
+        assert!(args.contains("mac=52:54:00:ff:00:03"), "{args}");
+    }
+}
