@@ -53,6 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(pid1: bool) -> ExitCode {
+    sys::tune_malloc();
     if let Err(e) = sys::setup_signals() {
         console!("setting up signal handling: {e}");
     }

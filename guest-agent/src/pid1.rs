@@ -259,16 +259,43 @@ pub fn power_off(reboot: bool) -> ! {
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         exec::reaper().reap();
-        if let Err(e) = sys::kill(-1, 0) {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                break;
-            }
+        if !user_processes_left() {
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = sys::kill(-1, libc::SIGKILL);
     exec::reaper().reap();
     final_reboot(reboot)
+}
+
+/// Whether any process other than us, kernel threads and zombies exists.
+/// (`kill(-1, 0)` cannot tell: it counts kernel threads.)
+fn user_processes_left() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        if pid <= 2 {
+            return false;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        is_live_user_process(&stat)
+    })
+}
+
+/// From `/proc/PID/stat`: not a zombie and not a child of kthreadd (PID 2).
+pub fn is_live_user_process(stat: &str) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let ppid = fields.next().unwrap_or("2");
+    state != "Z" && state != "X" && ppid != "2" && ppid != "0"
 }
 
 /// Sync, remount / read-only and call reboot(2). Never returns.
@@ -316,6 +343,17 @@ mod tests {
         assert_eq!(module_params("foo", &p), "bar=\"a b\"");
         assert_eq!(module_params("virtio_pci", &p), "force_legacy");
         assert_eq!(module_params("virtio_console", &p), "");
+    }
+
+    #[test]
+    fn proc_stat_classification() {
+        assert!(is_live_user_process(
+            "123 (sleep) S 1 123 123 0 -1 4194560 ..."
+        ));
+        assert!(is_live_user_process("124 (a) b) R 123 1 1 0"));
+        assert!(!is_live_user_process("125 (sh) Z 1 125 125 0"));
+        assert!(!is_live_user_process("20 (kdevtmpfs) S 2 0 0 0"));
+        assert!(!is_live_user_process("garbage"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use flotilla_agent::proto::{
     decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, ShutdownRequest, HEADER_LEN,
-    MAX_PAYLOAD, PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
+    PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
 };
 
 use crate::exec::{self, lock};
@@ -227,7 +227,9 @@ impl Server {
     pub fn start(port: OwnedFd, boot_ms: u64, shutdown: ShutdownFn) -> io::Result<Server> {
         let port = Arc::new(port);
         let gen = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = sync_channel(64);
+        // Bounded: at most this many frames (of up to 64 KiB of output each) in flight;
+        // producers block, which throttles the commands writing into their pipes.
+        let (tx, rx) = sync_channel(8);
         {
             let port = port.clone();
             let gen = gen.clone();
@@ -253,12 +255,24 @@ impl Server {
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
         let mut connected = false;
+        let mut busy = false;
         loop {
             let mut p = [sys::pollfd(fd, libc::POLLIN)];
-            if let Err(e) = sys::poll(&mut p, None) {
-                crate::console!("polling the agent port: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+            match sys::poll(&mut p, Some(Duration::from_secs(1))) {
+                Ok(0) => {
+                    // Idle for a second after some traffic: return memory to the kernel.
+                    if std::mem::take(&mut busy) {
+                        buf.shrink_to(64 * 1024);
+                        sys::trim_heap();
+                    }
+                    continue;
+                }
+                Ok(_) => busy = true,
+                Err(e) => {
+                    crate::console!("polling the agent port: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
             }
             match sys::read(fd, &mut chunk) {
                 Ok(0) => {
@@ -266,6 +280,8 @@ impl Server {
                     if connected {
                         connected = false;
                         buf.clear();
+                        buf.shrink_to(64 * 1024);
+                        sys::trim_heap();
                     }
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
@@ -310,9 +326,6 @@ impl Server {
                 }
             }
             buf.drain(..start);
-            if buf.capacity() > 2 * (MAX_PAYLOAD as usize) && buf.len() < 64 * 1024 {
-                buf.shrink_to(64 * 1024);
-            }
         }
     }
 

@@ -185,6 +185,27 @@ pub fn strerror(errno: i32) -> String {
     }
 }
 
+/// Keep the heap small: one malloc arena for all threads, buffers above 256 KiB
+/// (e.g. a 1 MiB frame) mmapped and returned on free.
+pub fn tune_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+    }
+}
+
+/// Give freed heap memory back to the kernel (after a burst of traffic).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn sync() {
     // SAFETY: no preconditions.
     unsafe { libc::sync() };
