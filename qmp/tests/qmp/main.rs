@@ -2,6 +2,7 @@
 //! server for the failures QEMU will not produce on demand.
 
 mod fake;
+mod guest;
 mod qemu;
 mod qga;
 mod schema;
