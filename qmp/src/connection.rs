@@ -179,7 +179,7 @@ where
                 request = self.requests.recv() => match request {
                     None => break End::Dropped,
                     Some(request) => {
-                        if let Err(e) = self.send(request).await {
+                        if let Err(e) = self.send_queued(request).await {
                             break End::Disconnected(Some(e));
                         }
                     }
@@ -189,8 +189,21 @@ where
         self.finish(end);
     }
 
-    /// Writes one command; returns an error only when the socket is unusable.
-    async fn send(&mut self, request: Request) -> Result<(), Error> {
+    /// Writes `first` and whatever else is already queued, then flushes once
+    /// (concurrent callers share a write). Errors only when the socket is unusable.
+    async fn send_queued(&mut self, first: Request) -> Result<(), Error> {
+        self.feed(first).await?;
+        for _ in 0..64 {
+            match self.requests.try_recv() {
+                Ok(request) => self.feed(request).await?,
+                Err(_) => break,
+            }
+        }
+        futures::SinkExt::<&Outgoing>::flush(&mut self.framed).await
+    }
+
+    /// Buffers one command.
+    async fn feed(&mut self, request: Request) -> Result<(), Error> {
         if request.reply.is_closed() {
             return Ok(()); // the caller gave up before we got to it
         }
@@ -217,7 +230,7 @@ where
                 reply: request.reply,
             },
         );
-        match self.framed.send(&outgoing).await {
+        match self.framed.feed(&outgoing).await {
             Ok(()) => Ok(()),
             Err(e @ Error::Io(_)) => Err(e),
             Err(e) => {
