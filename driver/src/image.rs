@@ -195,7 +195,10 @@ pub fn default_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error
         what: format!("creating {}", images.display()),
         source,
     })?;
-    let tmp = images.join(format!(".initramfs-{hex}.{}", std::process::id()));
+    // Unique per writer: several threads or processes may build the same image at once.
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = images.join(format!(".initramfs-{hex}.{}.{writer}", std::process::id()));
     std::fs::write(&tmp, &bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|source| Error::Io {

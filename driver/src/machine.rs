@@ -589,6 +589,58 @@ impl Machine {
         }
     }
 
+    /// Runs a command until it succeeds (every half second), for at most `timeout`;
+    /// returns its stdout.
+    pub async fn wait_until_succeeds(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.wait_until(command, timeout, true).await
+    }
+
+    /// Runs a command until it fails, for at most `timeout`; returns its stdout.
+    pub async fn wait_until_fails(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.wait_until(command, timeout, false).await
+    }
+
+    async fn wait_until(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+    ) -> Result<String, Error> {
+        let wanted = if success { "succeeds" } else { "fails" };
+        self.log(&format!("waiting until this {wanted}: {command}"));
+        let deadline = Instant::now() + timeout;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self
+                .execute_with_timeout(command, left.max(Duration::from_secs(1)))
+                .await?;
+            if r.success() == success {
+                return Ok(r.stdout);
+            }
+            if Instant::now() + Duration::from_millis(500) >= deadline {
+                return Err(Error::Timeout {
+                    machine: self.config.name.clone(),
+                    what: format!(
+                        "waiting until `{command}` {wanted} ({tries} tries, last: {})",
+                        r.describe()
+                    ),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Runs a command that must fail (non-zero exit or killed); returns its stdout.
     pub async fn fail(&self, command: &str) -> Result<String, Error> {
         self.log(&format!("must fail: {command}"));

@@ -6,6 +6,7 @@
 //! | `m.start()` | boots `m` (commands boot it on first use too) |
 //! | `m.succeed(cmd)` | runs a shell command that must exit 0; returns its stdout |
 //! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
+//! | `m.wait_until_succeeds(cmd)`, `m.wait_until_fails(cmd)` | retries `cmd` every 0.5 s until it succeeds / fails (120 s, or a third argument in seconds) |
 //! | `m.execute(cmd)` | runs a shell command; returns `#{status, stdout, stderr}` (status is `()` when killed by a signal) |
 //! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
 //! | `m.name` | the machine's name |
@@ -100,6 +101,17 @@ pub const RESERVED: &[&str] = &[
     "goto",
 ];
 
+/// How long `wait_until_*` waits unless told.
+const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+
+async fn wait(m: &Machine, cmd: &str, limit: Duration, success: bool) -> Result<String, Error> {
+    if success {
+        m.wait_until_succeeds(cmd, limit).await
+    } else {
+        m.wait_until_fails(cmd, limit).await
+    }
+}
+
 #[derive(Clone)]
 struct MachineHandle(Arc<Machine>);
 
@@ -173,6 +185,17 @@ pub(crate) fn run(
     engine.register_fn("fail", move |m: &mut MachineHandle, cmd: &str| {
         c.block(m.0.fail(cmd))
     });
+    for (name, success) in [("wait_until_succeeds", true), ("wait_until_fails", false)] {
+        let c = ctx.clone();
+        engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str| {
+            c.block(wait(&m.0, cmd, DEFAULT_WAIT, success))
+        });
+        let c = ctx.clone();
+        engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str, secs: i64| {
+            let limit = Duration::from_secs(secs.max(1) as u64);
+            c.block(wait(&m.0, cmd, limit, success))
+        });
+    }
     let c = ctx.clone();
     engine.register_fn(
         "execute",

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flotilla_driver::{run_test, Error, Machine, Network, NetworkOptions, Spec};
+
+mod net;
 use tokio_util::sync::CancellationToken;
 
 fn workspace() -> PathBuf {
@@ -93,17 +95,21 @@ async fn library_boots_a_machine_and_runs_commands() {
     assert_gone(&vm).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hello_example_passes_through_the_library() {
+/// Runs `examples/<name>` through the library; it must pass.
+async fn run_example(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::load(&workspace().join("examples/hello")).unwrap();
+    let spec = Spec::load(&workspace().join("examples").join(name)).unwrap();
     let mut options = NetworkOptions::new(dir.path().join("out"));
     options.terminal = false;
-    run_test(&spec, options, CancellationToken::new())
-        .await
-        .unwrap();
+    let result = run_test(&spec, options, CancellationToken::new()).await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
-    assert!(log.contains("test `hello` passed"), "{log}");
+    assert!(result.is_ok(), "{}\n{log}", result.unwrap_err());
+    assert!(log.contains(&format!("test `{name}` passed")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hello_example_passes_through_the_library() {
+    run_example("hello").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,101 @@
+//! Networks on real VMs: both backends, partitions, link control, captures, forwards.
+
+use std::time::Duration;
+
+use flotilla_driver::{http, Network};
+
+use super::{run_example, spec};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webserver_example_passes() {
+    run_example("webserver").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn router_example_passes() {
+    run_example("router").await;
+}
+
+async fn ping(net: &Network, from: &str, to: &str) -> bool {
+    let m = net.machine(from).unwrap();
+    m.execute(&format!("ping -c 1 -W 2 {to}"))
+        .await
+        .unwrap()
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vde_partition_block_and_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.a]\n[machines.b]\n[machines.c]\n");
+    let net = Network::new(&spec, options).unwrap();
+    net.start_all().await.unwrap();
+    let a = net.machine("a").unwrap();
+    let pcap = a.capture(1).await.unwrap();
+
+    assert!(ping(&net, "a", "b").await && ping(&net, "a", "c").await);
+    // Partition {a, b} | {c}.
+    net.partition(1, &[vec!["a".into(), "b".into()], vec!["c".into()]])
+        .await
+        .unwrap();
+    assert!(ping(&net, "a", "b").await, "a and b share a group");
+    assert!(!ping(&net, "a", "c").await, "c is cut off");
+    assert!(!ping(&net, "c", "b").await, "c is cut off");
+    net.heal(1).await.unwrap();
+    let wait = Duration::from_secs(30);
+    a.wait_until_succeeds("ping -c 1 -W 2 c", wait)
+        .await
+        .unwrap();
+
+    // Block one machine's link.
+    let b = net.machine("b").unwrap();
+    b.set_link(1, false).await.unwrap();
+    assert!(!ping(&net, "a", "b").await, "b's link is down");
+    assert!(ping(&net, "a", "c").await, "others are unaffected");
+    b.set_link(1, true).await.unwrap();
+    a.wait_until_succeeds("ping -c 1 -W 2 b", wait)
+        .await
+        .unwrap();
+
+    net.stop_all().await;
+    // The capture is a pcap file (magic a1b2c3d4, either byte order) with frames.
+    let bytes = std::fs::read(&pcap).unwrap();
+    assert!(bytes.len() > 24 + 16 * 4, "{} bytes", bytes.len());
+    assert!(
+        bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0xa1, 0xb2, 0xc3, 0xd4],
+        "not a pcap file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multicast_backend_connects_machines_and_says_it_is_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(
+        &dir,
+        "[network]\nbackend = \"multicast\"\n[machines.web]\n[machines.fetcher]\n",
+    );
+    let net = Network::new(&spec, options).unwrap();
+    net.start_all().await.unwrap();
+    let web = net.machine("web").unwrap();
+    web.succeed("mkdir -p /w && echo mc > /w/index.html && httpd -p 80 -h /w")
+        .await
+        .unwrap();
+    let fetcher = net.machine("fetcher").unwrap();
+    let page = fetcher
+        .succeed("timeout 10 wget -q -O - http://web/")
+        .await
+        .unwrap();
+    assert_eq!(page, "mc\n");
+    // Forward a port at run time and fetch through it from the host.
+    let port = web.forward(0, 80).await.unwrap();
+    let body = http::get(
+        &format!("http://127.0.0.1:{port}/"),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, "mc\n");
+    net.stop_all().await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("the multicast backend is insecure"), "{log}");
+}
