@@ -116,6 +116,19 @@ pub struct Timestamp {
     pub microseconds: i64,
 }
 
+impl Timestamp {
+    /// The time as a [`std::time::SystemTime`]; `None` for QEMU's `-1`
+    /// ("clock unavailable") or other out-of-range values.
+    pub fn to_system_time(&self) -> Option<std::time::SystemTime> {
+        let seconds = u64::try_from(self.seconds).ok()?;
+        let micros = u32::try_from(self.microseconds)
+            .ok()
+            .filter(|m| *m < 1_000_000)?;
+        let since_epoch = std::time::Duration::new(seconds, micros * 1000);
+        std::time::UNIX_EPOCH.checked_add(since_epoch)
+    }
+}
+
 /// One command to send to QEMU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {

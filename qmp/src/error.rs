@@ -63,7 +63,10 @@ pub enum Error {
     Handshake(String),
 
     /// No greeting or negotiation reply within the handshake timeout.
-    #[error("qmp: handshake: no answer from the peer within {0:?}")]
+    #[error(
+        "qmp: handshake: no greeting or negotiation reply within {0:?}\n\
+         hint: QEMU serves one client per QMP socket; is another one connected?"
+    )]
     HandshakeTimeout(Duration),
 
     /// QEMU answered a command with an `error` reply.

@@ -269,3 +269,23 @@ async fn typed_commands_against_real_qemu() {
     assert!(matches!(e, Error::Qmp { .. }), "{e}");
     bounded("quit", qmp.quit()).await.expect("quit");
 }
+
+#[tokio::test]
+async fn second_client_on_a_busy_socket_times_out_with_a_hint() {
+    let qemu = Qemu::start();
+    let first = qemu.connect().await;
+    let options =
+        flotilla_qmp::ConnectOptions::default().handshake_timeout(Duration::from_millis(500));
+    let e = bounded(
+        "second",
+        flotilla_qmp::Client::connect_unix_with(&qemu.socket, options),
+    )
+    .await
+    .expect_err("qemu serves one client");
+    assert!(matches!(e, Error::HandshakeTimeout(_)), "{e}");
+    assert!(e.to_string().contains("\nhint: "), "{e}");
+    // The first connection is unaffected.
+    bounded("first", first.query_status())
+        .await
+        .expect("first still works");
+}
