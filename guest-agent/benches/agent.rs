@@ -56,7 +56,20 @@ fn main() {
     let mut c = vm.connect();
     let t = Instant::now();
     c.hello();
-    println!("hello round trip: {:.2} ms", ms(t.elapsed()));
+    println!("first hello after connect: {:.2} ms", ms(t.elapsed()));
+    let mut times: Vec<Duration> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            c.hello();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "protocol round trip (hello x50 on one connection): median {:.2} ms, min {:.2} ms",
+        ms(times[times.len() / 2]),
+        ms(times[0])
+    );
 
     std::thread::sleep(Duration::from_secs(1));
     let out = c.exec(
@@ -87,6 +100,25 @@ fn main() {
         ms(times[0])
     );
 
+    for (label, cmd) in [
+        ("spawn failure (/nonexistent)", "/nonexistent"),
+        ("/bin/true (no PATH search)", "/bin/true"),
+        ("true (PATH search)", "true"),
+    ] {
+        let mut times: Vec<Duration> = (0..40)
+            .map(|i| {
+                let t = Instant::now();
+                let _ = c.exec(500 + i, &argv(&[cmd]));
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        println!(
+            "  round trip of {label} x40: median {:.2} ms, min {:.2} ms",
+            ms(times[times.len() / 2]),
+            ms(times[0])
+        );
+    }
     let out = c.exec(
         2,
         &sh(

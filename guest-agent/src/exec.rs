@@ -130,9 +130,23 @@ fn prepare(req: &ExecRequest) -> io::Result<Prepared> {
     let candidates = if program.contains('/') {
         vec![sys::cstring(&program)?]
     } else {
-        path.split(':')
+        let all: Vec<String> = path
+            .split(':')
             .map(|dir| if dir.is_empty() { "." } else { dir })
-            .map(|dir| sys::cstring(&format!("{dir}/{program}")))
+            .map(|dir| format!("{dir}/{program}"))
+            .collect();
+        // A failed execve is costly (it sets up a new address space first), so skip
+        // the directories where the program plainly is not; if it is nowhere, keep
+        // them all so the child reports the proper error.
+        let existing: Vec<String> = all
+            .iter()
+            .filter(|p| std::path::Path::new(p).exists())
+            .cloned()
+            .collect();
+        let chosen = if existing.is_empty() { all } else { existing };
+        chosen
+            .iter()
+            .map(|p| sys::cstring(p))
             .collect::<io::Result<_>>()?
     };
     Ok(Prepared {
@@ -150,7 +164,7 @@ fn prepare(req: &ExecRequest) -> io::Result<Prepared> {
     })
 }
 
-/// Stage codes the child reports through the error pipe.
+/// Stage codes the child reports.
 const STAGE_EXEC: i32 = 1;
 const STAGE_CWD: i32 = 2;
 const STAGE_SETUP: i32 = 3;
@@ -172,6 +186,23 @@ pub fn spawn(req: &ExecRequest) -> Result<Child, String> {
         .map_err(|e| format!("failed to start `{}`: {e}", program.escape_debug()))
 }
 
+/// What the child needs (read-only) and where it reports failure (written by the
+/// child, read by the parent once the vfork-style clone returns).
+#[repr(C)]
+struct ChildArgs {
+    fds: [RawFd; 3],
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    candidates: *const *const libc::c_char,
+    n_candidates: usize,
+    cwd: *const libc::c_char,
+    stage: i32,
+    errno: i32,
+}
+
+/// Stack for the cloned child until it execs; it only makes a few syscalls.
+const CHILD_STACK: usize = 64 * 1024;
+
 fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     let (stdin_r, stdin_w) = if want_stdin {
         let (r, w) = sys::pipe()?;
@@ -181,7 +212,6 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     };
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
-    let (status_r, status_w) = sys::pipe()?;
     let slot = ExitSlot::new()?;
 
     let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
@@ -189,46 +219,55 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     let mut envp: Vec<*const libc::c_char> = prep.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
     let candidates: Vec<*const libc::c_char> = prep.candidates.iter().map(|a| a.as_ptr()).collect();
-    let cwd = prep.cwd.as_ref().map(|c| c.as_ptr());
-    let fds = [
-        stdin_r.as_raw_fd(),
-        out_w.as_raw_fd(),
-        err_w.as_raw_fd(),
-        status_w.as_raw_fd(),
-    ];
+    let mut args = ChildArgs {
+        fds: [stdin_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        candidates: candidates.as_ptr(),
+        n_candidates: candidates.len(),
+        cwd: prep.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        stage: 0,
+        errno: 0,
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
 
     let pid = {
         let mut table = lock(&reaper().table);
-        // SAFETY: the child only calls async-signal-safe functions on memory prepared
-        // above, then execs or _exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: we are the freshly forked child.
-            unsafe { child_after_fork(fds, &argv, &envp, &candidates, cwd) }
-        }
+        // CLONE_VM | CLONE_VFORK, like posix_spawn: no page-table copy (fork is slow
+        // under TCG), and this thread is suspended until the child has exec'd or
+        // exited, so `args` and `stack` outlive its use of them.
+        // SAFETY: the stack is valid and 16-byte aligned at its top; the child only
+        // makes async-signal-safe calls on memory prepared above.
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(CHILD_STACK);
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                child_main,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&mut args as *mut ChildArgs).cast(),
+            )
+        };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         table.insert(pid, slot.clone());
         pid
     };
-    drop(status_w);
+    drop(stack);
     drop(stdin_r);
     drop(out_w);
     drop(err_w);
 
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    while got < report.len() {
-        match sys::read(status_r.as_raw_fd(), &mut report[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    if got == 8 {
+    // SAFETY: the child wrote these (if at all) before exec/_exit released us.
+    let (stage, errno) = unsafe {
+        (
+            std::ptr::read_volatile(&args.stage),
+            std::ptr::read_volatile(&args.errno),
+        )
+    };
+    if stage != 0 {
         // The child failed before exec; the reaper collects it and nobody listens.
-        let stage = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
         let what = match stage {
             STAGE_CWD => format!(
                 "cannot change directory to `{}`",
@@ -254,64 +293,54 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     })
 }
 
-/// Runs in the forked child. Never returns.
-///
-/// # Safety
-/// Must only be called in a freshly forked child; all pointers must be valid
-/// NUL-terminated strings / NULL-terminated arrays.
-unsafe fn child_after_fork(
-    fds: [RawFd; 4],
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    candidates: &[*const libc::c_char],
-    cwd: Option<*const libc::c_char>,
-) -> ! {
-    let report = |stage: i32, errno: i32| -> ! {
-        let mut buf = [0u8; 8];
-        buf[..4].copy_from_slice(&stage.to_ne_bytes());
-        buf[4..].copy_from_slice(&errno.to_ne_bytes());
-        // SAFETY: async-signal-safe calls on valid memory.
-        unsafe {
-            libc::write(fds[3], buf.as_ptr().cast(), 8);
-            libc::_exit(127)
-        }
-    };
-    let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    // SAFETY: async-signal-safe calls on valid memory.
+/// Entry point of the cloned child: set up, then exec; on failure record the stage and
+/// errno in the shared [`ChildArgs`] and `_exit(127)`.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's ChildArgs, alive while the parent is suspended;
+    // everything below is async-signal-safe.
     unsafe {
-        // Undo what the agent did to its own signal state.
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let a = &mut *(arg as *mut ChildArgs);
+        let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        let fail = |a: &mut ChildArgs, stage: i32, e: i32| -> ! {
+            std::ptr::write_volatile(&mut a.errno, e);
+            std::ptr::write_volatile(&mut a.stage, stage);
+            libc::_exit(127)
+        };
+        // Undo what the agent did to its own signal state (the child has its own copy
+        // of the handler table: no CLONE_SIGHAND).
         for sig in sys::HANDLED_SIGNALS {
             libc::signal(sig, libc::SIG_DFL);
         }
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         if libc::setsid() < 0 {
-            report(STAGE_SETUP, errno());
+            fail(a, STAGE_SETUP, errno());
         }
-        for (i, fd) in fds[..3].iter().enumerate() {
+        for (i, fd) in a.fds.iter().enumerate() {
             if libc::dup2(*fd, i as libc::c_int) < 0 {
-                report(STAGE_SETUP, errno());
+                fail(a, STAGE_SETUP, errno());
             }
         }
-        if let Some(dir) = cwd {
-            if libc::chdir(dir) < 0 {
-                report(STAGE_CWD, errno());
-            }
+        let dir = if a.cwd.is_null() {
+            c"/".as_ptr()
         } else {
-            libc::chdir(c"/".as_ptr());
+            a.cwd
+        };
+        if libc::chdir(dir) < 0 && !a.cwd.is_null() {
+            fail(a, STAGE_CWD, errno());
         }
         let mut saved = libc::ENOENT;
-        for path in candidates {
-            libc::execve(*path, argv.as_ptr(), envp.as_ptr());
+        for i in 0..a.n_candidates {
+            libc::execve(*a.candidates.add(i), a.argv, a.envp);
             let e = errno();
             // Like execvp: keep going on "not here", remember anything more telling.
             if e != libc::ENOENT && e != libc::ENOTDIR {
                 saved = e;
             }
         }
-        report(STAGE_EXEC, saved)
+        fail(a, STAGE_EXEC, saved)
     }
 }
 
@@ -493,7 +522,26 @@ mod tests {
             .iter()
             .map(|c| c.to_str().unwrap_or(""))
             .collect();
-        assert_eq!(cands, ["/nonexistent/ls", "/usr/bin/ls", "/bin/ls"]);
+        // Only where the program exists (here /usr/bin/ls and/or /bin/ls).
+        assert!(
+            !cands.is_empty() && !cands.contains(&"/nonexistent/ls"),
+            "{cands:?}"
+        );
+        r.command = Command::Argv(vec!["no-such-program-here".into()]);
+        let p = prepare(&r).unwrap_or_else(|e| panic!("{e}"));
+        let cands: Vec<_> = p
+            .candidates
+            .iter()
+            .map(|c| c.to_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            cands,
+            [
+                "/nonexistent/no-such-program-here",
+                "/usr/bin/no-such-program-here",
+                "/bin/no-such-program-here"
+            ]
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
 
 fn serve(pid1: bool) -> ExitCode {
     sys::tune_malloc();
+    // Pipes must never land on 0/1/2 (the child's dup2 would then be a no-op).
+    sys::ensure_std_fds();
     if let Err(e) = sys::setup_signals() {
         console!("setting up signal handling: {e}");
     }
