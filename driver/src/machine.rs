@@ -711,6 +711,19 @@ impl Machine {
         Ok(())
     }
 
+    /// Degrades the machine's link on `vlan` (delay, jitter, loss, bandwidth);
+    /// `Impairment::default()` restores it (VDE backend).
+    pub async fn impair(
+        &self,
+        vlan: u8,
+        impairment: flotilla_vmnet::Impairment,
+    ) -> Result<(), Error> {
+        self.config
+            .fabric
+            .impair(&self.config.name, vlan, impairment)
+            .await
+    }
+
     /// The host port on 127.0.0.1 forwarded to `guest_port`, if any.
     pub fn forwarded_port(&self, guest_port: u16) -> Option<u16> {
         let user = self.config.user_net.lock().ok()?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_vmnet::mgmt::Mgmt;
-use flotilla_vmnet::{Backend, Plan};
+use flotilla_vmnet::{Backend, Impairment, Plan};
 
 use crate::log::Log;
 use crate::process::{describe_status, Process};
@@ -16,15 +16,15 @@ use crate::Error;
 pub struct Fabric {
     pub plan: Plan,
     log: Log,
-    switches: tokio::sync::Mutex<Option<Vec<Switch>>>,
+    switches: tokio::sync::Mutex<Option<Vec<Helper>>>,
     /// Ports moved by a partition, per VLAN.
     partitioned: std::sync::Mutex<std::collections::BTreeMap<u8, Vec<u16>>>,
 }
 
 #[derive(Debug)]
-struct Switch {
+struct Helper {
     process: Process,
-    // Held open: vde_switch exits when its stdin closes.
+    // Held open: vde_switch and wirefilter exit when their stdin closes.
     _stdin: Option<tokio::process::ChildStdin>,
 }
 
@@ -41,82 +41,116 @@ impl Fabric {
         })
     }
 
-    /// Starts one switch per VLAN (VDE backend) unless they run; waits for their sockets.
+    /// Starts the helper processes of the VDE backend unless they run: one switch per
+    /// VLAN, and per NIC a link switch and the wirefilter that joins it to its VLAN.
     pub async fn ensure_started(&self) -> Result<(), Error> {
         let mut slot = self.switches.lock().await;
         if slot.is_some() || self.plan.backend != Backend::Vde {
             return Ok(());
         }
-        let mut switches = Vec::new();
+        let mut helpers = Vec::new();
+        // Whatever started is stopped again if a later helper fails (Drop kills).
         for vlan in self.plan.vlans.values() {
-            let mut cmd = tokio::process::Command::from(vlan.switch_command());
-            cmd.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped());
-            let name = format!("vde_switch vlan {}", vlan.id);
-            let (process, stdio) = Process::spawn(&name, cmd).await.map_err(|source| {
-                let hint = if source.kind() == std::io::ErrorKind::NotFound {
-                    "\nhint: install vde2 (scripts/setup does)"
-                } else {
-                    ""
-                };
-                Error::Io {
-                    what: format!("starting vde_switch for VLAN {}{hint}", vlan.id),
-                    source,
-                }
-            })?;
-            if let Some(stderr) = stdio.stderr {
-                let log = self.log.clone();
-                let id = vlan.id;
-                tokio::spawn(async move {
-                    use tokio::io::AsyncBufReadExt;
-                    let mut lines = tokio::io::BufReader::new(stderr).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
-                        log.info(&format!("vlan {id}: vde_switch: {line}"));
-                    }
-                });
-            }
+            let name = format!("vlan {}: vde_switch", vlan.id);
             let ctl = vlan.switch_dir.join("ctl");
-            let started = Instant::now();
-            while !(ctl.exists() && vlan.mgmt_socket.exists()) {
-                if let Some(status) = process.status() {
-                    return Err(Error::Network(format!(
-                        "vde_switch for VLAN {} {} at start",
-                        vlan.id,
-                        describe_status(status)
-                    )));
-                }
-                if started.elapsed() > Duration::from_secs(10) {
-                    return Err(Error::Network(format!(
-                        "vde_switch for VLAN {} made no socket at {} within 10 s",
-                        vlan.id,
-                        ctl.display()
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            helpers.push(
+                self.spawn_helper(&name, vlan.switch_command(), &[&ctl, &vlan.mgmt_socket])
+                    .await?,
+            );
+        }
+        for machine in self.plan.machines.values() {
+            for nic in &machine.nics {
+                let vlan = &self.plan.vlans[&nic.vlan];
+                let name = format!("{} vlan {}: link switch", machine.name, nic.vlan);
+                let ctl = nic.link_dir.join("ctl");
+                helpers.push(
+                    self.spawn_helper(&name, nic.link_switch_command(), &[&ctl])
+                        .await?,
+                );
+                let name = format!("{} vlan {}: wirefilter", machine.name, nic.vlan);
+                helpers.push(
+                    self.spawn_helper(&name, nic.filter_command(vlan), &[&nic.filter_mgmt])
+                        .await?,
+                );
             }
-            switches.push(Switch {
-                process,
-                _stdin: stdio.stdin,
-            });
         }
         self.log.info(&format!(
-            "network: {} VLAN(s) on {}",
+            "network: {} VLAN(s) on {}, {} helper processes",
             self.plan.vlans.len(),
-            self.plan.backend
+            self.plan.backend,
+            helpers.len()
         ));
-        *slot = Some(switches);
+        *slot = Some(helpers);
         Ok(())
+    }
+
+    /// Spawns a VDE helper with its stdin held open and waits for its sockets.
+    async fn spawn_helper(
+        &self,
+        name: &str,
+        command: std::process::Command,
+        sockets: &[&std::path::Path],
+    ) -> Result<Helper, Error> {
+        let mut cmd = tokio::process::Command::from(command);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let (process, stdio) = Process::spawn(name, cmd).await.map_err(|source| {
+            let hint = if source.kind() == std::io::ErrorKind::NotFound {
+                "\nhint: install vde2 (scripts/setup does)"
+            } else {
+                ""
+            };
+            Error::Io {
+                what: format!("starting {name}{hint}"),
+                source,
+            }
+        })?;
+        if let Some(stderr) = stdio.stderr {
+            let log = self.log.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    // Helpers only talk when they start and stop; keep the terminal quiet.
+                    log.file_only(&format!("{name}: {line}"));
+                }
+            });
+        }
+        let started = Instant::now();
+        while !sockets.iter().all(|s| s.exists()) {
+            if let Some(status) = process.status() {
+                return Err(Error::Network(format!(
+                    "{name} {} at start",
+                    describe_status(status)
+                )));
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(Error::Network(format!(
+                    "{name} made no socket at {} within 10 s",
+                    sockets[0].display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Helper {
+            process,
+            _stdin: stdio.stdin,
+        })
     }
 
     /// Stops the switches. Idempotent.
     pub async fn stop(&self) {
-        let Some(switches) = self.switches.lock().await.take() else {
+        let Some(helpers) = self.switches.lock().await.take() else {
             return;
         };
-        for s in &switches {
-            s.process.close(Duration::from_secs(2)).await;
-        }
+        futures::future::join_all(
+            helpers
+                .iter()
+                .map(|h| h.process.close(Duration::from_secs(2))),
+        )
+        .await;
     }
 
     fn mgmt_path(&self, vlan: u8) -> Result<std::path::PathBuf, Error> {
@@ -163,6 +197,48 @@ impl Fabric {
         }
         self.log
             .info(&format!("vlan {vlan}: partitioned into {groups:?}"));
+        Ok(())
+    }
+
+    /// Degrades (or with the default [`Impairment`], restores) a machine's link on
+    /// `vlan` (VDE backend).
+    pub async fn impair(
+        &self,
+        machine: &str,
+        vlan: u8,
+        impairment: Impairment,
+    ) -> Result<(), Error> {
+        if self.plan.backend != Backend::Vde {
+            return Err(Error::Network(format!(
+                "impairing a link needs the vde backend; this network uses {}",
+                self.plan.backend
+            )));
+        }
+        impairment.check().map_err(Error::Network)?;
+        let path = self
+            .plan
+            .nic(machine, vlan)
+            .map_err(Error::Vmnet)?
+            .filter_mgmt
+            .clone();
+        tokio::task::spawn_blocking(move || Mgmt::connect(&path)?.impair(&impairment))
+            .await
+            .map_err(|e| Error::Internal(format!("wirefilter management task: {e}")))?
+            .map_err(Error::Vmnet)?;
+        self.log.machine(
+            machine,
+            &format!(
+                "link on vlan {vlan}: delay {} ms, jitter {} ms, loss {}%, bandwidth {}",
+                impairment.delay_ms,
+                impairment.jitter_ms,
+                impairment.loss_percent,
+                if impairment.bandwidth == 0 {
+                    "unlimited".to_owned()
+                } else {
+                    format!("{} bytes/s", impairment.bandwidth)
+                }
+            ),
+        );
         Ok(())
     }
 

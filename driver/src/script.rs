@@ -14,6 +14,7 @@
 //! | `log(text)` / `print(text)` | writes a line to the log |
 //! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
 //! | `m.block(vlan)`, `m.unblock(vlan)` | takes the machine's link on a VLAN down / up |
+//! | `m.impair(vlan, #{delay_ms, jitter_ms, loss, bandwidth})`, `m.unimpair(vlan)` | degrades the machine's link (loss in percent, bandwidth in bytes/s; vde backend) / restores it |
 //! | `m.forward(guest)`, `m.forward(host, guest)` | forwards 127.0.0.1:host (free port if omitted) to a guest port; returns the host port |
 //! | `m.forwarded_port(guest)` | the host port of a forward from the spec, or `()` |
 //! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap`; returns the path |
@@ -255,6 +256,20 @@ pub(crate) fn run(
     });
     let c = ctx.clone();
     engine.register_fn(
+        "impair",
+        move |m: &mut MachineHandle, vlan: i64, how: Map| {
+            let vlan = vlan_arg(vlan)?;
+            let impairment = impairment_arg(&how)?;
+            c.block(m.0.impair(vlan, impairment))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("unimpair", move |m: &mut MachineHandle, vlan: i64| {
+        let vlan = vlan_arg(vlan)?;
+        c.block(m.0.impair(vlan, flotilla_vmnet::Impairment::default()))
+    });
+    let c = ctx.clone();
+    engine.register_fn(
         "forward",
         move |m: &mut MachineHandle, guest: i64| -> Res<i64> {
             let guest = port_arg(guest)?;
@@ -346,6 +361,33 @@ fn vlan_arg(vlan: i64) -> Res<u8> {
         .ok()
         .filter(|v| *v >= 1)
         .ok_or_else(|| format!("VLAN {vlan} is out of range (1 to 254)").into())
+}
+
+/// `#{delay_ms: 100, jitter_ms: 10, loss: 5.0, bandwidth: 125000}`; every key optional.
+fn impairment_arg(map: &Map) -> Res<flotilla_vmnet::Impairment> {
+    let mut out = flotilla_vmnet::Impairment::default();
+    for (key, value) in map {
+        let number = value
+            .as_float()
+            .ok()
+            .or_else(|| value.as_int().ok().map(|i| i as f64))
+            .filter(|n| *n >= 0.0)
+            .ok_or_else(|| format!("impair: `{key}` must be a number of at least 0"))?;
+        match key.as_str() {
+            "delay_ms" => out.delay_ms = number as u32,
+            "jitter_ms" => out.jitter_ms = number as u32,
+            "loss" => out.loss_percent = number,
+            "bandwidth" => out.bandwidth = number as u64,
+            other => {
+                return Err(format!(
+                    "impair: unknown key `{other}` (use delay_ms, jitter_ms, loss, bandwidth)"
+                )
+                .into())
+            }
+        }
+    }
+    out.check().map_err(|e| format!("impair: {e}"))?;
+    Ok(out)
 }
 
 fn port_arg(port: i64) -> Res<u16> {

@@ -57,6 +57,42 @@ async fn vde_partition_block_and_capture() {
         .await
         .unwrap();
 
+    // Impair a's link: 150 ms each way shows in the round trip; loss shows in a count.
+    use flotilla_vmnet::Impairment;
+    let rtt = |out: &str| -> f64 {
+        let line = out.lines().find(|l| l.contains("round-trip")).expect(out);
+        let avg = line.split('=').nth(1).unwrap().split('/').nth(1).unwrap();
+        avg.trim().parse().unwrap()
+    };
+    let clean = rtt(&a.succeed("ping -c 3 -i 0.2 b").await.unwrap());
+    let delay = Impairment {
+        delay_ms: 150,
+        ..Impairment::default()
+    };
+    a.impair(1, delay).await.unwrap();
+    let slow = rtt(&a.succeed("ping -c 3 -i 0.2 -W 3 b").await.unwrap());
+    assert!(slow >= clean + 280.0, "clean {clean} ms, delayed {slow} ms");
+    let lossy = Impairment {
+        loss_percent: 50.0,
+        ..Impairment::default()
+    };
+    a.impair(1, lossy).await.unwrap();
+    let out = a.execute("ping -c 40 -i 0.1 -W 1 b").await.unwrap().stdout;
+    let received: u32 = out
+        .lines()
+        .find(|l| l.contains("packets received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect(&out);
+    // 50% each way: about 10 of 40 round trips survive; 0 or 40 would mean no effect.
+    assert!(
+        (1..=30).contains(&received),
+        "{received} of 40 received: {out}"
+    );
+    a.impair(1, Impairment::default()).await.unwrap();
+    a.succeed("ping -c 5 -i 0.1 -W 2 b").await.unwrap();
+
     net.stop_all().await;
     // The capture is a pcap file (magic a1b2c3d4, either byte order) with frames.
     let bytes = std::fs::read(&pcap).unwrap();

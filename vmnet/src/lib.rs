@@ -7,8 +7,10 @@
 //!
 //! - [`Backend::Vde`] (default): one `vde_switch` per VLAN, its sockets in the run's
 //!   private 0700 directory, so no other user's process can read or inject frames.
-//!   Machine `n` sits on switch port `n`, which makes partitions a matter of moving
-//!   ports between the switch's internal VLANs ([`mgmt`]).
+//!   Each NIC plugs into a small link switch of its own, joined to port `n` of the
+//!   VLAN's switch (`n` the machine's number) by a `wirefilter` that can add delay,
+//!   jitter, loss and a bandwidth limit at run time ([`Impairment`]). Partitions move
+//!   ports between the VLAN switch's internal VLANs ([`mgmt`]).
 //! - [`Backend::Multicast`]: QEMU's `-netdev socket,mcast=` bound to 127.0.0.1 with a
 //!   group and port unique to the run. Needs no helper process, but any local process
 //!   can join the group: it is insecure by design and the plan says so.
@@ -164,6 +166,84 @@ pub struct Nic {
     pub device_id: String,
     /// The switch port (VDE): the machine's number.
     pub port: u16,
+    /// The NIC's own link switch, between QEMU and the link's wirefilter (VDE).
+    pub link_dir: PathBuf,
+    /// The management socket of the link's wirefilter (VDE).
+    pub filter_mgmt: PathBuf,
+}
+
+impl Nic {
+    /// The command for the NIC's link switch: a small hub QEMU plugs into, so that a
+    /// wirefilter can sit between the NIC and the VLAN's switch (VDE backend). Its
+    /// stdin must stay open, as for [`Vlan::switch_command`].
+    pub fn link_switch_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("vde_switch");
+        cmd.arg("--sock").arg(&self.link_dir).args([
+            "--dirmode",
+            "0700",
+            "--mode",
+            "0600",
+            "--hub",
+            "--numports",
+            "4",
+        ]);
+        cmd
+    }
+
+    /// The command for the link's wirefilter: it joins port [`Nic::port`] of the
+    /// VLAN's switch to the NIC's link switch, and impairs the link on request
+    /// ([`Impairment`]). Its stdin must stay open.
+    pub fn filter_command(&self, vlan: &Vlan) -> std::process::Command {
+        let mut cmd = std::process::Command::new("wirefilter");
+        cmd.arg("-v")
+            .arg(format!(
+                "{}[{}]:{}",
+                vlan.switch_dir.display(),
+                self.port,
+                self.link_dir.display()
+            ))
+            .arg("--mgmt")
+            .arg(&self.filter_mgmt)
+            .args(["--mgmtmode", "0600"]);
+        cmd
+    }
+}
+
+/// How a link is degraded; applies to both directions. All zero is a clean link.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Impairment {
+    /// Added latency, milliseconds.
+    pub delay_ms: u32,
+    /// Random extra latency up to this many milliseconds.
+    pub jitter_ms: u32,
+    /// Lost frames, percent (0 to 100).
+    pub loss_percent: f64,
+    /// Bandwidth limit in bytes per second; 0 is unlimited.
+    pub bandwidth: u64,
+}
+
+impl Impairment {
+    /// The wirefilter management commands that set it.
+    pub fn commands(&self) -> Vec<String> {
+        let delay = if self.jitter_ms > 0 {
+            format!("delay {}+{}", self.delay_ms, self.jitter_ms)
+        } else {
+            format!("delay {}", self.delay_ms)
+        };
+        vec![
+            delay,
+            format!("loss {}", self.loss_percent),
+            format!("bandwidth {}", self.bandwidth),
+        ]
+    }
+
+    /// Whether the values make sense.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&self.loss_percent) {
+            return Err(format!("loss {} is not a percentage", self.loss_percent));
+        }
+        Ok(())
+    }
 }
 
 /// A machine's place in the plan.
@@ -242,6 +322,8 @@ impl Plan {
                     netdev_id: format!("vlan{vlan}"),
                     device_id: format!("nic{vlan}"),
                     port: number.into(),
+                    link_dir: run_dir.join(format!("vlan{vlan}-m{number}.link")),
+                    filter_mgmt: run_dir.join(format!("vlan{vlan}-m{number}.filter")),
                 });
             }
             planned.insert(
@@ -286,12 +368,7 @@ impl Plan {
                     "socket,id={},mcast={group}:{port},localaddr=127.0.0.1",
                     nic.netdev_id
                 ),
-                _ => format!(
-                    "vde,id={},sock={},port={}",
-                    nic.netdev_id,
-                    vlan.switch_dir.display(),
-                    nic.port
-                ),
+                _ => format!("vde,id={},sock={}", nic.netdev_id, nic.link_dir.display()),
             };
             args.push("-netdev".into());
             args.push(netdev);

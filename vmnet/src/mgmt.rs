@@ -1,6 +1,8 @@
-//! A client for `vde_switch`'s management socket, used to partition a VLAN: ports are
-//! moved between the switch's internal 802.1Q VLANs, and frames never cross between
-//! them. Port `n` belongs to machine number `n` (see [`crate::Nic::port`]).
+//! A client for the management sockets of `vde_switch` and `wirefilter`.
+//!
+//! A VLAN is partitioned by moving its switch's ports between the switch's internal
+//! 802.1Q VLANs: frames never cross between them. Port `n` belongs to machine number
+//! `n` (see [`crate::Nic::port`]). A link is impaired by its wirefilter's settings.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use crate::Error;
 
-const PROMPT: &[u8] = b"vde$ ";
+/// vde_switch prompts `vde$ `, wirefilter `VDEwf$ `.
+const PROMPT: &[u8] = b"$ ";
 
 /// A connection to one switch's management socket.
 #[derive(Debug)]
@@ -107,6 +110,14 @@ impl Mgmt {
             for port in ports {
                 self.command(&format!("port/setvlan {port} {vid}"))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Applies an impairment (wirefilter management socket).
+    pub fn impair(&mut self, impairment: &crate::Impairment) -> Result<(), Error> {
+        for command in impairment.commands() {
+            self.command(&command)?;
         }
         Ok(())
     }

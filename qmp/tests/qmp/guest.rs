@@ -195,19 +195,16 @@ impl Drop for Guest {
 impl Guest {
     fn start() -> Option<Guest> {
         let Some(kernel) = kernel() else {
-            eprintln!("note: no kernel in the flotilla cache (run scripts/setup); skipped");
-            return None;
+            panic!("no kernel in the flotilla cache: run scripts/setup");
         };
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists());
         let Some(busybox) = busybox else {
-            eprintln!("note: busybox not installed; skipped");
-            return None;
+            panic!("busybox is not installed: run scripts/setup");
         };
         if !Path::new("/usr/sbin/qemu-ga").exists() {
-            eprintln!("note: qemu-ga not installed (apt-get install qemu-guest-agent); skipped");
-            return None;
+            panic!("qemu-ga is not installed: run scripts/setup (it installs qemu-guest-agent)");
         }
         let initrd = build_initrd(&kernel, busybox).expect("initramfs");
         let dir = tempfile::tempdir().expect("temp dir");
