@@ -312,6 +312,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::signal(sig, libc::SIG_DFL);
         }
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGIO, libc::SIG_DFL);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

@@ -237,15 +237,18 @@ extern "C" fn noop_handler(_: libc::c_int) {}
 
 /// Block the handled signals in the calling thread (call before spawning threads so
 /// they inherit the mask) and give them a no-op handler: the kernel drops signals to
-/// PID 1 that have the default disposition.
+/// PID 1 that have the default disposition. SIGIO is blocked too: the port reader
+/// consumes it with [`wait_sigio`].
 pub fn setup_signals() -> io::Result<()> {
-    let set = handled_sigset();
+    let mut set = handled_sigset();
+    // SAFETY: set is initialized.
+    unsafe { libc::sigaddset(&mut set, libc::SIGIO) };
     // SAFETY: set is initialized; a null old-set pointer is allowed.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    for sig in HANDLED_SIGNALS {
+    for sig in HANDLED_SIGNALS.into_iter().chain([libc::SIGIO]) {
         // SAFETY: installing a plain handler function with an empty mask.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -268,6 +271,45 @@ pub fn wait_signal() -> i32 {
         if rc == 0 {
             return sig;
         }
+    }
+}
+
+#[repr(C)]
+struct FOwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// Have the kernel send SIGIO to the calling thread when `fd` changes state (for a
+/// virtio-serial port: data arrived, or the host side connected or disconnected).
+pub fn sigio_to_this_thread(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscalls; the struct outlives the fcntl call.
+    unsafe {
+        let owner = FOwnerEx {
+            kind: F_OWNER_TID,
+            pid: libc::syscall(libc::SYS_gettid) as libc::pid_t,
+        };
+        cvt(libc::fcntl(fd, F_SETOWN_EX, &owner as *const FOwnerEx))?;
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        cvt(libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC))?;
+    }
+    Ok(())
+}
+
+/// Wait (at most `timeout`) for a SIGIO sent to this thread.
+pub fn wait_sigio(timeout: Duration) {
+    // SAFETY: sigset_t and timespec are plain data, initialized here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGIO);
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
     }
 }
 
