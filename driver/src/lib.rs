@@ -224,6 +224,14 @@ impl Network {
         self.fabric.partition(vlan, groups).await
     }
 
+    /// Captures every frame on `vlan` into `<log>/vlan<N>.pcap` until the network stops
+    /// (VDE backend); returns the path.
+    pub async fn capture_vlan(&self, vlan: u8) -> Result<PathBuf, Error> {
+        let path = self.log.dir().join(format!("vlan{vlan}.pcap"));
+        self.fabric.capture_vlan(vlan, &path).await?;
+        Ok(path)
+    }
+
     /// Undoes [`Network::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await

@@ -17,6 +17,10 @@ pub struct Fabric {
     pub plan: Plan,
     log: Log,
     switches: tokio::sync::Mutex<Option<Vec<Helper>>>,
+    /// Running VLAN captures: the plug process and the task writing the file.
+    captures: tokio::sync::Mutex<Vec<(Helper, tokio::task::JoinHandle<()>)>>,
+    /// VLANs whose switch runs as a hub for a capture.
+    hubs: std::sync::Mutex<std::collections::BTreeSet<u8>>,
     /// Ports moved by a partition, per VLAN.
     partitioned: std::sync::Mutex<std::collections::BTreeMap<u8, Vec<u16>>>,
 }
@@ -38,6 +42,8 @@ impl Fabric {
             log,
             switches: tokio::sync::Mutex::new(None),
             partitioned: Default::default(),
+            captures: Default::default(),
+            hubs: Default::default(),
         })
     }
 
@@ -140,8 +146,101 @@ impl Fabric {
         })
     }
 
+    /// Captures every frame on `vlan` into a pcap file at `path` until the network stops
+    /// (VDE backend; the VLAN's switch turns into a hub so one port sees everything,
+    /// except while the VLAN is partitioned: a hub would ignore the partition, so the
+    /// capture then sees only broadcasts).
+    pub async fn capture_vlan(&self, vlan: u8, path: &std::path::Path) -> Result<(), Error> {
+        if self.plan.backend != Backend::Vde {
+            return Err(Error::Network(format!(
+                "capturing a whole VLAN needs the vde backend; this network uses {} \
+                 (capture a machine's NIC instead)",
+                self.plan.backend
+            )));
+        }
+        self.ensure_started().await?;
+        let v = self
+            .plan
+            .vlans
+            .get(&vlan)
+            .ok_or_else(|| Error::Network(format!("there is no VLAN {vlan}")))?;
+        let partitioned = self
+            .partitioned
+            .lock()
+            .map(|p| p.contains_key(&vlan))
+            .unwrap_or(false);
+        if !partitioned {
+            self.with_mgmt(vlan, |m| m.command("port/sethub 1").map(|_| ()))
+                .await?;
+        }
+        if let Ok(mut hubs) = self.hubs.lock() {
+            hubs.insert(vlan);
+        }
+        let file = std::fs::File::create(path).map_err(|source| Error::Io {
+            what: format!("creating {}", path.display()),
+            source,
+        })?;
+        let mut writer = flotilla_vmnet::capture::PcapWriter::new(std::io::BufWriter::new(file))
+            .map_err(|source| Error::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            })?;
+        let mut cmd =
+            tokio::process::Command::from(flotilla_vmnet::capture::plug_command(&v.switch_dir));
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let name = format!("vlan {vlan}: capture");
+        let (process, stdio) = Process::spawn(&name, cmd)
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("starting vde_plug for {name}"),
+                source,
+            })?;
+        let Some(mut stdout) = stdio.stdout else {
+            return Err(Error::Internal("vde_plug has no stdout".into()));
+        };
+        let log = self.log.clone();
+        let shown = path.display().to_string();
+        let task = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut decoder = flotilla_vmnet::capture::StreamDecoder::default();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut frames = 0u64;
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                for frame in decoder.push(&buf[..n]) {
+                    frames += 1;
+                    let _ = writer.frame(&frame);
+                }
+            }
+            let _ = writer.finish();
+            log.file_only(&format!(
+                "vlan {vlan}: captured {frames} frames into {shown}"
+            ));
+        });
+        self.captures.lock().await.push((
+            Helper {
+                process,
+                _stdin: stdio.stdin,
+            },
+            task,
+        ));
+        self.log
+            .info(&format!("vlan {vlan}: capturing into {}", path.display()));
+        Ok(())
+    }
+
     /// Stops the switches. Idempotent.
     pub async fn stop(&self) {
+        // Captures first, so their files are complete.
+        let captures = std::mem::take(&mut *self.captures.lock().await);
+        for (helper, task) in captures {
+            helper.process.close(Duration::from_secs(2)).await;
+            let _ = task.await;
+        }
         let Some(helpers) = self.switches.lock().await.take() else {
             return;
         };
@@ -191,7 +290,20 @@ impl Fabric {
             ports.push(g);
         }
         let all: Vec<u16> = ports.iter().flatten().copied().collect();
-        self.with_mgmt(vlan, move |m| m.partition(&ports)).await?;
+        // A hub ignores the switch's VLANs: a capture's hub mode pauses while partitioned.
+        let hub = self.hubs.lock().map(|h| h.contains(&vlan)).unwrap_or(false);
+        if hub {
+            self.log.info(&format!(
+                "vlan {vlan}: the VLAN capture sees only broadcasts while partitioned"
+            ));
+        }
+        self.with_mgmt(vlan, move |m| {
+            if hub {
+                m.command("port/sethub 0")?;
+            }
+            m.partition(&ports)
+        })
+        .await?;
         if let Ok(mut p) = self.partitioned.lock() {
             p.insert(vlan, all);
         }
@@ -250,7 +362,15 @@ impl Fabric {
             .ok()
             .and_then(|mut p| p.remove(&vlan))
             .unwrap_or_default();
-        self.with_mgmt(vlan, move |m| m.heal(&ports)).await?;
+        let hub = self.hubs.lock().map(|h| h.contains(&vlan)).unwrap_or(false);
+        self.with_mgmt(vlan, move |m| {
+            m.heal(&ports)?;
+            if hub {
+                m.command("port/sethub 1")?;
+            }
+            Ok(())
+        })
+        .await?;
         self.log.info(&format!("vlan {vlan}: healed"));
         Ok(())
     }

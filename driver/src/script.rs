@@ -19,6 +19,7 @@
 //! | `m.forwarded_port(guest)` | the host port of a forward from the spec, or `()` |
 //! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap`; returns the path |
 //! | `partition(vlan, [[a, b], [c]])`, `heal(vlan)` | splits a VLAN into groups that only reach each other (vde backend) / undoes it |
+//! | `capture_vlan(vlan)` | writes every frame on a VLAN to `<log>/vlan<N>.pcap` until the end (vde backend); returns the path |
 //! | `http_get(url)` | fetches `http://127.0.0.1:port/...` from the host; returns the body |
 //!
 //! Rhai's own `throw "message"` fails the test with that message.
@@ -322,6 +323,17 @@ pub(crate) fn run(
             c.block(async move { f.partition(vlan, &names).await })
         },
     );
+    let c = ctx.clone();
+    let f = fabric.clone();
+    let l = log.clone();
+    engine.register_fn("capture_vlan", move |vlan: i64| -> Res<String> {
+        let vlan = vlan_arg(vlan)?;
+        let path = l.dir().join(format!("vlan{vlan}.pcap"));
+        let f = f.clone();
+        let p = path.clone();
+        c.block(async move { f.capture_vlan(vlan, &p).await })?;
+        Ok(path.display().to_string())
+    });
     let c = ctx.clone();
     let f = fabric.clone();
     engine.register_fn("heal", move |vlan: i64| -> Res<()> {

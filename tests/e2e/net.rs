@@ -32,6 +32,7 @@ async fn vde_partition_block_and_capture() {
     net.start_all().await.unwrap();
     let a = net.machine("a").unwrap();
     let pcap = a.capture(1).await.unwrap();
+    let vlan_pcap = net.capture_vlan(1).await.unwrap();
 
     assert!(ping(&net, "a", "b").await && ping(&net, "a", "c").await);
     // Partition {a, b} | {c}.
@@ -93,13 +94,37 @@ async fn vde_partition_block_and_capture() {
     a.impair(1, Impairment::default()).await.unwrap();
     a.succeed("ping -c 5 -i 0.1 -W 2 b").await.unwrap();
 
+    // Traffic between b and c, which a's NIC does not carry, for the VLAN capture.
+    let c = net.machine("c").unwrap();
+    c.succeed("ping -c 3 -i 0.2 b").await.unwrap();
     net.stop_all().await;
-    // The capture is a pcap file (magic a1b2c3d4, either byte order) with frames.
-    let bytes = std::fs::read(&pcap).unwrap();
-    assert!(bytes.len() > 24 + 16 * 4, "{} bytes", bytes.len());
+    // The captures are pcap files (magic a1b2c3d4, either byte order) with frames.
+    for file in [&pcap, &vlan_pcap] {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(bytes.len() > 24 + 16 * 4, "{} bytes", bytes.len());
+        assert!(
+            bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0xa1, 0xb2, 0xc3, 0xd4],
+            "{} is not a pcap file",
+            file.display()
+        );
+    }
+    // The VLAN capture saw c's pings to b: IPv4 ICMP echo requests from 192.168.1.3
+    // to 192.168.1.2 (a is 1, b is 2, c is 3).
+    let frames = pcap_frames(&std::fs::read(&vlan_pcap).unwrap());
+    let c_to_b = frames
+        .iter()
+        .filter(|f| {
+            f.len() >= 34
+                && f[12..14] == [0x08, 0x00]
+                && f[23] == 1
+                && f[26..30] == [192, 168, 1, 3]
+                && f[30..34] == [192, 168, 1, 2]
+        })
+        .count();
     assert!(
-        bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0xa1, 0xb2, 0xc3, 0xd4],
-        "not a pcap file"
+        c_to_b >= 3,
+        "{c_to_b} ICMP frames from c to b in {} frames",
+        frames.len()
     );
 }
 
@@ -134,4 +159,20 @@ async fn multicast_backend_connects_machines_and_says_it_is_insecure() {
     net.stop_all().await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(log.contains("the multicast backend is insecure"), "{log}");
+}
+
+/// The frames of a little-endian pcap file.
+fn pcap_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16;
+        if at + len > bytes.len() {
+            break;
+        }
+        out.push(bytes[at..at + len].to_vec());
+        at += len;
+    }
+    out
 }

@@ -29,6 +29,7 @@
 //! assert!(plan.hosts_file("client").unwrap().contains("192.168.1.2 server"));
 //! ```
 
+pub mod capture;
 pub mod forward;
 pub mod mgmt;
 
