@@ -61,6 +61,14 @@ fn serve(pid1: bool) -> ExitCode {
     }
     if pid1 {
         pid1::init();
+        // Lets the VM tests check that a panic of PID 1 powers off cleanly.
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        if cmdline
+            .split_whitespace()
+            .any(|w| w == "flotilla.agent_selftest=panic")
+        {
+            panic!("self-test panic requested on the kernel command line");
+        }
     }
     if let Err(e) = server::thread("signals", move || signal_loop(pid1)) {
         return fatal(pid1, &format!("cannot start the signal thread: {e}"));

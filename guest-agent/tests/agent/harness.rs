@@ -296,6 +296,13 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(cpio: &[u8], append: &str) -> Vm {
+        let mut vm = Vm::start(cpio, append);
+        vm.ready_line = vm.wait_serial(proto::READY_PREFIX, Duration::from_secs(120));
+        vm
+    }
+
+    /// Start QEMU without waiting for the agent.
+    pub fn start(cpio: &[u8], append: &str) -> Vm {
         let dir = std::env::temp_dir().join(format!(
             "flotilla-agent-test-{}-{}",
             std::process::id(),
@@ -342,13 +349,11 @@ impl Vm {
             });
         }
         let child = cmd.spawn().unwrap();
-        let mut vm = Vm {
+        Vm {
             dir,
             child: Some(child),
             ready_line: String::new(),
-        };
-        vm.ready_line = vm.wait_serial(proto::READY_PREFIX, Duration::from_secs(120));
-        vm
+        }
     }
 
     pub fn serial(&self) -> String {

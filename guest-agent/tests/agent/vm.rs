@@ -346,6 +346,21 @@ fn sigterm_to_pid1_powers_off() {
 }
 
 #[test]
+fn panic_of_pid1_powers_off() {
+    require_vm!();
+    let cpio = harness::initramfs(|_| {});
+    let mut vm = Vm::start(&cpio, "flotilla.agent_selftest=panic");
+    vm.wait_exit(Duration::from_secs(120));
+    let serial = vm.serial();
+    assert!(
+        serial.contains("flotilla-agent: panic: ") && serial.contains("self-test panic"),
+        "{serial}"
+    );
+    assert!(serial.contains("reboot: Power down"), "{serial}");
+    assert!(!serial.contains("Attempted to kill init"), "{serial}");
+}
+
+#[test]
 fn reboot_request_restarts() {
     require_vm!();
     let mut vm = boot("");
