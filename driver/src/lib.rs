@@ -139,9 +139,10 @@ impl Network {
             .iter()
             .map(|(name, m)| (name.clone(), m.vlans.clone()))
             .collect();
-        let plan = flotilla_vmnet::Plan::new(&vlans, spec.backend, sockets.path())
-            .map_err(Error::Vmnet)?;
-        let fabric = net::Fabric::new(plan, log.clone());
+        let plan =
+            flotilla_vmnet::Plan::with_offset(&vlans, spec.backend, sockets.path(), spec.offset)
+                .map_err(Error::Vmnet)?;
+        let fabric = net::Fabric::new(plan, spec.join.clone(), log.clone());
         let mut machines = BTreeMap::new();
         for (name, machine) in &spec.machines {
             let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
@@ -230,6 +231,21 @@ impl Network {
         let path = self.log.dir().join(format!("vlan{vlan}.pcap"));
         self.fabric.capture_vlan(vlan, &path).await?;
         Ok(path)
+    }
+
+    /// The socket directory of VLAN `vlan`'s switch (VDE backend), for another driver's
+    /// `[[network.join]]`. Valid while the network runs.
+    pub fn switch_path(&self, vlan: u8) -> Option<PathBuf> {
+        self.fabric
+            .plan
+            .vlans
+            .get(&vlan)
+            .map(|v| v.switch_dir.clone())
+    }
+
+    /// Starts the network's switches (machines start them on boot too).
+    pub async fn start_switches(&self) -> Result<(), Error> {
+        self.fabric.ensure_started().await
     }
 
     /// Undoes [`Network::partition`].

@@ -15,6 +15,7 @@ use crate::Error;
 #[derive(Debug)]
 pub struct Fabric {
     pub plan: Plan,
+    join: Vec<crate::spec::JoinSpec>,
     log: Log,
     switches: tokio::sync::Mutex<Option<Vec<Helper>>>,
     /// Running VLAN captures: the plug process and the task writing the file.
@@ -33,12 +34,13 @@ struct Helper {
 }
 
 impl Fabric {
-    pub fn new(plan: Plan, log: Log) -> Arc<Fabric> {
+    pub fn new(plan: Plan, join: Vec<crate::spec::JoinSpec>, log: Log) -> Arc<Fabric> {
         if let Some(warning) = plan.insecure() {
             log.info(&format!("warning: {warning}"));
         }
         Arc::new(Fabric {
             plan,
+            join,
             log,
             switches: tokio::sync::Mutex::new(None),
             partitioned: Default::default(),
@@ -79,6 +81,42 @@ impl Fabric {
                         .await?,
                 );
             }
+        }
+        for j in &self.join {
+            let vlan = &self.plan.vlans[&j.vlan];
+            if !j.switch.join("ctl").exists() {
+                return Err(Error::Network(format!(
+                    "joining VLAN {} to {}: no switch there (is the other network running?)",
+                    j.vlan,
+                    j.switch.display()
+                )));
+            }
+            let name = format!("vlan {}: cable to {}", j.vlan, j.switch.display());
+            let cmd = flotilla_vmnet::join_command(&vlan.switch_dir, &j.switch);
+            let helper = self.spawn_helper(&name, cmd, &[]).await?;
+            // vde_plug exits at once when it cannot reach either switch.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(status) = helper.process.status() {
+                return Err(Error::Network(format!(
+                    "joining VLAN {} to {}: vde_plug {}",
+                    j.vlan,
+                    j.switch.display(),
+                    describe_status(status)
+                )));
+            }
+            self.log.info(&format!(
+                "vlan {}: joined to {}",
+                j.vlan,
+                j.switch.display()
+            ));
+            helpers.push(helper);
+        }
+        for vlan in self.plan.vlans.values() {
+            self.log.file_only(&format!(
+                "vlan {}: switch at {} (another network joins it with [[network.join]])",
+                vlan.id,
+                vlan.switch_dir.display()
+            ));
         }
         self.log.info(&format!(
             "network: {} VLAN(s) on {}, {} helper processes",

@@ -7,6 +7,11 @@
 //!
 //! [network]
 //! backend = "vde"           # or "multicast" (insecure, opt-in)
+//! offset = 0                # machine numbers (and addresses) start at offset + 1
+//!
+//! [[network.join]]          # share VLAN 1 with another driver's network
+//! vlan = 1
+//! switch = "/tmp/flotilla-abc123/vlan1.switch"
 //!
 //! [machines.server]
 //! memory = 256              # MiB
@@ -44,6 +49,10 @@ pub struct Spec {
     pub machines: BTreeMap<String, MachineSpec>,
     /// How the VLANs are made.
     pub backend: flotilla_vmnet::Backend,
+    /// Machine numbers start at `offset + 1` (for networks that join another's VLANs).
+    pub offset: u8,
+    /// VLANs joined to another driver's switches.
+    pub join: Vec<JoinSpec>,
 }
 
 /// The `[network]` table.
@@ -51,6 +60,19 @@ pub struct Spec {
 #[serde(deny_unknown_fields)]
 struct NetworkSpec {
     backend: Option<Spanned<String>>,
+    offset: Option<Spanned<u8>>,
+    #[serde(default)]
+    join: Vec<Spanned<JoinSpec>>,
+}
+
+/// A VLAN shared with another driver's network: `[[network.join]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// Our VLAN.
+    pub vlan: u8,
+    /// The other network's switch for that VLAN (its log names it).
+    pub switch: PathBuf,
 }
 
 /// A forwarded port: `127.0.0.1:host` on the host to `guest` in the machine.
@@ -238,7 +260,41 @@ impl Spec {
                 .map_err(|m| located(b.span(), format!("network.backend: {m}")))?,
             None => flotilla_vmnet::Backend::default(),
         };
+        let offset = match &raw.network.offset {
+            Some(o)
+                if usize::from(*o.get_ref()) + machines.len() > flotilla_vmnet::MAX_MACHINES =>
+            {
+                return Err(located(
+                    o.span(),
+                    format!(
+                        "network.offset {} leaves no addresses for {} machine(s)",
+                        o.get_ref(),
+                        machines.len()
+                    ),
+                ))
+            }
+            Some(o) => *o.get_ref(),
+            None => 0,
+        };
+        let mut join = Vec::new();
+        for j in raw.network.join {
+            let span = j.span();
+            let j = j.into_inner();
+            if backend != flotilla_vmnet::Backend::Vde {
+                return Err(located(span, "network.join needs the vde backend".into()));
+            }
+            let on_vlan = machines.values().any(|m| m.vlans.contains(&j.vlan));
+            if !on_vlan {
+                return Err(located(
+                    span,
+                    format!("network.join: no machine is on VLAN {}", j.vlan),
+                ));
+            }
+            join.push(j);
+        }
         Ok(Spec {
+            offset,
+            join,
             backend,
             path: path.to_path_buf(),
             name,
@@ -382,6 +438,23 @@ mod tests {
         );
         let m = message("[machines.a]\nvlans = [300]\n");
         assert!(m.starts_with("/nonexistent/spec.toml:2:10: "), "{m}");
+    }
+
+    #[test]
+    fn join_and_offset() {
+        let spec = parse(
+            "[network]\noffset = 10\n[[network.join]]\nvlan = 1\nswitch = \"/x/vlan1.switch\"\n[machines.b]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.offset, 10);
+        assert_eq!(spec.join[0].switch, Path::new("/x/vlan1.switch"));
+        let m = message("[[network.join]]\nvlan = 2\nswitch = \"/x\"\n[machines.b]\n");
+        assert!(m.contains("network.join: no machine is on VLAN 2"), "{m}");
+        let m = message("[network]\noffset = 250\n[machines.b]\n");
+        assert!(
+            m.starts_with("/nonexistent/spec.toml:2:10: network.offset 250"),
+            "{m}"
+        );
     }
 
     #[test]

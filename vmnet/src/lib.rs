@@ -279,14 +279,25 @@ impl Plan {
         backend: Backend,
         run_dir: &Path,
     ) -> Result<Plan, Error> {
-        if machines.len() > MAX_MACHINES {
-            return Err(Error::TooManyMachines(machines.len()));
+        Plan::with_offset(machines, backend, run_dir, 0)
+    }
+
+    /// [`Plan::new`] with machine numbers starting at `offset + 1`: networks of two
+    /// drivers that share a VLAN ([`join_command`]) need distinct addresses.
+    pub fn with_offset(
+        machines: &BTreeMap<String, Vec<u8>>,
+        backend: Backend,
+        run_dir: &Path,
+        offset: u8,
+    ) -> Result<Plan, Error> {
+        if machines.len() + usize::from(offset) > MAX_MACHINES {
+            return Err(Error::TooManyMachines(machines.len() + usize::from(offset)));
         }
         let mut vlans: BTreeMap<u8, Vlan> = BTreeMap::new();
         let run_tag = random_u32();
         let mut planned = BTreeMap::new();
         for (index, (name, wanted)) in machines.iter().enumerate() {
-            let number = index as u8 + 1;
+            let number = offset + index as u8 + 1;
             let mut nics = Vec::new();
             for &vlan in wanted {
                 if vlan == 0 || vlan > MAX_VLAN {
@@ -439,6 +450,15 @@ impl Plan {
     }
 }
 
+/// The command that joins two VDE switches into one segment, the way `vde_plug` over
+/// ssh joins switches on two hosts (`dpipe vde_plug A = ssh host vde_plug B`). Its stdin
+/// must stay open.
+pub fn join_command(local_switch: &Path, remote_switch: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("vde_plug");
+    cmd.arg(local_switch).arg(remote_switch);
+    cmd
+}
+
 /// A shell function that prints the interface name with a given MAC.
 pub const IFACE_BY_MAC: &str = "iface_by_mac() {\n\
     for d in /sys/class/net/*; do\n\
@@ -501,8 +521,14 @@ mod tests {
         let vde = Plan::new(&m, Backend::Vde, Path::new("/r")).unwrap();
         let args = vde.qemu_args("a").unwrap().join(" ");
         assert!(
-            args.contains("-netdev vde,id=vlan3,sock=/r/vlan3.switch,port=1"),
+            args.contains("-netdev vde,id=vlan3,sock=/r/vlan3-m1.link "),
             "{args}"
+        );
+        let nic = vde.nic("a", 3).unwrap();
+        let filter = format!("{:?}", nic.filter_command(&vde.vlans[&3]));
+        assert!(
+            filter.contains("\"/r/vlan3.switch[1]:/r/vlan3-m1.link\""),
+            "{filter}"
         );
         assert!(args.contains("virtio-net-pci,netdev=vlan3,id=nic3,mac=52:54:00:12:03:01"));
         let mc = Plan::new(&m, Backend::Multicast, Path::new("/r")).unwrap();
@@ -525,6 +551,16 @@ mod tests {
         assert!(hosts.contains("2001:db8:2::3 server\n"), "{hosts}");
         let hosts = plan.hosts_file("client").unwrap();
         assert!(hosts.contains("192.168.1.2 router\n"), "{hosts}");
+    }
+
+    #[test]
+    fn offsets_shift_numbers_and_addresses() {
+        let m = machines(&[("x", &[1])]);
+        let plan = Plan::with_offset(&m, Backend::Vde, Path::new("/r"), 10).unwrap();
+        let nic = plan.nic("x", 1).unwrap();
+        assert_eq!(nic.ipv4, Ipv4Addr::new(192, 168, 1, 11));
+        assert_eq!(nic.port, 11);
+        assert!(Plan::with_offset(&m, Backend::Vde, Path::new("/r"), 250).is_err());
     }
 
     #[test]

@@ -264,3 +264,61 @@ fn doctor_fails_when_something_is_missing() {
     assert!(t.contains("MISSING kernel"), "{t}");
     assert!(t.contains("hint: run scripts/setup"), "{t}");
 }
+
+#[test]
+fn a_vlan_spans_two_driver_processes() {
+    let tag = tag();
+    // Process 1: `flotilla run` keeps machine `alpha` up on VLAN 1.
+    let one = tempfile::tempdir().unwrap();
+    std::fs::write(one.path().join("flotilla.toml"), "[machines.alpha]\n").unwrap();
+    let mut run = flotilla()
+        .arg("run")
+        .arg(one.path())
+        .arg("--out")
+        .arg(one.path().join("out"))
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_log(one.path(), "alpha: ready: ");
+    let log = std::fs::read_to_string(one.path().join("out/driver.log")).unwrap();
+    let switch = log
+        .lines()
+        .find_map(|l| l.split("vlan 1: switch at ").nth(1))
+        .and_then(|rest| rest.split(" (").next())
+        .expect("the log names the switch")
+        .to_owned();
+
+    // Process 2: its machine `beta` joins that VLAN, numbered from 11 on.
+    let two = tempfile::tempdir().unwrap();
+    std::fs::write(
+        two.path().join("flotilla.toml"),
+        format!(
+            "script = \"t.rhai\"\n[network]\noffset = 10\n[[network.join]]\nvlan = 1\nswitch = \"{switch}\"\n[machines.beta]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        two.path().join("t.rhai"),
+        "if beta.ip(1) != \"192.168.1.11\" { throw beta.ip(1); }\n\
+         beta.wait_until_succeeds(\"ping -c 1 -W 2 192.168.1.1\", 30);\n",
+    )
+    .unwrap();
+    let out = flotilla()
+        .arg("test")
+        .arg(two.path())
+        .arg("--out")
+        .arg(two.path().join("out"))
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = run.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("vlan 1: joined to {switch}")), "{t}");
+    assert_eq!(status.code(), Some(0));
+    assert_no_qemu_left(&tag);
+}
