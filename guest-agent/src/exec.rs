@@ -212,6 +212,19 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     };
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
+    let (pid, slot) = clone_exec(&prep, [stdin_r, out_w, err_w])?;
+    Ok(Child {
+        pid,
+        stdin: stdin_w,
+        stdout: out_r,
+        stderr: err_r,
+        slot,
+    })
+}
+
+/// Start the child with `fds` as its stdin, stdout, stderr (closed here afterwards)
+/// and register it with the reaper.
+fn clone_exec(prep: &Prepared, fds: [OwnedFd; 3]) -> io::Result<(i32, Arc<ExitSlot>)> {
     let slot = ExitSlot::new()?;
 
     let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
@@ -220,7 +233,7 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     envp.push(std::ptr::null());
     let candidates: Vec<*const libc::c_char> = prep.candidates.iter().map(|a| a.as_ptr()).collect();
     let mut args = ChildArgs {
-        fds: [stdin_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        fds: [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()],
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         candidates: candidates.as_ptr(),
@@ -255,9 +268,7 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
         pid
     };
     drop(stack);
-    drop(stdin_r);
-    drop(out_w);
-    drop(err_w);
+    drop(fds);
 
     // SAFETY: the child wrote these (if at all) before exec/_exit released us.
     let (stage, errno) = unsafe {
@@ -284,13 +295,7 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
             sys::strerror(errno)
         )));
     }
-    Ok(Child {
-        pid,
-        stdin: stdin_w,
-        stdout: out_r,
-        stderr: err_r,
-        slot,
-    })
+    Ok((pid, slot))
 }
 
 /// Entry point of the cloned child: set up, then exec; on failure record the stage and
@@ -476,8 +481,8 @@ pub fn stdin_channel() -> (Sender<Vec<u8>>, Receiver<Vec<u8>>) {
     mpsc::channel()
 }
 
-/// Start a command in the background without tracking its output (used for
-/// `poweroff` in service mode). Its exit status is collected by the reaper.
+/// Start a command in the background with its output on the agent's stderr (the
+/// console), e.g. `poweroff` in service mode. Its exit status is collected by the reaper.
 pub fn spawn_detached(argv: &[&str]) -> Result<i32, String> {
     let req = ExecRequest {
         command: Command::Argv(argv.iter().map(|s| s.to_string()).collect()),
@@ -486,7 +491,14 @@ pub fn spawn_detached(argv: &[&str]) -> Result<i32, String> {
         stdin: false,
         timeout_ms: None,
     };
-    spawn(&req).map(|c| c.pid)
+    let start = || -> io::Result<i32> {
+        let prep = prepare(&req)?;
+        let stdin = sys::open_c(c"/dev/null", libc::O_RDONLY)?;
+        let out = sys::dup_cloexec(2)?;
+        let err = sys::dup_cloexec(2)?;
+        clone_exec(&prep, [stdin, out, err]).map(|(pid, _)| pid)
+    };
+    start().map_err(|e| format!("failed to start `{}`: {e}", argv.join(" ")))
 }
 
 #[cfg(test)]

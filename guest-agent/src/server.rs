@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
@@ -192,8 +193,6 @@ pub fn open_port() -> OwnedFd {
         std::thread::sleep(Duration::from_millis(pause));
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Print the readiness line on the serial console.
 pub fn announce_ready(boot_ms: u64) {

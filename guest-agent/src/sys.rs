@@ -67,6 +67,14 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A close-on-exec duplicate of `fd`, numbered 3 or above.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on an integer fd; failure is reported.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: no pointers involved.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
