@@ -2,7 +2,7 @@
 //!
 //! Needs `qemu-system-x86_64`, `/bin/busybox` (static) and a kernel at
 //! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current`, with `vmlinuz`,
-//! `version` and `modules/`). Tests are skipped, loudly, when any is missing.
+//! `version` and `modules/`). Tests fail, naming what is missing, when any is.
 //!
 //! The agent binary is `$FLOTILLA_AGENT_BIN` when set (e.g. the static `agent`-profile
 //! build), else this build's `flotilla-agent` plus the shared libraries `ldd` lists.
