@@ -22,6 +22,7 @@
 
 mod accel;
 mod agent;
+pub mod debian;
 pub mod doctor;
 mod error;
 pub mod http;
