@@ -93,6 +93,43 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 
 /// Builds (or finds in the cache) the default initramfs; returns its path.
 pub fn default_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error> {
+    initramfs(kernel, agent, DEFAULT_MODULES)
+}
+
+/// Modules stage 1 needs to reach a disk image's root file system (ext4 is built in).
+pub const STAGE1_MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+
+/// Stage 1 for machines booting a disk `image`: a busybox `/init` that loads the virtio
+/// disk driver, mounts `/dev/vda` and hands over to the image's `/sbin/init`, whose
+/// agent (installed as a service) then reports readiness.
+pub const STAGE1_INIT: &str = r#"#!/bin/busybox sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sysfs /sys
+busybox mount -t devtmpfs devtmpfs /dev
+fail() { echo "flotilla stage 1: $*" > /dev/console; busybox poweroff -f; }
+while read -r m; do busybox insmod "$m" || fail "cannot load $m"; done < /etc/flotilla/modules
+i=0
+while [ ! -b /dev/vda ]; do
+    i=$((i + 1)); [ $i -gt 1000 ] && fail "no disk /dev/vda after 10 s"
+    busybox usleep 10000
+done
+busybox mkdir -p /newroot
+busybox mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
+[ -x /newroot/sbin/init ] || fail "the image has no /sbin/init"
+busybox umount /proc /sys
+busybox mount --move /dev /newroot/dev
+exec busybox switch_root /newroot /sbin/init
+"#;
+
+/// Builds (or finds in the cache) the stage-1 initramfs for disk images.
+pub fn stage1_initramfs(kernel: &Kernel) -> Result<PathBuf, Error> {
+    initramfs(kernel, STAGE1_INIT.as_bytes(), STAGE1_MODULES)
+}
+
+/// An initramfs with busybox, `init` as `/init`, and `modules` (with their
+/// dependencies) listed in load order in `/etc/flotilla/modules`.
+fn initramfs(kernel: &Kernel, agent: &[u8], wanted_modules: &[&str]) -> Result<PathBuf, Error> {
     let busybox_path = busybox_path();
     let busybox = std::fs::read(&busybox_path).map_err(|source| Error::Io {
         what: format!("reading busybox {}", busybox_path.display()),
@@ -104,7 +141,7 @@ pub fn default_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error
             hint: "install busybox-static (scripts/setup does)".into(),
         });
     }
-    let modules = resolve_modules(&kernel.modules, DEFAULT_MODULES)?;
+    let modules = resolve_modules(&kernel.modules, wanted_modules)?;
     let applets = busybox_applets(&busybox_path)?;
 
     let mut hasher = Sha256::new();

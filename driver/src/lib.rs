@@ -119,6 +119,11 @@ impl Network {
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
+        let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
+            Some(image::stage1_initramfs(&kernel)?)
+        } else {
+            None
+        };
         let accel = accel::detect();
         log.info(&format!(
             "flotilla {}: test `{}`, {} machine(s), kernel {}, accelerator {}",
@@ -163,7 +168,10 @@ impl Network {
                 name: name.clone(),
                 spec: machine.clone(),
                 kernel: kernel.clone(),
-                initrd: initrd.clone(),
+                initrd: match (&machine.image, &stage1) {
+                    (Some(_), Some(stage1)) => stage1.clone(),
+                    _ => initrd.clone(),
+                },
                 accel: accel.clone(),
                 socket_dir: sockets.path().join(name),
                 log: log.clone(),

@@ -190,6 +190,9 @@ impl Machine {
             "console=ttyS0 quiet panic=-1 rdinit=/init flotilla.hostname={}",
             self.hostname()
         );
+        if c.spec.image.is_some() {
+            append.push_str(" root=/dev/vda rw");
+        }
         if !c.spec.kernel_args.trim().is_empty() {
             append.push(' ');
             append.push_str(c.spec.kernel_args.trim());
@@ -205,6 +208,13 @@ impl Machine {
             proto::PORT_NAME
         ));
         cmd.args(["-device", "virtio-rng-pci"]);
+        if c.spec.image.is_some() {
+            // I/O errors reach the guest instead of pausing the VM (werror/rerror=report).
+            cmd.arg("-drive").arg(format!(
+                "file={},if=virtio,format=qcow2,werror=report,rerror=report",
+                dir.join("disk.qcow2").display()
+            ));
+        }
         if let Ok(args) = c.fabric.plan.qemu_args(&c.name) {
             cmd.args(args);
         }
@@ -264,6 +274,9 @@ impl Machine {
         }
         let log_dir = c.log.machine_dir(&c.name)?;
         c.fabric.ensure_started().await?;
+        if let Some(base) = &c.spec.image {
+            self.create_overlay(base).await?;
+        }
         self.log(&format!(
             "starting ({} MiB, {} cpu, {})",
             c.spec.memory, c.spec.cpus, c.accel.accel
@@ -471,6 +484,31 @@ impl Machine {
         })
     }
 
+    /// A fresh qcow2 overlay over the base image: the machine never writes to the base.
+    async fn create_overlay(&self, base: &std::path::Path) -> Result<(), Error> {
+        let overlay = self.config.socket_dir.join("disk.qcow2");
+        let _ = std::fs::remove_file(&overlay);
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(base)
+            .arg(&overlay)
+            .output()
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("machine `{}`: running qemu-img", self.config.name),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Image(format!(
+                "machine `{}`: qemu-img could not make an overlay over {}: {}",
+                self.config.name,
+                base.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
     async fn died_early(
         &self,
         status: std::process::ExitStatus,
@@ -662,7 +700,8 @@ impl Machine {
     fn guest_net_setup(&self) -> String {
         let c = &self.config;
         let plan = &c.fabric.plan;
-        let mut s = plan.guest_setup(&c.name).unwrap_or_default();
+        let mut s = format!("hostname {}\n", self.hostname());
+        s.push_str(&plan.guest_setup(&c.name).unwrap_or_default());
         if let Ok(user) = c.user_net.lock() {
             s.push_str(&user.guest_setup());
         }

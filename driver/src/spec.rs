@@ -18,6 +18,7 @@
 //! cpus = 1
 //! vlans = [1]               # default [1]; VLAN v is 192.168.v.0/24
 //! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
+//! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
 //! ```
 //!
@@ -98,6 +99,10 @@ pub struct MachineSpec {
     /// Extra kernel command line arguments.
     #[serde(default)]
     pub kernel_args: String,
+    /// A qcow2 disk image to boot (e.g. from `flotilla image debian`), resolved against
+    /// the spec's folder; machines write to a per-run overlay, never to it.
+    #[serde(default)]
+    pub image: Option<PathBuf>,
     /// The VLANs the machine has a NIC on.
     #[serde(default = "default_vlans")]
     pub vlans: Vec<u8>,
@@ -112,6 +117,7 @@ impl Default for MachineSpec {
             memory: default_memory(),
             cpus: default_cpus(),
             kernel_args: String::new(),
+            image: None,
             vlans: default_vlans(),
             forward: Vec::new(),
         }
@@ -215,7 +221,21 @@ impl Spec {
             check_machine_name(name.get_ref())
                 .map_err(|m| located(name.span(), format!("machine `{}`: {m}", name.get_ref())))?;
             let span = machine.span();
-            let machine = machine.into_inner();
+            let mut machine = machine.into_inner();
+            if let Some(image) = &machine.image {
+                let resolved = dir.join(image);
+                if !resolved.is_file() {
+                    return Err(located(
+                        key_span(text, span.clone(), "image"),
+                        format!(
+                            "machine `{}`: image {} does not exist (build one with `flotilla image debian -o FILE`)",
+                            name.get_ref(),
+                            resolved.display()
+                        ),
+                    ));
+                }
+                machine.image = Some(std::path::absolute(&resolved).unwrap_or(resolved));
+            }
             if machine.memory < 64 {
                 return Err(located(
                     span,
@@ -350,6 +370,25 @@ pub fn check_machine_name(name: &str) -> Result<(), String> {
         return Err(format!("`{name}` is reserved in test scripts"));
     }
     Ok(())
+}
+
+/// The span of the value of `key` inside a table's span (the table's span if absent).
+fn key_span(text: &str, table: Range<usize>, key: &str) -> Range<usize> {
+    let Some(body) = text.get(table.clone()) else {
+        return table;
+    };
+    let mut offset = table.start;
+    for line in body.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if let Some(eq) = rest.trim_start().strip_prefix('=') {
+                let value_at = line.len() - eq.trim_start().len();
+                return offset + value_at..offset + line.len();
+            }
+        }
+        offset += line.len();
+    }
+    table
 }
 
 /// 1-based line and column of a byte offset.
