@@ -2,13 +2,27 @@
 
 use std::time::Duration;
 
-use flotilla_driver::{http, Network};
+use flotilla_driver::{http, run_test, Network, NetworkOptions, Spec};
+use tokio_util::sync::CancellationToken;
 
 use super::{run_example, spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webserver_example_passes() {
     run_example("webserver").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webserver_example_passes_on_multicast() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::load(&super::workspace().join("examples/webserver")).unwrap();
+    spec.backend = flotilla_vmnet::Backend::Multicast;
+    let mut options = NetworkOptions::new(dir.path().join("out"));
+    options.terminal = false;
+    let result = run_test(&spec, options, CancellationToken::new()).await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(result.is_ok(), "{}\n{log}", result.unwrap_err());
+    assert!(log.contains("the multicast backend is insecure"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,6 +105,27 @@ async fn vde_partition_block_and_capture() {
         (1..=30).contains(&received),
         "{received} of 40 received: {out}"
     );
+    // Bandwidth: 256 KiB at 128 KiB/s takes about two seconds (clean: a blink).
+    b.succeed("mkdir -p /w && dd if=/dev/zero of=/w/blob bs=1024 count=256 2>/dev/null && httpd -p 80 -h /w")
+        .await
+        .unwrap();
+    let narrow = Impairment {
+        bandwidth: 128 * 1024,
+        jitter_ms: 1,
+        ..Impairment::default()
+    };
+    a.impair(1, narrow).await.unwrap();
+    let started = std::time::Instant::now();
+    let got = a
+        .succeed("wget -q -O - http://b/blob | wc -c")
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(got.trim(), "262144");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "256 KiB at 128 KiB/s took {took:?}"
+    );
     a.impair(1, Impairment::default()).await.unwrap();
     a.succeed("ping -c 5 -i 0.1 -W 2 b").await.unwrap();
 
@@ -156,6 +191,26 @@ async fn multicast_backend_connects_machines_and_says_it_is_insecure() {
     .await
     .unwrap();
     assert_eq!(body, "mc\n");
+    // Link control works on this backend too.
+    web.set_link(1, false).await.unwrap();
+    fetcher
+        .fail("timeout 3 wget -q -O - http://web/")
+        .await
+        .unwrap();
+    web.set_link(1, true).await.unwrap();
+    fetcher
+        .wait_until_succeeds(
+            "timeout 3 wget -q -O - http://web/",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    // Impairment needs the VDE backend's wirefilters: a clear error here.
+    let e = web
+        .impair(1, flotilla_vmnet::Impairment::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("needs the vde backend"), "{e}");
     net.stop_all().await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(log.contains("the multicast backend is insecure"), "{log}");
