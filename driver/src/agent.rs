@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use flotilla_agent::proto::{
-    self, Decoded, ErrorBody, ExecRequest, ExitStatus, Frame, Hello, HelloReply, Kind,
-    ShutdownRequest,
+    self, Decoded, ErrorBody, ExecRequest, ExitStatus, FileDone, FileInfo, FilePull, FilePush,
+    Frame, Hello, HelloReply, Kind, ShutdownRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -36,6 +36,12 @@ pub enum AgentError {
     Remote(String),
     #[error("bad reply from the agent")]
     Decode(#[source] proto::ProtoError),
+    #[error("{path}")]
+    Local {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no answer from the agent within {0:?}")]
     Timeout(Duration),
 }
@@ -45,7 +51,7 @@ type Routes = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Frame>>>>;
 /// A connected, handshaken agent.
 #[derive(Debug)]
 pub struct AgentConn {
-    writer: mpsc::UnboundedSender<Vec<u8>>,
+    writer: mpsc::Sender<Vec<u8>>,
     routes: Routes,
     next_stream: AtomicU32,
     pub hello: HelloReply,
@@ -70,7 +76,8 @@ impl AgentConn {
             })?;
         let (mut rd, mut wr) = stream.into_split();
         let routes: Routes = Arc::default();
-        let (writer, mut write_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        // Bounded: a large push waits for the socket instead of filling memory.
+        let (writer, mut write_rx) = mpsc::channel::<Vec<u8>>(64);
         tokio::spawn(async move {
             while let Some(bytes) = write_rx.recv().await {
                 if wr.write_all(&bytes).await.is_err() {
@@ -140,7 +147,8 @@ impl AgentConn {
             &Hello {
                 version: proto::PROTOCOL_VERSION,
             },
-        ))?;
+        ))
+        .await?;
         let reply = tokio::time::timeout(timeout, control.recv())
             .await
             .map_err(|_| AgentError::Timeout(timeout))?
@@ -156,24 +164,30 @@ impl AgentConn {
                 }
                 conn.hello = hello;
             }
-            Kind::Error => return Err(remote(&reply)),
+            Kind::Error => return Err(remote_error(&reply)),
             other => return Err(AgentError::Unexpected(other)),
         }
         // Later control frames (errors about garbage, shutdown acks) are logged.
         tokio::spawn(async move {
             while let Some(frame) = control.recv().await {
                 if frame.kind == Kind::Error {
-                    tracing::warn!("{}", remote(&frame));
+                    tracing::warn!("{}", remote_error(&frame));
                 }
             }
         });
         Ok(conn)
     }
 
-    fn send(&self, frame: &Frame) -> Result<(), AgentError> {
+    async fn send(&self, frame: &Frame) -> Result<(), AgentError> {
         self.writer
             .send(frame.to_bytes())
+            .await
             .map_err(|_| AgentError::Closed)
+    }
+
+    /// For `Drop`: best effort, never waits.
+    fn try_send(&self, frame: &Frame) {
+        let _ = self.writer.try_send(frame.to_bytes());
     }
 
     fn open_stream(&self) -> Result<(u32, mpsc::UnboundedReceiver<Frame>), AgentError> {
@@ -207,7 +221,7 @@ impl AgentConn {
             id,
             finished: false,
         };
-        self.send(&Frame::json(Kind::Exec, id, request))?;
+        self.send(&Frame::json(Kind::Exec, id, request)).await?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         while let Some(frame) = rx.recv().await {
@@ -231,7 +245,7 @@ impl AgentConn {
                 }
                 Kind::Error => {
                     guard.finished = true;
-                    return Err(remote(&frame));
+                    return Err(remote_error(&frame));
                 }
                 other => return Err(AgentError::Unexpected(other)),
             }
@@ -242,6 +256,131 @@ impl AgentConn {
     /// Asks the guest to power off (or reboot). The caller waits for QEMU to exit.
     pub async fn shutdown(&self, reboot: bool) -> Result<(), AgentError> {
         self.send(&Frame::json(Kind::Shutdown, 0, &ShutdownRequest { reboot }))
+            .await
+    }
+
+    /// Copies the host file `local` to `remote` in the guest (parents created), keeping
+    /// `mode`; streamed in chunks. Returns the bytes written.
+    pub async fn push_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        mode: u32,
+    ) -> Result<u64, AgentError> {
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|source| AgentError::Local {
+                path: local.display().to_string(),
+                source,
+            })?;
+        let (id, mut rx) = self.open_stream()?;
+        let mut guard = StreamGuard {
+            conn: self,
+            id,
+            finished: false,
+        };
+        let push = FilePush {
+            path: remote.to_owned(),
+            mode,
+            create_dirs: true,
+        };
+        self.send(&Frame::json(Kind::FilePush, id, &push)).await?;
+        let mut buf = vec![0u8; proto::MAX_CHUNK];
+        loop {
+            // An early error from the agent (say, a read-only path) ends the push.
+            if let Ok(frame) = rx.try_recv() {
+                guard.finished = true;
+                return Err(match frame.kind {
+                    Kind::Error => remote_error(&frame),
+                    other => AgentError::Unexpected(other),
+                });
+            }
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|source| AgentError::Local {
+                    path: local.display().to_string(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            self.send(&Frame::new(Kind::FileData, id, buf[..n].to_vec()))
+                .await?;
+        }
+        self.send(&Frame::new(Kind::FileEnd, id, Vec::new()))
+            .await?;
+        let frame = rx.recv().await.ok_or(AgentError::Closed)?;
+        guard.finished = true;
+        match frame.kind {
+            Kind::FileDone => Ok(frame
+                .parse_json::<FileDone>()
+                .map_err(AgentError::Decode)?
+                .size),
+            Kind::Error => Err(remote_error(&frame)),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Copies `remote` from the guest to the host file `local` (written whole, then
+    /// renamed into place), streamed. Returns the size and the guest file's mode.
+    pub async fn pull_file(&self, remote: &str, local: &Path) -> Result<(u64, u32), AgentError> {
+        let (id, mut rx) = self.open_stream()?;
+        let mut guard = StreamGuard {
+            conn: self,
+            id,
+            finished: false,
+        };
+        let pull = FilePull {
+            path: remote.to_owned(),
+        };
+        self.send(&Frame::json(Kind::FilePull, id, &pull)).await?;
+        let local_err = |source| AgentError::Local {
+            path: local.display().to_string(),
+            source,
+        };
+        let first = rx.recv().await.ok_or(AgentError::Closed)?;
+        let info: FileInfo = match first.kind {
+            Kind::FileInfo => first.parse_json().map_err(AgentError::Decode)?,
+            Kind::Error => {
+                guard.finished = true;
+                return Err(remote_error(&first));
+            }
+            other => return Err(AgentError::Unexpected(other)),
+        };
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(local_err)?;
+        }
+        let partial = local.with_extension("flotilla-partial");
+        let mut file = tokio::fs::File::create(&partial).await.map_err(local_err)?;
+        let mut size = 0u64;
+        loop {
+            let frame = rx.recv().await.ok_or(AgentError::Closed)?;
+            match frame.kind {
+                Kind::FileData => {
+                    size += frame.payload.len() as u64;
+                    file.write_all(&frame.payload).await.map_err(local_err)?;
+                }
+                Kind::FileEnd => break,
+                Kind::Error => {
+                    guard.finished = true;
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    return Err(remote_error(&frame));
+                }
+                other => return Err(AgentError::Unexpected(other)),
+            }
+        }
+        guard.finished = true;
+        file.flush().await.map_err(local_err)?;
+        drop(file);
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(info.mode & 0o7777);
+        tokio::fs::set_permissions(&partial, perms)
+            .await
+            .map_err(local_err)?;
+        tokio::fs::rename(&partial, local)
+            .await
+            .map_err(local_err)?;
+        Ok((size, info.mode))
     }
 }
 
@@ -254,13 +393,14 @@ struct StreamGuard<'a> {
 impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.conn.send(&Frame::new(Kind::Kill, self.id, Vec::new()));
+            self.conn
+                .try_send(&Frame::new(Kind::Kill, self.id, Vec::new()));
         }
         self.conn.close_stream(self.id);
     }
 }
 
-fn remote(frame: &Frame) -> AgentError {
+fn remote_error(frame: &Frame) -> AgentError {
     match frame.parse_json::<ErrorBody>() {
         Ok(body) => AgentError::Remote(body.message),
         Err(e) => AgentError::Decode(e),

@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::agent::AgentError;
+use crate::guest::GuestError;
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,13 @@ pub enum Error {
     Setup { what: String, hint: String },
     #[error("building the image: {0}")]
     Image(String),
+    /// A host tool (debootstrap, mke2fs, ...) failed; quotes the end of its output.
+    #[error("building the image: {what} {status}{}", quote_output(output))]
+    Tool {
+        what: String,
+        status: String,
+        output: Vec<String>,
+    },
     #[error("{what}")]
     Io {
         what: String,
@@ -76,7 +83,7 @@ pub enum Error {
         machine: String,
         doing: String,
         #[source]
-        source: AgentError,
+        source: GuestError,
     },
     /// `succeed` saw a failure or `fail` saw a success.
     #[error("machine `{machine}`: command `{command}` was expected to {expected} but ended with {status}{}", indent(output))]
@@ -106,7 +113,11 @@ impl Error {
     pub fn is_test_failure(&self) -> bool {
         !matches!(
             self,
-            Error::Spec { .. } | Error::ScriptSyntax { .. } | Error::Setup { .. } | Error::Image(_)
+            Error::Spec { .. }
+                | Error::ScriptSyntax { .. }
+                | Error::Setup { .. }
+                | Error::Image(_)
+                | Error::Tool { .. }
         )
     }
 }
@@ -117,6 +128,17 @@ fn quote(console: &[String]) -> String {
     }
     let mut out = String::from("\nlast console lines:");
     for line in console {
+        let _ = write!(out, "\n  | {line}");
+    }
+    out
+}
+
+fn quote_output(output: &[String]) -> String {
+    if output.is_empty() {
+        return " (and printed nothing)".into();
+    }
+    let mut out = String::from("; its output ends with:");
+    for line in output {
         let _ = write!(out, "\n  | {line}");
     }
     out

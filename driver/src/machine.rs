@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_agent::proto::{self, Command as AgentCommand, ExecRequest};
+use flotilla_agent::proto;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::accel::{Accel, AccelChoice};
 use crate::agent::{AgentConn, ExecOutput};
+use crate::guest::{AgentKind, Guest, QGA_PORT};
 use crate::image::Kernel;
 use crate::log::Log;
 use crate::net::Fabric;
@@ -114,7 +115,7 @@ impl Console {
 struct Running {
     process: Arc<Process>,
     qmp: flotilla_qmp::Client,
-    agent: AgentConn,
+    guest: Guest,
     console: Arc<Console>,
     state: watch::Receiver<ConsoleState>,
     stderr_tail: Arc<Console>,
@@ -207,6 +208,15 @@ impl Machine {
             "virtserialport,bus=vser0.0,chardev=agent,name={}",
             proto::PORT_NAME
         ));
+        if c.spec.agent == AgentKind::Qga {
+            cmd.arg("-chardev").arg(format!(
+                "socket,id=qga,path={},server=on,wait=off",
+                dir.join("qga.sock").display()
+            ));
+            cmd.arg("-device").arg(format!(
+                "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"
+            ));
+        }
         cmd.args(["-device", "virtio-rng-pci"]);
         if c.spec.image.is_some() {
             // I/O errors reach the guest instead of pausing the VM (werror/rerror=report).
@@ -385,10 +395,36 @@ impl Machine {
 
         let mut ready_rx = state.clone();
         let deadline = c.boot_timeout;
+        let kind = c.spec.agent;
+        // A QGA guest prints no readiness line: it is ready when qemu-ga answers.
+        let qga_ready = async {
+            if kind != AgentKind::Qga {
+                return std::future::pending().await;
+            }
+            let path = c.socket_dir.join("qga.sock");
+            let qga = loop {
+                match flotilla_qmp::qga::GuestAgent::connect_unix(&path).await {
+                    Ok(q) => break q,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            qga.wait_ready(deadline)
+                .await
+                .map(|()| qga.with_timeout(Duration::from_secs(60)))
+        };
+        let mut qga = None;
         let boot_ms = tokio::select! {
+            r = qga_ready => {
+                qga = Some(r.map_err(|source| Error::Agent {
+                    machine: c.name.clone(),
+                    doing: "waiting for qemu-guest-agent".into(),
+                    source: source.into(),
+                })?);
+                0
+            }
             r = async {
                 ready_rx
-                    .wait_for(|s| s.ready.is_some() || s.panic.is_some())
+                    .wait_for(|s| (kind == AgentKind::Flotilla && s.ready.is_some()) || s.panic.is_some())
                     .await
                     .map(|s| (s.ready, s.panic.clone()))
             } => {
@@ -427,18 +463,23 @@ impl Machine {
             }
         };
 
-        let agent_path = c.socket_dir.join("agent.sock");
-        let agent = tokio::select! {
-            r = AgentConn::connect(&agent_path, Duration::from_secs(10)) => {
-                r.map_err(|source| Error::Agent { machine: c.name.clone(), doing: "connecting".into(), source })?
-            }
-            status = process.exited() => {
-                return Err(self.died_early(status, &state, &stderr_tail).await);
+        let guest = match qga {
+            Some(q) => Guest::Qga(q),
+            None => {
+                let agent_path = c.socket_dir.join("agent.sock");
+                tokio::select! {
+                    r = AgentConn::connect(&agent_path, Duration::from_secs(10)) => {
+                        Guest::Agent(r.map_err(|source| Error::Agent { machine: c.name.clone(), doing: "connecting".into(), source: source.into() })?)
+                    }
+                    status = process.exited() => {
+                        return Err(self.died_early(status, &state, &stderr_tail).await);
+                    }
+                }
             }
         };
-        let setup = shell_request(&self.guest_net_setup());
+        let setup = self.guest_net_setup();
         let configured = tokio::select! {
-            r = agent.exec(&setup, |_, _| {}) => r,
+            r = guest.exec_shell(&setup, Duration::from_secs(60), |_, _| {}) => r,
             status = process.exited() => {
                 return Err(self.died_early(status, &state, &stderr_tail).await);
             }
@@ -462,10 +503,14 @@ impl Machine {
                 });
             }
         }
+        let boot = if boot_ms > 0 {
+            format!("reports boot in {boot_ms} ms; ")
+        } else {
+            String::new()
+        };
         self.log(&format!(
-            "ready: agent {} reports boot in {} ms; {} ms since qemu started",
-            agent.hello.agent_version,
-            boot_ms,
+            "ready: {} {boot}{} ms since qemu started",
+            guest.describe(),
             started.elapsed().as_millis()
         ));
         // Hold stdin in a task that ends with the process.
@@ -477,7 +522,7 @@ impl Machine {
         Ok(Running {
             process,
             qmp,
-            agent,
+            guest,
             console,
             state,
             stderr_tail,
@@ -547,12 +592,11 @@ impl Machine {
         timeout: Duration,
     ) -> Result<CommandResult, Error> {
         let running = self.running().await?;
-        let request = shell_request(command);
         let started = Instant::now();
         let log = self.config.log.clone();
         let name = self.config.name.clone();
         let mut pending = [Vec::new(), Vec::new()];
-        let exec = running.agent.exec(&request, |is_err, chunk| {
+        let exec = running.guest.exec_shell(command, timeout, |is_err, chunk| {
             let buf = &mut pending[usize::from(is_err)];
             buf.extend_from_slice(chunk);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
@@ -835,6 +879,109 @@ impl Machine {
         Ok(path)
     }
 
+    /// Copies a host file or directory (recursively) into the guest at `remote`,
+    /// keeping modes; returns the bytes copied.
+    pub async fn copy_to(&self, local: &std::path::Path, remote: &str) -> Result<u64, Error> {
+        let running = self.running().await?;
+        let started = Instant::now();
+        let mut files = Vec::new();
+        collect_files(local, remote, &mut files).map_err(|source| Error::Io {
+            what: format!(
+                "machine `{}`: reading {}",
+                self.config.name,
+                local.display()
+            ),
+            source,
+        })?;
+        let mut total = 0;
+        for (path, target, mode) in &files {
+            total += running
+                .guest
+                .push_file(path, target, *mode)
+                .await
+                .map_err(|source| Error::Agent {
+                    machine: self.config.name.clone(),
+                    doing: format!("copying {} to {target}", path.display()),
+                    source,
+                })?;
+        }
+        self.log(&format!(
+            "copied {} ({} file(s), {total} bytes) to {remote} in {:.2} s",
+            local.display(),
+            files.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(total)
+    }
+
+    /// Copies a guest file or directory (recursively) to `local` on the host, keeping
+    /// modes; returns the bytes copied.
+    pub async fn copy_from(&self, remote: &str, local: &std::path::Path) -> Result<u64, Error> {
+        let running = self.running().await?;
+        let started = Instant::now();
+        let quoted = shell_quote(remote);
+        let listing = running
+            .guest
+            .exec_shell(
+                &format!("if [ -d {quoted} ]; then cd {quoted} && find . -type f; elif [ -e {quoted} ]; then echo; else echo \"no such file or directory: {}\" >&2; exit 1; fi", remote.replace('"', "")),
+                Duration::from_secs(60),
+                |_, _| {},
+            )
+            .await
+            .map_err(|source| Error::Agent {
+                machine: self.config.name.clone(),
+                doing: format!("listing {remote}"),
+                source,
+            })?;
+        if listing.status.code != Some(0) {
+            return Err(Error::Agent {
+                machine: self.config.name.clone(),
+                doing: format!("copying {remote}"),
+                source: crate::guest::GuestError::Local(
+                    String::from_utf8_lossy(&listing.stderr).trim().to_owned(),
+                ),
+            });
+        }
+        let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let entries: Vec<&str> = text.lines().collect();
+        let mut total = 0;
+        let mut count = 0;
+        // A lone empty line means `remote` is a file; otherwise the files under it.
+        let copies: Vec<(String, PathBuf)> = if entries == [""] {
+            vec![(remote.to_owned(), local.to_path_buf())]
+        } else {
+            entries
+                .iter()
+                .filter_map(|e| e.strip_prefix("./"))
+                .map(|rel| {
+                    (
+                        format!("{}/{rel}", remote.trim_end_matches('/')),
+                        local.join(rel),
+                    )
+                })
+                .collect()
+        };
+        for (from, to) in copies {
+            let (size, _) = running
+                .guest
+                .pull_file(&from, &to)
+                .await
+                .map_err(|source| Error::Agent {
+                    machine: self.config.name.clone(),
+                    doing: format!("copying {from} to {}", to.display()),
+                    source,
+                })?;
+            total += size;
+            count += 1;
+        }
+        self.log(&format!(
+            "copied {remote} ({count} file(s), {total} bytes) to {} in {:.2} s",
+            local.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(total)
+    }
+
     /// Powers the guest off through the agent and waits for QEMU to exit; forces it
     /// after `timeout`.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
@@ -842,7 +989,7 @@ impl Machine {
             return Ok(());
         };
         self.log("shutting down");
-        let asked = running.agent.shutdown(false).await.is_ok();
+        let asked = running.guest.shutdown().await.is_ok();
         let clean = asked
             && tokio::time::timeout(timeout, running.process.exited())
                 .await
@@ -878,14 +1025,39 @@ impl Machine {
     }
 }
 
-fn shell_request(command: &str) -> ExecRequest {
-    ExecRequest {
-        command: AgentCommand::Shell(command.to_owned()),
-        env: Vec::new(),
-        cwd: None,
-        stdin: false,
-        timeout_ms: None,
+/// `(host path, guest path, mode)` of every file under `local` (or `local` itself).
+fn collect_files(
+    local: &std::path::Path,
+    remote: &str,
+    out: &mut Vec<(PathBuf, String, u32)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(local)?;
+    if meta.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(local)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name();
+            let target = format!(
+                "{}/{}",
+                remote.trim_end_matches('/'),
+                name.to_string_lossy()
+            );
+            collect_files(&entry.path(), &target, out)?;
+        }
+    } else if meta.is_file() {
+        out.push((
+            local.to_path_buf(),
+            remote.to_owned(),
+            meta.permissions().mode() & 0o7777,
+        ));
     }
+    Ok(())
+}
+
+/// Single-quotes a string for `/bin/sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn tail_text(stdout: &str, stderr: &str) -> String {

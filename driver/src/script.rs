@@ -8,6 +8,8 @@
 //! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
 //! | `m.wait_until_succeeds(cmd)`, `m.wait_until_fails(cmd)` | retries `cmd` every 0.5 s until it succeeds / fails (120 s, or a third argument in seconds) |
 //! | `m.execute(cmd)` | runs a shell command; returns `#{status, stdout, stderr}` (status is `()` when killed by a signal) |
+//! | `m.copy_to(local, remote)` | copies a host file or folder (relative to the spec) into the guest, modes kept; returns the bytes |
+//! | `m.copy_from(remote, local)` | copies a guest file or folder to the log folder's `local`; returns that path |
 //! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
 //! | `m.name` | the machine's name |
 //! | `start_all()` | boots every machine in parallel |
@@ -231,6 +233,27 @@ pub(crate) fn run(
     });
     let l = log.clone();
     engine.register_fn("log", move |text: &str| l.info(text));
+
+    // Files.
+    let c = ctx.clone();
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    engine.register_fn(
+        "copy_to",
+        move |m: &mut MachineHandle, local: &str, remote: &str| -> Res<i64> {
+            let local = base.join(local);
+            c.block(m.0.copy_to(&local, remote)).map(|n| n as i64)
+        },
+    );
+    let c = ctx.clone();
+    let out = log.dir().to_path_buf();
+    engine.register_fn(
+        "copy_from",
+        move |m: &mut MachineHandle, remote: &str, local: &str| -> Res<String> {
+            let local = out.join(local);
+            c.block(m.0.copy_from(remote, &local))?;
+            Ok(local.display().to_string())
+        },
+    );
 
     // Networking.
     engine.register_fn("ip", |m: &mut MachineHandle, vlan: i64| -> Res<String> {

@@ -103,6 +103,10 @@ pub struct MachineSpec {
     /// the spec's folder; machines write to a per-run overlay, never to it.
     #[serde(default)]
     pub image: Option<PathBuf>,
+    /// Which agent the image runs: `"flotilla"` (default) or `"qga"` (stock
+    /// qemu-guest-agent).
+    #[serde(default)]
+    pub agent: crate::guest::AgentKind,
     /// The VLANs the machine has a NIC on.
     #[serde(default = "default_vlans")]
     pub vlans: Vec<u8>,
@@ -118,6 +122,7 @@ impl Default for MachineSpec {
             cpus: default_cpus(),
             kernel_args: String::new(),
             image: None,
+            agent: crate::guest::AgentKind::Flotilla,
             vlans: default_vlans(),
             forward: Vec::new(),
         }

@@ -19,6 +19,11 @@ fn run(cmd: &mut Command) {
 /// A qcow2 image whose root holds busybox and the agent as `/sbin/init`: the default
 /// initramfs unpacked onto ext4.
 fn make_image(dir: &Path) -> std::path::PathBuf {
+    make_image_with(dir, |_| {})
+}
+
+/// [`make_image`], with `customize` changing the tree before it becomes ext4.
+pub(crate) fn make_image_with(dir: &Path, customize: impl FnOnce(&Path)) -> std::path::PathBuf {
     let kernel = flotilla_driver::image::Kernel::locate().unwrap();
     let agent = flotilla_driver::agent_binary().unwrap();
     let cpio = flotilla_driver::image::default_initramfs(&kernel, &agent).unwrap();
@@ -29,6 +34,7 @@ fn make_image(dir: &Path) -> std::path::PathBuf {
         tree.display(),
         cpio.display()
     )));
+    customize(&tree);
     let raw = dir.join("root.ext4");
     run(Command::new("mke2fs")
         .args(["-q", "-t", "ext4", "-d"])

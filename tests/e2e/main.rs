@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flotilla_driver::{run_test, Error, Machine, Network, NetworkOptions, Spec};
 
 mod disk;
+mod files;
 mod net;
 use tokio_util::sync::CancellationToken;
 

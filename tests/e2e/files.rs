@@ -1,0 +1,172 @@
+//! File copies in both directions, through flotilla-agent and through the stock
+//! qemu-guest-agent (QGA) on a real guest.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use flotilla_driver::{Machine, Network};
+
+use super::spec;
+
+/// A folder with a nested binary file and an executable script.
+fn sample_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    let blob: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(root.join("sub/deeper/blob.bin"), &blob).unwrap();
+    std::fs::write(root.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o751)).unwrap();
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    for rel in ["sub/deeper/blob.bin", "run.sh"] {
+        let (x, y) = (a.join(rel), b.join(rel));
+        assert!(
+            std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+            "{rel} differs"
+        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&x), mode(&y), "{rel} mode");
+    }
+}
+
+async fn round_trip(vm: &Machine, dir: &Path) {
+    let local = dir.join("local");
+    sample_tree(&local);
+    let copied = vm.copy_to(&local, "/tmp/in").await.unwrap();
+    assert_eq!(copied, (1 << 20) + 19);
+    assert_eq!(vm.succeed("/tmp/in/run.sh").await.unwrap(), "ran\n");
+    assert_eq!(
+        vm.succeed("stat -c %a /tmp/in/run.sh").await.unwrap(),
+        "751\n"
+    );
+    let back = dir.join("back");
+    vm.copy_from("/tmp/in", &back).await.unwrap();
+    assert_same_tree(&local, &back);
+    // One file, to a new name.
+    vm.copy_from("/tmp/in/run.sh", &dir.join("single.sh"))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("single.sh")).unwrap(),
+        "#!/bin/sh\necho ran\n"
+    );
+    // A missing file is a clear error.
+    let e = vm
+        .copy_from("/no/such/file", &dir.join("x"))
+        .await
+        .unwrap_err();
+    let m = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(m.contains("/no/such/file"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_to_and_from_through_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.files]\n");
+    let net = Network::new(&spec, options).unwrap();
+    let vm = net.machine("files").unwrap();
+    round_trip(&vm, dir.path()).await;
+    net.stop_all().await;
+}
+
+/// PID 1 of the QGA image: mount, load the virtio modules, start Debian's qemu-ga on
+/// its port, and reap.
+const QGA_INIT: &str = r#"#!/bin/busybox sh
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sysfs /sys
+busybox mkdir -p /dev/pts /run /var/run /tmp
+while read -r m; do busybox insmod "$m" 2>/dev/null; done < /etc/flotilla/modules
+busybox ip link set lo up
+port=""
+while [ -z "$port" ]; do
+    for d in /sys/class/virtio-ports/*; do
+        [ "$(busybox cat "$d/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${d##*/}
+    done
+    [ -z "$port" ] && busybox usleep 20000
+done
+/usr/sbin/qemu-ga -m virtio-serial -p "$port" &
+while true; do wait; busybox sleep 1; done
+"#;
+
+/// Copies `binary` and the shared libraries `ldd` lists into `tree`.
+fn install_with_libs(tree: &Path, binary: &str) {
+    let out = Command::new("ldd").arg(binary).output().unwrap();
+    let mut files = vec![binary.to_owned()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        files.extend(path.map(str::to_owned));
+    }
+    for f in files {
+        let to = tree.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    super::disk::make_image_with(dir.path(), |tree| {
+        // Remove flotilla-agent: this image has only Debian's qemu-ga.
+        std::fs::remove_file(tree.join("sbin/init")).unwrap();
+        std::fs::write(tree.join("sbin/init"), QGA_INIT).unwrap();
+        std::fs::set_permissions(
+            tree.join("sbin/init"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        install_with_libs(tree, "/usr/sbin/qemu-ga");
+        // qemu-ga powers off with /sbin/shutdown, which a distribution has and busybox
+        // does not.
+        let shutdown = tree.join("sbin/shutdown");
+        let _ = std::fs::remove_file(&shutdown);
+        std::fs::write(
+            &shutdown,
+            "#!/bin/sh\nbusybox sync\nexec busybox poweroff -f\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&shutdown, std::fs::Permissions::from_mode(0o755)).unwrap();
+    });
+    let (spec, options) = spec(
+        &dir,
+        "[machines.stock]\nimage = \"root.qcow2\"\nagent = \"qga\"\n",
+    );
+    let net = Network::new(&spec, options).unwrap();
+    let vm = net.machine("stock").unwrap();
+    // The same semantics as with flotilla-agent.
+    assert_eq!(vm.succeed("echo hi; echo err >&2").await.unwrap(), "hi\n");
+    assert_eq!(vm.succeed("hostname").await.unwrap(), "stock\n");
+    let e = vm.succeed("exit 3").await.unwrap_err().to_string();
+    assert!(
+        e.contains("`exit 3` was expected to succeed but ended with exit status 3"),
+        "{e}"
+    );
+    vm.fail("false").await.unwrap();
+    let r = vm.execute("kill -9 $$").await.unwrap();
+    assert_eq!((r.code, r.signal), (None, Some(9)));
+    assert!(!vm.succeed("ls /sbin").await.unwrap().contains("flotilla"));
+    round_trip(&vm, dir.path()).await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("stock: ready: qemu-guest-agent"), "{log}");
+    vm.shutdown(std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    net.stop_all().await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(
+        !log.contains("no power-off within"),
+        "qemu-ga did not power off: {log}"
+    );
+}
