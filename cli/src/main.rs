@@ -54,6 +54,29 @@ enum Cmd {
     },
     /// Check what the host has and lacks; exit 1 if something required is missing.
     Doctor,
+    /// Build a disk image for `image = "FILE"` in a spec; prints its path.
+    Image {
+        #[command(subcommand)]
+        kind: ImageKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageKind {
+    /// A Debian bookworm image (debootstrap minbase, systemd, the agent as a service).
+    /// The debootstrapped tree is cached per package list, so rebuilding takes seconds.
+    Debian {
+        /// Packages to add, comma-separated (on top of systemd-sysv, iproute2, procps,
+        /// kmod, udev).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// File system size in MiB; default: the tree plus 512 MiB free.
+        #[arg(long)]
+        size: Option<u64>,
+        /// The qcow2 image to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +89,31 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Cmd::Doctor => run_doctor(),
+        Cmd::Image {
+            kind:
+                ImageKind::Debian {
+                    packages,
+                    size,
+                    output,
+                },
+        } => {
+            let options = flotilla_driver::debian::DebianOptions {
+                packages,
+                size_mib: size,
+                output,
+            };
+            match flotilla_driver::debian::build(&options, |line| eprintln!("{line}")) {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_chain(&e);
+                    // Building an image runs no test: any failure means "could not run".
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
         Cmd::Test { spec, out, quiet } => with_runtime(|cancel| async move {
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
@@ -159,16 +207,21 @@ where
 
 /// Prints the error and its chain of causes once; returns the exit status for it.
 fn report(e: &Error) -> ExitCode {
+    print_chain(e);
+    match e {
+        Error::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        e if e.is_test_failure() => ExitCode::from(EXIT_FAILED),
+        _ => ExitCode::from(EXIT_ERROR),
+    }
+}
+
+/// Prints the error and its chain of causes.
+fn print_chain(e: &Error) {
     eprintln!("error: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
-    }
-    match e {
-        Error::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
-        e if e.is_test_failure() => ExitCode::from(EXIT_FAILED),
-        _ => ExitCode::from(EXIT_ERROR),
     }
 }
 
