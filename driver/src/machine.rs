@@ -208,15 +208,15 @@ impl Machine {
             "virtserialport,bus=vser0.0,chardev=agent,name={}",
             proto::PORT_NAME
         ));
-        if c.spec.agent == AgentKind::Qga {
-            cmd.arg("-chardev").arg(format!(
-                "socket,id=qga,path={},server=on,wait=off",
-                dir.join("qga.sock").display()
-            ));
-            cmd.arg("-device").arg(format!(
-                "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"
-            ));
-        }
+        // Every machine has the stock guest agent's port too: an image with qemu-ga
+        // is reachable through it whichever agent drives the machine.
+        cmd.arg("-chardev").arg(format!(
+            "socket,id=qga,path={},server=on,wait=off",
+            dir.join("qga.sock").display()
+        ));
+        cmd.arg("-device").arg(format!(
+            "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"
+        ));
         cmd.args(["-device", "virtio-rng-pci"]);
         if c.spec.image.is_some() {
             // I/O errors reach the guest instead of pausing the VM (werror/rerror=report).
@@ -251,6 +251,20 @@ impl Machine {
     /// The QMP client of the running machine.
     pub async fn qmp(&self) -> Result<flotilla_qmp::Client, Error> {
         Ok(self.running().await?.qmp.clone())
+    }
+
+    /// A client for the machine's qemu-guest-agent port (useful when the image runs
+    /// qemu-ga beside flotilla-agent).
+    pub async fn qga_client(&self) -> Result<flotilla_qmp::qga::GuestAgent, Error> {
+        self.running().await?;
+        let path = self.config.socket_dir.join("qga.sock");
+        flotilla_qmp::qga::GuestAgent::connect_unix(&path)
+            .await
+            .map_err(|source| Error::Agent {
+                machine: self.config.name.clone(),
+                doing: "connecting to qemu-guest-agent".into(),
+                source: source.into(),
+            })
     }
 
     /// The last `n` console lines.
@@ -595,15 +609,9 @@ impl Machine {
         let started = Instant::now();
         let log = self.config.log.clone();
         let name = self.config.name.clone();
-        let mut pending = [Vec::new(), Vec::new()];
+        let mut lines = [LineLog::default(), LineLog::default()];
         let exec = running.guest.exec_shell(command, timeout, |is_err, chunk| {
-            let buf = &mut pending[usize::from(is_err)];
-            buf.extend_from_slice(chunk);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let text = String::from_utf8_lossy(&line);
-                log.machine(&name, &format!("  {}", text.trim_end_matches('\n')));
-            }
+            lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
         let output: ExecOutput = tokio::select! {
             r = exec => r.map_err(|source| Error::Agent {
@@ -622,8 +630,8 @@ impl Machine {
                 });
             }
         };
-        for rest in pending.iter().filter(|b| !b.is_empty()) {
-            self.log(&format!("  {}", String::from_utf8_lossy(rest)));
+        for l in &mut lines {
+            l.finish(|line| self.log(&format!("  {line}")));
         }
         let result = CommandResult {
             code: output.status.code,
@@ -1025,6 +1033,51 @@ impl Machine {
     }
 }
 
+/// Cuts command output into log lines in linear time; a line longer than
+/// [`LineLog::MAX`] bytes is logged cut, with the number of bytes left out.
+#[derive(Default)]
+struct LineLog {
+    buf: Vec<u8>,
+    dropped: usize,
+}
+
+impl LineLog {
+    const MAX: usize = 2000;
+
+    fn push(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&str)) {
+        while let Some(nl) = chunk.iter().position(|b| *b == b'\n') {
+            self.take(&chunk[..nl]);
+            self.flush(&mut emit);
+            chunk = &chunk[nl + 1..];
+        }
+        self.take(chunk);
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = Self::MAX.saturating_sub(self.buf.len());
+        let n = room.min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        self.dropped += bytes.len() - n;
+    }
+
+    fn flush(&mut self, emit: &mut impl FnMut(&str)) {
+        let text = String::from_utf8_lossy(&self.buf);
+        if self.dropped > 0 {
+            emit(&format!("{text}... ({} more bytes)", self.dropped));
+        } else {
+            emit(&text);
+        }
+        self.buf.clear();
+        self.dropped = 0;
+    }
+
+    fn finish(&mut self, mut emit: impl FnMut(&str)) {
+        if !self.buf.is_empty() || self.dropped > 0 {
+            self.flush(&mut emit);
+        }
+    }
+}
+
 /// `(host path, guest path, mode)` of every file under `local` (or `local` itself).
 fn collect_files(
     local: &std::path::Path,
@@ -1074,4 +1127,29 @@ fn tail_text(stdout: &str, stderr: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineLog;
+
+    #[test]
+    fn line_log_splits_and_cuts() {
+        let mut out = Vec::new();
+        let mut l = LineLog::default();
+        l.push(b"one\ntw", |s| out.push(s.to_owned()));
+        l.push(b"o\nthree", |s| out.push(s.to_owned()));
+        l.finish(|s| out.push(s.to_owned()));
+        assert_eq!(out, ["one", "two", "three"]);
+        let mut out = Vec::new();
+        let mut l = LineLog::default();
+        l.push(&vec![b'x'; LineLog::MAX + 5], |s| out.push(s.to_owned()));
+        l.push(b"yy\n", |s| out.push(s.to_owned()));
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].ends_with("... (7 more bytes)"),
+            "{}",
+            &out[0][LineLog::MAX - 5..]
+        );
+    }
 }
