@@ -83,8 +83,9 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     let cache = cache_dir().join("debian");
     create_dir(&cache)?;
     // The work folder sits next to the cache, not in /tmp (often a small tmpfs).
+    remove_stale_work(&cache);
     let work = tempfile::Builder::new()
-        .prefix(".build-")
+        .prefix(&format!(".build-{}-", std::process::id()))
         .tempdir_in(&cache)
         .map_err(|source| Error::Io {
             what: format!("creating a work folder in {}", cache.display()),
@@ -649,6 +650,36 @@ fn remove_dir_contents(dir: &Path, suffix: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Removes work folders (`.build-<pid>-*`) and half-written tarballs (`.<name>.<pid>`)
+/// of builds whose process is gone (killed, or interrupted with Ctrl-C).
+fn remove_stale_work(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = if let Some(rest) = name.strip_prefix(".build-") {
+            rest.split('-').next()
+        } else if name.starts_with('.') && name.contains(".tar.") {
+            name.rsplit('.').next()
+        } else {
+            None
+        };
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
 }
 
 /// Keeps the `keep` most recently used cached trees.
