@@ -116,7 +116,8 @@ while [ ! -b /dev/vda ]; do
 done
 busybox mkdir -p /newroot
 busybox mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
-[ -x /newroot/sbin/init ] || fail "the image has no /sbin/init"
+# /sbin/init is often an absolute link (into the image, not into this initramfs).
+[ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "the image has no /sbin/init"
 busybox umount /proc /sys
 busybox mount --move /dev /newroot/dev
 exec busybox switch_root /newroot /sbin/init

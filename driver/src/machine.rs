@@ -88,9 +88,20 @@ struct ConsoleState {
     eof: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Console {
     lines: Mutex<VecDeque<String>>,
+    /// How many lines have arrived; wakes `wait_for_console_text`.
+    count: watch::Sender<u64>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            lines: Mutex::default(),
+            count: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Console {
@@ -101,6 +112,13 @@ impl Console {
             }
             lines.push_back(line);
         }
+        self.count.send_modify(|c| *c += 1);
+    }
+
+    /// The first kept line (of the last few hundred) that matches.
+    fn find(&self, re: &regex::Regex) -> Option<String> {
+        let lines = self.lines.lock().ok()?;
+        lines.iter().find(|l| re.is_match(l)).cloned()
     }
 
     fn tail(&self, n: usize) -> Vec<String> {
@@ -119,6 +137,8 @@ struct Running {
     console: Arc<Console>,
     state: watch::Receiver<ConsoleState>,
     stderr_tail: Arc<Console>,
+    /// Why the VM is paused, while it is.
+    paused: watch::Receiver<Option<String>>,
 }
 
 /// A machine of the network. Cheap to share; all methods take `&self`.
@@ -267,6 +287,120 @@ impl Machine {
             })
     }
 
+    /// Waits until a console line matches the regular expression `pattern` (lines seen
+    /// before the call count too); returns the line. Fails at once if QEMU exits.
+    pub async fn wait_for_console_text(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let re = regex::Regex::new(pattern).map_err(|e| {
+            Error::Internal(format!(
+                "wait_for_console_text: bad regular expression `{pattern}`: {e}"
+            ))
+        })?;
+        self.log(&format!("waiting for console text matching `{pattern}`"));
+        let mut count = self.console.count.subscribe();
+        let running = self.running.lock().await.clone();
+        let wait = async {
+            loop {
+                if let Some(line) = self.console.find(&re) {
+                    return line;
+                }
+                if count.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let exited = async {
+            match &running {
+                Some(r) => r.process.exited().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            line = wait => Ok(line),
+            status = exited => match &running {
+                Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
+                None => Err(Error::Internal("no machine".into())),
+            },
+            _ = tokio::time::sleep(timeout) => Err(Error::Timeout {
+                machine: self.config.name.clone(),
+                what: format!("waiting for console text matching `{pattern}`"),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Everything the serial console printed in this run (from `console.log`).
+    pub fn console_log(&self) -> String {
+        let path = self
+            .config
+            .log
+            .dir()
+            .join(&self.config.name)
+            .join("console.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// Waits until `path` exists in the guest.
+    pub async fn wait_for_file(&self, path: &str, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_succeeds(&format!("test -e {}", shell_quote(path)), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until something in the guest listens on TCP `port` (IPv4 or IPv6).
+    pub async fn wait_for_open_port(&self, port: u16, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_succeeds(&listening(port), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until nothing in the guest listens on TCP `port`.
+    pub async fn wait_for_closed_port(&self, port: u16, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_fails(&listening(port), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until the systemd unit is active; fails at once if it failed.
+    pub async fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), Error> {
+        self.log(&format!("waiting for unit {unit}"));
+        let deadline = Instant::now() + timeout;
+        let quoted = shell_quote(unit);
+        loop {
+            let r = self
+                .execute(&format!("systemctl is-active {quoted}"))
+                .await?;
+            match r.stdout.trim() {
+                "active" => return Ok(()),
+                "failed" => {
+                    let status = self
+                        .execute(&format!("systemctl status --no-pager --lines=10 {quoted}"))
+                        .await
+                        .map(|r| r.stdout)
+                        .unwrap_or_default();
+                    return Err(Error::CommandFailed {
+                        machine: self.config.name.clone(),
+                        command: format!("wait_for_unit {unit}"),
+                        expected: "become active".into(),
+                        status: "state failed".into(),
+                        output: status,
+                    });
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        machine: self.config.name.clone(),
+                        what: format!("waiting for unit {unit} (last state: {})", r.stdout.trim()),
+                        after: timeout,
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
     /// The last `n` console lines.
     pub fn console_tail(&self, n: usize) -> Vec<String> {
         self.console.tail(n)
@@ -298,8 +432,11 @@ impl Machine {
         }
         let log_dir = c.log.machine_dir(&c.name)?;
         c.fabric.ensure_started().await?;
+        // The overlay lives for the run: a reboot or crash keeps the disk's state.
         if let Some(base) = &c.spec.image {
-            self.create_overlay(base).await?;
+            if !c.socket_dir.join("disk.qcow2").exists() {
+                self.create_overlay(base).await?;
+            }
         }
         self.log(&format!(
             "starting ({} MiB, {} cpu, {})",
@@ -396,12 +533,27 @@ impl Machine {
         };
 
         // Every QMP event goes to the log, with the machine's name.
+        // STOP (and GUEST_PANICKED) mark the VM paused, so waiting calls fail instead
+        // of hanging; RESUME clears it.
         let mut events = qmp.subscribe();
         let (log, name) = (c.log.clone(), c.name.clone());
+        let (paused_tx, paused) = watch::channel(None::<String>);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
-                    Ok(e) => log.machine(&name, &format!("qmp event {} {}", e.event, e.data)),
+                    Ok(e) => {
+                        log.machine(&name, &format!("qmp event {} {}", e.event, e.data));
+                        match e.event.as_str() {
+                            "STOP" => paused_tx
+                                .send_replace(Some("the VM was paused (qmp STOP event)".into())),
+                            "GUEST_PANICKED" => paused_tx.send_replace(Some(format!(
+                                "the guest panicked (qmp GUEST_PANICKED {})",
+                                e.data
+                            ))),
+                            "RESUME" => paused_tx.send_replace(None),
+                            _ => None,
+                        };
+                    }
                     Err(lost) => log.machine(&name, &format!("qmp: {} events lost", lost.0)),
                 }
             }
@@ -540,13 +692,13 @@ impl Machine {
             console,
             state,
             stderr_tail,
+            paused,
         })
     }
 
     /// A fresh qcow2 overlay over the base image: the machine never writes to the base.
     async fn create_overlay(&self, base: &std::path::Path) -> Result<(), Error> {
         let overlay = self.config.socket_dir.join("disk.qcow2");
-        let _ = std::fs::remove_file(&overlay);
         let out = Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
             .arg(base)
@@ -614,13 +766,26 @@ impl Machine {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
         let output: ExecOutput = tokio::select! {
-            r = exec => r.map_err(|source| Error::Agent {
-                machine: self.config.name.clone(),
-                doing: format!("running `{command}`"),
-                source,
-            })?,
+            r = exec => match r {
+                Ok(output) => output,
+                Err(source) => {
+                    // The agent's socket closes as QEMU dies: report the death, which
+                    // says more, when it follows within moments.
+                    if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), running.process.exited()).await {
+                        return Err(self.died(&running, &format!("qemu {} while running `{command}`", describe_status(status))).await);
+                    }
+                    return Err(Error::Agent {
+                        machine: self.config.name.clone(),
+                        doing: format!("running `{command}`"),
+                        source,
+                    });
+                }
+            },
             status = running.process.exited() => {
                 return Err(self.died(&running, &format!("qemu {} while running `{command}`", describe_status(status))).await);
+            }
+            why = paused(&running) => {
+                return Err(self.died(&running, &format!("{why} while running `{command}`")).await);
             }
             _ = tokio::time::sleep(timeout) => {
                 return Err(Error::Timeout {
@@ -648,9 +813,16 @@ impl Machine {
     }
 
     async fn died(&self, running: &Running, problem: &str) -> Error {
-        let mut rx = running.state.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
-        let mut problem = problem.to_owned();
+        if running.process.status().is_some() {
+            // Let the console reader drain what QEMU printed last.
+            let mut rx = running.state.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+        }
+        let panic = running.state.borrow().panic.clone();
+        let mut problem = match panic {
+            Some(line) => format!("the guest kernel panicked ({}); {problem}", line.trim()),
+            None => problem.to_owned(),
+        };
         let qemu_says = running.stderr_tail.tail(5);
         if !qemu_says.is_empty() {
             let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
@@ -1013,6 +1185,21 @@ impl Machine {
         Ok(())
     }
 
+    /// Simulates a power cut: QEMU stops at once, without a guest shutdown. The next
+    /// call boots the machine again (a disk image keeps what reached its overlay).
+    pub async fn crash(&self) -> Result<(), Error> {
+        self.log("crashing (power cut)");
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Powers the guest off cleanly and boots it again.
+    pub async fn reboot(&self, timeout: Duration) -> Result<(), Error> {
+        self.log("rebooting");
+        self.shutdown(timeout).await?;
+        self.start().await
+    }
+
     /// Stops QEMU at once (QMP `quit`, then signals). Idempotent; used at the end of a
     /// run, when the guest's state no longer matters.
     pub async fn stop(&self) {
@@ -1106,6 +1293,27 @@ fn collect_files(
         ));
     }
     Ok(())
+}
+
+/// Resolves with the reason once the VM is paused.
+async fn paused(running: &Running) -> String {
+    let mut rx = running.paused.clone();
+    let why = rx
+        .wait_for(|p| p.is_some())
+        .await
+        .map(|p| p.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// A shell test that succeeds while something listens on TCP `port`, from
+/// /proc/net/tcp{,6} (state 0A is LISTEN); needs only awk.
+fn listening(port: u16) -> String {
+    format!(
+        "awk 'FNR > 1 && $4 == \"0A\" {{ print $2 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -qi ':{port:04X}$'"
+    )
 }
 
 /// Single-quotes a string for `/bin/sh`.

@@ -7,10 +7,17 @@
 //! | `m.succeed(cmd)` | runs a shell command that must exit 0; returns its stdout |
 //! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
 //! | `m.wait_until_succeeds(cmd)`, `m.wait_until_fails(cmd)` | retries `cmd` every 0.5 s until it succeeds / fails (120 s, or a third argument in seconds) |
+//! | `m.wait_for_console_text(regex)` | waits for a matching serial console line (earlier lines count); returns it |
+//! | `m.get_console_log()` | everything the console printed in this run |
+//! | `m.wait_for_file(path)` | waits until `path` exists in the guest |
+//! | `m.wait_for_open_port(port)`, `m.wait_for_closed_port(port)` | waits until a TCP port listens / stops listening in the guest |
+//! | `m.wait_for_unit(unit)` | waits until a systemd unit is active; fails at once when it failed |
 //! | `m.execute(cmd)` | runs a shell command; returns `#{status, stdout, stderr}` (status is `()` when killed by a signal) |
 //! | `m.copy_to(local, remote)` | copies a host file or folder (relative to the spec) into the guest, modes kept; returns the bytes |
 //! | `m.copy_from(remote, local)` | copies a guest file or folder to the log folder's `local`; returns that path |
 //! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
+//! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
+//! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
 //! | `m.name` | the machine's name |
 //! | `start_all()` | boots every machine in parallel |
 //! | `log(text)` / `print(text)` | writes a line to the log |
@@ -233,6 +240,47 @@ pub(crate) fn run(
     });
     let l = log.clone();
     engine.register_fn("log", move |text: &str| l.info(text));
+
+    let c = ctx.clone();
+    engine.register_fn("crash", move |m: &mut MachineHandle| c.block(m.0.crash()));
+    let c = ctx.clone();
+    engine.register_fn("reboot", move |m: &mut MachineHandle| {
+        c.block(m.0.reboot(Duration::from_secs(60)))
+    });
+
+    // Waiting.
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_console_text",
+        move |m: &mut MachineHandle, pattern: &str| {
+            c.block(m.0.wait_for_console_text(pattern, DEFAULT_WAIT))
+        },
+    );
+    engine.register_fn("get_console_log", |m: &mut MachineHandle| m.0.console_log());
+    let c = ctx.clone();
+    engine.register_fn("wait_for_file", move |m: &mut MachineHandle, path: &str| {
+        c.block(m.0.wait_for_file(path, DEFAULT_WAIT))
+    });
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_open_port",
+        move |m: &mut MachineHandle, port: i64| {
+            let port = port_arg(port)?;
+            c.block(m.0.wait_for_open_port(port, DEFAULT_WAIT))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_closed_port",
+        move |m: &mut MachineHandle, port: i64| {
+            let port = port_arg(port)?;
+            c.block(m.0.wait_for_closed_port(port, DEFAULT_WAIT))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("wait_for_unit", move |m: &mut MachineHandle, unit: &str| {
+        c.block(m.0.wait_for_unit(unit, DEFAULT_WAIT))
+    });
 
     // Files.
     let c = ctx.clone();

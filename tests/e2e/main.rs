@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_driver::{run_test, Error, Machine, Network, NetworkOptions, Spec};
 
+mod api;
 mod debian;
 mod disk;
 mod files;
