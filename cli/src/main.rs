@@ -43,6 +43,9 @@ enum Cmd {
         /// Only print the result and errors; the log folder still gets everything.
         #[arg(short, long)]
         quiet: bool,
+        /// Write a JUnit XML report here (a test case per subtest).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Boot the spec's machines and keep them running until Ctrl-C.
     Run {
@@ -114,13 +117,19 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Test { spec, out, quiet } => with_runtime(|cancel| async move {
+        Cmd::Test {
+            spec,
+            out,
+            quiet,
+            junit,
+        } => with_runtime(|cancel| async move {
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
                 Err(e) => return report(&e),
             };
             let mut options = NetworkOptions::new(out_dir(out, &spec));
             options.terminal = !quiet;
+            options.junit = junit;
             let log_dir = options.log_dir.clone();
             match run_test(&spec, options, cancel).await {
                 Ok(()) => {

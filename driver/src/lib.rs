@@ -87,6 +87,8 @@ pub struct NetworkOptions {
     pub boot_timeout: Duration,
     /// Default limit for one command in a guest.
     pub command_timeout: Duration,
+    /// Where [`run_test`] writes a JUnit XML report (one test case per subtest).
+    pub junit: Option<PathBuf>,
 }
 
 impl NetworkOptions {
@@ -97,6 +99,7 @@ impl NetworkOptions {
             terminal: true,
             boot_timeout: Duration::from_secs(120),
             command_timeout: Duration::from_secs(300),
+            junit: None,
         }
     }
 }
@@ -278,8 +281,11 @@ pub async fn run_test(
         column: 1,
         message: "no `script` to run: add script = \"test.rhai\"".into(),
     })?;
+    let junit = options.junit.clone();
     let net = Network::new(spec, options)?;
     let log = net.log().clone();
+    let subtests = script::Subtests::default();
+    let thread_subtests = subtests.clone();
     let machines = net.machines().clone();
     let fabric = net.fabric.clone();
     let handle = tokio::runtime::Handle::current();
@@ -297,6 +303,7 @@ pub async fn run_test(
                 &thread_log,
                 handle,
                 thread_cancel,
+                thread_subtests,
             );
             let _ = done_tx.send(r);
         })
@@ -324,6 +331,14 @@ pub async fn run_test(
         other => other,
     };
     let took = started.elapsed().as_secs_f64();
+    if let Some(path) = junit {
+        let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
+        let xml = junit_xml(&spec.name, &list, took, result.as_ref().err());
+        std::fs::write(&path, xml).map_err(|source| Error::Io {
+            what: format!("writing the JUnit report {}", path.display()),
+            source,
+        })?;
+    }
     match &result {
         Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
         // The caller prints the error; the log file keeps it too.
@@ -333,4 +348,53 @@ pub async fn run_test(
         )),
     }
     result
+}
+
+/// A JUnit XML report: one test case per subtest, or one for the whole test when it
+/// has none; an error outside every subtest is a test case of its own.
+pub fn junit_xml(
+    name: &str,
+    subtests: &[script::Subtest],
+    seconds: f64,
+    error: Option<&Error>,
+) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let mut cases: Vec<(String, f64, Option<String>)> = subtests
+        .iter()
+        .map(|s| (s.name.clone(), s.duration.as_secs_f64(), s.failure.clone()))
+        .collect();
+    let failed_inside = subtests.iter().any(|s| s.failure.is_some());
+    match error {
+        Some(e) if !failed_inside => cases.push((name.to_owned(), seconds, Some(e.to_string()))),
+        None if cases.is_empty() => cases.push((name.to_owned(), seconds, None)),
+        _ => {}
+    }
+    let failures = cases.iter().filter(|c| c.2.is_some()).count();
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" time=\"{seconds:.3}\">\n",
+        esc(name),
+        cases.len()
+    );
+    for (case, time, failure) in cases {
+        xml.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"",
+            esc(name),
+            esc(&case)
+        ));
+        match failure {
+            Some(f) => xml.push_str(&format!(
+                ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                esc(f.lines().next().unwrap_or("")),
+                esc(&f)
+            )),
+            None => xml.push_str("/>\n"),
+        }
+    }
+    xml.push_str("  </testsuite>\n</testsuites>\n");
+    xml
 }

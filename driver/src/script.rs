@@ -19,6 +19,7 @@
 //! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
 //! | `m.name` | the machine's name |
+//! | `subtest(name, \|\| { ... })` | runs a named, timed section (nestable); a failure inside fails the test and names the subtest |
 //! | `start_all()` | boots every machine in parallel |
 //! | `log(text)` / `print(text)` | writes a line to the log |
 //! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
@@ -150,6 +151,18 @@ fn error_to_rhai(e: &Error) -> Box<EvalAltResult> {
 
 /// Runs the script at `path` against `machines`. Blocking: call it from a thread that
 /// is not a runtime worker; `handle` runs the machine calls.
+/// One finished subtest: its path (`outer / inner`), how long it took, and why it
+/// failed, if it did.
+#[derive(Debug, Clone)]
+pub struct Subtest {
+    pub name: String,
+    pub duration: Duration,
+    pub failure: Option<String>,
+}
+
+/// Subtests recorded by a script run, in the order they finished.
+pub type Subtests = Arc<std::sync::Mutex<Vec<Subtest>>>;
+
 pub(crate) fn run(
     path: &Path,
     machines: &BTreeMap<String, Arc<Machine>>,
@@ -157,6 +170,7 @@ pub(crate) fn run(
     log: &Log,
     handle: Handle,
     cancel: CancellationToken,
+    subtests: Subtests,
 ) -> Result<(), Error> {
     let source = std::fs::read_to_string(path).map_err(|source| Error::Io {
         what: format!("reading script {}", path.display()),
@@ -247,6 +261,44 @@ pub(crate) fn run(
     engine.register_fn("reboot", move |m: &mut MachineHandle| {
         c.block(m.0.reboot(Duration::from_secs(60)))
     });
+
+    // Subtests: named, timed, nestable sections.
+    let l = log.clone();
+    let stack: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    engine.register_fn(
+        "subtest",
+        move |call: rhai::NativeCallContext, name: &str, body: rhai::FnPtr| -> Res<Dynamic> {
+            let (path, depth) = match stack.lock() {
+                Ok(mut st) => {
+                    st.push(name.to_owned());
+                    (st.join(" / "), st.len() - 1)
+                }
+                Err(_) => (name.to_owned(), 0),
+            };
+            let indent = "  ".repeat(depth);
+            l.info(&format!("{indent}subtest: {name}"));
+            let started = std::time::Instant::now();
+            let result = body.call_within_context::<Dynamic>(&call, ());
+            let duration = started.elapsed();
+            if let Ok(mut st) = stack.lock() {
+                st.pop();
+            }
+            let failure = result.as_ref().err().map(|e| innermost(e).1);
+            let verdict = if failure.is_some() { "FAILED" } else { "ok" };
+            l.info(&format!(
+                "{indent}subtest: {name} {verdict} ({:.2} s)",
+                duration.as_secs_f64()
+            ));
+            if let Ok(mut list) = subtests.lock() {
+                list.push(Subtest {
+                    name: path,
+                    duration,
+                    failure,
+                });
+            }
+            result
+        },
+    );
 
     // Waiting.
     let c = ctx.clone();

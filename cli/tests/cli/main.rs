@@ -322,3 +322,51 @@ fn a_vlan_spans_two_driver_processes() {
     assert_eq!(status.code(), Some(0));
     assert_no_qemu_left(&tag);
 }
+
+#[test]
+fn subtests_are_timed_logged_and_reported_as_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::write(
+        dir.path().join("flotilla.toml"),
+        "script = \"t.rhai\"\n[machines.vm]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        "subtest(\"boots\", || { vm.succeed(\"true\"); });\n\
+         subtest(\"outer\", || {\n\
+             subtest(\"inner <ok>\", || { vm.succeed(\"echo fine\"); });\n\
+             subtest(\"breaks\", || { vm.succeed(\"exit 5\"); });\n\
+         });\n\
+         vm.succeed(\"never reached\");\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("report.xml");
+    let out = flotilla()
+        .arg("test")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--junit")
+        .arg(&junit)
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("subtest: boots ok ("), "{t}");
+    assert!(t.contains("  subtest: inner <ok> ok ("), "{t}");
+    assert!(t.contains("  subtest: breaks FAILED ("), "{t}");
+    assert!(t.contains("t.rhai:4:"), "the failing line: {t}");
+    assert!(!t.contains("must succeed: never reached"), "{t}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"4\" failures=\"2\""), "{xml}");
+    assert!(xml.contains("name=\"outer / inner &lt;ok&gt;\""), "{xml}");
+    assert!(
+        xml.contains("<testcase classname=\"") && xml.contains("name=\"outer / breaks\""),
+        "{xml}"
+    );
+    assert!(xml.contains("exit status 5"), "{xml}");
+    assert_no_qemu_left(&tag);
+}
