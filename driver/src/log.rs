@@ -22,6 +22,8 @@ struct Inner {
     dir: PathBuf,
     file: Mutex<File>,
     terminal: bool,
+    /// Colour the terminal: stderr is a TTY and `NO_COLOR` is unset.
+    colour: bool,
 }
 
 impl Log {
@@ -42,6 +44,8 @@ impl Log {
                 dir: dir.to_path_buf(),
                 file: Mutex::new(file),
                 terminal,
+                colour: std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
             }),
         })
     }
@@ -67,8 +71,25 @@ impl Log {
     }
 
     fn write(&self, line: &str) {
+        self.write_styled(line, None);
+    }
+
+    /// Writes a line; on a colour terminal the `name` prefix (the part before the
+    /// first `: ` or ` # `) is coloured per machine and console lines are dimmed.
+    fn write_styled(&self, line: &str, name: Option<&str>) {
         if self.inner.terminal {
-            eprintln!("{line}");
+            match name.filter(|_| self.inner.colour) {
+                Some(name) => {
+                    let rest = &line[name.len().min(line.len())..];
+                    let console = rest.starts_with(" # ");
+                    let dim = if console { "\x1b[2m" } else { "" };
+                    eprintln!(
+                        "\x1b[1;38;5;{}m{name}\x1b[0m{dim}{rest}\x1b[0m",
+                        colour_of(name)
+                    );
+                }
+                None => eprintln!("{line}"),
+            }
         }
         if let Ok(mut f) = self.inner.file.lock() {
             let _ = writeln!(f, "[{:8.3}] {line}", self.elapsed());
@@ -94,12 +115,21 @@ impl Log {
     /// A message about one machine: `name: message`.
     pub fn machine(&self, machine: &str, message: &str) {
         for line in message.lines() {
-            self.write(&format!("{machine}: {line}"));
+            self.write_styled(&format!("{machine}: {line}"), Some(machine));
         }
     }
 
     /// A line from a machine's serial console: `name # line`.
     pub fn console(&self, machine: &str, line: &str) {
-        self.write(&format!("{machine} # {line}"));
+        self.write_styled(&format!("{machine} # {line}"), Some(machine));
     }
+}
+
+/// A readable ANSI 256-colour for a machine name, the same every run.
+fn colour_of(name: &str) -> u8 {
+    const PALETTE: [u8; 8] = [33, 35, 36, 39, 71, 135, 172, 166];
+    let h = name
+        .bytes()
+        .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
+    PALETTE[h as usize % PALETTE.len()]
 }
