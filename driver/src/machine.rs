@@ -542,7 +542,13 @@ impl Machine {
             while let Some(event) = events.recv().await {
                 match event {
                     Ok(e) => {
-                        log.machine(&name, &format!("qmp event {} {}", e.event, e.data));
+                        let line = format!("qmp event {} {}", e.event, e.data);
+                        // Routine device chatter goes to the log file only.
+                        if e.event == "NIC_RX_FILTER_CHANGED" {
+                            log.file_only(&format!("{name}: {line}"));
+                        } else {
+                            log.machine(&name, &line);
+                        }
                         match e.event.as_str() {
                             "STOP" => paused_tx
                                 .send_replace(Some("the VM was paused (qmp STOP event)".into())),

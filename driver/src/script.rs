@@ -27,12 +27,14 @@
 //! | `m.impair(vlan, #{delay_ms, jitter_ms, loss, bandwidth})`, `m.unimpair(vlan)` | degrades the machine's link (loss in percent, bandwidth in bytes/s; vde backend) / restores it |
 //! | `m.forward(guest)`, `m.forward(host, guest)` | forwards 127.0.0.1:host (free port if omitted) to a guest port; returns the host port |
 //! | `m.forwarded_port(guest)` | the host port of a forward from the spec, or `()` |
-//! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap`; returns the path |
+//! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap` (tcpdump/tshark read it); returns the path |
 //! | `partition(vlan, [[a, b], [c]])`, `heal(vlan)` | splits a VLAN into groups that only reach each other (vde backend) / undoes it |
 //! | `capture_vlan(vlan)` | writes every frame on a VLAN to `<log>/vlan<N>.pcap` until the end (vde backend); returns the path |
-//! | `http_get(url)` | fetches `http://127.0.0.1:port/...` from the host; returns the body |
+//! | `http_get(url)` | fetches `http://127.0.0.1:port/...` from the host; returns the body (any other host is refused) |
+//! | `throw "message"` | fails the test with that message (plain Rhai) |
 //!
-//! Rhai's own `throw "message"` fails the test with that message.
+//! The README's script table is this table; a test keeps the two equal and checks that
+//! every function registered below is in it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -595,5 +597,55 @@ fn located(path: &Path, pos: Position, message: String) -> Error {
         line: pos.line().unwrap_or(0),
         column: pos.position().unwrap_or(0),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    const SOURCE: &str = include_str!("script.rs");
+    const README: &str = include_str!("../../README.md");
+
+    fn table() -> String {
+        SOURCE
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! |"))
+            .map(|l| format!("|{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn readme_script_table_is_this_modules_table() {
+        let start = "<!-- script-api: generated from driver/src/script.rs; a test checks it -->\n";
+        let begin = README
+            .find(start)
+            .expect("README has the script-api marker")
+            + start.len();
+        let end = README[begin..]
+            .find("<!-- script-api end -->")
+            .expect("README has the end marker");
+        assert_eq!(
+            &README[begin..begin + end],
+            table(),
+            "README.md's script table differs from driver/src/script.rs; copy it over"
+        );
+    }
+
+    #[test]
+    fn every_registered_function_is_documented() {
+        let table = table();
+        let code = SOURCE.split("#[cfg(test)]").next().unwrap_or(SOURCE);
+        let mut names: Vec<&str> = code
+            .split("register_fn(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        names.extend(["wait_until_succeeds", "wait_until_fails", "name"]);
+        for name in names {
+            assert!(
+                table.contains(&format!("{name}(")) || table.contains(&format!(".{name}`")),
+                "`{name}` is registered for scripts but not in the API table"
+            );
+        }
     }
 }

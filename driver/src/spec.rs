@@ -512,3 +512,46 @@ mod tests {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    const SOURCE: &str = include_str!("spec.rs");
+    const README: &str = include_str!("../../README.md");
+
+    /// The `pub` field names of a struct in this file.
+    fn fields(name: &str) -> Vec<&'static str> {
+        let start = SOURCE
+            .find(&format!("struct {name} {{"))
+            .expect("the struct");
+        let body = &SOURCE[start..];
+        let body = &body[..body.find("\n}").expect("its end")];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split(':').next())
+            .collect()
+    }
+
+    #[test]
+    fn readme_documents_every_spec_key() {
+        let section = &README[README.find("## Spec reference").expect("section")..];
+        let section = &section[..section[3..].find("\n## ").expect("next section")];
+        let mut keys: Vec<String> = fields("MachineSpec")
+            .into_iter()
+            .map(|f| format!("`machines.NAME.{f}`"))
+            .collect();
+        keys.extend(
+            [
+                "`name`",
+                "`script`",
+                "`timeout`",
+                "`network.backend`",
+                "`network.offset`",
+                "`[[network.join]]`",
+            ]
+            .map(String::from),
+        );
+        for key in keys {
+            assert!(section.contains(&key), "README's spec table lacks {key}");
+        }
+    }
+}
