@@ -176,7 +176,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         match saved {
             Ok(()) => {
                 log(&format!("debian: cached the tree as {}", tarball.display()));
-                prune(&cache, KEEP_TREES);
+                crate::image::prune(&cache, SUITE, ".tar", KEEP_TREES);
             }
             Err(e) => {
                 // Not fatal: the next build debootstraps again.
@@ -679,26 +679,6 @@ fn remove_stale_work(cache: &Path) {
         } else {
             std::fs::remove_file(&path)
         };
-    }
-}
-
-/// Keeps the `keep` most recently used cached trees.
-fn prune(cache: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(cache) else {
-        return;
-    };
-    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with(SUITE) && name.ends_with(".tar")
-        })
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
-    for (_, old) in found.into_iter().skip(keep) {
-        let _ = std::fs::remove_file(old);
     }
 }
 

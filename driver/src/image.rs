@@ -244,13 +244,14 @@ fn initramfs(kernel: &Kernel, agent: &[u8], wanted_modules: &[&str]) -> Result<P
             source,
         })?;
     tracing::info!("built initramfs {}", path.display());
-    prune(&images, KEEP_IMAGES);
+    prune(&images, "initramfs-", ".cpio", KEEP_IMAGES);
     Ok(path)
 }
 
-/// Removes all but the `keep` most recently modified images.
-fn prune(images: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(images) else {
+/// Removes all but the `keep` most recently modified files in `dir` whose names start
+/// with `prefix` and end with `suffix` (cache pruning).
+pub(crate) fn prune(dir: &Path, prefix: &str, suffix: &str, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
@@ -258,7 +259,7 @@ fn prune(images: &Path, keep: usize) {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with("initramfs-") && name.ends_with(".cpio")
+            name.starts_with(prefix) && name.ends_with(suffix)
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
