@@ -149,10 +149,33 @@ impl AgentConn {
             },
         ))
         .await?;
-        let reply = tokio::time::timeout(timeout, control.recv())
-            .await
-            .map_err(|_| AgentError::Timeout(timeout))?
-            .ok_or(AgentError::Closed)?;
+        // Hello again every 2 s until the agent answers: a Hello sent in the instant
+        // the host side connects has been seen to go unanswered on a loaded machine;
+        // a repeated Hello is harmless (it restarts the session, and a late second
+        // reply is ignored).
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reply = loop {
+            let wait = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(Duration::from_secs(2));
+            match tokio::time::timeout(wait, control.recv()).await {
+                Ok(reply) => break reply.ok_or(AgentError::Closed)?,
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(AgentError::Timeout(timeout))
+                }
+                Err(_) => {
+                    tracing::debug!("no HelloReply yet; saying Hello again");
+                    conn.send(&Frame::json(
+                        Kind::Hello,
+                        0,
+                        &Hello {
+                            version: proto::PROTOCOL_VERSION,
+                        },
+                    ))
+                    .await?;
+                }
+            }
+        };
         match reply.kind {
             Kind::HelloReply => {
                 let hello: HelloReply = reply.parse_json().map_err(AgentError::Decode)?;

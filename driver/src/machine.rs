@@ -640,7 +640,7 @@ impl Machine {
             None => {
                 let agent_path = c.socket_dir.join("agent.sock");
                 tokio::select! {
-                    r = AgentConn::connect(&agent_path, Duration::from_secs(10)) => {
+                    r = AgentConn::connect(&agent_path, Duration::from_secs(30)) => {
                         Guest::Agent(r.map_err(|source| Error::Agent { machine: c.name.clone(), doing: "connecting".into(), source: source.into() })?)
                     }
                     status = process.exited() => {

@@ -467,17 +467,58 @@ impl Conn {
         }
     }
 
+    /// Says Hello, again every 5 s until the agent answers (at most a minute): a Hello
+    /// sent in the instant the host side connects has been seen to go unanswered on a
+    /// loaded machine, and a repeated Hello is harmless (it restarts the session).
     pub fn hello(&mut self) -> HelloReply {
-        self.send(&Frame::json(
+        let hello = Frame::json(
             Kind::Hello,
             0,
             &Hello {
                 version: proto::PROTOCOL_VERSION,
             },
-        ));
-        let f = self.recv();
+        );
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut tries = 0;
+        let f = loop {
+            self.send(&hello);
+            tries += 1;
+            match self.try_recv() {
+                Ok(f) => break f,
+                Err(e)
+                    if tries < 12
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                Err(e) => panic!("no HelloReply after {tries} Hellos: {e}"),
+            }
+        };
+        self.sock
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         assert_eq!(f.kind, Kind::HelloReply, "{f:?}");
         f.parse_json().unwrap()
+    }
+
+    fn try_recv(&mut self) -> std::io::Result<Frame> {
+        loop {
+            match decode(&self.buf) {
+                Decoded::Frame(f, n) => {
+                    self.buf.drain(..n);
+                    return Ok(f);
+                }
+                Decoded::Incomplete => {
+                    let mut chunk = [0u8; 65536];
+                    let n = self.sock.read(&mut chunk)?;
+                    assert!(n > 0, "agent connection closed");
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                other => panic!("agent sent something undecodable: {other:?}"),
+            }
+        }
     }
 
     /// Collect frames of `stream` until Exit or Error.
