@@ -57,6 +57,22 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
         .await
         .unwrap();
     assert_eq!(unit, "active\n");
+    // wait_for_unit: an active unit returns; a unit that failed fails at once.
+    let wait = std::time::Duration::from_secs(60);
+    deb.wait_for_unit("flotilla-agent.service", wait)
+        .await
+        .unwrap();
+    deb.succeed("systemd-run --unit=doomed sh -c 'exit 3'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = deb.wait_for_unit("doomed.service", wait).await.unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.to_string().contains("state failed"), "{e}");
     assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
     // The host kernel's modules are in the image with their index: modprobe works.
     deb.succeed("modprobe dummy && grep -q '^dummy ' /proc/modules")
