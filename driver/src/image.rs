@@ -21,8 +21,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_console",
     "virtio_net",
-    "virtio_blk",
     "virtio_rng",
+    // virtio_blk: only stage 1 (disk images) needs it; extra disks are not there yet.
 ];
 
 /// The cache directory: `$FLOTILLA_CACHE`, else `$XDG_CACHE_HOME/flotilla`, else

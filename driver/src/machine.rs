@@ -208,7 +208,7 @@ impl Machine {
         cmd.arg("-kernel").arg(&c.kernel.image);
         cmd.arg("-initrd").arg(&c.initrd);
         let mut append = format!(
-            "console=ttyS0 quiet panic=-1 rdinit=/init flotilla.hostname={}",
+            "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests flotilla.hostname={}",
             self.hostname()
         );
         if c.spec.image.is_some() {
