@@ -1,5 +1,7 @@
 //! `flotilla-agent install --root DIR`: put the agent into a guest root filesystem so
-//! that it starts as a service at boot (systemd unit and sysvinit script, both enabled).
+//! that it starts as a service at boot: a systemd unit, and an init script enabled for
+//! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine does) or else
+//! for sysvinit.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -84,6 +86,27 @@ case "$1" in
 esac
 "#;
 
+pub const OPENRC_SCRIPT: &str = r#"#!/sbin/openrc-run
+description="Flotilla guest agent"
+command="/usr/local/bin/flotilla-agent"
+command_background=true
+pidfile="/run/flotilla-agent.pid"
+output_log="/dev/console"
+error_log="/dev/console"
+
+depend() {
+    need localmount
+    after modules
+}
+"#;
+
+/// Whether the tree uses OpenRC.
+fn uses_openrc(root: &Path) -> bool {
+    ["etc/runlevels", "sbin/openrc-run", "usr/sbin/openrc-run"]
+        .iter()
+        .any(|p| root.join(p).exists())
+}
+
 pub fn main(args: &[&str]) -> ExitCode {
     let root = match args {
         ["--root", dir] => *dir,
@@ -132,6 +155,18 @@ pub fn install(root: &Path) -> io::Result<Vec<PathBuf>> {
         "/etc/systemd/system/flotilla-agent.service",
         &root.join("etc/systemd/system/multi-user.target.wants/flotilla-agent.service"),
     )?);
+    if uses_openrc(root) {
+        done.push(write_file(
+            &root.join(INIT_SCRIPT_PATH),
+            OPENRC_SCRIPT.as_bytes(),
+            0o755,
+        )?);
+        done.push(symlink(
+            "/etc/init.d/flotilla-agent",
+            &root.join("etc/runlevels/default/flotilla-agent"),
+        )?);
+        return Ok(done);
+    }
     done.push(write_file(
         &root.join(INIT_SCRIPT_PATH),
         INIT_SCRIPT.as_bytes(),

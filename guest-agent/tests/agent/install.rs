@@ -69,3 +69,41 @@ fn install_into_root() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/root"));
 }
+
+#[test]
+fn install_into_an_openrc_root() {
+    let root = std::env::temp_dir().join(format!("flotilla-agent-openrc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("etc/runlevels/default")).unwrap();
+    let out = Command::new(harness::agent_bin())
+        .args(["install", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let script = std::fs::read_to_string(root.join("etc/init.d/flotilla-agent")).unwrap();
+    assert!(script.starts_with("#!/sbin/openrc-run\n"), "{script}");
+    assert!(
+        script.contains("command=\"/usr/local/bin/flotilla-agent\""),
+        "{script}"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/runlevels/default/flotilla-agent"))
+            .unwrap()
+            .to_str(),
+        Some("/etc/init.d/flotilla-agent")
+    );
+    // No sysvinit runlevel links in an OpenRC tree; the systemd unit is still there.
+    assert!(!root.join("etc/rc2.d").exists());
+    assert!(root
+        .join("etc/systemd/system/flotilla-agent.service")
+        .exists());
+    // openrc-run scripts are sh with extra functions: the syntax must parse.
+    let status = Command::new("sh")
+        .arg("-n")
+        .arg(root.join("etc/init.d/flotilla-agent"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
