@@ -20,6 +20,7 @@
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
 //! | `m.name` | the machine's name |
 //! | `subtest(name, \|\| { ... })` | runs a named, timed section (nestable); a failure inside fails the test and names the subtest |
+//! | `retry(\|\| { ... })`, `retry(\|\| { ... }, secs)` | runs the closure until it does not throw, a second apart (120 s, or `secs`); returns its value |
 //! | `start_all()` | boots every machine in parallel |
 //! | `log(text)` / `print(text)` | writes a line to the log |
 //! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
@@ -299,6 +300,44 @@ pub(crate) fn run(
                 });
             }
             result
+        },
+    );
+
+    // retry(|| { ... }) and retry(|| { ... }, secs): run the closure until it does not
+    // throw, a second apart; the last error is the test's when time runs out.
+    let c = ctx.clone();
+    let l = log.clone();
+    let retry =
+        move |call: &rhai::NativeCallContext, body: &rhai::FnPtr, secs: i64| -> Res<Dynamic> {
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs.max(1) as u64);
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match body.call_within_context::<Dynamic>(call, ()) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if c.cancel.is_cancelled() => return Err(e),
+                    Err(e) if std::time::Instant::now() >= deadline => {
+                        l.info(&format!("retry: giving up after {tries} tries"));
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        l.info(&format!("retry: try {tries} failed: {}", innermost(&e).1));
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        };
+    let r = retry.clone();
+    engine.register_fn(
+        "retry",
+        move |call: rhai::NativeCallContext, body: rhai::FnPtr| {
+            r(&call, &body, DEFAULT_WAIT.as_secs() as i64)
+        },
+    );
+    engine.register_fn(
+        "retry",
+        move |call: rhai::NativeCallContext, body: rhai::FnPtr, secs: i64| {
+            retry(&call, &body, secs)
         },
     );
 

@@ -335,6 +335,8 @@ fn subtests_are_timed_logged_and_reported_as_junit() {
     std::fs::write(
         dir.path().join("t.rhai"),
         "subtest(\"boots\", || { vm.succeed(\"true\"); });\n\
+         let got = retry(|| vm.succeed(\"test -e /tmp/flag || { touch /tmp/flag; exit 1; }; echo second\"));\n\
+         if got != \"second\\n\" { throw got; }\n\
          subtest(\"outer\", || {\n\
              subtest(\"inner <ok>\", || { vm.succeed(\"echo fine\"); });\n\
              subtest(\"breaks\", || { vm.succeed(\"exit 5\"); });\n\
@@ -358,7 +360,11 @@ fn subtests_are_timed_logged_and_reported_as_junit() {
     assert!(t.contains("subtest: boots ok ("), "{t}");
     assert!(t.contains("  subtest: inner <ok> ok ("), "{t}");
     assert!(t.contains("  subtest: breaks FAILED ("), "{t}");
-    assert!(t.contains("t.rhai:4:"), "the failing line: {t}");
+    assert!(t.contains("t.rhai:6:"), "the failing line: {t}");
+    assert!(
+        t.contains("retry: try 1 failed: machine `vm`: command"),
+        "{t}"
+    );
     assert!(!t.contains("must succeed: never reached"), "{t}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("tests=\"4\" failures=\"2\""), "{xml}");
