@@ -312,13 +312,20 @@ pub async fn run_test(
             source,
         })?;
     let started = std::time::Instant::now();
-    let timed_out = tokio::select! {
-        _ = tokio::time::sleep(spec.timeout) => true,
-        _ = script_cancel.cancelled() => false,
-        _ = async { while !thread.is_finished() { tokio::time::sleep(Duration::from_millis(20)).await } } => false,
+    let mut done_rx = done_rx;
+    let finished = tokio::select! {
+        r = &mut done_rx => Some(r),
+        _ = tokio::time::sleep(spec.timeout) => None,
+        _ = script_cancel.cancelled() => None,
     };
+    let timed_out = finished.is_none() && !script_cancel.is_cancelled();
+    // Stop the script (a no-op if it finished) and collect its result.
     script_cancel.cancel();
-    let result = done_rx.await.unwrap_or_else(|_| {
+    let finished = match finished {
+        Some(r) => r,
+        None => done_rx.await,
+    };
+    let result = finished.unwrap_or_else(|_| {
         Err(Error::Internal(
             "the script thread ended without a result".into(),
         ))

@@ -134,7 +134,6 @@ struct Running {
     process: Arc<Process>,
     qmp: flotilla_qmp::Client,
     guest: Guest,
-    console: Arc<Console>,
     state: watch::Receiver<ConsoleState>,
     stderr_tail: Arc<Console>,
     /// Why the VM is paused, while it is.
@@ -456,7 +455,6 @@ impl Machine {
         let (state_tx, state) = watch::channel(ConsoleState::default());
 
         // Console reader: QEMU's stdout is the serial console.
-        let console = self.console.clone();
         let console_log = log_dir.join("console.log");
         let mut console_file = tokio::fs::File::create(&console_log)
             .await
@@ -467,7 +465,7 @@ impl Machine {
         if let Some(stdout) = stdio.stdout {
             let log = c.log.clone();
             let name = c.name.clone();
-            let console = console.clone();
+            let console = self.console.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(stdout);
                 let mut buf = Vec::new();
@@ -695,7 +693,6 @@ impl Machine {
             process,
             qmp,
             guest,
-            console,
             state,
             stderr_tail,
             paused,
@@ -732,23 +729,39 @@ impl Machine {
         state: &watch::Receiver<ConsoleState>,
         stderr: &Console,
     ) -> Error {
-        let mut rx = state.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
-        // stderr is read by its own task; give it a moment to finish.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut problem = format!(
+        let problem = format!(
             "qemu {} before the agent was ready",
             describe_status(status)
         );
+        let (problem, console) = self.evidence(state, stderr, true, problem).await;
+        Error::Boot {
+            machine: self.config.name.clone(),
+            problem,
+            console,
+        }
+    }
+
+    /// What an error about a dead or stuck machine quotes: once QEMU has exited, waits
+    /// (at most a second) for the console and stderr readers to drain, then adds QEMU's
+    /// last stderr lines to `problem` and returns the console's tail.
+    async fn evidence(
+        &self,
+        state: &watch::Receiver<ConsoleState>,
+        stderr: &Console,
+        exited: bool,
+        mut problem: String,
+    ) -> (String, Vec<String>) {
+        if exited {
+            let mut rx = state.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+            // stderr is read by its own task; give it a moment to finish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let qemu_says = stderr.tail(5);
         if !qemu_says.is_empty() {
             let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
         }
-        Error::Boot {
-            machine: self.config.name.clone(),
-            problem,
-            console: self.console.tail(TAIL_LINES),
-        }
+        (problem, self.console.tail(TAIL_LINES))
     }
 
     /// Runs a shell command and returns its status and output.
@@ -819,24 +832,19 @@ impl Machine {
     }
 
     async fn died(&self, running: &Running, problem: &str) -> Error {
-        if running.process.status().is_some() {
-            // Let the console reader drain what QEMU printed last.
-            let mut rx = running.state.clone();
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
-        }
+        let exited = running.process.status().is_some();
         let panic = running.state.borrow().panic.clone();
-        let mut problem = match panic {
+        let problem = match panic {
             Some(line) => format!("the guest kernel panicked ({}); {problem}", line.trim()),
             None => problem.to_owned(),
         };
-        let qemu_says = running.stderr_tail.tail(5);
-        if !qemu_says.is_empty() {
-            let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
-        }
+        let (problem, console) = self
+            .evidence(&running.state, &running.stderr_tail, exited, problem)
+            .await;
         Error::MachineDied {
             machine: self.config.name.clone(),
             problem,
-            console: running.console.tail(TAIL_LINES),
+            console,
         }
     }
 

@@ -189,13 +189,10 @@ impl Fabric {
     /// except while the VLAN is partitioned: a hub would ignore the partition, so the
     /// capture then sees only broadcasts).
     pub async fn capture_vlan(&self, vlan: u8, path: &std::path::Path) -> Result<(), Error> {
-        if self.plan.backend != Backend::Vde {
-            return Err(Error::Network(format!(
-                "capturing a whole VLAN needs the vde backend; this network uses {} \
-                 (capture a machine's NIC instead)",
-                self.plan.backend
-            )));
-        }
+        self.require_vde(
+            "capturing a whole VLAN",
+            " (capture a machine's NIC instead)",
+        )?;
         self.ensure_started().await?;
         let v = self
             .plan
@@ -290,13 +287,19 @@ impl Fabric {
         .await;
     }
 
-    fn mgmt_path(&self, vlan: u8) -> Result<std::path::PathBuf, Error> {
-        if self.plan.backend != Backend::Vde {
-            return Err(Error::Network(format!(
-                "partitions need the vde backend; this network uses {}",
-                self.plan.backend
-            )));
+    /// Fails unless the network uses VDE, which `what` needs.
+    fn require_vde(&self, what: &str, hint: &str) -> Result<(), Error> {
+        if self.plan.backend == Backend::Vde {
+            return Ok(());
         }
+        Err(Error::Network(format!(
+            "{what} needs the vde backend; this network uses {}{hint}",
+            self.plan.backend
+        )))
+    }
+
+    fn mgmt_path(&self, vlan: u8) -> Result<std::path::PathBuf, Error> {
+        self.require_vde("a partition", "")?;
         self.plan
             .vlans
             .get(&vlan)
@@ -358,12 +361,7 @@ impl Fabric {
         vlan: u8,
         impairment: Impairment,
     ) -> Result<(), Error> {
-        if self.plan.backend != Backend::Vde {
-            return Err(Error::Network(format!(
-                "impairing a link needs the vde backend; this network uses {}",
-                self.plan.backend
-            )));
-        }
+        self.require_vde("impairing a link", "")?;
         impairment.check().map_err(Error::Network)?;
         let path = self
             .plan
