@@ -104,6 +104,9 @@ pub enum Error {
     TestTimeout(Duration),
     #[error("interrupted")]
     Interrupted,
+    /// A call got an argument it cannot use (names the machine and the call).
+    #[error("{0}")]
+    Usage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

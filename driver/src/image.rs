@@ -22,6 +22,7 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_net",
     "virtio_rng",
+    "pvpanic_pci",
     // virtio_blk: only stage 1 (disk images) needs it; extra disks are not there yet.
 ];
 

@@ -28,6 +28,7 @@ mod error;
 mod guest;
 pub mod http;
 pub mod image;
+mod keys;
 mod log;
 mod machine;
 mod net;

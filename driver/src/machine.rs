@@ -237,6 +237,12 @@ impl Machine {
             "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"
         ));
         cmd.args(["-device", "virtio-rng-pci"]);
+        // A standard VGA card: its text console is what `screenshot` captures and
+        // where `send_key` typing shows up (the PS/2 keyboard is part of q35).
+        cmd.args(["-device", "VGA"]);
+        // pvpanic: a guest panic raises GUEST_PANICKED and pauses the VM, keeping its
+        // state (console, screen) for the error report instead of rebooting it.
+        cmd.args(["-device", "pvpanic-pci", "-action", "panic=pause"]);
         if c.spec.image.is_some() {
             // I/O errors reach the guest instead of pausing the VM (werror/rerror=report).
             cmd.arg("-drive").arg(format!(
@@ -548,8 +554,17 @@ impl Machine {
                             log.machine(&name, &line);
                         }
                         match e.event.as_str() {
-                            "STOP" => paused_tx
-                                .send_replace(Some("the VM was paused (qmp STOP event)".into())),
+                            // A panic's STOP follows its GUEST_PANICKED: keep the reason.
+                            "STOP" => {
+                                paused_tx.send_if_modified(|p| {
+                                    p.is_none()
+                                        .then(|| {
+                                            *p = Some("the VM was paused (qmp STOP event)".into())
+                                        })
+                                        .is_some()
+                                });
+                                None
+                            }
                             "GUEST_PANICKED" => paused_tx.send_replace(Some(format!(
                                 "the guest panicked (qmp GUEST_PANICKED {})",
                                 e.data
@@ -607,10 +622,21 @@ impl Machine {
                     return Err(self.died_early(status, &state, &stderr_tail).await);
                 };
                 if let Some(panic) = panic {
-                    // Let the rest of the panic report arrive; panic=-1 makes QEMU exit.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), process.exited()).await;
-                    let mut rx = state.clone();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+                    // Let the rest of the panic report arrive: pvpanic pauses the VM, or
+                    // (before its module loads) panic=-1 makes QEMU exit.
+                    let mut p = paused.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        tokio::select! {
+                            _ = process.exited() => {}
+                            _ = p.wait_for(|p| p.is_some()) => {}
+                        }
+                    }).await;
+                    if process.status().is_some() {
+                        let mut rx = state.clone();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let _ = process.close(Duration::from_secs(1)).await;
                     return Err(Error::Boot {
                         machine: c.name.clone(),
@@ -1039,6 +1065,77 @@ impl Machine {
             forward.host
         ));
         Ok(forward.host)
+    }
+
+    /// Saves a PNG of the machine's screen (its VGA text console) as `<name>.png` in the
+    /// machine's log folder (`name` may end in `.png`); returns the path. Works on a
+    /// paused or panicked VM too.
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf, Error> {
+        let stem = name.strip_suffix(".png").unwrap_or(name);
+        if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\', '\0']) {
+            return Err(Error::Usage(format!(
+                "machine `{}`: screenshot name `{name}` must be a plain file name",
+                self.config.name
+            )));
+        }
+        let path = self
+            .config
+            .log
+            .machine_dir(&self.config.name)?
+            .join(format!("{stem}.png"));
+        let running = self.running().await?;
+        running
+            .qmp
+            .screendump_png(&path)
+            .await
+            .map_err(|source| Error::Qmp {
+                machine: self.config.name.clone(),
+                source,
+            })?;
+        self.log(&format!("screenshot: {}", path.display()));
+        Ok(path)
+    }
+
+    /// Presses a key combination on the machine's keyboard, e.g. `ctrl-alt-delete`,
+    /// `alt-f2`, `ret` (QEMU key names joined by `-`).
+    pub async fn send_key(&self, combo: &str) -> Result<(), Error> {
+        let keys = crate::keys::parse_combo(combo)
+            .map_err(|e| Error::Usage(format!("machine `{}`: send_key: {e}", self.config.name)))?;
+        self.press(&keys).await
+    }
+
+    /// Types `text` on the machine's keyboard (US layout), one key press per character,
+    /// `delay` apart.
+    pub async fn send_chars(&self, text: &str, delay: Duration) -> Result<(), Error> {
+        let mut presses = Vec::new();
+        for c in text.chars() {
+            let keys = crate::keys::char_keys(c).ok_or_else(|| {
+                Error::Usage(format!(
+                    "machine `{}`: send_chars: no key for {c:?} on a US keyboard",
+                    self.config.name
+                ))
+            })?;
+            presses.push(keys.into_iter().map(String::from).collect::<Vec<_>>());
+        }
+        self.log(&format!("typing {text:?}"));
+        for keys in presses {
+            self.press(&keys).await?;
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    async fn press(&self, keys: &[String]) -> Result<(), Error> {
+        let running = self.running().await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        running
+            .qmp
+            .send_keys(&keys)
+            .await
+            .map_err(|source| Error::Qmp {
+                machine: self.config.name.clone(),
+                source,
+            })
     }
 
     /// Captures the frames of the machine's NIC on `vlan` into a pcap file in the log

@@ -18,6 +18,9 @@
 //! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
 //! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
+//! | `m.screenshot(name)` | saves the machine's screen as `<log>/<machine>/<name>.png`; returns the path |
+//! | `m.send_key(keys)` | presses a key combination: QEMU key names joined by `-` (`"ctrl-alt-delete"`, `"alt-f2"`, `"ret"`) |
+//! | `m.send_chars(text)`, `m.send_chars(text, delay_ms)` | types text on a US keyboard, a key press per character (10 ms apart unless told) |
 //! | `m.name` | the machine's name |
 //! | `subtest(name, \|\| { ... })` | runs a named, timed section (nestable); a failure inside fails the test and names the subtest |
 //! | `retry(\|\| { ... })`, `retry(\|\| { ... }, secs)` | runs the closure until it does not throw, a second apart (120 s, or `secs`); returns its value |
@@ -393,6 +396,32 @@ pub(crate) fn run(
             let local = out.join(local);
             c.block(m.0.copy_from(remote, &local))?;
             Ok(local.display().to_string())
+        },
+    );
+
+    // Screen and keyboard.
+    let c = ctx.clone();
+    engine.register_fn(
+        "screenshot",
+        move |m: &mut MachineHandle, name: &str| -> Res<String> {
+            c.block(m.0.screenshot(name))
+                .map(|p| p.display().to_string())
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn("send_key", move |m: &mut MachineHandle, keys: &str| {
+        c.block(m.0.send_key(keys))
+    });
+    let c = ctx.clone();
+    engine.register_fn("send_chars", move |m: &mut MachineHandle, text: &str| {
+        c.block(m.0.send_chars(text, Duration::from_millis(10)))
+    });
+    let c = ctx.clone();
+    engine.register_fn(
+        "send_chars",
+        move |m: &mut MachineHandle, text: &str, delay_ms: i64| {
+            let delay = Duration::from_millis(delay_ms.clamp(0, 10_000) as u64);
+            c.block(m.0.send_chars(text, delay))
         },
     );
 

@@ -90,7 +90,83 @@ async fn waits_pause_crash_reboot_and_panic() {
         started.elapsed()
     );
     assert!(e.contains("machine `m`: the guest kernel panicked"), "{e}");
-    assert!(e.contains("qemu exited"), "{e}");
+    // pvpanic reported it and paused the VM, so the evidence is still there.
+    assert!(e.contains("the guest panicked (qmp GUEST_PANICKED"), "{e}");
     assert!(e.contains("Kernel panic"), "{e}");
+    let shot = m.screenshot("after-panic").await.unwrap();
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+    // Every further call fails at once instead of waiting on the dead guest.
+    let started = Instant::now();
+    let e = m.succeed("true").await.unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(1), "{e}");
+    assert!(e.contains("GUEST_PANICKED"), "{e}");
+    net.stop_all().await;
+}
+
+/// The width and height in a PNG's IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn screenshots_and_typing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.m]\n");
+    let log_dir = options.log_dir.clone();
+    let net = Network::new(&spec, options).unwrap();
+    let m = net.machine("m").unwrap();
+    m.start().await.unwrap();
+
+    let blank = m.screenshot("blank").await.unwrap();
+    assert_eq!(blank, log_dir.join("m").join("blank.png"));
+    // The VGA text console: 80x25 cells of 9x16 pixels.
+    assert_eq!(png_size(&std::fs::read(&blank).unwrap()), (720, 400));
+    m.succeed("for i in $(seq 20); do echo 'Flotilla screen test line' $i; done > /dev/tty1")
+        .await
+        .unwrap();
+    let text = m.screenshot("text.png").await.unwrap();
+    assert_eq!(text, log_dir.join("m").join("text.png"));
+    let (blank, text) = (
+        std::fs::read(&blank).unwrap(),
+        std::fs::read(&text).unwrap(),
+    );
+    // Text compresses worse than an empty screen.
+    assert!(
+        text.len() > blank.len() + 1000,
+        "{} vs {}",
+        text.len(),
+        blank.len()
+    );
+    assert!(m.screenshot("../escape").await.is_err());
+
+    // Typing reaches the console's terminal (tty1) like a person at the keyboard.
+    m.succeed("(head -n 2 /dev/tty1 > /tmp/typed.part && mv /tmp/typed.part /tmp/typed) > /dev/null 2>&1 &")
+        .await
+        .unwrap();
+    m.succeed("sleep 0.5").await.unwrap();
+    m.send_chars("Hello, World! a|b & \"q\" ~_+\n", Duration::from_millis(5))
+        .await
+        .unwrap();
+    // backspace removes the `x`; `ret` ends the line.
+    m.send_chars("abx", Duration::ZERO).await.unwrap();
+    m.send_key("backspace").await.unwrap();
+    m.send_key("ret").await.unwrap();
+    m.wait_for_file("/tmp/typed", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.succeed("cat /tmp/typed").await.unwrap(),
+        "Hello, World! a|b & \"q\" ~_+\nab\n"
+    );
+    let e = m.send_key("ctrl-").await.unwrap_err().to_string();
+    assert!(e.contains("machine `m`: send_key"), "{e}");
+    let e = m
+        .send_chars("é", Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no key for 'é'"), "{e}");
     net.stop_all().await;
 }
