@@ -104,6 +104,9 @@ pub enum Error {
     TestTimeout(Duration),
     #[error("interrupted")]
     Interrupted,
+    /// A polling condition failed between two steps of the test.
+    #[error("polling condition `{name}` failed: {message}")]
+    Condition { name: String, message: String },
     /// A call got an argument it cannot use (names the machine and the call).
     #[error("{0}")]
     Usage(String),

@@ -22,6 +22,7 @@
 
 mod accel;
 mod agent;
+mod conditions;
 pub mod debian;
 pub mod doctor;
 mod error;
@@ -113,6 +114,7 @@ pub struct Network {
     log: Log,
     accel: AccelChoice,
     pub(crate) fabric: Arc<net::Fabric>,
+    pub(crate) conditions: Arc<conditions::Conditions>,
     // Removed (with every socket in it) when the network is dropped.
     _sockets: tempfile::TempDir,
 }
@@ -155,6 +157,7 @@ impl Network {
             flotilla_vmnet::Plan::with_offset(&vlans, spec.backend, sockets.path(), spec.offset)
                 .map_err(Error::Vmnet)?;
         let fabric = net::Fabric::new(plan, spec.join.clone(), log.clone());
+        let conditions = Arc::new(conditions::Conditions::new(log.clone()));
         let mut machines = BTreeMap::new();
         for (name, machine) in &spec.machines {
             let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
@@ -186,11 +189,13 @@ impl Network {
                 qemu: qemu_binary(),
                 fabric: fabric.clone(),
                 user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(number, forwards)),
+                conditions: conditions.clone(),
             };
             machines.insert(name.clone(), Arc::new(Machine::new(config)));
         }
         Ok(Network {
             machines,
+            conditions,
             fabric,
             log,
             accel,
@@ -263,6 +268,29 @@ impl Network {
         self.fabric.ensure_started().await
     }
 
+    /// Adds a polling condition: `check` must succeed whenever it is checked, which is
+    /// before every command any machine runs (so also between the tries of
+    /// `wait_until_*`), at most once per `interval` (every time when zero). When it
+    /// fails, that command fails with [`Error::Condition`] naming it. Commands the check
+    /// itself runs are not checked again.
+    ///
+    /// ```no_run
+    /// # async fn demo(net: &flotilla_driver::Network) -> Result<(), flotilla_driver::Error> {
+    /// let server = net.machine("server")?;
+    /// net.polling_condition("server's web server runs", std::time::Duration::ZERO, move || {
+    ///     let server = server.clone();
+    ///     async move { server.succeed("pidof httpd").await.map(drop) }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn polling_condition<F, Fut>(&self, name: &str, interval: Duration, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.conditions.add(name, interval, check);
+    }
+
     /// Undoes [`Network::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await
@@ -289,6 +317,7 @@ pub async fn run_test(
     let thread_subtests = subtests.clone();
     let machines = net.machines().clone();
     let fabric = net.fabric.clone();
+    let conditions = net.conditions.clone();
     let handle = tokio::runtime::Handle::current();
     let script_cancel = cancel.child_token();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -301,6 +330,7 @@ pub async fn run_test(
                 &script,
                 &machines,
                 &fabric,
+                &conditions,
                 &thread_log,
                 handle,
                 thread_cancel,

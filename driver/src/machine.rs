@@ -50,6 +50,8 @@ pub struct MachineConfig {
     pub fabric: Arc<Fabric>,
     /// The host-access NIC and its forwarded ports.
     pub user_net: Mutex<UserNet>,
+    /// The network's polling conditions, checked before every command.
+    pub(crate) conditions: Arc<crate::conditions::Conditions>,
 }
 
 /// The result of [`Machine::execute`].
@@ -802,6 +804,7 @@ impl Machine {
         command: &str,
         timeout: Duration,
     ) -> Result<CommandResult, Error> {
+        self.config.conditions.check().await?;
         let running = self.running().await?;
         let started = Instant::now();
         let log = self.config.log.clone();

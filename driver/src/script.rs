@@ -25,6 +25,7 @@
 //! | `subtest(name, \|\| { ... })` | runs a named, timed section (nestable); a failure inside fails the test and names the subtest |
 //! | `retry(\|\| { ... })`, `retry(\|\| { ... }, secs)` | runs the closure until it does not throw, a second apart (120 s, or `secs`); returns its value |
 //! | `start_all()` | boots every machine in parallel |
+//! | `polling_condition(name, \|\| { ... })`, `polling_condition(name, secs, \|\| { ... })` | the closure must not throw whenever it is checked: before every command of any machine (also between the tries of `wait_until_*`), at most every `secs`; a failure fails the step, naming the condition |
 //! | `log(text)` / `print(text)` | writes a line to the log |
 //! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
 //! | `m.block(vlan)`, `m.unblock(vlan)` | takes the machine's link on a VLAN down / up |
@@ -47,8 +48,10 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
 use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::conditions::Conditions;
 use crate::net::Fabric;
 use crate::{Error, Log, Machine};
 
@@ -138,16 +141,80 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 struct Ctx {
     handle: Handle,
     cancel: CancellationToken,
+    /// The engine, for running polling conditions (set once it is built).
+    engine: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    /// The script, whose functions conditions may call.
+    ast: std::sync::OnceLock<rhai::AST>,
+    /// The script's polling conditions, by index.
+    conditions: std::sync::Mutex<Vec<rhai::FnPtr>>,
+    /// Requests to run a condition on the script thread, sent by the driver's checks.
+    requests: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ConditionCall>>>,
+    requests_tx: mpsc::UnboundedSender<ConditionCall>,
+}
+
+/// A request to run polling condition `index`; the reply is its error message, if any.
+struct ConditionCall {
+    index: usize,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+enum Step<T> {
+    Done(Result<T, Error>),
+    Cancelled,
+    Condition(ConditionCall),
 }
 
 impl Ctx {
+    /// Runs `fut` to completion on the runtime. Meanwhile, polling conditions that the
+    /// driver checks are run here, on the script thread, where Rhai closures can run.
     fn block<T>(&self, fut: impl std::future::Future<Output = Result<T, Error>>) -> Res<T> {
-        self.handle.block_on(async {
-            tokio::select! {
-                r = fut => r.map_err(|e| error_to_rhai(&e)),
-                _ = self.cancel.cancelled() => Err("cancelled".into()),
+        let mut fut = std::pin::pin!(fut);
+        // Only the outermost call serves conditions; calls a condition makes do not.
+        let mut requests = self.requests.lock().ok().and_then(|mut r| r.take());
+        let result = loop {
+            let step = self.handle.block_on(async {
+                tokio::select! {
+                    r = &mut fut => Step::Done(r),
+                    _ = self.cancel.cancelled() => Step::Cancelled,
+                    Some(call) = async {
+                        match requests.as_mut() {
+                            Some(rx) => rx.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => Step::Condition(call),
+                }
+            });
+            match step {
+                Step::Done(r) => break r.map_err(|e| error_to_rhai(&e)),
+                Step::Cancelled => break Err("cancelled".into()),
+                Step::Condition(call) => {
+                    let _ = call.reply.send(self.run_condition(call.index));
+                }
             }
-        })
+        };
+        if let (Some(rx), Ok(mut slot)) = (requests, self.requests.lock()) {
+            *slot = Some(rx);
+        }
+        result
+    }
+
+    fn run_condition(&self, index: usize) -> Result<(), String> {
+        let engine = self
+            .engine
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or("the script engine is gone")?;
+        let body = self
+            .conditions
+            .lock()
+            .ok()
+            .and_then(|c| c.get(index).cloned())
+            .ok_or("no such polling condition")?;
+        let empty = rhai::AST::empty();
+        let ast = self.ast.get().unwrap_or(&empty);
+        body.call::<Dynamic>(&engine, ast, ())
+            .map(drop)
+            .map_err(|e| innermost(&e).1)
     }
 }
 
@@ -173,6 +240,7 @@ pub(crate) fn run(
     path: &Path,
     machines: &BTreeMap<String, Arc<Machine>>,
     fabric: &Arc<Fabric>,
+    conditions: &Arc<Conditions>,
     log: &Log,
     handle: Handle,
     cancel: CancellationToken,
@@ -182,9 +250,15 @@ pub(crate) fn run(
         what: format!("reading script {}", path.display()),
         source,
     })?;
+    let (requests_tx, requests) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         handle,
         cancel: cancel.clone(),
+        engine: std::sync::OnceLock::new(),
+        ast: std::sync::OnceLock::new(),
+        conditions: std::sync::Mutex::default(),
+        requests: std::sync::Mutex::new(Some(requests)),
+        requests_tx,
     });
     let mut engine = Engine::new();
     engine.set_max_call_levels(64);
@@ -539,6 +613,57 @@ pub(crate) fn run(
         c.block(crate::http::get(url, Duration::from_secs(30)))
     });
 
+    // polling_condition(name, || { ... }) and polling_condition(name, secs, || { ... }).
+    let add_condition = {
+        let ctx = ctx.clone();
+        let conditions = conditions.clone();
+        move |name: &str, secs: f64, body: rhai::FnPtr| -> Res<()> {
+            if !secs.is_finite() || secs < 0.0 {
+                return Err(format!(
+                    "polling_condition `{name}`: interval {secs} s must be 0 or more"
+                )
+                .into());
+            }
+            let index = match ctx.conditions.lock() {
+                Ok(mut list) => {
+                    list.push(body);
+                    list.len() - 1
+                }
+                Err(_) => return Err("polling conditions are unavailable".into()),
+            };
+            let tx = ctx.requests_tx.clone();
+            conditions.add(name, Duration::from_secs_f64(secs), move || {
+                let tx = tx.clone();
+                async move {
+                    let (reply, answer) = oneshot::channel();
+                    tx.send(ConditionCall { index, reply })
+                        .map_err(|_| Error::Usage("the script has ended".into()))?;
+                    match answer.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(message)) => Err(Error::Usage(message)),
+                        Err(_) => Err(Error::Usage("the script has ended".into())),
+                    }
+                }
+            });
+            Ok(())
+        }
+    };
+    let add = add_condition.clone();
+    engine.register_fn("polling_condition", move |name: &str, body: rhai::FnPtr| {
+        add(name, 0.0, body)
+    });
+    let add = add_condition.clone();
+    engine.register_fn(
+        "polling_condition",
+        move |name: &str, secs: i64, body: rhai::FnPtr| add(name, secs as f64, body),
+    );
+    engine.register_fn(
+        "polling_condition",
+        move |name: &str, secs: f64, body: rhai::FnPtr| add_condition(name, secs, body),
+    );
+
+    let engine = Arc::new(engine);
+    let _ = ctx.engine.set(Arc::downgrade(&engine));
     let ast = engine.compile(&source).map_err(|e| {
         let pos = e.position();
         Error::ScriptSyntax {
@@ -548,6 +673,7 @@ pub(crate) fn run(
             message: strip_position(e.0.to_string()),
         }
     })?;
+    let _ = ctx.ast.set(ast.clone());
     match engine.run_ast(&ast) {
         Ok(()) => Ok(()),
         Err(e) if cancel.is_cancelled() => {

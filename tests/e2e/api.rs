@@ -170,3 +170,74 @@ async fn screenshots_and_typing() {
     assert!(e.contains("no key for 'é'"), "{e}");
     net.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polling_conditions_fail_the_step_that_breaks_them() {
+    // From a script: the condition holds for two steps, then a step breaks it and the
+    // next step fails, naming the condition and the line.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        r#"fn marker() { "/tmp/ok" }
+m.succeed("touch " + marker());
+let checks = 0;
+polling_condition("the marker file exists", || {
+    checks += 1;
+    m.succeed("test -e " + marker());
+});
+m.succeed("echo step 1");
+m.succeed("rm " + marker());
+if checks != 2 { throw `checked ${checks} times`; }
+m.succeed("echo step 2");
+"#,
+    )
+    .unwrap();
+    let (test, options) = spec(&dir, "script = \"t.rhai\"\n[machines.m]\n");
+    let err = flotilla_driver::run_test(&test, options, Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    let script = dir.path().join("t.rhai");
+    assert!(
+        err.starts_with(&format!("{}:11:", script.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("polling condition `the marker file exists` failed"),
+        "{err}"
+    );
+    assert!(err.contains("test -e /tmp/ok"), "{err}");
+
+    // From the library: checked between the tries of a wait, at most once per interval.
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.m]\n");
+    let net = Network::new(&spec, options).unwrap();
+    let m = net.machine("m").unwrap();
+    m.start().await.unwrap();
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, probe) = (checks.clone(), m.clone());
+    net.polling_condition("the guest answers", Duration::ZERO, move || {
+        let (c, probe) = (c.clone(), probe.clone());
+        async move {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            probe.succeed("true").await.map(drop)
+        }
+    });
+    m.succeed("(sleep 2; touch /tmp/later) > /dev/null 2>&1 &")
+        .await
+        .unwrap();
+    m.wait_for_file("/tmp/later", Duration::from_secs(30))
+        .await
+        .unwrap();
+    // One check before each command: the background start and at least four tries.
+    let n = checks.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 4, "{n} checks");
+    net.polling_condition("never", Duration::from_secs(3600), || async {
+        Err(flotilla_driver::Error::Usage("it broke".into()))
+    });
+    let e = m.succeed("true").await.unwrap_err().to_string();
+    assert_eq!(e, "polling condition `never` failed: it broke");
+    // Checked at most once an hour: the next command runs.
+    m.succeed("true").await.unwrap();
+    net.stop_all().await;
+}
