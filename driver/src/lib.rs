@@ -315,9 +315,11 @@ pub async fn run_test(
     let log = net.log().clone();
     let subtests = script::Subtests::default();
     let thread_subtests = subtests.clone();
-    let machines = net.machines().clone();
-    let fabric = net.fabric.clone();
-    let conditions = net.conditions.clone();
+    let world = script::World {
+        machines: net.machines().clone(),
+        fabric: net.fabric.clone(),
+        conditions: net.conditions.clone(),
+    };
     let handle = tokio::runtime::Handle::current();
     let script_cancel = cancel.child_token();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -328,9 +330,7 @@ pub async fn run_test(
         .spawn(move || {
             let r = script::run(
                 &script,
-                &machines,
-                &fabric,
-                &conditions,
+                &world,
                 &thread_log,
                 handle,
                 thread_cancel,

@@ -236,11 +236,17 @@ pub struct Subtest {
 /// Subtests recorded by a script run, in the order they finished.
 pub type Subtests = Arc<std::sync::Mutex<Vec<Subtest>>>;
 
+/// What a script acts on: a network's machines, its fabric and its conditions.
+#[derive(Clone)]
+pub(crate) struct World {
+    pub machines: BTreeMap<String, Arc<Machine>>,
+    pub fabric: Arc<Fabric>,
+    pub conditions: Arc<Conditions>,
+}
+
 pub(crate) fn run(
     path: &Path,
-    machines: &BTreeMap<String, Arc<Machine>>,
-    fabric: &Arc<Fabric>,
-    conditions: &Arc<Conditions>,
+    world: &World,
     log: &Log,
     handle: Handle,
     cancel: CancellationToken,
@@ -250,6 +256,11 @@ pub(crate) fn run(
         what: format!("reading script {}", path.display()),
         source,
     })?;
+    let World {
+        machines,
+        fabric,
+        conditions,
+    } = world;
     let (requests_tx, requests) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         handle,
