@@ -1,12 +1,17 @@
 //! The run log: every line goes to the terminal (unless quiet) and to `driver.log` in the
 //! run's log directory, with the time since the run started. Console lines read
 //! `server # <line>`, driver messages about a machine read `server: <message>`.
+//!
+//! On a terminal, a status line under the log shows what is in progress for more than a
+//! second (boots, commands, waits) and for how long; log lines scroll above it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -24,6 +29,83 @@ struct Inner {
     terminal: bool,
     /// Colour the terminal: stderr is a TTY and `NO_COLOR` is unset.
     colour: bool,
+    /// Where terminal lines go (stderr), and whether the status line is showing.
+    out: Mutex<Terminal>,
+    /// What is in progress, by id; shown in the status line on a TTY.
+    activities: Mutex<BTreeMap<u64, (String, Instant)>>,
+    next_activity: AtomicU64,
+    /// Show the status line (stderr is a TTY, colour allowed, and `terminal`).
+    progress: bool,
+}
+
+struct Terminal {
+    writer: Box<dyn Write + Send>,
+    /// The status line currently drawn, if any.
+    status: Option<String>,
+}
+
+impl std::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminal")
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Leave no status line under the last log line.
+        if let Ok(out) = self.out.get_mut() {
+            if out.status.take().is_some() {
+                let _ = out.writer.write_all(b"\r\x1b[2K");
+                let _ = out.writer.flush();
+            }
+        }
+    }
+}
+
+/// Something in progress, shown in the status line until dropped.
+#[derive(Debug)]
+pub struct Activity {
+    log: Log,
+    id: u64,
+}
+
+impl Drop for Activity {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.log.inner.activities.lock() {
+            a.remove(&self.id);
+        }
+    }
+}
+
+/// Activities younger than this are not shown (most commands take milliseconds).
+const SHOW_AFTER: Duration = Duration::from_secs(1);
+/// How often the status line is redrawn.
+const REDRAW: Duration = Duration::from_millis(250);
+
+/// The status line for `activities` at `now`: those older than [`SHOW_AFTER`], oldest
+/// first, cut to `width` characters; `None` when there is nothing to show.
+fn status_line(
+    activities: &BTreeMap<u64, (String, Instant)>,
+    now: Instant,
+    width: usize,
+) -> Option<String> {
+    let mut shown: Vec<(&String, Duration)> = activities
+        .values()
+        .map(|(label, since)| (label, now.saturating_duration_since(*since)))
+        .filter(|(_, age)| *age >= SHOW_AFTER)
+        .collect();
+    if shown.is_empty() {
+        return None;
+    }
+    shown.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let parts: Vec<String> = shown
+        .iter()
+        .map(|(label, age)| format!("{label} ({:.0} s)", age.as_secs_f64().floor()))
+        .collect();
+    let line = format!("… {}", parts.join(" · "));
+    Some(line.chars().take(width.max(20)).collect())
 }
 
 impl Log {
@@ -38,16 +120,69 @@ impl Log {
             .map_err(io(format!("creating log directory {}", dir.display())))?;
         let path = dir.join("driver.log");
         let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-        Ok(Log {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let colour = tty && std::env::var_os("NO_COLOR").is_none();
+        let dumb = std::env::var("TERM").map_or(true, |t| t == "dumb");
+        Ok(Log::with_writer(
+            dir,
+            file,
+            terminal,
+            colour,
+            terminal && tty && !dumb,
+            Box::new(std::io::stderr()),
+        ))
+    }
+
+    fn with_writer(
+        dir: &Path,
+        file: File,
+        terminal: bool,
+        colour: bool,
+        progress: bool,
+        writer: Box<dyn Write + Send>,
+    ) -> Log {
+        let log = Log {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 dir: dir.to_path_buf(),
                 file: Mutex::new(file),
                 terminal,
-                colour: std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none(),
+                colour,
+                out: Mutex::new(Terminal {
+                    writer,
+                    status: None,
+                }),
+                activities: Mutex::default(),
+                next_activity: AtomicU64::new(0),
+                progress,
             }),
-        })
+        };
+        if progress {
+            let weak = Arc::downgrade(&log.inner);
+            let _ = std::thread::Builder::new()
+                .name("flotilla-progress".into())
+                .spawn(move || redraw_until_dropped(&weak));
+        }
+        log
+    }
+
+    /// Marks `label` as in progress until the returned guard is dropped; on a TTY the
+    /// status line shows it once it has lasted a second.
+    pub fn activity(&self, label: String) -> Activity {
+        let id = self.inner.next_activity.fetch_add(1, Ordering::Relaxed);
+        if !self.inner.progress {
+            return Activity {
+                log: self.clone(),
+                id,
+            };
+        }
+        if let Ok(mut a) = self.inner.activities.lock() {
+            a.insert(id, (label, Instant::now()));
+        }
+        Activity {
+            log: self.clone(),
+            id,
+        }
     }
 
     /// The run's log directory.
@@ -78,17 +213,41 @@ impl Log {
     /// first `: ` or ` # `) is coloured per machine and console lines are dimmed.
     fn write_styled(&self, line: &str, name: Option<&str>) {
         if self.inner.terminal {
-            match name.filter(|_| self.inner.colour) {
+            let text = match name.filter(|_| self.inner.colour) {
                 Some(name) => {
                     let rest = &line[name.len().min(line.len())..];
                     let console = rest.starts_with(" # ");
                     let dim = if console { "\x1b[2m" } else { "" };
-                    eprintln!(
+                    format!(
                         "\x1b[1;38;5;{}m{name}\x1b[0m{dim}{rest}\x1b[0m",
                         colour_of(name)
-                    );
+                    )
                 }
-                None => eprintln!("{line}"),
+                None => line.to_owned(),
+            };
+            let status = if self.inner.progress {
+                self.inner
+                    .activities
+                    .lock()
+                    .ok()
+                    .and_then(|a| status_line(&a, Instant::now(), terminal_width()))
+            } else {
+                None
+            };
+            if let Ok(mut out) = self.inner.out.lock() {
+                // The line goes above the status line, which is drawn again below it.
+                let clear = if out.status.is_some() {
+                    "\r\x1b[2K"
+                } else {
+                    ""
+                };
+                let again = status
+                    .as_ref()
+                    .map(|s| format!("\x1b[2m{s}\x1b[0m"))
+                    .unwrap_or_default();
+                out.status = status;
+                let _ = write!(out.writer, "{clear}{text}\n{again}");
+                let _ = out.writer.flush();
             }
         }
         if let Ok(mut f) = self.inner.file.lock() {
@@ -125,6 +284,49 @@ impl Log {
     }
 }
 
+/// Redraws the status line every [`REDRAW`] while the log lives.
+fn redraw_until_dropped(inner: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(REDRAW);
+        let Some(inner) = inner.upgrade() else { return };
+        let width = terminal_width();
+        let line = match inner.activities.lock() {
+            Ok(a) => status_line(&a, Instant::now(), width),
+            Err(_) => return,
+        };
+        let Ok(mut out) = inner.out.lock() else {
+            return;
+        };
+        if out.status == line {
+            continue;
+        }
+        let drawn = match &line {
+            Some(l) => format!("\r\x1b[2K\x1b[2m{l}\x1b[0m"),
+            None => "\r\x1b[2K".to_owned(),
+        };
+        let _ = out.writer.write_all(drawn.as_bytes());
+        let _ = out.writer.flush();
+        out.status = line;
+    }
+}
+
+/// The terminal's width in columns (stderr's), or 80.
+fn terminal_width() -> usize {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes a winsize into the pointed-to struct, which we own.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col) - 1
+    } else {
+        79
+    }
+}
+
 /// A readable ANSI 256-colour for a machine name, the same every run.
 fn colour_of(name: &str) -> u8 {
     const PALETTE: [u8; 8] = [33, 35, 36, 39, 71, 135, 172, 166];
@@ -132,4 +334,82 @@ fn colour_of(name: &str) -> u8 {
         .bytes()
         .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
     PALETTE[h as usize % PALETTE.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_shows_what_lasts_oldest_first() {
+        let now = Instant::now();
+        let mut a = BTreeMap::new();
+        assert_eq!(status_line(&a, now, 80), None);
+        a.insert(
+            1,
+            ("server: booting".to_owned(), now - Duration::from_secs(3)),
+        );
+        a.insert(
+            2,
+            ("client: booting".to_owned(), now - Duration::from_secs(5)),
+        );
+        a.insert(3, ("server: running `true`".to_owned(), now));
+        assert_eq!(
+            status_line(&a, now, 80).unwrap(),
+            "… client: booting (5 s) · server: booting (3 s)"
+        );
+        assert_eq!(status_line(&a, now, 30).unwrap().chars().count(), 30);
+    }
+
+    /// A writer that keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn status_line_is_drawn_under_log_lines_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("driver.log")).unwrap();
+        let out = Capture::default();
+        let log = Log::with_writer(dir.path(), file, true, false, true, Box::new(out.clone()));
+        let busy = log.activity("vm: booting".into());
+        std::thread::sleep(Duration::from_millis(1400));
+        log.info("a line");
+        drop(busy);
+        std::thread::sleep(Duration::from_millis(600));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        // Drawn, cleared for the log line, drawn again under it, cleared at the end.
+        assert!(
+            text.contains("\r\x1b[2K\x1b[2m… vm: booting (1 s)\x1b[0m\r\x1b[2Ka line\n\x1b[2m… vm: booting (1 s)"),
+            "{text:?}"
+        );
+        assert!(text.ends_with("\r\x1b[2K"), "{text:?}");
+        // Without a terminal nothing is drawn.
+        let file = File::create(dir.path().join("driver2.log")).unwrap();
+        let quiet = Capture::default();
+        let log = Log::with_writer(
+            dir.path(),
+            file,
+            true,
+            false,
+            false,
+            Box::new(quiet.clone()),
+        );
+        let _busy = log.activity("vm: booting".into());
+        std::thread::sleep(Duration::from_millis(1300));
+        log.info("b");
+        assert_eq!(
+            String::from_utf8(quiet.0.lock().unwrap().clone()).unwrap(),
+            "b\n"
+        );
+    }
 }

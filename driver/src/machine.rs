@@ -302,11 +302,16 @@ impl Machine {
         timeout: Duration,
     ) -> Result<String, Error> {
         let re = regex::Regex::new(pattern).map_err(|e| {
-            Error::Internal(format!(
-                "wait_for_console_text: bad regular expression `{pattern}`: {e}"
+            Error::Usage(format!(
+                "machine `{}`: wait_for_console_text: bad regular expression `{pattern}`: {e}",
+                self.config.name
             ))
         })?;
         self.log(&format!("waiting for console text matching `{pattern}`"));
+        let _busy = self.config.log.activity(format!(
+            "{}: waiting for console text `{pattern}`",
+            self.config.name
+        ));
         let mut count = self.console.count.subscribe();
         let running = self.running.lock().await.clone();
         let wait = async {
@@ -438,6 +443,7 @@ impl Machine {
             let _ = std::fs::remove_file(c.socket_dir.join(sock));
         }
         let log_dir = c.log.machine_dir(&c.name)?;
+        let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
         // The overlay lives for the run: a reboot or crash keeps the disk's state.
         if let Some(base) = &c.spec.image {
@@ -806,6 +812,10 @@ impl Machine {
     ) -> Result<CommandResult, Error> {
         self.config.conditions.check().await?;
         let running = self.running().await?;
+        let _busy = self
+            .config
+            .log
+            .activity(format!("{}: running `{command}`", self.config.name));
         let started = Instant::now();
         let log = self.config.log.clone();
         let name = self.config.name.clone();
@@ -921,6 +931,10 @@ impl Machine {
     ) -> Result<String, Error> {
         let wanted = if success { "succeeds" } else { "fails" };
         self.log(&format!("waiting until this {wanted}: {command}"));
+        let _busy = self.config.log.activity(format!(
+            "{}: waiting until `{command}` {wanted}",
+            self.config.name
+        ));
         let deadline = Instant::now() + timeout;
         let mut tries = 0;
         loop {

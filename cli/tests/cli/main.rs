@@ -88,7 +88,47 @@ fn hello_example_passes() {
     assert!(t.contains("machine: must succeed: uname -r"), "{t}");
     assert!(t.contains("machine # FLOTILLA-AGENT-READY"), "{t}");
     assert!(t.contains("PASSED: hello"), "{t}");
+    // Not a terminal: plain lines, no colour and no status line.
+    assert!(!t.contains('\x1b'), "{t}");
     assert!(out_dir.path().join("machine/console.log").is_file());
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn a_terminal_gets_colour_and_a_progress_line() {
+    // script(1) runs flotilla on a pseudo-terminal and copies what it shows.
+    let out_dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let command = format!(
+        "{} test examples/hello --out {}",
+        env!("CARGO_BIN_EXE_flotilla"),
+        out_dir.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(workspace())
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    // Machine names are coloured; the boot shows in a dimmed status line that is
+    // cleared before each log line and drawn again under it.
+    assert!(t.contains("\x1b[1;38;5;"), "{t}");
+    assert!(
+        t.contains("\r\x1b[2K\x1b[2m… machine: booting (1 s)"),
+        "{t}"
+    );
+    assert!(t.contains("\r\x1b[2K\x1b[1;38;5;"), "{t}");
+    // Nothing is left drawn above the verdict.
+    let before = &t[..t.find("PASSED: hello").unwrap()];
+    assert!(
+        before.ends_with('\n') || before.ends_with("\r\x1b[2K"),
+        "{t}"
+    );
     assert_no_qemu_left(&tag);
 }
 
