@@ -889,8 +889,18 @@ impl Machine {
 
     /// Runs a command that must succeed (exit 0); returns its stdout.
     pub async fn succeed(&self, command: &str) -> Result<String, Error> {
+        self.succeed_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::succeed`] with its own time limit instead of the network's default.
+    pub async fn succeed_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
         self.log(&format!("must succeed: {command}"));
-        let r = self.execute(command).await?;
+        let r = self.execute_with_timeout(command, timeout).await?;
         if r.success() {
             Ok(r.stdout)
         } else {
@@ -962,8 +972,18 @@ impl Machine {
 
     /// Runs a command that must fail (non-zero exit or killed); returns its stdout.
     pub async fn fail(&self, command: &str) -> Result<String, Error> {
+        self.fail_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::fail`] with its own time limit instead of the network's default.
+    pub async fn fail_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
         self.log(&format!("must fail: {command}"));
-        let r = self.execute(command).await?;
+        let r = self.execute_with_timeout(command, timeout).await?;
         if r.success() {
             Err(Error::CommandFailed {
                 machine: self.config.name.clone(),

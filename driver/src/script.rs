@@ -3,10 +3,11 @@
 //!
 //! | call | does |
 //! | --- | --- |
+//! | `…, secs)` | every command, wait, `shutdown` and `reboot` takes an optional last argument, its time limit in seconds (defaults: commands 300 s, waits 120 s, power-off 60 s); a timeout error names the call and the limit |
 //! | `m.start()` | boots `m` (commands boot it on first use too) |
 //! | `m.succeed(cmd)` | runs a shell command that must exit 0; returns its stdout |
 //! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
-//! | `m.wait_until_succeeds(cmd)`, `m.wait_until_fails(cmd)` | retries `cmd` every 0.5 s until it succeeds / fails (120 s, or a third argument in seconds) |
+//! | `m.wait_until_succeeds(cmd)`, `m.wait_until_fails(cmd)` | retries `cmd` every 0.5 s until it succeeds / fails |
 //! | `m.wait_for_console_text(regex)` | waits for a matching serial console line (earlier lines count); returns it |
 //! | `m.get_console_log()` | everything the console printed in this run |
 //! | `m.wait_for_file(path)` | waits until `path` exists in the guest |
@@ -122,8 +123,10 @@ pub const RESERVED: &[&str] = &[
     "goto",
 ];
 
-/// How long `wait_until_*` waits unless told.
+/// How long the `wait_*` calls wait unless told.
 const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+/// How long `shutdown` and `reboot` wait for the guest to power off unless told.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
 async fn wait(m: &Machine, cmd: &str, limit: Duration, success: bool) -> Result<String, Error> {
     if success {
@@ -298,9 +301,23 @@ pub(crate) fn run(
         c.block(m.0.succeed(cmd))
     });
     let c = ctx.clone();
+    engine.register_fn(
+        "succeed",
+        move |m: &mut MachineHandle, cmd: &str, secs: i64| {
+            c.block(m.0.succeed_with_timeout(cmd, secs_arg(secs)))
+        },
+    );
+    let c = ctx.clone();
     engine.register_fn("fail", move |m: &mut MachineHandle, cmd: &str| {
         c.block(m.0.fail(cmd))
     });
+    let c = ctx.clone();
+    engine.register_fn(
+        "fail",
+        move |m: &mut MachineHandle, cmd: &str, secs: i64| {
+            c.block(m.0.fail_with_timeout(cmd, secs_arg(secs)))
+        },
+    );
     for (name, success) in [("wait_until_succeeds", true), ("wait_until_fails", false)] {
         let c = ctx.clone();
         engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str| {
@@ -308,15 +325,16 @@ pub(crate) fn run(
         });
         let c = ctx.clone();
         engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str, secs: i64| {
-            let limit = Duration::from_secs(secs.max(1) as u64);
-            c.block(wait(&m.0, cmd, limit, success))
+            c.block(wait(&m.0, cmd, secs_arg(secs), success))
         });
     }
-    let c = ctx.clone();
-    engine.register_fn(
-        "execute",
-        move |m: &mut MachineHandle, cmd: &str| -> Res<Map> {
-            let r = c.block(m.0.execute(cmd))?;
+    for with_limit in [false, true] {
+        let c = ctx.clone();
+        let execute = move |m: &mut MachineHandle, cmd: &str, secs: Option<i64>| -> Res<Map> {
+            let r = match secs {
+                Some(secs) => c.block(m.0.execute_with_timeout(cmd, secs_arg(secs)))?,
+                None => c.block(m.0.execute(cmd))?,
+            };
             let mut map = Map::new();
             map.insert(
                 "status".into(),
@@ -325,11 +343,25 @@ pub(crate) fn run(
             map.insert("stdout".into(), r.stdout.into());
             map.insert("stderr".into(), r.stderr.into());
             Ok(map)
-        },
-    );
+        };
+        if with_limit {
+            engine.register_fn(
+                "execute",
+                move |m: &mut MachineHandle, cmd: &str, secs: i64| execute(m, cmd, Some(secs)),
+            );
+        } else {
+            engine.register_fn("execute", move |m: &mut MachineHandle, cmd: &str| {
+                execute(m, cmd, None)
+            });
+        }
+    }
     let c = ctx.clone();
     engine.register_fn("shutdown", move |m: &mut MachineHandle| {
-        c.block(m.0.shutdown(Duration::from_secs(30)))
+        c.block(m.0.shutdown(SHUTDOWN_WAIT))
+    });
+    let c = ctx.clone();
+    engine.register_fn("shutdown", move |m: &mut MachineHandle, secs: i64| {
+        c.block(m.0.shutdown(secs_arg(secs)))
     });
     let c = ctx.clone();
     let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
@@ -350,7 +382,11 @@ pub(crate) fn run(
     engine.register_fn("crash", move |m: &mut MachineHandle| c.block(m.0.crash()));
     let c = ctx.clone();
     engine.register_fn("reboot", move |m: &mut MachineHandle| {
-        c.block(m.0.reboot(Duration::from_secs(60)))
+        c.block(m.0.reboot(SHUTDOWN_WAIT))
+    });
+    let c = ctx.clone();
+    engine.register_fn("reboot", move |m: &mut MachineHandle, secs: i64| {
+        c.block(m.0.reboot(secs_arg(secs)))
     });
 
     // Subtests: named, timed, nestable sections.
@@ -437,6 +473,13 @@ pub(crate) fn run(
             c.block(m.0.wait_for_console_text(pattern, DEFAULT_WAIT))
         },
     );
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_console_text",
+        move |m: &mut MachineHandle, pattern: &str, secs: i64| {
+            c.block(m.0.wait_for_console_text(pattern, secs_arg(secs)))
+        },
+    );
     engine.register_fn("get_console_log", |m: &mut MachineHandle| m.0.console_log());
     let c = ctx.clone();
     engine.register_fn("wait_for_file", move |m: &mut MachineHandle, path: &str| {
@@ -444,10 +487,25 @@ pub(crate) fn run(
     });
     let c = ctx.clone();
     engine.register_fn(
+        "wait_for_file",
+        move |m: &mut MachineHandle, path: &str, secs: i64| {
+            c.block(m.0.wait_for_file(path, secs_arg(secs)))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
         "wait_for_open_port",
         move |m: &mut MachineHandle, port: i64| {
             let port = port_arg(port)?;
             c.block(m.0.wait_for_open_port(port, DEFAULT_WAIT))
+        },
+    );
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_open_port",
+        move |m: &mut MachineHandle, port: i64, secs: i64| {
+            let port = port_arg(port)?;
+            c.block(m.0.wait_for_open_port(port, secs_arg(secs)))
         },
     );
     let c = ctx.clone();
@@ -459,9 +517,24 @@ pub(crate) fn run(
         },
     );
     let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_closed_port",
+        move |m: &mut MachineHandle, port: i64, secs: i64| {
+            let port = port_arg(port)?;
+            c.block(m.0.wait_for_closed_port(port, secs_arg(secs)))
+        },
+    );
+    let c = ctx.clone();
     engine.register_fn("wait_for_unit", move |m: &mut MachineHandle, unit: &str| {
         c.block(m.0.wait_for_unit(unit, DEFAULT_WAIT))
     });
+    let c = ctx.clone();
+    engine.register_fn(
+        "wait_for_unit",
+        move |m: &mut MachineHandle, unit: &str, secs: i64| {
+            c.block(m.0.wait_for_unit(unit, secs_arg(secs)))
+        },
+    );
 
     // Files.
     let c = ctx.clone();
@@ -696,6 +769,11 @@ pub(crate) fn run(
             Err(located(path, pos, message))
         }
     }
+}
+
+/// A time limit in whole seconds from a script: at least 1 s.
+fn secs_arg(secs: i64) -> Duration {
+    Duration::from_secs(secs.max(1) as u64)
 }
 
 fn vlan_arg(vlan: i64) -> Res<u8> {

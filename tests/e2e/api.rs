@@ -241,3 +241,48 @@ m.succeed("echo step 2");
     m.succeed("true").await.unwrap();
     net.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_are_overridable_and_named() {
+    // Per-call limits from a script, and wait_until_fails.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        r#"fn expect_timeout(f, text) {
+    try { f.call(); } catch (e) {
+        if !e.contains(text) { throw `wrong error: ${e}`; }
+        return;
+    }
+    throw `no timeout: ${text}`;
+}
+m.succeed("touch /tmp/f; (sleep 1; rm /tmp/f) > /dev/null 2>&1 &");
+m.wait_until_fails("test -e /tmp/f", 30);
+expect_timeout(|| m.succeed("sleep 10", 1), "command `sleep 10` did not finish within 1 s (timeout)");
+expect_timeout(|| m.execute("sleep 10", 1), "command `sleep 10` did not finish within 1 s (timeout)");
+expect_timeout(|| m.wait_for_file("/nope", 2), "waiting until `test -e '/nope'` succeeds");
+expect_timeout(|| m.wait_for_open_port(9, 1), "within 1 s (timeout)");
+expect_timeout(|| m.wait_for_console_text("never", 1), "waiting for console text matching `never` did not finish within 1 s");
+m.succeed("echo still fine", 5);
+m.fail("false", 5);
+"#,
+    )
+    .unwrap();
+    let (test, options) = spec(&dir, "script = \"t.rhai\"\n[machines.m]\n");
+    flotilla_driver::run_test(&test, options, Default::default())
+        .await
+        .unwrap();
+
+    // The global timeout ends a test that hangs, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.rhai"), "m.succeed(\"sleep 600\");\n").unwrap();
+    let (test, options) = spec(&dir, "script = \"t.rhai\"\ntimeout = 15\n[machines.m]\n");
+    let started = Instant::now();
+    let e = flotilla_driver::run_test(&test, options, Default::default())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(25));
+    assert_eq!(
+        e.to_string(),
+        "the test did not finish within its timeout of 15 s"
+    );
+}
