@@ -89,6 +89,10 @@ pub struct NetworkOptions {
     pub command_timeout: Duration,
     /// Where [`run_test`] writes a JUnit XML report (one test case per subtest).
     pub junit: Option<PathBuf>,
+    /// Where machine disks live across runs (`--keep-state DIR`): `<dir>/<machine>/`
+    /// holds `root.qcow2` (the `image` overlay) and `<disk name>.qcow2`, made on first
+    /// use and reused by every later run. `None`: disks are made per run and deleted.
+    pub keep_state: Option<PathBuf>,
 }
 
 impl NetworkOptions {
@@ -100,6 +104,7 @@ impl NetworkOptions {
             boot_timeout: Duration::from_secs(120),
             command_timeout: Duration::from_secs(300),
             junit: None,
+            keep_state: None,
         }
     }
 }
@@ -124,10 +129,14 @@ impl Network {
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
-        let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
-            Some(image::stage1_initramfs(&kernel)?)
-        } else {
-            None
+        let needs = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
+        let stage1 = match needs(|m| m.image.is_some()) {
+            true => Some(image::stage1_initramfs(&kernel)?),
+            false => None,
+        };
+        let with_disks = match needs(|m| m.image.is_none() && !m.disks.is_empty()) {
+            true => Some(image::disk_initramfs(&kernel, &agent)?),
+            false => None,
         };
         let accel = accel::detect();
         log.info(&format!(
@@ -138,6 +147,12 @@ impl Network {
             kernel.version,
             accel
         ));
+        if let Some(dir) = &options.keep_state {
+            log.info(&format!(
+                "machine disks are kept in {} (--keep-state): existing ones are reused",
+                dir.display()
+            ));
+        }
         let sockets = tempfile::Builder::new()
             .prefix("flotilla-")
             .tempdir()
@@ -173,12 +188,17 @@ impl Network {
                 name: name.clone(),
                 spec: machine.clone(),
                 kernel: kernel.clone(),
-                initrd: match (&machine.image, &stage1) {
-                    (Some(_), Some(stage1)) => stage1.clone(),
+                initrd: match (&machine.image, &stage1, &with_disks) {
+                    (Some(_), Some(stage1), _) => stage1.clone(),
+                    (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),
                     _ => initrd.clone(),
                 },
                 accel: accel.clone(),
                 socket_dir: sockets.path().join(name),
+                state_dir: match &options.keep_state {
+                    Some(dir) => std::path::absolute(dir.join(name)).unwrap_or(dir.join(name)),
+                    None => sockets.path().join(name),
+                },
                 log: log.clone(),
                 boot_timeout: options.boot_timeout,
                 command_timeout: options.command_timeout,
