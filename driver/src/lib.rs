@@ -17,6 +17,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Machines may have extra disks (blank, or overlays over an image, optionally with
+//! injected I/O errors: [`spec::DiskSpec`]); [`NetworkOptions::keep_state`] keeps them
+//! for the next network.
+//!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 
@@ -129,14 +133,17 @@ impl Network {
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
-        let needs = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
-        let stage1 = match needs(|m| m.image.is_some()) {
-            true => Some(image::stage1_initramfs(&kernel)?),
-            false => None,
+        let machines_that = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
+        let stage1 = if machines_that(|m| m.image.is_some()) {
+            Some(image::stage1_initramfs(&kernel)?)
+        } else {
+            None
         };
-        let with_disks = match needs(|m| m.image.is_none() && !m.disks.is_empty()) {
-            true => Some(image::disk_initramfs(&kernel, &agent)?),
-            false => None,
+        // Only machines with disks pay for loading virtio_blk.
+        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty()) {
+            Some(image::disk_initramfs(&kernel, &agent)?)
+        } else {
+            None
         };
         let accel = accel::detect();
         log.info(&format!(

@@ -742,15 +742,16 @@ impl Machine {
             }
             std::fs::create_dir_all(&c.state_dir)
                 .map_err(|e| failed(format!("creating {}: {e}", c.state_dir.display())))?;
+            let partial = path.with_extension("qcow2.partial");
             let mut cmd = Command::new("qemu-img");
             cmd.args(["create", "-q", "-f", "qcow2"]);
             let what = match &source {
                 DiskSource::Blank { bytes } => {
-                    cmd.arg(&path).arg(bytes.to_string());
+                    cmd.arg(&partial).arg(bytes.to_string());
                     format!("blank, {} MiB", bytes.div_ceil(1 << 20))
                 }
                 DiskSource::Overlay { base } => {
-                    cmd.args(["-F", "qcow2", "-b"]).arg(base).arg(&path);
+                    cmd.args(["-F", "qcow2", "-b"]).arg(base).arg(&partial);
                     format!("overlay over {}", base.display())
                 }
             };
@@ -765,6 +766,14 @@ impl Machine {
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
+            // Only a whole disk gets its name: a later run must not reuse half of one.
+            std::fs::rename(&partial, &path).map_err(|e| {
+                failed(format!(
+                    "renaming {} to {}: {e}",
+                    partial.display(),
+                    path.display()
+                ))
+            })?;
             self.log(&format!("disk {name}: {what}, at {}", path.display()));
         }
         Ok(())
