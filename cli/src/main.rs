@@ -46,6 +46,8 @@ enum Cmd {
         /// Write a JUnit XML report here (a test case per subtest).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Boot the spec's machines and keep them running until Ctrl-C.
     Run {
@@ -54,6 +56,8 @@ enum Cmd {
         /// Log folder; default flotilla-out/<test name>.
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Check what the host has and lacks; exit 1 if something required is missing.
     Doctor,
@@ -62,6 +66,15 @@ enum Cmd {
         #[command(subcommand)]
         kind: ImageKind,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// Keep machine disks (an image's overlay, extra disks) in DIR/<machine>/ and reuse
+    /// them in later runs with the same DIR, instead of fresh disks deleted at the end.
+    /// Delete the folder to start afresh.
+    #[arg(long, value_name = "DIR")]
+    keep_state: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +135,7 @@ fn main() -> ExitCode {
             out,
             quiet,
             junit,
+            state,
         } => with_runtime(|cancel| async move {
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
@@ -130,6 +144,7 @@ fn main() -> ExitCode {
             let mut options = NetworkOptions::new(out_dir(out, &spec));
             options.terminal = !quiet;
             options.junit = junit;
+            options.keep_state = state.keep_state;
             let log_dir = options.log_dir.clone();
             match run_test(&spec, options, cancel).await {
                 Ok(()) => {
@@ -143,12 +158,14 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Cmd::Run { spec, out } => with_runtime(|cancel| async move {
+        Cmd::Run { spec, out, state } => with_runtime(|cancel| async move {
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
                 Err(e) => return report(&e),
             };
-            let net = match Network::new(&spec, NetworkOptions::new(out_dir(out, &spec))) {
+            let mut options = NetworkOptions::new(out_dir(out, &spec));
+            options.keep_state = state.keep_state;
+            let net = match Network::new(&spec, options) {
                 Ok(n) => n,
                 Err(e) => return report(&e),
             };

@@ -37,6 +37,13 @@ pub enum Error {
     Setup { what: String, hint: String },
     #[error("building the image: {0}")]
     Image(String),
+    /// A machine's disk could not be made (qemu-img failed, or the state dir is wrong).
+    #[error("machine `{machine}`: disk `{disk}`: {problem}")]
+    Disk {
+        machine: String,
+        disk: String,
+        problem: String,
+    },
     /// A host tool (debootstrap, mke2fs, ...) failed; quotes the end of its output.
     #[error("building the image: {what} {status}{}", quote_output(output))]
     Tool {
@@ -123,6 +130,7 @@ impl Error {
                 | Error::ScriptSyntax { .. }
                 | Error::Setup { .. }
                 | Error::Image(_)
+                | Error::Disk { .. }
                 | Error::Tool { .. }
         )
     }

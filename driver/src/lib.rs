@@ -17,6 +17,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Machines may have extra disks (blank, or overlays over an image, optionally with
+//! injected I/O errors: [`spec::DiskSpec`]); [`NetworkOptions::keep_state`] keeps them
+//! for the next network.
+//!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 
@@ -91,6 +95,10 @@ pub struct NetworkOptions {
     pub command_timeout: Duration,
     /// Where [`run_test`] writes a JUnit XML report (one test case per subtest).
     pub junit: Option<PathBuf>,
+    /// Where machine disks live across runs (`--keep-state DIR`): `<dir>/<machine>/`
+    /// holds `root.qcow2` (the `image` overlay) and `<disk name>.qcow2`, made on first
+    /// use and reused by every later run. `None`: disks are made per run and deleted.
+    pub keep_state: Option<PathBuf>,
 }
 
 impl NetworkOptions {
@@ -102,6 +110,7 @@ impl NetworkOptions {
             boot_timeout: Duration::from_secs(120),
             command_timeout: Duration::from_secs(300),
             junit: None,
+            keep_state: None,
         }
     }
 }
@@ -127,8 +136,15 @@ impl Network {
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
-        let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
+        let machines_that = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
+        let stage1 = if machines_that(|m| m.image.is_some()) {
             Some(image::stage1_initramfs(&kernel)?)
+        } else {
+            None
+        };
+        // Only machines with disks pay for loading virtio_blk.
+        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty()) {
+            Some(image::disk_initramfs(&kernel, &agent)?)
         } else {
             None
         };
@@ -141,6 +157,12 @@ impl Network {
             kernel.version,
             accel
         ));
+        if let Some(dir) = &options.keep_state {
+            log.info(&format!(
+                "machine disks are kept in {} (--keep-state): existing ones are reused",
+                dir.display()
+            ));
+        }
         let sockets = tempfile::Builder::new()
             .prefix("flotilla-")
             .tempdir()
@@ -177,12 +199,17 @@ impl Network {
                 name: name.clone(),
                 spec: machine.clone(),
                 kernel: kernel.clone(),
-                initrd: match (&machine.image, &stage1) {
-                    (Some(_), Some(stage1)) => stage1.clone(),
+                initrd: match (&machine.image, &stage1, &with_disks) {
+                    (Some(_), Some(stage1), _) => stage1.clone(),
+                    (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),
                     _ => initrd.clone(),
                 },
                 accel: accel.clone(),
                 socket_dir: sockets.path().join(name),
+                state_dir: match &options.keep_state {
+                    Some(dir) => std::path::absolute(dir.join(name)).unwrap_or(dir.join(name)),
+                    None => sockets.path().join(name),
+                },
                 log: log.clone(),
                 boot_timeout: options.boot_timeout,
                 command_timeout: options.command_timeout,

@@ -18,7 +18,7 @@ use crate::image::Kernel;
 use crate::log::Log;
 use crate::net::Fabric;
 use crate::process::{describe_status, Process};
-use crate::spec::MachineSpec;
+use crate::spec::{DiskSource, MachineSpec};
 use crate::Error;
 use flotilla_vmnet::{Forward, UserNet};
 
@@ -39,6 +39,9 @@ pub struct MachineConfig {
     pub accel: AccelChoice,
     /// Private (0700) folder for this machine's sockets.
     pub socket_dir: PathBuf,
+    /// Folder of the machine's disk files (`root.qcow2`, `<disk>.qcow2`): the socket
+    /// folder, or `<keep-state dir>/<machine>` to keep them across runs.
+    pub state_dir: PathBuf,
     pub log: Log,
     /// How long the guest may take to report readiness.
     pub boot_timeout: Duration,
@@ -245,12 +248,20 @@ impl Machine {
         // pvpanic: a guest panic raises GUEST_PANICKED and pauses the VM, keeping its
         // state (console, screen) for the error report instead of rebooting it.
         cmd.args(["-device", "pvpanic-pci", "-action", "panic=pause"]);
+        // The root image's disk first (/dev/vda), then the extra disks in spec order;
+        // every -device in command-line order, so PCI slots follow that order.
         if c.spec.image.is_some() {
-            // I/O errors reach the guest instead of pausing the VM (werror/rerror=report).
-            cmd.arg("-drive").arg(format!(
-                "file={},if=virtio,format=qcow2,werror=report,rerror=report",
-                dir.join("disk.qcow2").display()
-            ));
+            let drive = drive_options(ROOT_DISK, &self.disk_path(ROOT_DISK), &[]);
+            cmd.arg("-drive").arg(drive);
+            cmd.arg("-device")
+                .arg(format!("virtio-blk-pci,drive={ROOT_DISK}"));
+        }
+        for disk in &c.spec.disks {
+            let path = self.disk_path(&disk.name);
+            cmd.arg("-drive")
+                .arg(drive_options(&disk.name, &path, &disk.inject_errors));
+            cmd.arg("-device")
+                .arg(format!("virtio-blk-pci,drive={0},serial={0}", disk.name));
         }
         if let Ok(args) = c.fabric.plan.qemu_args(&c.name) {
             cmd.args(args);
@@ -445,12 +456,7 @@ impl Machine {
         let log_dir = c.log.machine_dir(&c.name)?;
         let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
-        // The overlay lives for the run: a reboot or crash keeps the disk's state.
-        if let Some(base) = &c.spec.image {
-            if !c.socket_dir.join("disk.qcow2").exists() {
-                self.create_overlay(base).await?;
-            }
-        }
+        self.ensure_disks().await?;
         self.log(&format!(
             "starting ({} MiB, {} cpu, {})",
             c.spec.memory, c.spec.cpus, c.accel.accel
@@ -560,6 +566,9 @@ impl Machine {
                             log.file_only(&format!("{name}: {line}"));
                         } else {
                             log.machine(&name, &line);
+                        }
+                        if e.event == "BLOCK_IO_ERROR" {
+                            log.machine(&name, &describe_io_error(&e.data));
                         }
                         match e.event.as_str() {
                             // A panic's STOP follows its GUEST_PANICKED: keep the reason.
@@ -733,26 +742,73 @@ impl Machine {
         })
     }
 
-    /// A fresh qcow2 overlay over the base image: the machine never writes to the base.
-    async fn create_overlay(&self, base: &std::path::Path) -> Result<(), Error> {
-        let overlay = self.config.socket_dir.join("disk.qcow2");
-        let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(base)
-            .arg(&overlay)
-            .output()
-            .await
-            .map_err(|source| Error::Io {
-                what: format!("machine `{}`: running qemu-img", self.config.name),
-                source,
+    /// Where the disk named `name` (or [`ROOT_DISK`]) lives.
+    fn disk_path(&self, name: &str) -> PathBuf {
+        self.config.state_dir.join(format!("{name}.qcow2"))
+    }
+
+    /// Makes the disks that do not exist yet: they live as long as the state folder
+    /// (the run, or across runs with `--keep-state`), so a reboot or crash keeps them.
+    async fn ensure_disks(&self) -> Result<(), Error> {
+        let c = &self.config;
+        let root = c
+            .spec
+            .image
+            .as_ref()
+            .map(|base| (ROOT_DISK, DiskSource::Overlay { base: base.clone() }));
+        let extra = c
+            .spec
+            .disks
+            .iter()
+            .map(|d| (d.name.as_str(), d.source.clone()));
+        for (name, source) in root.into_iter().chain(extra) {
+            let path = self.disk_path(name);
+            let failed = |problem: String| Error::Disk {
+                machine: c.name.clone(),
+                disk: name.to_owned(),
+                problem,
+            };
+            if path.exists() {
+                if c.state_dir != c.socket_dir {
+                    self.log(&format!("disk {name}: reusing {}", path.display()));
+                }
+                continue;
+            }
+            std::fs::create_dir_all(&c.state_dir)
+                .map_err(|e| failed(format!("creating {}: {e}", c.state_dir.display())))?;
+            let partial = path.with_extension("qcow2.partial");
+            let mut cmd = Command::new("qemu-img");
+            cmd.args(["create", "-q", "-f", "qcow2"]);
+            let what = match &source {
+                DiskSource::Blank { bytes } => {
+                    cmd.arg(&partial).arg(bytes.to_string());
+                    format!("blank, {} MiB", bytes.div_ceil(1 << 20))
+                }
+                DiskSource::Overlay { base } => {
+                    cmd.args(["-F", "qcow2", "-b"]).arg(base).arg(&partial);
+                    format!("overlay over {}", base.display())
+                }
+            };
+            let out = cmd
+                .output()
+                .await
+                .map_err(|e| failed(format!("running qemu-img: {e}")))?;
+            if !out.status.success() {
+                return Err(failed(format!(
+                    "qemu-img could not make {} ({what}): {}",
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            // Only a whole disk gets its name: a later run must not reuse half of one.
+            std::fs::rename(&partial, &path).map_err(|e| {
+                failed(format!(
+                    "renaming {} to {}: {e}",
+                    partial.display(),
+                    path.display()
+                ))
             })?;
-        if !out.status.success() {
-            return Err(Error::Image(format!(
-                "machine `{}`: qemu-img could not make an overlay over {}: {}",
-                self.config.name,
-                base.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            self.log(&format!("disk {name}: {what}, at {}", path.display()));
         }
         Ok(())
     }
@@ -1443,6 +1499,56 @@ fn collect_files(
     Ok(())
 }
 
+/// The drive id of an `image`'s disk (extra disks go by their own names).
+const ROOT_DISK: &str = "root";
+
+/// `-drive` options for a qcow2 disk file: I/O errors reach the guest
+/// (`werror`/`rerror=report`) instead of pausing the VM. Error rules put QEMU's
+/// blkdebug between the qcow2 format and the file, where qcow2's events fire.
+fn drive_options(id: &str, file: &std::path::Path, rules: &[crate::spec::InjectError]) -> String {
+    // A comma in an option value is written twice.
+    let file = file.display().to_string().replace(',', ",,");
+    let mut s = format!("id={id},if=none,format=qcow2,werror=report,rerror=report");
+    // The file node by driver and name: a path with `:` is not a protocol prefix.
+    let mut file_node = "file";
+    if !rules.is_empty() {
+        s.push_str(",file.driver=blkdebug");
+        file_node = "file.image";
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        let rule_at = format!(",file.inject-error.{i}");
+        let once = if rule.once { "on" } else { "off" };
+        let _ = write!(
+            s,
+            "{rule_at}.event={}{rule_at}.errno={}{rule_at}.once={once}",
+            rule.event, rule.errno
+        );
+    }
+    let _ = write!(s, ",{file_node}.driver=file,{file_node}.filename={file}");
+    s
+}
+
+/// A readable line for QMP's `BLOCK_IO_ERROR`:
+/// `I/O error on drive disk1 (write, Input/output error; reported to the guest)`.
+fn describe_io_error(data: &serde_json::Value) -> String {
+    let field = |key: &str| data.get(key).and_then(|v| v.as_str()).unwrap_or("?");
+    let action = match field("action") {
+        "report" => "reported to the guest",
+        "ignore" => "ignored",
+        "stop" => "the VM stops",
+        other => other,
+    };
+    let device = match field("device") {
+        "" => field("node-name"),
+        device => device,
+    };
+    format!(
+        "I/O error on drive {device} ({}, {}; {action})",
+        field("operation"),
+        field("reason")
+    )
+}
+
 /// Resolves with the reason once the VM is paused.
 async fn paused(running: &Running) -> String {
     let mut rx = running.paused.clone();
@@ -1488,6 +1594,41 @@ fn tail_text(stdout: &str, stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::LineLog;
+
+    #[test]
+    fn drive_options_escape_and_inject() {
+        use crate::spec::InjectError;
+        let plain = super::drive_options("disk1", "/a,b/disk1.qcow2".as_ref(), &[]);
+        assert_eq!(
+            plain,
+            "id=disk1,if=none,format=qcow2,werror=report,rerror=report,\
+             file.driver=file,file.filename=/a,,b/disk1.qcow2"
+        );
+        let rule = InjectError {
+            event: "write_aio".into(),
+            errno: 5,
+            once: true,
+        };
+        let faulty = super::drive_options("d", "/x.qcow2".as_ref(), &[rule]);
+        assert!(
+            faulty.ends_with(
+                ",file.driver=blkdebug,file.inject-error.0.event=write_aio\
+                 ,file.inject-error.0.errno=5,file.inject-error.0.once=on\
+                 ,file.image.driver=file,file.image.filename=/x.qcow2"
+            ),
+            "{faulty}"
+        );
+    }
+
+    #[test]
+    fn io_errors_read_well() {
+        let data = serde_json::json!({"device": "disk1", "node-name": "#block1",
+            "operation": "write", "action": "report", "reason": "Input/output error"});
+        assert_eq!(
+            super::describe_io_error(&data),
+            "I/O error on drive disk1 (write, Input/output error; reported to the guest)"
+        );
+    }
 
     #[test]
     fn line_log_splits_and_cuts() {

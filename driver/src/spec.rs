@@ -20,6 +20,14 @@
 //! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
 //! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
+//!
+//! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
+//! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
+//! name = "data"             # drive id and virtio serial; default disk1, disk2, ...
+//!
+//! [[machines.server.disks]]
+//! base = "data.qcow2"       # a qcow2 overlay over this image; the image is never written
+//! inject_errors = [{ event = "write_aio", once = true }]  # QEMU blkdebug rules
 //! ```
 //!
 //! Every error names the file, line and column: unknown keys, wrong types and missing
@@ -113,7 +121,115 @@ pub struct MachineSpec {
     /// Ports forwarded from 127.0.0.1 on the host.
     #[serde(default)]
     pub forward: Vec<ForwardSpec>,
+    /// Extra disks, in the guest's order (`/dev/vdb`, ... after an `image`'s `/dev/vda`).
+    #[serde(skip)]
+    pub disks: Vec<DiskSpec>,
+    /// `[[machines.NAME.disks]]` as written, checked into `disks` by [`Spec::parse`].
+    #[serde(default, rename = "disks")]
+    raw_disks: Vec<Spanned<RawDisk>>,
 }
+
+/// An extra disk of a machine: `[[machines.NAME.disks]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The QEMU drive id and the virtio serial the guest sees (`/sys/block/vdX/serial`,
+    /// `/dev/disk/by-id/virtio-NAME` under udev); also the file name in the state dir.
+    pub name: String,
+    pub source: DiskSource,
+    /// QEMU blkdebug rules; empty for a disk without error injection.
+    pub inject_errors: Vec<InjectError>,
+}
+
+/// What a disk starts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A blank qcow2 image of this many bytes.
+    Blank { bytes: u64 },
+    /// A qcow2 overlay over this qcow2 image (absolute), which is never written.
+    Overlay { base: PathBuf },
+}
+
+/// One QEMU blkdebug `inject-error` rule: once QEMU's block layer reports `event` on
+/// the disk's file, its requests fail with `errno` (only the next one if `once`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectError {
+    /// A blkdebug event, e.g. `read_aio` (guest data read) or `write_aio` (written).
+    pub event: String,
+    /// The error the guest gets: 5 (EIO) unless told.
+    pub errno: u32,
+    /// Fail one request, then remove the rule.
+    pub once: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    size: Option<Spanned<toml::Value>>,
+    base: Option<Spanned<PathBuf>>,
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    inject_errors: Vec<Spanned<RawInjectError>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInjectError {
+    event: Spanned<String>,
+    errno: Option<Spanned<i64>>,
+    #[serde(default)]
+    once: bool,
+}
+
+/// The events of QEMU 7.2's blkdebug (`BlkdebugEvent` in qapi/block-core.json).
+pub const BLKDEBUG_EVENTS: &[&str] = &[
+    "l1_update",
+    "l1_grow_alloc_table",
+    "l1_grow_write_table",
+    "l1_grow_activate_table",
+    "l2_load",
+    "l2_update",
+    "l2_update_compressed",
+    "l2_alloc_cow_read",
+    "l2_alloc_write",
+    "read_aio",
+    "read_backing_aio",
+    "read_compressed",
+    "write_aio",
+    "write_compressed",
+    "vmstate_load",
+    "vmstate_save",
+    "cow_read",
+    "cow_write",
+    "reftable_load",
+    "reftable_grow",
+    "reftable_update",
+    "refblock_load",
+    "refblock_update",
+    "refblock_update_part",
+    "refblock_alloc",
+    "refblock_alloc_hookup",
+    "refblock_alloc_write",
+    "refblock_alloc_write_blocks",
+    "refblock_alloc_write_table",
+    "refblock_alloc_switch_table",
+    "cluster_alloc",
+    "cluster_alloc_bytes",
+    "cluster_free",
+    "flush_to_os",
+    "flush_to_disk",
+    "pwritev_rmw_head",
+    "pwritev_rmw_after_head",
+    "pwritev_rmw_tail",
+    "pwritev_rmw_after_tail",
+    "pwritev",
+    "pwritev_zero",
+    "pwritev_done",
+    "empty_image_prepare",
+    "l1_shrink_write_table",
+    "l1_shrink_free_l2_clusters",
+    "cor_write",
+    "cluster_alloc_space",
+];
 
 impl Default for MachineSpec {
     fn default() -> Self {
@@ -125,6 +241,8 @@ impl Default for MachineSpec {
             agent: crate::guest::AgentKind::Flotilla,
             vlans: default_vlans(),
             forward: Vec::new(),
+            disks: Vec::new(),
+            raw_disks: Vec::new(),
         }
     }
 }
@@ -276,6 +394,9 @@ impl Spec {
                     format!("machine `{}`: cpus must be 1 to 64", name.get_ref()),
                 ));
             }
+            let raw_disks = std::mem::take(&mut machine.raw_disks);
+            machine.disks = check_disks(raw_disks, dir)
+                .map_err(|(span, m)| located(span, format!("machine `{}`: {m}", name.get_ref())))?;
             machines.insert(name.into_inner(), machine);
         }
         let backend = match raw.network.backend {
@@ -327,6 +448,146 @@ impl Spec {
             timeout,
             machines,
         })
+    }
+}
+
+/// The longest disk name: a virtio-blk serial holds 20 bytes.
+const MAX_DISK_NAME: usize = 20;
+
+/// Checks `[[machines.NAME.disks]]`; an error carries the span it is about.
+fn check_disks(
+    raw: Vec<Spanned<RawDisk>>,
+    dir: &Path,
+) -> Result<Vec<DiskSpec>, (Range<usize>, String)> {
+    let mut disks: Vec<DiskSpec> = Vec::new();
+    for (index, disk) in raw.into_iter().enumerate() {
+        let span = disk.span();
+        let disk = disk.into_inner();
+        let name = match disk.name {
+            Some(name) => {
+                let ok = name.get_ref().len() <= MAX_DISK_NAME
+                    && name.get_ref().starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .get_ref()
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
+                if !ok || name.get_ref() == "root" {
+                    return Err((
+                        name.span(),
+                        format!(
+                            "disk name `{}` must start with a lowercase letter and use only \
+                             lowercase letters, digits, `_` and `-` (at most {MAX_DISK_NAME} \
+                             characters; `root` is the image's)",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                if disks.iter().any(|d| &d.name == name.get_ref()) {
+                    return Err((
+                        name.span(),
+                        format!("two disks are named `{}`", name.get_ref()),
+                    ));
+                }
+                name.into_inner()
+            }
+            None => format!("disk{}", index + 1),
+        };
+        let source = match (disk.size, disk.base) {
+            (Some(size), None) => DiskSource::Blank {
+                bytes: parse_size(size.get_ref())
+                    .map_err(|m| (size.span(), format!("disk `{name}`: size {m}")))?,
+            },
+            (None, Some(base)) => {
+                let resolved = dir.join(base.get_ref());
+                if !resolved.is_file() {
+                    return Err((
+                        base.span(),
+                        format!("disk `{name}`: base {} does not exist", resolved.display()),
+                    ));
+                }
+                DiskSource::Overlay {
+                    base: std::path::absolute(&resolved).unwrap_or(resolved),
+                }
+            }
+            _ => {
+                return Err((
+                    span,
+                    format!(
+                        "disk `{name}` needs exactly one of `size` (a blank disk) and \
+                         `base` (an overlay over an image)"
+                    ),
+                ))
+            }
+        };
+        let mut inject_errors = Vec::new();
+        for rule in disk.inject_errors {
+            let rule = rule.into_inner();
+            if !BLKDEBUG_EVENTS.contains(&rule.event.get_ref().as_str()) {
+                return Err((
+                    rule.event.span(),
+                    format!(
+                        "disk `{name}`: unknown blkdebug event `{}` (e.g. `read_aio`, \
+                         `write_aio`, `flush_to_disk`; see QEMU's BlkdebugEvent)",
+                        rule.event.get_ref()
+                    ),
+                ));
+            }
+            let errno = match rule.errno {
+                Some(e) => u32::try_from(*e.get_ref())
+                    .ok()
+                    .filter(|e| (1..=133).contains(e))
+                    .ok_or_else(|| {
+                        (
+                            e.span(),
+                            format!("disk `{name}`: errno must be 1 to 133 (5 is EIO)"),
+                        )
+                    })?,
+                None => 5,
+            };
+            inject_errors.push(InjectError {
+                event: rule.event.into_inner(),
+                errno,
+                once: rule.once,
+            });
+        }
+        disks.push(DiskSpec {
+            name,
+            source,
+            inject_errors,
+        });
+    }
+    Ok(disks)
+}
+
+/// A disk size in bytes: an integer is MiB; a string is a positive integer with a
+/// `K`, `M` or `G` suffix (powers of 1024), e.g. `"512K"`, `"64M"`, `"2G"`.
+fn parse_size(value: &toml::Value) -> Result<u64, String> {
+    const MAX: u64 = 1 << 50; // 1 PiB: more is likelier a typo than a wish
+    let bytes = match value {
+        toml::Value::Integer(mib) => u64::try_from(*mib)
+            .ok()
+            .and_then(|m| m.checked_mul(1 << 20)),
+        toml::Value::String(text) => {
+            let text = text.trim();
+            let unit = match text.chars().last() {
+                Some('K' | 'k') => 1 << 10,
+                Some('M' | 'm') => 1 << 20,
+                Some('G' | 'g') => 1 << 30,
+                _ => 0,
+            };
+            text.get(..text.len().saturating_sub(1))
+                .filter(|digits| unit > 0 && digits.chars().all(|c| c.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<u64>().ok())
+                .and_then(|n| n.checked_mul(unit))
+        }
+        _ => None,
+    };
+    match bytes {
+        Some(b) if b > 0 && b <= MAX => Ok(b),
+        _ => Err(format!(
+            "{value} is not a size: write an integer of MiB (64) or a string with a \
+             K, M or G suffix (\"64M\"); at most 1 PiB"
+        )),
     }
 }
 
@@ -499,6 +760,96 @@ mod tests {
             m.starts_with("/nonexistent/spec.toml:2:10: network.offset 250"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn disks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::write(dir.path().join("data.qcow2"), b"").unwrap();
+        let text = "[machines.s]\n\
+                    [[machines.s.disks]]\nsize = 64\n\
+                    [[machines.s.disks]]\nsize = \"512K\"\nname = \"scratch\"\n\
+                    [[machines.s.disks]]\nbase = \"data.qcow2\"\n\
+                    inject_errors = [{ event = \"write_aio\" }, { event = \"read_aio\", errno = 28, once = true }]\n";
+        let spec = Spec::parse(&path, text).unwrap();
+        let disks = &spec.machines["s"].disks;
+        assert_eq!(disks.len(), 3);
+        assert_eq!(disks[0].name, "disk1");
+        assert_eq!(disks[0].source, DiskSource::Blank { bytes: 64 << 20 });
+        assert_eq!(disks[1].name, "scratch");
+        assert_eq!(disks[1].source, DiskSource::Blank { bytes: 512 << 10 });
+        assert_eq!(disks[2].name, "disk3");
+        assert_eq!(
+            disks[2].source,
+            DiskSource::Overlay {
+                base: dir.path().join("data.qcow2")
+            }
+        );
+        assert_eq!(
+            disks[2].inject_errors,
+            [
+                InjectError {
+                    event: "write_aio".into(),
+                    errno: 5,
+                    once: false
+                },
+                InjectError {
+                    event: "read_aio".into(),
+                    errno: 28,
+                    once: true
+                }
+            ]
+        );
+        assert!(parse("[machines.s]\n").unwrap().machines["s"]
+            .disks
+            .is_empty());
+    }
+
+    #[test]
+    fn bad_disks_name_line_and_column() {
+        let disk = |body: &str| message(&format!("[machines.s]\n[[machines.s.disks]]\n{body}"));
+        let m = disk("size = \"64X\"\n");
+        assert!(
+            m.starts_with(
+                "/nonexistent/spec.toml:3:8: machine `s`: disk `disk1`: size \"64X\" is not a size"
+            ),
+            "{m}"
+        );
+        for bad in ["0", "-1", "\"M\"", "\"1.5G\"", "\"99999999999G\"", "true"] {
+            let m = disk(&format!("size = {bad}\n"));
+            assert!(m.contains("is not a size"), "{bad}: {m}");
+        }
+        let m = disk("base = \"nope.qcow2\"\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:3:8: "), "{m}");
+        assert!(
+            m.contains("disk `disk1`: base /nonexistent/nope.qcow2 does not exist"),
+            "{m}"
+        );
+        let m = disk("");
+        assert!(m.starts_with("/nonexistent/spec.toml:2:"), "{m}");
+        assert!(m.contains("needs exactly one of `size`"), "{m}");
+        let m = disk("size = 1\nbase = \"x.qcow2\"\n");
+        assert!(m.contains("needs exactly one of `size`"), "{m}");
+        let m = disk("size = 1\nsise = 2\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:4:1: "), "{m}");
+        assert!(m.contains("unknown field `sise`"), "{m}");
+        let m = disk("size = 1\nname = \"Data\"\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:4:8: "), "{m}");
+        assert!(m.contains("disk name `Data` must start"), "{m}");
+        let m = disk("size = 1\nname = \"root\"\n");
+        assert!(m.contains("disk name `root`"), "{m}");
+        let m = disk("size = 1\nname = \"a\"\n[[machines.s.disks]]\nsize = 1\nname = \"a\"\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:7:8: "), "{m}");
+        assert!(m.contains("two disks are named `a`"), "{m}");
+        let m = disk("size = 1\ninject_errors = [{ event = \"write\" }]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:4:28: "), "{m}");
+        assert!(m.contains("unknown blkdebug event `write`"), "{m}");
+        let m = disk("size = 1\ninject_errors = [{ event = \"pwritev\", errno = 0 }]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:4:47: "), "{m}");
+        assert!(m.contains("errno must be 1 to 133"), "{m}");
+        let m = disk("size = 1\ninject_errors = [{ event = \"pwritev\", sector = 3 }]\n");
+        assert!(m.contains("unknown field `sector`"), "{m}");
     }
 
     #[test]

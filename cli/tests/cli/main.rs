@@ -416,3 +416,53 @@ fn subtests_are_timed_logged_and_reported_as_junit() {
     assert!(xml.contains("exit status 5"), "{xml}");
     assert_no_qemu_left(&tag);
 }
+
+#[test]
+fn keep_state_carries_disks_from_one_test_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let spec = |script: &str| {
+        let path = dir.path().join(format!("{script}.toml"));
+        std::fs::write(
+            &path,
+            format!("name = \"keep\"\nscript = \"{script}.rhai\"\n[machines.vm]\n[[machines.vm.disks]]\nsize = \"8M\"\n"),
+        )
+        .unwrap();
+        path
+    };
+    std::fs::write(
+        dir.path().join("write.rhai"),
+        "vm.succeed(\"printf kept | dd of=/dev/vda conv=fsync\");\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("read.rhai"),
+        "let mark = vm.succeed(\"dd if=/dev/vda bs=4 count=1 2>/dev/null\");\n\
+         if mark != \"kept\" { throw \"the disk is blank\"; }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let run = |spec: &Path, keep: bool| {
+        let mut cmd = flotilla();
+        cmd.arg("test")
+            .arg(spec)
+            .arg("--out")
+            .arg(dir.path().join("out"));
+        if keep {
+            cmd.arg("--keep-state").arg(&state);
+        }
+        cmd.env("FLOTILLA_TEST_TAG", &tag).output().unwrap()
+    };
+    let out = run(&spec("write"), true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&spec("read"), true);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("vm: disk disk1: reusing "), "{t}");
+    // Without --keep-state the disk is fresh.
+    let out = run(&spec("read"), false);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("the disk is blank"), "{t}");
+    assert_no_qemu_left(&tag);
+}
