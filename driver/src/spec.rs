@@ -906,3 +906,37 @@ mod readme {
         }
     }
 }
+
+#[cfg(test)]
+mod examples {
+    use std::path::Path;
+
+    #[test]
+    fn every_example_has_a_readme_parses_and_is_listed() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Examples").expect("an Examples section")..];
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&examples).expect("examples/") {
+            let dir = entry.expect("an entry").path();
+            let name = dir
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .into_owned();
+            let own = std::fs::read_to_string(dir.join("README.md"))
+                .unwrap_or_else(|_| panic!("examples/{name} has no README.md"));
+            assert!(
+                own.contains(&format!("flotilla test examples/{name}")),
+                "{name}"
+            );
+            super::Spec::load(&dir).unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+            assert!(
+                section.contains(&format!("[`examples/{name}`](examples/{name})")),
+                "README's Examples section lacks examples/{name}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 3, "{seen} examples");
+    }
+}
