@@ -26,6 +26,11 @@ use flotilla_vmnet::{Forward, UserNet};
 const TAIL_LINES: usize = 20;
 /// How many console lines are kept in memory.
 const KEEP_LINES: usize = 500;
+/// QEMU device ids of the agent's and qemu-ga's serial ports (in VSERPORT_CHANGE).
+const AGENT_PORT_ID: &str = "agent-port";
+const QGA_PORT_ID: &str = "qga-port";
+/// How an error says the agent went away.
+const AGENT_GONE: &str = "the agent closed its port in the guest (it exited or was stopped)";
 /// Text that means the guest kernel panicked.
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
@@ -138,7 +143,12 @@ impl Console {
 struct Running {
     process: Arc<Process>,
     qmp: flotilla_qmp::Client,
-    guest: Guest,
+    /// The agent connection, and how many times the guest had closed the agent's port
+    /// when it was made: a later close means the agent restarted, and the next call
+    /// connects again.
+    guest: std::sync::RwLock<(u64, Option<Arc<Guest>>)>,
+    port_closes: watch::Receiver<u64>,
+    reconnecting: tokio::sync::Mutex<()>,
     state: watch::Receiver<ConsoleState>,
     stderr_tail: Arc<Console>,
     /// Why the VM is paused, while it is.
@@ -229,7 +239,7 @@ impl Machine {
             dir.join("agent.sock").display()
         ));
         cmd.arg("-device").arg(format!(
-            "virtserialport,bus=vser0.0,chardev=agent,name={}",
+            "virtserialport,bus=vser0.0,chardev=agent,name={},id={AGENT_PORT_ID}",
             proto::PORT_NAME
         ));
         // Every machine has the stock guest agent's port too: an image with qemu-ga
@@ -239,7 +249,7 @@ impl Machine {
             dir.join("qga.sock").display()
         ));
         cmd.arg("-device").arg(format!(
-            "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT}"
+            "virtserialport,bus=vser0.0,chardev=qga,name={QGA_PORT},id={QGA_PORT_ID}"
         ));
         cmd.args(["-device", "virtio-rng-pci"]);
         // A standard VGA card: its text console is what `screenshot` captures and
@@ -553,9 +563,16 @@ impl Machine {
         // Every QMP event goes to the log, with the machine's name.
         // STOP (and GUEST_PANICKED) mark the VM paused, so waiting calls fail instead
         // of hanging; RESUME clears it.
+        // The guest closing the driving agent's port means the agent died (or stopped):
+        // calls waiting on it fail instead of hanging; reopening it clears that.
         let mut events = qmp.subscribe();
         let (log, name) = (c.log.clone(), c.name.clone());
+        let agent_port = match c.spec.agent {
+            AgentKind::Qga => QGA_PORT_ID,
+            _ => AGENT_PORT_ID,
+        };
         let (paused_tx, paused) = watch::channel(None::<String>);
+        let (closes_tx, port_closes) = watch::channel(0u64);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 match event {
@@ -587,6 +604,26 @@ impl Machine {
                                 e.data
                             ))),
                             "RESUME" => paused_tx.send_replace(None),
+                            "VSERPORT_CHANGE" if e.data["id"] == agent_port => {
+                                let open = e.data["open"].as_bool().unwrap_or(true);
+                                if !open {
+                                    closes_tx.send_modify(|n| *n += 1);
+                                }
+                                paused_tx.send_if_modified(|p| {
+                                    let gone =
+                                        p.as_deref().is_some_and(|p| p.starts_with(AGENT_GONE));
+                                    if open && gone {
+                                        *p = None;
+                                        true
+                                    } else if !open && p.is_none() {
+                                        *p = Some(format!("{AGENT_GONE} (qmp VSERPORT_CHANGE)"));
+                                        true
+                                    } else {
+                                        false
+                                    }
+                                });
+                                None
+                            }
                             _ => None,
                         };
                     }
@@ -732,10 +769,13 @@ impl Machine {
             let _stdin = stdin;
             p.exited().await;
         });
+        let closes_at_connect = *port_closes.borrow();
         Ok(Running {
             process,
             qmp,
-            guest,
+            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
+            port_closes,
+            reconnecting: tokio::sync::Mutex::new(()),
             state,
             stderr_tail,
             paused,
@@ -876,7 +916,8 @@ impl Machine {
         let log = self.config.log.clone();
         let name = self.config.name.clone();
         let mut lines = [LineLog::default(), LineLog::default()];
-        let exec = running.guest.exec_shell(command, timeout, |is_err, chunk| {
+        let guest = self.guest(&running).await?;
+        let exec = guest.exec_shell(command, timeout, |is_err, chunk| {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
         let output: ExecOutput = tokio::select! {
@@ -924,6 +965,68 @@ impl Machine {
             started.elapsed().as_secs_f64()
         ));
         Ok(result)
+    }
+
+    /// The connection to the running machine's agent; connects again first when the
+    /// agent has restarted since (the guest closed its port, and has opened it again).
+    async fn guest(&self, running: &Running) -> Result<Arc<Guest>, Error> {
+        let current = |r: &Running| r.guest.read().map(|g| g.clone()).unwrap_or((0, None));
+        let closes = *running.port_closes.borrow();
+        let gone = running
+            .paused
+            .borrow()
+            .clone()
+            .filter(|p| p.starts_with(AGENT_GONE));
+        if let (seen, Some(guest)) = current(running) {
+            // Still the same agent, or it is away (the call then fails as such).
+            if seen == closes || gone.is_some() || !matches!(*guest, Guest::Agent(_)) {
+                return Ok(guest);
+            }
+        }
+        if let Some(why) = gone {
+            return Err(self.died(running, &why).await);
+        }
+        let _one = running.reconnecting.lock().await;
+        if let (seen, Some(guest)) = current(running) {
+            if seen == closes {
+                return Ok(guest); // another call connected meanwhile
+            }
+        }
+        self.log("the agent restarted: connecting again");
+        // Drop the old connection first: QEMU takes one client at a time.
+        if let Ok(mut g) = running.guest.write() {
+            g.1 = None;
+        }
+        let path = self.config.socket_dir.join("agent.sock");
+        let conn = AgentConn::connect(&path, Duration::from_secs(30))
+            .await
+            .map_err(|source| Error::Agent {
+                machine: self.config.name.clone(),
+                doing: "connecting again after the agent restarted".into(),
+                source: source.into(),
+            })?;
+        let fresh = Arc::new(Guest::Agent(conn));
+        if let Ok(mut g) = running.guest.write() {
+            *g = (closes, Some(fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// Runs `fut`, a call on the running machine, unless QEMU exits, the VM pauses or
+    /// the agent goes away first: those end it at once with the evidence.
+    async fn guarded<T>(
+        &self,
+        running: &Running,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            r = fut => r,
+            status = running.process.exited() => Err(self
+                .died(running, &format!("qemu {} while {what}", describe_status(status)))
+                .await),
+            why = paused(running) => Err(self.died(running, &format!("{why} while {what}")).await),
+        }
     }
 
     async fn died(&self, running: &Running, problem: &str) -> Error {
@@ -1277,18 +1380,23 @@ impl Machine {
             ),
             source,
         })?;
-        let mut total = 0;
-        for (path, target, mode) in &files {
-            total += running
-                .guest
-                .push_file(path, target, *mode)
-                .await
-                .map_err(|source| Error::Agent {
-                    machine: self.config.name.clone(),
-                    doing: format!("copying {} to {target}", path.display()),
-                    source,
-                })?;
-        }
+        let guest = self.guest(&running).await?;
+        let copies = async {
+            let mut total = 0;
+            for (path, target, mode) in &files {
+                total += guest
+                    .push_file(path, target, *mode)
+                    .await
+                    .map_err(|source| Error::Agent {
+                        machine: self.config.name.clone(),
+                        doing: format!("copying {} to {target}", path.display()),
+                        source,
+                    })?;
+            }
+            Ok(total)
+        };
+        let what = format!("copying {} to {remote}", local.display());
+        let total = self.guarded(&running, &what, copies).await?;
         self.log(&format!(
             "copied {} ({} file(s), {total} bytes) to {remote} in {:.2} s",
             local.display(),
@@ -1302,10 +1410,25 @@ impl Machine {
     /// modes; returns the bytes copied.
     pub async fn copy_from(&self, remote: &str, local: &std::path::Path) -> Result<u64, Error> {
         let running = self.running().await?;
+        let what = format!("copying {remote} to {}", local.display());
+        self.guarded(
+            &running,
+            &what,
+            self.copy_from_running(&running, remote, local),
+        )
+        .await
+    }
+
+    async fn copy_from_running(
+        &self,
+        running: &Running,
+        remote: &str,
+        local: &std::path::Path,
+    ) -> Result<u64, Error> {
         let started = Instant::now();
+        let guest = self.guest(running).await?;
         let quoted = shell_quote(remote);
-        let listing = running
-            .guest
+        let listing = guest
             .exec_shell(
                 &format!("if [ -d {quoted} ]; then cd {quoted} && find . -type f; elif [ -e {quoted} ]; then echo; else echo \"no such file or directory: {}\" >&2; exit 1; fi", remote.replace('"', "")),
                 Duration::from_secs(60),
@@ -1346,8 +1469,7 @@ impl Machine {
                 .collect()
         };
         for (from, to) in copies {
-            let (size, _) = running
-                .guest
+            let (size, _) = guest
                 .pull_file(&from, &to)
                 .await
                 .map_err(|source| Error::Agent {
@@ -1373,7 +1495,10 @@ impl Machine {
             return Ok(());
         };
         self.log("shutting down");
-        let asked = running.guest.shutdown().await.is_ok();
+        let asked = match self.guest(&running).await {
+            Ok(guest) => guest.shutdown().await.is_ok(),
+            Err(_) => false,
+        };
         let clean = asked
             && tokio::time::timeout(timeout, running.process.exited())
                 .await

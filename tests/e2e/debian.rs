@@ -84,6 +84,55 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
         .await
         .unwrap();
     assert_eq!(deb.succeed("cat /root/file").await.unwrap(), "written\n");
+
+    // The agent going away ends the waiting call at once, instead of its 300 s limit.
+    let started = Instant::now();
+    let e = deb
+        .succeed("systemctl kill --signal=KILL flotilla-agent.service; sleep 300")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.contains("machine `deb`: the agent closed its port in the guest"),
+        "{e}"
+    );
+    // Until systemd restarts it (a second later), calls fail at once; then the driver
+    // connects to the new agent and the machine answers again.
+    let t = Instant::now();
+    let mut early_errors = 0;
+    loop {
+        let call = Instant::now();
+        match deb.succeed("echo back").await {
+            Ok(out) => {
+                assert_eq!(out, "back\n");
+                break;
+            }
+            Err(e) => {
+                assert!(call.elapsed() < Duration::from_secs(1), "{e}");
+                assert!(e.to_string().contains("the agent closed its port"), "{e}");
+                early_errors += 1;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the agent did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "agent back after {:?} ({early_errors} calls failed at once meanwhile)",
+        t.elapsed()
+    );
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(
+        log.contains("deb: the agent restarted: connecting again"),
+        "{log}"
+    );
     net.stop_all().await;
 
     // Writes went to the run's overlay, never to the base image.
