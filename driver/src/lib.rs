@@ -124,6 +124,9 @@ pub struct Network {
     accel: AccelChoice,
     pub(crate) fabric: Arc<net::Fabric>,
     pub(crate) conditions: Arc<conditions::Conditions>,
+    /// Finished subtests, and the names of those running (outermost first).
+    subtests: script::Subtests,
+    subtest_stack: std::sync::Mutex<Vec<String>>,
     // Removed (with every socket in it) when the network is dropped.
     _sockets: tempfile::TempDir,
 }
@@ -223,6 +226,8 @@ impl Network {
         Ok(Network {
             machines,
             conditions,
+            subtests: script::Subtests::default(),
+            subtest_stack: std::sync::Mutex::default(),
             fabric,
             log,
             accel,
@@ -318,9 +323,73 @@ impl Network {
         self.conditions.add(name, interval, check);
     }
 
+    /// Runs `body` as a named, timed section of the log, like a script's `subtest`:
+    /// `subtest: NAME` before, `subtest: NAME ok (1.23 s)` or `FAILED` after, indented
+    /// when nested. Each finished subtest is listed by [`Network::subtests`].
+    pub async fn subtest<T>(
+        &self,
+        name: &str,
+        body: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let (path, depth) = match self.subtest_stack.lock() {
+            Ok(mut stack) => {
+                stack.push(name.to_owned());
+                (stack.join(" / "), stack.len() - 1)
+            }
+            Err(_) => (name.to_owned(), 0),
+        };
+        let indent = "  ".repeat(depth);
+        self.log.info(&format!("{indent}subtest: {name}"));
+        let started = std::time::Instant::now();
+        let result = body.await;
+        let duration = started.elapsed();
+        if let Ok(mut stack) = self.subtest_stack.lock() {
+            stack.pop();
+        }
+        let failure = result.as_ref().err().map(ToString::to_string);
+        let verdict = if failure.is_some() { "FAILED" } else { "ok" };
+        self.log.info(&format!(
+            "{indent}subtest: {name} {verdict} ({:.2} s)",
+            duration.as_secs_f64()
+        ));
+        if let Ok(mut list) = self.subtests.lock() {
+            list.push(script::Subtest {
+                name: path,
+                duration,
+                failure,
+            });
+        }
+        result
+    }
+
+    /// The subtests run through [`Network::subtest`] so far, in the order they
+    /// finished (for [`junit_xml`]).
+    pub fn subtests(&self) -> Vec<script::Subtest> {
+        self.subtests.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     /// Undoes [`Network::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await
+    }
+}
+
+/// Runs `attempt` until it succeeds, a second apart, for at most `timeout`; returns its
+/// value, or its last error when time runs out (a script's `retry`).
+pub async fn retry<T, F, Fut>(timeout: Duration, mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() + Duration::from_secs(1) >= deadline => {
+                return Err(e)
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
 

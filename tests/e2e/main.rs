@@ -270,3 +270,53 @@ async fn agent_as_pid1_reaps_orphans_and_powers_off_cleanly() {
         "the guest did not power itself off: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn library_has_subtests_retry_and_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.vm]\n");
+    let net = Network::new(&spec, options).unwrap();
+    let vm = net.machine("vm").unwrap();
+    net.subtest("outer", async {
+        net.subtest("boot", vm.start()).await?;
+        // Fails once, then succeeds: retry returns the second try's value.
+        let got = flotilla_driver::retry(Duration::from_secs(20), || {
+            vm.succeed("test -e /tmp/flag || { touch /tmp/flag; exit 1; }; echo second")
+        })
+        .await?;
+        assert_eq!(got, "second\n");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let e = net
+        .subtest("breaks", vm.succeed("exit 5"))
+        .await
+        .unwrap_err();
+    // retry gives the last error once time is up.
+    let started = Instant::now();
+    let last = flotilla_driver::retry(Duration::from_secs(2), || vm.succeed("exit 3"))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(last.to_string().contains("exit status 3"), "{last}");
+
+    let list = net.subtests();
+    let names: Vec<&str> = list.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["outer / boot", "outer", "breaks"]);
+    assert!(list[2]
+        .failure
+        .as_deref()
+        .unwrap()
+        .contains("exit status 5"));
+    let xml = flotilla_driver::junit_xml("lib", &list, 1.0, Some(&e));
+    assert!(
+        xml.contains("<testcase classname=\"lib\" name=\"outer / boot\""),
+        "{xml}"
+    );
+    assert!(xml.contains("failures=\"1\""), "{xml}");
+    net.stop_all().await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(log.contains("  subtest: boot ok ("), "{log}");
+    assert!(log.contains("subtest: breaks FAILED ("), "{log}");
+}
