@@ -707,7 +707,7 @@ impl Machine {
                 let _ = process.close(Duration::from_secs(2)).await;
                 return Err(Error::Boot {
                     machine: c.name.clone(),
-                    problem: format!("no readiness line from the agent within {} s (timeout)", deadline.as_secs()),
+                    problem: format!("no readiness line from the agent within {} s (boot_timeout)", deadline.as_secs()),
                     console: self.console.tail(TAIL_LINES),
                 });
             }

@@ -4,6 +4,8 @@
 //! name = "hello"            # optional, defaults to the folder's name
 //! script = "test.rhai"      # relative to the spec file
 //! timeout = 600             # seconds for the whole test
+//! boot_timeout = 120        # seconds a machine may take to be ready
+//! command_timeout = 300     # seconds a command may take unless the call says otherwise
 //!
 //! [network]
 //! backend = "vde"           # or "multicast" (insecure, opt-in)
@@ -55,6 +57,10 @@ pub struct Spec {
     pub script: Option<PathBuf>,
     /// Limit for the whole test run.
     pub timeout: std::time::Duration,
+    /// How long a machine may take to be ready, if the spec says.
+    pub boot_timeout: Option<std::time::Duration>,
+    /// How long one command may take unless its call says otherwise, if the spec says.
+    pub command_timeout: Option<std::time::Duration>,
     pub machines: BTreeMap<String, MachineSpec>,
     /// How the VLANs are made.
     pub backend: flotilla_vmnet::Backend,
@@ -265,6 +271,8 @@ struct RawSpec {
     name: Option<Spanned<String>>,
     script: Option<Spanned<PathBuf>>,
     timeout: Option<Spanned<u64>>,
+    boot_timeout: Option<Spanned<u64>>,
+    command_timeout: Option<Spanned<u64>>,
     #[serde(default)]
     network: NetworkSpec,
     #[serde(default)]
@@ -333,6 +341,22 @@ impl Spec {
             Some(t) => std::time::Duration::from_secs(*t.get_ref()),
             None => std::time::Duration::from_secs(600),
         };
+        let mut limits = [None, None];
+        for (slot, (key, value)) in limits.iter_mut().zip([
+            ("boot_timeout", &raw.boot_timeout),
+            ("command_timeout", &raw.command_timeout),
+        ]) {
+            if let Some(v) = value {
+                if *v.get_ref() == 0 {
+                    return Err(located(
+                        v.span(),
+                        format!("{key} must be at least 1 second"),
+                    ));
+                }
+                *slot = Some(std::time::Duration::from_secs(*v.get_ref()));
+            }
+        }
+        let [boot_timeout, command_timeout] = limits;
         if raw.machines.is_empty() {
             return Err(located(
                 0..0,
@@ -446,6 +470,8 @@ impl Spec {
             name,
             script,
             timeout,
+            boot_timeout,
+            command_timeout,
             machines,
         })
     }
@@ -692,6 +718,24 @@ mod tests {
     }
 
     #[test]
+    fn limits() {
+        let spec = parse("boot_timeout = 30\ncommand_timeout = 5\n[machines.a]\n").unwrap();
+        assert_eq!(spec.boot_timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            spec.command_timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(parse("[machines.a]\n").unwrap().boot_timeout, None);
+        let m = message("boot_timeout = 0\n[machines.a]\n");
+        assert_eq!(
+            m,
+            "/nonexistent/spec.toml:1:16: boot_timeout must be at least 1 second"
+        );
+        let m = message("command_timeout = -1\n[machines.a]\n");
+        assert!(m.starts_with("/nonexistent/spec.toml:1:19: "), "{m}");
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let m = message("[machines.server]\nmemroy = 512\n");
         assert!(m.starts_with("/nonexistent/spec.toml:2:1: "), "{m}");
@@ -895,6 +939,8 @@ mod readme {
                 "`name`",
                 "`script`",
                 "`timeout`",
+                "`boot_timeout`",
+                "`command_timeout`",
                 "`network.backend`",
                 "`network.offset`",
                 "`[[network.join]]`",

@@ -285,4 +285,30 @@ m.fail("false", 5);
         e.to_string(),
         "the test did not finish within its timeout of 15 s"
     );
+
+    // The spec's default limits for boots and commands.
+    let dir = tempfile::tempdir().unwrap();
+    let (test, options) = spec(&dir, "boot_timeout = 1\n[machines.m]\n");
+    let net = Network::new(&test, options).unwrap();
+    let e = net.machine("m").unwrap().start().await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("machine `m`: no readiness line from the agent within 1 s (boot_timeout)"),
+        "{e}"
+    );
+    net.stop_all().await;
+    let (test, options) = spec(&dir, "command_timeout = 2\n[machines.m]\n");
+    let net = Network::new(&test, options).unwrap();
+    let e = net
+        .machine("m")
+        .unwrap()
+        .succeed("sleep 10")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("machine `m`: command `sleep 10` did not finish within 2 s (timeout)"),
+        "{e}"
+    );
+    net.stop_all().await;
 }
