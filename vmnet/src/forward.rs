@@ -71,7 +71,7 @@ impl UserNet {
             netdev,
             "-device".into(),
             format!(
-                "virtio-net-pci,netdev={NETDEV_ID},id=hostnic,mac={}",
+                "virtio-net-pci,netdev={NETDEV_ID},id=hostnic,mac={},romfile=",
                 self.mac
             ),
         ]

@@ -386,7 +386,7 @@ impl Plan {
             args.push(netdev);
             args.push("-device".into());
             args.push(format!(
-                "virtio-net-pci,netdev={},id={},mac={}",
+                "virtio-net-pci,netdev={},id={},mac={},romfile=",
                 nic.netdev_id, nic.device_id, nic.mac
             ));
         }
