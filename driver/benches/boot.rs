@@ -5,7 +5,8 @@
 //!   initramfs (static busybox, `/init` a shell script that prints one line); time from
 //!   spawning QEMU to that line on the serial console. A second floor adds
 //!   `cryptomgr.notests`, which Flotilla passes too (it skips the boot-time crypto
-//!   self-tests).
+//!   self-tests). A third also boots through qboot instead of SeaBIOS, as Flotilla
+//!   does for machines without a display: the like-for-like floor.
 //! - flotilla ready: `Machine::start` (spawn to agent handshake done).
 //! - flotilla echo hi: a fresh machine from nothing to `succeed("echo hi")` returned,
 //!   the whole of a one-machine test.
@@ -34,48 +35,69 @@ fn main() {
 
     let mut floor = Vec::new();
     let mut floor_fast = Vec::new();
+    let mut floor_qboot = Vec::new();
+    let qboot = flotilla_driver::qboot_firmware();
     let mut ready = Vec::new();
     let mut echo = Vec::new();
     for i in 0..runs {
-        floor.push(boot_floor(&kernel, &floor_initrd, accel.accel, ""));
+        floor.push(boot_floor(&kernel, &floor_initrd, accel.accel, "", None));
         floor_fast.push(boot_floor(
             &kernel,
             &floor_initrd,
             accel.accel,
             " cryptomgr.notests",
+            None,
+        ));
+        floor_qboot.push(boot_floor(
+            &kernel,
+            &floor_initrd,
+            accel.accel,
+            " cryptomgr.notests",
+            qboot.as_deref(),
         ));
         let (r, e) = runtime.block_on(flotilla_run(dir.path(), i));
         ready.push(r);
         echo.push(e);
         eprintln!(
-            "run {}: floor {:.2} s ({:.2} s with notests), ready {:.2} s, echo hi {:.2} s",
+            "run {}: floor {:.2} s ({:.2} s with notests, {:.2} s also with qboot), ready {:.2} s, echo hi {:.2} s",
             i + 1,
             floor[i].as_secs_f64(),
             floor_fast[i].as_secs_f64(),
+            floor_qboot[i].as_secs_f64(),
             ready[i].as_secs_f64(),
             echo[i].as_secs_f64()
         );
     }
     let f = median(&mut floor);
+    let same = median(&mut floor_qboot);
     println!();
-    println!("boot, {runs} runs, accelerator {accel}");
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>8}",
-        "", "median", "min", "max", "x floor"
+        "boot, {runs} runs, accelerator {accel}, qboot {}",
+        qboot
+            .as_ref()
+            .map_or("missing (SeaBIOS everywhere)".into(), |p| p
+                .display()
+                .to_string())
+    );
+    println!(
+        "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "", "median", "min", "max", "x floor", "x same"
     );
     for (name, v) in [
         ("floor: busybox /init first line", &mut floor),
         ("floor + cryptomgr.notests", &mut floor_fast),
+        ("floor + notests + qboot (same)", &mut floor_qboot),
         ("flotilla: agent ready", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
     ] {
         let m = median(v);
         println!(
-            "{name:<34} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x",
+            "{name:<36} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x",
             m.as_secs_f64(),
             v.iter().min().copied().unwrap_or_default().as_secs_f64(),
             v.iter().max().copied().unwrap_or_default().as_secs_f64(),
-            m.as_secs_f64() / f.as_secs_f64()
+            m.as_secs_f64() / f.as_secs_f64(),
+            m.as_secs_f64() / same.as_secs_f64()
         );
     }
 }
@@ -130,9 +152,19 @@ fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
-fn boot_floor(kernel: &Kernel, initrd: &std::path::Path, accel: Accel, extra: &str) -> Duration {
+fn boot_floor(
+    kernel: &Kernel,
+    initrd: &std::path::Path,
+    accel: Accel,
+    extra: &str,
+    bios: Option<&std::path::Path>,
+) -> Duration {
     let started = Instant::now();
-    let mut child = Command::new(flotilla_driver::qemu_binary())
+    let mut command = Command::new(flotilla_driver::qemu_binary());
+    if let Some(bios) = bios {
+        command.arg("-bios").arg(bios);
+    }
+    let mut child = command
         .args([
             "-M",
             "q35",

@@ -19,7 +19,7 @@
 //! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
 //! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
-//! | `m.screenshot(name)` | saves the machine's screen as `<log>/<machine>/<name>.png`; returns the path |
+//! | `m.screenshot(name)` | saves the screen of a machine with `display = true` as `<log>/<machine>/<name>.png`; returns the path |
 //! | `m.send_key(keys)` | presses a key combination: QEMU key names joined by `-` (`"ctrl-alt-delete"`, `"alt-f2"`, `"ret"`) |
 //! | `m.send_chars(text)`, `m.send_chars(text, delay_ms)` | types text on a US keyboard, a key press per character (10 ms apart unless told) |
 //! | `m.name` | the machine's name |

@@ -93,8 +93,9 @@ async fn waits_pause_crash_reboot_and_panic() {
     // pvpanic reported it and paused the VM, so the evidence is still there.
     assert!(e.contains("the guest panicked (qmp GUEST_PANICKED"), "{e}");
     assert!(e.contains("Kernel panic"), "{e}");
-    let shot = m.screenshot("after-panic").await.unwrap();
-    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+    // No `display`: no screen to take a picture of, and the error says how to get one.
+    let e = m.screenshot("after-panic").await.unwrap_err().to_string();
+    assert!(e.contains("give it `display = true`"), "{e}");
     // Every further call fails at once instead of waiting on the dead guest.
     let started = Instant::now();
     let e = m.succeed("true").await.unwrap_err().to_string();
@@ -113,11 +114,14 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn screenshots_and_typing() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.m]\n");
+    // `m` has a screen (SeaBIOS and VGA); `k` boots through qboot without one, and its
+    // keyboard works all the same.
+    let (spec, options) = spec(&dir, "[machines.m]\ndisplay = true\n[machines.k]\n");
     let log_dir = options.log_dir.clone();
     let net = Network::new(&spec, options).unwrap();
     let m = net.machine("m").unwrap();
-    m.start().await.unwrap();
+    let k = net.machine("k").unwrap();
+    net.start_all().await.unwrap();
 
     let blank = m.screenshot("blank").await.unwrap();
     assert_eq!(blank, log_dir.join("m").join("blank.png"));
@@ -140,28 +144,30 @@ async fn screenshots_and_typing() {
         blank.len()
     );
     assert!(m.screenshot("../escape").await.is_err());
+    let e = k.screenshot("none").await.unwrap_err().to_string();
+    assert!(e.contains("machine `k` has no screen"), "{e}");
 
     // Typing reaches the console's terminal (tty1) like a person at the keyboard.
-    m.succeed("(head -n 2 /dev/tty1 > /tmp/typed.part && mv /tmp/typed.part /tmp/typed) > /dev/null 2>&1 &")
+    k.succeed("(head -n 2 /dev/tty1 > /tmp/typed.part && mv /tmp/typed.part /tmp/typed) > /dev/null 2>&1 &")
         .await
         .unwrap();
-    m.succeed("sleep 0.5").await.unwrap();
-    m.send_chars("Hello, World! a|b & \"q\" ~_+\n", Duration::from_millis(5))
+    k.succeed("sleep 0.5").await.unwrap();
+    k.send_chars("Hello, World! a|b & \"q\" ~_+\n", Duration::from_millis(5))
         .await
         .unwrap();
     // backspace removes the `x`; `ret` ends the line.
-    m.send_chars("abx", Duration::ZERO).await.unwrap();
-    m.send_key("backspace").await.unwrap();
-    m.send_key("ret").await.unwrap();
-    m.wait_for_file("/tmp/typed", Duration::from_secs(30))
+    k.send_chars("abx", Duration::ZERO).await.unwrap();
+    k.send_key("backspace").await.unwrap();
+    k.send_key("ret").await.unwrap();
+    k.wait_for_file("/tmp/typed", Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(
-        m.succeed("cat /tmp/typed").await.unwrap(),
+        k.succeed("cat /tmp/typed").await.unwrap(),
         "Hello, World! a|b & \"q\" ~_+\nab\n"
     );
-    let e = m.send_key("ctrl-").await.unwrap_err().to_string();
-    assert!(e.contains("machine `m`: send_key"), "{e}");
+    let e = k.send_key("ctrl-").await.unwrap_err().to_string();
+    assert!(e.contains("machine `k`: send_key"), "{e}");
     let e = m
         .send_chars("é", Duration::ZERO)
         .await
