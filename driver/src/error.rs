@@ -102,6 +102,9 @@ pub enum Error {
     },
     #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
     TestTimeout(Duration),
+    /// A run refused or ended a control-socket session; its words.
+    #[error("{0}")]
+    Run(String),
     #[error("interrupted")]
     Interrupted,
     #[error("internal error: {0}")]

@@ -22,6 +22,7 @@
 
 mod accel;
 mod agent;
+pub mod control;
 pub mod debian;
 pub mod doctor;
 mod error;
@@ -32,6 +33,7 @@ mod log;
 mod machine;
 mod net;
 pub mod process;
+pub mod repl;
 pub mod script;
 pub mod spec;
 
@@ -44,7 +46,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
-pub use agent::AgentError;
+pub use agent::{AgentError, ExecEvent, ExecSession};
 pub use error::Error;
 pub use guest::{AgentKind, GuestError};
 pub use log::Log;

@@ -179,6 +179,29 @@ pub(crate) fn run(
         what: format!("reading script {}", path.display()),
         source,
     })?;
+    let engine = engine(
+        path,
+        machines,
+        fabric,
+        log,
+        handle,
+        cancel.clone(),
+        subtests,
+    );
+    compile_and_run(&engine, path, &source, &cancel)
+}
+
+/// An engine with the whole script API registered; `path`'s folder is where relative
+/// host paths start, and `cancel` stops whatever the engine runs.
+pub(crate) fn engine(
+    path: &Path,
+    machines: &BTreeMap<String, Arc<Machine>>,
+    fabric: &Arc<Fabric>,
+    log: &Log,
+    handle: Handle,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> Engine {
     let ctx = Arc::new(Ctx {
         handle,
         cancel: cancel.clone(),
@@ -510,7 +533,16 @@ pub(crate) fn run(
         c.block(crate::http::get(url, Duration::from_secs(30)))
     });
 
-    let ast = engine.compile(&source).map_err(|e| {
+    engine
+}
+
+fn compile_and_run(
+    engine: &Engine,
+    path: &Path,
+    source: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let ast = engine.compile(source).map_err(|e| {
         let pos = e.position();
         Error::ScriptSyntax {
             file: path.to_path_buf(),
@@ -584,7 +616,7 @@ fn machine_name(value: Dynamic) -> Res<String> {
 }
 
 /// The deepest error in a chain of function calls and the position nearest to it.
-fn innermost(e: &EvalAltResult) -> (Position, String) {
+pub(crate) fn innermost(e: &EvalAltResult) -> (Position, String) {
     let mut pos = e.position();
     let mut cur = e;
     loop {
@@ -623,7 +655,7 @@ fn innermost(e: &EvalAltResult) -> (Position, String) {
 }
 
 /// Rhai appends " (line L, position C)"; we print the location first instead.
-fn strip_position(text: String) -> String {
+pub(crate) fn strip_position(text: String) -> String {
     match text.rfind(" (line ") {
         Some(i) if text.ends_with(')') => text[..i].to_owned(),
         _ => text,
