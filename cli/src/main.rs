@@ -26,7 +26,8 @@ const EXIT_INTERRUPTED: u8 = 130;
     version,
     about = "Start networks of QEMU virtual machines from a spec and run tests against them",
     after_help = "Exit status of `test`: 0 passed, 1 failed, 2 could not run (bad spec, \
-                  script syntax, missing set-up), 130 interrupted.\n\
+                  script syntax, missing set-up), 130 interrupted. Of `shell`: the remote \
+                  command's, 255 when flotilla itself fails.\n\
                   Environment: FLOTILLA_CACHE (kernel and image cache), FLOTILLA_ACCEL=kvm|tcg, \
                   FLOTILLA_QEMU, FLOTILLA_AGENT, FLOTILLA_BUSYBOX, FLOTILLA_KERNEL_DIR, \
                   RUST_LOG (internal tracing)."

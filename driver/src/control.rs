@@ -135,7 +135,7 @@ fn check_private(dir: &Path) -> Result<(), Error> {
         what: format!("{what} the control socket folder {}", dir.display()),
         source,
     };
-    let meta = std::fs::symlink_metadata(&dir).map_err(|e| io_err("inspecting", e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| io_err("inspecting", e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         return Err(Error::Setup {
             what: format!(
@@ -537,13 +537,19 @@ impl Session {
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Error> {
-        self.writer
-            .write_all(&frame.to_bytes())
-            .await
-            .map_err(|source| Error::Io {
-                what: "writing to the run's control socket".into(),
-                source,
-            })
+        let Err(source) = self.writer.write_all(&frame.to_bytes()).await else {
+            return Ok(());
+        };
+        // The run may have refused the session and hung up: its reason says more.
+        if let Ok(Err(e @ Error::Run(_))) =
+            tokio::time::timeout(Duration::from_secs(1), self.next()).await
+        {
+            return Err(e);
+        }
+        Err(Error::Io {
+            what: "writing to the run's control socket".into(),
+            source,
+        })
     }
 
     /// Feeds the command's stdin.
@@ -626,6 +632,10 @@ mod tests {
     fn runs_get_their_own_names_and_stale_sockets_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = find_run_in(d, None).unwrap_err().to_string();
+        assert!(err.contains("refusing the control socket folder"), "{err}");
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
         let err = find_run_in(d, None).unwrap_err().to_string();
         assert!(err.contains("no `flotilla run` is running"), "{err}");
         // A killed run left its socket and an unlocked lock file.

@@ -17,6 +17,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`repl`] evaluates script lines one by one against a running network, and
+//! [`control`] serves a run's machines to other processes (`flotilla shell`).
+//!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 
