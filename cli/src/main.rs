@@ -1,11 +1,17 @@
 //! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
 
+mod repl;
+mod shell;
+mod terminal;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flotilla_driver::control::ControlSocket;
 use flotilla_driver::{doctor, run_test, Error, Network, NetworkOptions, Spec};
-use tokio_util::sync::CancellationToken;
+
+use crate::repl::Interrupts;
 
 /// Exit status when the test ran and failed.
 const EXIT_FAILED: u8 = 1;
@@ -20,7 +26,8 @@ const EXIT_INTERRUPTED: u8 = 130;
     version,
     about = "Start networks of QEMU virtual machines from a spec and run tests against them",
     after_help = "Exit status of `test`: 0 passed, 1 failed, 2 could not run (bad spec, \
-                  script syntax, missing set-up), 130 interrupted.\n\
+                  script syntax, missing set-up), 130 interrupted. Of `shell`: the remote \
+                  command's, 255 when flotilla itself fails.\n\
                   Environment: FLOTILLA_CACHE (kernel and image cache), FLOTILLA_ACCEL=kvm|tcg, \
                   FLOTILLA_QEMU, FLOTILLA_AGENT, FLOTILLA_BUSYBOX, FLOTILLA_KERNEL_DIR, \
                   RUST_LOG (internal tracing)."
@@ -49,7 +56,14 @@ enum Cmd {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Boot the spec's machines and keep them running until Ctrl-C.
+    /// Boot the spec's machines, print how to reach them, and read script lines
+    /// (`server.succeed("uname -a")`) until end of input (Ctrl-D) or SIGTERM.
+    ///
+    /// At a terminal the prompt has line editing and a history file
+    /// ($XDG_STATE_HOME/flotilla/history); Ctrl-C cancels the line being run. Any other
+    /// stdin is read line by line. Meanwhile `flotilla shell <machine>` reaches the
+    /// machines through a control socket in $XDG_RUNTIME_DIR/flotilla (else
+    /// /tmp/flotilla-<uid>).
     Run {
         /// A spec file, or a folder holding `flotilla.toml`.
         spec: PathBuf,
@@ -58,6 +72,33 @@ enum Cmd {
         out: Option<PathBuf>,
         #[command(flatten)]
         state: StateArgs,
+        /// Do not read stdin: keep the machines up until Ctrl-C or SIGTERM (for a run in
+        /// the background).
+        #[arg(long)]
+        no_repl: bool,
+    },
+    /// Open a shell (or run COMMAND) in a machine of a live `flotilla run`; exit with
+    /// its status (255 when flotilla itself fails).
+    ///
+    /// With a terminal on stdin the shell gets one too (raw mode here, resized with
+    /// the window); otherwise `/bin/sh` reads commands from stdin:
+    /// `echo 'hostname; exit 3' | flotilla shell server`.
+    Shell {
+        /// The machine, as named in the spec.
+        machine: String,
+        /// Which run: the name `flotilla run` printed, or a control socket's path.
+        /// Needed only when several runs are live.
+        #[arg(long, value_name = "NAME")]
+        run: Option<String>,
+        /// Give the command a terminal even if stdin is not one.
+        #[arg(short = 't', long, conflicts_with = "no_tty")]
+        tty: bool,
+        /// Never give the command a terminal.
+        #[arg(short = 'T', long)]
+        no_tty: bool,
+        /// A command line to run instead of a shell.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Check what the host has and lacks; exit 1 if something required is missing.
     Doctor,
@@ -136,7 +177,8 @@ fn main() -> ExitCode {
             quiet,
             junit,
             state,
-        } => with_runtime(|cancel| async move {
+        } => with_runtime(|interrupts| async move {
+            let cancel = interrupts.all;
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
                 Err(e) => return report(&e),
@@ -158,46 +200,148 @@ fn main() -> ExitCode {
                 }
             }
         }),
-        Cmd::Run { spec, out, state } => with_runtime(|cancel| async move {
-            let spec = match Spec::load(&spec) {
-                Ok(s) => s,
-                Err(e) => return report(&e),
+        Cmd::Run {
+            spec,
+            out,
+            state,
+            no_repl,
+        } => {
+            with_runtime(|interrupts| run_network(spec, out, state.keep_state, no_repl, interrupts))
+        }
+        Cmd::Shell {
+            machine,
+            run,
+            tty,
+            no_tty,
+            command,
+        } => with_runtime(|interrupts| {
+            let options = shell::Options {
+                machine,
+                run,
+                tty: (tty || no_tty).then_some(tty),
+                command,
             };
-            let mut options = NetworkOptions::new(out_dir(out, &spec));
-            options.keep_state = state.keep_state;
-            let net = match Network::new(&spec, options) {
-                Ok(n) => n,
-                Err(e) => return report(&e),
-            };
-            let started = tokio::select! {
-                r = net.start_all() => r,
-                _ = cancel.cancelled() => Err(Error::Interrupted),
-            };
-            if let Err(e) = started {
-                net.stop_all().await;
-                return report(&e);
-            }
-            eprintln!(
-                "all {} machine(s) are up; logs in {}. Press Ctrl-C to stop them.",
-                net.machines().len(),
-                net.log().dir().display()
-            );
-            cancel.cancelled().await;
-            eprintln!("stopping");
-            net.stop_all().await;
-            ExitCode::SUCCESS
+            shell::main(options, interrupts.all)
         }),
     }
+}
+
+/// `flotilla run`: boot, say how to reach the machines, serve the control socket and
+/// the prompt until end of input or a signal, then stop everything.
+async fn run_network(
+    spec: PathBuf,
+    out: Option<PathBuf>,
+    keep_state: Option<PathBuf>,
+    no_repl: bool,
+    interrupts: Interrupts,
+) -> ExitCode {
+    let cancel = interrupts.all.clone();
+    let spec = match Spec::load(&spec) {
+        Ok(s) => s,
+        Err(e) => return report(&e),
+    };
+    let mut options = NetworkOptions::new(out_dir(out, &spec));
+    options.keep_state = keep_state;
+    let net = match Network::new(&spec, options) {
+        Ok(n) => n,
+        Err(e) => return report(&e),
+    };
+    let control = match ControlSocket::bind(&spec.name) {
+        Ok(c) => c,
+        Err(e) => return report(&e),
+    };
+    let started = tokio::select! {
+        r = net.start_all() => r,
+        _ = cancel.cancelled() => Err(Error::Interrupted),
+    };
+    if let Err(e) = started {
+        net.stop_all().await;
+        return report(&e);
+    }
+    print_access(&net, &control);
+    let interactive = !no_repl && repl::interactive();
+    // Whatever the prompt does to the terminal is undone on the way out.
+    let _terminal = interactive.then(|| terminal::Saved::new(0).ok()).flatten();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    if no_repl {
+        eprintln!("Press Ctrl-C to stop the machines.");
+    } else {
+        if interactive {
+            eprintln!("Type script lines (`{}.succeed(\"uname -a\")`); Ctrl-C cancels one, Ctrl-D stops the machines.", first_machine(&net));
+        } else {
+            eprintln!("Reading script lines from stdin; its end stops the machines.");
+        }
+        let repl = flotilla_driver::repl::Repl::new(&net, &spec, tokio::runtime::Handle::current());
+        let interrupts = interrupts.clone();
+        let spawned = std::thread::Builder::new()
+            .name("flotilla-repl".into())
+            .spawn(move || {
+                repl::run(repl, interrupts);
+                let _ = done_tx.send(());
+            });
+        if let Err(source) = spawned {
+            net.stop_all().await;
+            return report(&Error::Io {
+                what: "starting the prompt's thread".into(),
+                source,
+            });
+        }
+    }
+    tokio::select! {
+        () = control.serve(net.machines().clone(), net.log().clone()) => {}
+        _ = cancel.cancelled() => {}
+        _ = done_rx, if !no_repl => {}
+    }
+    // The sessions ended with `serve`; the prompt's thread stops at its next line (a
+    // line it is running was cancelled with `cancel`).
+    cancel.cancel();
+    drop(control);
+    eprintln!("stopping");
+    net.stop_all().await;
+    ExitCode::SUCCESS
+}
+
+fn first_machine(net: &Network) -> &str {
+    net.machines()
+        .keys()
+        .next()
+        .map_or("machine", String::as_str)
+}
+
+/// Says how to reach each machine: `flotilla shell` and the forwarded ports.
+fn print_access(net: &Network, control: &ControlSocket) {
+    eprintln!(
+        "all {} machine(s) are up; logs in {}",
+        net.machines().len(),
+        net.log().dir().display()
+    );
+    // `--run` only when `flotilla shell` could not tell this run from another.
+    let alone = flotilla_driver::control::find_run(None).is_ok_and(|p| p == control.path());
+    let run = if alone {
+        String::new()
+    } else {
+        format!(" --run {}", control.name())
+    };
+    let width = net.machines().keys().map(String::len).max().unwrap_or(0);
+    for (name, machine) in net.machines() {
+        let mut line = format!("  {name:width$}  flotilla shell{run} {name}");
+        for (host, guest) in machine.forwards() {
+            line.push_str(&format!("  127.0.0.1:{host} -> guest:{guest}"));
+        }
+        eprintln!("{line}");
+    }
+    eprintln!("control socket: {}", control.path().display());
 }
 
 fn out_dir(out: Option<PathBuf>, spec: &Spec) -> PathBuf {
     out.unwrap_or_else(|| PathBuf::from("flotilla-out").join(&spec.name))
 }
 
-/// Runs `f` on a runtime with a token cancelled by Ctrl-C (or SIGTERM).
+/// Runs `f` on a runtime with a token cancelled by SIGTERM, and by Ctrl-C unless a
+/// prompt line is running (then Ctrl-C cancels only that line).
 fn with_runtime<F, Fut>(f: F) -> ExitCode
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(Interrupts) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -211,19 +355,27 @@ where
         }
     };
     runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
+        let interrupts = Interrupts::default();
+        let cancel = interrupts.all.clone();
+        let i = interrupts.clone();
         tokio::spawn(async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {
+                        if i.interrupt_line() {
+                            continue;
+                        }
+                    }
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                }
+                break;
             }
             eprintln!("interrupted: stopping machines");
-            c.cancel();
+            i.all.cancel();
         });
-        let code = f(cancel.clone()).await;
+        let code = f(interrupts).await;
         if cancel.is_cancelled() && code != ExitCode::SUCCESS {
             return ExitCode::from(EXIT_INTERRUPTED);
         }
@@ -242,7 +394,7 @@ fn report(e: &Error) -> ExitCode {
 }
 
 /// Prints the error and its chain of causes.
-fn print_chain(e: &Error) {
+pub(crate) fn print_chain(e: &Error) {
     eprintln!("error: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

@@ -138,6 +138,7 @@ impl AgentConn {
                 version: 0,
                 agent_version: String::new(),
                 boot_ms: 0,
+                features: Vec::new(),
             },
         };
         let mut control = control_rx;
@@ -276,6 +277,21 @@ impl AgentConn {
         Err(AgentError::Closed)
     }
 
+    /// Starts a command whose input, terminal size and output the caller handles
+    /// ([`ExecSession`]); dropping the session kills the command.
+    pub async fn start(&self, request: &ExecRequest) -> Result<ExecSession, AgentError> {
+        let (id, rx) = self.open_stream()?;
+        let session = ExecSession {
+            id,
+            writer: self.writer.clone(),
+            routes: self.routes.clone(),
+            rx,
+            exited: false,
+        };
+        session.send(Frame::json(Kind::Exec, id, request)).await?;
+        Ok(session)
+    }
+
     /// Asks the guest to power off (or reboot). The caller waits for QEMU to exit.
     pub async fn shutdown(&self, reboot: bool) -> Result<(), AgentError> {
         self.send(&Frame::json(Kind::Shutdown, 0, &ShutdownRequest { reboot }))
@@ -404,6 +420,88 @@ impl AgentConn {
             .await
             .map_err(local_err)?;
         Ok((size, info.mode))
+    }
+}
+
+/// What a command started with [`AgentConn::start`] produced.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The command ended; nothing follows.
+    Exit(ExitStatus),
+}
+
+/// A running command; see [`AgentConn::start`]. Dropping it kills the command.
+#[derive(Debug)]
+pub struct ExecSession {
+    id: u32,
+    writer: mpsc::Sender<Vec<u8>>,
+    routes: Routes,
+    rx: mpsc::UnboundedReceiver<Frame>,
+    exited: bool,
+}
+
+impl ExecSession {
+    async fn send(&self, frame: Frame) -> Result<(), AgentError> {
+        self.writer
+            .send(frame.to_bytes())
+            .await
+            .map_err(|_| AgentError::Closed)
+    }
+
+    /// Feeds the command's stdin (the request asked for `stdin`).
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<(), AgentError> {
+        for chunk in data.chunks(proto::MAX_CHUNK) {
+            self.send(Frame::new(Kind::Stdin, self.id, chunk.to_vec()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the command's stdin (on a terminal: stops input only).
+    pub async fn close_stdin(&self) -> Result<(), AgentError> {
+        self.send(Frame::new(Kind::StdinClose, self.id, Vec::new()))
+            .await
+    }
+
+    /// Resizes the command's terminal (the request asked for `pty`).
+    pub async fn resize(&self, size: proto::WindowSize) -> Result<(), AgentError> {
+        self.send(Frame::json(Kind::Resize, self.id, &size)).await
+    }
+
+    /// The next output, or the exit. After [`ExecEvent::Exit`] or an error, the
+    /// session is over.
+    pub async fn next(&mut self) -> Result<ExecEvent, AgentError> {
+        if self.exited {
+            return Err(AgentError::Closed);
+        }
+        let frame = self.rx.recv().await.ok_or(AgentError::Closed)?;
+        match frame.kind {
+            Kind::Stdout => Ok(ExecEvent::Stdout(frame.payload)),
+            Kind::Stderr => Ok(ExecEvent::Stderr(frame.payload)),
+            Kind::Exit => {
+                self.exited = true;
+                Ok(ExecEvent::Exit(
+                    frame.parse_json().map_err(AgentError::Decode)?,
+                ))
+            }
+            Kind::Error => Err(remote_error(&frame)),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self
+                .writer
+                .try_send(Frame::new(Kind::Kill, self.id, Vec::new()).to_bytes());
+        }
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(&self.id);
+        }
     }
 }
 

@@ -109,6 +109,9 @@ pub enum Error {
     },
     #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
     TestTimeout(Duration),
+    /// A run refused or ended a control-socket session; its words.
+    #[error("{0}")]
+    Run(String),
     #[error("interrupted")]
     Interrupted,
     /// A polling condition failed between two steps of the test.

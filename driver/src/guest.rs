@@ -66,6 +66,7 @@ impl Guest {
                     cwd: None,
                     stdin: false,
                     timeout_ms: None,
+                    pty: None,
                 };
                 Ok(a.exec(&request, on_output).await?)
             }

@@ -20,6 +20,8 @@
 //! Machines may have extra disks (blank, or overlays over an image, optionally with
 //! injected I/O errors: [`spec::DiskSpec`]); [`NetworkOptions::keep_state`] keeps them
 //! for the next network.
+//! [`repl`] evaluates script lines one by one against a running network, and
+//! [`control`] serves a run's machines to other processes (`flotilla shell`).
 //!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
@@ -27,6 +29,7 @@
 mod accel;
 mod agent;
 mod conditions;
+pub mod control;
 pub mod debian;
 pub mod doctor;
 mod error;
@@ -38,6 +41,7 @@ mod log;
 mod machine;
 mod net;
 pub mod process;
+pub mod repl;
 pub mod script;
 pub mod spec;
 
@@ -50,7 +54,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
-pub use agent::AgentError;
+pub use agent::{AgentError, ExecEvent, ExecSession};
 pub use error::Error;
 pub use guest::{AgentKind, GuestError};
 pub use log::Log;
@@ -400,6 +404,15 @@ impl Network {
         self.subtests.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// What scripts act on.
+    pub(crate) fn world(&self) -> script::World {
+        script::World {
+            machines: self.machines.clone(),
+            fabric: self.fabric.clone(),
+            conditions: self.conditions.clone(),
+        }
+    }
+
     /// Undoes [`Network::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await
@@ -443,11 +456,7 @@ pub async fn run_test(
     let log = net.log().clone();
     let subtests = script::Subtests::default();
     let thread_subtests = subtests.clone();
-    let world = script::World {
-        machines: net.machines().clone(),
-        fabric: net.fabric.clone(),
-        conditions: net.conditions.clone(),
-    };
+    let world = net.world();
     let handle = tokio::runtime::Handle::current();
     let script_cancel = cancel.child_token();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

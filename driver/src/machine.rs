@@ -12,8 +12,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::accel::{Accel, AccelChoice};
-use crate::agent::{AgentConn, ExecOutput};
-use crate::guest::{AgentKind, Guest, QGA_PORT};
+use crate::agent::{AgentConn, ExecOutput, ExecSession};
+use crate::guest::{AgentKind, Guest, GuestError, QGA_PORT};
 use crate::image::Kernel;
 use crate::log::Log;
 use crate::net::Fabric;
@@ -1236,6 +1236,47 @@ impl Machine {
             .fabric
             .impair(&self.config.name, vlan, impairment)
             .await
+    }
+
+    /// Every forward, as (host port on 127.0.0.1, guest port).
+    pub fn forwards(&self) -> Vec<(u16, u16)> {
+        self.config
+            .user_net
+            .lock()
+            .map(|u| u.forwards.iter().map(|f| (f.host, f.guest)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts a command whose stdin, terminal and output the caller drives (an
+    /// interactive shell: `request.pty`); boots the machine first if needed. Dropping
+    /// the session kills the command.
+    pub async fn start_session(&self, request: &proto::ExecRequest) -> Result<ExecSession, Error> {
+        let running = self.running().await?;
+        let refuse = |why: String| Error::Agent {
+            machine: self.config.name.clone(),
+            doing: "starting an interactive command".into(),
+            source: GuestError::Local(why),
+        };
+        let guest = self.guest(&running).await?;
+        let agent = match &*guest {
+            Guest::Agent(a) => a,
+            Guest::Qga(_) => {
+                return Err(refuse(
+                    "qemu-guest-agent cannot run interactive commands; use an image with flotilla-agent".into(),
+                ))
+            }
+        };
+        if request.pty.is_some() && !agent.hello.features.iter().any(|f| f == proto::FEATURE_PTY) {
+            return Err(refuse(format!(
+                "flotilla-agent {} in the guest has no terminal support\nhint: rebuild the image with this flotilla (`flotilla image debian`)",
+                agent.hello.agent_version
+            )));
+        }
+        agent.start(request).await.map_err(|source| Error::Agent {
+            machine: self.config.name.clone(),
+            doing: "starting an interactive command".into(),
+            source: source.into(),
+        })
     }
 
     /// The host port on 127.0.0.1 forwarded to `guest_port`, if any.

@@ -143,11 +143,11 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 
 struct Ctx {
     handle: Handle,
-    cancel: CancellationToken,
+    cancel: std::sync::RwLock<CancellationToken>,
     /// The engine, for running polling conditions (set once it is built).
     engine: std::sync::OnceLock<std::sync::Weak<Engine>>,
     /// The script, whose functions conditions may call.
-    ast: std::sync::OnceLock<rhai::AST>,
+    ast: std::sync::RwLock<rhai::AST>,
     /// The script's polling conditions, by index.
     conditions: std::sync::Mutex<Vec<rhai::FnPtr>>,
     /// Requests to run a condition on the script thread, sent by the driver's checks.
@@ -174,11 +174,12 @@ impl Ctx {
         let mut fut = std::pin::pin!(fut);
         // Only the outermost call serves conditions; calls a condition makes do not.
         let mut requests = self.requests.lock().ok().and_then(|mut r| r.take());
+        let cancel = self.cancel();
         let result = loop {
             let step = self.handle.block_on(async {
                 tokio::select! {
                     r = &mut fut => Step::Done(r),
-                    _ = self.cancel.cancelled() => Step::Cancelled,
+                    _ = cancel.cancelled() => Step::Cancelled,
                     Some(call) = async {
                         match requests.as_mut() {
                             Some(rx) => rx.recv().await,
@@ -201,6 +202,14 @@ impl Ctx {
         result
     }
 
+    /// What stops calls now.
+    fn cancel(&self) -> CancellationToken {
+        self.cancel
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|_| CancellationToken::new())
+    }
+
     fn run_condition(&self, index: usize) -> Result<(), String> {
         let engine = self
             .engine
@@ -213,9 +222,12 @@ impl Ctx {
             .ok()
             .and_then(|c| c.get(index).cloned())
             .ok_or("no such polling condition")?;
-        let empty = rhai::AST::empty();
-        let ast = self.ast.get().unwrap_or(&empty);
-        body.call::<Dynamic>(&engine, ast, ())
+        let ast = self
+            .ast
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|_| rhai::AST::empty());
+        body.call::<Dynamic>(&engine, &ast, ())
             .map(drop)
             .map_err(|e| innermost(&e).1)
     }
@@ -259,6 +271,49 @@ pub(crate) fn run(
         what: format!("reading script {}", path.display()),
         source,
     })?;
+    let script = engine(path, world, log, handle, cancel.clone(), subtests);
+    compile_and_run(&script, path, &source, &cancel)
+}
+
+/// An engine with the whole script API registered, and the context its functions share.
+pub(crate) struct ScriptEngine {
+    pub engine: Arc<Engine>,
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for ScriptEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptEngine").finish_non_exhaustive()
+    }
+}
+
+impl ScriptEngine {
+    /// What stops the engine's calls from now on (a REPL sets one per line).
+    pub fn set_cancel(&self, cancel: CancellationToken) {
+        if let Ok(mut c) = self.ctx.cancel.write() {
+            *c = cancel;
+        }
+    }
+
+    /// The script whose functions polling conditions may call.
+    pub fn set_ast(&self, ast: &rhai::AST) {
+        if let Ok(mut a) = self.ctx.ast.write() {
+            *a = ast.clone();
+        }
+    }
+}
+
+/// An engine with the whole script API registered; `path`'s folder is where relative
+/// host paths start, and `cancel` stops whatever the engine runs (until
+/// [`ScriptEngine::set_cancel`]).
+pub(crate) fn engine(
+    path: &Path,
+    world: &World,
+    log: &Log,
+    handle: Handle,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> ScriptEngine {
     let World {
         machines,
         fabric,
@@ -267,9 +322,9 @@ pub(crate) fn run(
     let (requests_tx, requests) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         handle,
-        cancel: cancel.clone(),
+        cancel: std::sync::RwLock::new(cancel.clone()),
         engine: std::sync::OnceLock::new(),
-        ast: std::sync::OnceLock::new(),
+        ast: std::sync::RwLock::new(rhai::AST::empty()),
         conditions: std::sync::Mutex::default(),
         requests: std::sync::Mutex::new(Some(requests)),
         requests_tx,
@@ -282,8 +337,12 @@ pub(crate) fn run(
     engine.on_print(move |text| l.info(text));
     let l = log.clone();
     engine.on_debug(move |text, _src, pos| l.info(&format!("debug at {pos}: {text}")));
-    let c = cancel.clone();
-    engine.on_progress(move |_| c.is_cancelled().then(|| Dynamic::from("cancelled")));
+    let c = ctx.clone();
+    engine.on_progress(move |_| {
+        c.cancel()
+            .is_cancelled()
+            .then(|| Dynamic::from("cancelled"))
+    });
 
     let vars: BTreeMap<String, Dynamic> = machines
         .iter()
@@ -439,7 +498,7 @@ pub(crate) fn run(
                 tries += 1;
                 match body.call_within_context::<Dynamic>(call, ()) {
                     Ok(v) => return Ok(v),
-                    Err(e) if c.cancel.is_cancelled() => return Err(e),
+                    Err(e) if c.cancel().is_cancelled() => return Err(e),
                     Err(e) if std::time::Instant::now() >= deadline => {
                         l.info(&format!("retry: giving up after {tries} tries"));
                         return Err(e);
@@ -748,7 +807,17 @@ pub(crate) fn run(
 
     let engine = Arc::new(engine);
     let _ = ctx.engine.set(Arc::downgrade(&engine));
-    let ast = engine.compile(&source).map_err(|e| {
+    ScriptEngine { engine, ctx }
+}
+
+fn compile_and_run(
+    script: &ScriptEngine,
+    path: &Path,
+    source: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let engine = &script.engine;
+    let ast = engine.compile(source).map_err(|e| {
         let pos = e.position();
         Error::ScriptSyntax {
             file: path.to_path_buf(),
@@ -757,7 +826,7 @@ pub(crate) fn run(
             message: strip_position(e.0.to_string()),
         }
     })?;
-    let _ = ctx.ast.set(ast.clone());
+    script.set_ast(&ast);
     match engine.run_ast(&ast) {
         Ok(()) => Ok(()),
         Err(e) if cancel.is_cancelled() => {
@@ -828,7 +897,7 @@ fn machine_name(value: Dynamic) -> Res<String> {
 }
 
 /// The deepest error in a chain of function calls and the position nearest to it.
-fn innermost(e: &EvalAltResult) -> (Position, String) {
+pub(crate) fn innermost(e: &EvalAltResult) -> (Position, String) {
     let mut pos = e.position();
     let mut cur = e;
     loop {
@@ -867,7 +936,7 @@ fn innermost(e: &EvalAltResult) -> (Position, String) {
 }
 
 /// Rhai appends " (line L, position C)"; we print the location first instead.
-fn strip_position(text: String) -> String {
+pub(crate) fn strip_position(text: String) -> String {
     match text.rfind(" (line ") {
         Some(i) if text.ends_with(')') => text[..i].to_owned(),
         _ => text,

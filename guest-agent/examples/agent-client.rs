@@ -120,6 +120,7 @@ impl Conn {
             cwd: None,
             stdin: stdin.is_some(),
             timeout_ms: None,
+            pty: None,
         };
         self.run_req(stream, req, stdin, kill_after, quiet)
     }
@@ -238,6 +239,7 @@ fn real_main() -> Result<i32> {
                 cwd: None,
                 stdin: false,
                 timeout_ms: Some(ms.parse()?),
+                pty: None,
             };
             let st = c.run_req(1, req, None, None, false)?;
             Ok(exit_code(&st))
@@ -252,6 +254,7 @@ fn real_main() -> Result<i32> {
                     cwd: None,
                     stdin: false,
                     timeout_ms: None,
+                    pty: None,
                 };
                 c.send(&Frame::json(Kind::Exec, stream, &req))?;
             }

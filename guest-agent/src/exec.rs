@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use flotilla_agent::proto::{Command, ExecRequest, ExitStatus, Frame, Kind, MAX_CHUNK};
+use flotilla_agent::proto::{Command, ExecRequest, ExitStatus, Frame, Kind, WindowSize, MAX_CHUNK};
 
 use crate::server::{Outbox, Registry};
 use crate::sys;
@@ -173,8 +173,12 @@ const STAGE_SETUP: i32 = 3;
 pub struct Child {
     pub pid: i32,
     pub stdin: Option<OwnedFd>,
+    /// The stdout pipe, or the terminal's master side.
     pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// The stderr pipe; none on a terminal (stderr is the terminal too).
+    pub stderr: Option<OwnedFd>,
+    /// The terminal's master side, for resizing.
+    pub pty: Option<OwnedFd>,
     slot: Arc<ExitSlot>,
 }
 
@@ -182,7 +186,7 @@ pub struct Child {
 pub fn spawn(req: &ExecRequest) -> Result<Child, String> {
     let prep = prepare(req).map_err(|e| format!("cannot run command: {e}"))?;
     let program = prep.program.clone();
-    spawn_prepared(prep, req.stdin)
+    spawn_prepared(prep, req.stdin, req.pty)
         .map_err(|e| format!("failed to start `{}`: {e}", program.escape_debug()))
 }
 
@@ -196,6 +200,8 @@ struct ChildArgs {
     candidates: *const *const libc::c_char,
     n_candidates: usize,
     cwd: *const libc::c_char,
+    /// Make stdin (a terminal) the controlling terminal.
+    ctty: bool,
     stage: i32,
     errno: i32,
 }
@@ -203,7 +209,28 @@ struct ChildArgs {
 /// Stack for the cloned child until it execs; it only makes a few syscalls.
 const CHILD_STACK: usize = 64 * 1024;
 
-fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
+fn spawn_prepared(prep: Prepared, want_stdin: bool, pty: Option<WindowSize>) -> io::Result<Child> {
+    if let Some(size) = pty {
+        let (master, slave) = sys::openpty(size.rows, size.cols)?;
+        let fds = [
+            sys::dup_cloexec(slave.as_raw_fd())?,
+            sys::dup_cloexec(slave.as_raw_fd())?,
+            slave,
+        ];
+        let stdin = want_stdin
+            .then(|| sys::dup_cloexec(master.as_raw_fd()))
+            .transpose()?;
+        let resize = sys::dup_cloexec(master.as_raw_fd())?;
+        let (pid, slot) = clone_exec(&prep, fds, true)?;
+        return Ok(Child {
+            pid,
+            stdin,
+            stdout: master,
+            stderr: None,
+            pty: Some(resize),
+            slot,
+        });
+    }
     let (stdin_r, stdin_w) = if want_stdin {
         let (r, w) = sys::pipe()?;
         (r, Some(w))
@@ -212,19 +239,21 @@ fn spawn_prepared(prep: Prepared, want_stdin: bool) -> io::Result<Child> {
     };
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
-    let (pid, slot) = clone_exec(&prep, [stdin_r, out_w, err_w])?;
+    let (pid, slot) = clone_exec(&prep, [stdin_r, out_w, err_w], false)?;
     Ok(Child {
         pid,
         stdin: stdin_w,
         stdout: out_r,
-        stderr: err_r,
+        stderr: Some(err_r),
+        pty: None,
         slot,
     })
 }
 
 /// Start the child with `fds` as its stdin, stdout, stderr (closed here afterwards)
-/// and register it with the reaper.
-fn clone_exec(prep: &Prepared, fds: [OwnedFd; 3]) -> io::Result<(i32, Arc<ExitSlot>)> {
+/// and register it with the reaper; with `ctty`, stdin is a terminal that becomes the
+/// child's controlling terminal.
+fn clone_exec(prep: &Prepared, fds: [OwnedFd; 3], ctty: bool) -> io::Result<(i32, Arc<ExitSlot>)> {
     let slot = ExitSlot::new()?;
 
     let mut argv: Vec<*const libc::c_char> = prep.argv.iter().map(|a| a.as_ptr()).collect();
@@ -239,6 +268,7 @@ fn clone_exec(prep: &Prepared, fds: [OwnedFd; 3]) -> io::Result<(i32, Arc<ExitSl
         candidates: candidates.as_ptr(),
         n_candidates: candidates.len(),
         cwd: prep.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        ctty,
         stage: 0,
         errno: 0,
     };
@@ -329,6 +359,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(a, STAGE_SETUP, errno());
             }
         }
+        if a.ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(a, STAGE_SETUP, errno());
+        }
         let dir = if a.cwd.is_null() {
             c"/".as_ptr()
         } else {
@@ -389,7 +422,10 @@ pub fn pump(
     let mut timed_out = false;
     let mut fds = [
         sys::pollfd(child.stdout.as_raw_fd(), libc::POLLIN),
-        sys::pollfd(child.stderr.as_raw_fd(), libc::POLLIN),
+        sys::pollfd(
+            child.stderr.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+            libc::POLLIN,
+        ),
         sys::pollfd(child.slot.notify.as_raw_fd(), libc::POLLIN),
     ];
     let mut buf = vec![0u8; MAX_CHUNK];
@@ -490,13 +526,14 @@ pub fn spawn_detached(argv: &[&str]) -> Result<i32, String> {
         cwd: None,
         stdin: false,
         timeout_ms: None,
+        pty: None,
     };
     let start = || -> io::Result<i32> {
         let prep = prepare(&req)?;
         let stdin = sys::open_c(c"/dev/null", libc::O_RDONLY)?;
         let out = sys::dup_cloexec(2)?;
         let err = sys::dup_cloexec(2)?;
-        clone_exec(&prep, [stdin, out, err]).map(|(pid, _)| pid)
+        clone_exec(&prep, [stdin, out, err], false).map(|(pid, _)| pid)
     };
     start().map_err(|e| format!("failed to start `{}`: {e}", argv.join(" ")))
 }
@@ -512,6 +549,7 @@ mod tests {
             cwd: None,
             stdin: false,
             timeout_ms: None,
+            pty: None,
         }
     }
 

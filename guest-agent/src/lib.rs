@@ -14,6 +14,7 @@
 //!     cwd: None,
 //!     stdin: false,
 //!     timeout_ms: Some(10_000),
+//!     pty: None,
 //! };
 //! let mut wire = Vec::new();
 //! Frame::json(Kind::Exec, 1, &req).encode(&mut wire);

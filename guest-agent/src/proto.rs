@@ -31,7 +31,13 @@
 //!    agent sends one [`Kind::Error`] on N instead and no Exit.
 //! 3. [`Kind::Stdin`] / [`Kind::StdinClose`] feed a command started with `stdin: true`;
 //!    [`Kind::Kill`] sends SIGKILL to its process group.
-//! 4. [`Kind::Shutdown`] is answered with [`Kind::ShutdownAck`], then the guest powers
+//! 4. A command started with `pty` runs on a new pseudo-terminal (its controlling
+//!    terminal, in a session of its own): the terminal is its stdin, stdout and stderr,
+//!    so all output arrives as [`Kind::Stdout`]. [`Kind::Resize`] ([`WindowSize`])
+//!    changes the terminal's size (the command gets SIGWINCH). [`Kind::StdinClose`]
+//!    only stops input (send the terminal's EOF character, `^D`, to end it). When the
+//!    host disconnects, the agent kills the process groups of terminal commands.
+//! 5. [`Kind::Shutdown`] is answered with [`Kind::ShutdownAck`], then the guest powers
 //!    off (or reboots).
 //!
 //! # File transfer
@@ -47,6 +53,15 @@
 //!   transfer with one [`Kind::Error`] instead, possibly after FileInfo and some data.
 //! * Push and pull use the host's stream ids like commands; a stream id may be reused
 //!   once the transfer ended (FileDone, FileEnd or Error).
+//!
+//! # Compatibility
+//!
+//! [`PROTOCOL_VERSION`] changes only with incompatible changes; both sides insist on
+//! equal versions. Additions stay compatible: new JSON fields have defaults (and older
+//! peers ignore unknown ones), a new kind is skipped by an older peer (which answers an
+//! [`Kind::Error`] on its stream), and [`HelloReply::features`] lists the optional
+//! capabilities an agent has (e.g. [`FEATURE_PTY`]), so a host can refuse a request an
+//! older agent would misunderstand.
 //!
 //! ```
 //! use flotilla_agent::proto::{decode, Decoded, Frame, Hello, Kind, PROTOCOL_VERSION};
@@ -78,6 +93,8 @@ pub const MAGIC: [u8; 4] = *b"FLA1";
 pub const HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.
 pub const MAX_PAYLOAD: u32 = 1 << 20;
+/// [`HelloReply::features`] entry: the agent honours [`ExecRequest::pty`] and [`Kind::Resize`].
+pub const FEATURE_PTY: &str = "pty";
 /// Largest data chunk ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::FileData`]) the agent sends.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -103,6 +120,8 @@ pub enum Kind {
     StdinClose = 0x15,
     /// Host → agent, stream N, empty: SIGKILL the command's process group.
     Kill = 0x16,
+    /// Host → agent, stream N, [`WindowSize`]: the new size of the command's terminal.
+    Resize = 0x17,
     /// Host → agent, stream 0, [`ShutdownRequest`].
     Shutdown = 0x20,
     /// Agent → host, stream 0, empty.
@@ -125,7 +144,7 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Hello,
         Kind::HelloReply,
         Kind::Exec,
@@ -135,6 +154,7 @@ impl Kind {
         Kind::Stdin,
         Kind::StdinClose,
         Kind::Kill,
+        Kind::Resize,
         Kind::Shutdown,
         Kind::ShutdownAck,
         Kind::FilePush,
@@ -352,6 +372,9 @@ pub struct HelloReply {
     pub agent_version: String,
     /// Milliseconds from kernel start until the agent was ready (from `/proc/uptime`).
     pub boot_ms: u64,
+    /// Optional capabilities (e.g. [`FEATURE_PTY`]); empty from agents older than them.
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// What to run.
@@ -383,6 +406,18 @@ pub struct ExecRequest {
     /// Kill the process group after this many milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Run on a new pseudo-terminal of this size (see the module docs); pipes when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pty: Option<WindowSize>,
+}
+
+/// Body of [`Kind::Resize`], and [`ExecRequest::pty`]: a terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// Body of [`Kind::Exit`].
@@ -488,6 +523,7 @@ mod tests {
             cwd: None,
             stdin: false,
             timeout_ms: Some(5),
+            pty: None,
         };
         let f = Frame::json(Kind::Exec, 3, &req);
         let text = String::from_utf8(f.payload.clone()).unwrap();
@@ -500,7 +536,18 @@ mod tests {
         let shell: ExecRequest =
             serde_json::from_str(r#"{"command":{"shell":"echo hi"}}"#).unwrap();
         assert_eq!(shell.command, Command::Shell("echo hi".into()));
-        assert!(!shell.stdin && shell.env.is_empty());
+        assert!(!shell.stdin && shell.env.is_empty() && shell.pty.is_none());
+        // No `pty` key on the wire unless asked: older agents see the same requests.
+        assert!(!text.contains("pty"), "{text}");
+        let tty: ExecRequest = serde_json::from_str(
+            r#"{"command":{"argv":["sh"]},"stdin":true,"pty":{"rows":24,"cols":80}}"#,
+        )
+        .unwrap();
+        assert_eq!(tty.pty, Some(WindowSize { rows: 24, cols: 80 }));
+        // Replies of older agents have no `features`.
+        let old: HelloReply =
+            serde_json::from_str(r#"{"version":1,"agent_version":"0.1.0","boot_ms":5}"#).unwrap();
+        assert!(old.features.is_empty());
     }
 
     #[test]

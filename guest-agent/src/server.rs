@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_agent::proto::{
-    decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, ShutdownRequest, HEADER_LEN,
-    PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
+    decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, ShutdownRequest, WindowSize,
+    FEATURE_PTY, HEADER_LEN, PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
 };
 
 use crate::exec::{self, lock};
@@ -119,6 +119,8 @@ struct Cmd {
     pid: i32,
     gen: u64,
     stdin: Option<Sender<Vec<u8>>>,
+    /// The master side of the command's terminal, if it runs on one.
+    pty: Option<OwnedFd>,
 }
 
 /// Running commands by stream id.
@@ -137,6 +139,13 @@ impl Registry {
 
     fn kill_all(&self) {
         for (_, cmd) in lock(&self.cmds).drain() {
+            sys::kill_group(cmd.pid);
+        }
+    }
+
+    /// Kill the commands running on a terminal: nobody is left to type into them.
+    fn kill_terminals(&self) {
+        for cmd in lock(&self.cmds).values().filter(|c| c.pty.is_some()) {
             sys::kill_group(cmd.pid);
         }
     }
@@ -288,6 +297,7 @@ impl Server {
                     // Host side not connected: forget any half frame and wait for it.
                     if connected {
                         connected = false;
+                        self.registry.kill_terminals();
                         buf.clear();
                         buf.shrink_to(64 * 1024);
                         sys::trim_heap();
@@ -385,6 +395,7 @@ impl Server {
                     sys::kill_group(cmd.pid);
                 }
             }
+            Kind::Resize => self.resize(&frame),
             Kind::Shutdown => match frame.parse_json::<ShutdownRequest>() {
                 Ok(req) => {
                     self.send(Frame::new(Kind::ShutdownAck, 0, Vec::new()));
@@ -436,9 +447,34 @@ impl Server {
                     version: PROTOCOL_VERSION,
                     agent_version: env!("CARGO_PKG_VERSION").into(),
                     boot_ms: self.boot_ms,
+                    features: vec![FEATURE_PTY.into()],
                 },
             ),
         );
+    }
+
+    fn resize(&self, frame: &Frame) {
+        let stream = frame.stream;
+        let size: WindowSize = match frame.parse_json() {
+            Ok(s) => s,
+            Err(e) => return self.error(stream, e.to_string()),
+        };
+        let cmds = lock(&self.registry.cmds);
+        let result = match cmds.get(&stream) {
+            Some(Cmd { pty: Some(fd), .. }) => {
+                sys::set_window_size(fd.as_raw_fd(), size.rows, size.cols)
+                    .map_err(|e| format!("stream {stream}: resizing the terminal: {e}"))
+            }
+            Some(_) => Err(format!(
+                "stream {stream}: the command has no terminal to resize"
+            )),
+            // The command may just have finished; nothing to report.
+            None => Ok(()),
+        };
+        drop(cmds);
+        if let Err(message) = result {
+            self.error(stream, message);
+        }
     }
 
     fn exec(&mut self, frame: &Frame) {
@@ -481,6 +517,7 @@ impl Server {
                 pid,
                 gen,
                 stdin: stdin_tx,
+                pty: child.pty.take(),
             },
         );
         let out = self.out.clone();

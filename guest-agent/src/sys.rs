@@ -2,7 +2,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// Print one line on the console (stderr, which is /dev/console when we are PID 1).
@@ -353,9 +353,62 @@ pub fn open_c(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A new pseudo-terminal of `rows` x `cols`: (master, slave), both close-on-exec and
+/// neither the caller's controlling terminal.
+pub fn openpty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = open_c(c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY)?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int from the pointer.
+    cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    // SAFETY: TIOCGPTPEER (Linux 4.13) takes open flags and returns a new descriptor.
+    let slave = cvt(unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    set_window_size(master.as_raw_fd(), rows, cols)?;
+    Ok((master, slave))
+}
+
+/// Set a terminal's size; the foreground process group gets SIGWINCH.
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pty_has_the_size_asked_for() {
+        let (master, slave) = openpty(33, 101).unwrap_or_else(|e| panic!("openpty: {e}"));
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes a winsize.
+        cvt(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((size.ws_row, size.ws_col), (33, 101));
+        set_window_size(master.as_raw_fd(), 40, 120).unwrap_or_else(|e| panic!("{e}"));
+        // SAFETY: as above.
+        cvt(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((size.ws_row, size.ws_col), (40, 120));
+        // What the master gets, the slave reads.
+        write_all_fd(master.as_raw_fd(), b"hi\n");
+        let mut buf = [0u8; 16];
+        let n = read(slave.as_raw_fd(), &mut buf).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&buf[..n], b"hi\n");
+    }
 
     #[test]
     fn uptime_parsing() {

@@ -314,8 +314,10 @@ fn a_vlan_spans_two_driver_processes() {
     let mut run = flotilla()
         .arg("run")
         .arg(one.path())
+        .arg("--no-repl")
         .arg("--out")
         .arg(one.path().join("out"))
+        .env("XDG_RUNTIME_DIR", one.path())
         .env("FLOTILLA_TEST_TAG", &tag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -465,4 +467,269 @@ fn keep_state_carries_disks_from_one_test_to_the_next() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("the disk is blank"), "{t}");
     assert_no_qemu_left(&tag);
+}
+/// `flotilla run DIR` with its control socket under `runtime`, commands on a pipe;
+/// the caller must read its output (or it blocks when the pipes fill up).
+fn start_run(dir: &Path, runtime: &Path, tag: &str) -> std::process::Child {
+    flotilla()
+        .arg("run")
+        .arg(dir)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("XDG_STATE_HOME", runtime)
+        .env("FLOTILLA_TEST_TAG", tag)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn run_evaluates_script_lines_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::write(
+        dir.path().join("flotilla.toml"),
+        "[machines.vm]\nforward = [{ guest = 80 }]\n",
+    )
+    .unwrap();
+    let mut run = start_run(dir.path(), dir.path(), &tag);
+    let lines = "vm.succeed(\"echo hi\")\n\
+                 let x = 6 * 7;\n\
+                 x + 1\n\
+                 vm.no_such_call()\n\
+                 vm.fail(\"true\")\n\
+                 vm.succeed(\"echo got-\" + x)\n\
+                 vm.execute(\"exit 3\").status\n\
+                 let broken = ;\n\
+                 \"still \" + \"here\"\n";
+    std::io::Write::write_all(&mut run.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+    // The end of input stops everything.
+    let out = run.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "hi\n43\ngot-42\n3\nstill here\n", "{stderr}");
+    for want in [
+        "  vm  flotilla shell vm  127.0.0.1:",
+        " -> guest:80\n",
+        "error: Function not found: no_such_call (Machine)\n",
+        "error: machine `vm`: command `true` was expected to fail but ended with exit status 0\n",
+        "error: syntax error at column 14: ",
+        "stopping\n",
+    ] {
+        assert!(stderr.contains(want), "{want:?} in:\n{stderr}");
+    }
+    assert_no_qemu_left(&tag);
+}
+
+/// Runs `flotilla shell ARGS` against the run under `runtime` with `input` on stdin.
+fn shell(runtime: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = flotilla()
+        .arg("shell")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn shell_reaches_a_machine_of_a_live_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("rt");
+    std::fs::create_dir(&runtime).unwrap();
+    let tag = tag();
+    std::fs::write(dir.path().join("flotilla.toml"), "[machines.vm]\n").unwrap();
+    let mut run = start_run(dir.path(), &runtime, &tag);
+    let mut stderr = run.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    wait_for_log(dir.path(), "vm: ready: ");
+
+    // Piped stdin: /bin/sh reads it; the exit status is the shell's.
+    let out = shell(&runtime, &["vm"], "hostname; echo oops >&2; exit 3\n");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "vm\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    // A command instead of a shell; a forced terminal (the end of input is ^D).
+    let out = shell(&runtime, &["vm", "--", "echo $((6 * 7)); exit 7"], "");
+    assert_eq!(
+        (out.status.code(), out.stdout.as_slice()),
+        (Some(7), &b"42\n"[..]),
+        "{}",
+        text(&out)
+    );
+    let out = shell(&runtime, &["-t", "vm"], "tty; stty size; exit 6\n");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(
+        t.contains("\r\n/dev/pts/") && t.contains("\r\n24 80\r\n"),
+        "{t}"
+    );
+
+    // Bad requests: a clear error and 255.
+    let out = shell(&runtime, &["nosuch"], "");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out));
+    assert!(
+        text(&out).contains("error: no machine `nosuch` in this run (its machines: vm)"),
+        "{}",
+        text(&out)
+    );
+    let out = shell(&runtime, &["--run", "other", "vm"], "");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out));
+    assert!(
+        text(&out).contains("no live run named `other`"),
+        "{}",
+        text(&out)
+    );
+
+    local_terminal_session(&runtime);
+
+    drop(run.stdin.take());
+    let status = run.wait().unwrap();
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("vm: a terminal session ended: exit status 5"),
+        "{stderr}"
+    );
+    assert_no_qemu_left(&tag);
+    let out = shell(&runtime, &["vm"], "");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out));
+    assert!(
+        text(&out).contains("error: no `flotilla run` is running"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `flotilla shell` on a terminal of its own: raw mode (Ctrl-C reaches the guest),
+/// the window size follows, and the terminal is as it was afterwards.
+fn local_terminal_session(runtime: &Path) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (0, 0);
+    let mut size = libc::winsize {
+        ws_row: 30,
+        ws_col: 100,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: out-pointers to two ints and a winsize.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: openpty just made these descriptors.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let termios = |fd: &OwnedFd| {
+        // SAFETY: tcgetattr writes a termios.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+        t.c_lflag
+    };
+    let before = termios(&slave);
+    let mut cmd = flotilla();
+    cmd.args(["shell", "vm"])
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("TERM", "vt100")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = master.try_clone().unwrap();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::from(reader);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut file, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut keyboard = std::fs::File::from(master.try_clone().unwrap());
+    let mut type_and_wait = |keys: &str, want: &str| {
+        std::io::Write::write_all(&mut keyboard, keys.as_bytes()).unwrap();
+        let started = Instant::now();
+        while !output.lock().unwrap().contains(want) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{want:?} did not appear in:\n{}",
+                output.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    type_and_wait("echo $TERM; stty size\r", "vt100\r\n30 100\r\n");
+    size.ws_row = 40;
+    size.ws_col = 120;
+    // SAFETY: TIOCSWINSZ reads a winsize; the client gets SIGWINCH.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+        0
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    type_and_wait("stty size\r", "40 120\r\n");
+    // Ctrl-C interrupts the guest's command, not `flotilla shell`.
+    type_and_wait("sleep 60; echo slept\r", "sleep 60; echo slept\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    type_and_wait("\x03", "^C");
+    type_and_wait("exit 5\r", "exit 5");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "{}", output.lock().unwrap());
+    // Only the echo of the typed line: the command never finished.
+    assert_eq!(
+        output.lock().unwrap().matches("slept\r\n").count(),
+        1,
+        "{}",
+        output.lock().unwrap()
+    );
+    assert_eq!(termios(&slave), before, "the terminal's settings are back");
+}
+
+#[test]
+fn shell_without_a_run_says_so() {
+    let runtime = tempfile::tempdir().unwrap();
+    let out = flotilla()
+        .args(["shell", "vm"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(255), "{t}");
+    assert!(t.contains("error: no `flotilla run` is running"), "{t}");
+    assert!(
+        t.contains("hint: start one with `flotilla run <spec>`"),
+        "{t}"
+    );
 }

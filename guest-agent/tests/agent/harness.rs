@@ -560,6 +560,7 @@ pub fn req(command: proto::Command) -> ExecRequest {
         cwd: None,
         stdin: false,
         timeout_ms: None,
+        pty: None,
     }
 }
 

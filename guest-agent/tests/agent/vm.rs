@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{self, argv, sh, Conn, Vm};
 use flotilla_agent::proto::{
     self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, ShutdownRequest,
-    MAX_CHUNK,
+    WindowSize, MAX_CHUNK,
 };
 
 fn boot(append: &str) -> Vm {
@@ -244,6 +244,124 @@ fn commands_files_and_shutdown() {
         vm.serial().contains("reboot: Power down"),
         "{}",
         vm.serial()
+    );
+}
+
+#[test]
+fn commands_on_a_terminal() {
+    require_vm!();
+    let vm = boot("");
+    let mut c = vm.connect();
+    let hello = c.hello();
+    assert!(
+        hello.features.iter().any(|f| f == proto::FEATURE_PTY),
+        "{hello:?}"
+    );
+    let size = |rows, cols| Some(WindowSize { rows, cols });
+
+    // The terminal is stdin, stdout and stderr, and the controlling terminal.
+    let mut req = sh(
+        "tty; stty size; echo $TERM; test -t 0 && test -t 2 && echo err >&2; \
+                      exec 3</dev/tty && echo ctty; exit 4",
+    );
+    req.pty = size(30, 100);
+    req.env.push(("TERM".into(), "xterm".into()));
+    let out = c.exec(1, &req);
+    let text = out.stdout_str();
+    assert!(text.starts_with("/dev/pts/"), "{out:?}");
+    for want in [
+        "\r\n30 100\r\n",
+        "\r\nxterm\r\n",
+        "\r\nerr\r\n",
+        "\r\nctty\r\n",
+    ] {
+        assert!(text.contains(want), "{want:?} in {out:?}");
+    }
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert_eq!(out.status.unwrap().code, Some(4));
+
+    // Typed input reaches an interactive shell; a resize is seen at once.
+    let mut req = argv(&["/bin/sh"]);
+    req.pty = size(24, 80);
+    req.stdin = true;
+    c.send(&Frame::json(Kind::Exec, 2, &req));
+    c.send(&Frame::new(Kind::Stdin, 2, b"stty size\n".to_vec()));
+    let mut seen = String::new();
+    while !seen.contains("24 80\r\n") {
+        let f = c.recv();
+        assert_eq!(
+            (f.stream, f.kind),
+            (2, Kind::Stdout),
+            "{f:?} after {seen:?}"
+        );
+        seen.push_str(&String::from_utf8_lossy(&f.payload));
+    }
+    c.send(&Frame::json(
+        Kind::Resize,
+        2,
+        &WindowSize {
+            rows: 50,
+            cols: 132,
+        },
+    ));
+    c.send(&Frame::new(Kind::Stdin, 2, b"stty size; exit 7\n".to_vec()));
+    let out = c.collect(2);
+    assert!(out.stdout_str().contains("50 132\r\n"), "{out:?}");
+    assert_eq!(out.status.unwrap().code, Some(7));
+
+    // Resizing a command without a terminal, or with a bad body, is an error on its
+    // stream; the command runs on.
+    let mut req = argv(&["cat"]);
+    req.stdin = true;
+    c.send(&Frame::json(Kind::Exec, 3, &req));
+    c.send(&Frame::json(
+        Kind::Resize,
+        3,
+        &WindowSize { rows: 1, cols: 1 },
+    ));
+    let f = c.recv();
+    assert_eq!((f.stream, f.kind), (3, Kind::Error), "{f:?}");
+    assert!(
+        String::from_utf8_lossy(&f.payload).contains("no terminal"),
+        "{f:?}"
+    );
+    c.send(&Frame::new(Kind::Resize, 3, b"{\"rows\":-1}".to_vec()));
+    assert_eq!(c.recv().kind, Kind::Error);
+    c.send(&Frame::new(Kind::Stdin, 3, b"still here\n".to_vec()));
+    c.send(&Frame::new(Kind::StdinClose, 3, Vec::new()));
+    let out = c.collect(3);
+    assert_eq!(out.stdout, b"still here\n", "{out:?}");
+
+    // When the host goes away, a terminal's process group is killed at once (a new
+    // Hello would kill it too: a watcher outside it notes the time of death).
+    let mut req = sh("echo $$ > /tmp/tty.pid; echo started; sleep 1000");
+    req.pty = size(24, 80);
+    c.send(&Frame::json(Kind::Exec, 4, &req));
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"started\r\n") {
+        let f = c.recv();
+        assert_eq!((f.stream, f.kind), (4, Kind::Stdout), "{f:?}");
+        seen.extend_from_slice(&f.payload);
+    }
+    let watcher =
+        "setsid sh -c 'p=$(cat /tmp/tty.pid); while [ -e /proc/$p ]; do usleep 20000; done; \
+                   cut -d\" \" -f1 /proc/uptime > /tmp/tty.gone' </dev/null >/dev/null 2>&1 &";
+    assert_eq!(c.exec(5, &sh(watcher)).status.unwrap().code, Some(0));
+    drop(c);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = vm.connect();
+    c.hello();
+    let out = c.exec(1, &sh("cut -d' ' -f1 /proc/uptime; cat /tmp/tty.gone"));
+    let times: Vec<f64> = out
+        .stdout_str()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2, "{out:?}");
+    assert!(
+        times[0] - times[1] > 1.5,
+        "killed only {} s before the new Hello",
+        times[0] - times[1]
     );
 }
 
