@@ -504,7 +504,9 @@ fn run_evaluates_script_lines_from_stdin() {
                  vm.succeed(\"echo got-\" + x)\n\
                  vm.execute(\"exit 3\").status\n\
                  let broken = ;\n\
-                 \"still \" + \"here\"\n";
+                 \"still \" + \"here\"\n\
+                 polling_condition(\"marker\", || vm.succeed(\"test -e /tmp/marker\"))\n\
+                 vm.succeed(\"echo after\")\n";
     std::io::Write::write_all(&mut run.stdin.take().unwrap(), lines.as_bytes()).unwrap();
     // The end of input stops everything.
     let out = run.wait_with_output().unwrap();
@@ -512,12 +514,14 @@ fn run_evaluates_script_lines_from_stdin() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert_eq!(stdout, "hi\n43\ngot-42\n3\nstill here\n", "{stderr}");
+    // A polling condition set on one line is checked by the commands of later lines.
     for want in [
         "  vm  flotilla shell vm  127.0.0.1:",
         " -> guest:80\n",
         "error: Function not found: no_such_call (Machine)\n",
         "error: machine `vm`: command `true` was expected to fail but ended with exit status 0\n",
         "error: syntax error at column 14: ",
+        "error: polling condition `marker` failed: machine `vm`: command `test -e /tmp/marker`",
         "stopping\n",
     ] {
         assert!(stderr.contains(want), "{want:?} in:\n{stderr}");
