@@ -120,11 +120,20 @@ struct StateArgs {
 
 #[derive(Debug, Subcommand)]
 enum ImageKind {
-    /// A Debian bookworm image (debootstrap minbase, systemd, the agent as a service).
-    /// The debootstrapped tree is cached per package list, so rebuilding takes seconds.
+    /// A Debian bookworm image (debootstrap minbase, an init system, the agent as its
+    /// service). The debootstrapped tree is cached per init and package list, so
+    /// rebuilding takes seconds.
     Debian {
-        /// Packages to add, comma-separated (on top of systemd-sysv, iproute2, procps,
-        /// kmod, udev).
+        /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc)
+        /// or openrc (Debian's openrc, started by sysvinit).
+        #[arg(
+            long,
+            default_value = "systemd",
+            value_name = "systemd|sysvinit|openrc"
+        )]
+        init: flotilla_driver::debian::Init,
+        /// Packages to add, comma-separated (on top of iproute2, procps, kmod, udev
+        /// and the init's).
         #[arg(long, value_delimiter = ',')]
         packages: Vec<String>,
         /// File system size in MiB; default: the tree plus 512 MiB free.
@@ -149,12 +158,14 @@ fn main() -> ExitCode {
         Cmd::Image {
             kind:
                 ImageKind::Debian {
+                    init,
                     packages,
                     size,
                     output,
                 },
         } => {
             let options = flotilla_driver::debian::DebianOptions {
+                init,
                 packages,
                 size_mib: size,
                 output,

@@ -1,7 +1,9 @@
 //! `flotilla image debian`: a Debian bookworm disk image with the agent installed.
 //!
-//! The root tree comes from `debootstrap --variant=minbase`, cached as a tarball under
-//! [`cache_dir`]`/debian` keyed by the package list, so a second build only unpacks it.
+//! The root tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
+//! (systemd, sysvinit, or OpenRC driven by sysvinit), cached as a tarball under
+//! [`cache_dir`]`/debian` keyed by the init and the package list, so a second build
+//! only unpacks it.
 //! The agent goes in with its own installer (`flotilla-agent install --root TREE`), the
 //! host-cached kernel's modules go to `/lib/modules/<version>` (with `depmod`), and the
 //! tree becomes an ext4 file system with `mke2fs -d` (no mounts, no loop devices),
@@ -10,9 +12,10 @@
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), flotilla_driver::Error> {
-//! use flotilla_driver::debian::{build, DebianOptions};
+//! use flotilla_driver::debian::{build, DebianOptions, Init};
 //!
 //! let options = DebianOptions {
+//!     init: Init::Openrc,
 //!     packages: vec!["curl".into()],
 //!     size_mib: None,
 //!     output: "debian.qcow2".into(),
@@ -36,8 +39,77 @@ use crate::Error;
 /// The Debian release the images are made of.
 pub const SUITE: &str = "bookworm";
 
-/// Packages every image has, on top of debootstrap's `minbase` variant.
-pub const DEFAULT_PACKAGES: &[&str] = &["systemd-sysv", "iproute2", "procps", "kmod", "udev"];
+/// Packages every image has, on top of debootstrap's `minbase` variant and its
+/// [`Init::packages`].
+pub const DEFAULT_PACKAGES: &[&str] = &["iproute2", "procps", "kmod", "udev"];
+
+/// The init system of an image: what runs as PID 1 and starts the agent's service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Init {
+    /// systemd (`systemd-sysv`); the agent is a systemd unit.
+    #[default]
+    Systemd,
+    /// sysvinit (`sysvinit-core`, with `sysv-rc` and `initscripts`); the agent is an
+    /// init script in `/etc/rc2.d` to `rc5.d`.
+    Sysvinit,
+    /// Debian's OpenRC (`openrc`), run from sysvinit's `/etc/inittab`; the agent is an
+    /// `openrc-run` script in the `default` runlevel.
+    Openrc,
+}
+
+impl Init {
+    /// Every choice, in the order `--help` lists them.
+    pub const ALL: [Init; 3] = [Init::Systemd, Init::Sysvinit, Init::Openrc];
+
+    /// The name on the command line (`--init NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Systemd => "systemd",
+            Init::Sysvinit => "sysvinit",
+            Init::Openrc => "openrc",
+        }
+    }
+
+    /// What debootstrap installs for it. OpenRC conflicts with `sysv-rc`, which
+    /// debootstrap's resolver always picks for `sysvinit-core`: `openrc` replaces it
+    /// with apt in the tree afterwards.
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            Init::Systemd => &["systemd-sysv"],
+            Init::Sysvinit | Init::Openrc => &["sysvinit-core"],
+        }
+    }
+}
+
+impl std::fmt::Display for Init {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Init {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Init::ALL
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| {
+                Error::Image(format!(
+                    "`{s}` is not an init system of a Debian image (systemd, sysvinit or openrc)"
+                ))
+            })
+    }
+}
+
+/// Packages that make or run PID 1, chosen by [`Init`] and not by the package list.
+const INIT_PACKAGES: &[&str] = &[
+    "systemd-sysv",
+    "sysvinit-core",
+    "sysv-rc",
+    "file-rc",
+    "openrc",
+];
 
 /// Free space added to the tree's size when no size is given.
 pub const DEFAULT_FREE_MIB: u64 = 512;
@@ -51,7 +123,9 @@ const KEEP_TREES: usize = 4;
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct DebianOptions {
-    /// Packages installed on top of [`DEFAULT_PACKAGES`].
+    /// The init system.
+    pub init: Init,
+    /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's.
     pub packages: Vec<String>,
     /// The file system's size; default: the tree plus [`DEFAULT_FREE_MIB`].
     pub size_mib: Option<u64>,
@@ -62,7 +136,8 @@ pub struct DebianOptions {
 /// Builds the image; returns its path. `log` gets one line per step.
 pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Error> {
     let started = Instant::now();
-    let packages = package_list(&options.packages)?;
+    let init = options.init;
+    let packages = package_list(init, &options.packages)?;
     let output = absolute(&options.output)?;
     let out_dir = output
         .parent()
@@ -95,7 +170,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     create_dir(&tree)?;
 
     // 1. The debootstrapped tree, from the cache or made now.
-    let tarball = cache.join(format!("{SUITE}-{}.tar", cache_key(&packages)));
+    let tarball = cache.join(format!("{SUITE}-{}.tar", cache_key(init, &packages)));
     if tarball.is_file() {
         let t = Instant::now();
         run(
@@ -122,7 +197,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         let t = Instant::now();
         let mirror = host_mirror();
         log(&format!(
-            "debian: debootstrap {SUITE} (minbase + {}) from {}; this takes a few minutes",
+            "debian: debootstrap {SUITE} ({init}: minbase + {}) from {}; this takes a few minutes",
             packages.join(","),
             mirror.as_deref().unwrap_or("debootstrap's default mirror")
         ));
@@ -136,6 +211,9 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         }
         if let Err(e) = run(&mut cmd, "debootstrap") {
             return Err(with_debootstrap_log(e, &tree));
+        }
+        if init == Init::Openrc {
+            install_openrc(&tree)?;
         }
         // Downloaded packages are not part of the system.
         remove_dir_contents(&tree.join("var/cache/apt/archives"), ".deb")?;
@@ -197,11 +275,15 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
             .arg(&tree),
         "flotilla-agent install",
     )?;
-    let wants = tree.join("etc/systemd/system/multi-user.target.wants/flotilla-agent.service");
-    if std::fs::symlink_metadata(&wants).is_err() {
+    let enabled = tree.join(match init {
+        Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
+        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
+        Init::Openrc => "etc/runlevels/default/flotilla-agent",
+    });
+    if std::fs::symlink_metadata(&enabled).is_err() {
         return Err(Error::Image(format!(
-            "flotilla-agent install did not enable its unit ({} is missing)",
-            wants.display()
+            "flotilla-agent install did not enable its {init} service ({} is missing)",
+            enabled.display()
         )));
     }
 
@@ -226,7 +308,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     )?;
 
     // 4. Configuration.
-    configure(&tree)?;
+    configure(&tree, init)?;
     log(&format!(
         "debian: agent {}, modules of kernel {} and configuration in {:.1} s",
         env!("CARGO_PKG_VERSION"),
@@ -312,10 +394,14 @@ fn default_size(tree_mib: u64) -> u64 {
     (tree_mib + tree_mib / 10 + DEFAULT_FREE_MIB).div_ceil(64) * 64
 }
 
-/// The default packages plus `extra`, sorted and without duplicates; names are checked
-/// so nothing odd reaches debootstrap's command line.
-pub fn package_list(extra: &[String]) -> Result<Vec<String>, Error> {
-    let mut all: Vec<String> = DEFAULT_PACKAGES.iter().map(|p| (*p).to_owned()).collect();
+/// The default packages, the init's and `extra`, sorted and without duplicates; names
+/// are checked so nothing odd reaches debootstrap's command line.
+pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> {
+    let mut all: Vec<String> = DEFAULT_PACKAGES
+        .iter()
+        .chain(init.packages())
+        .map(|p| (*p).to_owned())
+        .collect();
     for p in extra {
         let p = p.trim();
         if p.is_empty() {
@@ -330,6 +416,13 @@ pub fn package_list(extra: &[String]) -> Result<Vec<String>, Error> {
                 "`{p}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`)"
             )));
         }
+        // debootstrap cannot swap inits: it would fail late on a dpkg conflict.
+        if INIT_PACKAGES.contains(&p) && !init.packages().contains(&p) {
+            return Err(Error::Image(format!(
+                "package `{p}` makes the init system, which is {init} in this image\n\
+                 hint: choose the init with --init systemd|sysvinit|openrc"
+            )));
+        }
         all.push(p.to_owned());
     }
     all.sort();
@@ -337,12 +430,15 @@ pub fn package_list(extra: &[String]) -> Result<Vec<String>, Error> {
     Ok(all)
 }
 
-/// The cache key of a debootstrapped tree: the suite, the variant and the packages.
-pub fn cache_key(packages: &[String]) -> String {
+/// The cache key of a debootstrapped tree: the suite, the variant, the init and the
+/// packages.
+pub fn cache_key(init: Init, packages: &[String]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TREE_LAYOUT);
     hasher.update(SUITE);
     hasher.update("minbase");
+    hasher.update(init.name());
+    hasher.update([0]);
     for p in packages {
         hasher.update(p.as_bytes());
         hasher.update([0]);
@@ -435,12 +531,14 @@ fn mirror_in_deb822(text: &str) -> Option<String> {
 }
 
 /// The files that make the tree a bootable guest of the driver.
-fn configure(tree: &Path) -> Result<(), Error> {
-    write_file(
-        &tree.join("etc/fstab"),
-        b"/dev/vda / ext4 rw,relatime 0 1\n",
-        0o644,
-    )?;
+fn configure(tree: &Path, init: Init) -> Result<(), Error> {
+    // sysvinit's checkroot.sh and checkfs.sh spend 10-20 s under TCG on fsck of a file
+    // system that is fresh at every run, and a failed check waits for a root login.
+    let fstab: &[u8] = match init {
+        Init::Systemd => b"/dev/vda / ext4 rw,relatime 0 1\n",
+        Init::Sysvinit | Init::Openrc => b"/dev/vda / ext4 rw,relatime 0 0\n",
+    };
+    write_file(&tree.join("etc/fstab"), fstab, 0o644)?;
     // The driver sets the real host name and /etc/hosts once the agent is up.
     write_file(&tree.join("etc/hostname"), b"debian\n", 0o644)?;
     write_file(
@@ -462,6 +560,24 @@ fn configure(tree: &Path) -> Result<(), Error> {
         format!("{id}\n").as_bytes(),
         0o444,
     )?;
+    if init == Init::Openrc {
+        // Each LSB script costs OpenRC a few seconds under TCG, at boot and again at
+        // power-off: drop those a throw-away test machine has no use for.
+        for service in OPENRC_UNNEEDED {
+            let link = tree.join("etc/runlevels").join(service);
+            if let Err(source) = std::fs::remove_file(&link) {
+                if source.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::Io {
+                        what: format!("removing {}", link.display()),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    if init != Init::Systemd {
+        return configure_inittab(tree);
+    }
     // systemd-sysv's /sbin/init points at an absolute path, which stage 1 (looking into
     // the image from the initramfs, before switch_root) would resolve in the wrong
     // root; a relative link means the same inside and out.
@@ -492,6 +608,70 @@ fn configure(tree: &Path) -> Result<(), Error> {
         0o644,
     )?;
     Ok(())
+}
+
+/// Services of an OpenRC image's runlevels (`runlevel/service`) that only cost time:
+/// the clock (the kernel reads the RTC), NFS, backlight, saved caches of a disk that
+/// is thrown away.
+const OPENRC_UNNEEDED: &[&str] = &[
+    "sysinit/hwclock.sh",
+    "sysinit/brightness",
+    "sysinit/urandom",
+    "sysinit/mountnfs.sh",
+    "sysinit/mountnfs-bootclean.sh",
+    "sysinit/mount-configfs",
+    "default/bootlogs",
+    "off/umountnfs.sh",
+    "off/savecache",
+];
+
+/// Comments out the gettys in sysvinit's `/etc/inittab`: nobody logs in on the
+/// virtual terminals, and six respawning gettys only cost CPU under emulation.
+fn configure_inittab(tree: &Path) -> Result<(), Error> {
+    let path = tree.join("etc/inittab");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
+    write_file(&path, without_gettys(&text).as_bytes(), 0o644)
+}
+
+/// `inittab` with every getty line (`id:levels:respawn:/sbin/getty ...`) commented out.
+fn without_gettys(inittab: &str) -> String {
+    inittab
+        .lines()
+        .map(|line| {
+            let process = line.splitn(4, ':').nth(3).unwrap_or("");
+            let program = process.split_whitespace().next().unwrap_or("");
+            if !line.starts_with('#') && program.ends_with("getty") {
+                format!("#{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect()
+}
+
+/// Swaps `sysv-rc` for `openrc` in a freshly debootstrapped tree, with the tree's own
+/// apt and the package lists debootstrap left there. Its postinst moves the services
+/// already enabled in `/etc/rc*.d` into OpenRC's runlevels.
+fn install_openrc(tree: &Path) -> Result<(), Error> {
+    run(
+        Command::new("chroot")
+            .arg(tree)
+            .args([
+                "apt-get",
+                "install",
+                "--yes",
+                "--no-install-recommends",
+                "openrc",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "installing openrc in the tree (chroot apt-get install openrc)",
+    )?;
+    // apt's caches of the package lists (about 70 MiB); apt makes them again.
+    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")
 }
 
 /// Finds `name` in `PATH` or the sbin folders (root's tools are there).
@@ -688,18 +868,90 @@ mod tests {
 
     #[test]
     fn package_lists_are_sorted_checked_and_keyed() {
-        let list = package_list(&["curl".into(), "udev".into(), " ".into()]).unwrap();
+        let list =
+            package_list(Init::Systemd, &["curl".into(), "udev".into(), " ".into()]).unwrap();
         assert_eq!(
             list,
             ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
         );
-        let same = package_list(&["udev".into(), "curl".into()]).unwrap();
-        assert_eq!(cache_key(&list), cache_key(&same));
-        assert_ne!(cache_key(&list), cache_key(&package_list(&[]).unwrap()));
+        let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
+        let key = |init, list: &[String]| cache_key(init, list);
+        assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
+        let bare = package_list(Init::Systemd, &[]).unwrap();
+        assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));
         for bad in ["Curl", "a b", "--foo", "x;rm", "c"] {
-            let e = package_list(&[bad.into()]).unwrap_err().to_string();
+            let e = package_list(Init::Systemd, &[bad.into()])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("is not a Debian package name"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_init_chooses_packages_and_keys_the_cache() {
+        let sysv = package_list(Init::Sysvinit, &[]).unwrap();
+        assert_eq!(
+            sysv,
+            ["iproute2", "kmod", "procps", "sysvinit-core", "udev"]
+        );
+        // OpenRC has the same debootstrap list (openrc comes after), not the same tree.
+        let openrc = package_list(Init::Openrc, &[]).unwrap();
+        assert_eq!(openrc, sysv);
+        assert_ne!(
+            cache_key(Init::Sysvinit, &sysv),
+            cache_key(Init::Openrc, &openrc)
+        );
+        // A package of the init itself is fine; another init's is refused, with a hint.
+        assert_eq!(
+            package_list(Init::Sysvinit, &["sysvinit-core".into()]).unwrap(),
+            sysv
+        );
+        for (init, bad) in [
+            (Init::Sysvinit, "systemd-sysv"),
+            (Init::Systemd, "sysvinit-core"),
+            (Init::Systemd, "openrc"),
+            (Init::Openrc, "openrc"),
+            (Init::Openrc, "sysv-rc"),
+        ] {
+            let e = package_list(init, &[bad.into()]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "package `{bad}` makes the init system, which is {init}"
+                )),
+                "{e}"
+            );
+            assert!(e.contains("hint: choose the init with --init"), "{e}");
+        }
+    }
+
+    #[test]
+    fn inittab_loses_its_gettys_only() {
+        let inittab = "id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2\n\
+                       1:2345:respawn:/sbin/getty --noclear 38400 tty1\n\
+                       T0:23:respawn:/sbin/agetty -L ttyS0 9600 vt100\n\
+                       #T1:23:respawn:/sbin/getty -L ttyS1 9600 vt100\n";
+        assert_eq!(
+            without_gettys(inittab),
+            "id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2\n\
+             #1:2345:respawn:/sbin/getty --noclear 38400 tty1\n\
+             #T0:23:respawn:/sbin/agetty -L ttyS0 9600 vt100\n\
+             #T1:23:respawn:/sbin/getty -L ttyS1 9600 vt100\n"
+        );
+    }
+
+    #[test]
+    fn inits_parse_by_name() {
+        for init in Init::ALL {
+            assert_eq!(init.name().parse::<Init>().unwrap(), init);
+        }
+        assert_eq!(Init::default(), Init::Systemd);
+        let e = "upstart".parse::<Init>().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "`upstart` is not an init system of a Debian image (systemd, sysvinit or openrc)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

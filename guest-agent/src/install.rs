@@ -1,7 +1,9 @@
 //! `flotilla-agent install --root DIR`: put the agent into a guest root filesystem so
 //! that it starts as a service at boot: a systemd unit, and an init script enabled for
-//! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine does) or else
-//! for sysvinit.
+//! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine and Debian's
+//! `openrc` do; run by `supervise-daemon`) or else for sysvinit (runlevel links, and
+//! an entry in insserv's makefiles when the tree boots from them, as Debian's
+//! `sysv-rc` does). Plain file writes: no root, no chroot, no maintainer scripts.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -52,7 +54,13 @@ case "$1" in
             exit 0
         fi
         mkdir -p "$(dirname "$PIDFILE")"
-        "$DAEMON" </dev/null >/dev/console 2>&1 &
+        # A session of its own: Debian's rc runs the scripts on a terminal that
+        # goes away once the boot is done.
+        if command -v setsid >/dev/null 2>&1; then
+            setsid "$DAEMON" </dev/null >/dev/console 2>&1 &
+        else
+            "$DAEMON" </dev/null >/dev/console 2>&1 &
+        fi
         echo $! >"$PIDFILE"
         ;;
     stop)
@@ -89,16 +97,23 @@ esac
 pub const OPENRC_SCRIPT: &str = r#"#!/sbin/openrc-run
 description="Flotilla guest agent"
 command="/usr/local/bin/flotilla-agent"
-command_background=true
+# supervise-daemon starts it again a second after it dies, however often.
+supervisor=supervise-daemon
+respawn_delay=1
+respawn_max=0
 pidfile="/run/flotilla-agent.pid"
 output_log="/dev/console"
 error_log="/dev/console"
 
 depend() {
-    need localmount
-    after modules
+    # Ordering only: Debian's OpenRC has no localmount service (its sysinit
+    # runlevel mounts everything), and a missing `need` would stop the agent.
+    after localmount modules udev
 }
 "#;
+
+/// The service's name in insserv's makefiles.
+const SERVICE: &str = "flotilla-agent";
 
 /// Whether the tree uses OpenRC.
 fn uses_openrc(root: &Path) -> bool {
@@ -184,7 +199,46 @@ pub fn install(root: &Path) -> io::Result<Vec<PathBuf>> {
             &root.join(format!("etc/rc{level}.d/K01flotilla-agent")),
         )?);
     }
+    // Debian's sysv-rc boots in parallel from insserv's makefiles when they exist and
+    // then runs only the scripts they list (insserv itself needs a chroot).
+    for name in [".depend.start", ".depend.stop"] {
+        let path = root.join("etc/init.d").join(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(context(format!("reading {}", path.display()))(e)),
+        };
+        if let Some(text) = with_target(&text, SERVICE) {
+            done.push(write_file(&path, text.as_bytes(), 0o644)?);
+        }
+    }
     Ok(done)
+}
+
+/// An insserv makefile (`TARGETS = a b`, then `a: b` dependency lines) that also
+/// lists `service` as a target with no dependencies; `None` when it already does.
+fn with_target(makefile: &str, service: &str) -> Option<String> {
+    let mut found = false;
+    let mut out = String::with_capacity(makefile.len() + service.len() + 16);
+    for line in makefile.lines() {
+        match line.strip_prefix("TARGETS =") {
+            Some(targets) if !found => {
+                found = true;
+                if targets.split_whitespace().any(|t| t == service) {
+                    return None;
+                }
+                out.push_str(line.trim_end());
+                out.push(' ');
+                out.push_str(service);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    if !found {
+        out.insert_str(0, &format!("TARGETS = {service}\n"));
+    }
+    Some(out)
 }
 
 /// Write atomically (temp file + rename) with an exact mode.
@@ -217,4 +271,26 @@ fn symlink(target: &str, link: &Path) -> io::Result<PathBuf> {
     std::os::unix::fs::symlink(target, link)
         .map_err(context(format!("linking {}", link.display())))?;
     Ok(link.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_joins_insserv_targets_once() {
+        let makefile = "TARGETS = killprocs bootlogs rc.local\nINTERACTIVE =\nrc.local: bootlogs\n";
+        let added = with_target(makefile, "flotilla-agent").unwrap();
+        assert_eq!(
+            added,
+            "TARGETS = killprocs bootlogs rc.local flotilla-agent\nINTERACTIVE =\nrc.local: bootlogs\n"
+        );
+        assert_eq!(with_target(&added, "flotilla-agent"), None);
+        // A target whose name only contains ours is another one.
+        assert!(with_target("TARGETS = flotilla-agent2\n", "flotilla-agent").is_some());
+        assert_eq!(
+            with_target("", "flotilla-agent").as_deref(),
+            Some("TARGETS = flotilla-agent\n")
+        );
+    }
 }

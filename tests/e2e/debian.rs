@@ -1,12 +1,13 @@
-//! `flotilla image debian`: a real debootstrapped bookworm image boots under systemd
-//! with the agent as a service, on a per-run overlay.
+//! `flotilla image debian`: a real debootstrapped bookworm image boots under systemd,
+//! sysvinit or OpenRC with the agent as that init's service, on a per-run overlay.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_driver::debian::{build, DebianOptions};
-use flotilla_driver::Network;
+use flotilla_driver::debian::{build, DebianOptions, Init};
+use flotilla_driver::{Machine, Network};
 
 use super::spec;
 
@@ -20,12 +21,169 @@ fn sha256(path: &Path) -> String {
         .to_owned()
 }
 
+/// After the agent was killed: calls fail at once until the init restarts it, then the
+/// driver connects to the new agent and the machine answers again.
+async fn wait_for_agent_back(machine: &Machine) {
+    let t = Instant::now();
+    let mut early_errors = 0;
+    loop {
+        let call = Instant::now();
+        match machine.succeed("echo back").await {
+            Ok(out) => {
+                assert_eq!(out, "back\n");
+                break;
+            }
+            Err(e) => {
+                assert!(call.elapsed() < Duration::from_secs(1), "{e}");
+                assert!(e.to_string().contains("the agent closed its port"), "{e}");
+                early_errors += 1;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the agent did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "agent back after {:?} ({early_errors} calls failed at once meanwhile)",
+        t.elapsed()
+    );
+}
+
+/// Builds a Debian image with `init` in `dir` and boots it as machine `deb`.
+async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
+    let started = Instant::now();
+    // The first build of an init on a host debootstraps (a minute or two); later ones
+    // reuse the cached tree and take seconds.
+    let options = DebianOptions {
+        init,
+        packages: Vec::new(),
+        size_mib: None,
+        output: dir.path().join("debian.qcow2"),
+    };
+    build(&options, |line| eprintln!("{line}")).unwrap();
+    eprintln!(
+        "debian ({init}): image built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (spec, mut options) = spec(
+        dir,
+        "[machines.deb]\nimage = \"debian.qcow2\"\nmemory = 512\n",
+    );
+    options.boot_timeout = Duration::from_secs(300);
+    let net = Network::new(&spec, options).unwrap();
+    let deb = net.machine("deb").unwrap();
+    let started = Instant::now();
+    deb.start().await.unwrap();
+    eprintln!(
+        "debian ({init}): ready {:.1} s after start()",
+        started.elapsed().as_secs_f64()
+    );
+    (net, deb)
+}
+
+/// Powers off through the agent and the init's own shutdown, within `limit`.
+async fn assert_clean_power_off(dir: &tempfile::TempDir, deb: &Machine, limit: Duration) {
+    let started = Instant::now();
+    deb.shutdown(limit).await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(!log.contains("no power-off within"), "{log}");
+    eprintln!("powered off in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_image_boots_under_sysvinit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, deb) = boot(&dir, Init::Sysvinit).await;
+    assert_eq!(deb.succeed("cat /proc/1/comm").await.unwrap(), "init\n");
+    deb.succeed("test ! -e /run/systemd/system && test ! -e /run/openrc")
+        .await
+        .unwrap();
+    assert_eq!(deb.succeed("runlevel").await.unwrap(), "N 2\n");
+    // The agent serving us is the one the init script started: its pid file names our
+    // shell's parent.
+    assert_eq!(
+        deb.succeed("/etc/init.d/flotilla-agent status")
+            .await
+            .unwrap(),
+        "flotilla-agent is running\n"
+    );
+    deb.succeed("test \"$(cat /run/flotilla-agent.pid)\" = \"$PPID\"")
+        .await
+        .unwrap();
+    let r = deb.execute("echo out; exit 3").await.unwrap();
+    assert_eq!((r.code, r.stdout.as_str()), (Some(3), "out\n"));
+    assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    // No getty waits on a terminal.
+    deb.fail("pgrep getty").await.unwrap();
+    // Shutdown runs runlevel 0, whose K link stops the agent.
+    assert_clean_power_off(&dir, &deb, Duration::from_secs(120)).await;
+    assert!(
+        deb.console_log().contains("INIT: Switching to runlevel: 0"),
+        "{}",
+        deb.console_log()
+    );
+    net.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_image_boots_under_openrc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, deb) = boot(&dir, Init::Openrc).await;
+    assert_eq!(deb.succeed("cat /proc/1/comm").await.unwrap(), "init\n");
+    deb.succeed("test -d /run/openrc && test ! -e /run/systemd/system")
+        .await
+        .unwrap();
+    assert_eq!(
+        deb.succeed("rc-status --runlevel").await.unwrap(),
+        "default\n"
+    );
+    let status = deb
+        .succeed("rc-service flotilla-agent status")
+        .await
+        .unwrap();
+    assert!(status.contains("started"), "{status}");
+    let default = deb.succeed("rc-status default").await.unwrap();
+    assert!(
+        default
+            .lines()
+            .any(|l| l.contains("flotilla-agent") && l.contains("started")),
+        "{default}"
+    );
+    // supervise-daemon is the agent's parent, and starts it again when it dies.
+    assert_eq!(
+        deb.succeed("cat /proc/$(ps -o ppid= -p $PPID | tr -d ' ')/comm")
+            .await
+            .unwrap(),
+        "supervise-daemo\n"
+    );
+    let r = deb.execute("echo out; exit 3").await.unwrap();
+    assert_eq!((r.code, r.stdout.as_str()), (Some(3), "out\n"));
+    let e = deb
+        .succeed("kill -KILL $PPID; sleep 300")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the agent closed its port in the guest"), "{e}");
+    wait_for_agent_back(&deb).await;
+    let status = deb
+        .succeed("rc-service flotilla-agent status")
+        .await
+        .unwrap();
+    assert!(status.contains("started"), "{status}");
+    // No clean power-off here: through sysvinit it is the sysvinit test's, and OpenRC
+    // stopping every LSB service takes 45-70 s under TCG.
+    net.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     // The first build on a host debootstraps (about a minute); later ones reuse the
     // cached tree and take seconds.
     let options = DebianOptions {
+        init: Init::Systemd,
         packages: Vec::new(),
         size_mib: None,
         output: dir.path().join("debian.qcow2"),
@@ -103,31 +261,7 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     );
     // Until systemd restarts it (a second later), calls fail at once; then the driver
     // connects to the new agent and the machine answers again.
-    let t = Instant::now();
-    let mut early_errors = 0;
-    loop {
-        let call = Instant::now();
-        match deb.succeed("echo back").await {
-            Ok(out) => {
-                assert_eq!(out, "back\n");
-                break;
-            }
-            Err(e) => {
-                assert!(call.elapsed() < Duration::from_secs(1), "{e}");
-                assert!(e.to_string().contains("the agent closed its port"), "{e}");
-                early_errors += 1;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the agent did not come back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!(
-        "agent back after {:?} ({early_errors} calls failed at once meanwhile)",
-        t.elapsed()
-    );
+    wait_for_agent_back(&deb).await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(
         log.contains("deb: the agent restarted: connecting again"),

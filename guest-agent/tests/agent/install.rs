@@ -87,6 +87,9 @@ fn install_into_an_openrc_root() {
         script.contains("command=\"/usr/local/bin/flotilla-agent\""),
         "{script}"
     );
+    // Supervised, and no hard dependency that Debian's OpenRC lacks (localmount).
+    assert!(script.contains("supervisor=supervise-daemon\n"), "{script}");
+    assert!(!script.contains("need "), "{script}");
     assert_eq!(
         std::fs::read_link(root.join("etc/runlevels/default/flotilla-agent"))
             .unwrap()
@@ -105,5 +108,45 @@ fn install_into_an_openrc_root() {
         .status()
         .unwrap();
     assert!(status.success());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
+    let root = std::env::temp_dir().join(format!("flotilla-agent-sysv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let init_d = root.join("etc/init.d");
+    std::fs::create_dir_all(&init_d).unwrap();
+    // insserv's makefiles, as Debian's sysv-rc boots from them.
+    std::fs::write(
+        init_d.join(".depend.start"),
+        "TARGETS = killprocs bootlogs rc.local\nINTERACTIVE =\nrc.local: bootlogs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        init_d.join(".depend.stop"),
+        "TARGETS = sendsigs umountfs halt\nhalt: umountfs\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = Command::new(harness::agent_bin())
+            .args(["install", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // Listed once, however often it is installed.
+    assert_eq!(
+        std::fs::read_to_string(init_d.join(".depend.start")).unwrap(),
+        "TARGETS = killprocs bootlogs rc.local flotilla-agent\nINTERACTIVE =\nrc.local: bootlogs\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(init_d.join(".depend.stop")).unwrap(),
+        "TARGETS = sendsigs umountfs halt flotilla-agent\nhalt: umountfs\n"
+    );
+    let script = std::fs::read_to_string(init_d.join("flotilla-agent")).unwrap();
+    assert!(script.contains("setsid \"$DAEMON\""), "{script}");
+    assert!(root.join("etc/rc2.d/S99flotilla-agent").is_symlink());
     std::fs::remove_dir_all(&root).unwrap();
 }
