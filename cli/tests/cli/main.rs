@@ -703,20 +703,20 @@ fn local_terminal_session(runtime: &Path) {
     );
     std::thread::sleep(Duration::from_millis(500));
     type_and_wait("stty size\r", "40 120\r\n");
-    // Ctrl-C interrupts the guest's command, not `flotilla shell`.
-    type_and_wait("sleep 60; echo slept\r", "sleep 60; echo slept\r\n");
+    // Ctrl-C interrupts the guest's command, not `flotilla shell`. The command says
+    // when it runs (a loaded guest may take a while to get there).
+    type_and_wait(
+        "echo sleep-$((1 + 1)); sleep 60; echo slept\r",
+        "sleep-2\r\n",
+    );
     std::thread::sleep(Duration::from_millis(500));
     type_and_wait("\x03", "^C");
     type_and_wait("exit 5\r", "exit 5");
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(5), "{}", output.lock().unwrap());
+    let seen = output.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(5), "{seen}");
     // Only the echo of the typed line: the command never finished.
-    assert_eq!(
-        output.lock().unwrap().matches("slept\r\n").count(),
-        1,
-        "{}",
-        output.lock().unwrap()
-    );
+    assert_eq!(seen.matches("slept\r\n").count(), 1, "{seen}");
     assert_eq!(termios(&slave), before, "the terminal's settings are back");
 }
 
