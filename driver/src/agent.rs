@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use flotilla_agent::proto::{
     self, Decoded, ErrorBody, ExecRequest, ExitStatus, FileDone, FileInfo, FilePull, FilePush,
-    Frame, Hello, HelloReply, Kind, ShutdownRequest,
+    Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -290,6 +290,31 @@ impl AgentConn {
         };
         session.send(Frame::json(Kind::Exec, id, request)).await?;
         Ok(session)
+    }
+
+    /// Whether the agent listed `feature` (e.g. [`proto::FEATURE_NET_CONFIG`]) in its
+    /// HelloReply.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.hello.features.iter().any(|f| f == feature)
+    }
+
+    /// Configures the guest's network without a process (needs
+    /// [`proto::FEATURE_NET_CONFIG`]; older agents answer an error).
+    pub async fn net_config(&self, config: &NetConfig) -> Result<(), AgentError> {
+        let (id, mut rx) = self.open_stream()?;
+        let mut guard = StreamGuard {
+            conn: self,
+            id,
+            finished: false,
+        };
+        self.send(&Frame::json(Kind::NetConfig, id, config)).await?;
+        let frame = rx.recv().await.ok_or(AgentError::Closed)?;
+        guard.finished = true;
+        match frame.kind {
+            Kind::NetConfigDone => Ok(()),
+            Kind::Error => Err(remote_error(&frame)),
+            other => Err(AgentError::Unexpected(other)),
+        }
     }
 
     /// Asks the guest to power off (or reboot). The caller waits for QEMU to exit.

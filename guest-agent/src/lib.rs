@@ -1,8 +1,8 @@
 //! Flotilla's in-guest agent: its wire protocol, shared with the host driver.
 //!
 //! The agent binary (`flotilla-agent`) runs inside each VM, as PID 1 of an initramfs
-//! or as a service, and executes commands and transfers files for the host over a
-//! virtio-serial port. This library holds the [`proto`] module, the single definition
+//! or as a service, and executes commands, transfers files and configures the network
+//! for the host over a virtio-serial port. This library holds the [`proto`] module, the single definition
 //! of that protocol used by both sides.
 //!
 //! ```

@@ -8,6 +8,7 @@
 mod exec;
 mod files;
 mod install;
+mod net;
 mod pid1;
 mod server;
 mod sys;

@@ -97,7 +97,7 @@ pub fn init() {
         }
     }
     load_modules("/etc/flotilla/modules", &params);
-    if let Err(e) = loopback_up() {
+    if let Err(e) = crate::net::link_up("lo") {
         crate::console!("bringing up lo: {e}");
     }
 }
@@ -227,25 +227,6 @@ fn load_module(path: &str, params: &[(String, String)]) -> io::Result<()> {
         if err.raw_os_error() != Some(libc::EEXIST) {
             return Err(err);
         }
-    }
-    Ok(())
-}
-
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket call.
-    let sock =
-        sys::cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: we own the descriptor.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data; the name fits with its NUL terminator.
-    unsafe {
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
     }
     Ok(())
 }

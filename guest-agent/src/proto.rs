@@ -39,6 +39,13 @@
 //!    host disconnects, the agent kills the process groups of terminal commands.
 //! 5. [`Kind::Shutdown`] is answered with [`Kind::ShutdownAck`], then the guest powers
 //!    off (or reboots).
+//! 6. [`Kind::NetConfig`] ([`NetConfig`]) on a stream N > 0 configures the guest's
+//!    network without starting a process: host name, each NIC (found by MAC) up with its
+//!    addresses, forwarding, `/etc/hosts`. The agent checks the whole request and finds
+//!    every NIC first, then applies it in that order, and answers one
+//!    [`Kind::NetConfigDone`] (empty) on N, or one [`Kind::Error`] naming what failed
+//!    (a step that failed leaves the earlier ones done). Only agents that list
+//!    [`FEATURE_NET_CONFIG`] know it; older ones answer an Error.
 //!
 //! # File transfer
 //!
@@ -95,6 +102,8 @@ pub const HEADER_LEN: usize = 16;
 pub const MAX_PAYLOAD: u32 = 1 << 20;
 /// [`HelloReply::features`] entry: the agent honours [`ExecRequest::pty`] and [`Kind::Resize`].
 pub const FEATURE_PTY: &str = "pty";
+/// [`HelloReply::features`] entry: the agent answers [`Kind::NetConfig`].
+pub const FEATURE_NET_CONFIG: &str = "net-config";
 /// Largest data chunk ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::FileData`]) the agent sends.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -138,13 +147,17 @@ pub enum Kind {
     FileInfo = 0x35,
     /// Agent → host, stream N, [`FileDone`]: a pushed file is in place.
     FileDone = 0x36,
+    /// Host → agent, stream N, [`NetConfig`]: configure the guest's network.
+    NetConfig = 0x40,
+    /// Agent → host, stream N, empty: the [`Kind::NetConfig`] request is done.
+    NetConfigDone = 0x41,
     /// Either direction, stream 0 or N, [`ErrorBody`].
     Error = 0x7f,
 }
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Hello,
         Kind::HelloReply,
         Kind::Exec,
@@ -163,6 +176,8 @@ impl Kind {
         Kind::FileEnd,
         Kind::FileInfo,
         Kind::FileDone,
+        Kind::NetConfig,
+        Kind::NetConfigDone,
         Kind::Error,
     ];
 }
@@ -481,6 +496,40 @@ pub struct FileDone {
     pub size: u64,
 }
 
+/// Body of [`Kind::NetConfig`]: the guest's network, applied in field order.
+///
+/// Every field has a default, so `{}` is a valid request that does nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// Set the host name (`sethostname(2)`); left alone when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Interfaces to bring up and address.
+    #[serde(default)]
+    pub nics: Vec<NicConfig>,
+    /// Turn on IPv4 and IPv6 forwarding (`ip_forward`, `conf/all/forwarding`).
+    #[serde(default)]
+    pub forwarding: bool,
+    /// The whole new contents of `/etc/hosts`; left alone when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<String>,
+}
+
+/// One interface of a [`NetConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicConfig {
+    /// The interface's MAC address, `52:54:00:12:01:02` (either case).
+    pub mac: String,
+    /// An IPv4 address and prefix length, `192.168.1.2/24`: the interface's primary
+    /// IPv4 address (`SIOCSIFADDR`), replacing the one it had, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    /// An IPv6 address and prefix length to add, `2001:db8:1::2/64`; duplicate address
+    /// detection is turned off on the interface first, so it is usable at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -548,6 +597,46 @@ mod tests {
         let old: HelloReply =
             serde_json::from_str(r#"{"version":1,"agent_version":"0.1.0","boot_ms":5}"#).unwrap();
         assert!(old.features.is_empty());
+    }
+
+    #[test]
+    fn net_config_json() {
+        let cfg = NetConfig {
+            hostname: Some("router".into()),
+            nics: vec![NicConfig {
+                mac: "52:54:00:12:01:02".into(),
+                ipv4: Some("192.168.1.2/24".into()),
+                ipv6: None,
+            }],
+            forwarding: true,
+            hosts: Some("127.0.0.1 localhost\n".into()),
+        };
+        let f = Frame::json(Kind::NetConfig, 4, &cfg);
+        let text = String::from_utf8(f.payload.clone()).unwrap();
+        assert!(!text.contains("ipv6"), "{text}");
+        assert_eq!(f.parse_json::<NetConfig>().unwrap(), cfg);
+        // Everything has a default: `{}` asks for nothing.
+        assert_eq!(
+            serde_json::from_str::<NetConfig>("{}").unwrap(),
+            NetConfig::default()
+        );
+        let nic: NicConfig = serde_json::from_str(r#"{"mac":"52:54:00:ff:00:01"}"#).unwrap();
+        assert!(nic.ipv4.is_none() && nic.ipv6.is_none());
+        // Malformed bodies are errors that show the body, never panics.
+        for bad in [
+            &b"{\"nics\":[{\"ipv4\":\"10.0.2.15/24\"}]}"[..],
+            b"{\"nics\":{}}",
+            b"{\"forwarding\":\"yes\"}",
+            b"{\"hostname\":7}",
+            b"\"all\"",
+            b"",
+            b"\xff\xfe",
+        ] {
+            let f = Frame::new(Kind::NetConfig, 1, bad.to_vec());
+            let err = f.parse_json::<NetConfig>().unwrap_err().to_string();
+            assert!(err.contains("NetConfig"), "{err}");
+            assert!(err.contains(&*String::from_utf8_lossy(bad)), "{err}");
+        }
     }
 
     #[test]

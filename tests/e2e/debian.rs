@@ -232,6 +232,17 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     );
     assert!(e.to_string().contains("state failed"), "{e}");
     assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    // The agent, a service here, configured the network itself.
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(
+        log.contains("deb: network configured by the agent (net-config request)"),
+        "{log}"
+    );
+    let addrs = deb.succeed("ip -o addr show").await.unwrap();
+    assert!(
+        addrs.contains("inet 192.168.1.1/24") && addrs.contains("inet6 2001:db8:1::1/64"),
+        "{addrs}"
+    );
     // The host kernel's modules are in the image with their index: modprobe works.
     deb.succeed("modprobe dummy && grep -q '^dummy ' /proc/modules")
         .await

@@ -231,3 +231,50 @@ fn pcap_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// The agent configures the network itself (no `ip`, no processes), to the same state
+/// the shell script of older agents produces.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_configures_the_network_natively() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, options) = spec(&dir, "[machines.r]\nvlans = [1, 2]\n[machines.s]\n");
+    let net = Network::new(&spec, options).unwrap();
+    net.start_all().await.unwrap();
+    let r = net.machine("r").unwrap();
+    let s = net.machine("s").unwrap();
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    for name in ["r", "s"] {
+        let line = format!("{name}: network configured by the agent (net-config request) in ");
+        assert!(log.contains(&line), "{log}");
+    }
+    assert!(
+        !log.contains("network configured by a shell script"),
+        "{log}"
+    );
+
+    assert_eq!(r.succeed("hostname").await.unwrap(), "r\n");
+    let addrs = r
+        .succeed(
+            "ip -o addr show | grep -v -e ' lo ' -e ' fe80:' | grep -o 'inet6\\? [^ ]*' | sort",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        addrs,
+        "inet 10.0.2.15/24\ninet 192.168.1.1/24\ninet 192.168.2.1/24\n\
+         inet6 2001:db8:1::1/64\ninet6 2001:db8:2::1/64\n"
+    );
+    assert_eq!(
+        r.succeed("cat /etc/hosts").await.unwrap(),
+        "127.0.0.1 localhost\n::1 localhost\n192.168.1.1 r\n2001:db8:1::1 r\n\
+         192.168.1.2 s\n2001:db8:1::2 s\n"
+    );
+    let sysctls = "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/all/forwarding";
+    assert_eq!(r.succeed(sysctls).await.unwrap(), "1\n1\n");
+    assert_eq!(s.succeed(sysctls).await.unwrap(), "0\n0\n");
+    // Both address families work at once (no duplicate address detection to wait for).
+    r.succeed("ping -c 1 -W 2 s && ping -c 1 -W 2 2001:db8:1::2")
+        .await
+        .unwrap();
+    net.stop_all().await;
+}

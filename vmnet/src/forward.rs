@@ -8,6 +8,8 @@ use crate::{Error, Mac};
 
 /// The guest's address on its host-access NIC.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// Prefix length of the host-access network, 10.0.2.0/24 (no route beyond it).
+pub const GUEST_PREFIX: u8 = 24;
 /// QEMU's `-netdev` id of the host-access NIC.
 pub const NETDEV_ID: &str = "hostnet";
 
@@ -78,10 +80,11 @@ impl UserNet {
     }
 
     /// Guest commands (busybox `ip`) that configure the NIC; needs
-    /// [`crate::IFACE_BY_MAC`] defined first.
+    /// [`crate::IFACE_BY_MAC`] defined first. (Agents that can do it themselves get
+    /// [`UserNet::mac`], [`GUEST_ADDR`] and [`GUEST_PREFIX`] instead.)
     pub fn guest_setup(&self) -> String {
         format!(
-            "i=$(iface_by_mac {})\nip link set dev \"$i\" up\nip addr add {GUEST_ADDR}/24 dev \"$i\"\n",
+            "i=$(iface_by_mac {})\nip link set dev \"$i\" up\nip addr add {GUEST_ADDR}/{GUEST_PREFIX} dev \"$i\"\n",
             self.mac
         )
     }

@@ -44,6 +44,10 @@ pub use forward::{Forward, UserNet};
 pub const MAX_VLAN: u8 = 254;
 /// The most machines one plan can address (`.1` to `.250`).
 pub const MAX_MACHINES: usize = 250;
+/// Prefix length of a VLAN's IPv4 subnet, 192.168.`v`.0/24.
+pub const IPV4_PREFIX: u8 = 24;
+/// Prefix length of a VLAN's IPv6 subnet, 2001:db8:`v`::/64.
+pub const IPV6_PREFIX: u8 = 64;
 
 /// How frames travel between machines of one VLAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -261,6 +265,11 @@ impl MachineNet {
     pub fn nic(&self, vlan: u8) -> Option<&Nic> {
         self.nics.iter().find(|n| n.vlan == vlan)
     }
+
+    /// Whether the machine forwards packets: it does when it is on more than one VLAN.
+    pub fn forwards(&self) -> bool {
+        self.nics.len() > 1
+    }
 }
 
 /// Addresses, sockets and QEMU arguments for every machine of a network.
@@ -413,7 +422,8 @@ impl Plan {
     }
 
     /// A shell script (busybox `ip`) that configures a machine's NICs, found by MAC,
-    /// and turns on forwarding for a machine on more than one VLAN.
+    /// and turns on forwarding when [`MachineNet::forwards`]. (Agents that can do it
+    /// themselves get the same data from [`Plan::machine`] instead.)
     pub fn guest_setup(&self, machine: &str) -> Result<String, Error> {
         let m = self.machine(machine)?;
         let mut s = String::from("set -e\n");
@@ -423,14 +433,14 @@ impl Plan {
                 "i=$(iface_by_mac {mac})\n\
                  echo 0 > /proc/sys/net/ipv6/conf/$i/accept_dad\n\
                  ip link set dev \"$i\" up\n\
-                 ip addr add {v4}/24 dev \"$i\"\n\
-                 ip -6 addr add {v6}/64 dev \"$i\"\n",
+                 ip addr add {v4}/{IPV4_PREFIX} dev \"$i\"\n\
+                 ip -6 addr add {v6}/{IPV6_PREFIX} dev \"$i\"\n",
                 mac = nic.mac,
                 v4 = nic.ipv4,
                 v6 = nic.ipv6,
             ));
         }
-        if m.nics.len() > 1 {
+        if m.forwards() {
             s.push_str("echo 1 > /proc/sys/net/ipv4/ip_forward\n");
             s.push_str("echo 1 > /proc/sys/net/ipv6/conf/all/forwarding\n");
         }

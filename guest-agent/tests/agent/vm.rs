@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{self, argv, sh, Conn, Vm};
 use flotilla_agent::proto::{
-    self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, ShutdownRequest,
-    WindowSize, MAX_CHUNK,
+    self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, NetConfig, NicConfig,
+    ShutdownRequest, WindowSize, MAX_CHUNK,
 };
 
 fn boot(append: &str) -> Vm {
@@ -446,6 +446,103 @@ fn pull(c: &mut Conn, stream: u32, path: &str) -> Result<(FileInfo, Vec<u8>), St
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Sends a NetConfig request on `stream`; the agent's error message, if any.
+fn net_config(c: &mut Conn, stream: u32, body: Vec<u8>) -> Result<(), String> {
+    c.send(&Frame::new(Kind::NetConfig, stream, body));
+    let f = c.recv();
+    assert_eq!(f.stream, stream, "{f:?}");
+    match f.kind {
+        Kind::NetConfigDone => Ok(()),
+        Kind::Error => Err(f.parse_json::<ErrorBody>().unwrap().message),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The NetConfig request, on the one interface an initramfs without NIC drivers has:
+/// `lo` (MAC 00:00:00:00:00:00).
+#[test]
+fn net_config_without_processes() {
+    require_vm!();
+    let vm = boot("flotilla.hostname=test");
+    let mut c = vm.connect();
+    let hello = c.hello();
+    assert!(
+        hello
+            .features
+            .iter()
+            .any(|f| f == proto::FEATURE_NET_CONFIG),
+        "{hello:?}"
+    );
+    let lo = NicConfig {
+        mac: "00:00:00:00:00:00".into(),
+        ipv4: Some("127.0.0.9/16".into()),
+        ipv6: Some("fd00::9/64".into()),
+    };
+    let unknown = NicConfig {
+        mac: "52:54:00:12:09:09".into(),
+        ipv4: Some("192.168.9.9/24".into()),
+        ipv6: None,
+    };
+    let cfg = NetConfig {
+        hostname: Some("configured".into()),
+        nics: vec![lo.clone(), unknown],
+        forwarding: true,
+        hosts: Some("10.1.2.3 far-away\n".into()),
+    };
+
+    // An unknown MAC: an error naming it, and nothing changed (the NICs are found first).
+    let err = net_config(&mut c, 1, serde_json::to_vec(&cfg).unwrap()).unwrap_err();
+    assert!(
+        err.contains("no interface with MAC 52:54:00:12:09:09"),
+        "{err}"
+    );
+    let check = "hostname; ip -o -4 addr show lo | grep -o 'inet [^ ]*'; \
+                 ip -o -6 addr show lo | grep -c fd00:: ; \
+                 cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv6/conf/lo/accept_dad; \
+                 cat /etc/hosts 2>&1";
+    let before = c.exec(2, &sh(check)).stdout_str();
+    // (accept_dad of lo is -1 by default.)
+    assert!(
+        before.starts_with("test\ninet 127.0.0.1/8\n0\n0\n-1\n"),
+        "{before}"
+    );
+
+    // Malformed requests: errors, the agent carries on.
+    for (body, what) in [
+        (
+            &b"{\"nics\":[{\"ipv4\":\"10.0.0.1/24\"}]}"[..],
+            "missing field `mac`",
+        ),
+        (
+            br#"{"nics":[{"mac":"52:54:00:12:09"}]}"#,
+            "not a MAC address",
+        ),
+        (
+            br#"{"nics":[{"mac":"00:00:00:00:00:00","ipv4":"10.0.0.1/40"}]}"#,
+            "`10.0.0.1/40`",
+        ),
+        (b"\xff{", "bad json body"),
+    ] {
+        let err = net_config(&mut c, 3, body.to_vec()).unwrap_err();
+        assert!(err.contains(what), "{err}");
+    }
+    c.send(&Frame::json(Kind::NetConfig, 0, &NetConfig::default()));
+    let f = c.recv();
+    assert_eq!((f.kind, f.stream), (Kind::Error, 0));
+    assert_eq!(c.exec(2, &sh(check)).stdout_str(), before);
+
+    // The good part alone is applied.
+    let cfg = NetConfig {
+        nics: vec![lo],
+        ..cfg
+    };
+    net_config(&mut c, 4, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    assert_eq!(
+        c.exec(2, &sh(check)).stdout_str(),
+        "configured\ninet 127.0.0.9/16\n1\n1\n0\n10.1.2.3 far-away\n"
+    );
 }
 
 #[test]
