@@ -184,6 +184,11 @@ impl Machine {
         self.config.log.machine(&self.config.name, message);
     }
 
+    /// How long a command may take unless its call says otherwise.
+    pub fn command_timeout(&self) -> Duration {
+        self.config.command_timeout
+    }
+
     /// The host name the guest gets.
     pub fn hostname(&self) -> String {
         self.config.name.replace('_', "-")

@@ -128,6 +128,26 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 /// How long `shutdown` and `reboot` wait for the guest to power off unless told.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
+/// Registers `name(m, arg)` and `name(m, arg, secs)`; the body gets `limit`, the
+/// call's own time limit (`None` for the default).
+macro_rules! with_limit {
+    ($engine:ident, $ctx:ident, $name:literal, |$c:ident, $m:ident, $arg:ident: $ty:ty, $limit:ident| $body:block) => {{
+        let $c = $ctx.clone();
+        $engine.register_fn($name, move |$m: &mut MachineHandle, $arg: $ty| {
+            let $limit: Option<Duration> = None;
+            $body
+        });
+        let $c = $ctx.clone();
+        $engine.register_fn(
+            $name,
+            move |$m: &mut MachineHandle, $arg: $ty, secs: i64| {
+                let $limit = Some(secs_arg(secs));
+                $body
+            },
+        );
+    }};
+}
+
 async fn wait(m: &Machine, cmd: &str, limit: Duration, success: bool) -> Result<String, Error> {
     if success {
         m.wait_until_succeeds(cmd, limit).await
@@ -355,28 +375,14 @@ pub(crate) fn engine(
     engine.register_get("name", |m: &mut MachineHandle| m.0.name().to_owned());
     let c = ctx.clone();
     engine.register_fn("start", move |m: &mut MachineHandle| c.block(m.0.start()));
-    let c = ctx.clone();
-    engine.register_fn("succeed", move |m: &mut MachineHandle, cmd: &str| {
-        c.block(m.0.succeed(cmd))
+    with_limit!(engine, ctx, "succeed", |c, m, cmd: &str, limit| {
+        let limit = limit.unwrap_or(m.0.command_timeout());
+        c.block(m.0.succeed_with_timeout(cmd, limit))
     });
-    let c = ctx.clone();
-    engine.register_fn(
-        "succeed",
-        move |m: &mut MachineHandle, cmd: &str, secs: i64| {
-            c.block(m.0.succeed_with_timeout(cmd, secs_arg(secs)))
-        },
-    );
-    let c = ctx.clone();
-    engine.register_fn("fail", move |m: &mut MachineHandle, cmd: &str| {
-        c.block(m.0.fail(cmd))
+    with_limit!(engine, ctx, "fail", |c, m, cmd: &str, limit| {
+        let limit = limit.unwrap_or(m.0.command_timeout());
+        c.block(m.0.fail_with_timeout(cmd, limit))
     });
-    let c = ctx.clone();
-    engine.register_fn(
-        "fail",
-        move |m: &mut MachineHandle, cmd: &str, secs: i64| {
-            c.block(m.0.fail_with_timeout(cmd, secs_arg(secs)))
-        },
-    );
     for (name, success) in [("wait_until_succeeds", true), ("wait_until_fails", false)] {
         let c = ctx.clone();
         engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str| {
@@ -525,75 +531,39 @@ pub(crate) fn engine(
     );
 
     // Waiting.
-    let c = ctx.clone();
-    engine.register_fn(
+    with_limit!(
+        engine,
+        ctx,
         "wait_for_console_text",
-        move |m: &mut MachineHandle, pattern: &str| {
-            c.block(m.0.wait_for_console_text(pattern, DEFAULT_WAIT))
-        },
-    );
-    let c = ctx.clone();
-    engine.register_fn(
-        "wait_for_console_text",
-        move |m: &mut MachineHandle, pattern: &str, secs: i64| {
-            c.block(m.0.wait_for_console_text(pattern, secs_arg(secs)))
-        },
+        |c, m, pattern: &str, limit| {
+            c.block(m.0.wait_for_console_text(pattern, limit.unwrap_or(DEFAULT_WAIT)))
+        }
     );
     engine.register_fn("get_console_log", |m: &mut MachineHandle| m.0.console_log());
-    let c = ctx.clone();
-    engine.register_fn("wait_for_file", move |m: &mut MachineHandle, path: &str| {
-        c.block(m.0.wait_for_file(path, DEFAULT_WAIT))
+    with_limit!(engine, ctx, "wait_for_file", |c, m, path: &str, limit| {
+        c.block(m.0.wait_for_file(path, limit.unwrap_or(DEFAULT_WAIT)))
     });
-    let c = ctx.clone();
-    engine.register_fn(
-        "wait_for_file",
-        move |m: &mut MachineHandle, path: &str, secs: i64| {
-            c.block(m.0.wait_for_file(path, secs_arg(secs)))
-        },
-    );
-    let c = ctx.clone();
-    engine.register_fn(
+    with_limit!(
+        engine,
+        ctx,
         "wait_for_open_port",
-        move |m: &mut MachineHandle, port: i64| {
+        |c, m, port: i64, limit| {
             let port = port_arg(port)?;
-            c.block(m.0.wait_for_open_port(port, DEFAULT_WAIT))
-        },
+            c.block(m.0.wait_for_open_port(port, limit.unwrap_or(DEFAULT_WAIT)))
+        }
     );
-    let c = ctx.clone();
-    engine.register_fn(
-        "wait_for_open_port",
-        move |m: &mut MachineHandle, port: i64, secs: i64| {
-            let port = port_arg(port)?;
-            c.block(m.0.wait_for_open_port(port, secs_arg(secs)))
-        },
-    );
-    let c = ctx.clone();
-    engine.register_fn(
+    with_limit!(
+        engine,
+        ctx,
         "wait_for_closed_port",
-        move |m: &mut MachineHandle, port: i64| {
+        |c, m, port: i64, limit| {
             let port = port_arg(port)?;
-            c.block(m.0.wait_for_closed_port(port, DEFAULT_WAIT))
-        },
+            c.block(m.0.wait_for_closed_port(port, limit.unwrap_or(DEFAULT_WAIT)))
+        }
     );
-    let c = ctx.clone();
-    engine.register_fn(
-        "wait_for_closed_port",
-        move |m: &mut MachineHandle, port: i64, secs: i64| {
-            let port = port_arg(port)?;
-            c.block(m.0.wait_for_closed_port(port, secs_arg(secs)))
-        },
-    );
-    let c = ctx.clone();
-    engine.register_fn("wait_for_unit", move |m: &mut MachineHandle, unit: &str| {
-        c.block(m.0.wait_for_unit(unit, DEFAULT_WAIT))
+    with_limit!(engine, ctx, "wait_for_unit", |c, m, unit: &str, limit| {
+        c.block(m.0.wait_for_unit(unit, limit.unwrap_or(DEFAULT_WAIT)))
     });
-    let c = ctx.clone();
-    engine.register_fn(
-        "wait_for_unit",
-        move |m: &mut MachineHandle, unit: &str, secs: i64| {
-            c.block(m.0.wait_for_unit(unit, secs_arg(secs)))
-        },
-    );
 
     // Files.
     let c = ctx.clone();
@@ -992,6 +962,14 @@ mod tests {
             .filter_map(|rest| rest.trim_start().strip_prefix('"'))
             .filter_map(|rest| rest.split('"').next())
             .collect();
+        // with_limit!(engine, ctx, "name", ...): the first string is the name.
+        let limited: Vec<&str> = code
+            .split("with_limit!(")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').nth(1))
+            .collect();
+        assert_eq!(limited.len(), 7, "{limited:?}");
+        names.extend(limited);
         names.extend(["wait_until_succeeds", "wait_until_fails", "name"]);
         for name in names {
             assert!(
