@@ -1,7 +1,7 @@
 //! `flotilla image debian`: a real debootstrapped bookworm image boots under systemd,
 //! sysvinit or OpenRC with the agent as that init's service, on a per-run overlay.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,8 +51,8 @@ async fn wait_for_agent_back(machine: &Machine) {
     );
 }
 
-/// Builds a Debian image with `init` in `dir` and boots it as machine `deb`.
-async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
+/// Builds `dir/debian.qcow2` with `init`; returns its path.
+fn build_image(dir: &tempfile::TempDir, init: Init) -> PathBuf {
     let started = Instant::now();
     // The first build of an init on a host debootstraps (a minute or two); later ones
     // reuse the cached tree and take seconds.
@@ -62,15 +62,21 @@ async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
         size_mib: None,
         output: dir.path().join("debian.qcow2"),
     };
-    build(&options, |line| eprintln!("{line}")).unwrap();
+    let image = build(&options, |line| eprintln!("{line}")).unwrap();
     eprintln!(
         "debian ({init}): image built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    image
+}
+
+/// Boots `dir/debian.qcow2` as machine `deb`.
+async fn boot_image(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
     let (spec, mut options) = spec(
         dir,
         "[machines.deb]\nimage = \"debian.qcow2\"\nmemory = 512\n",
     );
+    // An init under TCG takes a while.
     options.boot_timeout = Duration::from_secs(300);
     let net = Network::new(&spec, options).unwrap();
     let deb = net.machine("deb").unwrap();
@@ -81,6 +87,12 @@ async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
         started.elapsed().as_secs_f64()
     );
     (net, deb)
+}
+
+/// Builds a Debian image with `init` in `dir` and boots it as machine `deb`.
+async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
+    build_image(dir, init);
+    boot_image(dir, init).await
 }
 
 /// Powers off through the agent and the init's own shutdown, within `limit`.
@@ -180,31 +192,9 @@ async fn debian_image_boots_under_openrc() {
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    // The first build on a host debootstraps (about a minute); later ones reuse the
-    // cached tree and take seconds.
-    let options = DebianOptions {
-        init: Init::Systemd,
-        packages: Vec::new(),
-        size_mib: None,
-        output: dir.path().join("debian.qcow2"),
-    };
-    let image = build(&options, |line| eprintln!("{line}")).unwrap();
+    let image = build_image(&dir, Init::Systemd);
     let before = sha256(&image);
-
-    let (spec, mut options) = spec(
-        &dir,
-        "[machines.deb]\nimage = \"debian.qcow2\"\nmemory = 512\n",
-    );
-    // systemd under TCG takes a while.
-    options.boot_timeout = Duration::from_secs(300);
-    let net = Network::new(&spec, options).unwrap();
-    let deb = net.machine("deb").unwrap();
-    let started = Instant::now();
-    deb.start().await.unwrap();
-    eprintln!(
-        "debian: ready {:.1} s after start()",
-        started.elapsed().as_secs_f64()
-    );
+    let (net, deb) = boot_image(&dir, Init::Systemd).await;
 
     let version = deb.succeed("cat /etc/debian_version").await.unwrap();
     assert!(version.starts_with("12"), "{version}");
