@@ -189,6 +189,14 @@ impl Machine {
         self.config.command_timeout
     }
 
+    /// A QMP failure as this machine's error.
+    fn qmp_failed(&self, source: flotilla_qmp::Error) -> Error {
+        Error::Qmp {
+            machine: self.config.name.clone(),
+            source,
+        }
+    }
+
     /// The host name the guest gets.
     pub fn hostname(&self) -> String {
         self.config.name.replace('_', "-")
@@ -1282,10 +1290,7 @@ impl Machine {
             .qmp
             .set_link(&nic.device_id, up)
             .await
-            .map_err(|source| Error::Qmp {
-                machine: self.config.name.clone(),
-                source,
-            })?;
+            .map_err(|e| self.qmp_failed(e))?;
         self.log(&format!(
             "link on vlan {vlan} {}",
             if up { "up" } else { "down (blocked)" }
@@ -1365,10 +1370,7 @@ impl Machine {
             .qmp
             .human_monitor_command(&forward.hmp_add())
             .await
-            .map_err(|source| Error::Qmp {
-                machine: self.config.name.clone(),
-                source,
-            })?;
+            .map_err(|e| self.qmp_failed(e))?;
         if !reply.trim().is_empty() {
             return Err(Error::Network(format!(
                 "machine `{}`: forwarding 127.0.0.1:{} to port {guest_port}: {}",
@@ -1414,10 +1416,7 @@ impl Machine {
             .qmp
             .screendump_png(&path)
             .await
-            .map_err(|source| Error::Qmp {
-                machine: self.config.name.clone(),
-                source,
-            })?;
+            .map_err(|e| self.qmp_failed(e))?;
         self.log(&format!("screenshot: {}", path.display()));
         Ok(path)
     }
@@ -1458,10 +1457,7 @@ impl Machine {
             .qmp
             .send_keys(&keys)
             .await
-            .map_err(|source| Error::Qmp {
-                machine: self.config.name.clone(),
-                source,
-            })
+            .map_err(|e| self.qmp_failed(e))
     }
 
     /// Captures the frames of the machine's NIC on `vlan` into a pcap file in the log
@@ -1488,10 +1484,7 @@ impl Machine {
                 })),
             )
             .await
-            .map_err(|source| Error::Qmp {
-                machine: self.config.name.clone(),
-                source,
-            })?;
+            .map_err(|e| self.qmp_failed(e))?;
         self.log(&format!("capturing vlan {vlan} to {}", path.display()));
         Ok(path)
     }
