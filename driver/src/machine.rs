@@ -1070,19 +1070,29 @@ impl Machine {
         command: &str,
         timeout: Duration,
     ) -> Result<String, Error> {
-        self.log(&format!("must succeed: {command}"));
+        self.expect(command, timeout, true).await
+    }
+
+    /// Runs a command that must succeed (`success`) or fail; returns its stdout.
+    async fn expect(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+    ) -> Result<String, Error> {
+        let expected = if success { "succeed" } else { "fail" };
+        self.log(&format!("must {expected}: {command}"));
         let r = self.execute_with_timeout(command, timeout).await?;
-        if r.success() {
-            Ok(r.stdout)
-        } else {
-            Err(Error::CommandFailed {
-                machine: self.config.name.clone(),
-                command: command.to_owned(),
-                expected: "succeed".into(),
-                status: r.describe(),
-                output: tail_text(&r.stdout, &r.stderr),
-            })
+        if r.success() == success {
+            return Ok(r.stdout);
         }
+        Err(Error::CommandFailed {
+            machine: self.config.name.clone(),
+            command: command.to_owned(),
+            expected: expected.into(),
+            status: r.describe(),
+            output: tail_text(&r.stdout, &r.stderr),
+        })
     }
 
     /// Runs a command until it succeeds (every half second), for at most `timeout`;
@@ -1153,19 +1163,7 @@ impl Machine {
         command: &str,
         timeout: Duration,
     ) -> Result<String, Error> {
-        self.log(&format!("must fail: {command}"));
-        let r = self.execute_with_timeout(command, timeout).await?;
-        if r.success() {
-            Err(Error::CommandFailed {
-                machine: self.config.name.clone(),
-                command: command.to_owned(),
-                expected: "fail".into(),
-                status: r.describe(),
-                output: tail_text(&r.stdout, &r.stderr),
-            })
-        } else {
-            Ok(r.stdout)
-        }
+        self.expect(command, timeout, false).await
     }
 
     /// Configures the guest's host name, NICs and /etc/hosts: with one

@@ -128,9 +128,21 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 /// How long `shutdown` and `reboot` wait for the guest to power off unless told.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
-/// Registers `name(m, arg)` and `name(m, arg, secs)`; the body gets `limit`, the
+/// Registers `name(m[, arg])` and `name(m[, arg], secs)`; the body gets `limit`, the
 /// call's own time limit (`None` for the default).
 macro_rules! with_limit {
+    ($engine:ident, $ctx:ident, $name:literal, |$c:ident, $m:ident, $limit:ident| $body:block) => {{
+        let $c = $ctx.clone();
+        $engine.register_fn($name, move |$m: &mut MachineHandle| {
+            let $limit: Option<Duration> = None;
+            $body
+        });
+        let $c = $ctx.clone();
+        $engine.register_fn($name, move |$m: &mut MachineHandle, secs: i64| {
+            let $limit = Some(secs_arg(secs));
+            $body
+        });
+    }};
     ($engine:ident, $ctx:ident, $name:literal, |$c:ident, $m:ident, $arg:ident: $ty:ty, $limit:ident| $body:block) => {{
         let $c = $ctx.clone();
         $engine.register_fn($name, move |$m: &mut MachineHandle, $arg: $ty| {
@@ -393,40 +405,20 @@ pub(crate) fn engine(
             c.block(wait(&m.0, cmd, secs_arg(secs), success))
         });
     }
-    for with_limit in [false, true] {
-        let c = ctx.clone();
-        let execute = move |m: &mut MachineHandle, cmd: &str, secs: Option<i64>| -> Res<Map> {
-            let r = match secs {
-                Some(secs) => c.block(m.0.execute_with_timeout(cmd, secs_arg(secs)))?,
-                None => c.block(m.0.execute(cmd))?,
-            };
-            let mut map = Map::new();
-            map.insert(
-                "status".into(),
-                r.code.map_or(Dynamic::UNIT, |c| Dynamic::from(c as i64)),
-            );
-            map.insert("stdout".into(), r.stdout.into());
-            map.insert("stderr".into(), r.stderr.into());
-            Ok(map)
-        };
-        if with_limit {
-            engine.register_fn(
-                "execute",
-                move |m: &mut MachineHandle, cmd: &str, secs: i64| execute(m, cmd, Some(secs)),
-            );
-        } else {
-            engine.register_fn("execute", move |m: &mut MachineHandle, cmd: &str| {
-                execute(m, cmd, None)
-            });
-        }
-    }
-    let c = ctx.clone();
-    engine.register_fn("shutdown", move |m: &mut MachineHandle| {
-        c.block(m.0.shutdown(SHUTDOWN_WAIT))
+    with_limit!(engine, ctx, "execute", |c, m, cmd: &str, limit| {
+        let limit = limit.unwrap_or(m.0.command_timeout());
+        let r = c.block(m.0.execute_with_timeout(cmd, limit))?;
+        let mut map = Map::new();
+        map.insert(
+            "status".into(),
+            r.code.map_or(Dynamic::UNIT, |c| Dynamic::from(c as i64)),
+        );
+        map.insert("stdout".into(), r.stdout.into());
+        map.insert("stderr".into(), r.stderr.into());
+        Ok::<_, Box<EvalAltResult>>(map)
     });
-    let c = ctx.clone();
-    engine.register_fn("shutdown", move |m: &mut MachineHandle, secs: i64| {
-        c.block(m.0.shutdown(secs_arg(secs)))
+    with_limit!(engine, ctx, "shutdown", |c, m, limit| {
+        c.block(m.0.shutdown(limit.unwrap_or(SHUTDOWN_WAIT)))
     });
     let c = ctx.clone();
     let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
@@ -445,13 +437,8 @@ pub(crate) fn engine(
 
     let c = ctx.clone();
     engine.register_fn("crash", move |m: &mut MachineHandle| c.block(m.0.crash()));
-    let c = ctx.clone();
-    engine.register_fn("reboot", move |m: &mut MachineHandle| {
-        c.block(m.0.reboot(SHUTDOWN_WAIT))
-    });
-    let c = ctx.clone();
-    engine.register_fn("reboot", move |m: &mut MachineHandle, secs: i64| {
-        c.block(m.0.reboot(secs_arg(secs)))
+    with_limit!(engine, ctx, "reboot", |c, m, limit| {
+        c.block(m.0.reboot(limit.unwrap_or(SHUTDOWN_WAIT)))
     });
 
     // Subtests: named, timed, nestable sections.
@@ -968,7 +955,7 @@ mod tests {
             .skip(1)
             .filter_map(|rest| rest.split('"').nth(1))
             .collect();
-        assert_eq!(limited.len(), 7, "{limited:?}");
+        assert_eq!(limited.len(), 10, "{limited:?}");
         names.extend(limited);
         names.extend(["wait_until_succeeds", "wait_until_fails", "name"]);
         for name in names {
