@@ -4,7 +4,9 @@
 //! - exec: `succeed("true")` through flotilla-agent (200 runs, median and p99), the
 //!   in-guest floor (the same `sh -c true` spawned in a loop inside the guest, per
 //!   iteration), and the stock path: Debian's qemu-ga, copied into the same guest and
-//!   driven over QGA (`guest-exec` + `guest-exec-status` polling, 50 runs).
+//!   driven over QGA (`guest-exec` + `guest-exec-status` polling, 50 runs), once as
+//!   the driver does it (pauses from 5 ms, doubling) and once polling back to back,
+//!   the best any QGA client can do.
 //! - files: push (`copy_to`) and pull (`copy_from`) of 64 MiB against the floor of
 //!   `cat` of the same file streamed over the same port.
 //!
@@ -119,6 +121,18 @@ async fn main() {
         assert!(out.success());
         stock.push(t.elapsed());
     }
+    // The best any QGA client can do: `guest-exec-status` asked again as soon as it
+    // answers, so the time is qemu-ga's own spawn and bookkeeping, not a poll interval.
+    let mut eager = Vec::new();
+    for _ in 0..(runs / 4).max(10) {
+        let t = Instant::now();
+        let pid = qga
+            .exec("/bin/sh", &["-c", "true"])
+            .await
+            .expect("qga exec");
+        while !qga.exec_status(pid).await.expect("qga status").exited {}
+        eager.push(t.elapsed());
+    }
 
     // files
     let blob = dir.path().join("blob");
@@ -151,6 +165,7 @@ async fn main() {
 
     let (am, ap) = stats(&mut agent);
     let (sm, sp) = stats(&mut stock);
+    let (em, ep) = stats(&mut eager);
     println!();
     println!(
         "guest round trips, accelerator {}",
@@ -179,8 +194,16 @@ async fn main() {
         sm / floor
     );
     println!(
-        "flotilla-agent is {:.1}x faster than the qemu-ga path",
-        sm / am
+        "{:<44} {:>10.2} {:>10.2} {:>10.2}",
+        format!("qemu-ga: status polled back to back, {}", eager.len()),
+        em,
+        ep,
+        em / floor
+    );
+    println!(
+        "flotilla-agent is {:.1}x faster than the qemu-ga path ({:.1}x with back-to-back polling)",
+        sm / am,
+        em / am
     );
     println!();
     println!(
