@@ -58,6 +58,15 @@ async fn library_boots_a_machine_and_runs_commands() {
     let uname = vm.succeed("uname -sr").await.unwrap();
     assert!(uname.starts_with("Linux 6."), "{uname}");
     assert_eq!(vm.succeed("hostname").await.unwrap(), "vm\n");
+    // The default image's modules load without their signatures (README): taint E only.
+    let taint: u64 = vm
+        .succeed("cat /proc/sys/kernel/tainted")
+        .await
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(taint, 1 << 13, "only TAINT_UNSIGNED_MODULE");
     assert_eq!(vm.succeed("echo out; echo err >&2").await.unwrap(), "out\n");
 
     let r = vm.execute("echo partial; exit 7").await.unwrap();
