@@ -56,14 +56,15 @@ enum Cmd {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// Boot the spec's machines, print how to reach them, and read script lines
+    /// Boot the spec's machines, print how to reach them, and read script statements
     /// (`server.succeed("uname -a")`) until end of input (Ctrl-D) or SIGTERM.
     ///
-    /// At a terminal the prompt has line editing and a history file
-    /// ($XDG_STATE_HOME/flotilla/history); Ctrl-C cancels the line being run. Any other
-    /// stdin is read line by line. Meanwhile `flotilla shell <machine>` reaches the
-    /// machines through a control socket in $XDG_RUNTIME_DIR/flotilla (else
-    /// /tmp/flotilla-<uid>).
+    /// A statement may take several lines: an open block, string or parenthesis reads
+    /// on. At a terminal the prompt has line editing and a history file
+    /// ($XDG_STATE_HOME/flotilla/history), and prints the log above itself; Ctrl-C
+    /// cancels the statement being typed or run. Any other stdin is read a statement at
+    /// a time. Meanwhile `flotilla shell <machine>` reaches the machines through a
+    /// control socket in $XDG_RUNTIME_DIR/flotilla (else /tmp/flotilla-<uid>).
     Run {
         /// A spec file, or a folder holding `flotilla.toml`.
         spec: PathBuf,
@@ -278,16 +279,17 @@ async fn run_network(
         eprintln!("Press Ctrl-C to stop the machines.");
     } else {
         if interactive {
-            eprintln!("Type script lines (`{}.succeed(\"uname -a\")`); Ctrl-C cancels one, Ctrl-D stops the machines.", first_machine(&net));
+            eprintln!("Type script statements (`{}.succeed(\"uname -a\")`); Ctrl-C cancels one, Ctrl-D stops the machines.", first_machine(&net));
         } else {
-            eprintln!("Reading script lines from stdin; its end stops the machines.");
+            eprintln!("Reading script statements from stdin; its end stops the machines.");
         }
         let repl = flotilla_driver::repl::Repl::new(&net, &spec, tokio::runtime::Handle::current());
         let interrupts = interrupts.clone();
+        let log = net.log().clone();
         let spawned = std::thread::Builder::new()
             .name("flotilla-repl".into())
             .spawn(move || {
-                repl::run(repl, interrupts);
+                repl::run(repl, &log, &interrupts);
                 let _ = done_tx.send(());
             });
         if let Err(source) = spawned {

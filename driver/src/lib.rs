@@ -20,8 +20,10 @@
 //! Machines may have extra disks (blank, or overlays over an image, optionally with
 //! injected I/O errors: [`spec::DiskSpec`]); [`NetworkOptions::keep_state`] keeps them
 //! for the next network.
-//! [`repl`] evaluates script lines one by one against a running network, and
-//! [`control`] serves a run's machines to other processes (`flotilla shell`).
+//! [`repl`] evaluates script statements one by one against a running network (and tells
+//! a whole statement from one that continues on the next line), [`Log::divert`] lets a
+//! prompt show the log above the line being typed, and [`control`] serves a run's
+//! machines to other processes (`flotilla shell`).
 //!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
@@ -57,7 +59,7 @@ pub use accel::{detect as detect_accel, Accel, AccelChoice};
 pub use agent::{AgentError, ExecEvent, ExecSession};
 pub use error::Error;
 pub use guest::{AgentKind, GuestError};
-pub use log::Log;
+pub use log::{Diverted, Log};
 pub use machine::{CommandResult, Machine, MachineConfig};
 pub use spec::{MachineSpec, Spec};
 

@@ -4,6 +4,10 @@
 //!
 //! On a terminal, a status line under the log shows what is in progress for more than a
 //! second (boots, commands, waits) and for how long; log lines scroll above it.
+//!
+//! [`Log::divert`] hands the terminal's lines to a sink instead, for as long as its guard
+//! lives: a line editor can then print them above its prompt rather than into the line
+//! being typed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -42,13 +46,30 @@ struct Terminal {
     writer: Box<dyn Write + Send>,
     /// The status line currently drawn, if any.
     status: Option<String>,
+    /// While a [`Diverted`] guard lives: its id, and where lines go instead of `writer`.
+    sink: Option<(u64, Sink)>,
+    next_sink: u64,
 }
+
+/// Takes terminal lines in place of the terminal (see [`Log::divert`]).
+type Sink = Box<dyn FnMut(&str) + Send>;
 
 impl std::fmt::Debug for Terminal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Terminal")
             .field("status", &self.status)
+            .field("diverted", &self.sink.is_some())
             .finish()
+    }
+}
+
+impl Terminal {
+    /// Takes the status line off the screen, if one is drawn.
+    fn clear_status(&mut self) {
+        if self.status.take().is_some() {
+            let _ = self.writer.write_all(b"\r\x1b[2K");
+            let _ = self.writer.flush();
+        }
     }
 }
 
@@ -56,10 +77,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Leave no status line under the last log line.
         if let Ok(out) = self.out.get_mut() {
-            if out.status.take().is_some() {
-                let _ = out.writer.write_all(b"\r\x1b[2K");
-                let _ = out.writer.flush();
-            }
+            out.clear_status();
         }
     }
 }
@@ -75,6 +93,26 @@ impl Drop for Activity {
     fn drop(&mut self) {
         if let Ok(mut a) = self.log.inner.activities.lock() {
             a.remove(&self.id);
+        }
+    }
+}
+
+/// Terminal lines go to a sink while this lives (see [`Log::divert`]); dropping it
+/// sends them to the terminal again.
+#[derive(Debug)]
+#[must_use = "the lines go back to the terminal when the guard is dropped"]
+pub struct Diverted {
+    log: Log,
+    id: u64,
+}
+
+impl Drop for Diverted {
+    fn drop(&mut self) {
+        if let Ok(mut out) = self.log.inner.out.lock() {
+            // A later diversion replaced this one: leave it in place.
+            if out.sink.as_ref().is_some_and(|(id, _)| *id == self.id) {
+                out.sink = None;
+            }
         }
     }
 }
@@ -151,6 +189,8 @@ impl Log {
                 out: Mutex::new(Terminal {
                     writer,
                     status: None,
+                    sink: None,
+                    next_sink: 0,
                 }),
                 activities: Mutex::default(),
                 next_activity: AtomicU64::new(0),
@@ -180,6 +220,33 @@ impl Log {
             a.insert(id, (label, Instant::now()));
         }
         Activity {
+            log: self.clone(),
+            id,
+        }
+    }
+
+    /// Sends the lines the terminal would get (as they would show there, colour
+    /// included, without their newline) to `sink` instead, until the returned guard is
+    /// dropped; the log file gets them as usual. Meanwhile no status line is drawn: one
+    /// showing is cleared now, and it comes back after the guard is dropped.
+    ///
+    /// For a line editor waiting for input, whose printer shows each line above the
+    /// prompt and draws the prompt again. `sink` is called with the terminal's lock
+    /// held: it must return at once (hand the line to a channel, say) and not log.
+    /// A later call replaces the sink until its own guard is dropped.
+    pub fn divert(&self, sink: impl FnMut(&str) + Send + 'static) -> Diverted {
+        let id = match self.inner.out.lock() {
+            Ok(mut out) => {
+                out.clear_status();
+                let id = out.next_sink;
+                out.next_sink += 1;
+                out.sink = Some((id, Box::new(sink)));
+                id
+            }
+            // A poisoned lock: nothing reaches the terminal any more anyway.
+            Err(_) => u64::MAX,
+        };
+        Diverted {
             log: self.clone(),
             id,
         }
@@ -235,19 +302,23 @@ impl Log {
                 None
             };
             if let Ok(mut out) = self.inner.out.lock() {
-                // The line goes above the status line, which is drawn again below it.
-                let clear = if out.status.is_some() {
-                    "\r\x1b[2K"
+                if let Some((_, sink)) = &mut out.sink {
+                    sink(&text);
                 } else {
-                    ""
-                };
-                let again = status
-                    .as_ref()
-                    .map(|s| format!("\x1b[2m{s}\x1b[0m"))
-                    .unwrap_or_default();
-                out.status = status;
-                let _ = write!(out.writer, "{clear}{text}\n{again}");
-                let _ = out.writer.flush();
+                    // The line goes above the status line, which is drawn again below it.
+                    let clear = if out.status.is_some() {
+                        "\r\x1b[2K"
+                    } else {
+                        ""
+                    };
+                    let again = status
+                        .as_ref()
+                        .map(|s| format!("\x1b[2m{s}\x1b[0m"))
+                        .unwrap_or_default();
+                    out.status = status;
+                    let _ = write!(out.writer, "{clear}{text}\n{again}");
+                    let _ = out.writer.flush();
+                }
             }
         }
         if let Ok(mut f) = self.inner.file.lock() {
@@ -297,7 +368,7 @@ fn redraw_until_dropped(inner: &Weak<Inner>) {
         let Ok(mut out) = inner.out.lock() else {
             return;
         };
-        if out.status == line {
+        if out.status == line || out.sink.is_some() {
             continue;
         }
         let drawn = match &line {
@@ -411,5 +482,63 @@ mod tests {
             String::from_utf8(quiet.0.lock().unwrap().clone()).unwrap(),
             "b\n"
         );
+    }
+
+    #[test]
+    fn diverted_lines_go_to_the_sink_and_no_status_line_is_drawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("driver.log")).unwrap();
+        let out = Capture::default();
+        let log = Log::with_writer(dir.path(), file, true, true, true, Box::new(out.clone()));
+        let taken =
+            |c: &Capture| String::from_utf8(std::mem::take(&mut *c.0.lock().unwrap())).unwrap();
+        let busy = log.activity("vm: booting".into());
+        std::thread::sleep(Duration::from_millis(1400));
+        let drawn = taken(&out);
+        assert!(drawn.contains("\x1b[2m… vm: booting ("), "{drawn:?}");
+
+        // Diverting clears the status line; lines then go to the sink only, coloured as
+        // on the terminal, and the status line stays away while the guard lives.
+        let sunk = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = sunk.clone();
+        let diverted = log.divert(move |line| s.lock().unwrap().push(line.to_owned()));
+        assert_eq!(taken(&out), "\r\x1b[2K");
+        log.info("plain");
+        log.console("vm", "console line");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(taken(&out), "");
+        assert_eq!(
+            *sunk.lock().unwrap(),
+            [
+                "plain".to_owned(),
+                format!(
+                    "\x1b[1;38;5;{}mvm\x1b[0m\x1b[2m # console line\x1b[0m",
+                    colour_of("vm")
+                ),
+            ]
+        );
+
+        // A later diversion wins until its own guard goes; an earlier guard's drop
+        // leaves it in place.
+        let second = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s = second.clone();
+        let replaced = log.divert(move |line| s.lock().unwrap().push(line.to_owned()));
+        drop(diverted);
+        log.info("to the second");
+        assert_eq!(*second.lock().unwrap(), ["to the second"]);
+        assert_eq!(sunk.lock().unwrap().len(), 2);
+        drop(replaced);
+
+        // Back on the terminal, under a status line drawn again.
+        log.info("back");
+        std::thread::sleep(Duration::from_millis(600));
+        let text = taken(&out);
+        assert!(text.starts_with("back\n"), "{text:?}");
+        assert!(text.contains("… vm: booting ("), "{text:?}");
+        drop(busy);
+        let file = std::fs::read_to_string(dir.path().join("driver.log")).unwrap();
+        for line in ["plain", "vm # console line", "to the second", "back"] {
+            assert!(file.contains(&format!("] {line}\n")), "{line} in {file}");
+        }
     }
 }

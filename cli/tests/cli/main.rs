@@ -529,6 +529,71 @@ fn run_evaluates_script_lines_from_stdin() {
     assert_no_qemu_left(&tag);
 }
 
+/// `flotilla run` on a one-machine spec (`vm`) reading `input`; its end stops the run.
+fn run_with_input(input: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::write(dir.path().join("flotilla.toml"), "[machines.vm]\n").unwrap();
+    let mut run = start_run(dir.path(), dir.path(), &tag);
+    std::io::Write::write_all(&mut run.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_no_qemu_left(&tag);
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    (out, log)
+}
+
+#[test]
+fn run_reads_a_statement_over_several_lines() {
+    let (out, _) = run_with_input(
+        "let seen = \"\";\n\
+         for i in [1, 2, 3] {\n\
+         \x20   seen += vm.succeed(\"echo line-\" + i);\n\
+         }\n\
+         seen\n\
+         fn twice(cmd) {\n\
+         \x20   vm.succeed(cmd) + vm.succeed(cmd)\n\
+         }\n\
+         twice(\"echo \" +\n\
+         \x20   \"two\")\n\
+         let broken = [1,\n\
+         \x20   2 3];\n\
+         \"after\"\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout, "line-1\nline-2\nline-3\ntwo\ntwo\nafter\n",
+        "{stderr}"
+    );
+    // A syntax error inside a statement is reported when its line comes, placed
+    // within the statement.
+    assert!(
+        stderr.contains("error: syntax error at line 2, column 7: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_reports_a_statement_unfinished_at_the_end_of_input() {
+    let (out, log) = run_with_input(
+        "vm.succeed(\"echo before\")\n\
+         if true {\n\
+         \x20   vm.succeed(\"echo never\");\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "before\n", "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: the input ended inside the unfinished statement from line 2: `if true {`\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!log.contains("echo never"), "{log}");
+}
+
 /// Runs `flotilla shell ARGS` against the run under `runtime` with `input` on stdin.
 fn shell(runtime: &Path, args: &[&str], input: &str) -> Output {
     let mut child = flotilla()
@@ -617,107 +682,222 @@ fn shell_reaches_a_machine_of_a_live_run() {
     );
 }
 
+/// A pseudo-terminal: a child started on it has it as stdin, stdout, stderr and
+/// controlling terminal; what the child shows accumulates in `output`.
+struct Pty {
+    master: std::os::fd::OwnedFd,
+    slave: std::os::fd::OwnedFd,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Pty {
+    fn open(rows: u16, cols: u16) -> Pty {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: out-pointers to two ints and a winsize.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: openpty just made these descriptors.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = master.try_clone().unwrap();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::from(reader);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut file, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Pty {
+            master,
+            slave,
+            output,
+        }
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(self.slave.try_clone().unwrap())
+            .stdout(self.slave.try_clone().unwrap())
+            .stderr(self.slave.try_clone().unwrap());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn seen(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until `want` shows after byte `from` of the output; returns where it ends.
+    fn wait_for(&self, from: usize, want: &str, limit: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            if let Some(at) = self.output.lock().unwrap()[from..].find(want) {
+                return from + at + want.len();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{want:?} did not appear in:\n{}",
+                &self.seen()[from..]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `keys`, then waits until `want` shows; returns where it ends.
+    fn type_and_wait(&self, keys: &str, want: &str) -> usize {
+        let from = self.output.lock().unwrap().len();
+        let mut keyboard = std::fs::File::from(self.master.try_clone().unwrap());
+        std::io::Write::write_all(&mut keyboard, keys.as_bytes()).unwrap();
+        self.wait_for(from, want, Duration::from_secs(60))
+    }
+}
+
 /// `flotilla shell` on a terminal of its own: raw mode (Ctrl-C reaches the guest),
 /// the window size follows, and the terminal is as it was afterwards.
 fn local_terminal_session(runtime: &Path) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::os::unix::process::CommandExt;
-    let (mut master, mut slave) = (0, 0);
-    let mut size = libc::winsize {
-        ws_row: 30,
-        ws_col: 100,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: out-pointers to two ints and a winsize.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0);
-    // SAFETY: openpty just made these descriptors.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let pty = Pty::open(30, 100);
     let termios = |fd: &OwnedFd| {
         // SAFETY: tcgetattr writes a termios.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
         assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
         t.c_lflag
     };
-    let before = termios(&slave);
-    let mut cmd = flotilla();
-    cmd.args(["shell", "vm"])
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env("TERM", "vt100")
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = master.try_clone().unwrap();
-    let sink = output.clone();
-    std::thread::spawn(move || {
-        let mut file = std::fs::File::from(reader);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = std::io::Read::read(&mut file, &mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut keyboard = std::fs::File::from(master.try_clone().unwrap());
-    let mut type_and_wait = |keys: &str, want: &str| {
-        std::io::Write::write_all(&mut keyboard, keys.as_bytes()).unwrap();
-        let started = Instant::now();
-        while !output.lock().unwrap().contains(want) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{want:?} did not appear in:\n{}",
-                output.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let before = termios(&pty.slave);
+    let mut child = pty.spawn(
+        flotilla()
+            .args(["shell", "vm"])
+            .env("XDG_RUNTIME_DIR", runtime)
+            .env("TERM", "vt100"),
+    );
+    pty.type_and_wait("echo $TERM; stty size\r", "vt100\r\n30 100\r\n");
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     };
-    type_and_wait("echo $TERM; stty size\r", "vt100\r\n30 100\r\n");
-    size.ws_row = 40;
-    size.ws_col = 120;
     // SAFETY: TIOCSWINSZ reads a winsize; the client gets SIGWINCH.
     assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+        unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
         0
     );
     std::thread::sleep(Duration::from_millis(500));
-    type_and_wait("stty size\r", "40 120\r\n");
+    pty.type_and_wait("stty size\r", "40 120\r\n");
     // Ctrl-C interrupts the guest's command, not `flotilla shell`. The command says
     // when it runs (a loaded guest may take a while to get there).
-    type_and_wait(
+    pty.type_and_wait(
         "echo sleep-$((1 + 1)); sleep 60; echo slept\r",
         "sleep-2\r\n",
     );
     std::thread::sleep(Duration::from_millis(500));
-    type_and_wait("\x03", "^C");
-    type_and_wait("exit 5\r", "exit 5");
+    pty.type_and_wait("\x03", "^C");
+    pty.type_and_wait("exit 5\r", "exit 5");
     let status = child.wait().unwrap();
-    let seen = output.lock().unwrap().clone();
+    let seen = pty.seen();
     assert_eq!(status.code(), Some(5), "{seen}");
     // Only the echo of the typed line: the command never finished.
     assert_eq!(seen.matches("slept\r\n").count(), 1, "{seen}");
-    assert_eq!(termios(&slave), before, "the terminal's settings are back");
+    assert_eq!(
+        termios(&pty.slave),
+        before,
+        "the terminal's settings are back"
+    );
+}
+
+#[test]
+fn the_terminal_prompt_reads_statements_over_lines_and_shows_the_log_above_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::write(dir.path().join("flotilla.toml"), "[machines.vm]\n").unwrap();
+    let pty = Pty::open(30, 100);
+    let mut child = pty.spawn(
+        flotilla()
+            .arg("run")
+            .arg(dir.path())
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env("XDG_STATE_HOME", dir.path())
+            .env("FLOTILLA_TEST_TAG", &tag)
+            .env("TERM", "vt100")
+            .env("NO_COLOR", "1"),
+    );
+    // Keys are typed once a prompt is up: the terminal is then in raw mode.
+    let prompt = |from| pty.wait_for(from, "flotilla> ", Duration::from_secs(60));
+    pty.wait_for(0, "flotilla> ", Duration::from_secs(180));
+
+    // Enter inside a block goes on to the next line; the statement runs once closed.
+    // (What is typed after an Enter that ends a statement, before the next prompt, is
+    // lost: rustyline reads ahead. So each statement waits for its prompt.)
+    let at = pty.type_and_wait("let n = 0; for i in [1, 2, 3] {\r    n += i;\r}\r", "}");
+    prompt(at);
+    let at = pty.type_and_wait("n * 10\r", "60\r\n");
+    prompt(at);
+    // Ctrl-C drops the whole unfinished statement.
+    pty.type_and_wait("if true {\r    n = 100;\r", "n = 100;");
+    pty.type_and_wait("\x03", "flotilla> ");
+    let at = pty.type_and_wait("n + 1\r", "7\r\n");
+    prompt(at);
+
+    // A console line that comes while a statement is being typed is printed above the
+    // prompt, which is drawn again with the text typed so far.
+    let at = pty.type_and_wait(
+        "vm.succeed(\"setsid sh -c 'sleep 3; echo console-ping >/dev/console' \
+         </dev/null >/dev/null 2>&1 & echo started-$((40 + 2))\")\r",
+        "started-42\r\n",
+    );
+    prompt(at);
+    let at = pty.type_and_wait("vm.succ", "vm # console-ping\r\n");
+    let at = prompt(at);
+    let seen = pty.seen();
+    assert!(seen[at..].starts_with("vm.succ"), "{:?}", &seen[at..]);
+    assert!(!seen.contains("vm.succvm # "), "{seen:?}");
+
+    pty.type_and_wait("\x03", "flotilla> ");
+    pty.type_and_wait("\x04", "stopping");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", pty.seen());
+    assert_no_qemu_left(&tag);
+    // The history has the statement of three lines as one entry, and not the one
+    // dropped with Ctrl-C.
+    let history = std::fs::read_to_string(dir.path().join("flotilla/history")).unwrap();
+    assert!(
+        history
+            .lines()
+            .any(|l| l == r"let n = 0; for i in [1, 2, 3] {\n    n += i;\n}"),
+        "{history}"
+    );
+    assert!(!history.contains("if true"), "{history}");
 }
 
 #[test]
