@@ -160,6 +160,25 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
     round_trip(&vm, dir.path()).await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(log.contains("stock: ready: qemu-guest-agent"), "{log}");
+    // qemu-ga has no net-config request: the driver's shell script set the network up,
+    // with the same result as the agent's native set-up.
+    assert!(
+        log.contains("stock: network configured by a shell script"),
+        "{log}"
+    );
+    let addrs = vm.succeed("ip -o addr show").await.unwrap();
+    let (ip, ip6) = (vm.ip(1).unwrap(), vm.ipv6(1).unwrap());
+    for want in [
+        format!(" {ip}/"),
+        format!(" {ip6}/"),
+        " 10.0.2.15/24".into(),
+    ] {
+        assert!(addrs.contains(&want), "{want} in {addrs}");
+    }
+    let hosts = vm.succeed("cat /etc/hosts").await.unwrap();
+    for want in [format!("{ip} stock\n"), format!("{ip6} stock\n")] {
+        assert!(hosts.contains(&want), "{want} in {hosts}");
+    }
     vm.shutdown(std::time::Duration::from_secs(20))
         .await
         .unwrap();
