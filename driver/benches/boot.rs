@@ -6,7 +6,9 @@
 //!   spawning QEMU to that line on the serial console. A second floor adds
 //!   `cryptomgr.notests`, which Flotilla passes too (it skips the boot-time crypto
 //!   self-tests). A third also boots through qboot instead of SeaBIOS, as Flotilla
-//!   does for machines without a display: the like-for-like floor.
+//!   does for machines without a display. A fourth also boots the unpacked `vmlinux`
+//!   through its PVH entry instead of the self-decompressing `vmlinuz`, as Flotilla
+//!   does: the like-for-like floor ("same").
 //! - flotilla ready: `Machine::start` (spawn to agent handshake done).
 //! - flotilla echo hi: a fresh machine from nothing to `succeed("echo hi")` returned,
 //!   the whole of a one-machine test.
@@ -36,20 +38,30 @@ fn main() {
     let mut floor = Vec::new();
     let mut floor_fast = Vec::new();
     let mut floor_qboot = Vec::new();
+    let mut floor_pvh = Vec::new();
     let qboot = flotilla_driver::qboot_firmware();
+    let boot = flotilla_driver::vmlinux::boot_kernel(&kernel);
     let mut ready = Vec::new();
     let mut echo = Vec::new();
     for i in 0..runs {
-        floor.push(boot_floor(&kernel, &floor_initrd, accel.accel, "", None));
+        let vmlinuz = &kernel.image;
+        floor.push(boot_floor(vmlinuz, &floor_initrd, accel.accel, "", None));
         floor_fast.push(boot_floor(
-            &kernel,
+            vmlinuz,
             &floor_initrd,
             accel.accel,
             " cryptomgr.notests",
             None,
         ));
         floor_qboot.push(boot_floor(
-            &kernel,
+            vmlinuz,
+            &floor_initrd,
+            accel.accel,
+            " cryptomgr.notests",
+            qboot.as_deref(),
+        ));
+        floor_pvh.push(boot_floor(
+            &boot.path,
             &floor_initrd,
             accel.accel,
             " cryptomgr.notests",
@@ -59,17 +71,18 @@ fn main() {
         ready.push(r);
         echo.push(e);
         eprintln!(
-            "run {}: floor {:.2} s ({:.2} s with notests, {:.2} s also with qboot), ready {:.2} s, echo hi {:.2} s",
+            "run {}: floor {:.2} s ({:.2} s with notests, {:.2} s also with qboot, {:.2} s also with vmlinux), ready {:.2} s, echo hi {:.2} s",
             i + 1,
             floor[i].as_secs_f64(),
             floor_fast[i].as_secs_f64(),
             floor_qboot[i].as_secs_f64(),
+            floor_pvh[i].as_secs_f64(),
             ready[i].as_secs_f64(),
             echo[i].as_secs_f64()
         );
     }
     let f = median(&mut floor);
-    let same = median(&mut floor_qboot);
+    let same = median(&mut floor_pvh);
     println!();
     println!(
         "boot, {runs} runs, accelerator {accel}, qboot {}",
@@ -79,20 +92,22 @@ fn main() {
                 .display()
                 .to_string())
     );
+    println!("kernel: {}", boot.note);
     println!(
-        "{:<36} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10}",
         "", "median", "min", "max", "x floor", "x same"
     );
     for (name, v) in [
         ("floor: busybox /init first line", &mut floor),
         ("floor + cryptomgr.notests", &mut floor_fast),
-        ("floor + notests + qboot (same)", &mut floor_qboot),
+        ("floor + notests + qboot", &mut floor_qboot),
+        ("floor + notests + qboot + vmlinux (same)", &mut floor_pvh),
         ("flotilla: agent ready", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
     ] {
         let m = median(v);
         println!(
-            "{name:<36} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x",
+            "{name:<42} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x",
             m.as_secs_f64(),
             v.iter().min().copied().unwrap_or_default().as_secs_f64(),
             v.iter().max().copied().unwrap_or_default().as_secs_f64(),
@@ -153,7 +168,7 @@ fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn boot_floor(
-    kernel: &Kernel,
+    kernel: &std::path::Path,
     initrd: &std::path::Path,
     accel: Accel,
     extra: &str,
@@ -179,7 +194,7 @@ fn boot_floor(
             Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
         })
         .args(["-m", "256", "-serial", "stdio", "-kernel"])
-        .arg(&kernel.image)
+        .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")

@@ -51,7 +51,12 @@ pub fn checks() -> Vec<Check> {
         Ok(k) => Check {
             name: "kernel",
             ok: true,
-            detail: format!("{} ({})", k.version, k.image.display()),
+            detail: format!(
+                "{} ({}; boots {})",
+                k.version,
+                k.image.display(),
+                crate::vmlinux::boot_kernel(&k).note
+            ),
             hint: None,
         },
         Err(e) => Check {

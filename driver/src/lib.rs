@@ -46,6 +46,7 @@ pub mod process;
 pub mod repl;
 pub mod script;
 pub mod spec;
+pub mod vmlinux;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -188,12 +189,14 @@ impl Network {
             None
         };
         let accel = accel::detect();
+        let boot = vmlinux::boot_kernel(&kernel);
         log.info(&format!(
-            "flotilla {}: test `{}`, {} machine(s), kernel {}, accelerator {}",
+            "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
             env!("CARGO_PKG_VERSION"),
             spec.name,
             spec.machines.len(),
             kernel.version,
+            boot.note,
             accel
         ));
         if let Some(dir) = &options.keep_state {
@@ -239,6 +242,7 @@ impl Network {
                 name: name.clone(),
                 spec: machine.clone(),
                 kernel: kernel.clone(),
+                boot_kernel: boot.path.clone(),
                 initrd: match (&machine.image, &stage1, &with_disks) {
                     (Some(_), Some(stage1), _) => stage1.clone(),
                     (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),

@@ -40,6 +40,9 @@ pub struct MachineConfig {
     pub name: String,
     pub spec: MachineSpec,
     pub kernel: Kernel,
+    /// The file QEMU boots: the kernel's unpacked `vmlinux`, or its `vmlinuz`
+    /// ([`crate::vmlinux::boot_kernel`]); machines with a display always boot `vmlinuz`.
+    pub boot_kernel: PathBuf,
     pub initrd: PathBuf,
     pub accel: AccelChoice,
     /// Private (0700) folder for this machine's sockets.
@@ -240,7 +243,13 @@ impl Machine {
             "unix:{},server=on,wait=off",
             dir.join("qmp.sock").display()
         ));
-        cmd.arg("-kernel").arg(&c.kernel.image);
+        // The unpacked kernel starts through PVH, which passes no screen information:
+        // a machine with a screen boots the bzImage so that tty1 shows on its VGA card.
+        cmd.arg("-kernel").arg(if c.spec.display {
+            &c.kernel.image
+        } else {
+            &c.boot_kernel
+        });
         cmd.arg("-initrd").arg(&c.initrd);
         let mut append = format!(
             "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests flotilla.hostname={}",

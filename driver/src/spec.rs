@@ -22,7 +22,7 @@
 //! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
 //! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
-//! display = true            # a VGA screen for screenshot (boots about 1 s slower)
+//! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
 //!
 //! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
 //! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
