@@ -38,12 +38,12 @@ use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 use tokio_util::codec::{Decoder, Encoder, Framed};
 use tracing::{debug, warn};
 
 use crate::base64;
+use crate::client::connect_socket;
 use crate::codec::{parse_message, Message, Outgoing, QmpCodec, DEFAULT_MAX_LINE_LEN};
 use crate::commands::{self, command, no_arg_command, Command, Empty};
 use crate::error::{snippet, Error};
@@ -227,13 +227,7 @@ impl GuestAgent {
     /// `qemu-ga -m unix-listen`). Does not wait for the agent: see
     /// [`GuestAgent::wait_ready`].
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<GuestAgent, Error> {
-        let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| Error::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
+        let stream = connect_socket(path.as_ref()).await?;
         Ok(Self::new(stream))
     }
 
