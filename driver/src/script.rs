@@ -535,8 +535,7 @@ pub(crate) fn engine(
         ctx,
         "wait_for_open_port",
         |c, m, port: i64, limit| {
-            let port = port_arg(port)?;
-            c.block(m.0.wait_for_open_port(port, limit.unwrap_or(DEFAULT_WAIT)))
+            c.block(m.0.wait_for_open_port(port_arg(port)?, limit.unwrap_or(DEFAULT_WAIT)))
         }
     );
     with_limit!(
@@ -544,8 +543,7 @@ pub(crate) fn engine(
         ctx,
         "wait_for_closed_port",
         |c, m, port: i64, limit| {
-            let port = port_arg(port)?;
-            c.block(m.0.wait_for_closed_port(port, limit.unwrap_or(DEFAULT_WAIT)))
+            c.block(m.0.wait_for_closed_port(port_arg(port)?, limit.unwrap_or(DEFAULT_WAIT)))
         }
     );
     with_limit!(engine, ctx, "wait_for_unit", |c, m, unit: &str, limit| {

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use flotilla_qmp::Client;
 
+#[path = "../tests/qmp/bare_qemu.rs"]
+mod bare_qemu;
+
 const CONCURRENCY: usize = 8;
 
 struct Row {
@@ -238,31 +241,7 @@ async fn main() {
         .iter()
         .map(|n| dir.path().join(format!("{n}.sock")))
         .collect();
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-M",
-        "q35",
-        "-accel",
-        "tcg",
-        "-display",
-        "none",
-        "-nodefaults",
-        "-S",
-        "-m",
-        "64",
-    ]);
-    for s in &sockets {
-        qemu.arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", s.display()));
-    }
-    // SAFETY: prctl is async-signal-safe; QEMU dies if the benchmark is killed.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        qemu.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    let mut qemu = bare_qemu::command(&[], &sockets);
     let child = match qemu.stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
         Ok(c) => QemuGuard(c),
         Err(e) => {

@@ -119,13 +119,7 @@ impl Client {
         path: impl AsRef<Path>,
         options: ConnectOptions,
     ) -> Result<Client, Error> {
-        let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| Error::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
+        let stream = connect_socket(path.as_ref()).await?;
         Self::connect_with(stream, options).await
     }
 
@@ -138,17 +132,12 @@ impl Client {
         let path = path.as_ref();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            match UnixStream::connect(path).await {
+            match connect_socket(path).await {
                 Ok(stream) => {
                     let label = path.display().to_string();
                     return Self::connect_labeled(stream, ConnectOptions::default(), label).await;
                 }
-                Err(source) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::Connect {
-                        path: path.to_owned(),
-                        source,
-                    })
-                }
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -530,6 +519,16 @@ impl EventStream {
             Some((item, s))
         }))
     }
+}
+
+/// Opens the Unix socket at `path` (QMP's or the guest agent's).
+pub(crate) async fn connect_socket(path: &Path) -> Result<UnixStream, Error> {
+    UnixStream::connect(path)
+        .await
+        .map_err(|source| Error::Connect {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Deserializes a reply, keeping it in the error if it does not fit.

@@ -45,18 +45,31 @@ pub(crate) fn output<C: Command>(value: Value) -> Result<C::Output, Error> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
 
-macro_rules! no_arg_command {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $out:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct $ty {}
-
-        impl Command for $ty {
+/// `command!(Type, "name", Output)`: implements [`Command`] for `Type`.
+macro_rules! command {
+    ($ty:ident, $name:literal, $out:ty) => {
+        impl $crate::commands::Command for $ty {
             const NAME: &'static str = $name;
             type Output = $out;
         }
     };
 }
+pub(crate) use command;
+
+/// `no_arg_command!(/// doc, Type, "name", Output)`: an empty struct and its
+/// [`Command`] impl.
+macro_rules! no_arg_command {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $out:ty) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Eq, ::serde::Serialize, ::serde::Deserialize,
+        )]
+        pub struct $ty {}
+
+        $crate::commands::command!($ty, $name, $out);
+    };
+}
+pub(crate) use no_arg_command;
 
 no_arg_command!(
     /// `query-status`.
@@ -297,11 +310,7 @@ pub struct Screendump {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ImageFormat>,
 }
-
-impl Command for Screendump {
-    const NAME: &'static str = "screendump";
-    type Output = Empty;
-}
+command!(Screendump, "screendump", Empty);
 
 /// The kind of a [`KeyValue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,11 +359,7 @@ pub struct SendKey {
     #[serde(rename = "hold-time", default, skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<i64>,
 }
-
-impl Command for SendKey {
-    const NAME: &'static str = "send-key";
-    type Output = Empty;
-}
+command!(SendKey, "send-key", Empty);
 
 /// The kind of an [`InputEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,11 +431,7 @@ pub struct InputSendEvent {
     /// The events, in order.
     pub events: Vec<InputEvent>,
 }
-
-impl Command for InputSendEvent {
-    const NAME: &'static str = "input-send-event";
-    type Output = Empty;
-}
+command!(InputSendEvent, "input-send-event", Empty);
 
 /// `human-monitor-command`: run an HMP command and get its text output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,11 +443,7 @@ pub struct HumanMonitorCommand {
     #[serde(rename = "cpu-index", default, skip_serializing_if = "Option::is_none")]
     pub cpu_index: Option<i64>,
 }
-
-impl Command for HumanMonitorCommand {
-    const NAME: &'static str = "human-monitor-command";
-    type Output = String;
-}
+command!(HumanMonitorCommand, "human-monitor-command", String);
 
 /// `set_link`: set a NIC's link up or down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -456,11 +453,7 @@ pub struct SetLink {
     /// Link state.
     pub up: bool,
 }
-
-impl Command for SetLink {
-    const NAME: &'static str = "set_link";
-    type Output = Empty;
-}
+command!(SetLink, "set_link", Empty);
 
 /// One entry of `query-block`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -513,11 +506,7 @@ pub struct NetdevAdd {
     #[serde(flatten)]
     pub options: serde_json::Map<String, Value>,
 }
-
-impl Command for NetdevAdd {
-    const NAME: &'static str = "netdev_add";
-    type Output = Empty;
-}
+command!(NetdevAdd, "netdev_add", Empty);
 
 /// `netdev_del`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -525,11 +514,7 @@ pub struct NetdevDel {
     /// The netdev id.
     pub id: String,
 }
-
-impl Command for NetdevDel {
-    const NAME: &'static str = "netdev_del";
-    type Output = Empty;
-}
+command!(NetdevDel, "netdev_del", Empty);
 
 /// `device_add`: hot-plug a device. `properties` holds the driver's
 /// properties (e.g. `{"netdev": "n0", "mac": "52:54:00:12:34:56"}`).
@@ -547,11 +532,7 @@ pub struct DeviceAdd {
     #[serde(flatten)]
     pub properties: serde_json::Map<String, Value>,
 }
-
-impl Command for DeviceAdd {
-    const NAME: &'static str = "device_add";
-    type Output = Empty;
-}
+command!(DeviceAdd, "device_add", Empty);
 
 /// `device_del`: request unplug; completion is the `DEVICE_DELETED` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -559,11 +540,7 @@ pub struct DeviceDel {
     /// The device id or QOM path.
     pub id: String,
 }
-
-impl Command for DeviceDel {
-    const NAME: &'static str = "device_del";
-    type Output = Empty;
-}
+command!(DeviceDel, "device_del", Empty);
 
 /// `object-add`: create a QOM object (`properties` are the type's members).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -577,11 +554,7 @@ pub struct ObjectAdd {
     #[serde(flatten)]
     pub properties: serde_json::Map<String, Value>,
 }
-
-impl Command for ObjectAdd {
-    const NAME: &'static str = "object-add";
-    type Output = Empty;
-}
+command!(ObjectAdd, "object-add", Empty);
 
 /// `object-del`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,11 +562,7 @@ pub struct ObjectDel {
     /// The object id.
     pub id: String,
 }
-
-impl Command for ObjectDel {
-    const NAME: &'static str = "object-del";
-    type Output = Empty;
-}
+command!(ObjectDel, "object-del", Empty);
 
 /// `migrate`: start an outgoing migration to `uri` (`unix:/path`, `exec:cmd`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -607,11 +576,7 @@ pub struct Migrate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<bool>,
 }
-
-impl Command for Migrate {
-    const NAME: &'static str = "migrate";
-    type Output = Empty;
-}
+command!(Migrate, "migrate", Empty);
 
 /// Transfer figures of a migration (`ram`, `disk`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

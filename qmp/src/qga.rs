@@ -38,14 +38,14 @@ use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
 use tokio::sync::Mutex;
 use tokio_util::codec::{Decoder, Encoder, Framed};
 use tracing::{debug, warn};
 
 use crate::base64;
+use crate::client::connect_socket;
 use crate::codec::{parse_message, Message, Outgoing, QmpCodec, DEFAULT_MAX_LINE_LEN};
-use crate::commands::{self, Command, Empty};
+use crate::commands::{self, command, no_arg_command, Command, Empty};
 use crate::error::{snippet, Error};
 
 /// The byte QGA uses to delimit a sync reply (and to reset its parser).
@@ -227,13 +227,7 @@ impl GuestAgent {
     /// `qemu-ga -m unix-listen`). Does not wait for the agent: see
     /// [`GuestAgent::wait_ready`].
     pub async fn connect_unix(path: impl AsRef<Path>) -> Result<GuestAgent, Error> {
-        let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| Error::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
+        let stream = connect_socket(path.as_ref()).await?;
         Ok(Self::new(stream))
     }
 
@@ -579,24 +573,15 @@ async fn next(state: &mut State) -> Result<QgaFrame, Error> {
     }
 }
 
-macro_rules! agent_command {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, $out:ty) => {
-        impl Command for $ty {
-            const NAME: &'static str = $name;
-            type Output = $out;
-        }
-    };
-}
+no_arg_command!(
+    /// `guest-ping`.
+    GuestPing, "guest-ping", Empty
+);
 
-/// `guest-ping`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestPing {}
-agent_command!(GuestPing, "guest-ping", Empty);
-
-/// `guest-info`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestInfo {}
-agent_command!(GuestInfo, "guest-info", GuestAgentInfo);
+no_arg_command!(
+    /// `guest-info`.
+    GuestInfo, "guest-info", GuestAgentInfo
+);
 
 /// The reply of `guest-info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -638,7 +623,7 @@ pub struct GuestExec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_output: Option<bool>,
 }
-agent_command!(GuestExec, "guest-exec", GuestExecPid);
+command!(GuestExec, "guest-exec", GuestExecPid);
 
 /// The reply of `guest-exec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -653,7 +638,7 @@ pub struct GuestExecStatusCmd {
     /// Process id from `guest-exec`.
     pub pid: i64,
 }
-agent_command!(GuestExecStatusCmd, "guest-exec-status", GuestExecStatus);
+command!(GuestExecStatusCmd, "guest-exec-status", GuestExecStatus);
 
 /// The reply of `guest-exec-status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -732,7 +717,7 @@ pub struct GuestFileOpen {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
-agent_command!(GuestFileOpen, "guest-file-open", i64);
+command!(GuestFileOpen, "guest-file-open", i64);
 
 /// `guest-file-read`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -743,7 +728,7 @@ pub struct GuestFileRead {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
 }
-agent_command!(GuestFileRead, "guest-file-read", GuestFileReadResult);
+command!(GuestFileRead, "guest-file-read", GuestFileReadResult);
 
 /// The reply of `guest-file-read`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -779,7 +764,7 @@ pub struct GuestFileWrite {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
 }
-agent_command!(GuestFileWrite, "guest-file-write", GuestFileWriteResult);
+command!(GuestFileWrite, "guest-file-write", GuestFileWriteResult);
 
 /// The reply of `guest-file-write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -796,7 +781,7 @@ pub struct GuestFileFlush {
     /// Handle.
     pub handle: i64,
 }
-agent_command!(GuestFileFlush, "guest-file-flush", Empty);
+command!(GuestFileFlush, "guest-file-flush", Empty);
 
 /// `guest-file-close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -804,7 +789,7 @@ pub struct GuestFileClose {
     /// Handle.
     pub handle: i64,
 }
-agent_command!(GuestFileClose, "guest-file-close", Empty);
+command!(GuestFileClose, "guest-file-close", Empty);
 
 /// `guest-file-seek` (`whence`: `set`, `cur` or `end`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -816,7 +801,7 @@ pub struct GuestFileSeek {
     /// `set`, `cur` or `end`.
     pub whence: String,
 }
-agent_command!(GuestFileSeek, "guest-file-seek", GuestFileSeekResult);
+command!(GuestFileSeek, "guest-file-seek", GuestFileSeekResult);
 
 /// The reply of `guest-file-seek`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -834,15 +819,11 @@ pub struct GuestShutdown {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
 }
-agent_command!(GuestShutdown, "guest-shutdown", Empty);
+command!(GuestShutdown, "guest-shutdown", Empty);
 
-/// `guest-network-get-interfaces`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestNetworkGetInterfaces {}
-agent_command!(
-    GuestNetworkGetInterfaces,
-    "guest-network-get-interfaces",
-    Vec<GuestNetworkInterface>
+no_arg_command!(
+    /// `guest-network-get-interfaces`.
+    GuestNetworkGetInterfaces, "guest-network-get-interfaces", Vec<GuestNetworkInterface>
 );
 
 /// One guest network interface.

@@ -4,13 +4,12 @@ use std::time::{Duration, Instant};
 
 use flotilla_driver::Network;
 
-use super::spec;
+use super::{fails_within, network, run_script, spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn waits_pause_crash_reboot_and_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.m]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.m]\n");
     let m = net.machine("m").unwrap();
     let wait = Duration::from_secs(30);
     m.start().await.unwrap();
@@ -78,17 +77,12 @@ async fn waits_pause_crash_reboot_and_panic() {
     m.succeed("true").await.unwrap();
 
     // A guest kernel panic ends the call at once, quoting the console.
-    let started = Instant::now();
-    let e = m
-        .succeed("echo c > /proc/sysrq-trigger; sleep 60")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
+    let e = fails_within(
+        Duration::from_secs(20),
+        m.succeed("echo c > /proc/sysrq-trigger; sleep 60"),
+    )
+    .await
+    .to_string();
     assert!(e.contains("machine `m`: the guest kernel panicked"), "{e}");
     // pvpanic reported it and paused the VM, so the evidence is still there.
     assert!(e.contains("the guest panicked (qmp GUEST_PANICKED"), "{e}");
@@ -182,8 +176,9 @@ async fn polling_conditions_fail_the_step_that_breaks_them() {
     // From a script: the condition holds for two steps, then a step breaks it and the
     // next step fails, naming the condition and the line.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("t.rhai"),
+    let err = run_script(
+        &dir,
+        "script = \"t.rhai\"\n[machines.m]\n",
         r#"fn marker() { "/tmp/ok" }
 m.succeed("touch " + marker());
 let checks = 0;
@@ -197,12 +192,9 @@ if checks != 2 { throw `checked ${checks} times`; }
 m.succeed("echo step 2");
 "#,
     )
-    .unwrap();
-    let (test, options) = spec(&dir, "script = \"t.rhai\"\n[machines.m]\n");
-    let err = flotilla_driver::run_test(&test, options, Default::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    .await
+    .unwrap_err()
+    .to_string();
     let script = dir.path().join("t.rhai");
     assert!(
         err.starts_with(&format!("{}:11:", script.display())),
@@ -216,8 +208,7 @@ m.succeed("echo step 2");
 
     // From the library: checked between the tries of a wait, at most once per interval.
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.m]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.m]\n");
     let m = net.machine("m").unwrap();
     m.start().await.unwrap();
     let checks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -252,8 +243,9 @@ m.succeed("echo step 2");
 async fn timeouts_are_overridable_and_named() {
     // Per-call limits from a script, and wait_until_fails.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("t.rhai"),
+    run_script(
+        &dir,
+        "script = \"t.rhai\"\n[machines.m]\n",
         r#"fn expect_timeout(f, text) {
     try { f.call(); } catch (e) {
         if !e.contains(text) { throw `wrong error: ${e}`; }
@@ -272,21 +264,20 @@ m.succeed("echo still fine", 5);
 m.fail("false", 5);
 "#,
     )
+    .await
     .unwrap();
-    let (test, options) = spec(&dir, "script = \"t.rhai\"\n[machines.m]\n");
-    flotilla_driver::run_test(&test, options, Default::default())
-        .await
-        .unwrap();
 
     // The global timeout ends a test that hangs, and says so.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.rhai"), "m.succeed(\"sleep 600\");\n").unwrap();
-    let (test, options) = spec(&dir, "script = \"t.rhai\"\ntimeout = 15\n[machines.m]\n");
-    let started = Instant::now();
-    let e = flotilla_driver::run_test(&test, options, Default::default())
-        .await
-        .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(25));
+    let e = fails_within(
+        Duration::from_secs(25),
+        run_script(
+            &dir,
+            "script = \"t.rhai\"\ntimeout = 15\n[machines.m]\n",
+            "m.succeed(\"sleep 600\");\n",
+        ),
+    )
+    .await;
     assert_eq!(
         e.to_string(),
         "the test did not finish within its timeout of 15 s"
@@ -294,8 +285,7 @@ m.fail("false", 5);
 
     // The spec's default limits for boots and commands.
     let dir = tempfile::tempdir().unwrap();
-    let (test, options) = spec(&dir, "boot_timeout = 1\n[machines.m]\n");
-    let net = Network::new(&test, options).unwrap();
+    let net = network(&dir, "boot_timeout = 1\n[machines.m]\n");
     let e = net.machine("m").unwrap().start().await.unwrap_err();
     assert!(
         e.to_string()
@@ -303,8 +293,7 @@ m.fail("false", 5);
         "{e}"
     );
     net.stop_all().await;
-    let (test, options) = spec(&dir, "command_timeout = 2\n[machines.m]\n");
-    let net = Network::new(&test, options).unwrap();
+    let net = network(&dir, "command_timeout = 2\n[machines.m]\n");
     let e = net
         .machine("m")
         .unwrap()

@@ -19,14 +19,53 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Options for a run with its log folder in `dir/out`, not on a terminal.
+fn options(dir: &Path) -> NetworkOptions {
+    let mut options = NetworkOptions::new(dir.join("out"));
+    options.terminal = false;
+    options
+}
+
 /// A spec from text, with its log folder in a fresh temporary directory.
 fn spec(dir: &tempfile::TempDir, text: &str) -> (Spec, NetworkOptions) {
     let path = dir.path().join("flotilla.toml");
     std::fs::write(&path, text).unwrap();
     let spec = Spec::load(&path).unwrap();
-    let mut options = NetworkOptions::new(dir.path().join("out"));
-    options.terminal = false;
-    (spec, options)
+    (spec, options(dir.path()))
+}
+
+/// The network of the spec `text`, with its log folder in `dir`.
+fn network(dir: &tempfile::TempDir, text: &str) -> Network {
+    let (spec, options) = spec(dir, text);
+    Network::new(&spec, options).unwrap()
+}
+
+/// Runs the test of the spec `text`, whose script is `t.rhai` with `script` in it.
+async fn run_script(dir: &tempfile::TempDir, text: &str, script: &str) -> Result<(), Error> {
+    std::fs::write(dir.path().join("t.rhai"), script).unwrap();
+    let (spec, options) = spec(dir, text);
+    run_test(&spec, options, CancellationToken::new()).await
+}
+
+/// Runs the test of `spec` with its log folder in a temporary directory; it must
+/// pass. The driver's log.
+async fn run_passing(spec: &Spec) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let result = run_test(spec, options(dir.path()), CancellationToken::new()).await;
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(result.is_ok(), "{}\n{log}", result.unwrap_err());
+    log
+}
+
+/// Awaits `call`, which must fail within `limit`; its error.
+async fn fails_within<T: std::fmt::Debug>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Error {
+    let started = Instant::now();
+    let e = call.await.unwrap_err();
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+    e
 }
 
 /// Whether a process is gone (reaped, or never existed).
@@ -51,8 +90,7 @@ async fn assert_gone(machine: &Machine) {
 #[tokio::test(flavor = "multi_thread")]
 async fn library_boots_a_machine_and_runs_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.vm]\nmemory = 256\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.vm]\nmemory = 256\n");
     let vm = net.machine("vm").unwrap();
 
     let uname = vm.succeed("uname -sr").await.unwrap();
@@ -110,13 +148,8 @@ async fn library_boots_a_machine_and_runs_commands() {
 
 /// Runs `examples/<name>` through the library; it must pass.
 async fn run_example(name: &str) {
-    let dir = tempfile::tempdir().unwrap();
     let spec = Spec::load(&workspace().join("examples").join(name)).unwrap();
-    let mut options = NetworkOptions::new(dir.path().join("out"));
-    options.terminal = false;
-    let result = run_test(&spec, options, CancellationToken::new()).await;
-    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
-    assert!(result.is_ok(), "{}\n{log}", result.unwrap_err());
+    let log = run_passing(&spec).await;
     assert!(log.contains(&format!("test `{name}` passed")), "{log}");
 }
 
@@ -128,8 +161,7 @@ async fn hello_example_passes_through_the_library() {
 #[tokio::test(flavor = "multi_thread")]
 async fn qemu_killed_before_readiness_fails_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.victim]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.victim]\n");
     let victim = net.machine("victim").unwrap();
     let booting = {
         let victim = victim.clone();
@@ -171,20 +203,13 @@ async fn qemu_killed_before_readiness_fails_within_seconds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kernel_that_cannot_find_init_quotes_the_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(
+    let net = network(
         &dir,
         "[machines.broken]\nkernel_args = \"rdinit=/no/such/init\"\n",
     );
-    let net = Network::new(&spec, options).unwrap();
     let broken = net.machine("broken").unwrap();
-    let started = Instant::now();
-    let err = broken.start().await.unwrap_err();
     // Fail fast: the panic, not the 120 s boot timeout, ends the wait.
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        started.elapsed()
-    );
+    let err = fails_within(Duration::from_secs(60), broken.start()).await;
     let m = err.to_string();
     assert!(
         m.contains("machine `broken`: the guest kernel panicked before the agent was ready"),
@@ -199,15 +224,13 @@ async fn kernel_that_cannot_find_init_quotes_the_panic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_test_stops_its_machines_and_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("t.rhai"),
+    let err = run_script(
+        &dir,
+        "script = \"t.rhai\"\n[machines.a]\n",
         "a.succeed(\"true\");\n\nlet x = a.succeed(\"exit 2\");\n",
     )
-    .unwrap();
-    let (spec, options) = spec(&dir, "script = \"t.rhai\"\n[machines.a]\n");
-    let err = run_test(&spec, options, CancellationToken::new())
-        .await
-        .unwrap_err();
+    .await
+    .unwrap_err();
     let m = err.to_string();
     let script = dir.path().join("t.rhai");
     assert!(m.starts_with(&format!("{}:3:", script.display())), "{m}");
@@ -226,11 +249,13 @@ async fn a_failed_test_stops_its_machines_and_names_the_line() {
 #[test]
 fn script_syntax_errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.rhai"), "let a = 1;\nlet = ;\n").unwrap();
-    let (spec, options) = spec(&dir, "script = \"t.rhai\"\n[machines.a]\n");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let err = runtime
-        .block_on(run_test(&spec, options, CancellationToken::new()))
+        .block_on(run_script(
+            &dir,
+            "script = \"t.rhai\"\n[machines.a]\n",
+            "let a = 1;\nlet = ;\n",
+        ))
         .unwrap_err();
     let m = err.to_string();
     assert!(
@@ -246,8 +271,7 @@ fn script_syntax_errors_name_file_and_line() {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_as_pid1_reaps_orphans_and_powers_off_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.init]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.init]\n");
     let vm = net.machine("init").unwrap();
     // The agent is PID 1 and mounted what a guest needs.
     assert_eq!(vm.succeed("cat /proc/1/comm").await.unwrap(), "init\n");
@@ -283,8 +307,7 @@ async fn agent_as_pid1_reaps_orphans_and_powers_off_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn library_has_subtests_retry_and_junit() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.vm]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.vm]\n");
     let vm = net.machine("vm").unwrap();
     net.subtest("outer", async {
         net.subtest("boot", vm.start()).await?;

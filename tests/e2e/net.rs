@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use flotilla_driver::{http, run_test, Network, NetworkOptions, Spec};
-use tokio_util::sync::CancellationToken;
+use flotilla_driver::{http, Network, Spec};
 
-use super::{run_example, spec};
+use super::{network, run_example, run_passing};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webserver_example_passes() {
@@ -14,14 +13,9 @@ async fn webserver_example_passes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webserver_example_passes_on_multicast() {
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = Spec::load(&super::workspace().join("examples/webserver")).unwrap();
     spec.backend = flotilla_vmnet::Backend::Multicast;
-    let mut options = NetworkOptions::new(dir.path().join("out"));
-    options.terminal = false;
-    let result = run_test(&spec, options, CancellationToken::new()).await;
-    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
-    assert!(result.is_ok(), "{}\n{log}", result.unwrap_err());
+    let log = run_passing(&spec).await;
     assert!(log.contains("the multicast backend is insecure"), "{log}");
 }
 
@@ -41,8 +35,7 @@ async fn ping(net: &Network, from: &str, to: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn vde_partition_block_and_capture() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.a]\n[machines.b]\n[machines.c]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.a]\n[machines.b]\n[machines.c]\n");
     net.start_all().await.unwrap();
     let a = net.machine("a").unwrap();
     let pcap = a.capture(1).await.unwrap();
@@ -166,11 +159,10 @@ async fn vde_partition_block_and_capture() {
 #[tokio::test(flavor = "multi_thread")]
 async fn multicast_backend_connects_machines_and_says_it_is_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(
+    let net = network(
         &dir,
         "[network]\nbackend = \"multicast\"\n[machines.web]\n[machines.fetcher]\n",
     );
-    let net = Network::new(&spec, options).unwrap();
     net.start_all().await.unwrap();
     let web = net.machine("web").unwrap();
     web.succeed("mkdir -p /w && echo mc > /w/index.html && httpd -p 80 -h /w")
@@ -237,8 +229,7 @@ fn pcap_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_configures_the_network_natively() {
     let dir = tempfile::tempdir().unwrap();
-    let (spec, options) = spec(&dir, "[machines.r]\nvlans = [1, 2]\n[machines.s]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = network(&dir, "[machines.r]\nvlans = [1, 2]\n[machines.s]\n");
     net.start_all().await.unwrap();
     let r = net.machine("r").unwrap();
     let s = net.machine("s").unwrap();

@@ -22,6 +22,46 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Runs `cmd` to its end and checks its exit code; its output as [`text`].
+#[track_caller]
+fn run_expecting(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{t}");
+    t
+}
+
+/// Writes a spec folder: `flotilla.toml` and the script `t.rhai`.
+fn write_spec(dir: &Path, spec: &str, script: &str) {
+    std::fs::write(dir.join("flotilla.toml"), spec).unwrap();
+    std::fs::write(dir.join("t.rhai"), script).unwrap();
+}
+
+/// `flotilla test SPEC --out OUT`, its qemus tagged with `tag`.
+fn flotilla_test(spec: &Path, out: &Path, tag: &str) -> Command {
+    let mut cmd = flotilla();
+    cmd.arg("test")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .env("FLOTILLA_TEST_TAG", tag);
+    cmd
+}
+
+/// `flotilla run DIR --out DIR/out` with its control socket and history under
+/// `runtime`, its qemus tagged with `tag`.
+fn flotilla_run(dir: &Path, runtime: &Path, tag: &str) -> Command {
+    let mut cmd = flotilla();
+    cmd.arg("run")
+        .arg(dir)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .env("XDG_RUNTIME_DIR", runtime)
+        .env("XDG_STATE_HOME", runtime)
+        .env("FLOTILLA_TEST_TAG", tag);
+    cmd
+}
+
 /// A unique tag in the environment lets a test find every qemu its run started.
 fn tag() -> String {
     format!(
@@ -76,15 +116,10 @@ fn assert_no_qemu_left(tag: &str) {
 fn hello_example_passes() {
     let out_dir = tempfile::tempdir().unwrap();
     let tag = tag();
-    let out = flotilla()
-        .args(["test", "examples/hello", "--out"])
-        .arg(out_dir.path())
-        .current_dir(workspace())
-        .env("FLOTILLA_TEST_TAG", &tag)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{t}");
+    let t = run_expecting(
+        flotilla_test(Path::new("examples/hello"), out_dir.path(), &tag).current_dir(workspace()),
+        0,
+    );
     assert!(t.contains("machine: must succeed: uname -r"), "{t}");
     assert!(t.contains("machine # FLOTILLA-AGENT-READY"), "{t}");
     assert!(t.contains("PASSED: hello"), "{t}");
@@ -136,15 +171,12 @@ fn a_terminal_gets_colour_and_a_progress_line() {
 fn bad_spec_names_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("flotilla.toml");
-    std::fs::write(
-        &spec,
+    write_spec(
+        dir.path(),
         "script = \"t.rhai\"\n\n[machines.vm]\nmemroy = 512\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("t.rhai"), "").unwrap();
-    let out = flotilla().arg("test").arg(dir.path()).output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{t}");
+        "",
+    );
+    let t = run_expecting(flotilla().arg("test").arg(dir.path()), 2);
     assert!(
         t.contains(&format!(
             "error: {}:4:1: unknown field `memroy`",
@@ -159,12 +191,9 @@ fn missing_script_file_is_a_spec_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("s.toml");
     std::fs::write(&spec, "[machines.vm]\n\nscript = 3\n").unwrap();
-    let out = flotilla().arg("test").arg(&spec).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    run_expecting(flotilla().arg("test").arg(&spec), 2);
     std::fs::write(&spec, "script = \"gone.rhai\"\n[machines.vm]\n").unwrap();
-    let out = flotilla().arg("test").arg(&spec).output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{t}");
+    let t = run_expecting(flotilla().arg("test").arg(&spec), 2);
     assert!(
         t.contains(&format!("{}:1:10: script file", spec.display())),
         "{t}"
@@ -176,27 +205,15 @@ fn missing_script_file_is_a_spec_error() {
 fn failing_script_exits_1_naming_line_and_machine() {
     let dir = tempfile::tempdir().unwrap();
     let tag = tag();
-    std::fs::write(
-        dir.path().join("flotilla.toml"),
+    write_spec(
+        dir.path(),
         "script = \"t.rhai\"\n[machines.server]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("t.rhai"),
         "server.succeed(\"true\");\nserver.fail(\"echo fine\");\n",
-    )
-    .unwrap();
-    let out = flotilla()
-        .arg("test")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .arg("--quiet")
-        .env("FLOTILLA_TEST_TAG", &tag)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    );
+    let t = run_expecting(
+        flotilla_test(dir.path(), &dir.path().join("out"), &tag).arg("--quiet"),
+        1,
+    );
     let script = dir.path().join("t.rhai");
     assert!(
         t.contains(&format!(
@@ -214,18 +231,12 @@ fn failing_script_exits_1_naming_line_and_machine() {
 }
 
 fn start_sleeping_test(dir: &Path, tag: &str) -> std::process::Child {
-    std::fs::write(
-        dir.join("flotilla.toml"),
+    write_spec(
+        dir,
         "script = \"t.rhai\"\n[machines.sleeper]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("t.rhai"), "sleeper.succeed(\"sleep 600\");\n").unwrap();
-    flotilla()
-        .arg("test")
-        .arg(dir)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .env("FLOTILLA_TEST_TAG", tag)
+        "sleeper.succeed(\"sleep 600\");\n",
+    );
+    flotilla_test(dir, &dir.join("out"), tag)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -277,9 +288,7 @@ fn qemu_dies_with_a_killed_driver() {
 
 #[test]
 fn doctor_reports_each_requirement() {
-    let out = flotilla().arg("doctor").output().unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{t}");
+    let t = run_expecting(flotilla().arg("doctor"), 0);
     for line in ["qemu", "kernel", "busybox", "vde_switch", "accelerator"] {
         assert!(
             t.lines().any(|l| l.starts_with("ok") && l.contains(line)),
@@ -292,14 +301,13 @@ fn doctor_reports_each_requirement() {
 #[test]
 fn doctor_fails_when_something_is_missing() {
     let empty = tempfile::tempdir().unwrap();
-    let out = flotilla()
-        .arg("doctor")
-        .env("FLOTILLA_QEMU", "/nonexistent/qemu")
-        .env("FLOTILLA_KERNEL_DIR", empty.path())
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    let t = run_expecting(
+        flotilla()
+            .arg("doctor")
+            .env("FLOTILLA_QEMU", "/nonexistent/qemu")
+            .env("FLOTILLA_KERNEL_DIR", empty.path()),
+        1,
+    );
     assert!(t.contains("MISSING qemu"), "{t}");
     assert!(t.contains("MISSING kernel"), "{t}");
     assert!(t.contains("hint: run scripts/setup"), "{t}");
@@ -311,14 +319,8 @@ fn a_vlan_spans_two_driver_processes() {
     // Process 1: `flotilla run` keeps machine `alpha` up on VLAN 1.
     let one = tempfile::tempdir().unwrap();
     std::fs::write(one.path().join("flotilla.toml"), "[machines.alpha]\n").unwrap();
-    let mut run = flotilla()
-        .arg("run")
-        .arg(one.path())
+    let mut run = flotilla_run(one.path(), one.path(), &tag)
         .arg("--no-repl")
-        .arg("--out")
-        .arg(one.path().join("out"))
-        .env("XDG_RUNTIME_DIR", one.path())
-        .env("FLOTILLA_TEST_TAG", &tag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -334,25 +336,15 @@ fn a_vlan_spans_two_driver_processes() {
 
     // Process 2: its machine `beta` joins that VLAN, numbered from 11 on.
     let two = tempfile::tempdir().unwrap();
-    std::fs::write(
-        two.path().join("flotilla.toml"),
-        format!(
+    write_spec(
+        two.path(),
+        &format!(
             "script = \"t.rhai\"\n[network]\noffset = 10\n[[network.join]]\nvlan = 1\nswitch = \"{switch}\"\n[machines.beta]\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        two.path().join("t.rhai"),
         "if beta.ip(1) != \"192.168.1.11\" { throw beta.ip(1); }\n\
          beta.wait_until_succeeds(\"ping -c 1 -W 2 192.168.1.1\", 30);\n",
-    )
-    .unwrap();
-    let out = flotilla()
-        .arg("test")
-        .arg(two.path())
-        .arg("--out")
-        .arg(two.path().join("out"))
-        .env("FLOTILLA_TEST_TAG", &tag)
+    );
+    let out = flotilla_test(two.path(), &two.path().join("out"), &tag)
         .output()
         .unwrap();
     let t = text(&out);
@@ -369,13 +361,9 @@ fn a_vlan_spans_two_driver_processes() {
 fn subtests_are_timed_logged_and_reported_as_junit() {
     let dir = tempfile::tempdir().unwrap();
     let tag = tag();
-    std::fs::write(
-        dir.path().join("flotilla.toml"),
+    write_spec(
+        dir.path(),
         "script = \"t.rhai\"\n[machines.vm]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("t.rhai"),
         "subtest(\"boots\", || { vm.succeed(\"true\"); });\n\
          let got = retry(|| vm.succeed(\"test -e /tmp/flag || { touch /tmp/flag; exit 1; }; echo second\"));\n\
          if got != \"second\\n\" { throw got; }\n\
@@ -384,21 +372,14 @@ fn subtests_are_timed_logged_and_reported_as_junit() {
              subtest(\"breaks\", || { vm.succeed(\"exit 5\"); });\n\
          });\n\
          vm.succeed(\"never reached\");\n",
-    )
-    .unwrap();
+    );
     let junit = dir.path().join("report.xml");
-    let out = flotilla()
-        .arg("test")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(dir.path().join("out"))
-        .arg("--junit")
-        .arg(&junit)
-        .env("FLOTILLA_TEST_TAG", &tag)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    let t = run_expecting(
+        flotilla_test(dir.path(), &dir.path().join("out"), &tag)
+            .arg("--junit")
+            .arg(&junit),
+        1,
+    );
     assert!(t.contains("subtest: boots ok ("), "{t}");
     assert!(t.contains("  subtest: inner <ok> ok ("), "{t}");
     assert!(t.contains("  subtest: breaks FAILED ("), "{t}");
@@ -444,41 +425,25 @@ fn keep_state_carries_disks_from_one_test_to_the_next() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    let run = |spec: &Path, keep: bool| {
-        let mut cmd = flotilla();
-        cmd.arg("test")
-            .arg(spec)
-            .arg("--out")
-            .arg(dir.path().join("out"));
+    let run = |spec: &Path, keep: bool, code: i32| {
+        let mut cmd = flotilla_test(spec, &dir.path().join("out"), &tag);
         if keep {
             cmd.arg("--keep-state").arg(&state);
         }
-        cmd.env("FLOTILLA_TEST_TAG", &tag).output().unwrap()
+        run_expecting(&mut cmd, code)
     };
-    let out = run(&spec("write"), true);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let out = run(&spec("read"), true);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{t}");
+    run(&spec("write"), true, 0);
+    let t = run(&spec("read"), true, 0);
     assert!(t.contains("vm: disk disk1: reusing "), "{t}");
     // Without --keep-state the disk is fresh.
-    let out = run(&spec("read"), false);
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{t}");
+    let t = run(&spec("read"), false, 1);
     assert!(t.contains("the disk is blank"), "{t}");
     assert_no_qemu_left(&tag);
 }
 /// `flotilla run DIR` with its control socket under `runtime`, commands on a pipe;
 /// the caller must read its output (or it blocks when the pipes fill up).
 fn start_run(dir: &Path, runtime: &Path, tag: &str) -> std::process::Child {
-    flotilla()
-        .arg("run")
-        .arg(dir)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .env("XDG_RUNTIME_DIR", runtime)
-        .env("XDG_STATE_HOME", runtime)
-        .env("FLOTILLA_TEST_TAG", tag)
+    flotilla_run(dir, runtime, tag)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -841,14 +806,7 @@ fn the_terminal_prompt_reads_statements_over_lines_and_shows_the_log_above_itsel
     std::fs::write(dir.path().join("flotilla.toml"), "[machines.vm]\n").unwrap();
     let pty = Pty::open(30, 100);
     let mut child = pty.spawn(
-        flotilla()
-            .arg("run")
-            .arg(dir.path())
-            .arg("--out")
-            .arg(dir.path().join("out"))
-            .env("XDG_RUNTIME_DIR", dir.path())
-            .env("XDG_STATE_HOME", dir.path())
-            .env("FLOTILLA_TEST_TAG", &tag)
+        flotilla_run(dir.path(), dir.path(), &tag)
             .env("TERM", "vt100")
             .env("NO_COLOR", "1"),
     );
@@ -903,14 +861,13 @@ fn the_terminal_prompt_reads_statements_over_lines_and_shows_the_log_above_itsel
 #[test]
 fn shell_without_a_run_says_so() {
     let runtime = tempfile::tempdir().unwrap();
-    let out = flotilla()
-        .args(["shell", "vm"])
-        .env("XDG_RUNTIME_DIR", runtime.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(255), "{t}");
+    let t = run_expecting(
+        flotilla()
+            .args(["shell", "vm"])
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdin(Stdio::null()),
+        255,
+    );
     assert!(t.contains("error: no `flotilla run` is running"), "{t}");
     assert!(
         t.contains("hint: start one with `flotilla run <spec>`"),

@@ -237,6 +237,30 @@ pub fn agent_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla-agent")))
 }
 
+/// An empty folder `flotilla-agent-NAME-PID` in the temp dir (emptied if it was there).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flotilla-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `flotilla-agent install --root ROOT`.
+pub fn run_install(root: &Path) -> std::process::Output {
+    Command::new(agent_bin())
+        .args(["install", "--root"])
+        .arg(root)
+        .output()
+        .unwrap()
+}
+
+/// [`run_install`], which must succeed.
+#[track_caller]
+pub fn install(root: &Path) {
+    let out = run_install(root);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// The agent binary and any shared libraries it needs, as (guest path, bytes).
 fn agent_files() -> Vec<(String, Vec<u8>)> {
     let bin = agent_bin();

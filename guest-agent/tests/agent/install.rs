@@ -1,31 +1,34 @@
 //! `flotilla-agent install --root DIR` on the host.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 use crate::harness;
 
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// `sh -n`: the script parses (openrc-run scripts too: they are sh with extra functions).
+#[track_caller]
+fn assert_sh_syntax(script: &Path) {
+    let status = Command::new("sh").arg("-n").arg(script).status().unwrap();
+    assert!(status.success(), "{} has a syntax error", script.display());
+}
+
 #[test]
 fn install_into_root() {
-    let root = std::env::temp_dir().join(format!("flotilla-agent-root-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let out = Command::new(harness::agent_bin())
-        .args(["install", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let root = harness::scratch_dir("root");
+    harness::install(&root);
 
     let bin = root.join("usr/local/bin/flotilla-agent");
     assert_eq!(
         std::fs::read(&bin).unwrap(),
         std::fs::read(harness::agent_bin()).unwrap()
     );
-    assert_eq!(
-        std::fs::metadata(&bin).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
+    assert_eq!(mode(&bin), 0o755);
     let unit =
         std::fs::read_to_string(root.join("etc/systemd/system/flotilla-agent.service")).unwrap();
     assert!(
@@ -39,12 +42,8 @@ fn install_into_root() {
         Some("/etc/systemd/system/flotilla-agent.service")
     );
     let script = root.join("etc/init.d/flotilla-agent");
-    assert_eq!(
-        std::fs::metadata(&script).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
-    let status = Command::new("sh").arg("-n").arg(&script).status().unwrap();
-    assert!(status.success(), "init script has a syntax error");
+    assert_eq!(mode(&script), 0o755);
+    assert_sh_syntax(&script);
     for link in ["etc/rc2.d/S99flotilla-agent", "etc/rc0.d/K01flotilla-agent"] {
         assert_eq!(
             std::fs::read_link(root.join(link)).unwrap().to_str(),
@@ -53,34 +52,20 @@ fn install_into_root() {
     }
 
     // Idempotent.
-    let again = Command::new(harness::agent_bin())
-        .args(["install", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(again.status.success(), "{again:?}");
+    harness::install(&root);
     std::fs::remove_dir_all(&root).unwrap();
 
     // A missing root is an error naming it.
-    let out = Command::new(harness::agent_bin())
-        .args(["install", "--root", "/nonexistent/root"])
-        .output()
-        .unwrap();
+    let out = harness::run_install(Path::new("/nonexistent/root"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/root"));
 }
 
 #[test]
 fn install_into_an_openrc_root() {
-    let root = std::env::temp_dir().join(format!("flotilla-agent-openrc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = harness::scratch_dir("openrc");
     std::fs::create_dir_all(root.join("etc/runlevels/default")).unwrap();
-    let out = Command::new(harness::agent_bin())
-        .args(["install", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    harness::install(&root);
     let script = std::fs::read_to_string(root.join("etc/init.d/flotilla-agent")).unwrap();
     assert!(script.starts_with("#!/sbin/openrc-run\n"), "{script}");
     assert!(
@@ -101,20 +86,13 @@ fn install_into_an_openrc_root() {
     assert!(root
         .join("etc/systemd/system/flotilla-agent.service")
         .exists());
-    // openrc-run scripts are sh with extra functions: the syntax must parse.
-    let status = Command::new("sh")
-        .arg("-n")
-        .arg(root.join("etc/init.d/flotilla-agent"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert_sh_syntax(&root.join("etc/init.d/flotilla-agent"));
     std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
 fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
-    let root = std::env::temp_dir().join(format!("flotilla-agent-sysv-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = harness::scratch_dir("sysv");
     let init_d = root.join("etc/init.d");
     std::fs::create_dir_all(&init_d).unwrap();
     // insserv's makefiles, as Debian's sysv-rc boots from them.
@@ -129,12 +107,7 @@ fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
     )
     .unwrap();
     for _ in 0..2 {
-        let out = Command::new(harness::agent_bin())
-            .args(["install", "--root"])
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        harness::install(&root);
     }
     // Listed once, however often it is installed.
     assert_eq!(

@@ -14,6 +14,27 @@ fn boot(append: &str) -> Vm {
     Vm::boot(&cpio, append)
 }
 
+/// A connection to the agent that has said Hello.
+fn session(vm: &Vm) -> Conn {
+    let mut c = vm.connect();
+    c.hello();
+    c
+}
+
+/// Asks the agent to power off (or reboot) and checks that it acknowledges.
+#[track_caller]
+fn request_shutdown(c: &mut Conn, reboot: bool) {
+    c.send(&Frame::json(Kind::Shutdown, 0, &ShutdownRequest { reboot }));
+    assert_eq!(c.recv().kind, Kind::ShutdownAck);
+}
+
+/// Waits for QEMU to exit by itself, the kernel having said `last_words`.
+#[track_caller]
+fn assert_exits_saying(vm: &mut Vm, last_words: &str) {
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(vm.serial().contains(last_words), "{}", vm.serial());
+}
+
 #[test]
 fn commands_files_and_shutdown() {
     require_vm!();
@@ -223,8 +244,7 @@ fn commands_files_and_shutdown() {
     c.send(&Frame::json(Kind::Exec, 50, &sh("sleep 100")));
     std::thread::sleep(Duration::from_millis(300));
     drop(c);
-    let mut c = vm.connect();
-    c.hello();
+    let mut c = session(&vm);
     std::thread::sleep(Duration::from_millis(300));
     let out = c.exec(
         51,
@@ -233,18 +253,8 @@ fn commands_files_and_shutdown() {
     assert_eq!(out.stdout_str(), "0\n");
 
     // Shutdown: acknowledged, then QEMU exits by itself.
-    c.send(&Frame::json(
-        Kind::Shutdown,
-        0,
-        &ShutdownRequest { reboot: false },
-    ));
-    assert_eq!(c.recv().kind, Kind::ShutdownAck);
-    vm.wait_exit(Duration::from_secs(60));
-    assert!(
-        vm.serial().contains("reboot: Power down"),
-        "{}",
-        vm.serial()
-    );
+    request_shutdown(&mut c, false);
+    assert_exits_saying(&mut vm, "reboot: Power down");
 }
 
 #[test]
@@ -349,8 +359,7 @@ fn commands_on_a_terminal() {
     assert_eq!(c.exec(5, &sh(watcher)).status.unwrap().code, Some(0));
     drop(c);
     std::thread::sleep(Duration::from_secs(3));
-    let mut c = vm.connect();
-    c.hello();
+    let mut c = session(&vm);
     let out = c.exec(1, &sh("cut -d' ' -f1 /proc/uptime; cat /tmp/tty.gone"));
     let times: Vec<f64> = out
         .stdout_str()
@@ -549,15 +558,9 @@ fn net_config_without_processes() {
 fn sigterm_to_pid1_powers_off() {
     require_vm!();
     let mut vm = boot("");
-    let mut c = vm.connect();
-    c.hello();
+    let mut c = session(&vm);
     c.send(&Frame::json(Kind::Exec, 1, &sh("kill -TERM 1; sleep 100")));
-    vm.wait_exit(Duration::from_secs(60));
-    assert!(
-        vm.serial().contains("reboot: Power down"),
-        "{}",
-        vm.serial()
-    );
+    assert_exits_saying(&mut vm, "reboot: Power down");
 }
 
 #[test]
@@ -579,21 +582,10 @@ fn panic_of_pid1_powers_off() {
 fn reboot_request_restarts() {
     require_vm!();
     let mut vm = boot("");
-    let mut c = vm.connect();
-    c.hello();
-    c.send(&Frame::json(
-        Kind::Shutdown,
-        0,
-        &ShutdownRequest { reboot: true },
-    ));
-    assert_eq!(c.recv().kind, Kind::ShutdownAck);
+    let mut c = session(&vm);
+    request_shutdown(&mut c, true);
     // -no-reboot turns the restart into a QEMU exit.
-    vm.wait_exit(Duration::from_secs(60));
-    assert!(
-        vm.serial().contains("reboot: Restarting system"),
-        "{}",
-        vm.serial()
-    );
+    assert_exits_saying(&mut vm, "reboot: Restarting system");
 }
 
 const SERVICE_RC: &str = r#"#!/bin/sh
@@ -609,16 +601,8 @@ for m in $(cat /etc/flotilla/modules); do insmod "$m"; done
 #[test]
 fn service_mode_under_busybox_init() {
     require_vm!();
-    let staging =
-        std::env::temp_dir().join(format!("flotilla-agent-install-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).unwrap();
-    let out = std::process::Command::new(harness::agent_bin())
-        .args(["install", "--root"])
-        .arg(&staging)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let staging = harness::scratch_dir("install");
+    harness::install(&staging);
     let cpio = harness::initramfs(|c| {
         c.tree(&staging);
         c.set_symlink("/init", "/bin/busybox");
@@ -631,8 +615,7 @@ fn service_mode_under_busybox_init() {
     });
     std::fs::remove_dir_all(&staging).unwrap();
     let mut vm = Vm::boot(&cpio, "");
-    let mut c = vm.connect();
-    c.hello();
+    let mut c = session(&vm);
     let out = c.exec(
         1,
         &sh("cat /proc/1/comm; cat /run/flotilla-agent.pid; echo $PPID"),
@@ -644,16 +627,6 @@ fn service_mode_under_busybox_init() {
     assert_eq!(lines[1], lines[2], "command's parent is the agent: {text}");
     assert_eq!(c.exec(2, &argv(&["echo", "hi"])).stdout, b"hi\n");
     // In service mode Shutdown asks the real init (busybox `poweroff`).
-    c.send(&Frame::json(
-        Kind::Shutdown,
-        0,
-        &ShutdownRequest { reboot: false },
-    ));
-    assert_eq!(c.recv().kind, Kind::ShutdownAck);
-    vm.wait_exit(Duration::from_secs(60));
-    assert!(
-        vm.serial().contains("reboot: Power down"),
-        "{}",
-        vm.serial()
-    );
+    request_shutdown(&mut c, false);
+    assert_exits_saying(&mut vm, "reboot: Power down");
 }

@@ -13,7 +13,8 @@ use flotilla_qmp::qga::GuestAgent;
 use flotilla_qmp::{events, Client};
 use tokio::process::{Child, Command};
 
-use crate::util::{bounded, die_with_parent};
+use crate::bare_qemu::die_with_parent;
+use crate::util::bounded;
 
 /// A newc ("070701") cpio archive, built in memory.
 #[derive(Default)]
@@ -210,7 +211,7 @@ impl Guest {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("initrd.cpio"), initrd).expect("write initramfs");
         let mut command = Command::new("qemu-system-x86_64");
-        die_with_parent(&mut command);
+        die_with_parent(command.as_std_mut());
         command
             .args([
                 "-M",

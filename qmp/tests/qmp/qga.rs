@@ -34,7 +34,7 @@ impl HostAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qga.sock");
         let mut command = Command::new("qemu-ga");
-        crate::util::die_with_parent(&mut command);
+        crate::bare_qemu::die_with_parent(command.as_std_mut());
         let spawned = command
             .args(["-m", "unix-listen", "-p"])
             .arg(&socket)

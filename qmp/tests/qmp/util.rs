@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::process::{Child, Command};
 
+use crate::bare_qemu;
+
 /// Upper bound for anything a test awaits, so a bug shows as a failure, not a hang.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
@@ -17,20 +19,6 @@ pub async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(LIMIT, f).await {
         Ok(v) => v,
         Err(_) => panic!("{what}: still waiting after {LIMIT:?}"),
-    }
-}
-
-/// Makes the child get SIGKILL if the test process dies (even by SIGKILL),
-/// on top of `kill_on_drop` which only covers orderly ends.
-pub fn die_with_parent(command: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
@@ -51,23 +39,7 @@ impl Qemu {
     pub fn start_with(extra: &[&str]) -> Qemu {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qmp.sock");
-        let mut command = Command::new("qemu-system-x86_64");
-        die_with_parent(&mut command);
-        let child = command
-            .args([
-                "-M",
-                "q35",
-                "-accel",
-                "tcg",
-                "-display",
-                "none",
-                "-nodefaults",
-                "-S",
-            ])
-            .args(["-m", "64"])
-            .args(extra)
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", socket.display()))
+        let child = Command::from(bare_qemu::command(extra, [&socket]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
