@@ -91,7 +91,8 @@ enum Cmd {
         /// Needed only when several runs are live.
         #[arg(long, value_name = "NAME")]
         run: Option<String>,
-        /// Give the command a terminal even if stdin is not one.
+        /// Give the command a terminal even if stdin is not one (the end of piped input
+        /// is typed as ^D).
         #[arg(short = 't', long, conflicts_with = "no_tty")]
         tty: bool,
         /// Never give the command a terminal.

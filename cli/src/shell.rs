@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use flotilla_driver::control::{self, ExitStatus, Session, SessionRequest, WindowSize};
 use flotilla_driver::{Error, ExecEvent};
@@ -82,6 +83,11 @@ async fn relay(
             what: "watching the terminal's size".into(),
             source,
         })?;
+    // After piped input ends on a terminal: ^D again every second until the command
+    // exits. A ^D that arrives while the guest's terminal is still in canonical mode
+    // (say, before busybox ash's line editor takes it raw at the next prompt) is lost.
+    let mut eof_again = tokio::time::interval(Duration::from_secs(1));
+    eof_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
     let write_err = |source| Error::Io {
@@ -106,6 +112,7 @@ async fn relay(
                     if pty {
                         // A terminal has no end of input but its EOF character.
                         session.write_stdin(b"\x04").await?;
+                        eof_again.reset();
                     } else {
                         session.close_stdin().await?;
                     }
@@ -116,6 +123,7 @@ async fn relay(
                     session.resize(size).await?;
                 }
             }
+            _ = eof_again.tick(), if pty && !input_open => session.write_stdin(b"\x04").await?,
             _ = cancel.cancelled() => return Err(Error::Interrupted),
         }
     }

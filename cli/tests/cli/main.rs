@@ -559,9 +559,11 @@ fn run_reports_a_statement_unfinished_at_the_end_of_input() {
     assert!(!log.contains("echo never"), "{log}");
 }
 
-/// Runs `flotilla shell ARGS` against the run under `runtime` with `input` on stdin.
+/// Runs `flotilla shell ARGS` against the run under `runtime` with `input` on stdin;
+/// killed (and so failing) if it has not ended within a minute.
 fn shell(runtime: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = flotilla()
+    let mut child = Command::new("timeout")
+        .args(["-s", "KILL", "60", env!("CARGO_BIN_EXE_flotilla")])
         .arg("shell")
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
@@ -610,6 +612,12 @@ fn shell_reaches_a_machine_of_a_live_run() {
         t.contains("\r\n/dev/pts/") && t.contains("\r\n24 80\r\n"),
         "{t}"
     );
+    // Piped input without `exit`: its end (^D, typed again until the shell takes it)
+    // ends the shell.
+    let out = shell(&runtime, &["-t", "vm"], "echo piped-$((1 + 1))\n");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("\r\npiped-2\r\n"), "{t}");
 
     // Bad requests: a clear error and 255.
     let out = shell(&runtime, &["nosuch"], "");
