@@ -76,6 +76,11 @@ fn unpacked(kernel: &Kernel) -> Result<PathBuf, String> {
     let tmp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| format!("writing into {}: {e}", dir.display()))?;
     std::fs::write(tmp.path(), &elf)
+        .and_then(|()| {
+            // Readable like the cached images (a temporary file starts at 0600).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        })
         .map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
     tmp.persist(&path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
