@@ -308,8 +308,6 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>, Error> {
     Ok(applets)
 }
 
-/// Resolves `wanted` modules and their dependencies into a load order (dependencies
-/// first), as paths relative to `modules_dir`. Built-in modules are skipped.
 /// The trailer the kernel's `sign-file` appends to a signed module.
 const MODULE_SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
 
@@ -337,6 +335,8 @@ pub fn strip_module_signature(module: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Resolves `wanted` modules and their dependencies into a load order (dependencies
+/// first), as paths relative to `modules_dir`. Built-in modules are skipped.
 pub fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>, Error> {
     let mut index: HashMap<String, PathBuf> = HashMap::new();
     let kernel_dir = modules_dir.join("kernel");
