@@ -194,7 +194,7 @@ fn main() -> ExitCode {
             let cancel = interrupts.all;
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
-                Err(e) => return report(&e),
+                Err(e) => return cannot_run(&e),
             };
             let mut options = NetworkOptions::new(out_dir(out, &spec));
             options.terminal = !quiet;
@@ -251,7 +251,7 @@ async fn run_network(
     let cancel = interrupts.all.clone();
     let spec = match Spec::load(&spec) {
         Ok(s) => s,
-        Err(e) => return report(&e),
+        Err(e) => return cannot_run(&e),
     };
     let mut options = NetworkOptions::new(out_dir(out, &spec));
     options.keep_state = keep_state;
@@ -405,6 +405,13 @@ fn report(e: &Error) -> ExitCode {
         e if e.is_test_failure() => ExitCode::from(EXIT_FAILED),
         _ => ExitCode::from(EXIT_ERROR),
     }
+}
+
+/// Prints an error that kept the machines from starting at all (a spec that cannot be
+/// read is one, whatever the reason); returns 2.
+fn cannot_run(e: &Error) -> ExitCode {
+    print_chain(e);
+    ExitCode::from(EXIT_ERROR)
 }
 
 /// Prints the error and its chain of causes.

@@ -199,6 +199,15 @@ fn missing_script_file_is_a_spec_error() {
         "{t}"
     );
     assert!(t.contains("gone.rhai does not exist"), "{t}");
+    // A spec that cannot be read could not run either, for `run` as for `test`.
+    let gone = dir.path().join("nothing-here.toml");
+    for command in ["test", "run"] {
+        let t = run_expecting(flotilla().arg(command).arg(&gone), 2);
+        assert!(t.contains("error: reading spec"), "{t}");
+    }
+    std::fs::write(&spec, b"\xff\xfe not text").unwrap();
+    let t = run_expecting(flotilla().arg("test").arg(&spec), 2);
+    assert!(t.contains("valid UTF-8"), "{t}");
 }
 
 #[test]
