@@ -3,7 +3,7 @@
 //!
 //! | call | does |
 //! | --- | --- |
-//! | `…, secs)` | every command, wait, `shutdown` and `reboot` takes an optional last argument, its time limit in seconds (defaults: commands 300 s, waits 120 s, power-off 60 s); a timeout error names the call and the limit |
+//! | `…, secs)` | every command, wait, `shutdown` and `reboot` takes an optional last argument, its time limit in whole seconds, 1 or more (defaults: commands 300 s, waits 120 s, power-off 60 s); a timeout error names the call and the limit |
 //! | `m.start()` | boots `m` (commands boot it on first use too) |
 //! | `m.succeed(cmd)` | runs a shell command that must exit 0; returns its stdout |
 //! | `m.fail(cmd)` | runs a shell command that must fail; returns its stdout |
@@ -139,7 +139,7 @@ macro_rules! with_limit {
         });
         let $c = $ctx.clone();
         $engine.register_fn($name, move |$m: &mut MachineHandle, secs: i64| {
-            let $limit = Some(secs_arg(secs));
+            let $limit = Some(secs_arg(secs)?);
             $body
         });
     }};
@@ -153,7 +153,7 @@ macro_rules! with_limit {
         $engine.register_fn(
             $name,
             move |$m: &mut MachineHandle, $arg: $ty, secs: i64| {
-                let $limit = Some(secs_arg(secs));
+                let $limit = Some(secs_arg(secs)?);
                 $body
             },
         );
@@ -266,7 +266,28 @@ impl Ctx {
 }
 
 fn error_to_rhai(e: &Error) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(Dynamic::from(e.to_string()), Position::NONE).into()
+    EvalAltResult::ErrorRuntime(Dynamic::from(with_causes(e)), Position::NONE).into()
+}
+
+/// `e` and the causes its own text does not already give, joined by `: ` (the script
+/// error is one line; `machine `a`: qmp` alone would not say what went wrong).
+fn with_causes(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            // `machine `a`: qmp` and `qmp: `send-key` failed`: say `qmp` once.
+            let last = text.rsplit(": ").next().unwrap_or_default().to_owned();
+            let rest = cause_text
+                .strip_prefix(&format!("{last}: "))
+                .unwrap_or(&cause_text);
+            text.push_str(": ");
+            text.push_str(rest);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Runs the script at `path` against `machines`. Blocking: call it from a thread that
@@ -402,7 +423,7 @@ pub(crate) fn engine(
         });
         let c = ctx.clone();
         engine.register_fn(name, move |m: &mut MachineHandle, cmd: &str, secs: i64| {
-            c.block(wait(&m.0, cmd, secs_arg(secs), success))
+            c.block(wait(&m.0, cmd, secs_arg(secs)?, success))
         });
     }
     with_limit!(engine, ctx, "execute", |c, m, cmd: &str, limit| {
@@ -485,7 +506,7 @@ pub(crate) fn engine(
     let l = log.clone();
     let retry =
         move |call: &rhai::NativeCallContext, body: &rhai::FnPtr, secs: i64| -> Res<Dynamic> {
-            let deadline = std::time::Instant::now() + Duration::from_secs(secs.max(1) as u64);
+            let deadline = std::time::Instant::now() + secs_arg(secs)?;
             let mut tries = 0;
             loop {
                 tries += 1;
@@ -795,9 +816,12 @@ fn compile_and_run(
     }
 }
 
-/// A time limit in whole seconds from a script: at least 1 s.
-fn secs_arg(secs: i64) -> Duration {
-    Duration::from_secs(secs.max(1) as u64)
+/// A time limit in whole seconds from a script: 1 s or more.
+fn secs_arg(secs: i64) -> Res<Duration> {
+    match u64::try_from(secs) {
+        Ok(secs) if secs >= 1 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("a time limit of {secs} s: give 1 s or more").into()),
+    }
 }
 
 fn vlan_arg(vlan: i64) -> Res<u8> {
@@ -918,6 +942,35 @@ mod tests {
             .filter_map(|l| l.strip_prefix("//! |"))
             .map(|l| format!("|{l}\n"))
             .collect()
+    }
+
+    #[test]
+    fn script_errors_carry_their_causes_once() {
+        use crate::Error;
+        let qmp = Error::Qmp {
+            machine: "a".into(),
+            source: flotilla_qmp::Error::Qmp {
+                command: "send-key".into(),
+                class: "GenericError".into(),
+                desc: "Parameter 'data' does not accept value 'nokey'".into(),
+            },
+        };
+        assert_eq!(
+            super::with_causes(&qmp),
+            "machine `a`: qmp: `send-key` failed: GenericError: \
+             Parameter 'data' does not accept value 'nokey'"
+        );
+        let io = Error::Io {
+            what: "reading /gone".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(super::with_causes(&io), "reading /gone: entity not found");
+        // A text that already quotes its cause keeps it once.
+        let spec = Error::Network("machine `a` is not on VLAN 9".into());
+        assert_eq!(
+            super::with_causes(&spec),
+            "network: machine `a` is not on VLAN 9"
+        );
     }
 
     #[test]

@@ -262,6 +262,10 @@ expect_timeout(|| m.wait_for_open_port(9, 1), "within 1 s (timeout)");
 expect_timeout(|| m.wait_for_console_text("never", 1), "waiting for console text matching `never` did not finish within 1 s");
 m.succeed("echo still fine", 5);
 m.fail("false", 5);
+// A limit under a second is a mistake, said as such (it used to become 1 s).
+expect_timeout(|| m.succeed("true", 0), "a time limit of 0 s: give 1 s or more");
+expect_timeout(|| m.wait_for_file("/nope", -5), "a time limit of -5 s: give 1 s or more");
+expect_timeout(|| retry(|| 1, -1), "a time limit of -1 s: give 1 s or more");
 "#,
     )
     .await
