@@ -693,6 +693,16 @@ impl Pty {
             )
         };
         assert_eq!(rc, 0);
+        // openpty's descriptors are inherited by every child: a `flotilla run` of this
+        // or a parallel test holding this master would never see its terminal hang up,
+        // and would outlive a failed test.
+        for fd in [master, slave] {
+            // SAFETY: fcntl on descriptors openpty just made.
+            assert_eq!(
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) },
+                0
+            );
+        }
         // SAFETY: openpty just made these descriptors.
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
