@@ -242,7 +242,14 @@ impl Network {
                 name: name.clone(),
                 spec: machine.clone(),
                 kernel: kernel.clone(),
-                boot_kernel: boot.path.clone(),
+                // The unpacked kernel starts through PVH, which passes no screen
+                // information: a machine with a screen boots the bzImage so that tty1
+                // shows on its VGA card.
+                boot_kernel: if machine.display {
+                    kernel.image.clone()
+                } else {
+                    boot.path.clone()
+                },
                 initrd: match (&machine.image, &stage1, &with_disks) {
                     (Some(_), Some(stage1), _) => stage1.clone(),
                     (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),

@@ -41,7 +41,7 @@ pub struct MachineConfig {
     pub spec: MachineSpec,
     pub kernel: Kernel,
     /// The file QEMU boots: the kernel's unpacked `vmlinux`, or its `vmlinuz`
-    /// ([`crate::vmlinux::boot_kernel`]); machines with a display always boot `vmlinuz`.
+    /// ([`crate::vmlinux::boot_kernel`], and always for a machine with a display).
     pub boot_kernel: PathBuf,
     pub initrd: PathBuf,
     pub accel: AccelChoice,
@@ -243,13 +243,7 @@ impl Machine {
             "unix:{},server=on,wait=off",
             dir.join("qmp.sock").display()
         ));
-        // The unpacked kernel starts through PVH, which passes no screen information:
-        // a machine with a screen boots the bzImage so that tty1 shows on its VGA card.
-        cmd.arg("-kernel").arg(if c.spec.display {
-            &c.kernel.image
-        } else {
-            &c.boot_kernel
-        });
+        cmd.arg("-kernel").arg(&c.boot_kernel);
         cmd.arg("-initrd").arg(&c.initrd);
         let mut append = format!(
             "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests flotilla.hostname={}",
