@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flotilla_driver::control::ControlSocket;
-use flotilla_driver::{doctor, run_test, Error, Network, NetworkOptions, Spec};
+use flotilla_driver::{doctor, run_test, Error, Fleet, FleetOptions, Spec};
 
 use crate::repl::Interrupts;
 
@@ -196,7 +196,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return cannot_run(&e),
             };
-            let mut options = NetworkOptions::new(out_dir(out, &spec));
+            let mut options = FleetOptions::new(out_dir(out, &spec));
             options.terminal = !quiet;
             options.junit = junit;
             options.keep_state = state.keep_state;
@@ -253,9 +253,9 @@ async fn run_network(
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
-    let mut options = NetworkOptions::new(out_dir(out, &spec));
+    let mut options = FleetOptions::new(out_dir(out, &spec));
     options.keep_state = keep_state;
-    let net = match Network::new(&spec, options) {
+    let net = match Fleet::new(&spec, options) {
         Ok(n) => n,
         Err(e) => return report(&e),
     };
@@ -315,7 +315,7 @@ async fn run_network(
     ExitCode::SUCCESS
 }
 
-fn first_machine(net: &Network) -> &str {
+fn first_machine(net: &Fleet) -> &str {
     net.machines()
         .keys()
         .next()
@@ -323,7 +323,7 @@ fn first_machine(net: &Network) -> &str {
 }
 
 /// Says how to reach each machine: `flotilla shell` and the forwarded ports.
-fn print_access(net: &Network, control: &ControlSocket) {
+fn print_access(net: &Fleet, control: &ControlSocket) {
     eprintln!(
         "all {} machine(s) are up; logs in {}",
         net.machines().len(),

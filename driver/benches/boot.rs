@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flotilla_driver::image::{busybox_path, Kernel};
-use flotilla_driver::{detect_accel, Accel, Network, NetworkOptions, Spec};
+use flotilla_driver::{detect_accel, Accel, Fleet, FleetOptions, Spec};
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -124,10 +124,10 @@ fn median(v: &mut [Duration]) -> Duration {
 
 async fn flotilla_run(dir: &std::path::Path, i: usize) -> (Duration, Duration) {
     let spec = Spec::parse(&dir.join("bench.toml"), "[machines.vm]\n").expect("spec");
-    let mut options = NetworkOptions::new(dir.join(format!("out-{i}")));
+    let mut options = FleetOptions::new(dir.join(format!("out-{i}")));
     options.terminal = false;
     let started = Instant::now();
-    let net = Network::new(&spec, options).expect("network");
+    let net = Fleet::new(&spec, options).expect("network");
     let vm = net.machine("vm").expect("machine");
     vm.start().await.expect("boot");
     let ready = started.elapsed();

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_driver::{Machine, Network, NetworkOptions, Spec};
+use flotilla_driver::{Fleet, FleetOptions, Machine, Spec};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -87,9 +87,9 @@ async fn main() {
         "[machines.vm]\nmemory = 512\n",
     )
     .expect("spec");
-    let mut options = NetworkOptions::new(dir.path().join("out"));
+    let mut options = FleetOptions::new(dir.path().join("out"));
     options.terminal = false;
-    let net = Network::new(&spec, options).expect("network");
+    let net = Fleet::new(&spec, options).expect("network");
     let vm = net.machine("vm").expect("vm");
     vm.start().await.expect("boot");
 

@@ -5,20 +5,20 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flotilla_driver::Error> {
-//! use flotilla_driver::{Network, NetworkOptions, Spec};
+//! use flotilla_driver::{Fleet, FleetOptions, Spec};
 //!
 //! let spec = Spec::parse("demo.toml".as_ref(), "[machines.machine]\nmemory = 256\n")?;
-//! let net = Network::new(&spec, NetworkOptions::new("flotilla-out/demo"))?;
-//! let machine = net.machine("machine")?;
+//! let fleet = Fleet::new(&spec, FleetOptions::new("flotilla-out/demo"))?;
+//! let machine = fleet.machine("machine")?;
 //! let kernel = machine.succeed("uname -r").await?;
 //! assert!(kernel.contains("cloud"));
 //! machine.fail("false").await?;
-//! net.stop_all().await;
+//! fleet.stop_all().await;
 //! # Ok(()) }
 //! ```
 //!
 //! Machines may have extra disks (blank, or overlays over an image, optionally with
-//! injected I/O errors: [`spec::DiskSpec`]); [`NetworkOptions::keep_state`] keeps them
+//! injected I/O errors: [`spec::DiskSpec`]); [`FleetOptions::keep_state`] keeps them
 //! for the next network.
 //! [`repl`] evaluates script statements one by one against a running network (and tells
 //! a whole statement from one that continues on the next line), [`Log::divert`] lets a
@@ -118,9 +118,9 @@ fn which(program: &std::path::Path) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
-/// How a [`Network`] runs.
+/// How a [`Fleet`] runs.
 #[derive(Debug, Clone)]
-pub struct NetworkOptions {
+pub struct FleetOptions {
     /// Where logs go: `driver.log`, and `<machine>/console.log`, `<machine>/qemu.log`.
     /// Emptied at the start of the run.
     pub log_dir: PathBuf,
@@ -138,10 +138,10 @@ pub struct NetworkOptions {
     pub keep_state: Option<PathBuf>,
 }
 
-impl NetworkOptions {
+impl FleetOptions {
     /// Defaults: log to `log_dir` and the terminal, 120 s to boot, 300 s per command.
-    pub fn new(log_dir: impl Into<PathBuf>) -> NetworkOptions {
-        NetworkOptions {
+    pub fn new(log_dir: impl Into<PathBuf>) -> FleetOptions {
+        FleetOptions {
             log_dir: log_dir.into(),
             terminal: true,
             boot_timeout: Duration::from_secs(120),
@@ -152,10 +152,10 @@ impl NetworkOptions {
     }
 }
 
-/// The machines of a spec. Machines boot on first use or with [`Network::start_all`];
-/// [`Network::stop_all`] (or dropping the network) stops them.
+/// The machines of a spec. Machines boot on first use or with [`Fleet::start_all`];
+/// [`Fleet::stop_all`] (or dropping the network) stops them.
 #[derive(Debug)]
-pub struct Network {
+pub struct Fleet {
     machines: BTreeMap<String, Arc<Machine>>,
     log: Log,
     accel: AccelChoice,
@@ -168,10 +168,10 @@ pub struct Network {
     _sockets: tempfile::TempDir,
 }
 
-impl Network {
+impl Fleet {
     /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
     /// picks the accelerator. Boots nothing yet.
-    pub fn new(spec: &Spec, options: NetworkOptions) -> Result<Network, Error> {
+    pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
@@ -272,7 +272,7 @@ impl Network {
             };
             machines.insert(name.clone(), Arc::new(Machine::new(config)));
         }
-        Ok(Network {
+        Ok(Fleet {
             machines,
             conditions,
             subtests: script::Subtests::default(),
@@ -356,7 +356,7 @@ impl Network {
     /// itself runs are not checked again.
     ///
     /// ```no_run
-    /// # async fn demo(net: &flotilla_driver::Network) -> Result<(), flotilla_driver::Error> {
+    /// # async fn demo(net: &flotilla_driver::Fleet) -> Result<(), flotilla_driver::Error> {
     /// let server = net.machine("server")?;
     /// net.polling_condition("server's web server runs", std::time::Duration::ZERO, move || {
     ///     let server = server.clone();
@@ -374,7 +374,7 @@ impl Network {
 
     /// Runs `body` as a named, timed section of the log, like a script's `subtest`:
     /// `subtest: NAME` before, `subtest: NAME ok (1.23 s)` or `FAILED` after, indented
-    /// when nested. Each finished subtest is listed by [`Network::subtests`].
+    /// when nested. Each finished subtest is listed by [`Fleet::subtests`].
     pub async fn subtest<T>(
         &self,
         name: &str,
@@ -411,7 +411,7 @@ impl Network {
         result
     }
 
-    /// The subtests run through [`Network::subtest`] so far, in the order they
+    /// The subtests run through [`Fleet::subtest`] so far, in the order they
     /// finished (for [`junit_xml`]).
     pub fn subtests(&self) -> Vec<script::Subtest> {
         self.subtests.lock().map(|l| l.clone()).unwrap_or_default()
@@ -426,7 +426,7 @@ impl Network {
         }
     }
 
-    /// Undoes [`Network::partition`].
+    /// Undoes [`Fleet::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await
     }
@@ -455,7 +455,7 @@ where
 /// `cancel` (Ctrl-C) and the spec's `timeout` end the run early.
 pub async fn run_test(
     spec: &Spec,
-    options: NetworkOptions,
+    options: FleetOptions,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
     let script = spec.script.clone().ok_or_else(|| Error::Spec {
@@ -465,7 +465,7 @@ pub async fn run_test(
         message: "no `script` to run: add script = \"test.rhai\"".into(),
     })?;
     let junit = options.junit.clone();
-    let net = Network::new(spec, options)?;
+    let net = Fleet::new(spec, options)?;
     let log = net.log().clone();
     let subtests = script::Subtests::default();
     let thread_subtests = subtests.clone();

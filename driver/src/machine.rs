@@ -34,7 +34,7 @@ const AGENT_GONE: &str = "the agent closed its port in the guest (it exited or w
 /// Text that means the guest kernel panicked.
 const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
-/// Everything a machine needs to start; made by [`crate::Network`].
+/// Everything a machine needs to start; made by [`crate::Fleet`].
 #[derive(Debug)]
 pub struct MachineConfig {
     pub name: String,

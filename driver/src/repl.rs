@@ -1,4 +1,4 @@
-//! Script statements evaluated one after another against a running [`Network`], with
+//! Script statements evaluated one after another against a running [`Fleet`], with
 //! the test scripts' API (`flotilla run`'s prompt).
 //!
 //! Variables and functions persist from one evaluation to the next; each evaluation has
@@ -8,7 +8,7 @@
 //! to read on.
 //!
 //! ```no_run
-//! # async fn demo(net: &flotilla_driver::Network, spec: &flotilla_driver::Spec) {
+//! # async fn demo(net: &flotilla_driver::Fleet, spec: &flotilla_driver::Spec) {
 //! use flotilla_driver::repl::Repl;
 //! use tokio_util::sync::CancellationToken;
 //!
@@ -30,7 +30,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::script::{self, innermost, strip_position};
-use crate::{Network, Spec};
+use crate::{Fleet, Spec};
 
 /// A script session over a network's machines.
 #[derive(Debug)]
@@ -44,7 +44,7 @@ pub struct Repl {
 
 impl Repl {
     /// A session over `net`'s machines; `handle` runs their calls.
-    pub fn new(net: &Network, spec: &Spec, handle: Handle) -> Repl {
+    pub fn new(net: &Fleet, spec: &Spec, handle: Handle) -> Repl {
         // Relative host paths (`copy_to`) start in the spec's folder.
         let script = script::engine(
             &spec.path,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_driver::Network;
+use flotilla_driver::Fleet;
 
 use super::{fails_within, network, run_script, spec};
 
@@ -112,7 +112,7 @@ async fn screenshots_and_typing() {
     // keyboard works all the same.
     let (spec, options) = spec(&dir, "[machines.m]\ndisplay = true\n[machines.k]\n");
     let log_dir = options.log_dir.clone();
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let m = net.machine("m").unwrap();
     let k = net.machine("k").unwrap();
     net.start_all().await.unwrap();

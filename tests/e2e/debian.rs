@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_driver::debian::{build, DebianOptions, Init};
-use flotilla_driver::{Machine, Network};
+use flotilla_driver::{Fleet, Machine};
 
 use super::{fails_within, spec};
 
@@ -71,14 +71,14 @@ fn build_image(dir: &tempfile::TempDir, init: Init) -> PathBuf {
 }
 
 /// Boots `dir/debian.qcow2` as machine `deb`.
-async fn boot_image(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
+async fn boot_image(dir: &tempfile::TempDir, init: Init) -> (Fleet, Arc<Machine>) {
     let (spec, mut options) = spec(
         dir,
         "[machines.deb]\nimage = \"debian.qcow2\"\nmemory = 512\n",
     );
     // An init under TCG takes a while.
     options.boot_timeout = Duration::from_secs(300);
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let deb = net.machine("deb").unwrap();
     let started = Instant::now();
     deb.start().await.unwrap();
@@ -90,7 +90,7 @@ async fn boot_image(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machin
 }
 
 /// Builds a Debian image with `init` in `dir` and boots it as machine `deb`.
-async fn boot(dir: &tempfile::TempDir, init: Init) -> (Network, Arc<Machine>) {
+async fn boot(dir: &tempfile::TempDir, init: Init) -> (Fleet, Arc<Machine>) {
     build_image(dir, init);
     boot_image(dir, init).await
 }

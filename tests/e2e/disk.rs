@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use flotilla_driver::Network;
+use flotilla_driver::Fleet;
 
 use super::spec;
 
@@ -59,7 +59,7 @@ async fn disk_image_boots_through_stage1_and_stays_unchanged() {
         &dir,
         "[machines.disk]\nimage = \"root.qcow2\"\n[[machines.disk.disks]]\nsize = \"4M\"\nname = \"extra\"\n",
     );
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let disk = net.machine("disk").unwrap();
     // The root file system is the disk, writable, and the host name is set.
     let mounts = disk.succeed("cat /proc/mounts").await.unwrap();
@@ -122,7 +122,7 @@ async fn blank_and_overlay_disks_appear_in_order_and_survive_a_crash() {
          [[machines.vm.disks]]\nsize = \"8M\"\n\
          [[machines.vm.disks]]\nbase = \"base.qcow2\"\nname = \"data\"\n",
     );
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let vm = net.machine("vm").unwrap();
     // No image: the disks are /dev/vda, /dev/vdb, in spec order.
     assert_eq!(
@@ -185,7 +185,7 @@ async fn injected_io_errors_reach_the_guest_and_the_log() {
          [[machines.vm.disks]]\nsize = \"8M\"\nname = \"flaky\"\n\
          inject_errors = [{ event = \"read_aio\", once = true }]\n",
     );
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let vm = net.machine("vm").unwrap();
     // A write to disk1 fails with EIO; the VM goes on (it is not paused).
     let r = vm
@@ -235,7 +235,7 @@ async fn keep_state_carries_disks_into_the_next_network() {
     {
         let (spec, mut options) = spec(&dir, text);
         options.keep_state = Some(state.clone());
-        let net = Network::new(&spec, options).unwrap();
+        let net = Fleet::new(&spec, options).unwrap();
         let vm = net.machine("vm").unwrap();
         assert_eq!(vm.succeed(marker).await.unwrap(), "\0".repeat(12));
         vm.succeed("printf 'from run one' | dd of=/dev/vda conv=fsync")
@@ -246,7 +246,7 @@ async fn keep_state_carries_disks_into_the_next_network() {
     assert!(state.join("vm/disk1.qcow2").is_file());
     let (spec, mut options) = spec(&dir, text);
     options.keep_state = Some(state.clone());
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let vm = net.machine("vm").unwrap();
     assert_eq!(vm.succeed(marker).await.unwrap(), "from run one");
     net.stop_all().await;

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use flotilla_driver::{Machine, Network};
+use flotilla_driver::{Fleet, Machine};
 
 use super::spec;
 
@@ -71,7 +71,7 @@ async fn round_trip(vm: &Machine, dir: &Path) {
 async fn copy_to_and_from_through_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, options) = spec(&dir, "[machines.files]\n");
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let vm = net.machine("files").unwrap();
     round_trip(&vm, dir.path()).await;
     net.stop_all().await;
@@ -143,7 +143,7 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
         &dir,
         "[machines.stock]\nimage = \"root.qcow2\"\nagent = \"qga\"\n",
     );
-    let net = Network::new(&spec, options).unwrap();
+    let net = Fleet::new(&spec, options).unwrap();
     let vm = net.machine("stock").unwrap();
     // The same semantics as with flotilla-agent.
     assert_eq!(vm.succeed("echo hi; echo err >&2").await.unwrap(), "hi\n");

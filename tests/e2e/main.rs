@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flotilla_driver::{run_test, Error, Machine, Network, NetworkOptions, Spec};
+use flotilla_driver::{run_test, Error, Fleet, FleetOptions, Machine, Spec};
 
 mod api;
 mod debian;
@@ -20,14 +20,14 @@ fn workspace() -> PathBuf {
 }
 
 /// Options for a run with its log folder in `dir/out`, not on a terminal.
-fn options(dir: &Path) -> NetworkOptions {
-    let mut options = NetworkOptions::new(dir.join("out"));
+fn options(dir: &Path) -> FleetOptions {
+    let mut options = FleetOptions::new(dir.join("out"));
     options.terminal = false;
     options
 }
 
 /// A spec from text, with its log folder in a fresh temporary directory.
-fn spec(dir: &tempfile::TempDir, text: &str) -> (Spec, NetworkOptions) {
+fn spec(dir: &tempfile::TempDir, text: &str) -> (Spec, FleetOptions) {
     let path = dir.path().join("flotilla.toml");
     std::fs::write(&path, text).unwrap();
     let spec = Spec::load(&path).unwrap();
@@ -35,9 +35,9 @@ fn spec(dir: &tempfile::TempDir, text: &str) -> (Spec, NetworkOptions) {
 }
 
 /// The network of the spec `text`, with its log folder in `dir`.
-fn network(dir: &tempfile::TempDir, text: &str) -> Network {
+fn network(dir: &tempfile::TempDir, text: &str) -> Fleet {
     let (spec, options) = spec(dir, text);
-    Network::new(&spec, options).unwrap()
+    Fleet::new(&spec, options).unwrap()
 }
 
 /// Runs the test of the spec `text`, whose script is `t.rhai` with `script` in it.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flotilla_driver::{http, Network, Spec};
+use flotilla_driver::{http, Fleet, Spec};
 
 use super::{network, run_example, run_passing};
 
@@ -24,7 +24,7 @@ async fn router_example_passes() {
     run_example("router").await;
 }
 
-async fn ping(net: &Network, from: &str, to: &str) -> bool {
+async fn ping(net: &Fleet, from: &str, to: &str) -> bool {
     let m = net.machine(from).unwrap();
     m.execute(&format!("ping -c 1 -W 2 {to}"))
         .await

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use flotilla_driver::{Network, NetworkOptions, Spec};
+use flotilla_driver::{Fleet, FleetOptions, Spec};
 
 #[tokio::main]
 async fn main() {
@@ -22,9 +22,9 @@ async fn main() {
     for backend in ["vde", "multicast"] {
         let text = format!("[network]\nbackend = \"{backend}\"\n[machines.a]\n[machines.b]\n");
         let spec = Spec::parse(&dir.path().join(format!("{backend}.toml")), &text).expect("spec");
-        let mut options = NetworkOptions::new(dir.path().join(backend));
+        let mut options = FleetOptions::new(dir.path().join(backend));
         options.terminal = false;
-        let net = Network::new(&spec, options).expect("network");
+        let net = Fleet::new(&spec, options).expect("network");
         net.start_all().await.expect("boot");
         let a = net.machine("a").expect("a");
         let b = net.machine("b").expect("b");
