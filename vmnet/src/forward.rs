@@ -4,7 +4,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::{Error, Mac};
+use crate::addr::Mac;
+use crate::error::Error;
 
 /// The guest's address on its host-access NIC.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);

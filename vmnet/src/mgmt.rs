@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 /// vde_switch prompts `vde$ `, wirefilter `VDEwf$ `.
 const PROMPT: &[u8] = b"$ ";
@@ -115,7 +115,7 @@ impl Mgmt {
     }
 
     /// Applies an impairment (wirefilter management socket).
-    pub fn impair(&mut self, impairment: &crate::Impairment) -> Result<(), Error> {
+    pub fn impair(&mut self, impairment: &crate::impairment::Impairment) -> Result<(), Error> {
         for command in impairment.commands() {
             self.command(&command)?;
         }

@@ -1,0 +1,125 @@
+//! The workspace's layering rules, checked on its sources (no VM boots here):
+//!
+//! - crates: a lower crate never depends on an upper one, in any dependency table
+//!   (normal, dev, build); crates of one layer depend on each other only for tests;
+//! - files: inside every crate target (library, binary, each test, bench and example),
+//!   no two files import each other, directly or around a circle.
+//!
+//! A file imports another when one of its paths (`use crate::a::b`, `super::X`,
+//! `self::m::f()`, re-exports and paths inside macros included) resolves to a module
+//! that the other file holds. Paths are followed through `use` re-exports to the module
+//! that defines the item; a `mod x;` declaration alone is not an import, and intra-doc
+//! links are not either.
+
+mod modules;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use modules::Crate;
+
+/// The workspace's crates by folder, with their layer (lower first).
+const LAYERS: &[(&str, &str, u8)] = &[
+    ("qmp", "flotilla-qmp", 0),
+    ("vmnet", "flotilla-vmnet", 0),
+    ("guest-agent", "flotilla-agent", 0),
+    ("driver", "flotilla-driver", 1),
+    ("cli", "flotilla", 2),
+    ("tests", "flotilla-tests", 3),
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+#[test]
+fn lower_crates_never_depend_on_upper_ones() {
+    let layer: BTreeMap<&str, u8> = LAYERS.iter().map(|(_, p, l)| (*p, *l)).collect();
+    let mut wrong = Vec::new();
+    for (folder, package, level) in LAYERS {
+        let path = workspace().join(folder).join("Cargo.toml");
+        let text = std::fs::read_to_string(&path).expect("reading a crate manifest");
+        let manifest: toml::Table = text.parse().expect("a crate manifest is TOML");
+        for (table, for_tests) in [
+            ("dependencies", false),
+            ("build-dependencies", false),
+            ("dev-dependencies", true),
+        ] {
+            let Some(deps) = manifest.get(table).and_then(|t| t.as_table()) else {
+                continue;
+            };
+            for dep in deps.keys() {
+                let Some(&dep_level) = layer.get(dep.as_str()) else {
+                    continue;
+                };
+                if dep_level > *level || (dep_level == *level && !for_tests) {
+                    wrong.push(format!("{package} [{table}] {dep}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "upward dependencies: {wrong:#?}");
+}
+
+#[test]
+fn no_two_files_import_each_other() {
+    let mut cycles = Vec::new();
+    let mut targets = 0;
+    for (folder, _, _) in LAYERS {
+        for root in modules::crate_roots(&workspace().join(folder)) {
+            let krate = Crate::load(&root, &workspace()).unwrap_or_else(|e| panic!("{e}"));
+            targets += 1;
+            for cycle in krate.file_cycles() {
+                cycles.push(cycle.join("\n    -> "));
+            }
+        }
+    }
+    assert!(targets >= 6, "found only {targets} crate targets");
+    assert!(
+        cycles.is_empty(),
+        "files that import each other:\n  {}",
+        cycles.join("\n  ")
+    );
+}
+
+#[test]
+fn the_checker_sees_cycles() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("a folder");
+        std::fs::write(path, text).expect("writing a source file");
+    };
+    write(
+        "lib.rs",
+        "mod a;\nmod b;\nmod c;\nmod d;\npub use d::Thing;\n//! [`crate::c::X`]\n",
+    );
+    write("a.rs", "use crate::b::{self, f};\npub fn g() {}\n");
+    write(
+        "b.rs",
+        "pub fn f() { let _ = format!(\"{}\", super::a::g()); }\n",
+    );
+    write("c.rs", "/// [`crate::a`]\npub struct X(crate::Thing);\n");
+    write("d/mod.rs", "mod e;\npub use self::e::Thing;\n");
+    write(
+        "d/e.rs",
+        "pub struct Thing;\n#[cfg(test)]\nmod tests { use super::*; }\n",
+    );
+    let krate = Crate::load(&dir.path().join("lib.rs"), dir.path()).expect("loading");
+    let cycles = krate.file_cycles();
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert!(
+        cycles[0].iter().any(|e| e.starts_with("a.rs -> b.rs")),
+        "{cycles:?}"
+    );
+    assert!(
+        cycles[0].iter().any(|e| e.starts_with("b.rs -> a.rs")),
+        "{cycles:?}"
+    );
+    // c.rs names Thing through the crate root's re-export: the edge goes to d/e.rs.
+    assert!(krate.imports("c.rs").iter().any(|f| f.ends_with("d/e.rs")));
+    assert!(!krate.imports("c.rs").iter().any(|f| f.ends_with("a.rs")));
+}
