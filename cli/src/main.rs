@@ -1,5 +1,6 @@
 //! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
 
+mod agent;
 mod repl;
 mod shell;
 mod terminal;
@@ -109,6 +110,29 @@ enum Cmd {
         #[command(subcommand)]
         kind: ImageKind,
     },
+    /// The static in-guest agent this binary carries, for an image of your own.
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Install the agent into a guest's root tree as a service: the binary as
+    /// /usr/local/bin/flotilla-agent, an enabled systemd unit, and an init script for
+    /// OpenRC (when the tree has it) or sysvinit. Needs neither root nor a chroot.
+    Install {
+        /// The root of the guest's file system tree.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+    },
+    /// Write the agent binary (static, x86_64) to a file; prints its path.
+    Extract {
+        /// The file to write (mode 0755).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +181,12 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Cmd::Doctor => run_doctor(),
+        Cmd::Agent {
+            action: AgentAction::Install { root },
+        } => agent::install(&root),
+        Cmd::Agent {
+            action: AgentAction::Extract { output },
+        } => agent::extract(&output),
         Cmd::Image {
             kind:
                 ImageKind::Debian {
@@ -426,7 +456,12 @@ pub(crate) fn print_chain(e: &Error) {
 
 fn run_doctor() -> ExitCode {
     let mut missing = 0;
+    let mut group = None;
     for check in doctor::checks() {
+        if group != Some(check.group) {
+            println!("{}:", check.group);
+            group = Some(check.group);
+        }
         let mark = if check.ok { "ok  " } else { "MISSING" };
         println!("{mark:8}{:12}{}", check.name, check.detail);
         if let Some(hint) = check.hint {

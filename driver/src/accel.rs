@@ -61,7 +61,7 @@ pub fn detect() -> AccelChoice {
     }
 }
 
-fn kvm_usable() -> Result<(), String> {
+pub(crate) fn kvm_usable() -> Result<(), String> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
         .map_err(|e| format!("cannot read /proc/cpuinfo: {e}"))?;
     let has_flag = cpuinfo

@@ -1,10 +1,37 @@
-//! `flotilla doctor`: what the host has and lacks.
+//! `flotilla doctor`: what the host has and lacks, grouped by the features that need it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
 
 use crate::image;
+
+/// The features a requirement serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Group {
+    /// Booting machines: `flotilla test`, `flotilla run`, the library.
+    Boot,
+    /// Disks in a spec, `image = ...` and `flotilla image debian`.
+    Disks,
+    /// Images whose guest runs QEMU's own agent, and the QGA tests of the qmp crate.
+    Qga,
+}
+
+impl fmt::Display for Group {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Group::Boot => "boot (flotilla test, flotilla run)",
+            Group::Disks => "disks and images (disks, image = ..., flotilla image debian)",
+            Group::Qga => "QGA (agent = \"qga\" images, the qmp crate's QGA tests)",
+        })
+    }
+}
 
 /// One requirement and how the host fares.
 #[derive(Debug, Clone)]
 pub struct Check {
+    pub group: Group,
     pub name: &'static str,
     pub ok: bool,
     /// What was found, or what is wrong.
@@ -15,108 +42,163 @@ pub struct Check {
 
 const SETUP_HINT: &str = "run scripts/setup (as root)";
 
-/// Runs every check.
+/// Runs every check, in group order.
 pub fn checks() -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut out = vec![
+        version_check(Group::Boot, "qemu", crate::qemu_binary(), "qemu-system-x86"),
+        kernel(),
+        busybox(),
+        tool_check(Group::Boot, "vde_switch", "vde2"),
+        tool_check(Group::Boot, "wirefilter", "vde2"),
+        accelerator(),
+        version_check(Group::Disks, "qemu-img", "qemu-img".into(), "qemu-utils"),
+        tool_check(Group::Disks, "mke2fs", "e2fsprogs"),
+        tool_check(Group::Disks, "debootstrap", "debootstrap"),
+        tool_check(Group::Disks, "depmod", "kmod"),
+        version_check(Group::Qga, "qemu-ga", "qemu-ga".into(), "qemu-guest-agent"),
+    ];
+    out.sort_by_key(|c| c.group);
+    out
+}
 
-    let qemu = crate::qemu_binary();
-    out.push(
-        match std::process::Command::new(&qemu).arg("--version").output() {
-            Ok(o) if o.status.success() => Check {
-                name: "qemu",
-                ok: true,
-                detail: String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
-                hint: None,
-            },
-            Ok(o) => Check {
-                name: "qemu",
-                ok: false,
-                detail: format!("{} --version failed ({})", qemu.display(), o.status),
-                hint: Some(SETUP_HINT.into()),
-            },
-            Err(e) => Check {
-                name: "qemu",
-                ok: false,
-                detail: format!("{} not found: {e}", qemu.display()),
-                hint: Some(format!("{SETUP_HINT}, or apt-get install qemu-system-x86")),
-            },
-        },
-    );
+fn ok(group: Group, name: &'static str, detail: String) -> Check {
+    Check {
+        group,
+        name,
+        ok: true,
+        detail,
+        hint: None,
+    }
+}
 
-    out.push(match image::Kernel::locate() {
-        Ok(k) => Check {
-            name: "kernel",
-            ok: true,
-            detail: format!(
+fn missing(group: Group, name: &'static str, detail: String, hint: String) -> Check {
+    Check {
+        group,
+        name,
+        ok: false,
+        detail,
+        hint: Some(hint),
+    }
+}
+
+/// A program, found in PATH as Flotilla starts it, that must run `--version`; the
+/// detail is the first line it prints.
+fn version_check(group: Group, name: &'static str, program: PathBuf, package: &str) -> Check {
+    let resolved = find_tool(&program, false).unwrap_or(program);
+    match Command::new(&resolved).arg("--version").output() {
+        Ok(o) if o.status.success() => ok(
+            group,
+            name,
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        Ok(o) => missing(
+            group,
+            name,
+            format!("{} --version failed ({})", resolved.display(), o.status),
+            format!("{SETUP_HINT}, or apt-get install {package}"),
+        ),
+        Err(e) => missing(
+            group,
+            name,
+            format!("{} not found: {e}", resolved.display()),
+            format!("{SETUP_HINT}, or apt-get install {package}"),
+        ),
+    }
+}
+
+/// A program that must be installed (in PATH or an sbin folder, where the image builder
+/// also looks).
+fn tool_check(group: Group, name: &'static str, package: &str) -> Check {
+    match find_tool(name.as_ref(), true) {
+        Some(p) => ok(group, name, p.display().to_string()),
+        None => missing(
+            group,
+            name,
+            "not found in PATH, /usr/sbin or /sbin".into(),
+            format!("{SETUP_HINT}, or apt-get install {package}"),
+        ),
+    }
+}
+
+fn kernel() -> Check {
+    match image::Kernel::locate() {
+        Ok(k) => ok(
+            Group::Boot,
+            "kernel",
+            format!(
                 "{} ({}; boots {})",
                 k.version,
                 k.image.display(),
                 crate::vmlinux::boot_kernel(&k).note
             ),
-            hint: None,
-        },
-        Err(e) => Check {
-            name: "kernel",
-            ok: false,
-            detail: e.to_string().lines().next().unwrap_or("").to_owned(),
-            hint: Some(SETUP_HINT.into()),
-        },
-    });
-
-    let busybox = image::busybox_path();
-    out.push(match std::fs::read(&busybox) {
-        Ok(bytes) if image::is_static_elf(&bytes) => Check {
-            name: "busybox",
-            ok: true,
-            detail: format!("{} (static)", busybox.display()),
-            hint: None,
-        },
-        Ok(_) => Check {
-            name: "busybox",
-            ok: false,
-            detail: format!("{} is not statically linked", busybox.display()),
-            hint: Some("apt-get install busybox-static".into()),
-        },
-        Err(e) => Check {
-            name: "busybox",
-            ok: false,
-            detail: format!("{}: {e}", busybox.display()),
-            hint: Some(format!("{SETUP_HINT}, or apt-get install busybox-static")),
-        },
-    });
-
-    out.push(match which("vde_switch") {
-        Some(p) => Check {
-            name: "vde_switch",
-            ok: true,
-            detail: p.display().to_string(),
-            hint: None,
-        },
-        None => Check {
-            name: "vde_switch",
-            ok: false,
-            detail: "not found in PATH".into(),
-            hint: Some(format!("{SETUP_HINT}, or apt-get install vde2")),
-        },
-    });
-
-    let accel = crate::accel::detect();
-    out.push(Check {
-        name: "accelerator",
-        ok: true,
-        detail: accel.to_string(),
-        hint: None,
-    });
-    out
+        ),
+        Err(e) => missing(
+            Group::Boot,
+            "kernel",
+            e.to_string().lines().next().unwrap_or("").to_owned(),
+            SETUP_HINT.into(),
+        ),
+    }
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
+fn busybox() -> Check {
+    let busybox = image::busybox_path();
+    match std::fs::read(&busybox) {
+        Ok(bytes) if image::is_static_elf(&bytes) => ok(
+            Group::Boot,
+            "busybox",
+            format!("{} (static)", busybox.display()),
+        ),
+        Ok(_) => missing(
+            Group::Boot,
+            "busybox",
+            format!("{} is not statically linked", busybox.display()),
+            "apt-get install busybox-static".into(),
+        ),
+        Err(e) => missing(
+            Group::Boot,
+            "busybox",
+            format!("{}: {e}", busybox.display()),
+            format!("{SETUP_HINT}, or apt-get install busybox-static"),
+        ),
+    }
+}
+
+/// The accelerator that will run, and why; a failure only when KVM is forced
+/// (`FLOTILLA_ACCEL=kvm`) and does not work, since machines would then hang.
+fn accelerator() -> Check {
+    let accel = crate::accel::detect();
+    if accel.accel == crate::Accel::Kvm {
+        if let Err(why) = crate::accel::kvm_usable() {
+            return missing(
+                Group::Boot,
+                "accelerator",
+                format!("{accel}, but KVM does not work here: {why}"),
+                "unset FLOTILLA_ACCEL (or set it to tcg) to use software emulation".into(),
+            );
+        }
+    }
+    ok(Group::Boot, "accelerator", accel.to_string())
+}
+
+/// The full path of a program: itself if it has a slash, else the first match in PATH,
+/// then (with `sbin`) in the sbin folders a non-root PATH may lack.
+fn find_tool(program: &std::path::Path, sbin: bool) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sbin = if sbin {
+        &["/usr/sbin", "/sbin"][..]
+    } else {
+        &[]
+    };
     std::env::split_paths(&path)
+        .chain(sbin.iter().map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
 }

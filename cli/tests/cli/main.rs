@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -298,13 +299,73 @@ fn qemu_dies_with_a_killed_driver() {
 #[test]
 fn doctor_reports_each_requirement() {
     let t = run_expecting(flotilla().arg("doctor"), 0);
-    for line in ["qemu", "kernel", "busybox", "vde_switch", "accelerator"] {
-        assert!(
-            t.lines().any(|l| l.starts_with("ok") && l.contains(line)),
-            "{line}: {t}"
-        );
+    let groups = ["boot (", "disks and images (", "QGA ("];
+    let names = [
+        &[
+            "qemu",
+            "kernel",
+            "busybox",
+            "vde_switch",
+            "wirefilter",
+            "accelerator",
+        ][..],
+        &["qemu-img", "mke2fs", "debootstrap", "depmod"][..],
+        &["qemu-ga"][..],
+    ];
+    // Each group's header, then an `ok` line for each of its requirements.
+    let lines: Vec<&str> = t.lines().collect();
+    for (group, names) in groups.iter().zip(names) {
+        let start = lines
+            .iter()
+            .position(|l| l.starts_with(group))
+            .unwrap_or_else(|| panic!("no group {group}: {t}"));
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| !l.starts_with("ok") && !l.starts_with(' '))
+            .map_or(lines.len(), |n| start + 1 + n);
+        for name in names {
+            assert!(
+                lines[start + 1..end]
+                    .iter()
+                    .any(|l| l.split_whitespace().take(2).eq(["ok", *name])),
+                "{name} under {group}: {t}"
+            );
+        }
     }
     assert!(t.contains("QEMU emulator version"), "{t}");
+    assert!(t.contains("qemu-img version"), "{t}");
+    assert!(t.ends_with("all requirements are met\n"), "{t}");
+}
+
+#[test]
+fn doctor_fails_when_kvm_is_forced_and_does_not_work() {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let hardware = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let t = run_expecting(
+        flotilla().arg("doctor").env("FLOTILLA_ACCEL", "kvm"),
+        if hardware && kvm_opens { 0 } else { 1 },
+    );
+    if hardware && kvm_opens {
+        assert!(t.contains("ok      accelerator kvm"), "{t}");
+    } else {
+        assert!(t.contains("MISSING accelerator kvm"), "{t}");
+        assert!(t.contains("KVM does not work here"), "{t}");
+        assert!(t.contains("hint: unset FLOTILLA_ACCEL"), "{t}");
+    }
+    // Without the override, the accelerator row never fails: TCG is always there.
+    let t = run_expecting(flotilla().arg("doctor").env("FLOTILLA_ACCEL", "tcg"), 0);
+    assert!(
+        t.contains("ok      accelerator tcg (FLOTILLA_ACCEL=tcg)"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -320,6 +381,40 @@ fn doctor_fails_when_something_is_missing() {
     assert!(t.contains("MISSING qemu"), "{t}");
     assert!(t.contains("MISSING kernel"), "{t}");
     assert!(t.contains("hint: run scripts/setup"), "{t}");
+    assert!(t.contains("2 requirement(s) missing"), "{t}");
+}
+
+#[test]
+fn doctor_checks_the_disk_and_qga_tools() {
+    // A PATH with only QEMU and the VDE tools: qemu-img and qemu-ga, which Flotilla
+    // starts from PATH, are missing; the image builder's tools are still found in
+    // /usr/sbin and /sbin, where it looks too.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["qemu-system-x86_64", "vde_switch", "wirefilter"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{tool} is not installed"));
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    let t = run_expecting(flotilla().arg("doctor").env("PATH", bin.path()), 1);
+    for name in ["qemu-img", "qemu-ga"] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with(&format!("MISSING {name} "))),
+            "{name}: {t}"
+        );
+    }
+    assert!(t.contains("apt-get install qemu-utils"), "{t}");
+    assert!(t.contains("apt-get install qemu-guest-agent"), "{t}");
+    assert!(t.contains("2 requirement(s) missing"), "{t}");
+    for name in ["qemu", "vde_switch", "debootstrap", "mke2fs"] {
+        assert!(
+            t.lines()
+                .any(|l| l.split_whitespace().take(2).eq(["ok", name])),
+            "{name}: {t}"
+        );
+    }
 }
 
 #[test]
@@ -900,4 +995,54 @@ fn shell_without_a_run_says_so() {
         t.contains("hint: start one with `flotilla run <spec>`"),
         "{t}"
     );
+}
+
+#[test]
+fn agent_install_puts_the_static_agent_and_its_services_into_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let t = run_expecting(
+        flotilla().args(["agent", "install", "--root"]).arg(&root),
+        0,
+    );
+    for file in [
+        "usr/local/bin/flotilla-agent",
+        "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
+        "etc/init.d/flotilla-agent",
+        "etc/rc2.d/S99flotilla-agent",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(root.join(file)).is_ok(),
+            "{file}: {t}"
+        );
+        assert!(t.contains(file), "{file} not reported: {t}");
+    }
+    // The installed binary is the one `extract` writes: the static agent the flotilla
+    // binary carries, which runs anywhere (no ELF interpreter) and says its version.
+    let extracted = dir.path().join("flotilla-agent");
+    let t = run_expecting(
+        flotilla().args(["agent", "extract", "-o"]).arg(&extracted),
+        0,
+    );
+    assert_eq!(t.trim(), extracted.display().to_string());
+    let installed = std::fs::read(root.join("usr/local/bin/flotilla-agent")).unwrap();
+    assert_eq!(installed, std::fs::read(&extracted).unwrap());
+    let mode = std::fs::metadata(&extracted).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(
+        !installed.windows(16).any(|w| w == b"/lib64/ld-linux-"),
+        "dynamically linked"
+    );
+    let t = run_expecting(Command::new(&extracted).arg("--version"), 0);
+    assert!(t.starts_with("flotilla-agent "), "{t}");
+}
+
+#[test]
+fn agent_install_into_a_missing_tree_fails_naming_it() {
+    let t = run_expecting(
+        flotilla().args(["agent", "install", "--root", "/nonexistent/tree"]),
+        2,
+    );
+    assert!(t.contains("/nonexistent/tree"), "{t}");
 }
