@@ -224,9 +224,28 @@ async fn kernel_that_cannot_find_init_quotes_the_panic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_test_stops_its_machines_and_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
+    // A tag on the kernel command line finds this test's QEMU among the processes.
+    let tag = format!(
+        "flotilla.e2e_tag={}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let watch_tag = tag.clone();
+    let watcher = tokio::spawn(async move {
+        // Its QEMU, seen while the test runs: the search below does find it.
+        loop {
+            if !qemus_with(&watch_tag).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let err = run_script(
         &dir,
-        "script = \"t.rhai\"\n[machines.a]\n",
+        &format!("script = \"t.rhai\"\n[machines.a]\nkernel_args = \"{tag}\"\n"),
         "a.succeed(\"true\");\n\nlet x = a.succeed(\"exit 2\");\n",
     )
     .await
@@ -241,9 +260,33 @@ async fn a_failed_test_stops_its_machines_and_names_the_line() {
     assert!(err.is_test_failure());
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(log.contains("test `"), "{log}");
-    // The run stopped QEMU: its console log ends with EOF and no qemu remains.
-    let qemu_log = dir.path().join("out/a/qemu.log");
-    assert!(qemu_log.exists());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), watcher)
+            .await
+            .is_ok_and(|seen| seen.unwrap()),
+        "the test's QEMU (tagged {tag}) was never seen running"
+    );
+    // The run stopped QEMU before returning: no process with the tag remains.
+    assert_eq!(qemus_with(&tag), Vec::<u32>::new(), "QEMU left running");
+}
+
+/// Live (not zombie) processes whose command line contains `needle`.
+fn qemus_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if !stat.contains(") Z ") {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 #[test]

@@ -93,12 +93,15 @@ async fn lifecycle_against_real_qemu() {
     assert!(qmp.is_closed());
     let status = bounded("exit", qemu.child.wait()).await.expect("wait");
     assert!(status.success(), "qemu exited with {status}");
-    // QEMU announces the shutdown before closing (not guaranteed to be read).
-    if let Some(Ok(event)) = shutdown.recv().await {
-        let data: events::Shutdown = event.parse_data().expect("SHUTDOWN data");
-        assert_eq!(data.reason, "host-qmp-quit");
-        assert!(!data.guest);
-    }
+    // QEMU announces the shutdown before it closes the socket, and the client hands
+    // every event read before the end to its subscribers.
+    let event = bounded("SHUTDOWN", shutdown.recv())
+        .await
+        .expect("a SHUTDOWN event before the socket closed")
+        .expect("SHUTDOWN event");
+    let data: events::Shutdown = event.parse_data().expect("SHUTDOWN data");
+    assert_eq!(data.reason, "host-qmp-quit");
+    assert!(!data.guest);
     let e = qmp.query_status().await.expect_err("gone");
     assert!(matches!(e, Error::Disconnected), "{e}");
 }

@@ -30,7 +30,7 @@ struct HostAgent {
 
 impl HostAgent {
     /// Panics when qemu-ga is not installed: the tests need the real agent.
-    fn start() -> Option<HostAgent> {
+    fn start() -> HostAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qga.sock");
         let mut command = Command::new("qemu-ga");
@@ -49,11 +49,11 @@ impl HostAgent {
             .kill_on_drop(true)
             .spawn();
         match spawned {
-            Ok(child) => Some(HostAgent {
+            Ok(child) => HostAgent {
                 _child: child,
                 socket,
                 dir,
-            }),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 panic!("qemu-ga is not installed: run scripts/setup (it installs qemu-guest-agent)")
             }
@@ -62,11 +62,18 @@ impl HostAgent {
     }
 
     async fn connect(&self) -> GuestAgent {
+        GuestAgent::new(self.connect_stream().await).with_timeout(Duration::from_secs(10))
+    }
+
+    /// The agent's socket, once qemu-ga listens on it (within 10 s, else a panic).
+    async fn connect_stream(&self) -> tokio::net::UnixStream {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match GuestAgent::connect_unix(&self.socket).await {
-                Ok(agent) => return agent.with_timeout(Duration::from_secs(10)),
-                Err(e) if tokio::time::Instant::now() > deadline => panic!("{e}"),
+            match tokio::net::UnixStream::connect(&self.socket).await {
+                Ok(stream) => return stream,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("qemu-ga does not listen on {}: {e}", self.socket.display())
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -79,9 +86,7 @@ impl HostAgent {
 
 #[tokio::test]
 async fn real_agent_commands() {
-    let Some(host) = HostAgent::start() else {
-        return;
-    };
+    let host = HostAgent::start();
     let agent = host.connect().await;
     bounded("ready", agent.wait_ready(Duration::from_secs(10)))
         .await
@@ -181,23 +186,28 @@ async fn real_agent_commands() {
 
 #[tokio::test]
 async fn real_agent_sync_skips_stale_replies() {
-    let Some(host) = HostAgent::start() else {
-        return;
-    };
+    let host = HostAgent::start();
     // Leave unread replies, garbage and a half-written command in the channel,
     // as a previous user of a virtio-serial port would.
-    let mut stream = loop {
-        match tokio::net::UnixStream::connect(&host.socket).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut stream = host.connect_stream().await;
     stream
         .write_all(b"{\"execute\":\"guest-info\"}\n{\"execute\":\"guest-ping\",\"id\":777}\nnonsense\n{\"execute\":\"guest-pi")
         .await
         .expect("write");
-    // Let the agent answer all of it before the client starts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the agent has answered all three (the info, the ping with its id,
+    // an error for the garbage) and the answers wait unread, so that the client
+    // starts on a channel that holds stale replies.
+    let pending = bounded("stale replies", async {
+        loop {
+            let pending = peek(&stream);
+            if pending.contains("\"id\": 777") && pending.contains("\"error\"") {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(pending.contains("\"version\""), "{pending}");
     let agent = GuestAgent::new(stream).with_timeout(Duration::from_secs(10));
     let info = bounded("info", agent.info())
         .await
@@ -211,6 +221,23 @@ async fn real_agent_sync_skips_stale_replies() {
     let _ = bounded("cut", cut).await;
     let out = bounded("run", agent.run("/bin/true", &[], Duration::from_secs(10))).await;
     assert!(out.expect("runs").success());
+}
+
+/// What waits unread on `stream`, left there.
+fn peek(stream: &tokio::net::UnixStream) -> String {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 1 << 16];
+    // SAFETY: recv into a buffer we own, of the length given; MSG_PEEK leaves the data.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    buf.truncate(usize::try_from(n).unwrap_or(0));
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// A fake agent: reads lines (answering `guest-sync-delimited` the way qemu-ga
