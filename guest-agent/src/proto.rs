@@ -113,7 +113,7 @@ pub const READY_PREFIX: &str = "FLOTILLA-AGENT-READY";
 /// Name of the virtio-serial port (`-device virtserialport,name=...`).
 pub const PORT_NAME: &str = "org.flotilla.agent.0";
 /// First four bytes of every frame.
-pub const MAGIC: [u8; 4] = *b"FLA1";
+pub(crate) const MAGIC: [u8; 4] = *b"FLA1";
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.
@@ -175,7 +175,7 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 21] = [
+    pub(crate) const ALL: [Kind; 21] = [
         Kind::Hello,
         Kind::HelloReply,
         Kind::Exec,

@@ -231,11 +231,9 @@ impl QmpCodec {
     }
 }
 
-/// Parses one line (without terminator) into a [`Message`].
-///
-/// This is what the decoder does for each line; it is public for tests, fuzzing and
-/// for callers that frame the stream themselves.
-pub fn parse_message(line: &[u8]) -> Result<Message, Error> {
+/// Parses one line (without terminator) into a [`Message`]: what the decoder does
+/// for each line, and the guest agent's codec too.
+pub(crate) fn parse_message(line: &[u8]) -> Result<Message, Error> {
     let fail = |reason: String| Error::Decode {
         reason,
         line: snippet(line),

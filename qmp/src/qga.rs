@@ -52,14 +52,14 @@ use crate::socket::connect_socket;
 use crate::timeout::{within, within_since};
 
 /// The byte QGA uses to delimit a sync reply (and to reset its parser).
-pub const DELIMITER: u8 = 0xFF;
+pub(crate) const DELIMITER: u8 = 0xFF;
 
 /// Default time allowed for one agent command, sync included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the QGA decoder yields.
 #[derive(Debug)]
-pub enum QgaFrame {
+pub(crate) enum QgaFrame {
     /// A `0xFF` byte: whatever came before it was discarded.
     Delimiter,
     /// A well-formed message.
@@ -70,7 +70,7 @@ pub enum QgaFrame {
 
 /// Codec for QGA: newline-separated JSON plus `0xFF` delimiters.
 #[derive(Debug, Clone)]
-pub struct QgaCodec {
+pub(crate) struct QgaCodec {
     max_line_len: usize,
 }
 
@@ -84,18 +84,18 @@ impl Default for QgaCodec {
 
 impl QgaCodec {
     /// A codec accepting lines up to `max_line_len` bytes.
-    pub fn with_max_line_len(max_line_len: usize) -> Self {
+    pub(crate) fn with_max_line_len(max_line_len: usize) -> Self {
         Self { max_line_len }
     }
 }
 
 /// A command for [`QgaCodec`]'s encoder, optionally preceded by [`DELIMITER`].
 #[derive(Debug, Clone)]
-pub struct QgaRequest {
+pub(crate) struct QgaRequest {
     /// The command.
-    pub command: Outgoing,
+    pub(crate) command: Outgoing,
     /// Send `0xFF` first (for `guest-sync-delimited`).
-    pub delimit: bool,
+    pub(crate) delimit: bool,
 }
 
 impl Decoder for QgaCodec {
