@@ -9,13 +9,15 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use flotilla_agent::proto::{Command, ExecRequest, ExitStatus, Frame, Kind, WindowSize, MAX_CHUNK};
 
-use crate::server::{Outbox, Registry};
+use crate::outbox::Outbox;
+use crate::registry::Registry;
 use crate::sys;
+use crate::threads::lock;
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -42,12 +44,6 @@ impl ExitSlot {
 #[derive(Default)]
 pub struct Reaper {
     table: Mutex<HashMap<i32, Arc<ExitSlot>>>,
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic aborts the process (panic=abort), so poisoning cannot be observed in the
-    // agent binary; tolerate it anyway.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn reaper() -> &'static Reaper {

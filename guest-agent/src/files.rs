@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use flotilla_agent::proto::{FileDone, FileInfo, FilePull, FilePush, Frame, Kind, MAX_CHUNK};
 
-use crate::server::{thread, Outbox};
+use crate::outbox::Outbox;
+use crate::threads;
 
 enum Transfer {
     Pushing {
@@ -103,7 +104,7 @@ impl Transfers {
                     Err(e) => return fail(e.to_string()),
                 };
                 let out2 = out.clone();
-                if let Err(e) = thread("pull", move || pull(req, stream, gen, out2)) {
+                if let Err(e) = threads::spawn("pull", move || pull(req, stream, gen, out2)) {
                     fail(format!("cannot start a file thread: {e}"));
                 }
             }

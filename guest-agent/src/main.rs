@@ -9,9 +9,12 @@ mod exec;
 mod files;
 mod install;
 mod net;
+mod outbox;
 mod pid1;
+mod registry;
 mod server;
 mod sys;
+mod threads;
 
 use std::process::ExitCode;
 
@@ -71,7 +74,7 @@ fn serve(pid1: bool) -> ExitCode {
             panic!("self-test panic requested on the kernel command line");
         }
     }
-    if let Err(e) = server::thread("signals", move || signal_loop(pid1)) {
+    if let Err(e) = threads::spawn("signals", move || signal_loop(pid1)) {
         return fatal(pid1, &format!("cannot start the signal thread: {e}"));
     }
     let port = server::open_port();

@@ -16,10 +16,27 @@
 //! Control payloads are JSON ([`Hello`], [`ExecRequest`], ...); data payloads
 //! ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::Stdin`], [`Kind::FileData`]) are raw bytes.
 //!
-//! [`decode`] is a pure function over a byte buffer, so the same code serves the
-//! agent's blocking loop and the host's `tokio_util` codec. It resynchronizes at the
-//! next magic after garbage, and skips well-formed frames it cannot accept
-//! (unknown kind, oversized length) while reporting them.
+//! # Decoding
+//!
+//! [`decode`] is a pure function over a byte buffer: it looks at most at one frame at
+//! the start of the buffer and tells the caller how many bytes to drop, so any reader,
+//! blocking or async, can drive it. It never panics, and every answer but
+//! [`Decoded::Incomplete`] consumes at least one byte:
+//!
+//! * garbage (bytes that do not start with the magic): [`Decoded::Skip`] up to the next
+//!   magic, or up to a tail that may be the start of one;
+//! * a header whose kind byte is unknown, with an acceptable length:
+//!   [`Decoded::Invalid`] covering the whole frame, once all of it has arrived, so a
+//!   newer peer's frames are stepped over;
+//! * a header whose length exceeds [`MAX_PAYLOAD`]: [`Decoded::Invalid`] covering the
+//!   header only; the payload behind it is then garbage up to the next magic (and a
+//!   magic inside it is taken for the start of a frame).
+//!
+//! `decode` reports nothing itself: what to do about a Skip or an Invalid is up to the
+//! reader. The agent's read loop drops those bytes, answers each with a [`Kind::Error`]
+//! frame (on stream 0 for a Skip, so one run of garbage arriving in pieces may get
+//! several; on the header's stream for an Invalid) and goes on reading. When the host
+//! disconnects, the agent forgets any partial frame it holds.
 //!
 //! # Session
 //!
@@ -63,12 +80,13 @@
 //!
 //! # Compatibility
 //!
-//! [`PROTOCOL_VERSION`] changes only with incompatible changes; both sides insist on
-//! equal versions. Additions stay compatible: new JSON fields have defaults (and older
-//! peers ignore unknown ones), a new kind is skipped by an older peer (which answers an
-//! [`Kind::Error`] on its stream), and [`HelloReply::features`] lists the optional
-//! capabilities an agent has (e.g. [`FEATURE_PTY`]), so a host can refuse a request an
-//! older agent would misunderstand.
+//! [`PROTOCOL_VERSION`] changes only with incompatible changes. The agent answers every
+//! [`Hello`] it can parse with its own version in [`HelloReply`], whatever the host's;
+//! refusing a mismatch is the host's part. Additions stay compatible: new JSON fields have defaults (and older peers
+//! ignore unknown ones), [`decode`] steps over a frame of a kind it does not know (an
+//! older agent answers it with a [`Kind::Error`] on its stream), and
+//! [`HelloReply::features`] lists the optional capabilities an agent has (e.g.
+//! [`FEATURE_PTY`]), so a host can refuse a request an older agent would misunderstand.
 //!
 //! ```
 //! use flotilla_agent::proto::{decode, Decoded, Frame, Hello, Kind, PROTOCOL_VERSION};
@@ -95,7 +113,7 @@ pub const READY_PREFIX: &str = "FLOTILLA-AGENT-READY";
 /// Name of the virtio-serial port (`-device virtserialport,name=...`).
 pub const PORT_NAME: &str = "org.flotilla.agent.0";
 /// First four bytes of every frame.
-pub const MAGIC: [u8; 4] = *b"FLA1";
+pub(crate) const MAGIC: [u8; 4] = *b"FLA1";
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 16;
 /// Largest payload a frame may carry.
@@ -157,7 +175,7 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 21] = [
+    pub(crate) const ALL: [Kind; 21] = [
         Kind::Hello,
         Kind::HelloReply,
         Kind::Exec,
@@ -271,7 +289,8 @@ impl Frame {
 
     /// Append the encoded frame to `out`.
     ///
-    /// Payloads larger than [`MAX_PAYLOAD`] are the caller's bug: the peer will reject them.
+    /// Payloads larger than [`MAX_PAYLOAD`] are the caller's bug: [`decode`] answers
+    /// [`Decoded::Invalid`] for them.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.reserve(HEADER_LEN + self.payload.len());
         out.extend_from_slice(&MAGIC);
@@ -299,14 +318,15 @@ pub enum Decoded {
     Frame(Frame, usize),
     /// More bytes are needed.
     Incomplete,
-    /// Drop this many bytes of garbage; a magic (or a possible start of one) follows.
+    /// Drop this many bytes of garbage. What follows them, if anything, is a magic or
+    /// the start of one.
     Skip(usize),
-    /// A frame with a well-formed header that cannot be accepted. Drop `consumed` bytes,
-    /// report `error` on `stream`, and carry on.
+    /// A header that starts with the magic but cannot be accepted: drop `consumed`
+    /// bytes and decode on.
     ///
     /// For an unknown kind with an acceptable length, `consumed` covers the whole frame
     /// (so newer peers' frames are skipped cleanly). For an oversized length only the
-    /// header is consumed and decoding resynchronizes at the next magic.
+    /// header is consumed, and what follows decodes as garbage up to the next magic.
     Invalid {
         /// Bytes to drop.
         consumed: usize,
@@ -317,7 +337,8 @@ pub enum Decoded {
     },
 }
 
-/// Decode one frame from the start of `buf`. Pure; never panics.
+/// Decode one frame from the start of `buf` (see "Decoding" in the module docs).
+/// Pure; never panics; anything but [`Decoded::Incomplete`] consumes at least one byte.
 pub fn decode(buf: &[u8]) -> Decoded {
     if !buf.starts_with(&MAGIC) {
         // Either too short to tell, or garbage. Find the next possible frame start.

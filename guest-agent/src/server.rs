@@ -1,156 +1,25 @@
 //! Serving the protocol on the virtio-serial port.
 //!
-//! One thread (the caller of [`serve`]) reads and dispatches frames; one writer thread
-//! owns all writes so frames never interleave; each command gets a thread pumping its
-//! output (and one feeding its stdin when asked). Every outgoing frame carries the
-//! session generation it belongs to; frames of an older session are dropped, so a
-//! reconnecting host only sees its own session.
+//! One thread (the caller of [`Server::serve`]) reads and dispatches frames; the
+//! [`Outbox`]'s writer thread owns all writes; each command gets a thread pumping its
+//! output (and one feeding its stdin when asked).
 
-use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_agent::proto::{
     decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest,
-    WindowSize, FEATURE_NET_CONFIG, FEATURE_PTY, HEADER_LEN, PORT_NAME, PROTOCOL_VERSION,
-    READY_PREFIX,
+    WindowSize, FEATURE_NET_CONFIG, FEATURE_PTY, PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
 };
 
-use crate::exec::{self, lock};
-use crate::{files, net, sys};
-
-/// Stack size for the agent's helper threads: they do little and keep buffers on the heap.
-pub const THREAD_STACK: usize = 128 * 1024;
-
-pub fn thread<F: FnOnce() + Send + 'static>(name: &str, f: F) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .stack_size(THREAD_STACK)
-        .spawn(f)
-        .map(drop)
-}
-
-enum Out {
-    Frame(u64, Frame),
-    Flush(Sender<()>),
-}
-
-/// Handle for sending frames to the host.
-#[derive(Clone)]
-pub struct Outbox {
-    tx: SyncSender<Out>,
-    gen: Arc<AtomicU64>,
-}
-
-impl Outbox {
-    /// Queue `frame` for the session `gen`; dropped (and false returned) if that
-    /// session is over.
-    pub fn send(&self, gen: u64, frame: Frame) -> bool {
-        gen == self.gen.load(Ordering::Acquire) && self.tx.send(Out::Frame(gen, frame)).is_ok()
-    }
-
-    /// Wait until everything queued so far has been written (or dropped).
-    pub fn flush(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Out::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(5));
-        }
-    }
-
-    pub fn current_gen(&self) -> u64 {
-        self.gen.load(Ordering::Acquire)
-    }
-}
-
-fn writer(port: Arc<OwnedFd>, rx: Receiver<Out>, gen: Arc<AtomicU64>) {
-    let mut buf = Vec::with_capacity(HEADER_LEN + 64 * 1024);
-    for msg in rx {
-        match msg {
-            Out::Flush(ack) => {
-                let _ = ack.send(());
-            }
-            Out::Frame(g, frame) => {
-                if g != gen.load(Ordering::Acquire) {
-                    continue;
-                }
-                buf.clear();
-                frame.encode(&mut buf);
-                write_frame(port.as_raw_fd(), &buf);
-                if buf.capacity() > 256 * 1024 {
-                    buf = Vec::with_capacity(HEADER_LEN + 64 * 1024);
-                }
-            }
-        }
-    }
-}
-
-/// Write one whole frame, or drop it if the host is not connected. Never sends half a
-/// frame into a new connection: a hang-up mid-frame drops the rest.
-fn write_frame(fd: RawFd, mut buf: &[u8]) {
-    while !buf.is_empty() {
-        let mut p = [sys::pollfd(fd, libc::POLLOUT)];
-        if sys::poll(&mut p, None).is_err() {
-            return;
-        }
-        if p[0].revents & libc::POLLHUP != 0 {
-            return;
-        }
-        if p[0].revents & libc::POLLOUT == 0 {
-            continue;
-        }
-        match sys::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                crate::console!("writing to the agent port: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                return;
-            }
-        }
-    }
-}
-
-struct Cmd {
-    pid: i32,
-    gen: u64,
-    stdin: Option<Sender<Vec<u8>>>,
-    /// The master side of the command's terminal, if it runs on one.
-    pty: Option<OwnedFd>,
-}
-
-/// Running commands by stream id.
-#[derive(Clone, Default)]
-pub struct Registry {
-    cmds: Arc<Mutex<HashMap<u32, Cmd>>>,
-}
-
-impl Registry {
-    pub fn remove(&self, stream: u32, gen: u64) {
-        let mut cmds = lock(&self.cmds);
-        if cmds.get(&stream).is_some_and(|c| c.gen == gen) {
-            cmds.remove(&stream);
-        }
-    }
-
-    fn kill_all(&self) {
-        for (_, cmd) in lock(&self.cmds).drain() {
-            sys::kill_group(cmd.pid);
-        }
-    }
-
-    /// Kill the commands running on a terminal: nobody is left to type into them.
-    fn kill_terminals(&self) {
-        for cmd in lock(&self.cmds).values().filter(|c| c.pty.is_some()) {
-            sys::kill_group(cmd.pid);
-        }
-    }
-}
+use crate::outbox::Outbox;
+use crate::registry::{Cmd, Registry};
+use crate::{exec, files, net, sys, threads};
 
 /// Find the agent port's device node.
 pub fn find_port() -> Option<PathBuf> {
@@ -236,20 +105,10 @@ impl Server {
     pub fn start(port: OwnedFd, boot_ms: u64, shutdown: ShutdownFn) -> io::Result<Server> {
         let port = Arc::new(port);
         let gen = Arc::new(AtomicU64::new(0));
-        // Bounded: at most this many frames (of up to 64 KiB of output each) in flight;
-        // producers block, which throttles the commands writing into their pipes.
-        let (tx, rx) = sync_channel(8);
-        {
-            let port = port.clone();
-            let gen = gen.clone();
-            thread("writer", move || writer(port, rx, gen))?;
-        }
+        let out = Outbox::start(port.clone(), gen.clone())?;
         Ok(Server {
             port,
-            out: Outbox {
-                tx,
-                gen: gen.clone(),
-            },
+            out,
             gen,
             registry: Registry::default(),
             files: files::Transfers::default(),
@@ -371,7 +230,7 @@ impl Server {
             Kind::Hello => self.hello(&frame),
             Kind::Exec => self.exec(&frame),
             Kind::Stdin => {
-                let cmds = lock(&self.registry.cmds);
+                let cmds = self.registry.cmds();
                 match cmds.get(&stream) {
                     Some(Cmd {
                         stdin: Some(tx), ..
@@ -387,12 +246,12 @@ impl Server {
                 }
             }
             Kind::StdinClose => {
-                if let Some(cmd) = lock(&self.registry.cmds).get_mut(&stream) {
+                if let Some(cmd) = self.registry.cmds().get_mut(&stream) {
                     cmd.stdin = None;
                 }
             }
             Kind::Kill => {
-                if let Some(cmd) = lock(&self.registry.cmds).get(&stream) {
+                if let Some(cmd) = self.registry.cmds().get(&stream) {
                     sys::kill_group(cmd.pid);
                 }
             }
@@ -478,7 +337,7 @@ impl Server {
             Ok(s) => s,
             Err(e) => return self.error(stream, e.to_string()),
         };
-        let cmds = lock(&self.registry.cmds);
+        let cmds = self.registry.cmds();
         let result = match cmds.get(&stream) {
             Some(Cmd { pty: Some(fd), .. }) => {
                 sys::set_window_size(fd.as_raw_fd(), size.rows, size.cols)
@@ -506,7 +365,7 @@ impl Server {
             Ok(r) => r,
             Err(e) => return self.error(stream, e.to_string()),
         };
-        if lock(&self.registry.cmds).contains_key(&stream) {
+        if self.registry.cmds().contains_key(&stream) {
             self.error(
                 stream,
                 format!("stream {stream} is already running a command"),
@@ -521,7 +380,7 @@ impl Server {
         let stdin_tx = match child.stdin.take() {
             Some(fd) => {
                 let (tx, rx) = exec::stdin_channel();
-                if let Err(e) = thread("stdin", move || exec::feed_stdin(fd, rx)) {
+                if let Err(e) = threads::spawn("stdin", move || exec::feed_stdin(fd, rx)) {
                     sys::kill_group(child.pid);
                     return self.error(stream, format!("cannot start a stdin thread: {e}"));
                 }
@@ -530,7 +389,7 @@ impl Server {
             None => None,
         };
         let pid = child.pid;
-        lock(&self.registry.cmds).insert(
+        self.registry.cmds().insert(
             stream,
             Cmd {
                 pid,
@@ -542,7 +401,7 @@ impl Server {
         let out = self.out.clone();
         let registry = self.registry.clone();
         let timeout = req.timeout_ms.map(Duration::from_millis);
-        if let Err(e) = thread("command", move || {
+        if let Err(e) = threads::spawn("command", move || {
             exec::pump(child, stream, gen, timeout, out, registry)
         }) {
             sys::kill_group(pid);

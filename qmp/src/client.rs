@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::codec::Framed;
 use tracing::Instrument;
@@ -16,7 +15,9 @@ use tracing::Instrument;
 use crate::codec::{Event, Greeting, QmpCodec, DEFAULT_MAX_LINE_LEN};
 use crate::commands::{self, Command, StatusInfo};
 use crate::connection::{self, Handle, Request};
-use crate::error::{value_snippet, Error};
+use crate::error::Error;
+use crate::socket::connect_socket;
+use crate::timeout::within;
 
 /// Knobs for [`Client::connect_with`] and [`Client::connect_unix_with`].
 #[derive(Debug, Clone)]
@@ -238,12 +239,7 @@ impl Client {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, Error> {
-        tokio::time::timeout(timeout, self.execute_raw(command, arguments))
-            .await
-            .map_err(|_| Error::Timeout {
-                command: command.to_owned(),
-                after: timeout,
-            })?
+        within(command, timeout, self.execute_raw(command, arguments)).await
     }
 
     /// Runs `command` out of band (`exec-oob`): QEMU answers it even while an
@@ -271,12 +267,7 @@ impl Client {
         cmd: &C,
         timeout: Duration,
     ) -> Result<C::Output, Error> {
-        tokio::time::timeout(timeout, self.execute(cmd))
-            .await
-            .map_err(|_| Error::Timeout {
-                command: C::NAME.to_owned(),
-                after: timeout,
-            })?
+        within(C::NAME, timeout, self.execute(cmd)).await
     }
 
     /// `query-status`: whether the guest CPUs run and the VM's run state.
@@ -519,26 +510,4 @@ impl EventStream {
             Some((item, s))
         }))
     }
-}
-
-/// Opens the Unix socket at `path` (QMP's or the guest agent's).
-pub(crate) async fn connect_socket(path: &Path) -> Result<UnixStream, Error> {
-    UnixStream::connect(path)
-        .await
-        .map_err(|source| Error::Connect {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// Deserializes a reply, keeping it in the error if it does not fit.
-pub(crate) fn decode_reply<T: serde::de::DeserializeOwned>(
-    command: &str,
-    value: Value,
-) -> Result<T, Error> {
-    T::deserialize(&value).map_err(|source| Error::UnexpectedReply {
-        command: command.to_owned(),
-        reply: value_snippet(&value),
-        source,
-    })
 }

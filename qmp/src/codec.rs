@@ -93,7 +93,7 @@ impl std::fmt::Display for VersionTriple {
 /// An asynchronous QMP event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// The event name, e.g. `STOP`. See [`crate::events`] for constants.
+    /// The event name, e.g. `STOP`; the `events` module has constants for them.
     pub event: String,
     /// The payload; an empty object when QEMU sent none.
     #[serde(default = "empty_object")]
@@ -231,11 +231,9 @@ impl QmpCodec {
     }
 }
 
-/// Parses one line (without terminator) into a [`Message`].
-///
-/// This is what the decoder does for each line; it is public for tests, fuzzing and
-/// for callers that frame the stream themselves.
-pub fn parse_message(line: &[u8]) -> Result<Message, Error> {
+/// Parses one line (without terminator) into a [`Message`]: what the decoder does
+/// for each line, and the guest agent's codec too.
+pub(crate) fn parse_message(line: &[u8]) -> Result<Message, Error> {
     let fail = |reason: String| Error::Decode {
         reason,
         line: snippet(line),
@@ -285,16 +283,26 @@ impl Decoder for QmpCodec {
         if let Some(message) = self.decode(src)? {
             return Ok(Some(message));
         }
-        if src.iter().all(u8::is_ascii_whitespace) {
-            src.clear();
-            return Ok(None);
-        }
-        let line = src.split();
+        // `src` is empty after this, whatever it held.
         self.scanned = 0;
-        Err(Error::Truncated {
-            line: snippet(&line),
-        })
+        end_of_stream(src).map(|()| None)
     }
+}
+
+/// What a decoder does with the bytes left after its last complete frame when the
+/// stream ends: whitespace is a clean end, anything else a line cut short
+/// ([`Error::Truncated`], with the partial line). `src` is empty afterwards.
+///
+/// Shared by [`QmpCodec`] and the guest agent's codec, so both end a stream alike.
+pub(crate) fn end_of_stream(src: &mut BytesMut) -> Result<(), Error> {
+    if src.iter().all(u8::is_ascii_whitespace) {
+        src.clear();
+        return Ok(());
+    }
+    let line = src.split();
+    Err(Error::Truncated {
+        line: snippet(&line),
+    })
 }
 
 impl Encoder<&Outgoing> for QmpCodec {

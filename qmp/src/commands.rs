@@ -10,9 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::client::decode_reply;
 use crate::codec::VersionInfo;
-use crate::error::Error;
+use crate::error::{value_snippet, Error};
 
 /// A QMP command with typed arguments (`Self`, serialized as the `arguments`
 /// object) and a typed reply.
@@ -36,9 +35,13 @@ pub(crate) fn arguments<C: Command>(cmd: &C) -> Result<Option<Value>, Error> {
     })
 }
 
-/// Deserializes the reply to `C`.
+/// Deserializes the reply to `C`, keeping it in the error if it does not fit.
 pub(crate) fn output<C: Command>(value: Value) -> Result<C::Output, Error> {
-    decode_reply(C::NAME, value)
+    C::Output::deserialize(&value).map_err(|source| Error::UnexpectedReply {
+        command: C::NAME.to_owned(),
+        reply: value_snippet(&value),
+        source,
+    })
 }
 
 /// The reply of commands that return nothing (`{}`).
@@ -96,7 +99,7 @@ no_arg_command!(
     SystemReset, "system_reset", Empty
 );
 no_arg_command!(
-    /// `quit`: QEMU exits. Prefer [`crate::Client::quit`], which copes with the
+    /// `quit`: QEMU exits. Prefer `Client::quit`, which copes with the
     /// socket closing before the reply.
     Quit, "quit", Empty
 );

@@ -171,9 +171,7 @@ where
                 incoming = self.framed.next() => match incoming {
                     None => break End::Disconnected(None),
                     Some(Ok(message)) => self.dispatch(message),
-                    Some(Err(e @ (Error::Io(_) | Error::Truncated { .. }))) => {
-                        break End::Disconnected(Some(e))
-                    }
+                    Some(Err(e)) if e.is_connection_lost() => break End::Disconnected(Some(e)),
                     Some(Err(e)) => break End::Protocol(e),
                 },
                 request = self.requests.recv() => match request {

@@ -149,6 +149,14 @@ impl Error {
     pub fn is_disconnected(&self) -> bool {
         matches!(self, Error::Disconnected | Error::Protocol(_))
     }
+
+    /// For an error reading the socket: true when it means the peer went away
+    /// (an I/O error, or the stream ended in the middle of a line), false when the
+    /// peer broke the protocol (an undecodable or too long line). Both clients
+    /// close the connection either way; only the reason they give differs.
+    pub(crate) fn is_connection_lost(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Truncated { .. })
+    }
 }
 
 impl From<std::io::Error> for Error {

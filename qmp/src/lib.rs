@@ -51,6 +51,8 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod qga;
+mod socket;
+mod timeout;
 
 pub use client::{Client, ConnectOptions, EventStream, Lagged};
 pub use codec::{

@@ -43,20 +43,23 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 use tracing::{debug, warn};
 
 use crate::base64;
-use crate::client::connect_socket;
-use crate::codec::{parse_message, Message, Outgoing, QmpCodec, DEFAULT_MAX_LINE_LEN};
+use crate::codec::{
+    end_of_stream, parse_message, Message, Outgoing, QmpCodec, DEFAULT_MAX_LINE_LEN,
+};
 use crate::commands::{self, command, no_arg_command, Command, Empty};
 use crate::error::{snippet, Error};
+use crate::socket::connect_socket;
+use crate::timeout::{within, within_since};
 
 /// The byte QGA uses to delimit a sync reply (and to reset its parser).
-pub const DELIMITER: u8 = 0xFF;
+pub(crate) const DELIMITER: u8 = 0xFF;
 
 /// Default time allowed for one agent command, sync included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the QGA decoder yields.
 #[derive(Debug)]
-pub enum QgaFrame {
+pub(crate) enum QgaFrame {
     /// A `0xFF` byte: whatever came before it was discarded.
     Delimiter,
     /// A well-formed message.
@@ -67,7 +70,7 @@ pub enum QgaFrame {
 
 /// Codec for QGA: newline-separated JSON plus `0xFF` delimiters.
 #[derive(Debug, Clone)]
-pub struct QgaCodec {
+pub(crate) struct QgaCodec {
     max_line_len: usize,
 }
 
@@ -81,18 +84,18 @@ impl Default for QgaCodec {
 
 impl QgaCodec {
     /// A codec accepting lines up to `max_line_len` bytes.
-    pub fn with_max_line_len(max_line_len: usize) -> Self {
+    pub(crate) fn with_max_line_len(max_line_len: usize) -> Self {
         Self { max_line_len }
     }
 }
 
 /// A command for [`QgaCodec`]'s encoder, optionally preceded by [`DELIMITER`].
 #[derive(Debug, Clone)]
-pub struct QgaRequest {
+pub(crate) struct QgaRequest {
     /// The command.
-    pub command: Outgoing,
+    pub(crate) command: Outgoing,
     /// Send `0xFF` first (for `guest-sync-delimited`).
-    pub delimit: bool,
+    pub(crate) delimit: bool,
 }
 
 impl Decoder for QgaCodec {
@@ -140,14 +143,7 @@ impl Decoder for QgaCodec {
         if let Some(frame) = self.decode(src)? {
             return Ok(Some(frame));
         }
-        if src.iter().all(u8::is_ascii_whitespace) {
-            src.clear();
-            return Ok(None);
-        }
-        let line = src.split();
-        Err(Error::Truncated {
-            line: snippet(&line),
-        })
+        end_of_stream(src).map(|()| None)
     }
 }
 
@@ -301,12 +297,7 @@ impl GuestAgent {
                 }
             }
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                command: "guest-sync-delimited".to_owned(),
-                after: timeout,
-            })??;
+        within("guest-sync-delimited", timeout, exchange).await?;
         state.synced = true;
         Ok(())
     }
@@ -330,7 +321,7 @@ impl GuestAgent {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
         let mut state = self.state.lock().await;
         if !state.synced {
             self.sync_locked(&mut state, timeout).await?;
@@ -375,29 +366,21 @@ impl GuestAgent {
                 }
             }
         };
-        let wait = if no_reply {
+        let result = if no_reply {
             // Success means silence; give an error reply a moment to arrive.
-            timeout.min(Duration::from_secs(1))
+            tokio::time::timeout(timeout.min(Duration::from_secs(1)), exchange)
+                .await
+                .unwrap_or(Ok(Value::Null))
         } else {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
+            // The time spent syncing counts too.
+            within_since(command, start, timeout, exchange).await
         };
-        match tokio::time::timeout(wait, exchange).await {
-            Ok(Ok(value)) => {
-                state.synced = !no_reply;
-                Ok(value)
-            }
-            Ok(Err(e)) => {
-                if matches!(e, Error::Qmp { .. }) {
-                    state.synced = true;
-                }
-                Err(e)
-            }
-            Err(_) if no_reply => Ok(Value::Null),
-            Err(_) => Err(Error::Timeout {
-                command: command.to_owned(),
-                after: timeout,
-            }),
+        match &result {
+            Ok(_) => state.synced = !no_reply,
+            Err(Error::Qmp { .. }) => state.synced = true,
+            Err(_) => {}
         }
+        result
     }
 
     /// Runs a typed agent command.
@@ -557,14 +540,14 @@ async fn send(state: &mut State, request: &QgaRequest) -> Result<(), Error> {
 async fn next(state: &mut State) -> Result<QgaFrame, Error> {
     match state.framed.next().await {
         Some(Ok(frame)) => Ok(frame),
-        Some(Err(Error::LineTooLong { limit })) => {
-            state.closed = true;
-            Err(Error::Protocol(Arc::new(Error::LineTooLong { limit })))
-        }
-        Some(Err(e)) => {
+        Some(Err(e)) if e.is_connection_lost() => {
             state.closed = true;
             debug!(error = %e, "agent connection lost");
             Err(Error::Disconnected)
+        }
+        Some(Err(e)) => {
+            state.closed = true;
+            Err(Error::Protocol(Arc::new(e)))
         }
         None => {
             state.closed = true;

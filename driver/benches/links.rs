@@ -1,4 +1,4 @@
-//! `cargo bench -p flotilla-vmnet --bench links`: round-trip latency and TCP throughput
+//! `cargo bench -p flotilla-driver --bench links`: round-trip latency and TCP throughput
 //! between two VMs, over the VDE backend and over multicast, side by side in one run.
 //!
 //! Each backend boots a fresh pair of machines (`a`, `b` on VLAN 1). Latency is the
