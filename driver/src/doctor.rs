@@ -89,7 +89,7 @@ pub fn checks() -> Vec<Check> {
         },
     });
 
-    out.push(match which("vde_switch") {
+    out.push(match crate::host::which("vde_switch") {
         Some(p) => Check {
             name: "vde_switch",
             ok: true,
@@ -112,11 +112,4 @@ pub fn checks() -> Vec<Check> {
         hint: None,
     });
     out
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }

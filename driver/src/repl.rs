@@ -29,8 +29,10 @@ use rhai::{Dynamic, Engine, LexError, ParseErrorType, Position, Scope, AST};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Fleet;
+use crate::junit::Subtests;
 use crate::script::{self, innermost, strip_position};
-use crate::{Fleet, Spec};
+use crate::spec::Spec;
 
 /// A script session over a network's machines.
 #[derive(Debug)]
@@ -48,11 +50,11 @@ impl Repl {
         // Relative host paths (`copy_to`) start in the spec's folder.
         let script = script::engine(
             &spec.path,
-            &net.world(),
+            &script::World::of(net),
             net.log(),
             handle,
             CancellationToken::new(),
-            script::Subtests::default(),
+            Subtests::default(),
         );
         Repl {
             scope: Scope::new(),

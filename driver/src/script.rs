@@ -53,8 +53,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::conditions::Conditions;
-use crate::net::Fabric;
-use crate::{Error, Log, Machine};
+use crate::error::Error;
+use crate::fabric::Fabric;
+use crate::fleet::Fleet;
+use crate::junit::{Subtest, Subtests};
+use crate::log::Log;
+use crate::machine::Machine;
 
 /// Names a machine may not take: Rhai keywords and the script's global functions.
 pub const RESERVED: &[&str] = &[
@@ -290,20 +294,6 @@ fn with_causes(e: &Error) -> String {
     text
 }
 
-/// Runs the script at `path` against `machines`. Blocking: call it from a thread that
-/// is not a runtime worker; `handle` runs the machine calls.
-/// One finished subtest: its path (`outer / inner`), how long it took, and why it
-/// failed, if it did.
-#[derive(Debug, Clone)]
-pub struct Subtest {
-    pub name: String,
-    pub duration: Duration,
-    pub failure: Option<String>,
-}
-
-/// Subtests recorded by a script run, in the order they finished.
-pub type Subtests = Arc<std::sync::Mutex<Vec<Subtest>>>;
-
 /// What a script acts on: a network's machines, its fabric and its conditions.
 #[derive(Clone)]
 pub(crate) struct World {
@@ -312,6 +302,19 @@ pub(crate) struct World {
     pub conditions: Arc<Conditions>,
 }
 
+impl World {
+    /// What scripts act on in `fleet`.
+    pub fn of(fleet: &Fleet) -> World {
+        World {
+            machines: fleet.machines().clone(),
+            fabric: fleet.fabric.clone(),
+            conditions: fleet.conditions.clone(),
+        }
+    }
+}
+
+/// Runs the script at `path` against `machines`. Blocking: call it from a thread that
+/// is not a runtime worker; `handle` runs the machine calls.
 pub(crate) fn run(
     path: &Path,
     world: &World,
