@@ -11,7 +11,7 @@ use crate::conditions::Conditions;
 use crate::error::Error;
 use crate::fabric::Fabric;
 use crate::host::{agent_binary, qboot_firmware, qemu_binary};
-use crate::image;
+use crate::image::{self, vmlinux};
 use crate::junit::{Subtest, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
@@ -88,7 +88,7 @@ impl Fleet {
             None
         };
         let accel = accel::detect();
-        let boot = crate::vmlinux::boot_kernel(&kernel);
+        let boot = vmlinux::boot_kernel(&kernel);
         log.info(&format!(
             "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
             env!("CARGO_PKG_VERSION"),

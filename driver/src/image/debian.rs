@@ -33,8 +33,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::image::{cache_dir, Kernel};
-use crate::Error;
+use super::cache::{cache_dir, prune};
+use super::kernel::Kernel;
+use crate::error::Error;
 
 /// The Debian release the images are made of.
 pub const SUITE: &str = "bookworm";
@@ -153,7 +154,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     let qemu_img = tool("qemu-img", "qemu-utils")?;
     let depmod = tool("depmod", "kmod")?;
     let kernel = Kernel::locate()?;
-    let agent = crate::agent_binary()?;
+    let agent = crate::host::agent_binary()?;
 
     let cache = cache_dir().join("debian");
     create_dir(&cache)?;
@@ -254,7 +255,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         match saved {
             Ok(()) => {
                 log(&format!("debian: cached the tree as {}", tarball.display()));
-                crate::image::prune(&cache, SUITE, ".tar", KEEP_TREES);
+                prune(&cache, SUITE, ".tar", KEEP_TREES);
             }
             Err(e) => {
                 // Not fatal: the next build debootstraps again.
