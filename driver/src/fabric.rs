@@ -199,7 +199,7 @@ impl Fabric {
             .plan
             .vlans
             .get(&vlan)
-            .ok_or_else(|| Error::Network(format!("there is no VLAN {vlan}")))?;
+            .ok_or(Error::NoSuchVlan { vlan })?;
         let partitioned = self
             .partitioned
             .lock()
@@ -305,7 +305,7 @@ impl Fabric {
             .vlans
             .get(&vlan)
             .map(|v| v.mgmt_socket.clone())
-            .ok_or_else(|| Error::Network(format!("there is no VLAN {vlan}")))
+            .ok_or(Error::NoSuchVlan { vlan })
     }
 
     async fn with_mgmt<T: Send + 'static>(

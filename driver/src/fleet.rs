@@ -188,7 +188,9 @@ impl Fleet {
         self.machines
             .get(name)
             .cloned()
-            .ok_or_else(|| Error::NoSuchMachine(name.to_owned()))
+            .ok_or_else(|| Error::NoSuchMachine {
+                name: name.to_owned(),
+            })
     }
 
     /// All machines by name.
