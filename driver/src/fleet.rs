@@ -313,7 +313,7 @@ impl Fleet {
     }
 
     /// The subtests run through [`Fleet::subtest`] so far, in the order they
-    /// finished (for [`junit_xml`](crate::junit_xml)).
+    /// finished (for [`junit_xml`](crate::junit::junit_xml)).
     pub fn subtests(&self) -> Vec<Subtest> {
         self.subtests.lock().map(|l| l.clone()).unwrap_or_default()
     }

@@ -92,7 +92,7 @@ pub(super) fn located(path: &Path, pos: Position, message: String) -> Error {
 mod tests {
     #[test]
     fn script_errors_carry_their_causes_once() {
-        use crate::Error;
+        use crate::error::Error;
         let qmp = Error::Qmp {
             machine: "a".into(),
             source: flotilla_qmp::Error::Qmp {

@@ -1,5 +1,5 @@
 //! The spec as written: what serde reads from the TOML, with the spans of the values
-//! that [`Spec::parse`](super::Spec::parse) checks, for its file:line:col errors.
+//! that [`Spec::parse`](super::types::Spec::parse) checks, for its file:line:col errors.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,8 +35,8 @@ pub(super) struct RawNetwork {
     pub(super) join: Vec<Spanned<JoinSpec>>,
 }
 
-/// `[machines.NAME]` as written; [`Spec::parse`](super::Spec::parse) checks it into a
-/// [`MachineSpec`](super::MachineSpec).
+/// `[machines.NAME]` as written; [`Spec::parse`](super::types::Spec::parse) checks it into a
+/// [`MachineSpec`](super::types::MachineSpec).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMachine {
