@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::host::{which, which_system_tool};
 use crate::image;
 
 /// The features a requirement serves.
@@ -45,7 +46,12 @@ const SETUP_HINT: &str = "run scripts/setup (as root)";
 /// Runs every check, in group order.
 pub fn checks() -> Vec<Check> {
     let mut out = vec![
-        version_check(Group::Boot, "qemu", crate::qemu_binary(), "qemu-system-x86"),
+        version_check(
+            Group::Boot,
+            "qemu",
+            crate::host::qemu_binary(),
+            "qemu-system-x86",
+        ),
         kernel(),
         busybox(),
         tool_check(Group::Boot, "vde_switch", "vde2"),
@@ -84,7 +90,7 @@ fn missing(group: Group, name: &'static str, detail: String, hint: String) -> Ch
 /// A program, found in PATH as Flotilla starts it, that must run `--version`; the
 /// detail is the first line it prints.
 fn version_check(group: Group, name: &'static str, program: PathBuf, package: &str) -> Check {
-    let resolved = find_tool(&program, false).unwrap_or(program);
+    let resolved = which(&program).unwrap_or(program);
     match Command::new(&resolved).arg("--version").output() {
         Ok(o) if o.status.success() => ok(
             group,
@@ -113,12 +119,12 @@ fn version_check(group: Group, name: &'static str, program: PathBuf, package: &s
 /// A program that must be installed (in PATH or an sbin folder, where the image builder
 /// also looks).
 fn tool_check(group: Group, name: &'static str, package: &str) -> Check {
-    match find_tool(name.as_ref(), true) {
+    match which_system_tool(name) {
         Some(p) => ok(group, name, p.display().to_string()),
         None => missing(
             group,
             name,
-            "not found in PATH, /usr/sbin or /sbin".into(),
+            "not found in PATH or the sbin and bin folders".into(),
             format!("{SETUP_HINT}, or apt-get install {package}"),
         ),
     }
@@ -133,7 +139,7 @@ fn kernel() -> Check {
                 "{} ({}; boots {})",
                 k.version,
                 k.image.display(),
-                crate::vmlinux::boot_kernel(&k).note
+                image::vmlinux::boot_kernel(&k).note
             ),
         ),
         Err(e) => missing(
@@ -172,7 +178,7 @@ fn busybox() -> Check {
 /// (`FLOTILLA_ACCEL=kvm`) and does not work, since machines would then hang.
 fn accelerator() -> Check {
     let accel = crate::accel::detect();
-    if accel.accel == crate::Accel::Kvm {
+    if accel.accel == crate::accel::Accel::Kvm {
         if let Err(why) = crate::accel::kvm_usable() {
             return missing(
                 Group::Boot,
@@ -183,22 +189,4 @@ fn accelerator() -> Check {
         }
     }
     ok(Group::Boot, "accelerator", accel.to_string())
-}
-
-/// The full path of a program: itself if it has a slash, else the first match in PATH,
-/// then (with `sbin`) in the sbin folders a non-root PATH may lack.
-fn find_tool(program: &std::path::Path, sbin: bool) -> Option<PathBuf> {
-    if program.components().count() > 1 {
-        return program.is_file().then(|| program.to_path_buf());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let sbin = if sbin {
-        &["/usr/sbin", "/sbin"][..]
-    } else {
-        &[]
-    };
-    std::env::split_paths(&path)
-        .chain(sbin.iter().map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }

@@ -63,8 +63,10 @@ pub enum Error {
     Network(String),
     #[error("network")]
     Vmnet(#[source] flotilla_vmnet::Error),
-    #[error("no machine named `{0}` in the spec")]
-    NoSuchMachine(String),
+    #[error("no machine named `{name}` in the spec")]
+    NoSuchMachine { name: String },
+    #[error("network: there is no VLAN {vlan}")]
+    NoSuchVlan { vlan: u8 },
     /// A machine did not reach readiness.
     #[error("machine `{machine}`: {problem}{}", quote(console))]
     Boot {

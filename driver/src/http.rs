@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Fetches `url` (`http://127.0.0.1:PORT/path` or `http://localhost:PORT/path`) and
 /// returns the body of a 2xx answer.

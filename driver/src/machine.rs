@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::accel::{Accel, AccelChoice};
 use crate::agent::{AgentConn, AgentError, ExecOutput, ExecSession};
+use crate::fabric::Fabric;
 use crate::guest::{AgentKind, Guest, GuestError, QGA_PORT};
 use crate::image::Kernel;
 use crate::log::Log;
-use crate::net::Fabric;
 use crate::process::{describe_status, Process};
 use crate::spec::{DiskSource, MachineSpec};
 use crate::Error;

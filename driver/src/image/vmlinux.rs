@@ -8,11 +8,13 @@
 //! payloads (Debian's cloud kernels) are unpacked here; any other kernel boots as it
 //! is, and [`BootKernel::note`] says why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::image::{cache_dir, Kernel};
+use super::cache::{cache_dir, prune};
+use super::elf::Elf;
+use super::kernel::Kernel;
 
 /// How many unpacked kernels the cache keeps (the newest).
 const KEEP_KERNELS: usize = 2;
@@ -84,25 +86,8 @@ fn unpacked(kernel: &Kernel) -> Result<PathBuf, String> {
         .map_err(|e| format!("writing {}: {e}", tmp.path().display()))?;
     tmp.persist(&path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    prune(&dir);
+    prune(&dir, "vmlinux-", "", KEEP_KERNELS);
     Ok(path)
-}
-
-/// Deletes all but the [`KEEP_KERNELS`] newest unpacked kernels.
-fn prune(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut kernels: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("vmlinux-"))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    kernels.sort();
-    let excess = kernels.len().saturating_sub(KEEP_KERNELS);
-    for (_, path) in kernels.into_iter().take(excess) {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 /// LZ4's legacy frame magic, which the kernel's `lz4 -l` payloads start with.
@@ -204,53 +189,8 @@ fn unlz4_legacy(payload: &[u8]) -> Result<Vec<u8>, String> {
 /// Whether a 64-bit little-endian ELF file has the Xen `PHYS32_ENTRY` note (type 18)
 /// in a `PT_NOTE` segment: QEMU's PVH boot needs it.
 pub fn has_pvh_entry(elf: &[u8]) -> bool {
-    const PT_NOTE: u32 = 4;
     const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-    let u16_at = |at: usize| {
-        elf.get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |at: usize| {
-        elf.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |at: usize| {
-        elf.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    // ELFCLASS64, little-endian.
-    if elf.get(4..6) != Some(&[2, 1]) {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    for i in 0..usize::from(phnum) {
-        let ph = phoff as usize + i * usize::from(phentsize);
-        if u32_at(ph) != Some(PT_NOTE) {
-            continue;
-        }
-        let (Some(offset), Some(size)) = (u64_at(ph + 8), u64_at(ph + 32)) else {
-            continue;
-        };
-        let (mut at, end) = (offset as usize, (offset + size) as usize);
-        let align4 = |n: usize| (n + 3) & !3;
-        while at + 12 <= end {
-            let (Some(namesz), Some(descsz), Some(kind)) =
-                (u32_at(at), u32_at(at + 4), u32_at(at + 8))
-            else {
-                break;
-            };
-            let name = at + 12;
-            if kind == XEN_ELFNOTE_PHYS32_ENTRY && elf.get(name..name + 4) == Some(b"Xen\0") {
-                return true;
-            }
-            at = name + align4(namesz as usize) + align4(descsz as usize);
-        }
-    }
-    false
+    Elf::parse(elf).is_some_and(|elf| elf.has_note(b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY))
 }
 
 #[cfg(test)]

@@ -33,8 +33,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::image::{cache_dir, Kernel};
-use crate::Error;
+use super::cache::{cache_dir, prune};
+use super::kernel::Kernel;
+use crate::error::Error;
 
 /// The Debian release the images are made of.
 pub const SUITE: &str = "bookworm";
@@ -153,7 +154,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     let qemu_img = tool("qemu-img", "qemu-utils")?;
     let depmod = tool("depmod", "kmod")?;
     let kernel = Kernel::locate()?;
-    let agent = crate::agent_binary()?;
+    let agent = crate::host::agent_binary()?;
 
     let cache = cache_dir().join("debian");
     create_dir(&cache)?;
@@ -254,7 +255,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         match saved {
             Ok(()) => {
                 log(&format!("debian: cached the tree as {}", tarball.display()));
-                crate::image::prune(&cache, SUITE, ".tar", KEEP_TREES);
+                prune(&cache, SUITE, ".tar", KEEP_TREES);
             }
             Err(e) => {
                 // Not fatal: the next build debootstraps again.
@@ -676,15 +677,10 @@ fn install_openrc(tree: &Path) -> Result<(), Error> {
 
 /// Finds `name` in `PATH` or the sbin folders (root's tools are there).
 fn tool(name: &str, package: &str) -> Result<PathBuf, Error> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::Setup {
-            what: format!("building a Debian image needs `{name}`, which is not installed"),
-            hint: format!("apt-get install {package} (scripts/setup does)"),
-        })
+    crate::host::which_system_tool(name).ok_or_else(|| Error::Setup {
+        what: format!("building a Debian image needs `{name}`, which is not installed"),
+        hint: format!("apt-get install {package} (scripts/setup does)"),
+    })
 }
 
 /// Runs `cmd`; a failure quotes the end of its output.

@@ -1,289 +1,15 @@
-//! The spec: a TOML file naming the machines of a test and its script.
-//!
-//! ```toml
-//! name = "hello"            # optional, defaults to the folder's name
-//! script = "test.rhai"      # relative to the spec file
-//! timeout = 600             # seconds for the whole test
-//! boot_timeout = 120        # seconds a machine may take to be ready
-//! command_timeout = 300     # seconds a command may take unless the call says otherwise
-//!
-//! [network]
-//! backend = "vde"           # or "multicast" (insecure, opt-in)
-//! offset = 0                # machine numbers (and addresses) start at offset + 1
-//!
-//! [[network.join]]          # share VLAN 1 with another driver's network
-//! vlan = 1
-//! switch = "/tmp/flotilla-abc123/vlan1.switch"
-//!
-//! [machines.server]
-//! memory = 256              # MiB
-//! cpus = 1
-//! vlans = [1]               # default [1]; VLAN v is 192.168.v.0/24
-//! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
-//! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
-//! kernel_args = "loglevel=4"  # appended to the kernel command line
-//! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
-//!
-//! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
-//! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
-//! name = "data"             # drive id and virtio serial; default disk1, disk2, ...
-//!
-//! [[machines.server.disks]]
-//! base = "data.qcow2"       # a qcow2 overlay over this image; the image is never written
-//! inject_errors = [{ event = "write_aio", once = true }]  # QEMU blkdebug rules
-//! ```
-//!
-//! Every error names the file, line and column: unknown keys, wrong types and missing
-//! files alike.
+//! [`Spec::load`] and [`Spec::parse`]: the raw spec checked into a [`Spec`], every
+//! error at the file, line and column it is about.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
-use toml::Spanned;
-
-use crate::Error;
-
-/// The file name looked up when a directory is given instead of a spec file.
-pub const SPEC_FILE_NAME: &str = "flotilla.toml";
-
-/// A parsed and checked spec.
-#[derive(Debug, Clone)]
-pub struct Spec {
-    /// The spec file itself.
-    pub path: PathBuf,
-    pub name: String,
-    /// The test script, resolved against the spec's folder.
-    pub script: Option<PathBuf>,
-    /// Limit for the whole test run.
-    pub timeout: std::time::Duration,
-    /// How long a machine may take to be ready, if the spec says.
-    pub boot_timeout: Option<std::time::Duration>,
-    /// How long one command may take unless its call says otherwise, if the spec says.
-    pub command_timeout: Option<std::time::Duration>,
-    pub machines: BTreeMap<String, MachineSpec>,
-    /// How the VLANs are made.
-    pub backend: flotilla_vmnet::Backend,
-    /// Machine numbers start at `offset + 1` (for networks that join another's VLANs).
-    pub offset: u8,
-    /// VLANs joined to another driver's switches.
-    pub join: Vec<JoinSpec>,
-}
-
-/// The `[network]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NetworkSpec {
-    backend: Option<Spanned<String>>,
-    offset: Option<Spanned<u8>>,
-    #[serde(default)]
-    join: Vec<Spanned<JoinSpec>>,
-}
-
-/// A VLAN shared with another driver's network: `[[network.join]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinSpec {
-    /// Our VLAN.
-    pub vlan: u8,
-    /// The other network's switch for that VLAN (its log names it).
-    pub switch: PathBuf,
-}
-
-/// A forwarded port: `127.0.0.1:host` on the host to `guest` in the machine.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardSpec {
-    /// Host port on 127.0.0.1; 0 or absent picks a free one.
-    #[serde(default)]
-    pub host: u16,
-    pub guest: u16,
-}
-
-/// One machine of a spec.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachineSpec {
-    /// Memory in MiB.
-    #[serde(default = "default_memory")]
-    pub memory: u32,
-    /// Virtual CPUs.
-    #[serde(default = "default_cpus")]
-    pub cpus: u32,
-    /// Extra kernel command line arguments.
-    #[serde(default)]
-    pub kernel_args: String,
-    /// A VGA screen (for `screenshot`), which needs the slower SeaBIOS firmware; without
-    /// it machines boot through qboot, about a second faster under TCG.
-    #[serde(default)]
-    pub display: bool,
-    /// A qcow2 disk image to boot (e.g. from `flotilla image debian`), resolved against
-    /// the spec's folder; machines write to a per-run overlay, never to it.
-    #[serde(default)]
-    pub image: Option<PathBuf>,
-    /// Which agent the image runs: `"flotilla"` (default) or `"qga"` (stock
-    /// qemu-guest-agent).
-    #[serde(default)]
-    pub agent: crate::guest::AgentKind,
-    /// The VLANs the machine has a NIC on.
-    #[serde(default = "default_vlans")]
-    pub vlans: Vec<u8>,
-    /// Ports forwarded from 127.0.0.1 on the host.
-    #[serde(default)]
-    pub forward: Vec<ForwardSpec>,
-    /// Extra disks, in the guest's order (`/dev/vdb`, ... after an `image`'s `/dev/vda`).
-    #[serde(skip)]
-    pub disks: Vec<DiskSpec>,
-    /// `[[machines.NAME.disks]]` as written, checked into `disks` by [`Spec::parse`].
-    #[serde(default, rename = "disks")]
-    raw_disks: Vec<Spanned<RawDisk>>,
-}
-
-/// An extra disk of a machine: `[[machines.NAME.disks]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSpec {
-    /// The QEMU drive id and the virtio serial the guest sees (`/sys/block/vdX/serial`,
-    /// `/dev/disk/by-id/virtio-NAME` under udev); also the file name in the state dir.
-    pub name: String,
-    pub source: DiskSource,
-    /// QEMU blkdebug rules; empty for a disk without error injection.
-    pub inject_errors: Vec<InjectError>,
-}
-
-/// What a disk starts as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiskSource {
-    /// A blank qcow2 image of this many bytes.
-    Blank { bytes: u64 },
-    /// A qcow2 overlay over this qcow2 image (absolute), which is never written.
-    Overlay { base: PathBuf },
-}
-
-/// One QEMU blkdebug `inject-error` rule: once QEMU's block layer reports `event` on
-/// the disk's file, its requests fail with `errno` (only the next one if `once`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectError {
-    /// A blkdebug event, e.g. `read_aio` (guest data read) or `write_aio` (written).
-    pub event: String,
-    /// The error the guest gets: 5 (EIO) unless told.
-    pub errno: u32,
-    /// Fail one request, then remove the rule.
-    pub once: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDisk {
-    size: Option<Spanned<toml::Value>>,
-    base: Option<Spanned<PathBuf>>,
-    name: Option<Spanned<String>>,
-    #[serde(default)]
-    inject_errors: Vec<Spanned<RawInjectError>>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInjectError {
-    event: Spanned<String>,
-    errno: Option<Spanned<i64>>,
-    #[serde(default)]
-    once: bool,
-}
-
-/// The events of QEMU 7.2's blkdebug (`BlkdebugEvent` in qapi/block-core.json).
-pub const BLKDEBUG_EVENTS: &[&str] = &[
-    "l1_update",
-    "l1_grow_alloc_table",
-    "l1_grow_write_table",
-    "l1_grow_activate_table",
-    "l2_load",
-    "l2_update",
-    "l2_update_compressed",
-    "l2_alloc_cow_read",
-    "l2_alloc_write",
-    "read_aio",
-    "read_backing_aio",
-    "read_compressed",
-    "write_aio",
-    "write_compressed",
-    "vmstate_load",
-    "vmstate_save",
-    "cow_read",
-    "cow_write",
-    "reftable_load",
-    "reftable_grow",
-    "reftable_update",
-    "refblock_load",
-    "refblock_update",
-    "refblock_update_part",
-    "refblock_alloc",
-    "refblock_alloc_hookup",
-    "refblock_alloc_write",
-    "refblock_alloc_write_blocks",
-    "refblock_alloc_write_table",
-    "refblock_alloc_switch_table",
-    "cluster_alloc",
-    "cluster_alloc_bytes",
-    "cluster_free",
-    "flush_to_os",
-    "flush_to_disk",
-    "pwritev_rmw_head",
-    "pwritev_rmw_after_head",
-    "pwritev_rmw_tail",
-    "pwritev_rmw_after_tail",
-    "pwritev",
-    "pwritev_zero",
-    "pwritev_done",
-    "empty_image_prepare",
-    "l1_shrink_write_table",
-    "l1_shrink_free_l2_clusters",
-    "cor_write",
-    "cluster_alloc_space",
-];
-
-impl Default for MachineSpec {
-    fn default() -> Self {
-        MachineSpec {
-            memory: default_memory(),
-            cpus: default_cpus(),
-            kernel_args: String::new(),
-            display: false,
-            image: None,
-            agent: crate::guest::AgentKind::Flotilla,
-            vlans: default_vlans(),
-            forward: Vec::new(),
-            disks: Vec::new(),
-            raw_disks: Vec::new(),
-        }
-    }
-}
-
-fn default_vlans() -> Vec<u8> {
-    vec![1]
-}
-
-fn default_memory() -> u32 {
-    256
-}
-
-fn default_cpus() -> u32 {
-    1
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSpec {
-    name: Option<Spanned<String>>,
-    script: Option<Spanned<PathBuf>>,
-    timeout: Option<Spanned<u64>>,
-    boot_timeout: Option<Spanned<u64>>,
-    command_timeout: Option<Spanned<u64>>,
-    #[serde(default)]
-    network: NetworkSpec,
-    #[serde(default)]
-    machines: BTreeMap<Spanned<String>, Spanned<MachineSpec>>,
-}
+use super::disks::check_disks;
+use super::names::{check_machine_name, check_name};
+use super::raw::RawSpec;
+use super::types::{MachineSpec, Spec, SPEC_FILE_NAME};
+use crate::error::Error;
 
 impl Spec {
     /// Loads a spec file, or `flotilla.toml` inside a directory.
@@ -424,9 +150,19 @@ impl Spec {
                     format!("machine `{}`: cpus must be 1 to 64", name.get_ref()),
                 ));
             }
-            let raw_disks = std::mem::take(&mut machine.raw_disks);
-            machine.disks = check_disks(raw_disks, dir)
+            let disks = check_disks(machine.disks, dir)
                 .map_err(|(span, m)| located(span, format!("machine `{}`: {m}", name.get_ref())))?;
+            let machine = MachineSpec {
+                memory: machine.memory,
+                cpus: machine.cpus,
+                kernel_args: machine.kernel_args,
+                display: machine.display,
+                image: machine.image,
+                agent: machine.agent,
+                vlans: machine.vlans,
+                forward: machine.forward,
+                disks,
+            };
             machines.insert(name.into_inner(), machine);
         }
         let backend = match raw.network.backend {
@@ -483,146 +219,6 @@ impl Spec {
     }
 }
 
-/// The longest disk name: a virtio-blk serial holds 20 bytes.
-const MAX_DISK_NAME: usize = 20;
-
-/// Checks `[[machines.NAME.disks]]`; an error carries the span it is about.
-fn check_disks(
-    raw: Vec<Spanned<RawDisk>>,
-    dir: &Path,
-) -> Result<Vec<DiskSpec>, (Range<usize>, String)> {
-    let mut disks: Vec<DiskSpec> = Vec::new();
-    for (index, disk) in raw.into_iter().enumerate() {
-        let span = disk.span();
-        let disk = disk.into_inner();
-        let name = match disk.name {
-            Some(name) => {
-                let ok = name.get_ref().len() <= MAX_DISK_NAME
-                    && name.get_ref().starts_with(|c: char| c.is_ascii_lowercase())
-                    && name
-                        .get_ref()
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c));
-                if !ok || name.get_ref() == "root" {
-                    return Err((
-                        name.span(),
-                        format!(
-                            "disk name `{}` must start with a lowercase letter and use only \
-                             lowercase letters, digits, `_` and `-` (at most {MAX_DISK_NAME} \
-                             characters; `root` is the image's)",
-                            name.get_ref()
-                        ),
-                    ));
-                }
-                if disks.iter().any(|d| &d.name == name.get_ref()) {
-                    return Err((
-                        name.span(),
-                        format!("two disks are named `{}`", name.get_ref()),
-                    ));
-                }
-                name.into_inner()
-            }
-            None => format!("disk{}", index + 1),
-        };
-        let source = match (disk.size, disk.base) {
-            (Some(size), None) => DiskSource::Blank {
-                bytes: parse_size(size.get_ref())
-                    .map_err(|m| (size.span(), format!("disk `{name}`: size {m}")))?,
-            },
-            (None, Some(base)) => {
-                let resolved = dir.join(base.get_ref());
-                if !resolved.is_file() {
-                    return Err((
-                        base.span(),
-                        format!("disk `{name}`: base {} does not exist", resolved.display()),
-                    ));
-                }
-                DiskSource::Overlay {
-                    base: std::path::absolute(&resolved).unwrap_or(resolved),
-                }
-            }
-            _ => {
-                return Err((
-                    span,
-                    format!(
-                        "disk `{name}` needs exactly one of `size` (a blank disk) and \
-                         `base` (an overlay over an image)"
-                    ),
-                ))
-            }
-        };
-        let mut inject_errors = Vec::new();
-        for rule in disk.inject_errors {
-            let rule = rule.into_inner();
-            if !BLKDEBUG_EVENTS.contains(&rule.event.get_ref().as_str()) {
-                return Err((
-                    rule.event.span(),
-                    format!(
-                        "disk `{name}`: unknown blkdebug event `{}` (e.g. `read_aio`, \
-                         `write_aio`, `flush_to_disk`; see QEMU's BlkdebugEvent)",
-                        rule.event.get_ref()
-                    ),
-                ));
-            }
-            let errno = match rule.errno {
-                Some(e) => u32::try_from(*e.get_ref())
-                    .ok()
-                    .filter(|e| (1..=133).contains(e))
-                    .ok_or_else(|| {
-                        (
-                            e.span(),
-                            format!("disk `{name}`: errno must be 1 to 133 (5 is EIO)"),
-                        )
-                    })?,
-                None => 5,
-            };
-            inject_errors.push(InjectError {
-                event: rule.event.into_inner(),
-                errno,
-                once: rule.once,
-            });
-        }
-        disks.push(DiskSpec {
-            name,
-            source,
-            inject_errors,
-        });
-    }
-    Ok(disks)
-}
-
-/// A disk size in bytes: an integer is MiB; a string is a positive integer with a
-/// `K`, `M` or `G` suffix (powers of 1024), e.g. `"512K"`, `"64M"`, `"2G"`.
-fn parse_size(value: &toml::Value) -> Result<u64, String> {
-    const MAX: u64 = 1 << 50; // 1 PiB: more is likelier a typo than a wish
-    let bytes = match value {
-        toml::Value::Integer(mib) => u64::try_from(*mib)
-            .ok()
-            .and_then(|m| m.checked_mul(1 << 20)),
-        toml::Value::String(text) => {
-            let text = text.trim();
-            let unit = match text.chars().last() {
-                Some('K' | 'k') => 1 << 10,
-                Some('M' | 'm') => 1 << 20,
-                Some('G' | 'g') => 1 << 30,
-                _ => 0,
-            };
-            text.get(..text.len().saturating_sub(1))
-                .filter(|digits| unit > 0 && digits.chars().all(|c| c.is_ascii_digit()))
-                .and_then(|digits| digits.parse::<u64>().ok())
-                .and_then(|n| n.checked_mul(unit))
-        }
-        _ => None,
-    };
-    match bytes {
-        Some(b) if b > 0 && b <= MAX => Ok(b),
-        _ => Err(format!(
-            "{value} is not a size: write an integer of MiB (64) or a string with a \
-             K, M or G suffix (\"64M\"); at most 1 PiB"
-        )),
-    }
-}
-
 fn default_name(path: &Path) -> String {
     let stem = if path.file_name().and_then(|f| f.to_str()) == Some(SPEC_FILE_NAME) {
         path.parent()
@@ -633,41 +229,6 @@ fn default_name(path: &Path) -> String {
     };
     stem.filter(|s| check_name(s).is_ok())
         .unwrap_or_else(|| "test".to_owned())
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(format!(
-            "`{name}` must be 1-64 characters of letters, digits, `-`, `_` or `.`"
-        ));
-    }
-    Ok(())
-}
-
-/// Machine names are script identifiers and host names: `[a-z][a-z0-9_]*`, at most 32
-/// characters (the host name turns `_` into `-`).
-pub fn check_machine_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    if !first_ok
-        || name.len() > 32
-        || !chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
-        return Err(
-            "a machine name must start with a lowercase letter and use only \
-             lowercase letters, digits and `_` (at most 32 characters)"
-                .into(),
-        );
-    }
-    if crate::script::RESERVED.contains(&name) {
-        return Err(format!("`{name}` is reserved in test scripts"));
-    }
-    Ok(())
 }
 
 /// The span of the value of `key` inside a table's span (the table's span if absent).
@@ -690,7 +251,7 @@ fn key_span(text: &str, table: Range<usize>, key: &str) -> Range<usize> {
 }
 
 /// 1-based line and column of a byte offset.
-pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -701,6 +262,7 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{DiskSource, InjectError};
 
     fn parse(text: &str) -> Result<Spec, Error> {
         Spec::parse(Path::new("/nonexistent/spec.toml"), text)
@@ -915,57 +477,12 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme {
-    const SOURCE: &str = include_str!("spec.rs");
-    const README: &str = include_str!("../../README.md");
-
-    /// The `pub` field names of a struct in this file.
-    fn fields(name: &str) -> Vec<&'static str> {
-        let start = SOURCE
-            .find(&format!("struct {name} {{"))
-            .expect("the struct");
-        let body = &SOURCE[start..];
-        let body = &body[..body.find("\n}").expect("its end")];
-        body.lines()
-            .filter_map(|l| l.trim().strip_prefix("pub "))
-            .filter_map(|l| l.split(':').next())
-            .collect()
-    }
-
-    #[test]
-    fn readme_documents_every_spec_key() {
-        let section = &README[README.find("## Spec reference").expect("section")..];
-        let section = &section[..section[3..].find("\n## ").expect("next section")];
-        let mut keys: Vec<String> = fields("MachineSpec")
-            .into_iter()
-            .map(|f| format!("`machines.NAME.{f}`"))
-            .collect();
-        keys.extend(
-            [
-                "`name`",
-                "`script`",
-                "`timeout`",
-                "`boot_timeout`",
-                "`command_timeout`",
-                "`network.backend`",
-                "`network.offset`",
-                "`[[network.join]]`",
-            ]
-            .map(String::from),
-        );
-        for key in keys {
-            assert!(section.contains(&key), "README's spec table lacks {key}");
-        }
-    }
-}
-
-#[cfg(test)]
 mod examples {
     use std::path::Path;
 
     #[test]
     fn every_example_has_a_readme_parses_and_is_listed() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let section = &readme[readme.find("## Examples").expect("an Examples section")..];
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut seen = 0;
@@ -982,7 +499,7 @@ mod examples {
                 own.contains(&format!("flotilla test examples/{name}")),
                 "{name}"
             );
-            super::Spec::load(&dir).unwrap_or_else(|e| panic!("examples/{name}: {e}"));
+            crate::spec::Spec::load(&dir).unwrap_or_else(|e| panic!("examples/{name}: {e}"));
             assert!(
                 section.contains(&format!("[`examples/{name}`](examples/{name})")),
                 "README's Examples section lacks examples/{name}"

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 use flotilla_vmnet::mgmt::Mgmt;
 use flotilla_vmnet::{Backend, Impairment, Plan};
 
+use crate::error::Error;
 use crate::log::Log;
 use crate::process::{describe_status, Process};
-use crate::Error;
+use crate::spec::JoinSpec;
 
 /// Switch processes, started once, before the first machine boots.
 #[derive(Debug)]
 pub struct Fabric {
     pub plan: Plan,
-    join: Vec<crate::spec::JoinSpec>,
+    join: Vec<JoinSpec>,
     log: Log,
     switches: tokio::sync::Mutex<Option<Vec<Helper>>>,
     /// Running VLAN captures: the plug process and the task writing the file.
@@ -34,7 +35,7 @@ struct Helper {
 }
 
 impl Fabric {
-    pub fn new(plan: Plan, join: Vec<crate::spec::JoinSpec>, log: Log) -> Arc<Fabric> {
+    pub fn new(plan: Plan, join: Vec<JoinSpec>, log: Log) -> Arc<Fabric> {
         if let Some(warning) = plan.insecure() {
             log.info(&format!("warning: {warning}"));
         }
@@ -198,7 +199,7 @@ impl Fabric {
             .plan
             .vlans
             .get(&vlan)
-            .ok_or_else(|| Error::Network(format!("there is no VLAN {vlan}")))?;
+            .ok_or(Error::NoSuchVlan { vlan })?;
         let partitioned = self
             .partitioned
             .lock()
@@ -304,7 +305,7 @@ impl Fabric {
             .vlans
             .get(&vlan)
             .map(|v| v.mgmt_socket.clone())
-            .ok_or_else(|| Error::Network(format!("there is no VLAN {vlan}")))
+            .ok_or(Error::NoSuchVlan { vlan })
     }
 
     async fn with_mgmt<T: Send + 'static>(

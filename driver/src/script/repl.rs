@@ -29,8 +29,12 @@ use rhai::{Dynamic, Engine, LexError, ParseErrorType, Position, Scope, AST};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use crate::script::{self, innermost, strip_position};
-use crate::{Fleet, Spec};
+use super::context::World;
+use super::engine::{engine, ScriptEngine};
+use super::errors::{innermost, strip_position};
+use crate::fleet::Fleet;
+use crate::junit::Subtests;
+use crate::spec::Spec;
 
 /// A script session over a network's machines.
 #[derive(Debug)]
@@ -39,20 +43,20 @@ pub struct Repl {
     /// The functions defined so far.
     functions: AST,
     /// One engine for the session: polling conditions set on one line hold on later.
-    script: script::ScriptEngine,
+    script: ScriptEngine,
 }
 
 impl Repl {
     /// A session over `net`'s machines; `handle` runs their calls.
     pub fn new(net: &Fleet, spec: &Spec, handle: Handle) -> Repl {
         // Relative host paths (`copy_to`) start in the spec's folder.
-        let script = script::engine(
+        let script = engine(
             &spec.path,
-            &net.world(),
+            &World::of(net),
             net.log(),
             handle,
             CancellationToken::new(),
-            script::Subtests::default(),
+            Subtests::default(),
         );
         Repl {
             scope: Scope::new(),

@@ -1,0 +1,325 @@
+//! The machines of a spec, as one [`Fleet`]: made together, booted together or one by
+//! one, stopped together, with the run's VLAN fabric, log and polling conditions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::accel::{self, AccelChoice};
+use crate::conditions::Conditions;
+use crate::error::Error;
+use crate::fabric::Fabric;
+use crate::host::{agent_binary, qboot_firmware, qemu_binary};
+use crate::image::{self, vmlinux};
+use crate::junit::{Subtest, Subtests};
+use crate::log::Log;
+use crate::machine::{Machine, MachineConfig};
+use crate::spec::{MachineSpec, Spec};
+
+/// How a [`Fleet`] runs.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Where logs go: `driver.log`, and `<machine>/console.log`, `<machine>/qemu.log`.
+    /// Emptied at the start of the run.
+    pub log_dir: PathBuf,
+    /// Echo the log on stderr.
+    pub terminal: bool,
+    /// How long a guest may take to report readiness.
+    pub boot_timeout: Duration,
+    /// Default limit for one command in a guest.
+    pub command_timeout: Duration,
+    /// Where [`run_test`] writes a JUnit XML report (one test case per subtest).
+    pub junit: Option<PathBuf>,
+    /// Where machine disks live across runs (`--keep-state DIR`): `<dir>/<machine>/`
+    /// holds `root.qcow2` (the `image` overlay) and `<disk name>.qcow2`, made on first
+    /// use and reused by every later run. `None`: disks are made per run and deleted.
+    pub keep_state: Option<PathBuf>,
+}
+
+impl FleetOptions {
+    /// Defaults: log to `log_dir` and the terminal, 120 s to boot, 300 s per command.
+    pub fn new(log_dir: impl Into<PathBuf>) -> FleetOptions {
+        FleetOptions {
+            log_dir: log_dir.into(),
+            terminal: true,
+            boot_timeout: Duration::from_secs(120),
+            command_timeout: Duration::from_secs(300),
+            junit: None,
+            keep_state: None,
+        }
+    }
+}
+
+/// The machines of a spec. Machines boot on first use or with [`Fleet::start_all`];
+/// [`Fleet::stop_all`] (or dropping the network) stops them.
+#[derive(Debug)]
+pub struct Fleet {
+    machines: BTreeMap<String, Arc<Machine>>,
+    log: Log,
+    accel: AccelChoice,
+    pub(crate) fabric: Arc<Fabric>,
+    pub(crate) conditions: Arc<Conditions>,
+    /// Finished subtests, and the names of those running (outermost first).
+    subtests: Subtests,
+    subtest_stack: std::sync::Mutex<Vec<String>>,
+    // Removed (with every socket in it) when the network is dropped.
+    _sockets: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
+    /// picks the accelerator. Boots nothing yet.
+    pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
+        let log = Log::create(&options.log_dir, options.terminal)?;
+        let kernel = image::Kernel::locate()?;
+        let agent = agent_binary()?;
+        let initrd = image::default_initramfs(&kernel, &agent)?;
+        let machines_that = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
+        let stage1 = if machines_that(|m| m.image.is_some()) {
+            Some(image::stage1_initramfs(&kernel)?)
+        } else {
+            None
+        };
+        // Only machines with disks pay for loading virtio_blk.
+        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty()) {
+            Some(image::disk_initramfs(&kernel, &agent)?)
+        } else {
+            None
+        };
+        let accel = accel::detect();
+        let boot = vmlinux::boot_kernel(&kernel);
+        log.info(&format!(
+            "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
+            env!("CARGO_PKG_VERSION"),
+            spec.name,
+            spec.machines.len(),
+            kernel.version,
+            boot.note,
+            accel
+        ));
+        if let Some(dir) = &options.keep_state {
+            log.info(&format!(
+                "machine disks are kept in {} (--keep-state): existing ones are reused",
+                dir.display()
+            ));
+        }
+        let sockets = tempfile::Builder::new()
+            .prefix("flotilla-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "creating the run's socket directory".into(),
+                source,
+            })?;
+        let vlans = spec
+            .machines
+            .iter()
+            .map(|(name, m)| (name.clone(), m.vlans.clone()))
+            .collect();
+        let plan =
+            flotilla_vmnet::Plan::with_offset(&vlans, spec.backend, sockets.path(), spec.offset)
+                .map_err(Error::Vmnet)?;
+        let fabric = Fabric::new(plan, spec.join.clone(), log.clone());
+        let conditions = Arc::new(Conditions::new(log.clone()));
+        let firmware = qboot_firmware();
+        let mut machines = BTreeMap::new();
+        for (name, machine) in &spec.machines {
+            let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
+            let forwards = machine
+                .forward
+                .iter()
+                .map(|f| flotilla_vmnet::Forward::new(f.host, f.guest))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::Vmnet)?;
+            for f in &forwards {
+                log.machine(
+                    name,
+                    &format!("port {} is forwarded from 127.0.0.1:{}", f.guest, f.host),
+                );
+            }
+            let config = MachineConfig {
+                name: name.clone(),
+                spec: machine.clone(),
+                kernel: kernel.clone(),
+                // The unpacked kernel starts through PVH, which passes no screen
+                // information: a machine with a screen boots the bzImage so that tty1
+                // shows on its VGA card.
+                boot_kernel: if machine.display {
+                    kernel.image.clone()
+                } else {
+                    boot.path.clone()
+                },
+                initrd: match (&machine.image, &stage1, &with_disks) {
+                    (Some(_), Some(stage1), _) => stage1.clone(),
+                    (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),
+                    _ => initrd.clone(),
+                },
+                accel: accel.clone(),
+                socket_dir: sockets.path().join(name),
+                state_dir: match &options.keep_state {
+                    Some(dir) => std::path::absolute(dir.join(name)).unwrap_or(dir.join(name)),
+                    None => sockets.path().join(name),
+                },
+                log: log.clone(),
+                boot_timeout: spec.boot_timeout.unwrap_or(options.boot_timeout),
+                command_timeout: spec.command_timeout.unwrap_or(options.command_timeout),
+                qemu: qemu_binary(),
+                fabric: fabric.clone(),
+                user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(number, forwards)),
+                conditions: conditions.clone(),
+                firmware: firmware.clone(),
+            };
+            machines.insert(name.clone(), Arc::new(Machine::new(config)));
+        }
+        Ok(Fleet {
+            machines,
+            conditions,
+            subtests: Subtests::default(),
+            subtest_stack: std::sync::Mutex::default(),
+            fabric,
+            log,
+            accel,
+            _sockets: sockets,
+        })
+    }
+
+    /// A machine by name.
+    pub fn machine(&self, name: &str) -> Result<Arc<Machine>, Error> {
+        self.machines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchMachine {
+                name: name.to_owned(),
+            })
+    }
+
+    /// All machines by name.
+    pub fn machines(&self) -> &BTreeMap<String, Arc<Machine>> {
+        &self.machines
+    }
+
+    /// The run log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// The accelerator the machines use, and why.
+    pub fn accel(&self) -> &AccelChoice {
+        &self.accel
+    }
+
+    /// Boots every machine concurrently; returns when all are ready.
+    pub async fn start_all(&self) -> Result<(), Error> {
+        let results = futures::future::join_all(self.machines.values().map(|m| m.start())).await;
+        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        Ok(())
+    }
+
+    /// Stops every machine, then the network's switches. Idempotent.
+    pub async fn stop_all(&self) {
+        futures::future::join_all(self.machines.values().map(|m| m.stop())).await;
+        self.fabric.stop().await;
+    }
+
+    /// Splits VLAN `vlan` into groups that reach each other only within a group (VDE
+    /// backend); every machine named must be running.
+    pub async fn partition(&self, vlan: u8, groups: &[Vec<String>]) -> Result<(), Error> {
+        self.fabric.partition(vlan, groups).await
+    }
+
+    /// Captures every frame on `vlan` into `<log>/vlan<N>.pcap` until the network stops
+    /// (VDE backend); returns the path.
+    pub async fn capture_vlan(&self, vlan: u8) -> Result<PathBuf, Error> {
+        let path = self.log.dir().join(format!("vlan{vlan}.pcap"));
+        self.fabric.capture_vlan(vlan, &path).await?;
+        Ok(path)
+    }
+
+    /// The socket directory of VLAN `vlan`'s switch (VDE backend), for another driver's
+    /// `[[network.join]]`. Valid while the network runs.
+    pub fn switch_path(&self, vlan: u8) -> Option<PathBuf> {
+        self.fabric
+            .plan
+            .vlans
+            .get(&vlan)
+            .map(|v| v.switch_dir.clone())
+    }
+
+    /// Starts the network's switches (machines start them on boot too).
+    pub async fn start_switches(&self) -> Result<(), Error> {
+        self.fabric.ensure_started().await
+    }
+
+    /// Adds a polling condition: `check` must succeed whenever it is checked, which is
+    /// before every command any machine runs (so also between the tries of
+    /// `wait_until_*`), at most once per `interval` (every time when zero). When it
+    /// fails, that command fails with [`Error::Condition`] naming it. Commands the check
+    /// itself runs are not checked again.
+    ///
+    /// ```no_run
+    /// # async fn demo(net: &flotilla_driver::Fleet) -> Result<(), flotilla_driver::Error> {
+    /// let server = net.machine("server")?;
+    /// net.polling_condition("server's web server runs", std::time::Duration::ZERO, move || {
+    ///     let server = server.clone();
+    ///     async move { server.succeed("pidof httpd").await.map(drop) }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn polling_condition<F, Fut>(&self, name: &str, interval: Duration, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        self.conditions.add(name, interval, check);
+    }
+
+    /// Runs `body` as a named, timed section of the log, like a script's `subtest`:
+    /// `subtest: NAME` before, `subtest: NAME ok (1.23 s)` or `FAILED` after, indented
+    /// when nested. Each finished subtest is listed by [`Fleet::subtests`].
+    pub async fn subtest<T>(
+        &self,
+        name: &str,
+        body: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let (path, depth) = match self.subtest_stack.lock() {
+            Ok(mut stack) => {
+                stack.push(name.to_owned());
+                (stack.join(" / "), stack.len() - 1)
+            }
+            Err(_) => (name.to_owned(), 0),
+        };
+        let indent = "  ".repeat(depth);
+        self.log.info(&format!("{indent}subtest: {name}"));
+        let started = std::time::Instant::now();
+        let result = body.await;
+        let duration = started.elapsed();
+        if let Ok(mut stack) = self.subtest_stack.lock() {
+            stack.pop();
+        }
+        let failure = result.as_ref().err().map(ToString::to_string);
+        let verdict = if failure.is_some() { "FAILED" } else { "ok" };
+        self.log.info(&format!(
+            "{indent}subtest: {name} {verdict} ({:.2} s)",
+            duration.as_secs_f64()
+        ));
+        if let Ok(mut list) = self.subtests.lock() {
+            list.push(Subtest {
+                name: path,
+                duration,
+                failure,
+            });
+        }
+        result
+    }
+
+    /// The subtests run through [`Fleet::subtest`] so far, in the order they
+    /// finished (for [`junit_xml`](crate::junit::junit_xml)).
+    pub fn subtests(&self) -> Vec<Subtest> {
+        self.subtests.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Undoes [`Fleet::partition`].
+    pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
+        self.fabric.heal(vlan).await
+    }
+}

@@ -1,0 +1,29 @@
+//! Images and kernels: what the machines boot.
+//!
+//! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules) and the
+//!   stage 1 that boots a disk image, built once and cached by content.
+//! - `cpio.rs`: the newc cpio writer they are written with.
+//! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
+//! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
+//! - `kernel.rs`: where the kernel is ([`Kernel`]).
+//! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
+//! - `debian.rs`: Debian disk images (`flotilla image debian`).
+//! - `cache.rs`: the cache folder and its pruning.
+
+mod cache;
+mod cpio;
+pub mod debian;
+mod elf;
+mod initramfs;
+mod kernel;
+mod modules;
+pub mod vmlinux;
+
+pub use cache::cache_dir;
+pub use elf::is_static_elf;
+pub use initramfs::{
+    busybox_path, default_initramfs, disk_initramfs, stage1_initramfs, DEFAULT_MODULES,
+    STAGE1_INIT, STAGE1_MODULES,
+};
+pub use kernel::Kernel;
+pub use modules::{modinfo, resolve_modules, strip_module_signature};

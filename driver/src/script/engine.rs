@@ -1,0 +1,125 @@
+//! The script engine: assembled from the machine and global APIs, and a script run on it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::context::{Ctx, World};
+use super::errors::{innermost, located, strip_position};
+use super::{global_api, machine_api};
+use crate::error::Error;
+use crate::junit::Subtests;
+use crate::log::Log;
+
+/// Runs the script at `path` against `machines`. Blocking: call it from a thread that
+/// is not a runtime worker; `handle` runs the machine calls.
+pub(crate) fn run(
+    path: &Path,
+    world: &World,
+    log: &Log,
+    handle: Handle,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> Result<(), Error> {
+    let source = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        what: format!("reading script {}", path.display()),
+        source,
+    })?;
+    let script = engine(path, world, log, handle, cancel.clone(), subtests);
+    compile_and_run(&script, path, &source, &cancel)
+}
+
+/// An engine with the whole script API registered, and the context its functions share.
+pub(crate) struct ScriptEngine {
+    pub engine: Arc<Engine>,
+    ctx: Arc<Ctx>,
+}
+
+impl std::fmt::Debug for ScriptEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptEngine").finish_non_exhaustive()
+    }
+}
+
+impl ScriptEngine {
+    /// What stops the engine's calls from now on (a REPL sets one per line).
+    pub fn set_cancel(&self, cancel: CancellationToken) {
+        if let Ok(mut c) = self.ctx.cancel.write() {
+            *c = cancel;
+        }
+    }
+
+    /// The script whose functions polling conditions may call.
+    pub fn set_ast(&self, ast: &rhai::AST) {
+        if let Ok(mut a) = self.ctx.ast.write() {
+            *a = ast.clone();
+        }
+    }
+}
+
+/// An engine with the whole script API registered; `path`'s folder is where relative
+/// host paths start, and `cancel` stops whatever the engine runs (until
+/// [`ScriptEngine::set_cancel`]).
+pub(crate) fn engine(
+    path: &Path,
+    world: &World,
+    log: &Log,
+    handle: Handle,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> ScriptEngine {
+    let ctx = Ctx::new(handle, cancel);
+    let mut engine = Engine::new();
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(64, 64);
+
+    let l = log.clone();
+    engine.on_print(move |text| l.info(text));
+    let l = log.clone();
+    engine.on_debug(move |text, _src, pos| l.info(&format!("debug at {pos}: {text}")));
+    let c = ctx.clone();
+    engine.on_progress(move |_| {
+        c.cancel()
+            .is_cancelled()
+            .then(|| Dynamic::from("cancelled"))
+    });
+    machine_api::register(&mut engine, &ctx, &world.machines, path, log);
+    global_api::register(&mut engine, &ctx, world, log, subtests);
+
+    let engine = Arc::new(engine);
+    let _ = ctx.engine.set(Arc::downgrade(&engine));
+    ScriptEngine { engine, ctx }
+}
+
+fn compile_and_run(
+    script: &ScriptEngine,
+    path: &Path,
+    source: &str,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let engine = &script.engine;
+    let ast = engine.compile(source).map_err(|e| {
+        let pos = e.position();
+        Error::ScriptSyntax {
+            file: path.to_path_buf(),
+            line: pos.line().unwrap_or(0),
+            column: pos.position().unwrap_or(0),
+            message: strip_position(e.0.to_string()),
+        }
+    })?;
+    script.set_ast(&ast);
+    match engine.run_ast(&ast) {
+        Ok(()) => Ok(()),
+        Err(e) if cancel.is_cancelled() => {
+            let (pos, _) = innermost(&e);
+            Err(located(path, pos, "cancelled".into()))
+        }
+        Err(e) => {
+            let (pos, message) = innermost(&e);
+            Err(located(path, pos, message))
+        }
+    }
+}

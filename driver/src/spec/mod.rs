@@ -1,0 +1,56 @@
+//! The spec: a TOML file naming the machines of a test and its script.
+//!
+//! ```toml
+//! name = "hello"            # optional, defaults to the folder's name
+//! script = "test.rhai"      # relative to the spec file
+//! timeout = 600             # seconds for the whole test
+//! boot_timeout = 120        # seconds a machine may take to be ready
+//! command_timeout = 300     # seconds a command may take unless the call says otherwise
+//!
+//! [network]
+//! backend = "vde"           # or "multicast" (insecure, opt-in)
+//! offset = 0                # machine numbers (and addresses) start at offset + 1
+//!
+//! [[network.join]]          # share VLAN 1 with another driver's network
+//! vlan = 1
+//! switch = "/tmp/flotilla-abc123/vlan1.switch"
+//!
+//! [machines.server]
+//! memory = 256              # MiB
+//! cpus = 1
+//! vlans = [1]               # default [1]; VLAN v is 192.168.v.0/24
+//! forward = [{ host = 8080, guest = 80 }]  # 127.0.0.1:8080 -> guest port 80
+//! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
+//! kernel_args = "loglevel=4"  # appended to the kernel command line
+//! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
+//!
+//! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
+//! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
+//! name = "data"             # drive id and virtio serial; default disk1, disk2, ...
+//!
+//! [[machines.server.disks]]
+//! base = "data.qcow2"       # a qcow2 overlay over this image; the image is never written
+//! inject_errors = [{ event = "write_aio", once = true }]  # QEMU blkdebug rules
+//! ```
+//!
+//! Every error names the file, line and column: unknown keys, wrong types and missing
+//! files alike.
+//!
+//! - `types.rs`: the checked spec ([`Spec`], [`MachineSpec`], [`DiskSpec`], ...).
+//! - `raw.rs`: the spec as written, as serde reads it, with the spans of its values.
+//! - `parse.rs`: [`Spec::load`] and [`Spec::parse`]: raw to checked, errors at file:line:col.
+//! - `disks.rs`: `[[machines.NAME.disks]]` checks: names, sizes, blkdebug rules.
+//! - `names.rs`: what test, machine and disk names may be, the words scripts reserve,
+//!   and a machine's host name.
+
+mod disks;
+pub mod names;
+mod parse;
+mod raw;
+mod types;
+
+pub use disks::BLKDEBUG_EVENTS;
+pub use names::check_machine_name;
+pub use types::{
+    DiskSource, DiskSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME,
+};

@@ -1,0 +1,185 @@
+//! The checked spec: what [`Spec::parse`] returns and the driver runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::guest::AgentKind;
+
+/// The file name looked up when a directory is given instead of a spec file.
+pub const SPEC_FILE_NAME: &str = "flotilla.toml";
+
+/// A parsed and checked spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The spec file itself.
+    pub path: PathBuf,
+    pub name: String,
+    /// The test script, resolved against the spec's folder.
+    pub script: Option<PathBuf>,
+    /// Limit for the whole test run.
+    pub timeout: std::time::Duration,
+    /// How long a machine may take to be ready, if the spec says.
+    pub boot_timeout: Option<std::time::Duration>,
+    /// How long one command may take unless its call says otherwise, if the spec says.
+    pub command_timeout: Option<std::time::Duration>,
+    pub machines: BTreeMap<String, MachineSpec>,
+    /// How the VLANs are made.
+    pub backend: flotilla_vmnet::Backend,
+    /// Machine numbers start at `offset + 1` (for networks that join another's VLANs).
+    pub offset: u8,
+    /// VLANs joined to another driver's switches.
+    pub join: Vec<JoinSpec>,
+}
+
+/// A VLAN shared with another driver's network: `[[network.join]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSpec {
+    /// Our VLAN.
+    pub vlan: u8,
+    /// The other network's switch for that VLAN (its log names it).
+    pub switch: PathBuf,
+}
+
+/// A forwarded port: `127.0.0.1:host` on the host to `guest` in the machine.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// Host port on 127.0.0.1; 0 or absent picks a free one.
+    #[serde(default)]
+    pub host: u16,
+    pub guest: u16,
+}
+
+/// One machine of a spec.
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    /// Memory in MiB.
+    pub memory: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Extra kernel command line arguments.
+    pub kernel_args: String,
+    /// A VGA screen (for `screenshot`), which needs the slower SeaBIOS firmware; without
+    /// it machines boot through qboot, about a second faster under TCG.
+    pub display: bool,
+    /// A qcow2 disk image to boot (e.g. from `flotilla image debian`), resolved against
+    /// the spec's folder; machines write to a per-run overlay, never to it.
+    pub image: Option<PathBuf>,
+    /// Which agent the image runs: `"flotilla"` (default) or `"qga"` (stock
+    /// qemu-guest-agent).
+    pub agent: AgentKind,
+    /// The VLANs the machine has a NIC on.
+    pub vlans: Vec<u8>,
+    /// Ports forwarded from 127.0.0.1 on the host.
+    pub forward: Vec<ForwardSpec>,
+    /// Extra disks, in the guest's order (`/dev/vdb`, ... after an `image`'s `/dev/vda`).
+    pub disks: Vec<DiskSpec>,
+}
+
+/// An extra disk of a machine: `[[machines.NAME.disks]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The QEMU drive id and the virtio serial the guest sees (`/sys/block/vdX/serial`,
+    /// `/dev/disk/by-id/virtio-NAME` under udev); also the file name in the state dir.
+    pub name: String,
+    pub source: DiskSource,
+    /// QEMU blkdebug rules; empty for a disk without error injection.
+    pub inject_errors: Vec<InjectError>,
+}
+
+/// What a disk starts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A blank qcow2 image of this many bytes.
+    Blank { bytes: u64 },
+    /// A qcow2 overlay over this qcow2 image (absolute), which is never written.
+    Overlay { base: PathBuf },
+}
+
+/// One QEMU blkdebug `inject-error` rule: once QEMU's block layer reports `event` on
+/// the disk's file, its requests fail with `errno` (only the next one if `once`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectError {
+    /// A blkdebug event, e.g. `read_aio` (guest data read) or `write_aio` (written).
+    pub event: String,
+    /// The error the guest gets: 5 (EIO) unless told.
+    pub errno: u32,
+    /// Fail one request, then remove the rule.
+    pub once: bool,
+}
+
+impl Default for MachineSpec {
+    fn default() -> Self {
+        MachineSpec {
+            memory: default_memory(),
+            cpus: default_cpus(),
+            kernel_args: String::new(),
+            display: false,
+            image: None,
+            agent: AgentKind::Flotilla,
+            vlans: default_vlans(),
+            forward: Vec::new(),
+            disks: Vec::new(),
+        }
+    }
+}
+
+pub(super) fn default_vlans() -> Vec<u8> {
+    vec![1]
+}
+
+pub(super) fn default_memory() -> u32 {
+    256
+}
+
+pub(super) fn default_cpus() -> u32 {
+    1
+}
+
+#[cfg(test)]
+mod readme {
+    const SOURCE: &str = include_str!("types.rs");
+    const README: &str = include_str!("../../../README.md");
+
+    /// The `pub` field names of a struct in this file.
+    fn fields(name: &str) -> Vec<&'static str> {
+        let start = SOURCE
+            .find(&format!("struct {name} {{"))
+            .expect("the struct");
+        let body = &SOURCE[start..];
+        let body = &body[..body.find("\n}").expect("its end")];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split(':').next())
+            .collect()
+    }
+
+    #[test]
+    fn readme_documents_every_spec_key() {
+        let section = &README[README.find("## Spec reference").expect("section")..];
+        let section = &section[..section[3..].find("\n## ").expect("next section")];
+        let mut keys: Vec<String> = fields("MachineSpec")
+            .into_iter()
+            .map(|f| format!("`machines.NAME.{f}`"))
+            .collect();
+        keys.extend(
+            [
+                "`name`",
+                "`script`",
+                "`timeout`",
+                "`boot_timeout`",
+                "`command_timeout`",
+                "`network.backend`",
+                "`network.offset`",
+                "`[[network.join]]`",
+            ]
+            .map(String::from),
+        );
+        for key in keys {
+            assert!(section.contains(&key), "README's spec table lacks {key}");
+        }
+    }
+}
