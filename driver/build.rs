@@ -6,7 +6,9 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+#[path = "../guest-agent/static_build.rs"]
+mod static_build;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=FLOTILLA_AGENT_PREBUILT");
@@ -16,6 +18,10 @@ fn main() {
     println!(
         "cargo:rerun-if-changed={}",
         agent_src.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        agent_src.join("static_build.rs").display()
     );
 
     if let Some(prebuilt) = env::var_os("FLOTILLA_AGENT_PREBUILT") {
@@ -33,37 +39,15 @@ fn main() {
         .nth(4)
         .map(|t| t.join("agent"))
         .unwrap_or_else(|| out_dir.join("agent"));
-    let triple = "x86_64-unknown-linux-gnu";
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "flotilla-agent",
-        "--bin",
-        "flotilla-agent",
-    ])
-    .args(["--profile", "agent", "--target", triple])
-    .arg("--target-dir")
-    .arg(&target_dir)
-    .arg("--manifest-path")
-    .arg(manifest.join("..").join("Cargo.toml"))
-    .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
-        cmd.env_remove(var);
-    }
+    let cargo = PathBuf::from(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let (mut cmd, binary) = static_build::static_agent_build(
+        &cargo,
+        &manifest.join("..").join("Cargo.toml"),
+        &target_dir,
+    );
     let status = cmd.status().expect("running cargo to build flotilla-agent");
     if !status.success() {
         panic!("building the static flotilla-agent failed ({status})");
     }
-    let binary = target_dir.join(triple).join("agent").join("flotilla-agent");
     println!("cargo:rustc-env=FLOTILLA_AGENT_PATH={}", binary.display());
 }

@@ -14,6 +14,12 @@
 //!   the whole of a one-machine test.
 //!
 //! `BENCH_RUNS` sets the number of runs (default 5).
+//!
+//! The subject failing (a boot, a floor) panics: a non-zero exit. A missing peer
+//! (qboot, or a kernel whose vmlinux cannot be unpacked, so that rows would compare
+//! other things than they say) is named in the header and exits 3 after the table,
+//! unless `--accept-missing` is passed (`cargo bench -p flotilla-driver --bench boot --
+//! --accept-missing`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -41,6 +47,16 @@ fn main() {
     let mut floor_pvh = Vec::new();
     let qboot = flotilla_driver::qboot_firmware();
     let boot = flotilla_driver::vmlinux::boot_kernel(&kernel);
+    let mut missing = Vec::new();
+    if qboot.is_none() {
+        missing.push("qboot: not among QEMU's firmware (the qboot rows boot SeaBIOS)".to_owned());
+    }
+    if boot.path == kernel.image {
+        missing.push(format!(
+            "vmlinux: {} (the vmlinux rows boot vmlinuz)",
+            boot.note
+        ));
+    }
     let mut ready = Vec::new();
     let mut echo = Vec::new();
     for i in 0..runs {
@@ -93,6 +109,9 @@ fn main() {
                 .to_string())
     );
     println!("kernel: {}", boot.note);
+    for m in &missing {
+        println!("MISSING {m}");
+    }
     println!(
         "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10}",
         "", "median", "min", "max", "x floor", "x same"
@@ -114,6 +133,13 @@ fn main() {
             m.as_secs_f64() / f.as_secs_f64(),
             m.as_secs_f64() / same.as_secs_f64()
         );
+    }
+    if !missing.is_empty() && !std::env::args().any(|a| a == "--accept-missing") {
+        eprintln!(
+            "boot: {} peer(s) missing; pass --accept-missing to accept the table as it is",
+            missing.len()
+        );
+        std::process::exit(3);
     }
 }
 

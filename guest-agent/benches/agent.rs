@@ -3,8 +3,8 @@
 //!
 //!   cargo bench -p flotilla-agent --bench agent
 //!
-//! Set FLOTILLA_AGENT_BIN to the static `agent`-profile build to measure what ships
-//! (otherwise this build's dynamically linked binary is used and its size means little).
+//! It measures what ships, the static `agent`-profile build that `flotilla` embeds
+//! (built by the shared harness); FLOTILLA_AGENT_BIN names another binary.
 
 #![allow(clippy::unwrap_used)]
 
@@ -26,8 +26,9 @@ fn main() {
         return; // `cargo test --benches` asks for a list; there is nothing to run there.
     }
     if let Some(why) = harness::missing_prerequisite() {
-        eprintln!("SKIPPED: cannot boot a VM: {why}");
-        return;
+        // The subject cannot run: a failure, not an empty table.
+        eprintln!("agent bench: cannot boot a VM: {why} (run scripts/setup)");
+        std::process::exit(1);
     }
     let bin = harness::agent_bin();
     let size = std::fs::metadata(&bin).unwrap().len();

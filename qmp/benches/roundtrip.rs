@@ -1,17 +1,22 @@
 //! Round-trip benchmark against a real QEMU: prints a table, times nothing else.
 //!
 //! ```text
-//! cargo bench -p flotilla-qmp --bench roundtrip [-- SEQUENTIAL_CALLS]
+//! cargo bench -p flotilla-qmp --bench roundtrip [-- SEQUENTIAL_CALLS] [--accept-missing]
 //! ```
 //!
 //! Three clients talk to the same QEMU, each on its own QMP monitor socket:
 //! - this crate's `Client`;
 //! - a raw-socket floor: write one line, read one line, no JSON decoding beyond
 //!   finding the newline (for throughput, 8 commands kept in flight);
-//! - Python's `qemu.qmp` (`pip install qemu.qmp`), skipped with a note when absent.
+//! - Python's `qemu.qmp`, run by `$FLOTILLA_BENCH_PYTHON`, else by the virtual
+//!   environment `scripts/bench-setup` makes (`~/.cache/flotilla/bench-venv`), else by
+//!   `python3`.
 //!
 //! Rows: sequential `query-status` latency (median, p99) and the throughput of 8
 //! concurrent callers.
+//!
+//! The subject or the floor failing exits 1. A missing peer (no `qemu.qmp`) is named
+//! above the table and exits 3 after it, unless `--accept-missing` is passed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -183,8 +188,24 @@ async def main(path, calls, concurrency):
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 "#;
 
+/// The Python that has `qemu.qmp`: see the module docs.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("FLOTILLA_BENCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("FLOTILLA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| Path::new(&c).join("flotilla")))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/flotilla")));
+    cache
+        .map(|c| c.join("bench-venv/bin/python"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
 fn bench_python(path: &Path, calls: usize) -> Result<Row, String> {
-    let output = Command::new("python3")
+    let python = python();
+    let output = Command::new(&python)
         .arg("-c")
         .arg(PYTHON)
         .arg(path)
@@ -192,11 +213,14 @@ fn bench_python(path: &Path, calls: usize) -> Result<Row, String> {
         .arg(CONCURRENCY.to_string())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("python3 not runnable: {e}"))?;
+        .map_err(|e| format!("{} not runnable: {e}", python.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr.lines().last().unwrap_or("").to_owned();
-        return Err(format!("python qemu.qmp unavailable ({last})"));
+        return Err(format!(
+            "qemu.qmp under {}: {last} (scripts/bench-setup installs it)",
+            python.display()
+        ));
     }
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).map_err(|e| format!("python output: {e}"))?;
@@ -258,18 +282,22 @@ async fn main() {
 
     println!("query-status round trips against one QEMU, {calls} sequential calls, {CONCURRENCY} concurrent callers");
     let mut rows = Vec::new();
-    let mut notes = Vec::new();
+    let mut failed = Vec::new();
+    let mut missing = Vec::new();
     match bench_client(&sockets[0], calls).await {
         Ok(r) => rows.push(r),
-        Err(e) => notes.push(format!("flotilla-qmp failed: {e}")),
+        Err(e) => failed.push(format!("flotilla-qmp failed: {e}")),
     }
     match bench_raw(&sockets[1], calls) {
         Ok(r) => rows.push(r),
-        Err(e) => notes.push(format!("raw socket failed: {e}")),
+        Err(e) => failed.push(format!("raw socket (floor) failed: {e}")),
     }
     match bench_python(&sockets[2], calls) {
         Ok(r) => rows.push(r),
-        Err(e) => notes.push(format!("python column skipped: {e}")),
+        Err(e) => missing.push(format!("python qemu.qmp: {e}")),
+    }
+    for m in &missing {
+        println!("MISSING {m}");
     }
     println!();
     println!("| client | median | p99 | {CONCURRENCY}-caller throughput |");
@@ -283,8 +311,17 @@ async fn main() {
             r.throughput
         );
     }
-    for n in notes {
-        println!("note: {n}");
-    }
     drop(child);
+    if !failed.is_empty() {
+        for f in failed {
+            eprintln!("roundtrip: {f}");
+        }
+        std::process::exit(1);
+    }
+    if !missing.is_empty() && !std::env::args().any(|a| a == "--accept-missing") {
+        eprintln!(
+            "roundtrip: a peer is missing; pass --accept-missing to accept the table as it is"
+        );
+        std::process::exit(3);
+    }
 }

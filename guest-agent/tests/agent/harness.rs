@@ -4,8 +4,12 @@
 //! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current`, with `vmlinuz`,
 //! `version` and `modules/`). Tests fail, naming what is missing, when any is.
 //!
-//! The agent binary is `$FLOTILLA_AGENT_BIN` when set (e.g. the static `agent`-profile
-//! build), else this build's `flotilla-agent` plus the shared libraries `ldd` lists.
+//! The agent binary is the one users get: the static `agent`-profile build that
+//! `flotilla` embeds (see [`agent_bin`]); `$FLOTILLA_AGENT_BIN` names another one (a
+//! dynamically linked one goes in with the shared libraries `ldd` lists).
+
+#[path = "../../static_build.rs"]
+mod static_build;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -230,11 +234,38 @@ pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
     order
 }
 
-/// The agent binary under test.
+/// The agent binary under test: `$FLOTILLA_AGENT_BIN`, else the one users get, the
+/// static `agent`-profile build that `flotilla` embeds, built once per run by the same
+/// command as `driver/build.rs` ([`static_build`]) into the same folder
+/// (`<target>/agent`): up to date already when the driver was built.
 pub fn agent_bin() -> PathBuf {
-    std::env::var_os("FLOTILLA_AGENT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_flotilla-agent")))
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("FLOTILLA_AGENT_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => build_shipped_agent(),
+    })
+    .clone()
+}
+
+fn build_shipped_agent() -> PathBuf {
+    // This executable is <target>/<profile>/deps/<name>.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the test runs from a cargo target folder");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let (mut cmd, binary) =
+        static_build::static_agent_build(&cargo, &manifest, &target.join("agent"));
+    let status = cmd
+        .status()
+        .expect("running cargo to build the static agent");
+    assert!(
+        status.success(),
+        "building the static agent failed ({status})"
+    );
+    binary
 }
 
 /// An empty folder `flotilla-agent-NAME-PID` in the temp dir (emptied if it was there).
@@ -259,6 +290,22 @@ pub fn run_install(root: &Path) -> std::process::Output {
 pub fn install(root: &Path) {
     let out = run_install(root);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Whether an ELF executable asks for an interpreter (`PT_INTERP`): a dynamically
+/// linked one does, a static one does not.
+pub fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    assert!(
+        elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2,
+        "not an ELF64 file"
+    );
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 3
+    })
 }
 
 /// The agent binary and any shared libraries it needs, as (guest path, bytes).

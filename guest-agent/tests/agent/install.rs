@@ -123,3 +123,27 @@ fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
     assert!(root.join("etc/rc2.d/S99flotilla-agent").is_symlink());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn the_agent_under_test_is_the_static_build_that_ships() {
+    if std::env::var_os("FLOTILLA_AGENT_BIN").is_some() {
+        // A binary named by the caller is tested as it is.
+        return;
+    }
+    let bin = harness::agent_bin();
+    // The `agent` profile in the `<target>/agent` folder that driver/build.rs embeds.
+    assert!(
+        bin.ends_with("agent/x86_64-unknown-linux-gnu/agent/flotilla-agent"),
+        "{}",
+        bin.display()
+    );
+    let elf = std::fs::read(&bin).unwrap();
+    assert!(
+        !harness::has_interpreter(&elf),
+        "{} is dynamically linked",
+        bin.display()
+    );
+    // The checker tells the two apart: this test binary itself is dynamic.
+    let this = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert!(harness::has_interpreter(&this));
+}
