@@ -32,6 +32,20 @@ pub enum Error {
         column: usize,
         message: String,
     },
+    /// A test script names a variable that is neither a machine of the spec nor defined
+    /// by the script; checked before anything runs.
+    #[error(
+        "{}:{line}:{column}: `{name}` is not defined: it is not a machine of the spec (the machines are {}) nor a variable the script defines before this line",
+        file.display(),
+        machines.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+    )]
+    ScriptUndefined {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        name: String,
+        machines: Vec<String>,
+    },
     /// The host lacks something; `hint` says how to get it.
     #[error("{what}\nhint: {hint}")]
     Setup { what: String, hint: String },
@@ -133,6 +147,7 @@ impl Error {
             self,
             Error::Spec { .. }
                 | Error::ScriptSyntax { .. }
+                | Error::ScriptUndefined { .. }
                 | Error::Setup { .. }
                 | Error::Image(_)
                 | Error::Disk { .. }

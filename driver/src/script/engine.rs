@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{Ctx, World};
 use super::errors::{innermost, located, strip_position};
+use super::names::check_names;
 use super::{global_api, machine_api};
 use crate::error::Error;
 use crate::junit::Subtests;
@@ -36,6 +37,8 @@ pub(crate) fn run(
 pub(crate) struct ScriptEngine {
     pub engine: Arc<Engine>,
     ctx: Arc<Ctx>,
+    /// The machines' names: the variables a script may name without defining them.
+    machines: Vec<String>,
 }
 
 impl std::fmt::Debug for ScriptEngine {
@@ -91,7 +94,11 @@ pub(crate) fn engine(
 
     let engine = Arc::new(engine);
     let _ = ctx.engine.set(Arc::downgrade(&engine));
-    ScriptEngine { engine, ctx }
+    ScriptEngine {
+        engine,
+        ctx,
+        machines: world.machines.keys().cloned().collect(),
+    }
 }
 
 fn compile_and_run(
@@ -100,6 +107,7 @@ fn compile_and_run(
     source: &str,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
+    check_names(path, source, script.machines.iter().map(String::as_str))?;
     let engine = &script.engine;
     let ast = engine.compile(source).map_err(|e| {
         let pos = e.position();

@@ -57,6 +57,7 @@ mod engine;
 mod errors;
 mod global_api;
 mod machine_api;
+mod names;
 pub mod repl;
 
 pub(crate) use context::World;
