@@ -29,7 +29,6 @@
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 
 mod accel;
-mod agent;
 mod conditions;
 pub mod control;
 pub mod debian;
@@ -38,7 +37,6 @@ mod error;
 mod guest;
 pub mod http;
 pub mod image;
-mod keys;
 mod log;
 mod machine;
 mod net;
@@ -57,9 +55,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
-pub use agent::{AgentError, ExecEvent, ExecSession};
 pub use error::Error;
-pub use guest::{AgentKind, GuestError};
+pub use guest::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
 pub use log::{Diverted, Log};
 pub use machine::{CommandResult, Machine, MachineConfig};
 pub use spec::{MachineSpec, Spec};
