@@ -3,34 +3,31 @@
 
 use std::path::PathBuf;
 
-use flotilla_vmnet::Forward;
+use flotilla_vmnet::{Forward, Nic};
 
 use super::state::Machine;
 use crate::Error;
 
 impl Machine {
+    /// The machine's NIC on `vlan`.
+    fn nic(&self, vlan: u8) -> Result<&Nic, Error> {
+        let plan = &self.config.fabric.plan;
+        plan.nic(&self.config.name, vlan).map_err(Error::Vmnet)
+    }
+
     /// The machine's IPv4 address on `vlan`.
     pub fn ip(&self, vlan: u8) -> Result<std::net::Ipv4Addr, Error> {
-        let plan = &self.config.fabric.plan;
-        Ok(plan
-            .nic(&self.config.name, vlan)
-            .map_err(Error::Vmnet)?
-            .ipv4)
+        Ok(self.nic(vlan)?.ipv4)
     }
 
     /// The machine's IPv6 address on `vlan`.
     pub fn ipv6(&self, vlan: u8) -> Result<std::net::Ipv6Addr, Error> {
-        let plan = &self.config.fabric.plan;
-        Ok(plan
-            .nic(&self.config.name, vlan)
-            .map_err(Error::Vmnet)?
-            .ipv6)
+        Ok(self.nic(vlan)?.ipv6)
     }
 
     /// Takes the machine's link on `vlan` down (`up = false`) or back up.
     pub async fn set_link(&self, vlan: u8, up: bool) -> Result<(), Error> {
-        let plan = &self.config.fabric.plan;
-        let nic = plan.nic(&self.config.name, vlan).map_err(Error::Vmnet)?;
+        let nic = self.nic(vlan)?;
         let running = self.running().await?;
         running
             .qmp
@@ -106,8 +103,7 @@ impl Machine {
     /// Captures the frames of the machine's NIC on `vlan` into a pcap file in the log
     /// folder, from now until the machine stops; returns the file's path.
     pub async fn capture(&self, vlan: u8) -> Result<PathBuf, Error> {
-        let plan = &self.config.fabric.plan;
-        let nic = plan.nic(&self.config.name, vlan).map_err(Error::Vmnet)?;
+        let nic = self.nic(vlan)?;
         let running = self.running().await?;
         let path = self
             .config
