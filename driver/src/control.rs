@@ -12,7 +12,10 @@
 //! [`Kind::Exec`] on stream 1 with a [`SessionRequest`] body, then [`Kind::Stdin`],
 //! [`Kind::StdinClose`], [`Kind::Resize`] or [`Kind::Kill`]; the server answers with
 //! the command's [`Kind::Stdout`], [`Kind::Stderr`] and [`Kind::Exit`], or one
-//! [`Kind::Error`]. Closing the connection kills the command.
+//! [`Kind::Error`]. Closing the connection kills the command. Both ends read and write
+//! with the agent connection's codec, and treat bytes that are not a frame as it does
+//! (`FrameCodec`: garbage and frames of unknown kinds are skipped, an oversized
+//! length or a frame cut short ends the session).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), flotilla_driver::Error> {
@@ -41,15 +44,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use flotilla_agent::proto::{self, Command, Decoded, ErrorBody, ExecRequest, Frame, Kind};
+use flotilla_agent::proto::{self, Command, ErrorBody, ExecRequest, Frame, Kind};
+use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::agent::ExecEvent;
-use crate::{Error, Log, Machine};
+use crate::error::Error;
+use crate::guest::{ExecEvent, FrameCodec};
+use crate::log::Log;
+use crate::machine::Machine;
 
 pub use flotilla_agent::proto::{ExitStatus, WindowSize};
 
@@ -274,11 +279,11 @@ impl Drop for ControlSocket {
 /// One control connection: start the command, then relay until it exits or the
 /// client goes away (which kills it).
 async fn serve_one(stream: UnixStream, machines: &BTreeMap<String, Arc<Machine>>, log: &Log) {
-    let (rd, mut wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd);
+    let (rd, wr) = stream.into_split();
+    let (mut reader, mut wr) = framed(rd, wr);
     let request = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
-        Ok(Ok(Some(f))) if f.kind == Kind::Exec => f.parse_json::<SessionRequest>(),
-        Ok(Ok(Some(f))) => {
+        Ok(Some(Ok(f))) if f.kind == Kind::Exec => f.parse_json::<SessionRequest>(),
+        Ok(Some(Ok(f))) => {
             let message = format!("expected an Exec frame first, got {:?}", f.kind);
             return send_error(&mut wr, message).await;
         }
@@ -315,9 +320,9 @@ async fn serve_one(stream: UnixStream, machines: &BTreeMap<String, Arc<Machine>>
         tokio::select! {
             frame = reader.next() => {
                 let frame = match frame {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break "the client went away".to_owned(),
-                    Err(e) => break format!("the client sent garbage ({e})"),
+                    Some(Ok(f)) => f,
+                    None => break "the client went away".to_owned(),
+                    Some(Err(e)) => break format!("the client sent a bad frame ({e})"),
                 };
                 let sent = match frame.kind {
                     Kind::Stdin => session.write_stdin(&frame.payload).await,
@@ -339,7 +344,7 @@ async fn serve_one(stream: UnixStream, machines: &BTreeMap<String, Arc<Machine>>
                     Ok(ExecEvent::Stdout(b)) => Frame::new(Kind::Stdout, STREAM, b),
                     Ok(ExecEvent::Stderr(b)) => Frame::new(Kind::Stderr, STREAM, b),
                     Ok(ExecEvent::Exit(status)) => {
-                        let _ = wr.write_all(&Frame::json(Kind::Exit, STREAM, &status).to_bytes()).await;
+                        let _ = wr.send(Frame::json(Kind::Exit, STREAM, &status)).await;
                         break describe(&status);
                     }
                     Err(e) => {
@@ -347,7 +352,7 @@ async fn serve_one(stream: UnixStream, machines: &BTreeMap<String, Arc<Machine>>
                         break format!("the agent failed: {e}");
                     }
                 };
-                if wr.write_all(&frame.to_bytes()).await.is_err() {
+                if wr.send(frame).await.is_err() {
                     break "the client went away".to_owned();
                 }
             }
@@ -364,10 +369,8 @@ fn describe(status: &ExitStatus) -> String {
     }
 }
 
-async fn send_error(wr: &mut OwnedWriteHalf, message: String) {
-    let _ = wr
-        .write_all(&Frame::error(STREAM, message).to_bytes())
-        .await;
+async fn send_error(wr: &mut FrameWriter, message: String) {
+    let _ = wr.send(Frame::error(STREAM, message)).await;
 }
 
 /// An error and its causes, one per line.
@@ -381,49 +384,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Reads frames; cancel-safe (bytes read stay in the buffer).
-#[derive(Debug)]
-struct FrameReader {
-    rd: OwnedReadHalf,
-    buf: BytesMut,
-}
+/// Frames from a control connection, with [`FrameCodec`]; cancel-safe (bytes read
+/// stay in the buffer).
+type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
+/// Frames to a control connection, with [`FrameCodec`].
+type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
 
-impl FrameReader {
-    fn new(rd: OwnedReadHalf) -> FrameReader {
-        FrameReader {
-            rd,
-            buf: BytesMut::with_capacity(64 * 1024),
-        }
-    }
-
-    /// The next frame; `None` at a clean end of the connection.
-    async fn next(&mut self) -> io::Result<Option<Frame>> {
-        loop {
-            match proto::decode(&self.buf) {
-                Decoded::Frame(frame, used) => {
-                    self.buf.advance(used);
-                    return Ok(Some(frame));
-                }
-                Decoded::Incomplete => {}
-                Decoded::Skip(_) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "not a frame"))
-                }
-                Decoded::Invalid { error, .. } => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, error))
-                }
-            }
-            if self.rd.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed in the middle of a frame",
-                    ))
-                };
-            }
-        }
-    }
+/// Both halves of a control connection, framed.
+fn framed(rd: OwnedReadHalf, wr: OwnedWriteHalf) -> (FrameReader, FrameWriter) {
+    (
+        FramedRead::new(rd, FrameCodec::default()),
+        FramedWrite::new(wr, FrameCodec::default()),
+    )
 }
 
 /// The control socket of a live run: `run` is a run's name (`flotilla run` prints it)
@@ -508,7 +480,7 @@ fn live_runs(dir: &Path) -> Result<Vec<String>, Error> {
 #[derive(Debug)]
 pub struct Session {
     reader: FrameReader,
-    writer: OwnedWriteHalf,
+    writer: FrameWriter,
     done: bool,
 }
 
@@ -524,9 +496,10 @@ impl Session {
                 ),
                 source,
             })?;
-        let (rd, writer) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        let (reader, writer) = framed(rd, wr);
         let mut session = Session {
-            reader: FrameReader::new(rd),
+            reader,
             writer,
             done: false,
         };
@@ -537,7 +510,7 @@ impl Session {
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Error> {
-        let Err(source) = self.writer.write_all(&frame.to_bytes()).await else {
+        let Err(source) = self.writer.send(frame).await else {
             return Ok(());
         };
         // The run may have refused the session and hung up: its reason says more.
@@ -582,14 +555,14 @@ impl Session {
             return Err(lost("the session is over".into()));
         }
         let frame = match self.reader.next().await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
+            Some(Ok(f)) => f,
+            None => {
                 self.done = true;
                 return Err(lost(
                     "the run ended the session (did `flotilla run` stop?)".into(),
                 ));
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 self.done = true;
                 return Err(lost(e.to_string()));
             }

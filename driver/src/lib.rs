@@ -29,7 +29,6 @@
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 
 mod accel;
-mod agent;
 mod conditions;
 pub mod control;
 pub mod doctor;
@@ -41,7 +40,6 @@ mod host;
 pub mod http;
 pub mod image;
 mod junit;
-mod keys;
 mod log;
 mod machine;
 pub mod process;
@@ -50,10 +48,9 @@ pub mod script;
 pub mod spec;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
-pub use agent::{AgentError, ExecEvent, ExecSession};
 pub use error::Error;
 pub use fleet::{Fleet, FleetOptions};
-pub use guest::{AgentKind, GuestError};
+pub use guest::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
 pub use host::{agent_binary, qboot_firmware, qemu_binary};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};

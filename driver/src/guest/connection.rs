@@ -1,0 +1,251 @@
+//! A connection to flotilla-agent: one task owns the socket's read half and routes
+//! frames by stream id, another writes; each request waits on its own stream.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_agent::proto::{self, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest};
+use futures::{SinkExt, StreamExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::codec::FrameCodec;
+use super::error::AgentError;
+
+/// Where the frames of each open stream go; stream 0 is the session's.
+type Routes = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Frame>>>>;
+
+/// A connected, handshaken flotilla-agent.
+#[derive(Debug)]
+pub struct AgentConnection {
+    writer: mpsc::Sender<Frame>,
+    routes: Routes,
+    next_stream: AtomicU32,
+    pub hello: HelloReply,
+}
+
+impl AgentConnection {
+    /// Connects to the agent's socket and performs the version handshake.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentConnection, AgentError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| AgentError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let (rd, wr) = stream.into_split();
+        let routes: Routes = Arc::default();
+        // Bounded: a large push waits for the socket instead of filling memory.
+        let (writer, write_rx) = mpsc::channel::<Frame>(64);
+        tokio::spawn(write_frames(wr, write_rx));
+        let (control_tx, control_rx) = mpsc::unbounded_channel::<Frame>();
+        routes
+            .lock()
+            .map_err(|_| AgentError::Closed)?
+            .insert(0, control_tx);
+        tokio::spawn(route_frames(rd, routes.clone()));
+        let mut conn = AgentConnection {
+            writer,
+            routes,
+            next_stream: AtomicU32::new(1),
+            hello: HelloReply {
+                version: 0,
+                agent_version: String::new(),
+                boot_ms: 0,
+                features: Vec::new(),
+            },
+        };
+        let mut control = control_rx;
+        let hello = Frame::json(
+            Kind::Hello,
+            0,
+            &Hello {
+                version: proto::PROTOCOL_VERSION,
+            },
+        );
+        conn.send(hello.clone()).await?;
+        // Hello again every 2 s until the agent answers: a Hello sent in the instant
+        // the host side connects has been seen to go unanswered on a loaded machine;
+        // a repeated Hello is harmless (it restarts the session, and a late second
+        // reply is ignored).
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reply = loop {
+            let wait = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(Duration::from_secs(2));
+            match tokio::time::timeout(wait, control.recv()).await {
+                Ok(reply) => break reply.ok_or(AgentError::Closed)?,
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(AgentError::Timeout(timeout))
+                }
+                Err(_) => {
+                    tracing::debug!("no HelloReply yet; saying Hello again");
+                    conn.send(hello.clone()).await?;
+                }
+            }
+        };
+        match reply.kind {
+            Kind::HelloReply => {
+                let hello: HelloReply = reply.parse_json().map_err(AgentError::Decode)?;
+                if hello.version != proto::PROTOCOL_VERSION {
+                    return Err(AgentError::Version {
+                        agent: hello.version,
+                        host: proto::PROTOCOL_VERSION,
+                    });
+                }
+                conn.hello = hello;
+            }
+            Kind::Error => return Err(AgentError::remote(&reply)),
+            other => return Err(AgentError::Unexpected(other)),
+        }
+        // Later control frames (errors about garbage, shutdown acks) are logged.
+        tokio::spawn(async move {
+            while let Some(frame) = control.recv().await {
+                if frame.kind == Kind::Error {
+                    tracing::warn!("{}", AgentError::remote(&frame));
+                }
+            }
+        });
+        Ok(conn)
+    }
+
+    async fn send(&self, frame: Frame) -> Result<(), AgentError> {
+        self.writer
+            .send(frame)
+            .await
+            .map_err(|_| AgentError::Closed)
+    }
+
+    /// A new stream for one request, and where its frames arrive.
+    pub(super) fn open_stream(
+        &self,
+    ) -> Result<(Stream, mpsc::UnboundedReceiver<Frame>), AgentError> {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut routes = self.routes.lock().map_err(|_| AgentError::Closed)?;
+        // An empty route table means the connection task has ended.
+        if routes.is_empty() {
+            return Err(AgentError::Closed);
+        }
+        routes.insert(id, tx);
+        let stream = Stream {
+            id,
+            writer: self.writer.clone(),
+            routes: self.routes.clone(),
+            finished: false,
+        };
+        Ok((stream, rx))
+    }
+
+    /// Whether the agent listed `feature` (e.g. [`proto::FEATURE_NET_CONFIG`]) in its
+    /// HelloReply.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.hello.features.iter().any(|f| f == feature)
+    }
+
+    /// Configures the guest's network without a process (needs
+    /// [`proto::FEATURE_NET_CONFIG`]; older agents answer an error).
+    pub async fn net_config(&self, config: &NetConfig) -> Result<(), AgentError> {
+        let (mut stream, mut rx) = self.open_stream()?;
+        stream
+            .send(Frame::json(Kind::NetConfig, stream.id, config))
+            .await?;
+        let frame = rx.recv().await.ok_or(AgentError::Closed)?;
+        stream.finished = true;
+        match frame.kind {
+            Kind::NetConfigDone => Ok(()),
+            Kind::Error => Err(AgentError::remote(&frame)),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Asks the guest to power off (or reboot). The caller waits for QEMU to exit.
+    pub async fn shutdown(&self, reboot: bool) -> Result<(), AgentError> {
+        self.send(Frame::json(Kind::Shutdown, 0, &ShutdownRequest { reboot }))
+            .await
+    }
+}
+
+/// The writing task: frames from `frames` to the socket, until either ends.
+async fn write_frames(wr: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame>) {
+    let mut sink = FramedWrite::new(wr, FrameCodec::default());
+    while let Some(frame) = frames.recv().await {
+        if sink.send(frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The reading task: each frame to its stream's route (frames of closed streams are
+/// dropped), until the connection ends; then every route is dropped, which wakes
+/// every waiter with "closed".
+async fn route_frames(rd: OwnedReadHalf, routes: Routes) {
+    let mut frames = FramedRead::new(rd, FrameCodec::default());
+    while let Some(frame) = frames.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!("agent connection: {e}");
+                break;
+            }
+        };
+        let Ok(routes) = routes.lock() else {
+            break;
+        };
+        if let Some(tx) = routes.get(&frame.stream) {
+            let _ = tx.send(frame);
+        } else {
+            tracing::debug!("agent frame for unknown stream {}", frame.stream);
+        }
+    }
+    let codec = frames.decoder();
+    if codec.garbage_bytes() > 0 || codec.unknown_frames() > 0 {
+        tracing::warn!(
+            "agent connection ended; it skipped {} bytes of garbage and {} frames of unknown kinds",
+            codec.garbage_bytes(),
+            codec.unknown_frames()
+        );
+    }
+    if let Ok(mut routes) = routes.lock() {
+        routes.clear();
+    }
+}
+
+/// One request's stream: its route is removed when it is dropped, and what runs on it
+/// is killed in the guest unless it `finished`.
+#[derive(Debug)]
+pub(super) struct Stream {
+    pub(super) id: u32,
+    writer: mpsc::Sender<Frame>,
+    routes: Routes,
+    /// The request ended (its last frame arrived): nothing to kill.
+    pub(super) finished: bool,
+}
+
+impl Stream {
+    pub(super) async fn send(&self, frame: Frame) -> Result<(), AgentError> {
+        self.writer
+            .send(frame)
+            .await
+            .map_err(|_| AgentError::Closed)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Best effort, never waits.
+            let _ = self
+                .writer
+                .try_send(Frame::new(Kind::Kill, self.id, Vec::new()));
+        }
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.remove(&self.id);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Booting: spawns QEMU from its [`QemuCommand`], starts the readers of its console
+//! and stderr and the QMP event watcher, waits until the guest's agent is ready,
+//! connects to it and configures the guest's network.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_qmp::qga::GuestAgent;
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::watch;
+
+use super::console::{
+    spawn_console_reader, spawn_stderr_reader, Console, ConsoleState, TAIL_LINES,
+};
+use super::events::spawn_event_watcher;
+use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
+use super::state::{Machine, Running};
+use crate::error::Error;
+use crate::guest::{AgentConnection, AgentKind, Guest};
+use crate::process::Process;
+
+/// A QEMU that is booting, and what tells why it died if it does.
+pub(super) struct Booting {
+    process: Arc<Process>,
+    state: watch::Receiver<ConsoleState>,
+    stderr_tail: Arc<Console>,
+}
+
+impl Machine {
+    /// The QEMU command line for this machine.
+    pub fn qemu_command(&self) -> Command {
+        QemuCommand::new(&self.config).to_command()
+    }
+
+    /// Starts the machine unless it is running, and waits until its agent is ready.
+    pub async fn start(&self) -> Result<(), Error> {
+        self.running().await.map(|_| ())
+    }
+
+    /// The running machine; boots it first unless it runs.
+    pub(super) async fn running(&self) -> Result<Arc<Running>, Error> {
+        let mut slot = self.running.lock().await;
+        if let Some(r) = slot.as_ref() {
+            if r.process.status().is_none() {
+                return Ok(r.clone());
+            }
+            let r = slot.take();
+            drop(r);
+        }
+        let running = Arc::new(self.boot().await?);
+        *slot = Some(running.clone());
+        Ok(running)
+    }
+
+    pub(super) async fn boot(&self) -> Result<Running, Error> {
+        let c = &self.config;
+        let started = Instant::now();
+        std::fs::create_dir_all(&c.socket_dir).map_err(|source| Error::Io {
+            what: format!("creating {}", c.socket_dir.display()),
+            source,
+        })?;
+        for sock in ["qmp.sock", "agent.sock"] {
+            let _ = std::fs::remove_file(c.socket_dir.join(sock));
+        }
+        let log_dir = c.log.machine_dir(&c.name)?;
+        let _busy = c.log.activity(format!("{}: booting", c.name));
+        c.fabric.ensure_started().await?;
+        self.ensure_disks().await?;
+        let firmware = match (c.spec.display, &c.firmware) {
+            (false, Some(_)) => "qboot",
+            (true, _) => "SeaBIOS and a VGA screen",
+            (false, None) => "SeaBIOS: QEMU has no qboot.rom, so boots take about 1 s longer",
+        };
+        self.log(&format!(
+            "starting ({} MiB, {} cpu, {}, {firmware})",
+            c.spec.memory, c.spec.cpus, c.accel.accel
+        ));
+        let (process, stdio) = Process::spawn(&c.name, QemuCommand::new(c).to_command())
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
+                source,
+            })?;
+        if let Ok(mut pid) = self.qemu_pid.lock() {
+            *pid = Some(process.pid());
+        }
+        let process = Arc::new(process);
+        let (state_tx, state) = watch::channel(ConsoleState::default());
+        if let Some(stdout) = stdio.stdout {
+            let console = self.console.clone();
+            let (log, name) = (c.log.clone(), c.name.clone());
+            spawn_console_reader(stdout, &log_dir, log, name, console, state_tx).await?;
+        }
+        let stderr_tail: Arc<Console> = Arc::default();
+        if let Some(stderr) = stdio.stderr {
+            let (log, name) = (c.log.clone(), c.name.clone());
+            spawn_stderr_reader(stderr, &log_dir, log, name, stderr_tail.clone());
+        }
+        let booting = Booting {
+            process,
+            state,
+            stderr_tail,
+        };
+
+        let qmp_path = c.socket_dir.join("qmp.sock");
+        let qmp = self
+            .unless_exited(&booting, async {
+                flotilla_qmp::Client::connect_unix_retry(&qmp_path, Duration::from_secs(10))
+                    .await
+                    .map_err(|e| self.qmp_failed(e))
+            })
+            .await?;
+        let agent_port = match c.spec.agent {
+            AgentKind::Qga => QGA_PORT_ID,
+            _ => AGENT_PORT_ID,
+        };
+        let events = spawn_event_watcher(&qmp, c.log.clone(), c.name.clone(), agent_port);
+        let (boot_ms, qga) = self.wait_ready(&booting, &events.paused).await?;
+
+        let guest = match qga {
+            Some(q) => Guest::Qga(q),
+            None => {
+                let agent_path = c.socket_dir.join("agent.sock");
+                let connect = async {
+                    AgentConnection::connect(&agent_path, Duration::from_secs(30))
+                        .await
+                        .map_err(|source| self.agent_failed("connecting", source))
+                };
+                Guest::Flotilla(self.unless_exited(&booting, connect).await?)
+            }
+        };
+        let configured = self
+            .unless_exited(&booting, self.configure_guest_net(&guest))
+            .await;
+        if let Err(e) = configured {
+            let _ = booting.process.close(Duration::from_secs(2)).await;
+            return Err(e);
+        }
+        let boot = if boot_ms > 0 {
+            format!("reports boot in {boot_ms} ms; ")
+        } else {
+            String::new()
+        };
+        self.log(&format!(
+            "ready: {} {boot}{} ms since qemu started",
+            guest.describe(),
+            started.elapsed().as_millis()
+        ));
+        if let Some(stdin) = stdio.stdin {
+            hold_stdin(stdin, booting.process.clone());
+        }
+        let closes_at_connect = *events.port_closes.borrow();
+        Ok(Running {
+            process: booting.process,
+            qmp,
+            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
+            port_closes: events.port_closes,
+            reconnecting: tokio::sync::Mutex::new(()),
+            state: booting.state,
+            stderr_tail: booting.stderr_tail,
+            paused: events.paused,
+        })
+    }
+
+    /// Runs `fut`, a step of the boot, unless QEMU exits first: that fails the boot
+    /// with the evidence.
+    pub(super) async fn unless_exited<T>(
+        &self,
+        booting: &Booting,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            r = fut => r,
+            status = booting.process.exited() => {
+                Err(self.died_early(status, &booting.state, &booting.stderr_tail).await)
+            }
+        }
+    }
+
+    /// Waits until the guest's agent is ready: the agent's readiness line on the
+    /// console, or (QGA) qemu-ga answering. Returns the boot time the agent reported
+    /// (0 if none), and the qemu-ga client of a QGA guest. A panic, QEMU's exit or
+    /// the boot timeout fail the boot (and stop QEMU).
+    pub(super) async fn wait_ready(
+        &self,
+        booting: &Booting,
+        paused: &watch::Receiver<Option<String>>,
+    ) -> Result<(u64, Option<GuestAgent>), Error> {
+        let c = &self.config;
+        let Booting {
+            process,
+            state,
+            stderr_tail,
+        } = booting;
+        let mut ready_rx = state.clone();
+        let deadline = c.boot_timeout;
+        let kind = c.spec.agent;
+        // A QGA guest prints no readiness line: it is ready when qemu-ga answers.
+        let qga_ready = async {
+            if kind != AgentKind::Qga {
+                return std::future::pending().await;
+            }
+            let path = c.socket_dir.join("qga.sock");
+            let qga = loop {
+                match GuestAgent::connect_unix(&path).await {
+                    Ok(q) => break q,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            qga.wait_ready(deadline)
+                .await
+                .map(|()| qga.with_timeout(Duration::from_secs(60)))
+        };
+        tokio::select! {
+            r = qga_ready => {
+                let qga = r.map_err(|source| self.agent_failed("waiting for qemu-guest-agent", source))?;
+                Ok((0, Some(qga)))
+            }
+            r = async {
+                ready_rx
+                    .wait_for(|s| (kind == AgentKind::Flotilla && s.ready.is_some()) || s.panic.is_some())
+                    .await
+                    .map(|s| (s.ready, s.panic.clone()))
+            } => {
+                let Ok((ready, panic)) = r else {
+                    // The console closed without readiness: QEMU is exiting.
+                    let status = match tokio::time::timeout(Duration::from_secs(5), process.exited()).await {
+                        Ok(status) => status,
+                        Err(_) => process.close(Duration::from_secs(2)).await,
+                    };
+                    return Err(self.died_early(status, state, stderr_tail).await);
+                };
+                if let Some(panic) = panic {
+                    // Let the rest of the panic report arrive: pvpanic pauses the VM, or
+                    // (before its module loads) panic=-1 makes QEMU exit.
+                    let mut p = paused.clone();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        tokio::select! {
+                            _ = process.exited() => {}
+                            _ = p.wait_for(|p| p.is_some()) => {}
+                        }
+                    }).await;
+                    if process.status().is_some() {
+                        let mut rx = state.clone();
+                        let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let _ = process.close(Duration::from_secs(1)).await;
+                    return Err(Error::Boot {
+                        machine: c.name.clone(),
+                        problem: format!("the guest kernel panicked before the agent was ready: {}", panic.trim()),
+                        console: self.console.tail(TAIL_LINES),
+                    });
+                }
+                Ok((ready.unwrap_or_default(), None))
+            }
+            status = process.exited() => {
+                Err(self.died_early(status, state, stderr_tail).await)
+            }
+            _ = tokio::time::sleep(deadline) => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                Err(Error::Boot {
+                    machine: c.name.clone(),
+                    problem: format!("no readiness line from the agent within {} s (boot_timeout)", deadline.as_secs()),
+                    console: self.console.tail(TAIL_LINES),
+                })
+            }
+        }
+    }
+}
+
+/// Keeps QEMU's stdin (the console's input) open for as long as QEMU runs.
+pub(super) fn hold_stdin(stdin: ChildStdin, process: Arc<Process>) {
+    tokio::spawn(async move {
+        let _stdin = stdin;
+        process.exited().await;
+    });
+}

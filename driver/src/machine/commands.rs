@@ -1,0 +1,192 @@
+//! Commands in the guest: [`Machine::execute`], `succeed`, `fail`, and interactive
+//! sessions.
+
+use std::time::{Duration, Instant};
+
+use flotilla_agent::proto;
+
+use super::console::LineLog;
+use super::evidence::paused;
+use super::shell::tail_text;
+use super::state::Machine;
+use crate::error::Error;
+use crate::guest::{ExecOutput, ExecSession, Guest, GuestError};
+use crate::process::describe_status;
+
+/// The result of [`Machine::execute`].
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    /// Exit code; `None` when the command was killed by a signal.
+    pub code: Option<i32>,
+    /// The signal that killed the command, if any.
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandResult {
+    /// True when the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub(super) fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit status {c}"),
+            (None, Some(s)) => format!("signal {s} ({})", crate::process::signal_name(s)),
+            _ => "no status".into(),
+        }
+    }
+}
+
+impl Machine {
+    /// Runs a shell command and returns its status and output.
+    pub async fn execute(&self, command: &str) -> Result<CommandResult, Error> {
+        self.execute_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::execute`] with an explicit time limit.
+    pub async fn execute_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<CommandResult, Error> {
+        self.config.conditions.check().await?;
+        let running = self.running().await?;
+        let _busy = self
+            .config
+            .log
+            .activity(format!("{}: running `{command}`", self.config.name));
+        let started = Instant::now();
+        let log = self.config.log.clone();
+        let name = self.config.name.clone();
+        let mut lines = [LineLog::default(), LineLog::default()];
+        let guest = self.guest(&running).await?;
+        let exec = guest.exec_shell(command, timeout, |is_err, chunk| {
+            lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
+        });
+        let output: ExecOutput = tokio::select! {
+            r = exec => match r {
+                Ok(output) => output,
+                Err(source) => {
+                    // The agent's socket closes as QEMU dies: report the death, which
+                    // says more, when it follows within moments.
+                    if let Ok(status) = tokio::time::timeout(Duration::from_secs(2), running.process.exited()).await {
+                        return Err(self.died(&running, &format!("qemu {} while running `{command}`", describe_status(status))).await);
+                    }
+                    return Err(self.agent_failed(format!("running `{command}`"), source));
+                }
+            },
+            status = running.process.exited() => {
+                return Err(self.died(&running, &format!("qemu {} while running `{command}`", describe_status(status))).await);
+            }
+            why = paused(&running) => {
+                return Err(self.died(&running, &format!("{why} while running `{command}`")).await);
+            }
+            _ = tokio::time::sleep(timeout) => {
+                return Err(Error::Timeout {
+                    machine: self.config.name.clone(),
+                    what: format!("command `{command}`"),
+                    after: timeout,
+                });
+            }
+        };
+        for l in &mut lines {
+            l.finish(|line| self.log(&format!("  {line}")));
+        }
+        let result = CommandResult {
+            code: output.status.code,
+            signal: output.status.signal,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        self.log(&format!(
+            "(finished with {} in {:.2} s)",
+            result.describe(),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(result)
+    }
+
+    /// Runs a command that must succeed (exit 0); returns its stdout.
+    pub async fn succeed(&self, command: &str) -> Result<String, Error> {
+        self.succeed_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::succeed`] with its own time limit instead of the network's default.
+    pub async fn succeed_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.expect(command, timeout, true).await
+    }
+
+    /// Runs a command that must fail (non-zero exit or killed); returns its stdout.
+    pub async fn fail(&self, command: &str) -> Result<String, Error> {
+        self.fail_with_timeout(command, self.config.command_timeout)
+            .await
+    }
+
+    /// [`Machine::fail`] with its own time limit instead of the network's default.
+    pub async fn fail_with_timeout(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.expect(command, timeout, false).await
+    }
+
+    /// Runs a command that must succeed (`success`) or fail; returns its stdout.
+    pub(super) async fn expect(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+    ) -> Result<String, Error> {
+        let expected = if success { "succeed" } else { "fail" };
+        self.log(&format!("must {expected}: {command}"));
+        let r = self.execute_with_timeout(command, timeout).await?;
+        if r.success() == success {
+            return Ok(r.stdout);
+        }
+        Err(Error::CommandFailed {
+            machine: self.config.name.clone(),
+            command: command.to_owned(),
+            expected: expected.into(),
+            status: r.describe(),
+            output: tail_text(&r.stdout, &r.stderr),
+        })
+    }
+
+    /// Starts a command whose stdin, terminal and output the caller drives (an
+    /// interactive shell: `request.pty`); boots the machine first if needed. Dropping
+    /// the session kills the command.
+    pub async fn start_session(&self, request: &proto::ExecRequest) -> Result<ExecSession, Error> {
+        let running = self.running().await?;
+        let refuse = |why: String| {
+            self.agent_failed("starting an interactive command", GuestError::Local(why))
+        };
+        let guest = self.guest(&running).await?;
+        let agent = match &*guest {
+            Guest::Flotilla(a) => a,
+            Guest::Qga(_) => {
+                return Err(refuse(
+                    "qemu-guest-agent cannot run interactive commands; use an image with flotilla-agent".into(),
+                ))
+            }
+        };
+        if request.pty.is_some() && !agent.has_feature(proto::FEATURE_PTY) {
+            return Err(refuse(format!(
+                "flotilla-agent {} in the guest has no terminal support\nhint: rebuild the image with this flotilla (`flotilla image debian`)",
+                agent.hello.agent_version
+            )));
+        }
+        agent
+            .start(request)
+            .await
+            .map_err(|source| self.agent_failed("starting an interactive command", source))
+    }
+}

@@ -1,0 +1,61 @@
+//! What a machine is started with: [`MachineConfig`], made by [`crate::Fleet`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_vmnet::UserNet;
+
+use crate::accel::AccelChoice;
+use crate::fabric::Fabric;
+use crate::image::Kernel;
+use crate::log::Log;
+use crate::spec::MachineSpec;
+
+/// The drive id of an `image`'s disk (extra disks go by their own names).
+pub(super) const ROOT_DISK: &str = "root";
+
+/// Everything a machine needs to start; made by [`crate::Fleet`].
+#[derive(Debug)]
+pub struct MachineConfig {
+    pub name: String,
+    pub spec: MachineSpec,
+    pub kernel: Kernel,
+    /// The file QEMU boots: the kernel's unpacked `vmlinux`, or its `vmlinuz`
+    /// ([`crate::vmlinux::boot_kernel`], and always for a machine with a display).
+    pub boot_kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub accel: AccelChoice,
+    /// Private (0700) folder for this machine's sockets.
+    pub socket_dir: PathBuf,
+    /// Folder of the machine's disk files (`root.qcow2`, `<disk>.qcow2`): the socket
+    /// folder, or `<keep-state dir>/<machine>` to keep them across runs.
+    pub state_dir: PathBuf,
+    pub log: Log,
+    /// How long the guest may take to report readiness.
+    pub boot_timeout: Duration,
+    /// Default limit for one command.
+    pub command_timeout: Duration,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// The run's network.
+    pub fabric: Arc<Fabric>,
+    /// The host-access NIC and its forwarded ports.
+    pub user_net: Mutex<UserNet>,
+    /// qboot, for machines without a display (`None`: SeaBIOS for all).
+    pub firmware: Option<PathBuf>,
+    /// The network's polling conditions, checked before every command.
+    pub(crate) conditions: Arc<crate::conditions::Conditions>,
+}
+
+impl MachineConfig {
+    /// The host name the guest gets.
+    pub fn hostname(&self) -> String {
+        crate::spec::names::hostname(&self.name)
+    }
+
+    /// Where the disk named `name` (or [`ROOT_DISK`]) lives.
+    pub(super) fn disk_path(&self, name: &str) -> PathBuf {
+        self.state_dir.join(format!("{name}.qcow2"))
+    }
+}

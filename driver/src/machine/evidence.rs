@@ -1,0 +1,102 @@
+//! What an error about a dead, paused or stuck machine says: the reason, QEMU's last
+//! words, the console's tail; and calls that end at once when the machine dies.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::console::{Console, ConsoleState, TAIL_LINES};
+use super::state::{Machine, Running};
+use crate::error::Error;
+use crate::process::describe_status;
+
+impl Machine {
+    pub(super) async fn died_early(
+        &self,
+        status: std::process::ExitStatus,
+        state: &watch::Receiver<ConsoleState>,
+        stderr: &Console,
+    ) -> Error {
+        let problem = format!(
+            "qemu {} before the agent was ready",
+            describe_status(status)
+        );
+        let (problem, console) = self.evidence(state, stderr, true, problem).await;
+        Error::Boot {
+            machine: self.config.name.clone(),
+            problem,
+            console,
+        }
+    }
+
+    /// What an error about a dead or stuck machine quotes: once QEMU has exited, waits
+    /// (at most a second) for the console and stderr readers to drain, then adds QEMU's
+    /// last stderr lines to `problem` and returns the console's tail.
+    pub(super) async fn evidence(
+        &self,
+        state: &watch::Receiver<ConsoleState>,
+        stderr: &Console,
+        exited: bool,
+        mut problem: String,
+    ) -> (String, Vec<String>) {
+        if exited {
+            let mut rx = state.clone();
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
+            // stderr is read by its own task; give it a moment to finish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let qemu_says = stderr.tail(5);
+        if !qemu_says.is_empty() {
+            let _ = write!(problem, "; qemu said: {}", qemu_says.join(" / "));
+        }
+        (problem, self.console.tail(TAIL_LINES))
+    }
+
+    /// Runs `fut`, a call on the running machine, unless QEMU exits, the VM pauses or
+    /// the agent goes away first: those end it at once with the evidence.
+    pub(super) async fn guarded<T>(
+        &self,
+        running: &Running,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            r = fut => r,
+            status = running.process.exited() => Err(self
+                .died(running, &format!("qemu {} while {what}", describe_status(status)))
+                .await),
+            why = paused(running) => Err(self.died(running, &format!("{why} while {what}")).await),
+        }
+    }
+
+    pub(super) async fn died(&self, running: &Running, problem: &str) -> Error {
+        let exited = running.process.status().is_some();
+        let panic = running.state.borrow().panic.clone();
+        let problem = match panic {
+            Some(line) => format!("the guest kernel panicked ({}); {problem}", line.trim()),
+            None => problem.to_owned(),
+        };
+        let (problem, console) = self
+            .evidence(&running.state, &running.stderr_tail, exited, problem)
+            .await;
+        Error::MachineDied {
+            machine: self.config.name.clone(),
+            problem,
+            console,
+        }
+    }
+}
+
+/// Resolves with the reason once the VM is paused.
+pub(super) async fn paused(running: &Running) -> String {
+    let mut rx = running.paused.clone();
+    let why = rx
+        .wait_for(|p| p.is_some())
+        .await
+        .map(|p| p.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        Err(_) => std::future::pending().await,
+    }
+}

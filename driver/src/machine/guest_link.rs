@@ -1,0 +1,55 @@
+//! A running machine's connection to its guest agent, made again when the agent
+//! restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::AGENT_GONE;
+use super::state::{Machine, Running};
+use crate::error::Error;
+use crate::guest::{AgentConnection, Guest};
+
+impl Machine {
+    /// The connection to the running machine's agent; connects again first when the
+    /// agent has restarted since (the guest closed its port, and has opened it again).
+    pub(super) async fn guest(&self, running: &Running) -> Result<Arc<Guest>, Error> {
+        let current = |r: &Running| r.guest.read().map(|g| g.clone()).unwrap_or((0, None));
+        let closes = *running.port_closes.borrow();
+        let gone = running
+            .paused
+            .borrow()
+            .clone()
+            .filter(|p| p.starts_with(AGENT_GONE));
+        if let (seen, Some(guest)) = current(running) {
+            // Still the same agent, or it is away (the call then fails as such).
+            if seen == closes || gone.is_some() || !matches!(*guest, Guest::Flotilla(_)) {
+                return Ok(guest);
+            }
+        }
+        if let Some(why) = gone {
+            return Err(self.died(running, &why).await);
+        }
+        let _one = running.reconnecting.lock().await;
+        if let (seen, Some(guest)) = current(running) {
+            if seen == closes {
+                return Ok(guest); // another call connected meanwhile
+            }
+        }
+        self.log("the agent restarted: connecting again");
+        // Drop the old connection first: QEMU takes one client at a time.
+        if let Ok(mut g) = running.guest.write() {
+            g.1 = None;
+        }
+        let path = self.config.socket_dir.join("agent.sock");
+        let conn = AgentConnection::connect(&path, Duration::from_secs(30))
+            .await
+            .map_err(|source| {
+                self.agent_failed("connecting again after the agent restarted", source)
+            })?;
+        let fresh = Arc::new(Guest::Flotilla(conn));
+        if let Ok(mut g) = running.guest.write() {
+            *g = (closes, Some(fresh.clone()));
+        }
+        Ok(fresh)
+    }
+}

@@ -1,0 +1,49 @@
+//! One QEMU machine: its process, console, QMP connection and agent.
+//!
+//! [`Machine`] is one type whose `impl` blocks live in the file of their topic:
+//!
+//! - `state.rs`: the [`Machine`] type, what a running machine holds (`Running`), and
+//!   the accessors every topic uses;
+//! - `config.rs`: [`MachineConfig`], what a machine is started with;
+//! - `qemu_command.rs`: the QEMU command line, a value built in one place;
+//! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
+//! - `console.rs`: the console and stderr readers, and the lines kept in memory;
+//! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
+//! - `evidence.rs`: what errors about a dead or stuck machine quote;
+//! - `guest_link.rs`: the connection to the guest's agent, made again after a restart;
+//! - `guest_net.rs`: the guest's host name, addresses and `/etc/hosts`;
+//! - `network.rs`: the machine's NICs from the host (link, impairment, forwards, capture);
+//! - `disks.rs`: the machine's disk files;
+//! - `commands.rs`: [`CommandResult`], `execute`, `succeed`, `fail`, interactive sessions;
+//! - `waits.rs`: waiting for console text, files, ports, units, commands;
+//! - `copy.rs`: file copies between host and guest;
+//! - `screen.rs` and `keys.rs`: screenshots, key presses and typing;
+//! - `power.rs`: shutdown, crash, reboot, stop;
+//! - `shell.rs`: shell quoting and output tails.
+//!
+//! Files import only files above them in this order of layers: `config`, `console`,
+//! `events`, `keys`, `shell` import no sibling; `qemu_command` and `state` import those;
+//! the topic files import `state` and the leaves.
+
+mod boot;
+mod commands;
+mod config;
+mod console;
+mod copy;
+mod disks;
+mod events;
+mod evidence;
+mod guest_link;
+mod guest_net;
+mod keys;
+mod network;
+mod power;
+mod qemu_command;
+mod screen;
+mod shell;
+mod state;
+mod waits;
+
+pub use commands::CommandResult;
+pub use config::MachineConfig;
+pub use state::Machine;

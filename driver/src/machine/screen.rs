@@ -1,0 +1,81 @@
+//! The machine's screen and keyboard: screenshots, key combinations, typing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::keys;
+use super::state::Machine;
+use crate::error::Error;
+
+impl Machine {
+    /// Saves a PNG of the machine's screen (its VGA text console) as `<name>.png` in the
+    /// machine's log folder (`name` may end in `.png`); returns the path. Works on a
+    /// paused or panicked VM too.
+    pub async fn screenshot(&self, name: &str) -> Result<PathBuf, Error> {
+        if !self.config.spec.display {
+            return Err(Error::Usage(format!(
+                "machine `{}` has no screen to take a screenshot of: give it `display = true` in the spec",
+                self.config.name
+            )));
+        }
+        let stem = name.strip_suffix(".png").unwrap_or(name);
+        if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\', '\0']) {
+            return Err(Error::Usage(format!(
+                "machine `{}`: screenshot name `{name}` must be a plain file name",
+                self.config.name
+            )));
+        }
+        let path = self
+            .config
+            .log
+            .machine_dir(&self.config.name)?
+            .join(format!("{stem}.png"));
+        let running = self.running().await?;
+        running
+            .qmp
+            .screendump_png(&path)
+            .await
+            .map_err(|e| self.qmp_failed(e))?;
+        self.log(&format!("screenshot: {}", path.display()));
+        Ok(path)
+    }
+
+    /// Presses a key combination on the machine's keyboard, e.g. `ctrl-alt-delete`,
+    /// `alt-f2`, `ret` (QEMU key names joined by `-`).
+    pub async fn send_key(&self, combo: &str) -> Result<(), Error> {
+        let keys = keys::parse_combo(combo)
+            .map_err(|e| Error::Usage(format!("machine `{}`: send_key: {e}", self.config.name)))?;
+        self.press(&keys).await
+    }
+
+    /// Types `text` on the machine's keyboard (US layout), one key press per character,
+    /// `delay` apart.
+    pub async fn send_chars(&self, text: &str, delay: Duration) -> Result<(), Error> {
+        let mut presses = Vec::new();
+        for c in text.chars() {
+            let keys = keys::char_keys(c).ok_or_else(|| {
+                Error::Usage(format!(
+                    "machine `{}`: send_chars: no key for {c:?} on a US keyboard",
+                    self.config.name
+                ))
+            })?;
+            presses.push(keys.into_iter().map(String::from).collect::<Vec<_>>());
+        }
+        self.log(&format!("typing {text:?}"));
+        for keys in presses {
+            self.press(&keys).await?;
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn press(&self, keys: &[String]) -> Result<(), Error> {
+        let running = self.running().await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        running
+            .qmp
+            .send_keys(&keys)
+            .await
+            .map_err(|e| self.qmp_failed(e))
+    }
+}

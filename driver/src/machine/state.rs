@@ -1,0 +1,126 @@
+//! The [`Machine`] type, and what a running machine holds ([`Running`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::config::MachineConfig;
+use super::console::{Console, ConsoleState};
+use crate::error::Error;
+use crate::guest::{Guest, GuestError};
+use crate::process::Process;
+
+/// A booted machine: its QEMU, QMP connection and agent, and what watches them.
+#[derive(Debug)]
+pub(super) struct Running {
+    pub(super) process: Arc<Process>,
+    pub(super) qmp: flotilla_qmp::Client,
+    /// The agent connection, and how many times the guest had closed the agent's port
+    /// when it was made: a later close means the agent restarted, and the next call
+    /// connects again.
+    pub(super) guest: std::sync::RwLock<(u64, Option<Arc<Guest>>)>,
+    pub(super) port_closes: watch::Receiver<u64>,
+    pub(super) reconnecting: tokio::sync::Mutex<()>,
+    pub(super) state: watch::Receiver<ConsoleState>,
+    pub(super) stderr_tail: Arc<Console>,
+    /// Why the VM is paused, while it is.
+    pub(super) paused: watch::Receiver<Option<String>>,
+}
+
+/// A machine of the network. Cheap to share; all methods take `&self`.
+#[derive(Debug)]
+pub struct Machine {
+    pub(super) config: MachineConfig,
+    pub(super) running: tokio::sync::Mutex<Option<Arc<Running>>>,
+    pub(super) console: Arc<Console>,
+    pub(super) qemu_pid: Mutex<Option<u32>>,
+}
+
+impl Machine {
+    pub fn new(config: MachineConfig) -> Machine {
+        Machine {
+            config,
+            running: tokio::sync::Mutex::new(None),
+            console: Arc::default(),
+            qemu_pid: Mutex::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(super) fn log(&self, message: &str) {
+        self.config.log.machine(&self.config.name, message);
+    }
+
+    /// How long a command may take unless its call says otherwise.
+    pub fn command_timeout(&self) -> Duration {
+        self.config.command_timeout
+    }
+
+    /// A QMP failure as this machine's error.
+    pub(super) fn qmp_failed(&self, source: flotilla_qmp::Error) -> Error {
+        Error::Qmp {
+            machine: self.config.name.clone(),
+            source,
+        }
+    }
+
+    /// A failure talking to the guest's agent while `doing` something, as this
+    /// machine's error.
+    pub(super) fn agent_failed(
+        &self,
+        doing: impl Into<String>,
+        source: impl Into<GuestError>,
+    ) -> Error {
+        Error::Agent {
+            machine: self.config.name.clone(),
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The host name the guest gets.
+    pub fn hostname(&self) -> String {
+        self.config.hostname()
+    }
+
+    /// The process id of the machine's latest QEMU, from the moment it is spawned (also
+    /// while it boots, and after it exited).
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.qemu_pid.lock().ok().and_then(|p| *p)
+    }
+
+    /// The QMP client of the running machine.
+    pub async fn qmp(&self) -> Result<flotilla_qmp::Client, Error> {
+        Ok(self.running().await?.qmp.clone())
+    }
+
+    /// A client for the machine's qemu-guest-agent port (useful when the image runs
+    /// qemu-ga beside flotilla-agent).
+    pub async fn qga_client(&self) -> Result<flotilla_qmp::qga::GuestAgent, Error> {
+        self.running().await?;
+        let path = self.config.socket_dir.join("qga.sock");
+        flotilla_qmp::qga::GuestAgent::connect_unix(&path)
+            .await
+            .map_err(|source| self.agent_failed("connecting to qemu-guest-agent", source))
+    }
+
+    /// Everything the serial console printed in this run (from `console.log`).
+    pub fn console_log(&self) -> String {
+        let path = self
+            .config
+            .log
+            .dir()
+            .join(&self.config.name)
+            .join("console.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> Vec<String> {
+        self.console.tail(n)
+    }
+}

@@ -1,0 +1,175 @@
+//! Waiting for something in the guest: console text, files, ports, systemd units, a
+//! command that succeeds or fails.
+
+use std::time::{Duration, Instant};
+
+use super::shell::{listening, shell_quote};
+use super::state::Machine;
+use crate::error::Error;
+use crate::process::describe_status;
+
+impl Machine {
+    /// Waits until a console line matches the regular expression `pattern` (lines seen
+    /// before the call count too); returns the line. Fails at once if QEMU exits.
+    pub async fn wait_for_console_text(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let re = regex::Regex::new(pattern).map_err(|e| {
+            Error::Usage(format!(
+                "machine `{}`: wait_for_console_text: bad regular expression `{pattern}`: {e}",
+                self.config.name
+            ))
+        })?;
+        self.log(&format!("waiting for console text matching `{pattern}`"));
+        let _busy = self.config.log.activity(format!(
+            "{}: waiting for console text `{pattern}`",
+            self.config.name
+        ));
+        let mut count = self.console.count.subscribe();
+        let running = self.running.lock().await.clone();
+        let wait = async {
+            loop {
+                if let Some(line) = self.console.find(&re) {
+                    return line;
+                }
+                if count.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let exited = async {
+            match &running {
+                Some(r) => r.process.exited().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            line = wait => Ok(line),
+            status = exited => match &running {
+                Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
+                None => Err(Error::Internal("no machine".into())),
+            },
+            _ = tokio::time::sleep(timeout) => Err(Error::Timeout {
+                machine: self.config.name.clone(),
+                what: format!("waiting for console text matching `{pattern}`"),
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Waits until `path` exists in the guest.
+    pub async fn wait_for_file(&self, path: &str, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_succeeds(&format!("test -e {}", shell_quote(path)), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until something in the guest listens on TCP `port` (IPv4 or IPv6).
+    pub async fn wait_for_open_port(&self, port: u16, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_succeeds(&listening(port), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until nothing in the guest listens on TCP `port`.
+    pub async fn wait_for_closed_port(&self, port: u16, timeout: Duration) -> Result<(), Error> {
+        self.wait_until_fails(&listening(port), timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits until the systemd unit is active; fails at once if it failed.
+    pub async fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<(), Error> {
+        self.log(&format!("waiting for unit {unit}"));
+        let deadline = Instant::now() + timeout;
+        let quoted = shell_quote(unit);
+        loop {
+            let r = self
+                .execute(&format!("systemctl is-active {quoted}"))
+                .await?;
+            match r.stdout.trim() {
+                "active" => return Ok(()),
+                "failed" => {
+                    let status = self
+                        .execute(&format!("systemctl status --no-pager --lines=10 {quoted}"))
+                        .await
+                        .map(|r| r.stdout)
+                        .unwrap_or_default();
+                    return Err(Error::CommandFailed {
+                        machine: self.config.name.clone(),
+                        command: format!("wait_for_unit {unit}"),
+                        expected: "become active".into(),
+                        status: "state failed".into(),
+                        output: status,
+                    });
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(Error::Timeout {
+                        machine: self.config.name.clone(),
+                        what: format!("waiting for unit {unit} (last state: {})", r.stdout.trim()),
+                        after: timeout,
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Runs a command until it succeeds (every half second), for at most `timeout`;
+    /// returns its stdout.
+    pub async fn wait_until_succeeds(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.wait_until(command, timeout, true).await
+    }
+
+    /// Runs a command until it fails, for at most `timeout`; returns its stdout.
+    pub async fn wait_until_fails(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        self.wait_until(command, timeout, false).await
+    }
+
+    pub(super) async fn wait_until(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+    ) -> Result<String, Error> {
+        let wanted = if success { "succeeds" } else { "fails" };
+        self.log(&format!("waiting until this {wanted}: {command}"));
+        let _busy = self.config.log.activity(format!(
+            "{}: waiting until `{command}` {wanted}",
+            self.config.name
+        ));
+        let deadline = Instant::now() + timeout;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self
+                .execute_with_timeout(command, left.max(Duration::from_secs(1)))
+                .await?;
+            if r.success() == success {
+                return Ok(r.stdout);
+            }
+            if Instant::now() + Duration::from_millis(500) >= deadline {
+                return Err(Error::Timeout {
+                    machine: self.config.name.clone(),
+                    what: format!(
+                        "waiting until `{command}` {wanted} ({tries} tries, last: {})",
+                        r.describe()
+                    ),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
