@@ -38,7 +38,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -191,13 +190,8 @@ impl ControlSocket {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| io_err("opening", &lock_path, e))?;
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    continue; // A live run has this name.
-                }
-                return Err(io_err("locking", &lock_path, e));
+            if !crate::lock::try_exclusive(&lock).map_err(|e| io_err("locking", &lock_path, e))? {
+                continue; // A live run has this name.
             }
             // The name is ours: whatever socket is there is a killed run's.
             let path = dir.join(format!("{name}.sock"));
@@ -466,8 +460,7 @@ fn live_runs(dir: &Path) -> Result<Vec<String>, Error> {
         let Ok(lock) = File::open(entry.path()) else {
             continue;
         };
-        // SAFETY: flock on a descriptor we own; a shared lock we get means no run holds it.
-        let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        let free = crate::lock::is_free(&lock);
         if !free && dir.join(format!("{name}.sock")).exists() {
             live.push(name.to_owned());
         }

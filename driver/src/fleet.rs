@@ -15,6 +15,7 @@ use crate::image::{self, vmlinux};
 use crate::junit::{Subtest, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
+use crate::run_dir::RunDir;
 use crate::spec::{MachineSpec, Spec};
 
 /// How a [`Fleet`] runs.
@@ -64,7 +65,7 @@ pub struct Fleet {
     subtests: Subtests,
     subtest_stack: std::sync::Mutex<Vec<String>>,
     // Removed (with every socket in it) when the network is dropped.
-    _sockets: tempfile::TempDir,
+    sockets: RunDir,
 }
 
 impl Fleet {
@@ -104,13 +105,8 @@ impl Fleet {
                 dir.display()
             ));
         }
-        let sockets = tempfile::Builder::new()
-            .prefix("flotilla-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                what: "creating the run's socket directory".into(),
-                source,
-            })?;
+        let sockets = RunDir::create()?;
+        log.file_only(&format!("sockets in {}", sockets.path().display()));
         let vlans = spec
             .machines
             .iter()
@@ -179,7 +175,7 @@ impl Fleet {
             fabric,
             log,
             accel,
-            _sockets: sockets,
+            sockets,
         })
     }
 
@@ -196,6 +192,13 @@ impl Fleet {
     /// All machines by name.
     pub fn machines(&self) -> &BTreeMap<String, Arc<Machine>> {
         &self.machines
+    }
+
+    /// The run's private directory (mode 0700): the machines' QMP, agent and QGA
+    /// sockets, the switches' sockets, and disks made for this run only. Removed when
+    /// the fleet is dropped; a later run removes it if the driver was killed.
+    pub fn run_dir(&self) -> &std::path::Path {
+        self.sockets.path()
     }
 
     /// The run log.

@@ -63,7 +63,8 @@ impl Process {
     pub async fn spawn(name: &str, mut command: Command) -> io::Result<(Process, Stdio)> {
         let parent = std::process::id() as libc::pid_t;
         command.kill_on_drop(true);
-        // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid) run in the child.
+        // SAFETY: only async-signal-safe calls (prctl, getppid, setpgid, umask) run in the
+        // child.
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -76,6 +77,9 @@ impl Process {
                 if libc::setpgid(0, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // What the child creates (QEMU's sockets, captures, screenshots) is the
+                // user's alone.
+                libc::umask(0o077);
                 Ok(())
             });
         }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -142,8 +143,25 @@ async fn library_boots_a_machine_and_runs_commands() {
         "{driver_log}"
     );
 
+    // The run's directory and the sockets QEMU made in it are the user's alone.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let run_dir = net.run_dir().to_path_buf();
+    assert_eq!(mode(&run_dir), 0o700, "{}", run_dir.display());
+    for socket in ["qmp.sock", "agent.sock", "qga.sock"] {
+        let path = run_dir.join("vm").join(socket);
+        assert_eq!(
+            mode(&path) & 0o077,
+            0,
+            "{}: {:o}",
+            path.display(),
+            mode(&path)
+        );
+    }
+
     net.stop_all().await;
     assert_gone(&vm).await;
+    drop(net);
+    assert!(!run_dir.exists(), "{}", run_dir.display());
 }
 
 /// Runs `examples/<name>` through the library; it must pass.

@@ -291,9 +291,34 @@ fn qemu_dies_with_a_killed_driver() {
     let mut child = start_sleeping_test(dir.path(), &tag);
     wait_for_log(dir.path(), "sleeper: ready: ");
     assert_eq!(tagged_qemus(&tag).len(), 1);
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    let run_dir = log
+        .lines()
+        .find_map(|l| {
+            l.split_once("sockets in ")
+                .map(|(_, p)| PathBuf::from(p.trim()))
+        })
+        .unwrap_or_else(|| panic!("no run directory in the log: {log}"));
     child.kill().unwrap(); // SIGKILL: no cleanup code runs in the driver.
     child.wait().unwrap();
     assert_no_qemu_left(&tag);
+    // Its private run directory stays behind, until the next run removes it.
+    assert!(
+        run_dir.join("driver.lock").exists(),
+        "{}",
+        run_dir.display()
+    );
+    let next = tempfile::tempdir().unwrap();
+    write_spec(
+        next.path(),
+        "script = \"t.rhai\"\n[machines.m]\n",
+        "m.succeed(\"true\");\n",
+    );
+    run_expecting(
+        &mut flotilla_test(next.path(), &next.path().join("out"), &tag),
+        0,
+    );
+    assert!(!run_dir.exists(), "{} was not removed", run_dir.display());
 }
 
 #[test]
