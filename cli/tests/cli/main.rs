@@ -1071,3 +1071,33 @@ fn agent_install_into_a_missing_tree_fails_naming_it() {
     );
     assert!(t.contains("/nonexistent/tree"), "{t}");
 }
+
+#[test]
+fn a_script_naming_a_missing_machine_is_refused_before_anything_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n[machines.alpha]\n[machines.beta]\n",
+        "alpha.succeed(\"true\");\nghost.succeed(\"true\");\n",
+    );
+    let tag = tag();
+    let started = Instant::now();
+    let t = run_expecting(
+        &mut flotilla_test(dir.path(), &dir.path().join("out"), &tag),
+        2,
+    );
+    let script = dir.path().join("t.rhai");
+    assert!(
+        t.contains(&format!("{}:2:1: `ghost` is not defined", script.display())),
+        "{t}"
+    );
+    assert!(t.contains("the machines are `alpha`, `beta`"), "{t}");
+    // Refused before any machine booted: nothing started, in well under a boot's time.
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap_or_default();
+    assert!(!log.contains("alpha: starting"), "{log}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
