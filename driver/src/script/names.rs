@@ -76,3 +76,24 @@ mod tests {
         assert!(e.contains("`x` is not defined"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod examples {
+    use std::path::Path;
+
+    /// The check refuses nothing the shipped examples do.
+    #[test]
+    fn every_example_script_names_only_defined_variables() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&examples).expect("examples/") {
+            let spec = crate::spec::Spec::load(&entry.expect("an entry").path()).expect("a spec");
+            let script = spec.script.as_ref().expect("a script");
+            let source = std::fs::read_to_string(script).expect("the script");
+            super::check_names(script, &source, spec.machines.keys().map(String::as_str))
+                .unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+        assert!(seen >= 3, "{seen} examples");
+    }
+}
