@@ -30,7 +30,7 @@ pub struct FleetOptions {
     pub boot_timeout: Duration,
     /// Default limit for one command in a guest.
     pub command_timeout: Duration,
-    /// Where [`run_test`] writes a JUnit XML report (one test case per subtest).
+    /// Where [`run_test`](crate::run_test) writes a JUnit XML report (one test case per subtest).
     pub junit: Option<PathBuf>,
     /// Where machine disks live across runs (`--keep-state DIR`): `<dir>/<machine>/`
     /// holds `root.qcow2` (the `image` overlay) and `<disk name>.qcow2`, made on first
@@ -136,7 +136,6 @@ impl Fleet {
             let config = MachineConfig {
                 name: name.clone(),
                 spec: machine.clone(),
-                kernel: kernel.clone(),
                 // The unpacked kernel starts through PVH, which passes no screen
                 // information: a machine with a screen boots the bzImage so that tty1
                 // shows on its VGA card.

@@ -44,7 +44,6 @@ fn spawner() -> &'static Mutex<std_mpsc::Sender<SpawnRequest>> {
 /// A running child process with a monitor task; see the module docs.
 #[derive(Debug)]
 pub struct Process {
-    name: String,
     pid: u32,
     signals: mpsc::UnboundedSender<i32>,
     exit: watch::Receiver<Option<ExitStatus>>,
@@ -136,19 +135,8 @@ impl Process {
                 }
             }
         });
-        Ok((
-            Process {
-                name: name.to_owned(),
-                pid,
-                signals,
-                exit,
-            },
-            stdio,
-        ))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
+        tracing::debug!("spawned {name} as pid {pid}");
+        Ok((Process { pid, signals, exit }, stdio))
     }
 
     pub fn pid(&self) -> u32 {

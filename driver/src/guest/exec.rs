@@ -71,7 +71,7 @@ impl AgentConnection {
     }
 }
 
-/// What a command started with [`AgentConnection::start`] produced.
+/// What a command started with [`Machine::start_session`](crate::Machine::start_session) produced.
 #[derive(Debug)]
 pub enum ExecEvent {
     Stdout(Vec<u8>),
@@ -80,7 +80,7 @@ pub enum ExecEvent {
     Exit(ExitStatus),
 }
 
-/// A running command; see [`AgentConnection::start`]. Dropping it kills the command.
+/// A running command ([`Machine::start_session`](crate::Machine::start_session)). Dropping it kills the command.
 #[derive(Debug)]
 pub struct ExecSession {
     /// Finished once the command exited.

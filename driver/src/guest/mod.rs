@@ -20,9 +20,11 @@ mod exec;
 mod files;
 mod qga;
 
-pub use channel::{AgentKind, Guest};
+pub use channel::AgentKind;
+pub(crate) use channel::Guest;
 pub(crate) use codec::FrameCodec;
-pub use connection::AgentConnection;
+pub(crate) use connection::AgentConnection;
 pub use error::{AgentError, GuestError};
-pub use exec::{ExecEvent, ExecOutput, ExecSession};
-pub use qga::QGA_PORT;
+pub(crate) use exec::ExecOutput;
+pub use exec::{ExecEvent, ExecSession};
+pub(crate) use qga::QGA_PORT;

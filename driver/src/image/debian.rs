@@ -2,7 +2,7 @@
 //!
 //! The root tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
 //! (systemd, sysvinit, or OpenRC driven by sysvinit), cached as a tarball under
-//! [`cache_dir`]`/debian` keyed by the init and the package list, so a second build
+//! the cache folder (`~/.cache/flotilla/debian`) keyed by the init and the package list, so a second build
 //! only unpacks it.
 //! The agent goes in with its own installer (`flotilla-agent install --root TREE`), the
 //! host-cached kernel's modules go to `/lib/modules/<version>` (with `depmod`), and the

@@ -19,11 +19,7 @@ mod kernel;
 mod modules;
 pub mod vmlinux;
 
-pub use cache::cache_dir;
-pub use elf::is_static_elf;
-pub use initramfs::{
-    busybox_path, default_initramfs, disk_initramfs, stage1_initramfs, DEFAULT_MODULES,
-    STAGE1_INIT, STAGE1_MODULES,
-};
+pub(crate) use elf::is_static_elf;
+pub use initramfs::{busybox_path, default_initramfs};
+pub(crate) use initramfs::{disk_initramfs, stage1_initramfs};
 pub use kernel::Kernel;
-pub use modules::{modinfo, resolve_modules, strip_module_signature};

@@ -8,7 +8,6 @@ use flotilla_vmnet::UserNet;
 
 use crate::accel::AccelChoice;
 use crate::fabric::Fabric;
-use crate::image::Kernel;
 use crate::log::Log;
 use crate::spec::MachineSpec;
 
@@ -17,10 +16,9 @@ pub(super) const ROOT_DISK: &str = "root";
 
 /// Everything a machine needs to start; made by [`crate::Fleet`].
 #[derive(Debug)]
-pub struct MachineConfig {
+pub(crate) struct MachineConfig {
     pub name: String,
     pub spec: MachineSpec,
-    pub kernel: Kernel,
     /// The file QEMU boots: the kernel's unpacked `vmlinux`, or its `vmlinuz`
     /// ([`crate::vmlinux::boot_kernel`], and always for a machine with a display).
     pub boot_kernel: PathBuf,

@@ -45,5 +45,5 @@ mod state;
 mod waits;
 
 pub use commands::CommandResult;
-pub use config::MachineConfig;
+pub(crate) use config::MachineConfig;
 pub use state::Machine;

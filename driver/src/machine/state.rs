@@ -38,7 +38,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn new(config: MachineConfig) -> Machine {
+    pub(crate) fn new(config: MachineConfig) -> Machine {
         Machine {
             config,
             running: tokio::sync::Mutex::new(None),

@@ -44,13 +44,11 @@
 //!   and a machine's host name.
 
 mod disks;
-pub mod names;
+pub(crate) mod names;
 mod parse;
 mod raw;
 mod types;
 
-pub use disks::BLKDEBUG_EVENTS;
-pub use names::check_machine_name;
 pub use types::{
     DiskSource, DiskSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME,
 };
