@@ -27,6 +27,55 @@
 //!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
+//!
+//! # Where things are
+//!
+//! A test checks that this list names every file of `src/` (and nothing else).
+//!
+//! - `lib.rs`: these docs and the re-exports.
+//! - `fleet.rs`: [`Fleet`], the machines of a spec: made, booted and stopped together.
+//! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
+//!   the spec's timeout and Ctrl-C) and [`retry`].
+//! - `junit.rs`: subtests and the JUnit XML report.
+//! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
+//! - `conditions.rs`: polling conditions, checked between the steps of a test.
+//! - `run_dir.rs`: the run's private socket directory, and removing those of killed runs.
+//! - `lock.rs`: the `flock` that says a run is alive (run directories, control sockets).
+//! - `host.rs`: host programs: QEMU, qboot, the embedded agent, `which`.
+//! - `accel.rs`: KVM where it really works, else TCG, and why.
+//! - `process.rs`: child processes that never outlive the driver.
+//! - `log.rs`: the run log (terminal, `driver.log`, status line).
+//! - `error.rs`: [`Error`], and which errors are test failures.
+//! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
+//! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
+//! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
+//! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
+//!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
+//!   file:line:col), `disks.rs` (disk tables), `names.rs` (name rules, reserved words).
+//! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
+//!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
+//!   command line as a value), `boot.rs` (boot and readiness), `console.rs` (console
+//!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
+//!   gone), `evidence.rs` (what an error about a dead machine quotes), `guest_link.rs`
+//!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),
+//!   `network.rs` (its NICs from the host: links, impairments, forwards, captures),
+//!   `disks.rs`, `commands.rs` (execute, succeed, fail, sessions), `waits.rs`,
+//!   `copy.rs` (file copies), `screen.rs` and `keys.rs` (screen and keyboard),
+//!   `power.rs` (shutdown, crash, reboot, stop), `shell.rs` (shell quoting and output).
+//! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
+//!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
+//!   `exec.rs` (commands and sessions), `files.rs` (file transfers), `qga.rs` (the
+//!   qemu-ga path), `channel.rs` (which agent a guest runs), `error.rs`.
+//! - `script/`: test scripts in Rhai. `mod.rs` (index and the API table), `engine.rs`
+//!   (the engine and a script run), `context.rs` (what the API functions share),
+//!   `machine_api.rs`, `global_api.rs`, `args.rs` (argument checks), `names.rs` (names
+//!   checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
+//!   prompt's statement reader).
+//! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
+//!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
+//!   images), `cpio.rs`, `modules.rs` (kernel modules and their order), `elf.rs`,
+//!   `cache.rs` (the cache folder and its pruning), `debian.rs` (`flotilla image
+//!   debian`).
 
 mod accel;
 mod conditions;
@@ -61,3 +110,59 @@ pub use machine::{CommandResult, Machine};
 pub use run_test::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};
+
+#[cfg(test)]
+mod tree {
+    /// The crate docs' "Where things are" names every file of `src/`, and only those.
+    #[test]
+    fn the_docs_list_every_file() {
+        let docs: String = include_str!("lib.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let section = &docs[docs.find("# Where things are").expect("the section")..];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&src).expect("src/").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                for inner in std::fs::read_dir(&path).expect("a folder").flatten() {
+                    files.push((Some(entry.file_name()), inner.file_name()));
+                }
+            } else {
+                files.push((None, entry.file_name()));
+            }
+        }
+        for (folder, file) in &files {
+            let file = file.to_string_lossy();
+            match folder {
+                None => assert!(
+                    section.contains(&format!("`{file}`")),
+                    "{file} is not listed"
+                ),
+                Some(folder) => {
+                    let folder = folder.to_string_lossy();
+                    let start = section
+                        .find(&format!("- `{folder}/`"))
+                        .unwrap_or_else(|| panic!("{folder}/ is not listed"));
+                    let entry = &section[start..];
+                    let entry =
+                        &entry[..entry[2..].find("\n//! - ").map_or(entry.len(), |n| n + 2)];
+                    assert!(
+                        entry.contains(&format!("`{file}`")),
+                        "{folder}/{file} is not listed"
+                    );
+                }
+            }
+        }
+        // And nothing listed is missing.
+        let listed = section.matches(".rs`").count();
+        assert_eq!(
+            listed,
+            files.len(),
+            "the list names {listed} files, src/ has {}",
+            files.len()
+        );
+    }
+}

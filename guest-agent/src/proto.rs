@@ -38,6 +38,13 @@
 //! several; on the header's stream for an Invalid) and goes on reading. When the host
 //! disconnects, the agent forgets any partial frame it holds.
 //!
+//! The host reads every agent connection, and both ends of `flotilla shell`'s control
+//! socket, through one codec over `decode` (`FrameCodec` in `flotilla-driver`), with
+//! one policy: garbage and well-formed frames of an unknown kind are skipped, counted
+//! and logged, and reading goes on; a length over [`MAX_PAYLOAD`] ends the connection
+//! (an agent never sends one, so the stream can no longer be trusted), and so does a
+//! stream that ends inside a frame.
+//!
 //! # Session
 //!
 //! 1. Host sends [`Kind::Hello`] on stream 0; the agent answers [`Kind::HelloReply`].
