@@ -292,20 +292,11 @@ pub fn install(root: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// Whether an ELF executable asks for an interpreter (`PT_INTERP`): a dynamically
-/// linked one does, a static one does not.
-pub fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
-    assert!(
-        elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2,
-        "not an ELF64 file"
-    );
-    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
-        u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) == 3
-    })
+/// Whether `ldd` says the executable at `path` is statically linked.
+pub fn is_static(path: &Path) -> bool {
+    let out = Command::new("ldd").arg(path).output().expect("running ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.contains("statically linked") || text.contains("not a dynamic executable")
 }
 
 /// The agent binary and any shared libraries it needs, as (guest path, bytes).
