@@ -69,7 +69,8 @@ pub struct Fleet {
 
 impl Fleet {
     /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
-    /// picks the accelerator. Boots nothing yet.
+    /// picks the accelerator, checks that the host ports it forwards are free
+    /// ([`Error::PortBusy`] if not). Boots nothing yet.
     pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
         let kernel = image::Kernel::locate()?;
@@ -131,6 +132,18 @@ impl Fleet {
                 .map(|f| flotilla_vmnet::Forward::new(f.host, f.guest))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(Error::Vmnet)?;
+            // A port the spec names that something else listens on now would make QEMU
+            // exit at start: say so before anything boots.
+            for f in machine.forward.iter().filter(|f| f.host != 0) {
+                if flotilla_vmnet::forward::host_port_in_use(f.host) {
+                    return Err(Error::PortBusy {
+                        machine: name.clone(),
+                        port: f.host,
+                        guest: f.guest,
+                        evidence: None,
+                    });
+                }
+            }
             for f in &forwards {
                 log.machine(
                     name,

@@ -13,6 +13,7 @@ mod debian;
 mod disk;
 mod files;
 mod net;
+mod start;
 use tokio_util::sync::CancellationToken;
 
 fn workspace() -> PathBuf {
