@@ -79,6 +79,19 @@ pub enum Error {
     Vmnet(#[source] flotilla_vmnet::Error),
     #[error("no machine named `{name}` in the spec")]
     NoSuchMachine { name: String },
+    /// A forwarded host port is taken (by another process, or another forward): found
+    /// before the machine started, or when QEMU (at start, or `forward` at run time)
+    /// could not listen on it. `evidence` is what QEMU said, if it said anything.
+    #[error(
+        "machine `{machine}`: forwarding 127.0.0.1:{port} to guest port {guest}: host port {port} is already in use{}\nhint: stop what listens on 127.0.0.1:{port}, or forward another host port (0 or none picks a free one)",
+        evidence.as_deref().map(|e| format!("; {e}")).unwrap_or_default()
+    )]
+    PortBusy {
+        machine: String,
+        port: u16,
+        guest: u16,
+        evidence: Option<String>,
+    },
     #[error("network: there is no VLAN {vlan}")]
     NoSuchVlan { vlan: u8 },
     /// A machine did not reach readiness.
@@ -152,6 +165,7 @@ impl Error {
                 | Error::Image(_)
                 | Error::Disk { .. }
                 | Error::Tool { .. }
+                | Error::PortBusy { .. }
         )
     }
 }
@@ -187,4 +201,34 @@ fn indent(output: &str) -> String {
         let _ = write!(out, "\n  {line}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_busy_port_names_port_and_machine_and_is_not_a_test_failure() {
+        let e = Error::PortBusy {
+            machine: "web".into(),
+            port: 8080,
+            guest: 80,
+            evidence: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "machine `web`: forwarding 127.0.0.1:8080 to guest port 80: host port 8080 is already in use\n\
+             hint: stop what listens on 127.0.0.1:8080, or forward another host port (0 or none picks a free one)"
+        );
+        assert!(!e.is_test_failure());
+        let e = Error::PortBusy {
+            machine: "web".into(),
+            port: 8080,
+            guest: 80,
+            evidence: Some("qemu said: Could not set up host forwarding rule".into()),
+        };
+        assert!(e.to_string().contains(
+            "is already in use; qemu said: Could not set up host forwarding rule\nhint: "
+        ));
+    }
 }

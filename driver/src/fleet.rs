@@ -70,7 +70,8 @@ pub struct Fleet {
 
 impl Fleet {
     /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
-    /// picks the accelerator. Boots nothing yet.
+    /// picks the accelerator, checks that the host ports it forwards are free
+    /// ([`Error::PortBusy`] if not). Boots nothing yet.
     pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
         let kernel = image::Kernel::locate()?;
@@ -119,14 +120,33 @@ impl Fleet {
         let conditions = Arc::new(Conditions::new(log.clone()));
         let firmware = qboot_firmware();
         let mut machines = BTreeMap::new();
+        // Host ports taken by the spec's forwards: a free port picked for a forward
+        // without one must not be one of them (they are not listened on yet).
+        let mut taken: std::collections::BTreeSet<u16> = spec
+            .machines
+            .values()
+            .flat_map(|m| m.forward.iter().map(|f| f.host))
+            .filter(|&p| p != 0)
+            .collect();
         for (name, machine) in &spec.machines {
             let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
             let forwards = machine
                 .forward
                 .iter()
-                .map(|f| flotilla_vmnet::Forward::new(f.host, f.guest))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Error::Vmnet)?;
+                .map(|f| pick_forward(f.host, f.guest, &mut taken))
+                .collect::<Result<Vec<_>, _>>()?;
+            // A port the spec names that something else listens on now would make QEMU
+            // exit at start: say so before anything boots.
+            for f in machine.forward.iter().filter(|f| f.host != 0) {
+                if flotilla_vmnet::forward::host_port_in_use(f.host) {
+                    return Err(Error::PortBusy {
+                        machine: name.clone(),
+                        port: f.host,
+                        guest: f.guest,
+                        evidence: None,
+                    });
+                }
+            }
             for f in &forwards {
                 log.machine(
                     name,
@@ -323,5 +343,40 @@ impl Fleet {
     /// Undoes [`Fleet::partition`].
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
         self.fabric.heal(vlan).await
+    }
+}
+
+/// The forward of host port `host` (0: a free port not in `taken`, which it joins).
+fn pick_forward(
+    host: u16,
+    guest: u16,
+    taken: &mut std::collections::BTreeSet<u16>,
+) -> Result<flotilla_vmnet::Forward, Error> {
+    if host != 0 {
+        return flotilla_vmnet::Forward::new(host, guest).map_err(Error::Vmnet);
+    }
+    for _ in 0..20 {
+        let f = flotilla_vmnet::Forward::new(0, guest).map_err(Error::Vmnet)?;
+        if taken.insert(f.host) {
+            return Ok(f);
+        }
+    }
+    Err(Error::Network(format!(
+        "no free host port for the forward to guest port {guest} after 20 tries"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_forward;
+
+    #[test]
+    fn picked_ports_avoid_the_spec_s_and_each_other() {
+        let mut taken = std::collections::BTreeSet::from([8080]);
+        assert_eq!(pick_forward(8080, 80, &mut taken).unwrap().host, 8080);
+        let a = pick_forward(0, 22, &mut taken).unwrap().host;
+        let b = pick_forward(0, 22, &mut taken).unwrap().host;
+        assert!(a != b && a != 8080 && b != 8080 && a != 0 && b != 0);
+        assert!(taken.contains(&a) && taken.contains(&b));
     }
 }

@@ -51,7 +51,8 @@
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
-//!   file:line:col), `disks.rs` (disk tables), `names.rs` (name rules, reserved words).
+//!   file:line:col), `disks.rs` (disk tables), `forwards.rs` (each host port forwarded
+//!   once), `names.rs` (name rules, reserved words).
 //! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
 //!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
 //!   command line as a value), `boot.rs` (boot and readiness), `console.rs` (console

@@ -14,6 +14,7 @@ mod debian;
 mod disk;
 mod files;
 mod net;
+mod start;
 use tokio_util::sync::CancellationToken;
 
 fn workspace() -> PathBuf {

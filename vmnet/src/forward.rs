@@ -99,9 +99,50 @@ pub fn free_port() -> Result<u16, Error> {
         .map_err(Error::FreePort)
 }
 
+/// Whether 127.0.0.1:`port` is taken: something listens on it (on that address or
+/// on all of them), so QEMU could not forward it.
+pub fn host_port_in_use(port: u16) -> bool {
+    matches!(
+        std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
+    )
+}
+
+/// The host port of the forward QEMU says it could not set up, in a line of its stderr
+/// (`-netdev user,...: Could not set up host forwarding rule 'tcp:127.0.0.1:8080-...'`)
+/// or in the reply to HMP `hostfwd_add`.
+pub fn failed_forward_port(qemu_says: &str) -> Option<u16> {
+    const MARK: &str = "Could not set up host forwarding rule 'tcp:127.0.0.1:";
+    let rest = &qemu_says[qemu_says.find(MARK)? + MARK.len()..];
+    let digits = &rest[..rest.find(|c: char| !c.is_ascii_digit())?];
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_port_is_in_use() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(host_port_in_use(port));
+        drop(l);
+        assert!(!host_port_in_use(port));
+    }
+
+    #[test]
+    fn qemu_names_the_port_it_could_not_forward() {
+        let stderr = "qemu-system-x86_64: -netdev user,id=hostnet,restrict=on,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:8080-10.0.2.15:80: Could not set up host forwarding rule 'tcp:127.0.0.1:8080-10.0.2.15:80'";
+        assert_eq!(failed_forward_port(stderr), Some(8080));
+        let hmp = "Could not set up host forwarding rule 'tcp:127.0.0.1:51823-10.0.2.15:22'\r\n";
+        assert_eq!(failed_forward_port(hmp), Some(51823));
+        assert_eq!(failed_forward_port("Duplicate ID 'h' for netdev"), None);
+        assert_eq!(
+            failed_forward_port("Could not set up host forwarding rule 'tcp:127.0.0.1:"),
+            None
+        );
+    }
 
     #[test]
     fn rules_bind_loopback_only() {

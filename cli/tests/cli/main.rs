@@ -188,6 +188,54 @@ fn bad_spec_names_file_line_and_column() {
 }
 
 #[test]
+fn a_host_port_forwarded_twice_is_a_spec_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("flotilla.toml");
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n\n[machines.web]\nforward = [{ host = 18080, guest = 80 }]\n\n\
+         [machines.api]\nforward = [{ guest = 22 }, { host = 18080, guest = 8000 }]\n",
+        "web.succeed(\"true\");\n",
+    );
+    let t = run_expecting(flotilla().arg("test").arg(dir.path()), 2);
+    assert!(
+        t.contains(&format!(
+            "error: {}:7:37: machine `api`: forward: host port 18080 is already forwarded by machine `web` (each host port can be forwarded once)",
+            spec.display()
+        )),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_host_port_in_use_stops_the_test_before_its_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    write_spec(
+        dir.path(),
+        &format!(
+            "script = \"t.rhai\"\n[machines.web]\nforward = [{{ host = {port}, guest = 80 }}]\n"
+        ),
+        "web.succeed(\"true\");\n",
+    );
+    let tag = tag();
+    let out = dir.path().join("out");
+    let t = run_expecting(&mut flotilla_test(dir.path(), &out, &tag), 2);
+    assert!(
+        t.contains(&format!(
+            "error: machine `web`: forwarding 127.0.0.1:{port} to guest port 80: host port {port} is already in use\n\
+             hint: stop what listens on 127.0.0.1:{port}, or forward another host port (0 or none picks a free one)\n"
+        )),
+        "{t}"
+    );
+    // Nothing booted: the script did not run.
+    assert!(!out.join("web").exists(), "{t}");
+    assert_no_qemu_left(&tag);
+    drop(taken);
+}
+
+#[test]
 fn missing_script_file_is_a_spec_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("s.toml");

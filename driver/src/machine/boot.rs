@@ -19,6 +19,10 @@ use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::process::Process;
 
+/// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
+/// message, not the step's (`qmp: connection reset`), explains a failure at start.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// A QEMU that is booting, and what tells why it died if it does.
 pub(super) struct Booting {
     process: Arc<Process>,
@@ -163,16 +167,30 @@ impl Machine {
     }
 
     /// Runs `fut`, a step of the boot, unless QEMU exits first: that fails the boot
-    /// with the evidence.
+    /// with the evidence. A step that fails may have failed because QEMU is exiting
+    /// (it closes its QMP socket when an option fails at start): QEMU then gets
+    /// [`EXIT_GRACE`] to exit, and its status and words are the error, not the step's.
     pub(super) async fn unless_exited<T>(
         &self,
         booting: &Booting,
         fut: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        tokio::select! {
-            r = fut => r,
+        let failed = tokio::select! {
+            r = fut => match r {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            },
             status = booting.process.exited() => {
-                Err(self.died_early(status, &booting.state, &booting.stderr_tail).await)
+                return Err(self.died_early(status, &booting.state, &booting.stderr_tail).await);
+            }
+        };
+        match tokio::time::timeout(EXIT_GRACE, booting.process.exited()).await {
+            Ok(status) => Err(self
+                .died_early(status, &booting.state, &booting.stderr_tail)
+                .await),
+            Err(_) => {
+                let _ = booting.process.close(Duration::from_secs(2)).await;
+                Err(failed)
             }
         }
     }

@@ -36,6 +36,8 @@ pub(super) struct Console {
     lines: Mutex<VecDeque<String>>,
     /// How many lines have arrived; wakes `wait_for_console_text`.
     pub(super) count: watch::Sender<u64>,
+    /// The stream has ended: every line its writer wrote is here.
+    pub(super) ended: watch::Sender<bool>,
 }
 
 impl Default for Console {
@@ -43,6 +45,7 @@ impl Default for Console {
         Console {
             lines: Mutex::default(),
             count: watch::Sender::new(0),
+            ended: watch::Sender::new(false),
         }
     }
 }
@@ -144,6 +147,7 @@ pub(super) fn spawn_stderr_reader(
             log.machine(&name, &format!("qemu: {line}"));
             tail.push(line);
         }
+        tail.ended.send_replace(true);
     });
 }
 

@@ -23,6 +23,20 @@ impl Machine {
             describe_status(status)
         );
         let (problem, console) = self.evidence(state, stderr, true, problem).await;
+        // A forward QEMU could not set up is a host port in use (taken since the
+        // fleet checked it): the error says which, with QEMU's words.
+        let busy = stderr
+            .tail(5)
+            .iter()
+            .find_map(|l| flotilla_vmnet::forward::failed_forward_port(l));
+        if let Some(port) = busy {
+            return Error::PortBusy {
+                machine: self.config.name.clone(),
+                port,
+                guest: self.guest_port_of(port).unwrap_or_default(),
+                evidence: Some(problem),
+            };
+        }
         Error::Boot {
             machine: self.config.name.clone(),
             problem,
@@ -41,10 +55,14 @@ impl Machine {
         mut problem: String,
     ) -> (String, Vec<String>) {
         if exited {
+            // Both are read by their own tasks; let them reach the end of what QEMU wrote.
             let mut rx = state.clone();
-            let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
-            // stderr is read by its own task; give it a moment to finish.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut ended = stderr.ended.subscribe();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = rx.wait_for(|s| s.eof).await;
+                let _ = ended.wait_for(|e| *e).await;
+            })
+            .await;
         }
         let qemu_says = stderr.tail(5);
         if !qemu_says.is_empty() {

@@ -72,16 +72,39 @@ impl Machine {
             .map(|f| f.host)
     }
 
+    /// The guest port that host port `host_port` is forwarded to, if any.
+    pub(super) fn guest_port_of(&self, host_port: u16) -> Option<u16> {
+        let user = self.config.user_net.lock().ok()?;
+        user.forwards
+            .iter()
+            .find(|f| f.host == host_port)
+            .map(|f| f.guest)
+    }
+
     /// Forwards 127.0.0.1:`host_port` (0 picks a free port) to `guest_port` while the
-    /// machine runs; returns the host port.
+    /// machine runs; returns the host port. A host port in use (by another process,
+    /// or already forwarded) is [`Error::PortBusy`].
     pub async fn forward(&self, host_port: u16, guest_port: u16) -> Result<u16, Error> {
         let forward = Forward::new(host_port, guest_port).map_err(Error::Vmnet)?;
+        let busy = |evidence: Option<String>| Error::PortBusy {
+            machine: self.config.name.clone(),
+            port: forward.host,
+            guest: guest_port,
+            evidence,
+        };
         let running = self.running().await?;
+        if flotilla_vmnet::forward::host_port_in_use(forward.host) {
+            return Err(busy(None));
+        }
         let reply = running
             .qmp
             .human_monitor_command(&forward.hmp_add())
             .await
             .map_err(|e| self.qmp_failed(e))?;
+        // Taken between the check and QEMU's try: QEMU's reply says so.
+        if flotilla_vmnet::forward::failed_forward_port(&reply).is_some() {
+            return Err(busy(Some(format!("qemu said: {}", reply.trim()))));
+        }
         if !reply.trim().is_empty() {
             return Err(Error::Network(format!(
                 "machine `{}`: forwarding 127.0.0.1:{} to port {guest_port}: {}",

@@ -31,7 +31,7 @@
 //! | `m.ip(vlan)`, `m.ipv6(vlan)` | the machine's address on a VLAN |
 //! | `m.block(vlan)`, `m.unblock(vlan)` | takes the machine's link on a VLAN down / up |
 //! | `m.impair(vlan, #{delay_ms, jitter_ms, loss, bandwidth})`, `m.unimpair(vlan)` | degrades the machine's link (loss in percent, bandwidth in bytes/s; vde backend) / restores it |
-//! | `m.forward(guest)`, `m.forward(host, guest)` | forwards 127.0.0.1:host (free port if omitted) to a guest port; returns the host port |
+//! | `m.forward(guest)`, `m.forward(host, guest)` | forwards 127.0.0.1:host (free port if omitted) to a guest port; returns the host port; a host port in use is an error naming it |
 //! | `m.forwarded_port(guest)` | the host port of a forward from the spec, or `()` |
 //! | `m.capture(vlan)` | writes the NIC's frames to `<log>/<machine>/vlan<N>.pcap` (tcpdump/tshark read it); returns the path |
 //! | `partition(vlan, [[a, b], [c]])`, `heal(vlan)` | splits a VLAN into groups that only reach each other (vde backend) / undoes it |

@@ -40,10 +40,12 @@
 //! - `raw.rs`: the spec as written, as serde reads it, with the spans of its values.
 //! - `parse.rs`: [`Spec::load`] and [`Spec::parse`]: raw to checked, errors at file:line:col.
 //! - `disks.rs`: `[[machines.NAME.disks]]` checks: names, sizes, blkdebug rules.
+//! - `forwards.rs`: `forward` checks: a guest port each, no host port forwarded twice.
 //! - `names.rs`: what test, machine and disk names may be, the words scripts reserve,
 //!   and a machine's host name.
 
 mod disks;
+mod forwards;
 pub(crate) mod names;
 mod parse;
 mod raw;

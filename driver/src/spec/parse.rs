@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::disks::check_disks;
+use super::forwards::{check_forwards, duplicate_host_port};
 use super::names::{check_machine_name, check_name};
 use super::raw::RawSpec;
 use super::types::{MachineSpec, Spec, SPEC_FILE_NAME};
@@ -96,6 +97,7 @@ impl Spec {
             ));
         }
         let mut machines = BTreeMap::new();
+        let mut host_ports = Vec::new();
         for (name, machine) in raw.machines {
             check_machine_name(name.get_ref())
                 .map_err(|m| located(name.span(), format!("machine `{}`: {m}", name.get_ref())))?;
@@ -138,12 +140,12 @@ impl Spec {
                     ));
                 }
             }
-            if machine.forward.iter().any(|f| f.guest == 0) {
-                return Err(located(
-                    span,
-                    format!("machine `{}`: forward needs a guest port", name.get_ref()),
-                ));
-            }
+            let forward = check_forwards(
+                name.get_ref(),
+                std::mem::take(&mut machine.forward),
+                &mut host_ports,
+            )
+            .map_err(|m| located(span.clone(), format!("machine `{}`: {m}", name.get_ref())))?;
             if machine.cpus == 0 || machine.cpus > 64 {
                 return Err(located(
                     span,
@@ -160,10 +162,13 @@ impl Spec {
                 image: machine.image,
                 agent: machine.agent,
                 vlans: machine.vlans,
-                forward: machine.forward,
+                forward,
                 disks,
             };
             machines.insert(name.into_inner(), machine);
+        }
+        if let Some((span, message)) = duplicate_host_port(&host_ports) {
+            return Err(located(span, message));
         }
         let backend = match raw.network.backend {
             Some(b) => b
@@ -355,6 +360,35 @@ mod tests {
         );
         let m = message("[machines.a]\nvlans = [300]\n");
         assert!(m.starts_with("/nonexistent/spec.toml:2:10: "), "{m}");
+    }
+
+    #[test]
+    fn a_host_port_is_forwarded_once() {
+        let text = "[machines.b]\nforward = [{ host = 8080, guest = 80 }]\n\
+                    [machines.a]\nforward = [{ host = 8081, guest = 22 }, { host = 8080, guest = 80 }]\n";
+        let m = message(text);
+        assert_eq!(
+            m,
+            "/nonexistent/spec.toml:4:50: machine `a`: forward: host port 8080 is already forwarded by machine `b` (each host port can be forwarded once)"
+        );
+        let m = message(
+            "[machines.a]\nforward = [{ host = 22, guest = 22 },\n  { host = 22, guest = 23 }]\n",
+        );
+        assert!(m.starts_with("/nonexistent/spec.toml:3:12: "), "{m}");
+        assert!(
+            m.contains("host port 22 is forwarded twice by machine `a`"),
+            "{m}"
+        );
+        // 0 or no host port picks a free one each time: never a duplicate.
+        let spec = parse(
+            "[machines.a]\nforward = [{ guest = 1 }, { host = 0, guest = 2 }]\n[machines.b]\nforward = [{ guest = 1 }]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.machines["a"].forward.len(), 2);
+        let m = message("[machines.a]\nforward = [{ host = 1 }]\n");
+        assert!(m.contains("missing field `guest`"), "{m}");
+        let m = message("[machines.a]\nforward = [{ host = 5, guest = 0 }]\n");
+        assert!(m.contains("machine `a`: forward needs a guest port"), "{m}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::types::{self, ForwardSpec, JoinSpec};
+use super::types::{self, JoinSpec};
 use crate::guest::AgentKind;
 
 /// The whole file as written.
@@ -55,9 +55,17 @@ pub(super) struct RawMachine {
     #[serde(default = "types::default_vlans")]
     pub(super) vlans: Vec<u8>,
     #[serde(default)]
-    pub(super) forward: Vec<ForwardSpec>,
+    pub(super) forward: Vec<RawForward>,
     #[serde(default)]
     pub(super) disks: Vec<Spanned<RawDisk>>,
+}
+
+/// One `forward` entry as written: the host port's span is where a duplicate is reported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub(super) host: Option<Spanned<u16>>,
+    pub(super) guest: u16,
 }
 
 /// `[[machines.NAME.disks]]` as written.
