@@ -179,13 +179,9 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
     for want in [format!("{ip} stock\n"), format!("{ip6} stock\n")] {
         assert!(hosts.contains(&want), "{want} in {hosts}");
     }
-    vm.shutdown(std::time::Duration::from_secs(20))
-        .await
-        .unwrap();
+    // An error here means qemu-ga did not power the guest off and qemu was stopped.
+    if let Err(e) = vm.shutdown(std::time::Duration::from_secs(20)).await {
+        panic!("{e}");
+    }
     net.stop_all().await;
-    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
-    assert!(
-        !log.contains("no power-off within"),
-        "qemu-ga did not power off: {log}"
-    );
 }
