@@ -136,6 +136,19 @@ pub enum Error {
         what: String,
         after: Duration,
     },
+    /// `shutdown` had to stop QEMU itself: the guest did not power off within `limit`
+    /// (`source` says why it could not even be asked, when it could not).
+    #[error(
+        "machine `{machine}`: shutdown: the guest did not power off within {} s{}; qemu was stopped",
+        limit.as_secs_f64(),
+        if source.is_some() { " (it could not be asked to)" } else { "" }
+    )]
+    PowerOff {
+        machine: String,
+        limit: Duration,
+        #[source]
+        source: Option<Box<Error>>,
+    },
     #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
     TestTimeout(Duration),
     /// A run refused or ended a control-socket session; its words.

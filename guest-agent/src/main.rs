@@ -65,7 +65,11 @@ fn serve(pid1: bool) -> ExitCode {
     }
     if pid1 {
         pid1::init();
-        // Lets the VM tests check that a panic of PID 1 powers off cleanly.
+        // Test hook (documented in README.md, "As PID 1"): the VM test
+        // `panic_of_pid1_powers_off` boots with `flotilla.agent_selftest=panic` to check
+        // that a panic of PID 1 is printed and powers off. It acts only on that exact
+        // word of the kernel command line, which only the host's QEMU command (`-append`)
+        // sets at boot: the driver never adds it and nothing in the guest can.
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         if cmdline
             .split_whitespace()

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_driver::Fleet;
+use flotilla_driver::{Error, Fleet};
 
-use super::{fails_within, network, run_script, spec};
+use super::{assert_gone, fails_within, network, run_script, spec};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn waits_pause_crash_reboot_and_panic() {
@@ -95,6 +95,31 @@ async fn waits_pause_crash_reboot_and_panic() {
     let e = m.succeed("true").await.unwrap_err().to_string();
     assert!(started.elapsed() < Duration::from_secs(1), "{e}");
     assert!(e.contains("GUEST_PANICKED"), "{e}");
+    net.stop_all().await;
+}
+
+/// A guest that cannot react to the power-off request (its vCPUs are stopped through
+/// QMP, so the request waits unread) makes `shutdown` an error that names the machine
+/// and the limit; QEMU is stopped all the same, and the next command boots again.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_that_has_to_stop_qemu_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, "[machines.stuck]\n");
+    let m = net.machine("stuck").unwrap();
+    m.start().await.unwrap();
+    let first = m.qemu_pid().unwrap();
+    m.qmp().await.unwrap().stop().await.unwrap();
+    let e = fails_within(Duration::from_secs(15), m.shutdown(Duration::from_secs(3))).await;
+    let message = e.to_string();
+    assert!(matches!(e, Error::PowerOff { .. }), "{e:?}");
+    assert!(
+        message.starts_with("machine `stuck`: shutdown: the guest did not power off within 3 s;"),
+        "{message}"
+    );
+    assert!(message.ends_with("qemu was stopped"), "{message}");
+    assert_gone(&m).await;
+    assert_eq!(m.succeed("echo back").await.unwrap(), "back\n");
+    assert_ne!(m.qemu_pid().unwrap(), first);
     net.stop_all().await;
 }
 

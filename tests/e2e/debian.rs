@@ -96,11 +96,12 @@ async fn boot(dir: &tempfile::TempDir, init: Init) -> (Fleet, Arc<Machine>) {
 }
 
 /// Powers off through the agent and the init's own shutdown, within `limit`.
-async fn assert_clean_power_off(dir: &tempfile::TempDir, deb: &Machine, limit: Duration) {
+async fn assert_clean_power_off(deb: &Machine, limit: Duration) {
     let started = Instant::now();
-    deb.shutdown(limit).await.unwrap();
-    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
-    assert!(!log.contains("no power-off within"), "{log}");
+    // An error here means the guest did not power itself off and qemu was stopped.
+    if let Err(e) = deb.shutdown(limit).await {
+        panic!("{e}");
+    }
     eprintln!("powered off in {:.1} s", started.elapsed().as_secs_f64());
 }
 
@@ -130,7 +131,7 @@ async fn debian_image_boots_under_sysvinit() {
     // No getty waits on a terminal.
     deb.fail("pgrep getty").await.unwrap();
     // Shutdown runs runlevel 0, whose K link stops the agent.
-    assert_clean_power_off(&dir, &deb, Duration::from_secs(120)).await;
+    assert_clean_power_off(&deb, Duration::from_secs(120)).await;
     assert!(
         deb.console_log().contains("INIT: Switching to runlevel: 0"),
         "{}",

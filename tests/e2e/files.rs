@@ -138,6 +138,16 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
         )
         .unwrap();
         std::fs::set_permissions(&shutdown, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A `stat` that fails for one file the agent can read: a failure a real guest
+        // seldom shows on cue.
+        let stat = tree.join("bin/stat");
+        let _ = std::fs::remove_file(&stat);
+        std::fs::write(
+            &stat,
+            "#!/bin/sh\ncase \"$*\" in *unstatable*) echo 'stat: injected failure' >&2; exit 1;; esac\nexec busybox stat \"$@\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&stat, std::fs::Permissions::from_mode(0o755)).unwrap();
     });
     let (spec, options) = spec(
         &dir,
@@ -179,13 +189,81 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
     for want in [format!("{ip} stock\n"), format!("{ip6} stock\n")] {
         assert!(hosts.contains(&want), "{want} in {hosts}");
     }
-    vm.shutdown(std::time::Duration::from_secs(20))
+    qga_failures_are_errors(&vm, dir.path()).await;
+    // An error here means qemu-ga did not power the guest off and qemu was stopped.
+    if let Err(e) = vm.shutdown(std::time::Duration::from_secs(20)).await {
+        panic!("{e}");
+    }
+    net.stop_all().await;
+}
+
+/// The error and its causes, one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// Through qemu-ga, a command is killed at its limit with what it started, and the
+/// helpers of a copy that fail (`mkdir`, `chmod`, `stat`) fail the copy.
+async fn qga_failures_are_errors(vm: &Machine, dir: &Path) {
+    let started = std::time::Instant::now();
+    let e = vm
+        .execute_with_timeout(
+            "sleep 600 & exec sleep 601",
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("did not finish within 2 s (timeout)"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+    // Both sleeps are gone, the one in the background too.
+    let left = vm
+        .succeed("ps -o pid,args | grep '[s]leep 60' || true")
         .await
         .unwrap();
-    net.stop_all().await;
-    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert_eq!(left, "", "still running after the limit");
+
+    let local = dir.join("hostname");
+    std::fs::write(&local, "renamed\n").unwrap();
+    // /proc/x cannot be made.
+    let e = chain(&vm.copy_to(&local, "/proc/x/file").await.unwrap_err());
     assert!(
-        !log.contains("no power-off within"),
-        "qemu-ga did not power off: {log}"
+        e.contains("creating the folder /proc/x for /proc/x/file: `mkdir -p -- /proc/x` ended with exit status 1"),
+        "{e}"
+    );
+    // A sysctl file takes the write but refuses chmod.
+    let e = chain(
+        &vm.copy_to(&local, "/proc/sys/kernel/hostname")
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("setting the mode of /proc/sys/kernel/hostname to 644: `chmod 644 -- /proc/sys/kernel/hostname` ended with exit status 1"),
+        "{e}"
+    );
+    vm.succeed("echo stock > /proc/sys/kernel/hostname")
+        .await
+        .unwrap();
+    // The mode of a pulled file is the guest's or an error, never a guess.
+    vm.succeed("echo x > /tmp/unstatable").await.unwrap();
+    let e = chain(
+        &vm.copy_from("/tmp/unstatable", &dir.join("unstatable"))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.contains("reading the mode of /tmp/unstatable: `stat -c %a -- /tmp/unstatable` ended with exit status 1: stat: injected failure"),
+        "{e}"
     );
 }

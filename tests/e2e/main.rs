@@ -355,15 +355,14 @@ async fn agent_as_pid1_reaps_orphans_and_powers_off_cleanly() {
         .unwrap();
 
     let started = Instant::now();
-    vm.shutdown(Duration::from_secs(20)).await.unwrap();
+    // An error here means the guest did not power itself off and qemu was stopped.
+    if let Err(e) = vm.shutdown(Duration::from_secs(20)).await {
+        panic!("{e}");
+    }
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_gone(&vm).await;
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     assert!(log.contains("init: shutting down"), "{log}");
-    assert!(
-        !log.contains("no power-off within"),
-        "the guest did not power itself off: {log}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -41,7 +41,8 @@ impl Guest {
     }
 
     /// Runs `/bin/sh -c command`; `on_output` sees output as it comes (flotilla-agent)
-    /// or all at once at the end (QGA).
+    /// or all at once at the end (QGA). At `timeout` the guest side kills the command
+    /// and what it started, and the status says `timed_out`.
     pub async fn exec_shell(
         &self,
         command: &str,
@@ -55,7 +56,7 @@ impl Guest {
                     env: Vec::new(),
                     cwd: None,
                     stdin: false,
-                    timeout_ms: None,
+                    timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
                     pty: None,
                 };
                 Ok(a.exec(&request, on_output).await?)

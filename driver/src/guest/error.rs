@@ -47,11 +47,45 @@ impl AgentError {
 
 /// What went wrong talking to a guest agent of either kind.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GuestError {
     #[error(transparent)]
     Agent(#[from] AgentError),
     #[error("qemu guest agent")]
     Qga(#[from] flotilla_qmp::Error),
+    /// A helper program a copy runs through qemu-ga (`mkdir`, `chmod`, `stat`) failed.
+    /// `outcome` names the program and its arguments, how it ended, and what it
+    /// printed on stderr.
+    #[error("{doing}: {outcome}")]
+    QgaHelper { doing: String, outcome: String },
+    /// A command run through qemu-ga was killed at its limit and still did not end.
+    #[error(
+        "`{command}` was killed at its limit of {} s and did not end within {} s more",
+        limit.as_secs_f64(),
+        waited.as_secs_f64()
+    )]
+    QgaKill {
+        command: String,
+        limit: Duration,
+        waited: Duration,
+    },
+    /// What was being done when `source` failed.
+    #[error("{doing}")]
+    During {
+        doing: String,
+        #[source]
+        source: Box<GuestError>,
+    },
     #[error("{0}")]
     Local(String),
+}
+
+impl GuestError {
+    /// This error, as the cause of a failure while `doing`.
+    pub(super) fn doing(self, doing: String) -> GuestError {
+        GuestError::During {
+            doing,
+            source: Box::new(self),
+        }
+    }
 }

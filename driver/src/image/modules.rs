@@ -225,8 +225,14 @@ mod tests {
         let kernel = Kernel::locate().expect("a kernel: run scripts/setup first");
         let order = resolve_modules(&kernel.modules, &["virtio_net"]).unwrap();
         let names: Vec<String> = order.iter().filter_map(|p| module_name(p)).collect();
-        let pos = |n: &str| names.iter().position(|m| m == n);
-        assert!(pos("virtio_net").is_some(), "{names:?}");
+        // Each module must be there: `None < Some(_)`, so comparing the `Option`s
+        // would pass with a module missing.
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|m| m == n)
+                .unwrap_or_else(|| panic!("{n} is not in the load order {names:?}"))
+        };
         assert!(pos("failover") < pos("net_failover"), "{names:?}");
         assert!(pos("net_failover") < pos("virtio_net"), "{names:?}");
         let err = resolve_modules(&kernel.modules, &["no_such_module"]).unwrap_err();

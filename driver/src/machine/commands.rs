@@ -39,7 +39,20 @@ impl CommandResult {
     }
 }
 
+/// How long past a command's limit the host waits for the guest to report the command
+/// killed, before it gives up on the guest.
+const KILL_GRACE: Duration = Duration::from_secs(15);
+
 impl Machine {
+    /// The error of a command that did not finish within `limit`.
+    fn command_timed_out(&self, command: &str, limit: Duration) -> Error {
+        Error::Timeout {
+            machine: self.config.name.clone(),
+            what: format!("command `{command}`"),
+            after: limit,
+        }
+    }
+
     /// Runs a shell command and returns its status and output.
     pub async fn execute(&self, command: &str) -> Result<CommandResult, Error> {
         self.execute_with_timeout(command, self.config.command_timeout)
@@ -84,16 +97,21 @@ impl Machine {
             why = paused(&running) => {
                 return Err(self.died(&running, &format!("{why} while running `{command}`")).await);
             }
-            _ = tokio::time::sleep(timeout) => {
-                return Err(Error::Timeout {
-                    machine: self.config.name.clone(),
-                    what: format!("command `{command}`"),
-                    after: timeout,
-                });
+            // The guest kills the command at its limit and says so (below); this is
+            // for a guest that does not answer at all.
+            _ = tokio::time::sleep(timeout + KILL_GRACE) => {
+                return Err(self.command_timed_out(command, timeout));
             }
         };
         for l in &mut lines {
             l.finish(|line| self.log(&format!("  {line}")));
+        }
+        if output.status.timed_out {
+            self.log(&format!(
+                "(killed at its limit of {} s)",
+                timeout.as_secs_f64()
+            ));
+            return Err(self.command_timed_out(command, timeout));
         }
         let result = CommandResult {
             code: output.status.code,

@@ -6,30 +6,39 @@ use super::state::Machine;
 use crate::error::Error;
 
 impl Machine {
-    /// Powers the guest off through the agent and waits for QEMU to exit; forces it
-    /// after `timeout`.
+    /// Powers the guest off through the agent and waits for QEMU to exit. A guest that
+    /// does not power off within `timeout` (or whose agent cannot be asked) is an
+    /// [`Error::PowerOff`]; QEMU is stopped all the same.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let Some(running) = self.running.lock().await.take() else {
             return Ok(());
         };
         self.log("shutting down");
         let asked = match self.guest(&running).await {
-            Ok(guest) => guest.shutdown().await.is_ok(),
-            Err(_) => false,
+            Ok(guest) => guest
+                .shutdown()
+                .await
+                .map_err(|e| self.agent_failed("asking the guest to power off", e)),
+            Err(e) => Err(e),
         };
-        let clean = asked
+        let clean = asked.is_ok()
             && tokio::time::timeout(timeout, running.process.exited())
                 .await
                 .is_ok();
-        if !clean {
-            self.log(&format!(
-                "no power-off within {} s: stopping qemu",
-                timeout.as_secs()
-            ));
-            let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
-            running.process.close(Duration::from_secs(3)).await;
+        if clean {
+            return Ok(());
         }
-        Ok(())
+        self.log(&format!(
+            "no power-off within {} s: stopping qemu",
+            timeout.as_secs_f64()
+        ));
+        let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
+        running.process.close(Duration::from_secs(3)).await;
+        Err(Error::PowerOff {
+            machine: self.config.name.clone(),
+            limit: timeout,
+            source: asked.err().map(Box::new),
+        })
     }
 
     /// Simulates a power cut: QEMU stops at once, without a guest shutdown. The next

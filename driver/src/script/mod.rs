@@ -16,7 +16,7 @@
 //! | `m.execute(cmd)` | runs a shell command; returns `#{status, stdout, stderr}` (status is `()` when killed by a signal) |
 //! | `m.copy_to(local, remote)` | copies a host file or folder (relative to the spec) into the guest, modes kept; returns the bytes |
 //! | `m.copy_from(remote, local)` | copies a guest file or folder to the log folder's `local`; returns that path |
-//! | `m.shutdown()` | powers the guest off and waits for QEMU to exit |
+//! | `m.shutdown()` | powers the guest off and waits for QEMU to exit; a guest that does not power off within the limit is an error (QEMU is stopped all the same) |
 //! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
 //! | `m.screenshot(name)` | saves the screen of a machine with `display = true` as `<log>/<machine>/<name>.png`; returns the path |
