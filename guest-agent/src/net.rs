@@ -28,10 +28,7 @@ struct Nic {
 
 /// Apply `cfg`; the error says what failed.
 pub fn configure(cfg: &NetConfig) -> Result<(), String> {
-    let mut nics = Vec::with_capacity(cfg.nics.len());
-    for nic in &cfg.nics {
-        nics.push(resolve(nic, Path::new(SYS_NET))?);
-    }
+    let nics = resolve_all(&cfg.nics, Path::new(SYS_NET), NIC_WAIT)?;
     if let Some(name) = &cfg.hostname {
         set_hostname(name).map_err(|e| format!("setting the host name to `{name}`: {}", os(&e)))?;
     }
@@ -51,6 +48,33 @@ pub fn configure(cfg: &NetConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// How long a NIC may take to appear: early in a distribution's boot, udev may still
+/// be loading its driver when the host asks.
+const NIC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`resolve`] for every NIC, waiting up to `wait` for interfaces that are not there
+/// yet (a bad address is an error at once).
+fn resolve_all(
+    nics: &[NicConfig],
+    sys_net: &Path,
+    wait: std::time::Duration,
+) -> Result<Vec<Nic>, String> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match nics.iter().map(|nic| resolve(nic, sys_net)).collect() {
+            Err(e) if e.starts_with(NO_INTERFACE) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) if e.starts_with(NO_INTERFACE) => {
+                return Err(format!("{e} after waiting {} s", wait.as_secs_f64()))
+            }
+            other => return other,
+        }
+    }
+}
+
+const NO_INTERFACE: &str = "no interface with MAC";
 
 /// Parse a NIC's addresses and find its interface under `sys_net`.
 fn resolve(nic: &NicConfig, sys_net: &Path) -> Result<Nic, String> {
@@ -131,10 +155,7 @@ fn find_by_mac(sys_net: &Path, mac: [u8; 6]) -> Result<(String, i32), String> {
             .ok_or_else(|| format!("interface {name}: no ifindex in {}", dir.display()))?;
         return Ok((name, index));
     }
-    Err(format!(
-        "no interface with MAC {shown} in {}",
-        sys_net.display()
-    ))
+    Err(format!("{NO_INTERFACE} {shown} in {}", sys_net.display()))
 }
 
 fn apply(nic: &Nic) -> Result<(), String> {
@@ -342,5 +363,47 @@ mod tests {
     fn names_too_long_for_ifreq_are_refused() {
         assert!(ifreq("lo").is_ok());
         assert!(ifreq("").is_err() && ifreq("sixteen-chars-xx").is_err());
+    }
+
+    #[test]
+    fn a_nic_that_appears_late_is_waited_for_within_the_bound() {
+        let root = std::env::temp_dir().join(format!("flotilla-net-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let nic = NicConfig {
+            mac: "52:54:00:12:01:05".into(),
+            ipv4: Some("192.168.1.5/24".into()),
+            ipv6: None,
+        };
+        // Never there: an error after the wait, saying so.
+        let started = std::time::Instant::now();
+        let err = resolve_all(
+            std::slice::from_ref(&nic),
+            &root,
+            std::time::Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        assert!(
+            err.contains("no interface with MAC 52:54:00:12:01:05"),
+            "{err}"
+        );
+        assert!(err.contains("after waiting 0.2 s"), "{err}");
+        // Appearing while waited for: found.
+        let dir = root.join("eth0");
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ifindex"), "2\n").unwrap();
+            std::fs::write(dir.join("address"), "52:54:00:12:01:05\n").unwrap();
+        });
+        let found = resolve_all(
+            std::slice::from_ref(&nic),
+            &root,
+            std::time::Duration::from_secs(30),
+        );
+        late.join().unwrap();
+        assert_eq!(found.map(|n| n[0].name.clone()), Ok("eth0".to_owned()));
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
