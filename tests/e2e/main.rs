@@ -201,15 +201,19 @@ async fn qemu_killed_before_readiness_fails_within_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // Once the kernel prints on the console, kill QEMU from outside, long before
-    // readiness.
-    while victim.console_log().is_empty() {
+    // Once QEMU made its QMP socket, give the driver a moment to connect and the kernel
+    // to start, then kill QEMU from outside, long before readiness (the quiet kernel's
+    // first console line is the agent's readiness: none yet).
+    let qmp_socket = net.run_dir().join("victim/qmp.sock");
+    while !qmp_socket.exists() {
         assert!(
             waiting.elapsed() < Duration::from_secs(60),
-            "no console output within 60 s"
+            "qemu made no QMP socket within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(victim.console_log(), "", "ready before it could be killed");
     let killed_at = Instant::now();
     // SAFETY: plain kill(2) of the child we just saw spawned.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
