@@ -230,19 +230,31 @@ mod tests {
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
         let (p, _io) = Process::spawn("sleep", cmd).await.unwrap();
-        let status = p.close(Duration::from_secs(2)).await;
+        // `sleep` dies of SIGTERM at once; the grace only has to outlast a busy host's
+        // scheduling, or the SIGKILL below it would be reported instead.
+        let status = p.close(Duration::from_secs(30)).await;
         assert_eq!(describe_status(status), "was killed by signal 15 (SIGTERM)");
-        let again = p.close(Duration::from_secs(2)).await;
+        let again = p.close(Duration::from_secs(30)).await;
         assert_eq!(status, again);
     }
 
     #[tokio::test]
     async fn close_escalates_to_sigkill() {
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", "trap '' TERM; sleep 30"]);
-        let (p, _io) = Process::spawn("stubborn", cmd).await.unwrap();
-        // Give sh the time to install its trap.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        cmd.args(["-c", "trap '' TERM; echo trapped; sleep 30"])
+            .stdout(std::process::Stdio::piped());
+        let (p, io) = Process::spawn("stubborn", cmd).await.unwrap();
+        // Once sh says so, its trap is installed.
+        let mut said = String::new();
+        let mut stdout = tokio::io::BufReader::new(io.stdout.unwrap());
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut said),
+        )
+        .await
+        .expect("sh did not install its trap within 30 s")
+        .unwrap();
+        assert_eq!(said, "trapped\n");
         let status = p.close(Duration::from_millis(300)).await;
         assert_eq!(describe_status(status), "was killed by signal 9 (SIGKILL)");
     }
@@ -254,13 +266,15 @@ mod tests {
         let (p, _io) = Process::spawn("sleep", cmd).await.unwrap();
         let pid = p.pid() as libc::pid_t;
         drop(p);
-        for _ in 0..100 {
+        // Killed and reaped at once; 30 s leaves room for a busy host.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
             // SAFETY: signal 0 only probes for existence.
             if unsafe { libc::kill(pid, 0) } != 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("child {pid} survived the drop of its Process");
+        panic!("child {pid} survived the drop of its Process by 30 s");
     }
 }

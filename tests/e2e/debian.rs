@@ -34,7 +34,9 @@ async fn wait_for_agent_back(machine: &Machine) {
                 break;
             }
             Err(e) => {
-                assert!(call.elapsed() < Duration::from_secs(1), "{e}");
+                // "At once": no wait for the command's timeout; 5 s is room for a busy
+                // host.
+                assert!(call.elapsed() < Duration::from_secs(5), "{e}");
                 assert!(e.to_string().contains("the agent closed its port"), "{e}");
                 early_errors += 1;
             }
@@ -246,8 +248,9 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     assert_eq!(deb.succeed("cat /root/file").await.unwrap(), "written\n");
 
     // The agent going away ends the waiting call at once, instead of its 300 s limit.
+    // 20 s: the agent's death (seconds under TCG), not the 300 s of the command.
     let e = fails_within(
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         deb.succeed("systemctl kill --signal=KILL flotilla-agent.service; sleep 300"),
     )
     .await
