@@ -1173,7 +1173,6 @@ fn a_script_naming_a_missing_machine_is_refused_before_anything_boots() {
         "alpha.succeed(\"true\");\nghost.succeed(\"true\");\n",
     );
     let tag = tag();
-    let started = Instant::now();
     let t = run_expecting(
         &mut flotilla_test(dir.path(), &dir.path().join("out"), &tag),
         2,
@@ -1184,14 +1183,9 @@ fn a_script_naming_a_missing_machine_is_refused_before_anything_boots() {
         "{t}"
     );
     assert!(t.contains("the machines are `alpha`, `beta`"), "{t}");
-    // Refused before any machine booted: nothing started, in well under a boot's time
-    // (the refusal takes milliseconds; 10 s is room for a busy host to start the
-    // binary, and still short of a boot under TCG).
+    // Refused before any machine booted (the log of a boot says `alpha: starting`).
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap_or_default();
+    assert!(log.contains("test `"), "{log}");
     assert!(!log.contains("alpha: starting"), "{log}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(tagged_qemus(&tag).is_empty());
 }
