@@ -164,7 +164,11 @@ impl Fabric {
             });
         }
         let started = Instant::now();
-        while !sockets.iter().all(|s| s.exists()) {
+        // Ready once each socket accepts a connection: a socket file exists from the
+        // helper's bind(), before its listen(), and a peer that connects in between
+        // (a wirefilter to a switch just started) is refused and exits.
+        let accepting = |s: &&std::path::Path| std::os::unix::net::UnixStream::connect(s).is_ok();
+        while !sockets.iter().all(accepting) {
             if let Some(status) = process.status() {
                 return Err(Error::Network(format!(
                     "{name} {} at start",
@@ -173,8 +177,12 @@ impl Fabric {
             }
             if started.elapsed() > Duration::from_secs(10) {
                 return Err(Error::Network(format!(
-                    "{name} made no socket at {} within 10 s",
-                    sockets[0].display()
+                    "{name} did not listen on {} within 10 s",
+                    sockets
+                        .iter()
+                        .map(|s| s.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 )));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
