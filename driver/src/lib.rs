@@ -74,7 +74,7 @@
 //!   prompt's statement reader).
 //! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
 //!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
-//!   images), `cpio.rs`, `modules.rs` (kernel modules and their order), `elf.rs`,
+//!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
 //!   `cache.rs` (the cache folder and its pruning), `debian.rs` (`flotilla image
 //!   debian`).
 

@@ -2,8 +2,9 @@
 //!
 //! The agent binary (`flotilla-agent`) runs inside each VM, as PID 1 of an initramfs
 //! or as a service, and executes commands, transfers files and configures the network
-//! for the host over a virtio-serial port. This library holds the [`proto`] module, the single definition
-//! of that protocol used by both sides.
+//! for the host over a virtio-serial port. This library holds the [`proto`] module, the
+//! single definition of that protocol used by both sides, and [`cpio`], the writer of
+//! the initramfs archives that carry the agent as a guest's `/init`.
 //!
 //! ```
 //! use flotilla_agent::proto::{Command, ExecRequest, Frame, Kind};
@@ -20,4 +21,5 @@
 //! Frame::json(Kind::Exec, 1, &req).encode(&mut wire);
 //! ```
 
+pub mod cpio;
 pub mod proto;

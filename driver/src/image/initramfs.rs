@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cache::{cache_dir, prune};
-use super::cpio::Cpio;
+use flotilla_agent::cpio::Cpio;
 use super::elf::is_static_elf;
 use super::kernel::Kernel;
 use super::modules::{resolve_modules, strip_module_signature};

@@ -1,8 +1,8 @@
 //! Images and kernels: what the machines boot.
 //!
 //! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules) and the
-//!   stage 1 that boots a disk image, built once and cached by content.
-//! - `cpio.rs`: the newc cpio writer they are written with.
+//!   stage 1 that boots a disk image, built once and cached by content, written with
+//!   `flotilla_agent::cpio`.
 //! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
 //! - `kernel.rs`: where the kernel is ([`Kernel`]).
@@ -11,7 +11,6 @@
 //! - `cache.rs`: the cache folder and its pruning.
 
 mod cache;
-mod cpio;
 pub mod debian;
 mod elf;
 mod initramfs;

@@ -132,48 +132,11 @@ impl Cpio {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut ino = 1;
-        let mut put = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]| {
-            let fields = [
-                ino,
-                mode,
-                0,
-                0,
-                if mode & libc::S_IFMT == libc::S_IFDIR {
-                    2
-                } else {
-                    1
-                },
-                0,
-                data.len() as u32,
-                0,
-                0,
-                0,
-                0,
-                name.len() as u32 + 1,
-                0,
-            ];
-            ino += 1;
-            out.extend_from_slice(b"070701");
-            for f in fields {
-                out.extend_from_slice(format!("{f:08x}").as_bytes());
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-            out.extend_from_slice(data);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-        };
-        for (name, (mode, data)) in &self.entries {
-            put(&mut out, name, *mode, data);
+        let mut out = flotilla_agent::cpio::Cpio::default();
+        for (path, (mode, data)) in &self.entries {
+            out.entry(path, *mode, (0, 0), data);
         }
-        put(&mut out, "TRAILER!!!", 0, &[]);
-        out
+        out.finish()
     }
 }
 

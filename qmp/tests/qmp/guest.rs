@@ -17,49 +17,15 @@ use tokio::process::{Child, Command};
 use crate::bare_qemu::die_with_parent;
 use crate::util::bounded;
 
-/// A newc ("070701") cpio archive, built in memory.
+/// A newc cpio archive (written by `flotilla_agent::cpio`), with each file's parent
+/// folders made on the way.
 #[derive(Default)]
 struct Cpio {
-    data: Vec<u8>,
+    out: flotilla_agent::cpio::Cpio,
     dirs: std::collections::BTreeSet<String>,
-    ino: u32,
 }
 
 impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), body: &[u8]) {
-        self.ino += 1;
-        let fields = [
-            self.ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            body.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
-        self.data.extend_from_slice(b"070701");
-        for f in fields {
-            self.data.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        self.data.extend_from_slice(name.as_bytes());
-        self.data.push(0);
-        self.pad();
-        self.data.extend_from_slice(body);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while self.data.len() % 4 != 0 {
-            self.data.push(0);
-        }
-    }
-
     fn parents(&mut self, path: &str) {
         let mut prefix = String::new();
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -69,8 +35,7 @@ impl Cpio {
             }
             prefix.push_str(part);
             if self.dirs.insert(prefix.clone()) {
-                let name = prefix.clone();
-                self.entry(&name, 0o040755, (0, 0), &[]);
+                self.out.dir(&prefix, 0o755);
             }
         }
     }
@@ -81,17 +46,17 @@ impl Cpio {
 
     fn file(&mut self, path: &str, mode: u32, body: &[u8]) {
         self.parents(path);
-        self.entry(path.trim_start_matches('/'), 0o100000 | mode, (0, 0), body);
+        self.out.file(path.trim_start_matches('/'), mode, body);
     }
 
     fn char_dev(&mut self, path: &str, major: u32, minor: u32) {
         self.parents(path);
-        self.entry(path.trim_start_matches('/'), 0o020600, (major, minor), &[]);
+        self.out
+            .char_device(path.trim_start_matches('/'), 0o600, major, minor);
     }
 
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, (0, 0), &[]);
-        self.data
+    fn finish(self) -> Vec<u8> {
+        self.out.finish()
     }
 }
 

@@ -1,14 +1,19 @@
-//! A newc cpio archive writer, for initramfs images.
+//! A newc cpio archive writer: the format of the initramfs that carries the agent as a
+//! guest's `/init`. The driver builds its images with it, and the tests of this crate
+//! and of `flotilla-qmp` build theirs, so the format is written in one place.
 
-/// A newc ("070701") cpio archive writer; deterministic (all times zero).
-#[derive(Default)]
-pub(super) struct Cpio {
+/// A newc ("070701") cpio archive writer; deterministic (all times zero). Entries go
+/// in the order they are added; parents are not made implicitly.
+#[derive(Debug, Default)]
+pub struct Cpio {
     out: Vec<u8>,
     ino: u32,
 }
 
 impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    /// Adds an entry: `mode` holds the file type bits (`0o100000` a file, `0o040000` a
+    /// folder, ...) and the permissions; `rdev` is a device's (major, minor).
+    pub fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
         self.ino += 1;
         let fields = [
             self.ino,
@@ -42,23 +47,28 @@ impl Cpio {
         }
     }
 
-    pub(super) fn dir(&mut self, name: &str, perm: u32) {
+    /// A folder.
+    pub fn dir(&mut self, name: &str, perm: u32) {
         self.entry(name, 0o040000 | perm, (0, 0), &[]);
     }
 
-    pub(super) fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+    /// A regular file.
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
         self.entry(name, 0o100000 | perm, (0, 0), data);
     }
 
-    pub(super) fn symlink(&mut self, name: &str, target: &str) {
+    /// A symbolic link to `target`.
+    pub fn symlink(&mut self, name: &str, target: &str) {
         self.entry(name, 0o120777, (0, 0), target.as_bytes());
     }
 
-    pub(super) fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
+    /// A character device.
+    pub fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) {
         self.entry(name, 0o020000 | perm, (major, minor), &[]);
     }
 
-    pub(super) fn finish(mut self) -> Vec<u8> {
+    /// The archive: the entries, the trailer, padded to 512 bytes.
+    pub fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
         // The kernel reads archives in 512-byte blocks best.
         while self.out.len() % 512 != 0 {
