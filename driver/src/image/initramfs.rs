@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cache::{cache_dir, prune};
-use flotilla_agent::cpio::Cpio;
 use super::elf::is_static_elf;
 use super::kernel::Kernel;
 use super::modules::{resolve_modules, strip_module_signature};
 use crate::error::Error;
+use flotilla_agent::cpio::Cpio;
 
 /// Bump when the image layout changes so cached images are rebuilt.
 const LAYOUT_VERSION: &str = "flotilla-initramfs-2";
