@@ -69,6 +69,13 @@ async fn waits_pause_crash_reboot_and_panic() {
     );
     qmp.cont().await.unwrap();
     m.succeed("true").await.unwrap();
+    // A call right after `cont` runs: the RESUME may reach the driver's event watcher
+    // after `cont` returns, and the call must not fail on the pause already over.
+    for _ in 0..20 {
+        qmp.stop().await.unwrap();
+        qmp.cont().await.unwrap();
+        m.succeed("true").await.unwrap();
+    }
 
     // A crash stops QEMU; the next command boots a new one.
     let first = m.qemu_pid().unwrap();

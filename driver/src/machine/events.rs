@@ -10,6 +10,9 @@ use crate::log::Log;
 pub(super) const AGENT_GONE: &str =
     "the agent closed its port in the guest (it exited or was stopped)";
 
+/// How an error says the VM was paused.
+pub(super) const STOPPED: &str = "the VM was paused (qmp STOP event)";
+
 /// What the event watcher reports.
 #[derive(Debug)]
 pub(super) struct Watch {
@@ -54,7 +57,7 @@ pub(super) fn spawn_event_watcher(
                         "STOP" => {
                             paused_tx.send_if_modified(|p| {
                                 p.is_none()
-                                    .then(|| *p = Some("the VM was paused (qmp STOP event)".into()))
+                                    .then(|| *p = Some(STOPPED.into()))
                                     .is_some()
                             });
                             None

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::console::{Console, ConsoleState, TAIL_LINES};
+use super::events::STOPPED;
 use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::process::describe_status;
@@ -107,14 +108,32 @@ impl Machine {
 }
 
 /// Resolves with the reason once the VM is paused.
+///
+/// A STOP seen by the event watcher is confirmed with `query-status` first: a RESUME
+/// that QEMU sent before the reply of the `cont` that caused it may not have reached
+/// the watcher yet when the next call starts, and that call must not fail on a pause
+/// that is already over. The reply comes after every event QEMU sent before it, so a
+/// running VM means the watcher is about to clear the reason.
 pub(super) async fn paused(running: &Running) -> String {
     let mut rx = running.paused.clone();
-    let why = rx
-        .wait_for(|p| p.is_some())
-        .await
-        .map(|p| p.clone().unwrap_or_default());
-    match why {
-        Ok(why) => why,
-        Err(_) => std::future::pending().await,
+    loop {
+        let why = rx
+            .wait_for(|p| p.is_some())
+            .await
+            .map(|p| p.clone().unwrap_or_default());
+        let Ok(why) = why else {
+            return std::future::pending().await;
+        };
+        if !why.starts_with(STOPPED) {
+            return why;
+        }
+        match running.qmp.query_status().await {
+            Ok(status) if status.running => {
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            _ => return why,
+        }
     }
 }
