@@ -56,9 +56,7 @@ pub(super) fn spawn_event_watcher(
                         // A panic's STOP follows its GUEST_PANICKED: keep the reason.
                         "STOP" => {
                             paused_tx.send_if_modified(|p| {
-                                p.is_none()
-                                    .then(|| *p = Some(STOPPED.into()))
-                                    .is_some()
+                                p.is_none().then(|| *p = Some(STOPPED.into())).is_some()
                             });
                             None
                         }
