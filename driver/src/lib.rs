@@ -75,8 +75,10 @@
 //! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
 //!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
 //!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
-//!   `cache.rs` (the cache folder and its pruning), `debian.rs` (`flotilla image
-//!   debian`).
+//!   `cache.rs` (the cache folder and its pruning); `debian/`, Debian disk images:
+//!   `debian/mod.rs` (the build, `flotilla image debian`), `debian/init.rs` (the init
+//!   systems), `debian/tune.rs` (what makes the tree a quick test guest),
+//!   `debian/mirror.rs` (the release and the host's mirror), `debian/files.rs` (tools and tree files).
 
 mod accel;
 mod conditions;
@@ -124,26 +126,34 @@ mod tree {
             .join("\n");
         let section = &docs[docs.find("# Where things are").expect("the section")..];
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        // (top folder, path inside it) of every file, folders of folders too.
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(&src).expect("src/").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                for inner in std::fs::read_dir(&path).expect("a folder").flatten() {
-                    files.push((Some(entry.file_name()), inner.file_name()));
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a folder").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
                 }
-            } else {
-                files.push((None, entry.file_name()));
+                let rel = path
+                    .strip_prefix(&src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                match rel.split_once('/') {
+                    Some((top, inner)) => files.push((Some(top.to_owned()), inner.to_owned())),
+                    None => files.push((None, rel)),
+                }
             }
         }
         for (folder, file) in &files {
-            let file = file.to_string_lossy();
             match folder {
                 None => assert!(
                     section.contains(&format!("`{file}`")),
                     "{file} is not listed"
                 ),
                 Some(folder) => {
-                    let folder = folder.to_string_lossy();
                     let start = section
                         .find(&format!("- `{folder}/`"))
                         .unwrap_or_else(|| panic!("{folder}/ is not listed"));

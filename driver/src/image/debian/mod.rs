@@ -1,0 +1,482 @@
+//! `flotilla image debian`: a Debian bookworm disk image with the agent installed.
+//!
+//! The root tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
+//! (systemd, sysvinit, or OpenRC driven by sysvinit), cached as a tarball under
+//! the cache folder (`~/.cache/flotilla/debian`) keyed by the init and the package list, so a second build
+//! only unpacks it.
+//! The agent goes in with its own installer (`flotilla-agent install --root TREE`), the
+//! host-cached kernel's modules go to `/lib/modules/<version>` (with `depmod`), and the
+//! tree becomes an ext4 file system with `mke2fs -d` (no mounts, no loop devices),
+//! converted to qcow2 with `qemu-img convert`. The image has no kernel of its own: the
+//! driver boots the cached Debian cloud kernel with `root=/dev/vda`.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), flotilla_driver::Error> {
+//! use flotilla_driver::debian::{build, DebianOptions, Init};
+//!
+//! let options = DebianOptions {
+//!     init: Init::Openrc,
+//!     packages: vec!["curl".into()],
+//!     size_mib: None,
+//!     output: "debian.qcow2".into(),
+//! };
+//! let image = build(&options, |line| eprintln!("{line}"))?;
+//! println!("{}", image.display());
+//! # Ok(()) }
+//! ```
+
+mod files;
+mod init;
+mod mirror;
+mod tune;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::cache::{cache_dir, prune};
+use super::kernel::Kernel;
+use crate::error::Error;
+use files::{
+    absolute, create_dir, remove_dir_contents, remove_stale_work, run, tool, tree_size,
+    with_debootstrap_log, write_file,
+};
+pub use init::Init;
+use init::INIT_PACKAGES;
+pub use mirror::{host_mirror, SUITE};
+use tune::configure;
+
+/// Packages every image has, on top of debootstrap's `minbase` variant and its
+/// [`Init::packages`].
+pub const DEFAULT_PACKAGES: &[&str] = &["iproute2", "procps", "kmod", "udev"];
+
+/// Free space added to the tree's size when no size is given.
+pub const DEFAULT_FREE_MIB: u64 = 512;
+
+/// Bump when the cached tree's content changes for the same package list.
+const TREE_LAYOUT: &str = "flotilla-debian-tree-1";
+
+/// How many cached trees are kept (the newest).
+const KEEP_TREES: usize = 4;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct DebianOptions {
+    /// The init system.
+    pub init: Init,
+    /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's.
+    pub packages: Vec<String>,
+    /// The file system's size; default: the tree plus [`DEFAULT_FREE_MIB`].
+    pub size_mib: Option<u64>,
+    /// The qcow2 image to write (replaced atomically if it exists).
+    pub output: PathBuf,
+}
+
+/// Builds the image; returns its path. `log` gets one line per step.
+pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Error> {
+    let started = Instant::now();
+    let init = options.init;
+    let packages = package_list(init, &options.packages)?;
+    let output = absolute(&options.output)?;
+    let out_dir = output
+        .parent()
+        .ok_or_else(|| Error::Image(format!("{} names no file", output.display())))?;
+    if !out_dir.is_dir() {
+        return Err(Error::Image(format!(
+            "the output's folder {} does not exist",
+            out_dir.display()
+        )));
+    }
+    let debootstrap = tool("debootstrap", "debootstrap")?;
+    let mke2fs = tool("mke2fs", "e2fsprogs")?;
+    let qemu_img = tool("qemu-img", "qemu-utils")?;
+    let depmod = tool("depmod", "kmod")?;
+    let kernel = Kernel::locate()?;
+    let agent = crate::host::agent_binary()?;
+
+    let cache = cache_dir().join("debian");
+    create_dir(&cache)?;
+    // The work folder sits next to the cache, not in /tmp (often a small tmpfs).
+    remove_stale_work(&cache);
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".build-{}-", std::process::id()))
+        .tempdir_in(&cache)
+        .map_err(|source| Error::Io {
+            what: format!("creating a work folder in {}", cache.display()),
+            source,
+        })?;
+    let tree = work.path().join("tree");
+    create_dir(&tree)?;
+
+    // 1. The debootstrapped tree, from the cache or made now.
+    let tarball = cache.join(format!("{SUITE}-{}.tar", cache_key(init, &packages)));
+    if tarball.is_file() {
+        let t = Instant::now();
+        run(
+            Command::new("tar")
+                .args(["--extract", "--numeric-owner", "--same-permissions"])
+                .args(["--xattrs", "--xattrs-include=*"])
+                .arg("--file")
+                .arg(&tarball)
+                .arg("--directory")
+                .arg(&tree),
+            "unpacking the cached tree",
+        )?;
+        // Marks it as recently used for pruning.
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(&tarball)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        log(&format!(
+            "debian: unpacked the cached {SUITE} tree {} in {:.1} s",
+            tarball.display(),
+            t.elapsed().as_secs_f64()
+        ));
+    } else {
+        let t = Instant::now();
+        let mirror = host_mirror();
+        log(&format!(
+            "debian: debootstrap {SUITE} ({init}: minbase + {}) from {}; this takes a few minutes",
+            packages.join(","),
+            mirror.as_deref().unwrap_or("debootstrap's default mirror")
+        ));
+        let mut cmd = Command::new(&debootstrap);
+        cmd.args(["--variant=minbase", "--merged-usr"])
+            .arg(format!("--include={}", packages.join(",")))
+            .arg(SUITE)
+            .arg(&tree);
+        if let Some(mirror) = &mirror {
+            cmd.arg(mirror);
+        }
+        if let Err(e) = run(&mut cmd, "debootstrap") {
+            return Err(with_debootstrap_log(e, &tree));
+        }
+        if init == Init::Openrc {
+            install_openrc(&tree)?;
+        }
+        // Downloaded packages are not part of the system.
+        remove_dir_contents(&tree.join("var/cache/apt/archives"), ".deb")?;
+        remove_dir_contents(&tree.join("var/lib/apt/lists"), "")?;
+        log(&format!(
+            "debian: debootstrap done in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+        let tmp = cache.join(format!(
+            ".{}.{}",
+            tarball
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        let saved = run(
+            Command::new("tar")
+                .args([
+                    "--create",
+                    "--numeric-owner",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                ])
+                .arg("--file")
+                .arg(&tmp)
+                .arg("--directory")
+                .arg(&tree)
+                .arg("."),
+            "saving the tree to the cache",
+        )
+        .and_then(|()| {
+            std::fs::rename(&tmp, &tarball).map_err(|source| Error::Io {
+                what: format!("renaming {} to {}", tmp.display(), tarball.display()),
+                source,
+            })
+        });
+        match saved {
+            Ok(()) => {
+                log(&format!("debian: cached the tree as {}", tarball.display()));
+                prune(&cache, SUITE, ".tar", KEEP_TREES);
+            }
+            Err(e) => {
+                // Not fatal: the next build debootstraps again.
+                let _ = std::fs::remove_file(&tmp);
+                log(&format!("debian: could not cache the tree: {e}"));
+            }
+        }
+    }
+
+    // 2. The agent, by its own installer.
+    let t = Instant::now();
+    let installer = work.path().join("flotilla-agent");
+    write_file(&installer, &agent, 0o755)?;
+    run(
+        Command::new(&installer)
+            .arg("install")
+            .arg("--root")
+            .arg(&tree),
+        "flotilla-agent install",
+    )?;
+    let enabled = tree.join(match init {
+        Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
+        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
+        Init::Openrc => "etc/runlevels/default/flotilla-agent",
+    });
+    if std::fs::symlink_metadata(&enabled).is_err() {
+        return Err(Error::Image(format!(
+            "flotilla-agent install did not enable its {init} service ({} is missing)",
+            enabled.display()
+        )));
+    }
+
+    // 3. The kernel's modules, and their index for udev and modprobe in the guest.
+    let modules = tree.join("lib/modules").join(&kernel.version);
+    create_dir(&modules)?;
+    let mut src = kernel.modules.clone().into_os_string();
+    src.push("/.");
+    run(
+        Command::new("cp")
+            .args(["--archive", "--no-preserve=ownership"])
+            .arg(&src)
+            .arg(&modules),
+        "copying the kernel modules",
+    )?;
+    run(
+        Command::new(&depmod)
+            .arg("-b")
+            .arg(&tree)
+            .arg(&kernel.version),
+        "depmod",
+    )?;
+
+    // 4. Configuration.
+    configure(&tree, init)?;
+    log(&format!(
+        "debian: agent {}, modules of kernel {} and configuration in {:.1} s",
+        env!("CARGO_PKG_VERSION"),
+        kernel.version,
+        t.elapsed().as_secs_f64()
+    ));
+
+    // 5. ext4 from the tree, then qcow2.
+    let t = Instant::now();
+    let tree_mib = tree_size(&tree)?.div_ceil(1 << 20);
+    let size_mib = match options.size_mib {
+        Some(size) if size < tree_mib + 16 => {
+            return Err(Error::Image(format!(
+                "--size {size} MiB is too small: the tree alone takes {tree_mib} MiB \
+                 (ext4 needs some room on top)\nhint: leave --size out for {} MiB",
+                default_size(tree_mib)
+            )))
+        }
+        Some(size) => size,
+        None => default_size(tree_mib),
+    };
+    let raw = work.path().join("root.ext4");
+    let file = std::fs::File::create(&raw).map_err(|source| Error::Io {
+        what: format!("creating {}", raw.display()),
+        source,
+    })?;
+    file.set_len(size_mib << 20).map_err(|source| Error::Io {
+        what: format!("sizing {} to {size_mib} MiB", raw.display()),
+        source,
+    })?;
+    drop(file);
+    run(
+        Command::new(&mke2fs)
+            .args(["-q", "-F", "-t", "ext4", "-L", "flotilla-root"])
+            .args(["-E", "root_owner=0:0"])
+            .arg("-d")
+            .arg(&tree)
+            .arg(&raw),
+        "mke2fs",
+    )?;
+    let tmp_out = out_dir.join(format!(
+        ".{}.{}.tmp",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let converted = run(
+        Command::new(&qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&tmp_out),
+        "qemu-img convert",
+    )
+    .and_then(|()| {
+        std::fs::rename(&tmp_out, &output).map_err(|source| Error::Io {
+            what: format!("renaming {} to {}", tmp_out.display(), output.display()),
+            source,
+        })
+    });
+    if let Err(e) = converted {
+        let _ = std::fs::remove_file(&tmp_out);
+        return Err(e);
+    }
+    let on_disk = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    log(&format!(
+        "debian: ext4 of {size_mib} MiB ({tree_mib} MiB used) -> qcow2 of {} MiB in {:.1} s",
+        on_disk.div_ceil(1 << 20),
+        t.elapsed().as_secs_f64()
+    ));
+    log(&format!(
+        "debian: built {} in {:.1} s",
+        output.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(output)
+}
+
+/// The tree plus [`DEFAULT_FREE_MIB`], rounded up to 64 MiB.
+fn default_size(tree_mib: u64) -> u64 {
+    // ext4's own metadata (inode tables, journal) takes a few percent.
+    (tree_mib + tree_mib / 10 + DEFAULT_FREE_MIB).div_ceil(64) * 64
+}
+
+/// The default packages, the init's and `extra`, sorted and without duplicates; names
+/// are checked so nothing odd reaches debootstrap's command line.
+pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> {
+    let mut all: Vec<String> = DEFAULT_PACKAGES
+        .iter()
+        .chain(init.packages())
+        .map(|p| (*p).to_owned())
+        .collect();
+    for p in extra {
+        let p = p.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let valid = p.len() >= 2
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        if !valid {
+            return Err(Error::Image(format!(
+                "`{p}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`)"
+            )));
+        }
+        // debootstrap cannot swap inits: it would fail late on a dpkg conflict.
+        if INIT_PACKAGES.contains(&p) && !init.packages().contains(&p) {
+            return Err(Error::Image(format!(
+                "package `{p}` makes the init system, which is {init} in this image\n\
+                 hint: choose the init with --init systemd|sysvinit|openrc"
+            )));
+        }
+        all.push(p.to_owned());
+    }
+    all.sort();
+    all.dedup();
+    Ok(all)
+}
+
+/// The cache key of a debootstrapped tree: the suite, the variant, the init and the
+/// packages.
+pub fn cache_key(init: Init, packages: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(TREE_LAYOUT);
+    hasher.update(SUITE);
+    hasher.update("minbase");
+    hasher.update(init.name());
+    hasher.update([0]);
+    for p in packages {
+        hasher.update(p.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Swaps `sysv-rc` for `openrc` in a freshly debootstrapped tree, with the tree's own
+/// apt and the package lists debootstrap left there. Its postinst moves the services
+/// already enabled in `/etc/rc*.d` into OpenRC's runlevels.
+fn install_openrc(tree: &Path) -> Result<(), Error> {
+    run(
+        Command::new("chroot")
+            .arg(tree)
+            .args([
+                "apt-get",
+                "install",
+                "--yes",
+                "--no-install-recommends",
+                "openrc",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "installing openrc in the tree (chroot apt-get install openrc)",
+    )?;
+    // apt's caches of the package lists (about 70 MiB); apt makes them again.
+    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_lists_are_sorted_checked_and_keyed() {
+        let list =
+            package_list(Init::Systemd, &["curl".into(), "udev".into(), " ".into()]).unwrap();
+        assert_eq!(
+            list,
+            ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
+        );
+        let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
+        let key = |init, list: &[String]| cache_key(init, list);
+        assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
+        let bare = package_list(Init::Systemd, &[]).unwrap();
+        assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));
+        for bad in ["Curl", "a b", "--foo", "x;rm", "c"] {
+            let e = package_list(Init::Systemd, &[bad.into()])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not a Debian package name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_init_chooses_packages_and_keys_the_cache() {
+        let sysv = package_list(Init::Sysvinit, &[]).unwrap();
+        assert_eq!(
+            sysv,
+            ["iproute2", "kmod", "procps", "sysvinit-core", "udev"]
+        );
+        // OpenRC has the same debootstrap list (openrc comes after), not the same tree.
+        let openrc = package_list(Init::Openrc, &[]).unwrap();
+        assert_eq!(openrc, sysv);
+        assert_ne!(
+            cache_key(Init::Sysvinit, &sysv),
+            cache_key(Init::Openrc, &openrc)
+        );
+        // A package of the init itself is fine; another init's is refused, with a hint.
+        assert_eq!(
+            package_list(Init::Sysvinit, &["sysvinit-core".into()]).unwrap(),
+            sysv
+        );
+        for (init, bad) in [
+            (Init::Sysvinit, "systemd-sysv"),
+            (Init::Systemd, "sysvinit-core"),
+            (Init::Systemd, "openrc"),
+            (Init::Openrc, "openrc"),
+            (Init::Openrc, "sysv-rc"),
+        ] {
+            let e = package_list(init, &[bad.into()]).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "package `{bad}` makes the init system, which is {init}"
+                )),
+                "{e}"
+            );
+            assert!(e.contains("hint: choose the init with --init"), "{e}");
+        }
+    }
+
+    #[test]
+    fn default_size_leaves_room() {
+        assert!(default_size(300) >= 300 + DEFAULT_FREE_MIB);
+        assert_eq!(default_size(300) % 64, 0);
+    }
+}
