@@ -51,6 +51,10 @@ pub enum Error {
     Setup { what: String, hint: String },
     #[error("building the image: {0}")]
     Image(String),
+    /// A Debian package that the mirror does not have (a spec's machine places it in
+    /// the spec as an [`Error::Spec`]).
+    #[error("building the image: Debian {suite} has no package `{package}` (mirror {mirror})", suite = crate::image::debian::SUITE)]
+    UnknownPackage { package: String, mirror: String },
     /// A machine's disk could not be made (qemu-img failed, or the state dir is wrong).
     #[error("machine `{machine}`: disk `{disk}`: {problem}")]
     Disk {
@@ -176,6 +180,7 @@ impl Error {
                 | Error::ScriptUndefined { .. }
                 | Error::Setup { .. }
                 | Error::Image(_)
+                | Error::UnknownPackage { .. }
                 | Error::Disk { .. }
                 | Error::Tool { .. }
                 | Error::PortBusy { .. }

@@ -69,11 +69,14 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Prepares the machines of `spec`: finds the kernel, builds (or reuses) the image,
-    /// picks the accelerator, checks that the host ports it forwards are free
-    /// ([`Error::PortBusy`] if not). Boots nothing yet.
+    /// Prepares the machines of `spec`: builds (or takes from the cache) the Debian
+    /// images of machines with `packages`, `files` or `init`, finds the kernel, builds
+    /// (or reuses) the initramfs, picks the accelerator, checks that the host ports it
+    /// forwards are free ([`Error::PortBusy`] if not). Boots nothing yet.
     pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
+        // Machines with `packages`, `files` or `init` boot the image of that content.
+        let spec = &crate::debian_machines::with_images(spec, &log)?;
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;

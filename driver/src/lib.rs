@@ -34,6 +34,8 @@
 //!
 //! - `lib.rs`: these docs and the re-exports.
 //! - `fleet.rs`: [`Fleet`], the machines of a spec: made, booted and stopped together.
+//! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
+//!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
 //!   the spec's timeout and Ctrl-C) and [`retry`].
 //! - `junit.rs`: subtests and the JUnit XML report.
@@ -51,7 +53,8 @@
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
-//!   file:line:col), `disks.rs` (disk tables), `forwards.rs` (each host port forwarded
+//!   file:line:col), `disks.rs` (disk tables), `debian.rs` (a Debian machine's
+//!   packages, files and init), `forwards.rs` (each host port forwarded
 //!   once), `names.rs` (name rules, reserved words).
 //! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
 //!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
@@ -78,11 +81,15 @@
 //!   `cache.rs` (the cache folder and its pruning); `debian/`, Debian disk images:
 //!   `debian/mod.rs` (the build, `flotilla image debian`), `debian/init.rs` (the init
 //!   systems), `debian/tune.rs` (what makes the tree a quick test guest),
-//!   `debian/mirror.rs` (the release and the host's mirror), `debian/files.rs` (tools and tree files).
+//!   `debian/mirror.rs` (the release, the mirror and its index), `debian/files.rs`
+//!   (tools and tree files), `debian/recipe.rs` (what goes into an image, and its
+//!   cache key), `debian/packages.rs` (apt in the tree: more packages, local `.deb`
+//!   files), `debian/store.rs` (the cache of built images, its locks).
 
 mod accel;
 mod conditions;
 pub mod control;
+mod debian_machines;
 pub mod doctor;
 mod error;
 mod fabric;

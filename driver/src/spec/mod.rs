@@ -24,6 +24,11 @@
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
 //! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
 //!
+//! [machines.web]            # a Debian bookworm machine, its image built from the spec
+//! packages = ["nginx", "./dist/myapp_1.0_amd64.deb"]  # names, or local .deb files
+//! files = { "/etc/myapp.conf" = "myapp.conf" }         # guest path = host file; modes kept
+//! init = "systemd"          # or "sysvinit", "openrc"; default systemd
+//!
 //! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
 //! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
 //! name = "data"             # drive id and virtio serial; default disk1, disk2, ...
@@ -40,10 +45,12 @@
 //! - `raw.rs`: the spec as written, as serde reads it, with the spans of its values.
 //! - `parse.rs`: [`Spec::load`] and [`Spec::parse`]: raw to checked, errors at file:line:col.
 //! - `disks.rs`: `[[machines.NAME.disks]]` checks: names, sizes, blkdebug rules.
+//! - `debian.rs`: `packages`, `files` and `init` checks: a Debian machine's content.
 //! - `forwards.rs`: `forward` checks: a guest port each, no host port forwarded twice.
 //! - `names.rs`: what test, machine and disk names may be, the words scripts reserve,
 //!   and a machine's host name.
 
+mod debian;
 mod disks;
 mod forwards;
 pub(crate) mod names;
@@ -52,5 +59,6 @@ mod raw;
 mod types;
 
 pub use types::{
-    DiskSource, DiskSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME,
+    DiskSource, DiskSpec, FileSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec, PackageSource,
+    PackageSpec, Spec, SPEC_FILE_NAME,
 };

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use super::debian::{check_files, check_init, check_packages};
 use super::disks::check_disks;
 use super::forwards::{check_forwards, duplicate_host_port};
 use super::names::{check_machine_name, check_name};
 use super::raw::RawSpec;
 use super::types::{MachineSpec, Spec, SPEC_FILE_NAME};
 use crate::error::Error;
+use crate::guest::AgentKind;
 
 impl Spec {
     /// Loads a spec file, or `flotilla.toml` inside a directory.
@@ -154,6 +156,34 @@ impl Spec {
             }
             let disks = check_disks(machine.disks, dir)
                 .map_err(|(span, m)| located(span, format!("machine `{}`: {m}", name.get_ref())))?;
+            let in_machine = |(span, m): (Range<usize>, String)| {
+                located(span, format!("machine `{}`: {m}", name.get_ref()))
+            };
+            let init = check_init(machine.init).map_err(in_machine)?;
+            let packages = check_packages(machine.packages, init.unwrap_or_default(), dir, |at| {
+                line_column(text, at)
+            })
+            .map_err(in_machine)?;
+            let files = check_files(machine.files, dir).map_err(in_machine)?;
+            let debian = init.is_some() || !packages.is_empty() || !files.is_empty();
+            if debian && machine.image.is_some() {
+                return Err(located(
+                    key_span(text, span.clone(), "image"),
+                    format!(
+                        "machine `{}`: `image` boots an image of your own; `packages`, `files` and `init` describe the Debian image flotilla builds: use one or the other",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if debian && machine.agent != AgentKind::Flotilla {
+                return Err(located(
+                    key_span(text, span.clone(), "agent"),
+                    format!(
+                        "machine `{}`: the Debian image built from `packages`, `files` and `init` runs flotilla-agent; `agent` is for an `image` of your own",
+                        name.get_ref()
+                    ),
+                ));
+            }
             let machine = MachineSpec {
                 memory: machine.memory,
                 cpus: machine.cpus,
@@ -164,6 +194,9 @@ impl Spec {
                 vlans: machine.vlans,
                 forward,
                 disks,
+                packages,
+                files,
+                init,
             };
             machines.insert(name.into_inner(), machine);
         }

@@ -58,6 +58,11 @@ pub(super) struct RawMachine {
     pub(super) forward: Vec<RawForward>,
     #[serde(default)]
     pub(super) disks: Vec<Spanned<RawDisk>>,
+    #[serde(default)]
+    pub(super) packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) files: BTreeMap<Spanned<String>, Spanned<PathBuf>>,
+    pub(super) init: Option<Spanned<String>>,
 }
 
 /// One `forward` entry as written: the host port's span is where a duplicate is reported.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::guest::AgentKind;
+use crate::image::debian::Init;
 
 /// The file name looked up when a directory is given instead of a spec file.
 pub const SPEC_FILE_NAME: &str = "flotilla.toml";
@@ -77,6 +78,47 @@ pub struct MachineSpec {
     pub forward: Vec<ForwardSpec>,
     /// Extra disks, in the guest's order (`/dev/vdb`, ... after an `image`'s `/dev/vda`).
     pub disks: Vec<DiskSpec>,
+    /// Debian packages the machine's image has, by name or as local `.deb` files.
+    pub packages: Vec<PackageSpec>,
+    /// Host files put into the machine's Debian image.
+    pub files: Vec<FileSpec>,
+    /// The init system of the machine's Debian image, if the spec names one.
+    pub init: Option<Init>,
+}
+
+impl MachineSpec {
+    /// Whether the machine boots a Debian image built from the spec (it has
+    /// `packages`, `files` or `init`).
+    pub fn is_debian(&self) -> bool {
+        !self.packages.is_empty() || !self.files.is_empty() || self.init.is_some()
+    }
+}
+
+/// One entry of a machine's `packages`, with its place in the spec (for errors found
+/// while the image is built, such as a package the mirror does not have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSpec {
+    pub source: PackageSource,
+    /// 1-based line and column of the entry in the spec file.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A Debian package: a name from the mirror, or a local `.deb` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageSource {
+    Name(String),
+    /// A `.deb` file (absolute), installed with the dependencies it names.
+    Deb(PathBuf),
+}
+
+/// One entry of a machine's `files`: a host file copied into its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// The absolute path in the guest.
+    pub guest: PathBuf,
+    /// The host file (absolute); its mode is kept.
+    pub source: PathBuf,
 }
 
 /// An extra disk of a machine: `[[machines.NAME.disks]]`.
@@ -123,6 +165,9 @@ impl Default for MachineSpec {
             vlans: default_vlans(),
             forward: Vec::new(),
             disks: Vec::new(),
+            packages: Vec::new(),
+            files: Vec::new(),
+            init: None,
         }
     }
 }

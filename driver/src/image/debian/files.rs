@@ -190,3 +190,19 @@ pub(super) fn remove_stale_work(cache: &Path) {
         };
     }
 }
+
+/// Copies the host file `source` to `guest` (an absolute path) in `tree`, with its mode.
+pub(super) fn copy_into_tree(tree: &Path, source: &Path, guest: &Path) -> Result<(), Error> {
+    let data = std::fs::read(source).map_err(|source_error| Error::Io {
+        what: format!("reading {}", source.display()),
+        source: source_error,
+    })?;
+    let mode = std::fs::metadata(source)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .map_err(|source_error| Error::Io {
+            what: format!("reading {}", source.display()),
+            source: source_error,
+        })?;
+    let inside = guest.strip_prefix("/").unwrap_or(guest);
+    write_file(&tree.join(inside), &data, mode)
+}

@@ -1,14 +1,21 @@
-//! `flotilla image debian`: a Debian bookworm disk image with the agent installed.
+//! `flotilla image debian`, and the images of spec machines with `packages`, `files` or
+//! `init`: a Debian bookworm disk image with the agent installed.
 //!
-//! The root tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
+//! The base tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
 //! (systemd, sysvinit, or OpenRC driven by sysvinit), cached as a tarball under
-//! the cache folder (`~/.cache/flotilla/debian`) keyed by the init and the package list, so a second build
-//! only unpacks it.
+//! the cache folder (`~/.cache/flotilla/debian`) keyed by the init and the mirror's
+//! package index, so a second build only unpacks it. More packages, by name or as
+//! local `.deb` files, go in with `apt-get install` in a chroot of the tree (their
+//! services are not started during the build), then the recipe's files.
 //! The agent goes in with its own installer (`flotilla-agent install --root TREE`), the
 //! host-cached kernel's modules go to `/lib/modules/<version>` (with `depmod`), and the
 //! tree becomes an ext4 file system with `mke2fs -d` (no mounts, no loop devices),
 //! converted to qcow2 with `qemu-img convert`. The image has no kernel of its own: the
 //! driver boots the cached Debian cloud kernel with `root=/dev/vda`.
+//!
+//! Every image is cached in `~/.cache/flotilla/debian/images`, keyed by the content of
+//! what went in ([`Recipe`]) and the mirror's index (the versions it resolves to);
+//! [`image`] returns the cached one or builds it, once for concurrent callers.
 //!
 //! ```no_run
 //! # fn demo() -> Result<(), flotilla_driver::Error> {
@@ -28,6 +35,9 @@
 mod files;
 mod init;
 mod mirror;
+mod packages;
+mod recipe;
+mod store;
 mod tune;
 
 use std::path::{Path, PathBuf};
@@ -40,12 +50,14 @@ use super::cache::{cache_dir, prune};
 use super::kernel::Kernel;
 use crate::error::Error;
 use files::{
-    absolute, create_dir, remove_dir_contents, remove_stale_work, run, tool, tree_size,
-    with_debootstrap_log, write_file,
+    absolute, copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run, tool,
+    tree_size, with_debootstrap_log, write_file,
 };
 pub use init::Init;
 use init::INIT_PACKAGES;
-pub use mirror::{host_mirror, SUITE};
+pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV, SUITE};
+pub use recipe::{GuestFile, Recipe};
+use store::{lock_file, Store};
 use tune::configure;
 
 /// Packages every image has, on top of debootstrap's `minbase` variant and its
@@ -56,17 +68,18 @@ pub const DEFAULT_PACKAGES: &[&str] = &["iproute2", "procps", "kmod", "udev"];
 pub const DEFAULT_FREE_MIB: u64 = 512;
 
 /// Bump when the cached tree's content changes for the same package list.
-const TREE_LAYOUT: &str = "flotilla-debian-tree-1";
+const TREE_LAYOUT: &str = "flotilla-debian-tree-2";
 
 /// How many cached trees are kept (the newest).
 const KEEP_TREES: usize = 4;
 
-/// What to build.
+/// What `flotilla image debian` builds.
 #[derive(Debug, Clone)]
 pub struct DebianOptions {
     /// The init system.
     pub init: Init,
-    /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's.
+    /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's: names, or
+    /// paths of local `.deb` files (ending in `.deb`).
     pub packages: Vec<String>,
     /// The file system's size; default: the tree plus [`DEFAULT_FREE_MIB`].
     pub size_mib: Option<u64>,
@@ -74,11 +87,9 @@ pub struct DebianOptions {
     pub output: PathBuf,
 }
 
-/// Builds the image; returns its path. `log` gets one line per step.
+/// Builds the image (or takes it from the cache, see [`image`]) and copies it to
+/// `options.output`; returns that path. `log` gets one line per step.
 pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Error> {
-    let started = Instant::now();
-    let init = options.init;
-    let packages = package_list(init, &options.packages)?;
     let output = absolute(&options.output)?;
     let out_dir = output
         .parent()
@@ -89,6 +100,165 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
             out_dir.display()
         )));
     }
+    let (debs, names): (Vec<&String>, Vec<&String>) =
+        options.packages.iter().partition(|p| p.ends_with(".deb"));
+    let recipe = Recipe {
+        init: options.init,
+        packages: names.into_iter().cloned().collect(),
+        debs: debs
+            .into_iter()
+            .map(|d| absolute(Path::new(d)))
+            .collect::<Result<_, _>>()?,
+        files: Vec::new(),
+        size_mib: options.size_mib,
+    };
+    let cached = image(&recipe, &log)?;
+    let tmp = out_dir.join(format!(
+        ".{}.{}.tmp",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let copied = std::fs::copy(&cached, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &output))
+        .map_err(|source| Error::Io {
+            what: format!("copying {} to {}", cached.display(), output.display()),
+            source,
+        });
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    log(&format!("debian: wrote {}", output.display()));
+    Ok(output)
+}
+
+/// The cached image of `recipe`, built first if the cache has none: its path (never
+/// write to it; boot overlays over it). Concurrent calls for one recipe build it once
+/// (the others wait for it). When the mirror cannot be reached, the newest cached image
+/// of the same recipe is used (the log says so); without one, the error names the
+/// mirror and lists what is cached.
+pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
+    let packages = package_list(recipe.init, &recipe.packages)?;
+    let kernel = Kernel::locate()?;
+    let agent = crate::host::agent_binary()?;
+    let description = recipe.describe(&packages, &kernel.version, &agent)?;
+    let inputs = recipe::key(&description);
+    let mirror = mirror().ok_or_else(|| Error::Setup {
+        what: "building a Debian image needs a Debian mirror, and none is known".into(),
+        hint: format!("set {MIRROR_ENV}=URL, or install debootstrap (its default mirror)"),
+    })?;
+    let store = Store::open()?;
+    let index = index_identity(&mirror);
+    let _lock = store.lock(&inputs, log)?;
+    let index = match index {
+        Ok(index) => index,
+        Err(why) => {
+            return match store.newest(&inputs) {
+                Some(path) => {
+                    log(&format!(
+                        "debian: the mirror {mirror} cannot be reached ({why}): using the \
+                         cached image of the same content, resolved against an earlier \
+                         index: {}",
+                        path.display()
+                    ));
+                    touch(&path);
+                    Ok(path)
+                }
+                None => Err(Error::Image(format!(
+                    "the Debian mirror {mirror} cannot be reached ({why}), and no image \
+                     of this content is cached\ncached images:\n  {}\ncached base trees:\n  {}\n\
+                     hint: {MIRROR_ENV}=URL names another mirror",
+                    store.listing().join("\n  "),
+                    base_trees().join("\n  ")
+                ))),
+            };
+        }
+    };
+    let path = store.image(&inputs, &index);
+    if path.is_file() {
+        touch(&path);
+        log(&format!("debian: cached image {}", path.display()));
+        return Ok(path);
+    }
+    let tmp = store.temporary(&path);
+    let versions = match build_into(recipe, &packages, &mirror, &index, &tmp, log) {
+        Ok(versions) => versions,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let mut manifest = description;
+    manifest.push_str(&format!("index {index}\nmirror {mirror}\n# installed:\n"));
+    for (name, version) in &versions {
+        manifest.push_str(&format!("{name} {version}\n"));
+    }
+    write_file(&path.with_extension("manifest"), manifest.as_bytes(), 0o644)?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
+        what: format!("renaming {} to {}", tmp.display(), path.display()),
+        source,
+    })?;
+    store.prune();
+    Ok(path)
+}
+
+/// Marks a cached file as recently used, for pruning.
+fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// The cached base trees, for an error that lists what is cached.
+fn base_trees() -> Vec<String> {
+    let dir = cache_dir().join("debian");
+    let mut trees: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "tar")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    trees.sort();
+    if trees.is_empty() {
+        trees.push("(none)".into());
+    }
+    trees
+}
+
+/// Builds the image of `recipe` at `output` from the mirror whose index is `index`;
+/// returns the installed packages and their versions.
+fn build_into(
+    recipe: &Recipe,
+    packages: &[String],
+    mirror: &str,
+    index: &str,
+    output: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Vec<(String, String)>, Error> {
+    let started = Instant::now();
+    let init = recipe.init;
+    let base_packages = package_list(init, &[])?;
+    let extra: Vec<String> = packages
+        .iter()
+        .filter(|p| !base_packages.contains(p))
+        .cloned()
+        .collect();
+    let out_dir = output
+        .parent()
+        .ok_or_else(|| Error::Image(format!("{} names no file", output.display())))?;
     let debootstrap = tool("debootstrap", "debootstrap")?;
     let mke2fs = tool("mke2fs", "e2fsprogs")?;
     let qemu_img = tool("qemu-img", "qemu-utils")?;
@@ -110,8 +280,13 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     let tree = work.path().join("tree");
     create_dir(&tree)?;
 
-    // 1. The debootstrapped tree, from the cache or made now.
-    let tarball = cache.join(format!("{SUITE}-{}.tar", cache_key(init, &packages)));
+    // 1. The debootstrapped tree, from the cache or made now (once for concurrent
+    // builds).
+    let tarball = cache.join(format!(
+        "{SUITE}-{}.tar",
+        cache_key(init, &base_packages, index)
+    ));
+    let tree_lock = lock_file(&tarball.with_extension("lock"), log)?;
     if tarball.is_file() {
         let t = Instant::now();
         run(
@@ -136,20 +311,16 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         ));
     } else {
         let t = Instant::now();
-        let mirror = host_mirror();
         log(&format!(
-            "debian: debootstrap {SUITE} ({init}: minbase + {}) from {}; this takes a few minutes",
-            packages.join(","),
-            mirror.as_deref().unwrap_or("debootstrap's default mirror")
+            "debian: debootstrap {SUITE} ({init}: minbase + {}) from {mirror}; this takes a few minutes",
+            base_packages.join(","),
         ));
         let mut cmd = Command::new(&debootstrap);
         cmd.args(["--variant=minbase", "--merged-usr"])
-            .arg(format!("--include={}", packages.join(",")))
+            .arg(format!("--include={}", base_packages.join(",")))
             .arg(SUITE)
-            .arg(&tree);
-        if let Some(mirror) = &mirror {
-            cmd.arg(mirror);
-        }
+            .arg(&tree)
+            .arg(mirror);
         if let Err(e) = run(&mut cmd, "debootstrap") {
             return Err(with_debootstrap_log(e, &tree));
         }
@@ -203,6 +374,36 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
                 log(&format!("debian: could not cache the tree: {e}"));
             }
         }
+    }
+
+    drop(tree_lock);
+
+    // 1b. More packages, and the recipe's files.
+    if !extra.is_empty() || !recipe.debs.is_empty() {
+        let t = Instant::now();
+        let mut what: Vec<String> = extra.clone();
+        for deb in &recipe.debs {
+            let (name, version) = packages::deb_identity(deb)?;
+            what.push(format!("{name} {version} ({})", deb.display()));
+        }
+        log(&format!("debian: apt-get install {}", what.join(", ")));
+        packages::install(&tree, mirror, &extra, &recipe.debs)?;
+        log(&format!(
+            "debian: packages installed in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    for file in &recipe.files {
+        copy_into_tree(&tree, &file.source, &file.guest)?;
+    }
+    let versions = packages::versions(&tree)?;
+    let named: Vec<String> = versions
+        .iter()
+        .filter(|(name, _)| extra.contains(name))
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    if !named.is_empty() {
+        log(&format!("debian: resolved {}", named.join(", ")));
     }
 
     // 2. The agent, by its own installer.
@@ -260,7 +461,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     // 5. ext4 from the tree, then qcow2.
     let t = Instant::now();
     let tree_mib = tree_size(&tree)?.div_ceil(1 << 20);
-    let size_mib = match options.size_mib {
+    let size_mib = match recipe.size_mib {
         Some(size) if size < tree_mib + 16 => {
             return Err(Error::Image(format!(
                 "--size {size} MiB is too small: the tree alone takes {tree_mib} MiB \
@@ -322,11 +523,10 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         t.elapsed().as_secs_f64()
     ));
     log(&format!(
-        "debian: built {} in {:.1} s",
-        output.display(),
+        "debian: built the image in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(output)
+    Ok(versions)
 }
 
 /// The tree plus [`DEFAULT_FREE_MIB`], rounded up to 64 MiB.
@@ -336,7 +536,7 @@ fn default_size(tree_mib: u64) -> u64 {
 }
 
 /// The default packages, the init's and `extra`, sorted and without duplicates; names
-/// are checked so nothing odd reaches debootstrap's command line.
+/// are checked ([`check_package_name`]) so nothing odd reaches apt's command line.
 pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> {
     let mut all: Vec<String> = DEFAULT_PACKAGES
         .iter()
@@ -348,22 +548,13 @@ pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> 
         if p.is_empty() {
             continue;
         }
-        let valid = p.len() >= 2
-            && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-        if !valid {
-            return Err(Error::Image(format!(
-                "`{p}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`)"
-            )));
-        }
-        // debootstrap cannot swap inits: it would fail late on a dpkg conflict.
-        if INIT_PACKAGES.contains(&p) && !init.packages().contains(&p) {
-            return Err(Error::Image(format!(
-                "package `{p}` makes the init system, which is {init} in this image\n\
-                 hint: choose the init with --init systemd|sysvinit|openrc"
-            )));
-        }
+        check_package_name(init, p).map_err(|m| {
+            Error::Image(if INIT_PACKAGES.contains(&p) {
+                format!("{m}\nhint: choose the init with --init systemd|sysvinit|openrc")
+            } else {
+                m
+            })
+        })?;
         all.push(p.to_owned());
     }
     all.sort();
@@ -371,14 +562,39 @@ pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> 
     Ok(all)
 }
 
-/// The cache key of a debootstrapped tree: the suite, the variant, the init and the
-/// packages.
-pub fn cache_key(init: Init, packages: &[String]) -> String {
+/// Whether `name` may be asked for in an image of `init`: a Debian package name
+/// (lowercase letters, digits, `+`, `-`, `.`), and not a package that makes another
+/// init system. The error is a sentence for the user.
+pub fn check_package_name(init: Init, name: &str) -> Result<(), String> {
+    let valid = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`)"
+        ));
+    }
+    // The base tree has its init already: another one would conflict with it.
+    if INIT_PACKAGES.contains(&name) && !init.packages().contains(&name) {
+        return Err(format!(
+            "package `{name}` makes the init system, which is {init} in this image"
+        ));
+    }
+    Ok(())
+}
+
+/// The cache key of a debootstrapped tree: the suite, the variant, the init, the
+/// packages and the mirror's index (see [`index_identity`]).
+pub fn cache_key(init: Init, packages: &[String], index: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TREE_LAYOUT);
     hasher.update(SUITE);
     hasher.update("minbase");
     hasher.update(init.name());
+    hasher.update([0]);
+    hasher.update(index);
     hasher.update([0]);
     for p in packages {
         hasher.update(p.as_bytes());
@@ -425,7 +641,7 @@ mod tests {
             ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
         );
         let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
-        let key = |init, list: &[String]| cache_key(init, list);
+        let key = |init, list: &[String]| cache_key(init, list, "index");
         assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
         let bare = package_list(Init::Systemd, &[]).unwrap();
         assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));
@@ -448,8 +664,8 @@ mod tests {
         let openrc = package_list(Init::Openrc, &[]).unwrap();
         assert_eq!(openrc, sysv);
         assert_ne!(
-            cache_key(Init::Sysvinit, &sysv),
-            cache_key(Init::Openrc, &openrc)
+            cache_key(Init::Sysvinit, &sysv, "i"),
+            cache_key(Init::Openrc, &openrc, "i")
         );
         // A package of the init itself is fine; another init's is refused, with a hint.
         assert_eq!(
