@@ -1,5 +1,6 @@
 //! End-to-end tests of the driver library: real QEMU, real kernel, real busybox.
-//! They need `scripts/setup` to have run (CI's `.ci/run` does).
+//! They need `scripts/setup` to have run (CI's `.ci/run` does), and `cc` and `dpkg-deb`
+//! (which a host that builds Rust on Debian has) for the Debian machines' own program.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -11,6 +12,7 @@ use flotilla_driver::{run_test, Error, Fleet, FleetOptions, Machine, Spec};
 
 mod api;
 mod debian;
+mod debian_machines;
 mod disk;
 mod files;
 mod net;

@@ -532,6 +532,103 @@ mod tests {
     }
 
     #[test]
+    fn debian_machines() {
+        use crate::image::debian::Init;
+        use crate::spec::{FileSpec, PackageSource};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::create_dir(dir.path().join("dist")).unwrap();
+        std::fs::write(dir.path().join("dist/app_1.0_amd64.deb"), b"").unwrap();
+        std::fs::write(dir.path().join("app.conf"), b"").unwrap();
+        let text = "[machines.web]\n\
+                    packages = [\"nginx\", \"./dist/app_1.0_amd64.deb\"]\n\
+                    files = { \"/etc/app.conf\" = \"app.conf\" }\n\
+                    [machines.old]\ninit = \"sysvinit\"\n[machines.plain]\n";
+        let spec = Spec::parse(&path, text).unwrap();
+        let web = &spec.machines["web"];
+        assert!(web.is_debian());
+        assert_eq!(web.init, None);
+        assert_eq!(web.packages.len(), 2);
+        assert_eq!(web.packages[0].source, PackageSource::Name("nginx".into()));
+        assert_eq!((web.packages[0].line, web.packages[0].column), (2, 13));
+        assert_eq!(
+            web.packages[1].source,
+            PackageSource::Deb(dir.path().join("./dist/app_1.0_amd64.deb"))
+        );
+        assert_eq!((web.packages[1].line, web.packages[1].column), (2, 22));
+        assert_eq!(
+            web.files,
+            [FileSpec {
+                guest: "/etc/app.conf".into(),
+                source: dir.path().join("app.conf"),
+            }]
+        );
+        assert_eq!(spec.machines["old"].init, Some(Init::Sysvinit));
+        assert!(spec.machines["old"].is_debian());
+        assert!(!spec.machines["plain"].is_debian());
+    }
+
+    #[test]
+    fn bad_debian_machines_name_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.toml");
+        std::fs::write(dir.path().join("app.conf"), b"").unwrap();
+        std::fs::write(dir.path().join("x.qcow2"), b"").unwrap();
+        let message = |body: &str| {
+            let text = format!("[machines.web]\n{body}");
+            let e = Spec::parse(&path, &text).unwrap_err().to_string();
+            e.strip_prefix(&format!("{}:", path.display()))
+                .unwrap_or_else(|| panic!("{e}"))
+                .to_owned()
+        };
+        let m = message("files = { \"/etc/app.conf\" = \"nope.conf\" }\n");
+        assert!(m.starts_with("2:29: machine `web`: files: "), "{m}");
+        assert!(
+            m.contains("nope.conf (for /etc/app.conf) does not exist"),
+            "{m}"
+        );
+        let m = message("files = { \"etc/app.conf\" = \"app.conf\" }\n");
+        assert!(
+            m.starts_with("2:11: machine `web`: files: `etc/app.conf` is not an absolute path"),
+            "{m}"
+        );
+        for bad in ["/", "/etc/../x", "/etc/"] {
+            let m = message(&format!("files = {{ \"{bad}\" = \"app.conf\" }}\n"));
+            assert!(m.contains("is not an absolute path"), "{bad}: {m}");
+        }
+        let m = message("files = { \"/etc/x\" = \".\" }\n");
+        assert!(m.contains("is a folder; name each file"), "{m}");
+        let m = message("packages = [\"curl\",\n  \"Nginx\"]\n");
+        assert!(
+            m.starts_with("3:3: machine `web`: packages: `Nginx` is not a Debian package name"),
+            "{m}"
+        );
+        let m = message("packages = [\"./gone_1.0_amd64.deb\"]\n");
+        assert!(m.starts_with("2:13: machine `web`: package file "), "{m}");
+        assert!(m.contains("gone_1.0_amd64.deb does not exist"), "{m}");
+        let m = message("init = \"upstart\"\n");
+        assert!(
+            m.starts_with("2:8: machine `web`: init: `upstart` is not an init system"),
+            "{m}"
+        );
+        let m = message("init = \"sysvinit\"\npackages = [\"systemd-sysv\"]\n");
+        assert!(
+            m.starts_with("3:13: machine `web`: packages: package `systemd-sysv` makes the init system, which is sysvinit"),
+            "{m}"
+        );
+        let m = message("packages = [\"curl\"]\nimage = \"x.qcow2\"\n");
+        assert!(
+            m.starts_with("3:9: machine `web`: `image` boots an image of your own"),
+            "{m}"
+        );
+        let m = message("init = \"systemd\"\nagent = \"qga\"\n");
+        assert!(m.starts_with("3:9: machine `web`: the Debian image"), "{m}");
+        let m = message("packages = \"curl\"\n");
+        assert!(m.starts_with("2:12: "), "{m}");
+        assert!(m.contains("invalid type"), "{m}");
+    }
+
+    #[test]
     fn no_machines() {
         assert!(message("name = \"x\"\n").contains("no machines"));
     }
