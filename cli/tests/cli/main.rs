@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod debian;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

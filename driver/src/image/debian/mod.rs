@@ -286,7 +286,17 @@ fn build_into(
         "{SUITE}-{}.tar",
         cache_key(init, &base_packages, index)
     ));
-    let tree_lock = lock_file(&tarball.with_extension("lock"), log)?;
+    let locks = cache.join("locks");
+    create_dir(&locks)?;
+    let tree_lock = lock_file(
+        &locks.join(
+            tarball
+                .with_extension("lock")
+                .file_name()
+                .unwrap_or_default(),
+        ),
+        log,
+    )?;
     if tarball.is_file() {
         let t = Instant::now();
         run(

@@ -1,7 +1,8 @@
 //! The cache of built images, `<cache>/debian/images`: `<suite>-<inputs>-<index>.qcow2`
 //! (the recipe's key, the mirror index's) with a `.manifest` beside it (what went in,
-//! and the versions installed), a lock per recipe so that concurrent runs build an
-//! image once, and temporary names that make a half-written image never visible.
+//! and the versions installed), a lock per recipe in `<cache>/debian/locks` so that
+//! concurrent runs build an image once, and temporary names that make a half-written
+//! image never visible.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,18 +17,22 @@ const KEEP_IMAGES: usize = 8;
 /// The images folder.
 pub(super) struct Store {
     dir: PathBuf,
+    locks: PathBuf,
 }
 
 impl Store {
     /// Opens (makes) the folder, and removes what killed builds left there.
     pub(super) fn open() -> Result<Store, Error> {
         let dir = cache_dir().join("debian").join("images");
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            what: format!("creating {}", dir.display()),
-            source,
-        })?;
+        let locks = cache_dir().join("debian").join("locks");
+        for d in [&dir, &locks] {
+            std::fs::create_dir_all(d).map_err(|source| Error::Io {
+                what: format!("creating {}", d.display()),
+                source,
+            })?;
+        }
         remove_dead_temporaries(&dir);
-        Ok(Store { dir })
+        Ok(Store { dir, locks })
     }
 
     /// Where the image of `inputs` resolved against `index` is (or will be).
@@ -66,7 +71,7 @@ impl Store {
     /// Takes the lock of `inputs`, waiting for another process that holds it (and
     /// saying so through `log`).
     pub(super) fn lock(&self, inputs: &str, log: &dyn Fn(&str)) -> Result<File, Error> {
-        lock_file(&self.dir.join(format!("{SUITE}-{inputs}.lock")), log)
+        lock_file(&self.locks.join(format!("{SUITE}-{inputs}.lock")), log)
     }
 
     /// Keeps the [`KEEP_IMAGES`] most recently used images, and their manifests.

@@ -1,0 +1,219 @@
+//! Debian machines declared in the spec, through the binary: the nginx example, and
+//! bad input (a package the mirror lacks, a mirror that cannot be reached, a missing
+//! `files` source), each an error that says what is wrong, with exit status 2.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    assert_no_qemu_left, flotilla, flotilla_test, run_expecting, tag, workspace, write_spec,
+};
+
+/// The cache the tests share (`FLOTILLA_CACHE`'s rule).
+fn shared_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLOTILLA_CACHE") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("flotilla");
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/flotilla")
+}
+
+/// A cache of its own in `dir/cache` that sees the shared cache's base trees (so no
+/// debootstrap) but none of its images; returns the environment that selects it.
+fn private_cache(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(cache.join("debian")).unwrap();
+    let shared = shared_cache();
+    if let Ok(entries) = std::fs::read_dir(shared.join("debian")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tar") && !name.starts_with('.') {
+                std::os::unix::fs::symlink(e.path(), cache.join("debian").join(&name)).unwrap();
+            }
+        }
+    }
+    vec![
+        ("FLOTILLA_CACHE", cache),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+    ]
+}
+
+/// The files in the private cache's images folder.
+fn images(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("cache/debian/images"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn nginx_example_passes() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let t = run_expecting(
+        flotilla_test(Path::new("examples/nginx"), out_dir.path(), &tag).current_dir(workspace()),
+        0,
+    );
+    // Both images named before anything boots; the packaged service is waited for.
+    assert!(
+        t.contains("web: Debian image (systemd; packages: nginx; 1 file(s))"),
+        "{t}"
+    );
+    assert!(
+        t.contains("client: Debian image (systemd; packages: curl; 0 file(s))"),
+        "{t}"
+    );
+    assert!(t.contains("web: waiting for unit nginx"), "{t}");
+    assert!(
+        t.contains("the host fetched the page from 127.0.0.1:"),
+        "{t}"
+    );
+    assert!(t.contains("PASSED: nginx"), "{t}");
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn a_package_the_mirror_lacks_is_a_spec_error_and_nothing_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = private_cache(dir.path());
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n[machines.vm]\npackages = [\"curl\",\n  \"flotilla-no-such-package\"]\n",
+        "vm.succeed(\"true\");\n",
+    );
+    let spec = dir.path().join("flotilla.toml");
+    let t = run_expecting(
+        flotilla()
+            .arg("test")
+            .arg(&spec)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .envs(env),
+        2,
+    );
+    assert!(
+        t.contains(&format!(
+            "error: {}:4:3: machine `vm`: Debian bookworm has no package `flotilla-no-such-package` (mirror ",
+        spec.display()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("nothing was cached"), "{t}");
+    assert_eq!(images(dir.path()), Vec::<String>::new(), "{t}");
+}
+
+#[test]
+fn an_unreachable_mirror_says_so_and_what_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = private_cache(dir.path());
+    // An image built from the real mirror first...
+    let image = dir.path().join("plain.qcow2");
+    run_expecting(
+        flotilla()
+            .args(["image", "debian", "-o"])
+            .arg(&image)
+            .envs(env.clone()),
+        0,
+    );
+    let cached = images(dir.path());
+    assert_eq!(cached.len(), 2, "an image and its manifest: {cached:?}");
+    // ... serves the same content when the mirror cannot be reached.
+    let mirror = format!("http://127.0.0.1:{}/debian", closed_port());
+    let t = run_expecting(
+        flotilla()
+            .args(["image", "debian", "-o"])
+            .arg(&image)
+            .envs(env.clone())
+            .env("FLOTILLA_DEBIAN_MIRROR", &mirror),
+        0,
+    );
+    assert!(
+        t.contains(&format!(
+            "debian: the mirror {mirror} cannot be reached (wget {mirror}/dists/bookworm/Release: "
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("using the cached image of the same content"),
+        "{t}"
+    );
+    // Other content cannot be built: the error names the mirror and what is cached.
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n[machines.vm]\npackages = [\"curl\"]\n",
+        "vm.succeed(\"true\");\n",
+    );
+    let t = run_expecting(
+        flotilla()
+            .arg("test")
+            .arg(dir.path())
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .envs(env)
+            .env("FLOTILLA_DEBIAN_MIRROR", &mirror),
+        2,
+    );
+    assert!(
+        t.contains(&format!(
+            "error: building the image: the Debian mirror {mirror} cannot be reached (wget {mirror}/dists/bookworm/Release: "
+        )),
+        "{t}"
+    );
+    assert!(t.contains("refused"), "{t}");
+    assert!(
+        t.contains("and no image of this content is cached\ncached images:\n  "),
+        "{t}"
+    );
+    let listed = cached.iter().find(|n| n.ends_with(".qcow2")).unwrap();
+    assert!(
+        t.contains(&format!(
+            "{listed} (init systemd; packages iproute2 kmod procps systemd-sysv udev)"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("cached base trees:\n  "), "{t}");
+    assert!(
+        t.contains("hint: FLOTILLA_DEBIAN_MIRROR=URL names another mirror"),
+        "{t}"
+    );
+    assert_eq!(images(dir.path()), cached);
+}
+
+#[test]
+fn a_missing_files_source_is_a_spec_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n[machines.vm]\nfiles = { \"/etc/x.conf\" = \"nope.conf\" }\n",
+        "vm.succeed(\"true\");\n",
+    );
+    let spec = dir.path().join("flotilla.toml");
+    for command in ["test", "run"] {
+        let t = run_expecting(flotilla().arg(command).arg(&spec), 2);
+        assert!(
+            t.contains(&format!(
+                "error: {}:3:27: machine `vm`: files: {} (for /etc/x.conf) does not exist",
+                spec.display(),
+                dir.path().join("nope.conf").display()
+            )),
+            "{t}"
+        );
+    }
+}
