@@ -30,6 +30,7 @@ const EXIT_INTERRUPTED: u8 = 130;
                   script syntax, missing set-up), 130 interrupted. Of `shell`: the remote \
                   command's, 255 when flotilla itself fails.\n\
                   Environment: FLOTILLA_CACHE (kernel and image cache), FLOTILLA_ACCEL=kvm|tcg, \
+                  FLOTILLA_DEBIAN_MIRROR (the mirror Debian images are built from), \
                   FLOTILLA_QEMU, FLOTILLA_AGENT, FLOTILLA_BUSYBOX, FLOTILLA_KERNEL_DIR, \
                   RUST_LOG (internal tracing)."
 )]
@@ -41,6 +42,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed.
+    ///
+    /// Machines with `packages`, `files` or `init` boot a Debian image of that content,
+    /// built first (with a line per step) or taken from the cache.
     Test {
         /// A spec file, or a folder holding `flotilla.toml`.
         spec: PathBuf,
@@ -59,6 +63,9 @@ enum Cmd {
     },
     /// Boot the spec's machines, print how to reach them, and read script statements
     /// (`server.succeed("uname -a")`) until end of input (Ctrl-D) or SIGTERM.
+    ///
+    /// Debian machines (`packages`, `files`, `init`) get their image built first, or
+    /// from the cache, as with `test`.
     ///
     /// A statement may take several lines: an open block, string or parenthesis reads
     /// on. At a terminal the prompt has line editing and a history file
@@ -147,8 +154,8 @@ struct StateArgs {
 #[derive(Debug, Subcommand)]
 enum ImageKind {
     /// A Debian bookworm image (debootstrap minbase, an init system, the agent as its
-    /// service). The debootstrapped tree is cached per init and package list, so
-    /// rebuilding takes seconds.
+    /// service). Built in, or taken from, the cache that the spec's Debian machines
+    /// use (keyed by content and the mirror's index), then copied to FILE.
     Debian {
         /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc)
         /// or openrc (Debian's openrc, started by sysvinit).
@@ -159,7 +166,7 @@ enum ImageKind {
         )]
         init: flotilla_driver::debian::Init,
         /// Packages to add, comma-separated (on top of iproute2, procps, kmod, udev
-        /// and the init's).
+        /// and the init's): names, or local .deb files (paths ending in .deb).
         #[arg(long, value_delimiter = ',')]
         packages: Vec<String>,
         /// File system size in MiB; default: the tree plus 512 MiB free.

@@ -71,8 +71,7 @@ fn fetch(url: &str) -> Result<String, String> {
     let said = String::from_utf8_lossy(&out.stderr);
     let said = said
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .next_back()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or("no output");
     Err(format!("wget {url}: {}", said.trim()))
 }

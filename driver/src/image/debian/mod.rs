@@ -517,7 +517,7 @@ fn build_into(
         "qemu-img convert",
     )
     .and_then(|()| {
-        std::fs::rename(&tmp_out, &output).map_err(|source| Error::Io {
+        std::fs::rename(&tmp_out, output).map_err(|source| Error::Io {
             what: format!("renaming {} to {}", tmp_out.display(), output.display()),
             source,
         })
@@ -526,7 +526,7 @@ fn build_into(
         let _ = std::fs::remove_file(&tmp_out);
         return Err(e);
     }
-    let on_disk = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    let on_disk = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     log(&format!(
         "debian: ext4 of {size_mib} MiB ({tree_mib} MiB used) -> qcow2 of {} MiB in {:.1} s",
         on_disk.div_ceil(1 << 20),
