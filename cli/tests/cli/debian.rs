@@ -23,6 +23,14 @@ fn shared_cache() -> PathBuf {
 /// A cache of its own in `dir/cache` that sees the shared cache's base trees (so no
 /// debootstrap) but none of its images; returns the environment that selects it.
 fn private_cache(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    // The shared cache gets the systemd base tree first (debootstrap, once for all the
+    // tests that need it; other tests use this image too).
+    run_expecting(
+        flotilla()
+            .args(["image", "debian", "-o"])
+            .arg(dir.join("shared.qcow2")),
+        0,
+    );
     let cache = dir.join("cache");
     std::fs::create_dir_all(cache.join("debian")).unwrap();
     let shared = shared_cache();
