@@ -17,6 +17,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A machine with `packages`, `files` or `init` in the spec boots a Debian bookworm
+//! image of that content, which [`Fleet::new`] builds first or takes from the cache
+//! ([`debian::image`]).
+//!
 //! Machines may have extra disks (blank, or overlays over an image, optionally with
 //! injected I/O errors: [`spec::DiskSpec`]); [`FleetOptions::keep_state`] keeps them
 //! for the next network.

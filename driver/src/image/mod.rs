@@ -7,7 +7,8 @@
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
 //! - `kernel.rs`: where the kernel is ([`Kernel`]).
 //! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
-//! - `debian/`: Debian disk images (`flotilla image debian`).
+//! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
+//!   with `packages`, `files` or `init`), cached by content.
 //! - `cache.rs`: the cache folder and its pruning.
 
 mod cache;
