@@ -150,12 +150,13 @@ enum ImageKind {
     /// service). The debootstrapped tree is cached per init and package list, so
     /// rebuilding takes seconds.
     Debian {
-        /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc)
-        /// or openrc (Debian's openrc, started by sysvinit).
+        /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc),
+        /// openrc (Debian's openrc, started by sysvinit) or agent (no service manager:
+        /// the agent is PID 1, for machines that only need the userland).
         #[arg(
             long,
             default_value = "systemd",
-            value_name = "systemd|sysvinit|openrc"
+            value_name = "systemd|sysvinit|openrc|agent"
         )]
         init: flotilla_driver::debian::Init,
         /// Packages to add, comma-separated (on top of iproute2, procps, kmod, udev

@@ -17,12 +17,20 @@ pub const INIT_SCRIPT_PATH: &str = "etc/init.d/flotilla-agent";
 pub const SYSTEMD_UNIT: &str = "\
 [Unit]
 Description=Flotilla guest agent
-# The agent waits for its virtio-serial port by itself.
-After=systemd-modules-load.service
+# Early: the host's test starts while the rest of the boot goes on, and waits for what
+# it needs (wait_for_unit(\"multi-user.target\")). The agent needs the journal's socket
+# and the API file systems systemd mounts before any unit; it waits for its
+# virtio-serial port by itself. The host configures the host name and the NICs once
+# the agent is up: the kernel's settings (sysctl.d) are applied before that.
+DefaultDependencies=no
+After=systemd-journald.socket
+Conflicts=shutdown.target
+Before=shutdown.target
 
 [Service]
 Type=simple
 ExecStart=/usr/local/bin/flotilla-agent
+StartupCPUWeight=1000
 Restart=always
 RestartSec=1s
 

@@ -220,6 +220,8 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
         Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
         Init::Openrc => "etc/runlevels/default/flotilla-agent",
+        // Stage 1 starts it (see `tune.rs`).
+        Init::Agent => "usr/local/bin/flotilla-agent",
     });
     if std::fs::symlink_metadata(&enabled).is_err() {
         return Err(Error::Image(format!(
@@ -361,7 +363,7 @@ pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> 
         if INIT_PACKAGES.contains(&p) && !init.packages().contains(&p) {
             return Err(Error::Image(format!(
                 "package `{p}` makes the init system, which is {init} in this image\n\
-                 hint: choose the init with --init systemd|sysvinit|openrc"
+                 hint: choose the init with --init systemd|sysvinit|openrc|agent"
             )));
         }
         all.push(p.to_owned());
