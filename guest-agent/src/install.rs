@@ -18,10 +18,9 @@ pub const SYSTEMD_UNIT: &str = "\
 [Unit]
 Description=Flotilla guest agent
 # Early: the host's test starts while the rest of the boot goes on, and waits for what
-# it needs (wait_for_unit(\"multi-user.target\")). The agent needs the journal's socket
+# it needs (wait_for_unit of multi-user.target). The agent needs the journal's socket
 # and the API file systems systemd mounts before any unit; it waits for its
-# virtio-serial port by itself. The host configures the host name and the NICs once
-# the agent is up: the kernel's settings (sysctl.d) are applied before that.
+# virtio-serial port by itself.
 DefaultDependencies=no
 After=systemd-journald.socket
 Conflicts=shutdown.target
@@ -29,6 +28,10 @@ Before=shutdown.target
 
 [Service]
 Type=simple
+# The host configures the NICs once the agent is up: the kernel's settings from
+# sysctl.d (e.g. net.core.default_qdisc) come first, without waiting for
+# systemd-sysctl.service, which applies them again after systemd-modules-load.
+ExecStartPre=-/usr/lib/systemd/systemd-sysctl
 ExecStart=/usr/local/bin/flotilla-agent
 StartupCPUWeight=1000
 Restart=always

@@ -137,10 +137,10 @@ const SYSTEMD_UNNEEDED: &[&str] = &[
     "sys-kernel-tracing.mount",
     "dev-hugepages.mount",
     "modprobe@efi_pstore.service",
-    // Modules loaded on first use of their device nodes or file systems anyway.
-    "modprobe@configfs.service",
+    // Modules loaded on first use of their device nodes anyway (kmod-static-nodes
+    // makes /dev/loop-control and /dev/mapper/control). configfs and fuse stay: their
+    // control file systems are mounted at boot only when the module is there.
     "modprobe@dm_mod.service",
-    "modprobe@fuse.service",
     "modprobe@loop.service",
     "systemd-pstore.service",
 ];
@@ -149,7 +149,7 @@ const SYSTEMD_UNNEEDED: &[&str] = &[
 /// `/etc/systemd/system-generators`). Each is a process that links systemd's shared
 /// library before any unit starts: about 0.13 s apiece under TCG, 1.6 s for the 12
 /// of them. Kept: fstab, sysv (packages with only an init script), rc-local,
-/// cryptsetup (`/etc/crypttab`), debug and run (`systemd.mask=`, `systemd.run=` in a
+/// cryptsetup (`/etc/crypttab`), debug (`systemd.mask=`, `systemd.wants=` in a
 /// machine's `kernel_args`).
 const SYSTEMD_GENERATORS_UNNEEDED: &[&str] = &[
     // The root is a bare ext4 disk: no GPT partitions to discover, nothing to resume
@@ -162,6 +162,8 @@ const SYSTEMD_GENERATORS_UNNEEDED: &[&str] = &[
     "systemd-integritysetup-generator",
     // Login prompts on the consoles (see serial-getty above).
     "systemd-getty-generator",
+    // `systemd.run=` on the kernel command line, which the driver never passes.
+    "systemd-run-generator",
 ];
 
 /// Services of an OpenRC image's runlevels (`runlevel/service`) that only cost time:
