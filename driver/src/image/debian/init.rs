@@ -17,7 +17,7 @@ pub enum Init {
     Openrc,
     /// No service manager: stage 1 starts the agent itself as PID 1 of the Debian root
     /// (as in the default guest), for machines that only need the userland. The image
-    /// carries [`crate::image::AGENT_INIT_MARKER`] so that stage 1 knows.
+    /// carries `/etc/flotilla/agent-init` so that stage 1 knows.
     Agent,
 }
 

@@ -51,8 +51,8 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
         );
     }
     // Network interfaces keep the kernel's names (eth0, eth1, ... in PCI order, as in
-    // the default guest): udev renaming them while the early agent configures them
-    // would race it.
+    // the default guest): no udev rename can race the agent configuring them (early,
+    // under systemd).
     symlink(
         "/dev/null",
         &tree.join("etc/systemd/network/99-default.link"),
@@ -137,12 +137,12 @@ const SYSTEMD_UNNEEDED: &[&str] = &[
     "sys-kernel-tracing.mount",
     "dev-hugepages.mount",
     "modprobe@efi_pstore.service",
+    "systemd-pstore.service",
     // Modules loaded on first use of their device nodes anyway (kmod-static-nodes
     // makes /dev/loop-control and /dev/mapper/control). configfs and fuse stay: their
     // control file systems are mounted at boot only when the module is there.
     "modprobe@dm_mod.service",
     "modprobe@loop.service",
-    "systemd-pstore.service",
 ];
 
 /// systemd's generators that have nothing to generate on a test machine (masked in
