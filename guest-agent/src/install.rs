@@ -33,6 +33,7 @@ Type=simple
 # systemd-sysctl.service, which applies them again after systemd-modules-load.
 ExecStartPre=-/usr/lib/systemd/systemd-sysctl
 ExecStart=/usr/local/bin/flotilla-agent
+# Ahead of the rest of the boot for the CPU, while systemd is starting up only.
 StartupCPUWeight=1000
 Restart=always
 RestartSec=1s
