@@ -157,12 +157,13 @@ enum ImageKind {
     /// service). Built in, or taken from, the cache that the spec's Debian machines
     /// use (keyed by content and the mirror's index), then copied to FILE.
     Debian {
-        /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc)
-        /// or openrc (Debian's openrc, started by sysvinit).
+        /// The init system: systemd (systemd-sysv), sysvinit (sysvinit-core, sysv-rc),
+        /// openrc (Debian's openrc, started by sysvinit) or agent (no service manager:
+        /// the agent is PID 1, for machines that only need the userland).
         #[arg(
             long,
             default_value = "systemd",
-            value_name = "systemd|sysvinit|openrc"
+            value_name = "systemd|sysvinit|openrc|agent"
         )]
         init: flotilla_driver::debian::Init,
         /// Packages to add, comma-separated (on top of iproute2, procps, kmod, udev

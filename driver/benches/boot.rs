@@ -12,12 +12,23 @@
 //! - flotilla ready: `Machine::start` (spawn to agent handshake done).
 //! - flotilla echo hi: a fresh machine from nothing to `succeed("echo hi")` returned,
 //!   the whole of a one-machine test.
+//! - debian agent-init ready: the same for a machine booting a Debian image built with
+//!   `Init::Agent` (stage 1 mounts it and starts the agent as PID 1 of the Debian root).
+//! - debian systemd ready: a Debian image with systemd, whose agent is an early
+//!   service; boot finished: from the same start until `systemctl is-system-running
+//!   --wait` returns (it must say `running`), the rest of the boot included.
+//!
+//! The Debian rows also compare with the default guest (`x guest`, against "flotilla:
+//! agent ready"). Their images are built first with `flotilla_driver::debian::build`
+//! (the debootstrapped trees are cached: a minute or two on a host's first run, then
+//! seconds).
 //!
 //! `BENCH_RUNS` sets the number of runs (default 5).
 //!
-//! The subject failing (a boot, a floor) panics: a non-zero exit. A missing peer
-//! (qboot, or a kernel whose vmlinux cannot be unpacked, so that rows would compare
-//! other things than they say) is named in the header and exits 3 after the table,
+//! The subject failing (a boot, a floor, an image build) panics: a non-zero exit. A
+//! missing peer (qboot, or a kernel whose vmlinux cannot be unpacked, so that rows
+//! would compare other things than they say, or a host tool the Debian images need,
+//! whose rows are then left out) is named in the header and exits 3 after the table,
 //! unless `--accept-missing` is passed (`cargo bench -p flotilla-driver --bench boot --
 //! --accept-missing`).
 
@@ -27,8 +38,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::path::{Path, PathBuf};
+
+use flotilla_driver::debian::{self, DebianOptions, Init};
 use flotilla_driver::image::{busybox_path, Kernel};
-use flotilla_driver::{detect_accel, Accel, Fleet, FleetOptions, Spec};
+use flotilla_driver::{detect_accel, Accel, Error, Fleet, FleetOptions, Spec};
 
 /// The kernel flags Flotilla adds (see `driver/src/machine/qemu_command.rs`).
 const FLAGS: &str = " cryptomgr.notests no_timer_check";
@@ -60,8 +74,12 @@ fn main() {
             boot.note
         ));
     }
+    let images = debian_images(dir.path(), &mut missing);
     let mut ready = Vec::new();
     let mut echo = Vec::new();
+    let mut agent_init = Vec::new();
+    let mut systemd_ready = Vec::new();
+    let mut systemd_finished = Vec::new();
     for i in 0..runs {
         let vmlinuz = &kernel.image;
         floor.push(boot_floor(vmlinuz, &floor_initrd, accel.accel, "", None));
@@ -93,9 +111,24 @@ fn main() {
             ready[i].as_secs_f64(),
             echo[i].as_secs_f64()
         );
+        if let Some((agent_image, systemd_image)) = &images {
+            let (r, _) = runtime.block_on(debian_run(dir.path(), agent_image, i, false));
+            agent_init.push(r);
+            let (r, f) = runtime.block_on(debian_run(dir.path(), systemd_image, i, true));
+            systemd_ready.push(r);
+            systemd_finished.push(f);
+            eprintln!(
+                "run {}: debian agent-init ready {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
+                i + 1,
+                agent_init[i].as_secs_f64(),
+                systemd_ready[i].as_secs_f64(),
+                systemd_finished[i].as_secs_f64()
+            );
+        }
     }
     let f = median(&mut floor);
     let same = median(&mut floor_pvh);
+    let guest = median(&mut ready);
     println!();
     println!(
         "boot, {runs} runs, accelerator {accel}, qboot {}",
@@ -110,25 +143,32 @@ fn main() {
         println!("MISSING {m}");
     }
     println!(
-        "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10}",
-        "", "median", "min", "max", "x floor", "x same"
+        "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "", "median", "min", "max", "x floor", "x same", "x guest"
     );
     for (name, v) in [
         ("floor: busybox /init first line", &mut floor),
         ("floor + Flotilla's kernel flags", &mut floor_fast),
         ("floor + flags + qboot", &mut floor_qboot),
         ("floor + flags + qboot + vmlinux (same)", &mut floor_pvh),
-        ("flotilla: agent ready", &mut ready),
+        ("flotilla: agent ready (guest)", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
+        ("debian agent-init: ready", &mut agent_init),
+        ("debian systemd: ready", &mut systemd_ready),
+        ("debian systemd: boot finished", &mut systemd_finished),
     ] {
+        if v.is_empty() {
+            continue;
+        }
         let m = median(v);
         println!(
-            "{name:<42} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x",
+            "{name:<42} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x {:>7.2}x",
             m.as_secs_f64(),
             v.iter().min().copied().unwrap_or_default().as_secs_f64(),
             v.iter().max().copied().unwrap_or_default().as_secs_f64(),
             m.as_secs_f64() / f.as_secs_f64(),
-            m.as_secs_f64() / same.as_secs_f64()
+            m.as_secs_f64() / same.as_secs_f64(),
+            m.as_secs_f64() / guest.as_secs_f64()
         );
     }
     if !missing.is_empty() && !std::env::args().any(|a| a == "--accept-missing") {
@@ -159,6 +199,68 @@ async fn flotilla_run(dir: &std::path::Path, i: usize) -> (Duration, Duration) {
     assert_eq!(out, "hi\n");
     net.stop_all().await;
     (ready, echo)
+}
+
+/// The two Debian images (agent as init, systemd), built in `dir`; `None`, with the
+/// reason in `missing`, when the host lacks a tool to build them.
+fn debian_images(dir: &Path, missing: &mut Vec<String>) -> Option<(PathBuf, PathBuf)> {
+    let mut built = Vec::new();
+    for init in [Init::Agent, Init::Systemd] {
+        let options = DebianOptions {
+            init,
+            packages: Vec::new(),
+            size_mib: None,
+            output: dir.join(format!("debian-{init}.qcow2")),
+        };
+        let started = Instant::now();
+        match debian::build(&options, |_| {}) {
+            Ok(image) => built.push(image),
+            Err(e @ Error::Setup { .. }) => {
+                missing.push(format!("debian images: {e} (the debian rows are left out)"));
+                return None;
+            }
+            Err(e) => panic!("building the {init} image: {e}"),
+        }
+        eprintln!(
+            "debian ({init}): image built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let systemd = built.pop()?;
+    let agent = built.pop()?;
+    Some((agent, systemd))
+}
+
+/// A fresh machine booting `image`: the time to agent-ready, and with `finished`, to
+/// `systemctl is-system-running --wait` returning `running` (else zero).
+async fn debian_run(dir: &Path, image: &Path, i: usize, finished: bool) -> (Duration, Duration) {
+    let text = format!(
+        "[machines.vm]\nimage = \"{}\"\nmemory = 512\n",
+        image.display()
+    );
+    let spec = Spec::parse(&dir.join("debian.toml"), &text).expect("spec");
+    let name = image.file_stem().unwrap_or_default().to_string_lossy();
+    let mut options = FleetOptions::new(dir.join(format!("out-{name}-{i}")));
+    options.terminal = false;
+    let started = Instant::now();
+    let net = Fleet::new(&spec, options).expect("network");
+    let vm = net.machine("vm").expect("machine");
+    vm.start().await.expect("boot");
+    let ready = started.elapsed();
+    let mut done = Duration::ZERO;
+    if finished {
+        let state = vm
+            .execute("systemctl is-system-running --wait")
+            .await
+            .expect("systemctl is-system-running --wait");
+        done = started.elapsed();
+        assert_eq!(
+            state.stdout, "running\n",
+            "the boot did not finish cleanly: {state:?}"
+        );
+    }
+    net.stop_all().await;
+    (ready, done)
 }
 
 fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {

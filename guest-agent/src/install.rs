@@ -17,12 +17,24 @@ pub const INIT_SCRIPT_PATH: &str = "etc/init.d/flotilla-agent";
 pub const SYSTEMD_UNIT: &str = "\
 [Unit]
 Description=Flotilla guest agent
-# The agent waits for its virtio-serial port by itself.
-After=systemd-modules-load.service
+# Early: the host's test starts while the rest of the boot goes on, and waits for what
+# it needs (wait_for_unit of multi-user.target). The agent needs the journal's socket
+# and the API file systems systemd mounts before any unit; it waits for its
+# virtio-serial port by itself.
+DefaultDependencies=no
+After=systemd-journald.socket
+Conflicts=shutdown.target
+Before=shutdown.target
 
 [Service]
 Type=simple
+# The host configures the NICs once the agent is up: the kernel's settings from
+# sysctl.d (e.g. net.core.default_qdisc) come first, without waiting for
+# systemd-sysctl.service, which applies them again after systemd-modules-load.
+ExecStartPre=-/usr/lib/systemd/systemd-sysctl
 ExecStart=/usr/local/bin/flotilla-agent
+# Ahead of the rest of the boot for the CPU, while systemd is starting up only.
+StartupCPUWeight=1000
 Restart=always
 RestartSec=1s
 

@@ -1,5 +1,6 @@
 //! `flotilla image debian`: a real debootstrapped bookworm image boots under systemd,
-//! sysvinit or OpenRC with the agent as that init's service, on a per-run overlay.
+//! sysvinit or OpenRC with the agent as that init's service, or with the agent itself
+//! as PID 1, on a per-run overlay.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,12 +56,17 @@ async fn wait_for_agent_back(machine: &Machine) {
 
 /// Builds `dir/debian.qcow2` with `init`; returns its path.
 fn build_image(dir: &tempfile::TempDir, init: Init) -> PathBuf {
+    build_image_with(dir, init, &[])
+}
+
+/// Builds `dir/debian.qcow2` with `init` and `packages`; returns its path.
+fn build_image_with(dir: &tempfile::TempDir, init: Init, packages: &[&str]) -> PathBuf {
     let started = Instant::now();
-    // The first build of an init on a host debootstraps (a minute or two); later ones
-    // reuse the cached tree and take seconds.
+    // The first build of an init and package list on a host debootstraps (a minute or
+    // two); later ones reuse the cached tree and take seconds.
     let options = DebianOptions {
         init,
-        packages: Vec::new(),
+        packages: packages.iter().map(|p| (*p).to_owned()).collect(),
         size_mib: None,
         output: dir.path().join("debian.qcow2"),
     };
@@ -216,6 +222,11 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     deb.succeed("systemd-run --unit=doomed sh -c 'exit 3'")
         .await
         .unwrap();
+    // The agent is up while the boot goes on: on a busy guest the unit is active a
+    // moment before `sh` ends.
+    deb.wait_until_succeeds("systemctl is-failed --quiet doomed.service", wait)
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let e = deb.wait_for_unit("doomed.service", wait).await.unwrap_err();
     assert!(
@@ -271,4 +282,155 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
 
     // Writes went to the run's overlay, never to the base image.
     assert_eq!(sha256(&image), before, "the base image changed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debian_image_with_the_agent_as_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, deb) = boot(&dir, Init::Agent).await;
+    // Stage 1 handed over to the agent: no service manager at all.
+    assert_eq!(
+        deb.succeed("cat /proc/1/comm").await.unwrap(),
+        "flotilla-agent\n"
+    );
+    assert_eq!(
+        deb.succeed("readlink /proc/1/exe").await.unwrap(),
+        "/usr/local/bin/flotilla-agent\n"
+    );
+    deb.succeed("test ! -e /run/systemd/system && test ! -e /sbin/init")
+        .await
+        .unwrap();
+    // The Debian root's dynamic programs and its package database work.
+    let version = deb.succeed("ls --version").await.unwrap();
+    assert!(version.starts_with("ls (GNU coreutils) 9."), "{version}");
+    let libs = deb.succeed("ldd /bin/ls").await.unwrap();
+    assert!(
+        libs.contains("libc.so.6 => /lib/x86_64-linux-gnu/"),
+        "{libs}"
+    );
+    let status = deb
+        .succeed("dpkg-query -W -f '${Status}' coreutils")
+        .await
+        .unwrap();
+    assert_eq!(status, "install ok installed");
+    let version = deb.succeed("cat /etc/debian_version").await.unwrap();
+    assert!(version.starts_with("12"), "{version}");
+    let mounts = deb.succeed("cat /proc/mounts").await.unwrap();
+    assert!(mounts.contains("/dev/vda / ext4 rw"), "{mounts}");
+    // Stage 1 loaded what the agent needs: its port, the NICs, the RNG, pvpanic.
+    let modules = deb.succeed("cat /proc/modules").await.unwrap();
+    for module in ["virtio_console", "virtio_net", "virtio_rng", "pvpanic_pci"] {
+        assert!(
+            modules
+                .lines()
+                .any(|l| l.starts_with(&format!("{module} "))),
+            "{module} is not loaded: {modules}"
+        );
+    }
+    // The host name and the network, set by the driver through the agent.
+    assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
+    assert!(
+        log.contains("deb: network configured by the agent (net-config request)"),
+        "{log}"
+    );
+    let addrs = deb.succeed("ip -o addr show dev eth0").await.unwrap();
+    assert!(
+        addrs.contains("inet 192.168.1.1/24") && addrs.contains("inet6 2001:db8:1::1/64"),
+        "{addrs}"
+    );
+    let hosts = deb.succeed("cat /etc/hosts").await.unwrap();
+    assert!(hosts.contains("deb"), "{hosts}");
+    deb.succeed("echo written > /root/file && sync")
+        .await
+        .unwrap();
+    assert_eq!(deb.succeed("cat /root/file").await.unwrap(), "written\n");
+    // PID 1 powers the machine off itself.
+    assert_clean_power_off(&deb, Duration::from_secs(60)).await;
+    assert!(
+        deb.console_log().contains("flotilla-agent: powering off"),
+        "{}",
+        deb.console_log()
+    );
+    net.stop_all().await;
+}
+
+/// The trimmed systemd boot (the agent early, units and generators a test machine does
+/// not need masked) still finishes cleanly and starts packaged services the Debian way.
+#[tokio::test(flavor = "multi_thread")]
+async fn trimmed_systemd_boot_still_starts_packaged_services() {
+    let dir = tempfile::tempdir().unwrap();
+    build_image(&dir, Init::Systemd);
+    let (net, deb) = boot_image(&dir, Init::Systemd).await;
+    // Every unit of the boot started: no failed unit, no job left.
+    let state = deb
+        .execute("systemctl is-system-running --wait")
+        .await
+        .unwrap();
+    let failed = deb
+        .succeed("systemctl --failed --no-legend --plain")
+        .await
+        .unwrap();
+    assert_eq!(state.stdout, "running\n", "failed units: {failed}");
+    assert_eq!(failed, "");
+    deb.wait_for_unit("multi-user.target", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The getty on tty1, which systemd's package enables, runs as Debian starts it
+    // (after systemd-user-sessions), and so do the packaged daemons of the boot.
+    assert_eq!(
+        deb.succeed("systemctl is-enabled getty@tty1.service")
+            .await
+            .unwrap(),
+        "enabled\n"
+    );
+    deb.succeed(
+        "systemctl is-active getty@tty1.service systemd-journald.service \
+         systemd-udevd.service systemd-user-sessions.service systemd-tmpfiles-setup.service",
+    )
+    .await
+    .unwrap();
+    deb.succeed("pgrep -x agetty").await.unwrap();
+    // The journal takes messages (/dev/log) and serves them back.
+    let journal = deb
+        .succeed(
+            "logger -t flotilla-test hello-journal && journalctl --sync && \
+             journalctl -b -t flotilla-test --no-pager -o cat",
+        )
+        .await
+        .unwrap();
+    assert_eq!(journal, "hello-journal\n");
+    // udev's coldplug ran: once udev has handled its queue (which a finished boot does
+    // not wait for, in Debian as here), the devices have their units.
+    deb.succeed(
+        "udevadm settle --timeout=60 && \
+         systemctl is-active dev-vda.device dev-ttyS0.device dev-vport0p1.device",
+    )
+    .await
+    .unwrap();
+    let udev = deb.succeed("udevadm info /dev/vda").await.unwrap();
+    assert!(udev.contains("ID_PATH="), "{udev}");
+    // sysctl.d was applied: the NICs the agent brought up have Debian's qdisc.
+    let links = deb.succeed("ip -o link show dev eth0").await.unwrap();
+    assert!(links.contains("qdisc fq_codel"), "{links}");
+    deb.succeed("test \"$(sysctl -n net.core.default_qdisc)\" = fq_codel")
+        .await
+        .unwrap();
+    // Modules whose preloading is masked still load on first use of their devices,
+    // and the control file systems are mounted as Debian mounts them.
+    deb.succeed("truncate -s 8M /root/disk && losetup --find --show /root/disk && losetup -D")
+        .await
+        .unwrap();
+    deb.succeed(
+        "findmnt /sys/kernel/config && findmnt /sys/fs/fuse/connections && findmnt /dev/mqueue",
+    )
+    .await
+    .unwrap();
+    // Temporary files and login permissions were set up (tmpfiles, user sessions).
+    deb.succeed("test -d /run/user && test -d /var/tmp && test ! -e /run/nologin")
+        .await
+        .unwrap();
+    assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    assert_clean_power_off(&deb, Duration::from_secs(120)).await;
+    net.stop_all().await;
 }

@@ -80,7 +80,11 @@ const SPEC: &str = "[machines.one]\n\
      memory = 512\n\
      [machines.two]\n\
      packages = [\"./hello_1.0_amd64.deb\"]\n\
-     files = { \"/etc/greeting.conf\" = \"greeting.conf\" }\n";
+     files = { \"/etc/greeting.conf\" = \"greeting.conf\" }\n\
+     [machines.lean]\n\
+     packages = [\"./hello_1.0_amd64.deb\"]\n\
+     files = { \"/etc/greeting.conf\" = \"greeting.conf\" }\n\
+     init = \"agent\"\n";
 
 fn write_inputs(dir: &Path) {
     build_deb(dir);
@@ -100,10 +104,14 @@ async fn the_users_own_program_ships_as_a_local_deb_and_runs() {
     eprintln!("images ready in {:.1} s", started.elapsed().as_secs_f64());
     let log = std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap();
     // `one` and `two` have the same content (`init = "systemd"` is the default): one
-    // image for both.
-    assert_eq!(log.matches(": Debian image (").count(), 1, "{log}");
+    // image for both; `lean` differs by its init.
+    assert_eq!(log.matches(": Debian image (").count(), 2, "{log}");
     assert!(
         log.contains("one, two: Debian image (systemd; packages: hello_1.0_amd64.deb; 1 file(s))"),
+        "{log}"
+    );
+    assert!(
+        log.contains("lean: Debian image (agent; packages: hello_1.0_amd64.deb; 1 file(s))"),
         "{log}"
     );
     let one = net.machine("one").unwrap();
@@ -141,6 +149,17 @@ async fn the_users_own_program_ships_as_a_local_deb_and_runs() {
     one.succeed("test ! -e /usr/sbin/policy-rc.d")
         .await
         .unwrap();
+    // `init = "agent"`: the same program on the Debian userland, the agent as PID 1.
+    let lean = net.machine("lean").unwrap();
+    lean.start().await.unwrap();
+    assert_eq!(
+        lean.succeed("hello").await.unwrap(),
+        "Hello from the host's own program, from lean\n"
+    );
+    assert_eq!(
+        lean.succeed("cat /proc/1/comm").await.unwrap(),
+        "flotilla-agent\n"
+    );
     net.stop_all().await;
     drop(net);
 
@@ -152,6 +171,7 @@ async fn the_users_own_program_ships_as_a_local_deb_and_runs() {
     let net = Fleet::new(&spec2, options).unwrap();
     let log2 = std::fs::read_to_string(again.path().join("out/driver.log")).unwrap();
     assert!(log2.contains("one, two: debian: cached image "), "{log2}");
+    assert!(log2.contains("lean: debian: cached image "), "{log2}");
     assert!(!log2.contains("debian: built the image"), "{log2}");
     assert!(
         started.elapsed() < Duration::from_secs(60),

@@ -55,12 +55,27 @@ pub fn disk_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error> {
     initramfs(kernel, agent, &modules)
 }
 
-/// Modules stage 1 needs to reach a disk image's root file system (ext4 is built in).
-pub const STAGE1_MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+/// Modules stage 1 loads for every disk image: the disk (ext4 is built in) and the
+/// default guest's. An image whose agent is PID 1 needs them all, and an init
+/// system's agent finds its port at once instead of after udev's coldplug, which
+/// would load them later from the image (compressed, with signatures to check).
+pub const STAGE1_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_net",
+    "virtio_rng",
+    "pvpanic_pci",
+];
 
-/// Stage 1 for machines booting a disk `image`: a busybox `/init` that loads the virtio
-/// disk driver, mounts `/dev/vda` and hands over to the image's `/sbin/init`, whose
-/// agent (installed as a service) then reports readiness.
+/// The file whose presence in an image (`flotilla image debian --init agent` writes it)
+/// makes stage 1 start the agent as PID 1 instead of the image's `/sbin/init`.
+pub const AGENT_INIT_MARKER: &str = "etc/flotilla/agent-init";
+
+/// Stage 1 for machines booting a disk `image`: a busybox `/init` that loads the
+/// modules, mounts `/dev/vda` and hands over to the image's `/sbin/init`, whose agent
+/// (installed as a service) then reports readiness; or, in an image with
+/// [`AGENT_INIT_MARKER`], to the agent itself as PID 1.
 pub const STAGE1_INIT: &str = r#"#!/bin/busybox sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 busybox mount -t proc proc /proc
@@ -75,16 +90,23 @@ while [ ! -b /dev/vda ]; do
 done
 busybox mkdir -p /newroot
 busybox mount -t ext4 -o rw /dev/vda /newroot || fail "cannot mount /dev/vda"
-# /sbin/init is often an absolute link (into the image, not into this initramfs).
-[ -x /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "the image has no /sbin/init"
+if [ -e /newroot/@MARKER@ ]; then
+    init=/usr/local/bin/flotilla-agent
+    [ -x /newroot$init ] || fail "the image has @MARKER@ but no $init"
+else
+    init=/sbin/init
+    # /sbin/init is often an absolute link (into the image, not into this initramfs).
+    [ -x /newroot$init ] || [ -L /newroot$init ] || fail "the image has no $init"
+fi
 busybox umount /proc /sys
 busybox mount --move /dev /newroot/dev
-exec busybox switch_root /newroot /sbin/init
+exec busybox switch_root /newroot $init
 "#;
 
 /// Builds (or finds in the cache) the stage-1 initramfs for disk images.
 pub fn stage1_initramfs(kernel: &Kernel) -> Result<PathBuf, Error> {
-    initramfs(kernel, STAGE1_INIT.as_bytes(), STAGE1_MODULES)
+    let init = STAGE1_INIT.replace("@MARKER@", AGENT_INIT_MARKER);
+    initramfs(kernel, init.as_bytes(), STAGE1_MODULES)
 }
 
 /// An initramfs with busybox, `init` as `/init`, and `modules` (with their

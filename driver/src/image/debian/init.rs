@@ -15,11 +15,15 @@ pub enum Init {
     /// Debian's OpenRC (`openrc`), run from sysvinit's `/etc/inittab`; the agent is an
     /// `openrc-run` script in the `default` runlevel.
     Openrc,
+    /// No service manager: stage 1 starts the agent itself as PID 1 of the Debian root
+    /// (as in the default guest), for machines that only need the userland. The image
+    /// carries `/etc/flotilla/agent-init` so that stage 1 knows.
+    Agent,
 }
 
 impl Init {
     /// Every choice, in the order `--help` lists them.
-    pub const ALL: [Init; 3] = [Init::Systemd, Init::Sysvinit, Init::Openrc];
+    pub const ALL: [Init; 4] = [Init::Systemd, Init::Sysvinit, Init::Openrc, Init::Agent];
 
     /// The name on the command line (`--init NAME`).
     pub fn name(self) -> &'static str {
@@ -27,16 +31,19 @@ impl Init {
             Init::Systemd => "systemd",
             Init::Sysvinit => "sysvinit",
             Init::Openrc => "openrc",
+            Init::Agent => "agent",
         }
     }
 
     /// What debootstrap installs for it. OpenRC conflicts with `sysv-rc`, which
     /// debootstrap's resolver always picks for `sysvinit-core`: `openrc` replaces it
-    /// with apt in the tree afterwards.
+    /// with apt in the tree afterwards. The agent needs none: minbase has no init
+    /// (Debian's `init` is only `important`).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
             Init::Systemd => &["systemd-sysv"],
             Init::Sysvinit | Init::Openrc => &["sysvinit-core"],
+            Init::Agent => &[],
         }
     }
 }
@@ -56,7 +63,8 @@ impl std::str::FromStr for Init {
             .find(|i| i.name() == s)
             .ok_or_else(|| {
                 Error::Image(format!(
-                    "`{s}` is not an init system of a Debian image (systemd, sysvinit or openrc)"
+                    "`{s}` is not an init system of a Debian image (systemd, sysvinit, openrc \
+                     or agent)"
                 ))
             })
     }
@@ -81,10 +89,12 @@ mod tests {
             assert_eq!(init.name().parse::<Init>().unwrap(), init);
         }
         assert_eq!(Init::default(), Init::Systemd);
+        assert_eq!("agent".parse::<Init>().unwrap(), Init::Agent);
+        assert!(Init::Agent.packages().is_empty());
         let e = "upstart".parse::<Init>().unwrap_err().to_string();
         assert!(
             e.contains(
-                "`upstart` is not an init system of a Debian image (systemd, sysvinit or openrc)"
+                "`upstart` is not an init system of a Debian image (systemd, sysvinit, openrc or agent)"
             ),
             "{e}"
         );

@@ -71,7 +71,7 @@ pub const DEFAULT_FREE_MIB: u64 = 512;
 const TREE_LAYOUT: &str = "flotilla-debian-tree-2";
 
 /// How many cached trees are kept (the newest).
-const KEEP_TREES: usize = 4;
+const KEEP_TREES: usize = 6;
 
 /// What `flotilla image debian` builds.
 #[derive(Debug, Clone)]
@@ -431,6 +431,8 @@ fn build_into(
         Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
         Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
         Init::Openrc => "etc/runlevels/default/flotilla-agent",
+        // Stage 1 starts it (see `tune.rs`).
+        Init::Agent => "usr/local/bin/flotilla-agent",
     });
     if std::fs::symlink_metadata(&enabled).is_err() {
         return Err(Error::Image(format!(
@@ -560,7 +562,7 @@ pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> 
         }
         check_package_name(init, p).map_err(|m| {
             Error::Image(if INIT_PACKAGES.contains(&p) {
-                format!("{m}\nhint: choose the init with --init systemd|sysvinit|openrc")
+                format!("{m}\nhint: choose the init with --init systemd|sysvinit|openrc|agent")
             } else {
                 m
             })

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::image::cache::{cache_dir, prune};
 
 /// How many images are kept (the most recently used).
-const KEEP_IMAGES: usize = 8;
+const KEEP_IMAGES: usize = 12;
 
 /// The images folder.
 pub(super) struct Store {
