@@ -206,3 +206,14 @@ pub(super) fn copy_into_tree(tree: &Path, source: &Path, guest: &Path) -> Result
     let inside = guest.strip_prefix("/").unwrap_or(guest);
     write_file(&tree.join(inside), &data, mode)
 }
+
+/// A name for a file being written in `path`'s folder before it is renamed to `path`:
+/// `.NAME.PID` and `suffix`, so that what a killed build left can be told from what
+/// a running one writes.
+pub(super) fn temporary_beside(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}{suffix}", std::process::id()))
+}

@@ -50,8 +50,8 @@ use super::cache::{cache_dir, prune};
 use super::kernel::Kernel;
 use crate::error::Error;
 use files::{
-    absolute, copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run, tool,
-    tree_size, with_debootstrap_log, write_file,
+    absolute, copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run,
+    temporary_beside, tool, tree_size, with_debootstrap_log, write_file,
 };
 pub use init::Init;
 use init::INIT_PACKAGES;
@@ -113,14 +113,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         size_mib: options.size_mib,
     };
     let cached = image(&recipe, &log)?;
-    let tmp = out_dir.join(format!(
-        ".{}.{}.tmp",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = temporary_beside(&output, ".tmp");
     let copied = std::fs::copy(&cached, &tmp)
         .and_then(|_| std::fs::rename(&tmp, &output))
         .map_err(|source| Error::Io {
@@ -256,9 +249,6 @@ fn build_into(
         .filter(|p| !base_packages.contains(p))
         .cloned()
         .collect();
-    let out_dir = output
-        .parent()
-        .ok_or_else(|| Error::Image(format!("{} names no file", output.display())))?;
     let debootstrap = tool("debootstrap", "debootstrap")?;
     let mke2fs = tool("mke2fs", "e2fsprogs")?;
     let qemu_img = tool("qemu-img", "qemu-utils")?;
@@ -344,14 +334,7 @@ fn build_into(
             "debian: debootstrap done in {:.1} s",
             t.elapsed().as_secs_f64()
         ));
-        let tmp = cache.join(format!(
-            ".{}.{}",
-            tarball
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
+        let tmp = temporary_beside(&tarball, "");
         let saved = run(
             Command::new("tar")
                 .args([
@@ -503,14 +486,7 @@ fn build_into(
             .arg(&raw),
         "mke2fs",
     )?;
-    let tmp_out = out_dir.join(format!(
-        ".{}.{}.tmp",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp_out = temporary_beside(output, ".tmp");
     let converted = run(
         Command::new(&qemu_img)
             .args(["convert", "-f", "raw", "-O", "qcow2"])

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::files::temporary_beside;
 use super::SUITE;
 use crate::error::Error;
 use crate::image::cache::{cache_dir, prune};
@@ -45,11 +46,7 @@ impl Store {
 
     /// A temporary name for `image` in the same folder, for this process.
     pub(super) fn temporary(&self, image: &Path) -> PathBuf {
-        let name = image
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.dir.join(format!(".{name}.{}.tmp", std::process::id()))
+        temporary_beside(image, ".tmp")
     }
 
     /// The newest image of `inputs`, whatever index it was resolved against.
