@@ -27,7 +27,7 @@
 //! [machines.web]            # a Debian bookworm machine, its image built from the spec
 //! packages = ["nginx", "./dist/myapp_1.0_amd64.deb"]  # names, or local .deb files
 //! files = { "/etc/myapp.conf" = "myapp.conf" }         # guest path = host file; modes kept
-//! init = "systemd"          # or "sysvinit", "openrc"; default systemd
+//! init = "systemd"          # or "sysvinit", "openrc", "agent"; default systemd
 //!
 //! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
 //! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
