@@ -59,6 +59,64 @@ fn build_image(dir: &tempfile::TempDir, init: Init) -> PathBuf {
     build_image_with(dir, init, &[])
 }
 
+/// An init script as packages ship them (Debian's usual dependencies, including the
+/// optional facilities `$remote_fs`, `$syslog` and `$time` whose scripts the image
+/// leaves out), enabled by its package's postinst: it records that it ran.
+const PROBE_SCRIPT: &str = "#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          flotilla-probe
+# Required-Start:    $remote_fs $syslog $time
+# Required-Stop:     $remote_fs $syslog
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: records that it started
+### END INIT INFO
+case \"$1\" in
+  start) echo started > /run/flotilla-probe.started ;;
+esac
+exit 0
+";
+
+/// Packs [`PROBE_SCRIPT`] as `dir/flotilla-probe_1.0_all.deb`; returns its path.
+fn build_probe_deb(dir: &Path) -> PathBuf {
+    let root = dir.join("probe");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
+    let write = |path: &str, text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = root.join(path);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write(
+        "DEBIAN/control",
+        "Package: flotilla-probe\nVersion: 1.0\nArchitecture: all\n\
+         Maintainer: Flotilla tests <tests@localhost>\nDescription: an init script\n",
+        0o644,
+    );
+    write("DEBIAN/conffiles", "/etc/init.d/flotilla-probe\n", 0o644);
+    write(
+        "DEBIAN/postinst",
+        "#!/bin/sh\nset -e\nupdate-rc.d flotilla-probe defaults\n",
+        0o755,
+    );
+    write("etc/init.d/flotilla-probe", PROBE_SCRIPT, 0o755);
+    let deb = dir.join("flotilla-probe_1.0_all.deb");
+    let out = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dpkg-deb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deb
+}
+
 /// Builds `dir/debian.qcow2` with `init` and `packages`; returns its path.
 fn build_image_with(dir: &tempfile::TempDir, init: Init, packages: &[&str]) -> PathBuf {
     let started = Instant::now();
@@ -113,10 +171,33 @@ async fn assert_clean_power_off(deb: &Machine, limit: Duration) {
     eprintln!("powered off in {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// What Debian's rcS scripts (mountkernfs.sh, mountdevsubfs.sh, checkroot.sh,
+/// mountall.sh, bootmisc.sh) leave for services, though the image skips checkroot.sh's
+/// remounts: the kernel's file systems, a writable `/run`, `/run/lock` and `/tmp`, and
+/// `/etc/mtab`.
+async fn assert_local_file_systems(deb: &Machine) {
+    deb.succeed(
+        "findmnt /proc && findmnt /sys && findmnt /run && findmnt /dev/pts && findmnt /dev/shm",
+    )
+    .await
+    .unwrap();
+    deb.succeed(
+        "echo x > /run/lock/probe && echo x > /tmp/probe && echo x > /dev/shm/probe && \
+         test -d /run/sendsigs.omit.d && test -L /etc/mtab",
+    )
+    .await
+    .unwrap();
+    let mounts = deb.succeed("cat /etc/mtab").await.unwrap();
+    assert!(mounts.contains("/dev/vda / ext4 rw"), "{mounts}");
+    assert!(mounts.contains(" /dev/pts devpts rw"), "{mounts}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_image_boots_under_sysvinit() {
     let dir = tempfile::tempdir().unwrap();
-    let (net, deb) = boot(&dir, Init::Sysvinit).await;
+    let probe = build_probe_deb(dir.path());
+    build_image_with(&dir, Init::Sysvinit, &[probe.to_str().unwrap()]);
+    let (net, deb) = boot_image(&dir, Init::Sysvinit).await;
     assert_eq!(deb.succeed("cat /proc/1/comm").await.unwrap(), "init\n");
     deb.succeed("test ! -e /run/systemd/system && test ! -e /run/openrc")
         .await
@@ -136,6 +217,39 @@ async fn debian_image_boots_under_sysvinit() {
     let r = deb.execute("echo out; exit 3").await.unwrap();
     assert_eq!((r.code, r.stdout.as_str()), (Some(3), "out\n"));
     assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    assert_local_file_systems(&deb).await;
+    // The trimmed boot order (no clock, NFS, random seed, backlight, boot log scripts)
+    // is insserv's own, and still starts a packaged service in runlevel 2.
+    let boot = deb
+        .succeed("grep '^TARGETS' /etc/init.d/.depend.boot")
+        .await
+        .unwrap();
+    for script in [
+        "udev",
+        "checkroot.sh",
+        "mountall.sh",
+        "procps",
+        "bootmisc.sh",
+    ] {
+        assert!(boot.split_whitespace().any(|s| s == script), "{boot}");
+    }
+    for script in ["hwclock.sh", "urandom", "mountnfs.sh", "brightness"] {
+        assert!(!boot.split_whitespace().any(|s| s == script), "{boot}");
+    }
+    deb.succeed("ls /etc/rc2.d | grep -qx 'S[0-9][0-9]flotilla-probe'")
+        .await
+        .unwrap();
+    deb.wait_until_succeeds(
+        "test \"$(cat /run/flotilla-probe.started)\" = started",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let start = deb.succeed("cat /etc/init.d/.depend.start").await.unwrap();
+    assert!(
+        start.contains("flotilla-probe") && start.contains("flotilla-agent"),
+        "{start}"
+    );
     // No getty waits on a terminal.
     deb.fail("pgrep getty").await.unwrap();
     // Shutdown runs runlevel 0, whose K link stops the agent.
@@ -181,6 +295,8 @@ async fn debian_image_boots_under_openrc() {
     );
     let r = deb.execute("echo out; exit 3").await.unwrap();
     assert_eq!((r.code, r.stdout.as_str()), (Some(3), "out\n"));
+    assert_eq!(deb.succeed("hostname").await.unwrap(), "deb\n");
+    assert_local_file_systems(&deb).await;
     let e = deb
         .succeed("kill -KILL $PPID; sleep 300")
         .await

@@ -2,10 +2,11 @@
 //! into it (fstab, host name, machine id) and what each init is spared at boot.
 
 use std::path::Path;
+use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use super::files::{symlink, write_file};
+use super::files::{run, symlink, write_file};
 use super::init::Init;
 use crate::error::Error;
 use crate::image::initramfs::AGENT_INIT_MARKER;
@@ -57,6 +58,27 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
         "/dev/null",
         &tree.join("etc/systemd/network/99-default.link"),
     )?;
+    if init != Init::Systemd {
+        // Both inits run Debian's checkroot.sh, whose remounts cost 6-7 s under TCG.
+        configure_checkroot(tree)?;
+    }
+    if init == Init::Sysvinit {
+        // Each script is a few processes under TCG, and those of rcS hold up the
+        // agent's runlevel: drop those a throw-away test machine has no use for.
+        // update-rc.d (insserv) also makes the boot order (/etc/init.d/.depend.*) again.
+        for script in SYSVINIT_UNNEEDED {
+            if tree.join("etc/init.d").join(script).exists() {
+                run(
+                    Command::new("chroot")
+                        .arg(tree)
+                        .args(["update-rc.d", "-f", script, "remove"])
+                        .env("LC_ALL", "C.UTF-8")
+                        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    &format!("disabling {script} (chroot update-rc.d -f {script} remove)"),
+                )?;
+            }
+        }
+    }
     if init == Init::Openrc {
         // Each LSB script costs OpenRC a few seconds under TCG, at boot and again at
         // power-off: drop those a throw-away test machine has no use for.
@@ -181,6 +203,66 @@ const OPENRC_UNNEEDED: &[&str] = &[
     "off/savecache",
 ];
 
+/// sysvinit's scripts a test machine is spared (the same as OpenRC's above): the clock
+/// (the kernel reads the RTC at boot; hwclock.sh also writes it back at power-off), NFS
+/// (none in fstab; `$remote_fs` lists both as optional), backlight, the random seed
+/// saved on a disk that is thrown away (virtio-rng feeds the kernel), and the copy of
+/// the kernel's messages into /var/log/dmesg (`dmesg` shows them, the console log keeps
+/// them), which ran beside the agent in runlevel 2.
+const SYSVINIT_UNNEEDED: &[&str] = &[
+    "hwclock.sh",
+    "brightness",
+    "urandom",
+    "mountnfs.sh",
+    "mountnfs-bootclean.sh",
+    "umountnfs.sh",
+    "bootlogs",
+];
+
+/// The two lines by which Debian's checkroot.sh, once the root is read-write, remounts
+/// the kernel's file systems (`/proc`, `/sys`, `/run`, `/run/lock`, `/dev/pts`,
+/// `/dev/shm`) to apply their options from fstab and record them in `/etc/mtab`.
+const CHECKROOT_REMOUNTS: [&str; 2] = [
+    "\t/etc/init.d/mountkernfs.sh reload\n",
+    "\t/etc/init.d/mountdevsubfs.sh reload\n",
+];
+
+/// Leaves out checkroot.sh's remounts of the kernel's file systems: with no fstab entry
+/// for any of them (the image's fstab names only the root, and the spec's `files`
+/// cannot replace it) and `/etc/mtab` a link to `/proc/mounts` (checkroot.sh makes it
+/// one just before), they change nothing, but each of `domount`'s checks is a process
+/// or more: 6-7 s of the boot under TCG, and mountkernfs.sh and mountdevsubfs.sh ran
+/// just before. A checkroot.sh without those lines (another version) is left as it is.
+fn configure_checkroot(tree: &Path) -> Result<(), Error> {
+    let path = tree.join("etc/init.d/checkroot.sh");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    if let Some(trimmed) = without_remounts(&text) {
+        write_file(&path, trimmed.as_bytes(), 0o755)?;
+    }
+    Ok(())
+}
+
+/// `checkroot` without [`CHECKROOT_REMOUNTS`], or `None` when it lacks either line.
+fn without_remounts(checkroot: &str) -> Option<String> {
+    if !CHECKROOT_REMOUNTS.iter().all(|l| checkroot.contains(l)) {
+        return None;
+    }
+    let mut text = checkroot.to_owned();
+    for line in CHECKROOT_REMOUNTS {
+        text = text.replacen(
+            line,
+            &format!(
+                "\t: # flotilla: no remount, nothing to change ({})\n",
+                line.trim()
+            ),
+            1,
+        );
+    }
+    Some(text)
+}
+
 /// Comments out the gettys in sysvinit's `/etc/inittab`: nobody logs in on the
 /// virtual terminals, and six respawning gettys only cost CPU under emulation.
 fn configure_inittab(tree: &Path) -> Result<(), Error> {
@@ -211,6 +293,23 @@ fn without_gettys(inittab: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkroot_loses_its_remounts_only() {
+        let checkroot = "\trm -f /run/rootdev\n\n\t# S01mountkernfs.sh\n\
+                         \t/etc/init.d/mountkernfs.sh reload\n\t# S03mountdevsubfs.sh\n\
+                         \t/etc/init.d/mountdevsubfs.sh reload\n\n}\n";
+        let trimmed = without_remounts(checkroot).unwrap();
+        assert!(!trimmed.contains("\t/etc/init.d/"), "{trimmed}");
+        assert!(trimmed.contains("\trm -f /run/rootdev\n"), "{trimmed}");
+        assert!(trimmed.ends_with("\n\n}\n"), "{trimmed}");
+        assert_eq!(trimmed.lines().count(), checkroot.lines().count());
+        // Another version of the script is left alone.
+        assert_eq!(
+            without_remounts("\t/etc/init.d/mountkernfs.sh reload\n"),
+            None
+        );
+    }
 
     #[test]
     fn inittab_loses_its_gettys_only() {
