@@ -177,7 +177,18 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         return Ok(path);
     }
     let tmp = store.temporary(&path);
-    let versions = match build_into(recipe, &packages, &mirror, &index, &tmp, log) {
+    let versions = match build_into(
+        recipe,
+        &Resolved {
+            packages: &packages,
+            mirror: &mirror,
+            index: &index,
+            kernel: &kernel,
+            agent: &agent,
+        },
+        &tmp,
+        log,
+    ) {
         Ok(versions) => versions,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -231,16 +242,33 @@ fn base_trees() -> Vec<String> {
     trees
 }
 
-/// Builds the image of `recipe` at `output` from the mirror whose index is `index`;
-/// returns the installed packages and their versions.
+/// What [`image`] resolved for a recipe, and its key describes: the build uses the
+/// same values, not others looked up again.
+struct Resolved<'a> {
+    /// The whole checked package list (defaults and the init's included).
+    packages: &'a [String],
+    mirror: &'a str,
+    /// The mirror's index identity.
+    index: &'a str,
+    kernel: &'a Kernel,
+    agent: &'a [u8],
+}
+
+/// Builds the image of `recipe` at `output` from what `resolved` names; returns the
+/// installed packages and their versions.
 fn build_into(
     recipe: &Recipe,
-    packages: &[String],
-    mirror: &str,
-    index: &str,
+    resolved: &Resolved,
     output: &Path,
     log: &dyn Fn(&str),
 ) -> Result<Vec<(String, String)>, Error> {
+    let Resolved {
+        packages,
+        mirror,
+        index,
+        kernel,
+        agent,
+    } = *resolved;
     let started = Instant::now();
     let init = recipe.init;
     let base_packages = package_list(init, &[])?;
@@ -253,8 +281,6 @@ fn build_into(
     let mke2fs = tool("mke2fs", "e2fsprogs")?;
     let qemu_img = tool("qemu-img", "qemu-utils")?;
     let depmod = tool("depmod", "kmod")?;
-    let kernel = Kernel::locate()?;
-    let agent = crate::host::agent_binary()?;
 
     let cache = cache_dir().join("debian");
     create_dir(&cache)?;
@@ -402,7 +428,7 @@ fn build_into(
     // 2. The agent, by its own installer.
     let t = Instant::now();
     let installer = work.path().join("flotilla-agent");
-    write_file(&installer, &agent, 0o755)?;
+    write_file(&installer, agent, 0o755)?;
     run(
         Command::new(&installer)
             .arg("install")
