@@ -55,6 +55,8 @@
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
+//! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
+//!   environment); `report/`: `report/mod.rs` (the report of all machines).
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
 //!   file:line:col), `disks.rs` (disk tables), `debian.rs` (a Debian machine's
@@ -93,6 +95,7 @@
 mod accel;
 mod conditions;
 pub mod control;
+pub mod coverage;
 mod debian_machines;
 pub mod doctor;
 mod error;

@@ -1,0 +1,1 @@
+//! The coverage report (work in progress).
