@@ -58,6 +58,15 @@ enum Cmd {
         /// Write a JUnit XML report here (a test case per subtest).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Collect coverage data from every machine's instrumented programs (gcov,
+        /// LLVM) and report it: <out>/coverage/index.html, a tracefile per machine,
+        /// combined.info, and a table at the end.
+        #[arg(long)]
+        coverage: bool,
+        /// With --coverage: fail a passing test whose combined line coverage is under
+        /// PERCENT.
+        #[arg(long, value_name = "PERCENT", value_parser = percent)]
+        coverage_fail_under: Option<f64>,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -227,6 +236,8 @@ fn main() -> ExitCode {
             out,
             quiet,
             junit,
+            coverage,
+            coverage_fail_under,
             state,
         } => with_runtime(|interrupts| async move {
             let cancel = interrupts.all;
@@ -238,6 +249,8 @@ fn main() -> ExitCode {
             options.terminal = !quiet;
             options.junit = junit;
             options.keep_state = state.keep_state;
+            options.coverage = coverage;
+            options.coverage_fail_under = coverage_fail_under;
             let log_dir = options.log_dir.clone();
             match run_test(&spec, options, cancel).await {
                 Ok(()) => {
@@ -483,5 +496,13 @@ fn run_doctor() -> ExitCode {
     } else {
         println!("all requirements are met");
         ExitCode::SUCCESS
+    }
+}
+
+/// A percentage from 0 to 100 (`--coverage-fail-under`).
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
     }
 }

@@ -155,6 +155,13 @@ pub enum Error {
     },
     #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
     TestTimeout(Duration),
+    /// The test passed, but its combined line coverage is under the floor the user
+    /// asked for (`--coverage-fail-under`, `[coverage] fail_under`).
+    #[error(
+        "coverage: {} is under the floor of {floor:.1}% (--coverage-fail-under)",
+        match percent { Some(p) => format!("{p:.1}% of lines"), None => "no line data".into() }
+    )]
+    CoverageFloor { percent: Option<f64>, floor: f64 },
     /// A run refused or ended a control-socket session; its words.
     #[error("{0}")]
     Run(String),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::accel::{self, AccelChoice};
 use crate::conditions::Conditions;
+use crate::coverage;
 use crate::error::Error;
 use crate::fabric::Fabric;
 use crate::host::{agent_binary, qboot_firmware, qemu_binary};
@@ -16,7 +17,7 @@ use crate::junit::{Subtest, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
 use crate::run_dir::RunDir;
-use crate::spec::{MachineSpec, Spec};
+use crate::spec::{CoverageSpec, MachineSpec, Spec};
 
 /// How a [`Fleet`] runs.
 #[derive(Debug, Clone)]
@@ -36,6 +37,12 @@ pub struct FleetOptions {
     /// holds `root.qcow2` (the `image` overlay) and `<disk name>.qcow2`, made on first
     /// use and reused by every later run. `None`: disks are made per run and deleted.
     pub keep_state: Option<PathBuf>,
+    /// Collect coverage data from every machine (`--coverage`; the spec's
+    /// `[coverage] enabled` too): see [`Fleet::finish_coverage`].
+    pub coverage: bool,
+    /// Fail the test under this combined line coverage (`--coverage-fail-under`;
+    /// implies [`FleetOptions::coverage`]); overrides the spec's `fail_under`.
+    pub coverage_fail_under: Option<f64>,
 }
 
 impl FleetOptions {
@@ -48,6 +55,8 @@ impl FleetOptions {
             command_timeout: Duration::from_secs(300),
             junit: None,
             keep_state: None,
+            coverage: false,
+            coverage_fail_under: None,
         }
     }
 }
@@ -64,6 +73,8 @@ pub struct Fleet {
     /// Finished subtests, and the names of those running (outermost first).
     subtests: Subtests,
     subtest_stack: std::sync::Mutex<Vec<String>>,
+    /// The run's coverage settings, when it collects coverage.
+    coverage: Option<CoverageSpec>,
     // Removed (with every socket in it) when the network is dropped.
     sockets: RunDir,
 }
@@ -77,6 +88,13 @@ impl Fleet {
         let log = Log::create(&options.log_dir, options.terminal)?;
         // Machines with `packages`, `files` or `init` boot the image of that content.
         let spec = &crate::debian_machines::with_images(spec, &log)?;
+        let coverage =
+            (options.coverage || options.coverage_fail_under.is_some() || spec.coverage.enabled)
+                .then(|| CoverageSpec {
+                    enabled: true,
+                    fail_under: options.coverage_fail_under.or(spec.coverage.fail_under),
+                    llvm_binaries: spec.coverage.llvm_binaries.clone(),
+                });
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
@@ -86,8 +104,10 @@ impl Fleet {
         } else {
             None
         };
-        // Only machines with disks pay for loading virtio_blk.
-        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty()) {
+        // Only machines with disks (a coverage disk too) pay for loading virtio_blk.
+        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty())
+            || (coverage.is_some() && machines_that(|m| m.image.is_none()))
+        {
             Some(image::disk_initramfs(&kernel, &agent)?)
         } else {
             None
@@ -103,6 +123,12 @@ impl Fleet {
             boot.note,
             accel
         ));
+        if coverage.is_some() {
+            log.info(&format!(
+                "coverage: on; every machine's data goes to {}",
+                options.log_dir.join("coverage").display()
+            ));
+        }
         if let Some(dir) = &options.keep_state {
             log.info(&format!(
                 "machine disks are kept in {} (--keep-state): existing ones are reused",
@@ -169,7 +195,11 @@ impl Fleet {
                 },
                 initrd: match (&machine.image, &stage1, &with_disks) {
                     (Some(_), Some(stage1), _) => stage1.clone(),
-                    (None, _, Some(with_disks)) if !machine.disks.is_empty() => with_disks.clone(),
+                    (None, _, Some(with_disks))
+                        if !machine.disks.is_empty() || coverage.is_some() =>
+                    {
+                        with_disks.clone()
+                    }
                     _ => initrd.clone(),
                 },
                 accel: accel.clone(),
@@ -186,6 +216,7 @@ impl Fleet {
                 user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(number, forwards)),
                 conditions: conditions.clone(),
                 firmware: firmware.clone(),
+                coverage: coverage.is_some(),
             };
             machines.insert(name.clone(), Arc::new(Machine::new(config)));
         }
@@ -197,6 +228,7 @@ impl Fleet {
             fabric,
             log,
             accel,
+            coverage,
             sockets,
         })
     }
@@ -238,6 +270,96 @@ impl Fleet {
         let results = futures::future::join_all(self.machines.values().map(|m| m.start())).await;
         results.into_iter().collect::<Result<Vec<()>, Error>>()?;
         Ok(())
+    }
+
+    /// The run's coverage settings, when it collects coverage.
+    pub fn coverage(&self) -> Option<&CoverageSpec> {
+        self.coverage.as_ref()
+    }
+
+    /// With coverage on: ends every running machine's programs (so that instrumented
+    /// ones write their data), stops the machines, copies each machine's data to
+    /// `<log dir>/coverage/data/<machine>` and makes the report there (tracefiles,
+    /// HTML, the table it returns). The report is evidence: what goes wrong in it is
+    /// in its messages, never an error. `None` without coverage.
+    pub async fn finish_coverage(&self) -> Option<coverage::report::Report> {
+        let settings = self.coverage.as_ref()?;
+        let ends =
+            futures::future::join_all(self.machines.values().map(|m| m.end_programs())).await;
+        self.stop_all().await;
+        let out = self.log.dir().join("coverage");
+        let mut data = Vec::new();
+        let mut kernel = Vec::new();
+        for ((name, machine), ended) in self.machines.iter().zip(ends) {
+            let dest = out.join("data").join(name);
+            let disk = machine.coverage_disk();
+            let mut notes = Vec::new();
+            match &ended {
+                Ok(Some(e)) => {
+                    if !e.left.is_empty() {
+                        notes.push(format!(
+                            "still running {} s after SIGTERM, so without their data: {}",
+                            crate::machine::EXIT_GRACE.as_secs(),
+                            e.left.join(", ")
+                        ));
+                    }
+                    kernel.push((name.clone(), e.kernel_gcov));
+                }
+                Ok(None) if disk.exists() => notes.push(
+                    "not running at the end (crashed, killed or shut down): only the data \
+                     its programs wrote before"
+                        .into(),
+                ),
+                Ok(None) => {}
+                Err(e) => notes.push(format!("its programs could not be ended: {e}")),
+            }
+            if !disk.exists() {
+                notes.push("never started".into());
+            } else if let Err(e) = coverage::collect::extract(&disk, &dest) {
+                notes.push(e);
+            }
+            data.push(coverage::report::MachineData {
+                name: name.clone(),
+                data: dest,
+                note: (!notes.is_empty()).then(|| notes.join("; ")),
+            });
+        }
+        let options = coverage::report::Options {
+            llvm_binaries: settings.llvm_binaries.clone(),
+            fail_under: settings.fail_under,
+        };
+        let report_out = out.clone();
+        let mut report = tokio::task::spawn_blocking(move || {
+            coverage::report::build(&report_out, &data, &options)
+        })
+        .await
+        .unwrap_or_else(|e| coverage::report::Report {
+            out,
+            messages: vec![format!("the coverage report failed: {e}")],
+            ..Default::default()
+        });
+        let names = |has: bool| -> Vec<String> {
+            kernel
+                .iter()
+                .filter(|k| k.1 == has)
+                .map(|k| format!("`{}`", k.0))
+                .collect()
+        };
+        let (with, without) = (names(true), names(false));
+        if !with.is_empty() {
+            report.messages.push(format!(
+                "guest kernel of {}: its gcov data is in the report",
+                with.join(", ")
+            ));
+        }
+        if !without.is_empty() {
+            report.messages.push(format!(
+                "guest kernel of {}: no kernel coverage (no /sys/kernel/debug/gcov; \
+                 Debian's cloud kernel is built without CONFIG_GCOV_KERNEL)",
+                without.join(", ")
+            ));
+        }
+        Some(report)
     }
 
     /// Stops every machine, then the network's switches. Idempotent.

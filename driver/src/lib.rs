@@ -56,7 +56,7 @@
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
-//!   environment); `report/`: `report/mod.rs` (the report of all machines).
+//!   environment), `collect.rs` (reading a coverage disk on the host); `report/`: `report/mod.rs` (the report of all machines).
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
 //!   file:line:col), `disks.rs` (disk tables), `debian.rs` (a Debian machine's
@@ -70,7 +70,8 @@
 //!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),
 //!   `network.rs` (its NICs from the host: links, impairments, forwards, captures),
 //!   `disks.rs`, `commands.rs` (execute, succeed, fail, sessions), `waits.rs`,
-//!   `copy.rs` (file copies), `screen.rs` and `keys.rs` (screen and keyboard),
+//!   `copy.rs` (file copies), `coverage.rs` (its coverage disk and environment, ending
+//!   its programs), `screen.rs` and `keys.rs` (screen and keyboard),
 //!   `power.rs` (shutdown, crash, reboot, stop), `shell.rs` (shell quoting and output).
 //! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),

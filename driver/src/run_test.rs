@@ -92,12 +92,28 @@ pub async fn run_test(
         ))
     });
     let _ = thread.join();
+    let coverage = net.finish_coverage().await;
     net.stop_all().await;
-    let result = match result {
+    let mut result = match result {
         Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
         other => other,
     };
+    if let Some(report) = &coverage {
+        for line in report.table().lines() {
+            log.info(line);
+        }
+        for message in &report.messages {
+            log.info(&format!("coverage: {message}"));
+        }
+        let floor = net.coverage().and_then(|c| c.fail_under);
+        if let (Ok(()), Some(floor)) = (&result, floor) {
+            let percent = report.line_percent();
+            if !percent.is_some_and(|p| p >= floor) {
+                result = Err(Error::CoverageFloor { percent, floor });
+            }
+        }
+    }
     let took = started.elapsed().as_secs_f64();
     if let Some(path) = junit {
         let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();

@@ -10,6 +10,7 @@
 //! not written yet; the host reads it after QEMU stops. `report/` turns the data of
 //! all machines into tracefiles, an HTML report and the terminal's table.
 
+pub mod collect;
 pub mod report;
 
 /// Where the guest's coverage data goes (the mount point of the coverage disk).

@@ -40,20 +40,22 @@ impl Guest {
         }
     }
 
-    /// Runs `/bin/sh -c command`; `on_output` sees output as it comes (flotilla-agent)
-    /// or all at once at the end (QGA). At `timeout` the guest side kills the command
-    /// and what it started, and the status says `timed_out`.
+    /// Runs `/bin/sh -c command` with `env` added to its environment; `on_output` sees
+    /// output as it comes (flotilla-agent) or all at once at the end (QGA). At `timeout`
+    /// the guest side kills the command and what it started, and the status says
+    /// `timed_out`.
     pub async fn exec_shell(
         &self,
         command: &str,
         timeout: Duration,
+        env: &[(String, String)],
         mut on_output: impl FnMut(bool, &[u8]),
     ) -> Result<ExecOutput, GuestError> {
         match self {
             Guest::Flotilla(a) => {
                 let request = ExecRequest {
                     command: AgentCommand::Shell(command.to_owned()),
-                    env: Vec::new(),
+                    env: env.to_vec(),
                     cwd: None,
                     stdin: false,
                     timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
@@ -62,7 +64,12 @@ impl Guest {
                 Ok(a.exec(&request, on_output).await?)
             }
             Guest::Qga(q) => {
-                let out = qga::exec_shell(q, command, timeout).await?;
+                // qemu-ga's `env` replaces the whole environment: export instead.
+                let exports: String = env
+                    .iter()
+                    .map(|(k, v)| format!("export {k}='{}'; ", v.replace('\'', "'\\''")))
+                    .collect();
+                let out = qga::exec_shell(q, &format!("{exports}{command}"), timeout).await?;
                 on_output(false, &out.stdout);
                 on_output(true, &out.stderr);
                 Ok(out)

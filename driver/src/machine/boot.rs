@@ -70,6 +70,7 @@ impl Machine {
         let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
         self.ensure_disks().await?;
+        self.ensure_coverage_disk().await?;
         let firmware = match (c.spec.display, &c.firmware) {
             (false, Some(_)) => "qboot",
             (true, _) => "SeaBIOS and a VGA screen",
@@ -134,7 +135,10 @@ impl Machine {
             }
         };
         let configured = self
-            .unless_exited(&booting, self.configure_guest_net(&guest))
+            .unless_exited(&booting, async {
+                self.configure_guest_net(&guest).await?;
+                self.mount_coverage(&guest).await
+            })
             .await;
         if let Err(e) = configured {
             let _ = booting.process.close(Duration::from_secs(2)).await;

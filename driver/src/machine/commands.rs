@@ -76,7 +76,8 @@ impl Machine {
         let name = self.config.name.clone();
         let mut lines = [LineLog::default(), LineLog::default()];
         let guest = self.guest(&running).await?;
-        let exec = guest.exec_shell(command, timeout, |is_err, chunk| {
+        let env = self.coverage_env();
+        let exec = guest.exec_shell(command, timeout, &env, |is_err, chunk| {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
         let output: ExecOutput = tokio::select! {
@@ -202,8 +203,10 @@ impl Machine {
                 agent.hello.agent_version
             )));
         }
+        let mut request = request.clone();
+        request.env.extend(self.coverage_env());
         agent
-            .start(request)
+            .start(&request)
             .await
             .map_err(|source| self.agent_failed("starting an interactive command", source))
     }

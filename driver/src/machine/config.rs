@@ -42,6 +42,9 @@ pub(crate) struct MachineConfig {
     pub user_net: Mutex<UserNet>,
     /// qboot, for machines without a display (`None`: SeaBIOS for all).
     pub firmware: Option<PathBuf>,
+    /// Collect coverage data (`flotilla test --coverage`): a coverage disk, the
+    /// coverage environment for commands and services.
+    pub coverage: bool,
     /// The network's polling conditions, checked before every command.
     pub(crate) conditions: Arc<crate::conditions::Conditions>,
 }
@@ -50,6 +53,13 @@ impl MachineConfig {
     /// The host name the guest gets.
     pub fn hostname(&self) -> String {
         crate::spec::names::hostname(&self.name)
+    }
+
+    /// The coverage disk: an ext2 file system the guest mounts at
+    /// [`crate::coverage::GUEST_DIR`], read on the host after QEMU stops. It lives as
+    /// long as the run, across reboots.
+    pub(super) fn coverage_disk(&self) -> PathBuf {
+        self.socket_dir.join("coverage.ext2")
     }
 
     /// Where the disk named `name` (or [`ROOT_DISK`]) lives.

@@ -72,6 +72,7 @@ impl Machine {
             .exec_shell(
                 &format!("if [ -d {quoted} ]; then cd {quoted} && find . -type f; elif [ -e {quoted} ]; then echo; else echo \"no such file or directory: {}\" >&2; exit 1; fi", remote.replace('"', "")),
                 Duration::from_secs(60),
+                &[],
                 |_, _| {},
             )
             .await

@@ -39,7 +39,7 @@ impl Machine {
             _ => {
                 let script = self.guest_net_setup();
                 let out = guest
-                    .exec_shell(&script, Duration::from_secs(60), |_, _| {})
+                    .exec_shell(&script, Duration::from_secs(60), &[], |_, _| {})
                     .await
                     .map_err(agent_error)?;
                 if out.status.code != Some(0) {

@@ -17,6 +17,8 @@
 //! - `commands.rs`: [`CommandResult`], `execute`, `succeed`, `fail`, interactive sessions;
 //! - `waits.rs`: waiting for console text, files, ports, units, commands;
 //! - `copy.rs`: file copies between host and guest;
+//! - `coverage.rs`: the coverage disk, the coverage environment of commands, ending
+//!   the guest's programs so that they write their data;
 //! - `screen.rs` and `keys.rs`: screenshots, key presses and typing;
 //! - `power.rs`: shutdown, crash, reboot, stop;
 //! - `shell.rs`: shell quoting and output tails.
@@ -30,6 +32,7 @@ mod commands;
 mod config;
 mod console;
 mod copy;
+mod coverage;
 mod disks;
 mod events;
 mod evidence;
@@ -46,4 +49,5 @@ mod waits;
 
 pub use commands::CommandResult;
 pub(crate) use config::MachineConfig;
+pub(crate) use coverage::EXIT_GRACE;
 pub use state::Machine;

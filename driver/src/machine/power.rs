@@ -6,10 +6,15 @@ use super::state::Machine;
 use crate::error::Error;
 
 impl Machine {
-    /// Powers the guest off through the agent and waits for QEMU to exit. A guest that
+    /// Powers the guest off through the agent and waits for QEMU to exit (with
+    /// coverage on, its programs are ended first so that they write their data). A guest that
     /// does not power off within `timeout` (or whose agent cannot be asked) is an
     /// [`Error::PowerOff`]; QEMU is stopped all the same.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        // Instrumented programs write their coverage data as they exit.
+        if let Err(e) = self.end_programs().await {
+            self.log(&format!("coverage: its programs could not be ended: {e}"));
+        }
         let Some(running) = self.running.lock().await.take() else {
             return Ok(());
         };

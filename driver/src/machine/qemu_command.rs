@@ -77,6 +77,13 @@ impl QemuCommand {
         if c.spec.image.is_some() {
             append.push_str(" root=/dev/vda rw");
         }
+        if c.coverage {
+            // For the init and every service it starts: sysvinit passes the kernel's
+            // variables on, systemd takes them as systemd.setenv.
+            for (k, v) in crate::coverage::guest_env() {
+                let _ = write!(append, " {k}={v} systemd.setenv={k}={v}");
+            }
+        }
         if !c.spec.kernel_args.trim().is_empty() {
             append.push(' ');
             append.push_str(c.spec.kernel_args.trim());
@@ -123,6 +130,17 @@ impl QemuCommand {
                 .arg(drive_options(&disk.name, &path, &disk.inject_errors));
             cmd.arg("-device")
                 .arg(format!("virtio-blk-pci,drive={0},serial={0}", disk.name));
+        }
+        // The coverage disk last, so that the spec's disks keep their names.
+        if c.coverage {
+            let file = c.coverage_disk().display().to_string().replace(',', ",,");
+            cmd.arg("-drive").arg(format!(
+                "id=coverage,if=none,format=raw,werror=report,rerror=report,file={file}"
+            ));
+            cmd.arg("-device").arg(format!(
+                "virtio-blk-pci,drive=coverage,serial={}",
+                crate::coverage::DISK_SERIAL
+            ));
         }
         if let Ok(args) = c.fabric.plan.qemu_args(&c.name) {
             cmd.args(args);

@@ -11,6 +11,11 @@
 //! backend = "vde"           # or "multicast" (insecure, opt-in)
 //! offset = 0                # machine numbers (and addresses) start at offset + 1
 //!
+//! [coverage]                # distributed coverage (flotilla test --coverage)
+//! enabled = true
+//! fail_under = 60.0         # fail the test under 60% combined line coverage
+//! llvm_binaries = ["build/server"]  # LLVM-instrumented programs (GCC's need nothing)
+//!
 //! [[network.join]]          # share VLAN 1 with another driver's network
 //! vlan = 1
 //! switch = "/tmp/flotilla-abc123/vlan1.switch"
@@ -59,6 +64,6 @@ mod raw;
 mod types;
 
 pub use types::{
-    DiskSource, DiskSpec, FileSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec, PackageSource,
-    PackageSpec, Spec, SPEC_FILE_NAME,
+    CoverageSpec, DiskSource, DiskSpec, FileSpec, ForwardSpec, InjectError, JoinSpec, MachineSpec,
+    PackageSource, PackageSpec, Spec, SPEC_FILE_NAME,
 };

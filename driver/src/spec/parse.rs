@@ -9,8 +9,8 @@ use super::debian::{check_files, check_init, check_packages};
 use super::disks::check_disks;
 use super::forwards::{check_forwards, duplicate_host_port};
 use super::names::{check_machine_name, check_name};
-use super::raw::RawSpec;
-use super::types::{MachineSpec, Spec, SPEC_FILE_NAME};
+use super::raw::{RawCoverage, RawSpec};
+use super::types::{CoverageSpec, MachineSpec, Spec, SPEC_FILE_NAME};
 use crate::error::Error;
 use crate::guest::AgentKind;
 
@@ -242,7 +242,12 @@ impl Spec {
             }
             join.push(j);
         }
+        let coverage = match raw.coverage {
+            Some(c) => check_coverage(c.into_inner(), dir).map_err(|(span, m)| located(span, m))?,
+            None => CoverageSpec::default(),
+        };
         Ok(Spec {
+            coverage,
             offset,
             join,
             backend,
@@ -255,6 +260,41 @@ impl Spec {
             machines,
         })
     }
+}
+
+/// The `[coverage]` table: a floor between 0 and 100, LLVM binaries that exist.
+fn check_coverage(raw: RawCoverage, dir: &Path) -> Result<CoverageSpec, (Range<usize>, String)> {
+    let fail_under = match raw.fail_under {
+        Some(f) if !(0.0..=100.0).contains(f.get_ref()) => {
+            return Err((
+                f.span(),
+                format!(
+                    "coverage.fail_under = {} is not a percentage (0 to 100)",
+                    f.get_ref()
+                ),
+            ))
+        }
+        f => f.map(|f| *f.get_ref()),
+    };
+    let mut llvm_binaries = Vec::new();
+    for binary in raw.llvm_binaries {
+        let resolved = dir.join(binary.get_ref());
+        if !resolved.is_file() {
+            return Err((
+                binary.span(),
+                format!(
+                    "coverage.llvm_binaries: {} does not exist (build it before the test)",
+                    resolved.display()
+                ),
+            ));
+        }
+        llvm_binaries.push(std::path::absolute(&resolved).unwrap_or(resolved));
+    }
+    Ok(CoverageSpec {
+        enabled: raw.enabled,
+        fail_under,
+        llvm_binaries,
+    })
 }
 
 fn default_name(path: &Path) -> String {

@@ -21,6 +21,7 @@ pub(super) struct RawSpec {
     pub(super) command_timeout: Option<Spanned<u64>>,
     #[serde(default)]
     pub(super) network: RawNetwork,
+    pub(super) coverage: Option<Spanned<RawCoverage>>,
     #[serde(default)]
     pub(super) machines: BTreeMap<Spanned<String>, Spanned<RawMachine>>,
 }
@@ -33,6 +34,17 @@ pub(super) struct RawNetwork {
     pub(super) offset: Option<Spanned<u8>>,
     #[serde(default)]
     pub(super) join: Vec<Spanned<JoinSpec>>,
+}
+
+/// The `[coverage]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCoverage {
+    #[serde(default)]
+    pub(super) enabled: bool,
+    pub(super) fail_under: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) llvm_binaries: Vec<Spanned<PathBuf>>,
 }
 
 /// `[machines.NAME]` as written; [`Spec::parse`](super::types::Spec::parse) checks it into a

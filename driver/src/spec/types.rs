@@ -32,6 +32,24 @@ pub struct Spec {
     pub offset: u8,
     /// VLANs joined to another driver's switches.
     pub join: Vec<JoinSpec>,
+    /// The `[coverage]` table.
+    pub coverage: CoverageSpec,
+}
+
+/// Distributed coverage: the `[coverage]` table (`flotilla test --coverage` and
+/// `--coverage-fail-under` do the same from the command line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CoverageSpec {
+    /// Collect coverage data from every machine and report it at the end of the test.
+    pub enabled: bool,
+    /// Fail the test when the combined line coverage is under this percentage.
+    pub fail_under: Option<f64>,
+    /// Programs built with LLVM's source-based coverage (clang
+    /// `-fprofile-instr-generate -fcoverage-mapping`, Rust `-C instrument-coverage`),
+    /// resolved against the spec's folder: their coverage maps turn the machines'
+    /// `.profraw` data into line counts. GCC's data needs nothing (the `.gcno` files
+    /// sit in the build tree).
+    pub llvm_binaries: Vec<PathBuf>,
 }
 
 /// A VLAN shared with another driver's network: `[[network.join]]`.

@@ -1,0 +1,20 @@
+#!/bin/sh
+# The example's build step: the server and the client, instrumented for gcov, twice:
+#   build/static/   statically linked, for the default guest (busybox, no libc);
+#   build/dynamic/  dynamically linked, for Debian machines (bookworm's libc).
+# gcc writes each object's .gcno next to it; the programs write .gcda files at exit,
+# which `flotilla test --coverage` gathers from the machines and pairs with them.
+set -eu
+cd "$(dirname "$0")"
+CC=${CC:-gcc}
+for kind in static dynamic; do
+    flags="--coverage -O0 -g"
+    [ "$kind" = static ] && flags="$flags -static"
+    mkdir -p "build/$kind"
+    rm -f "build/$kind"/*.gcno "build/$kind"/*.gcda
+    for prog in server client; do
+        # shellcheck disable=SC2086 # $flags is a list of options
+        $CC $flags -o "build/$kind/$prog" "$prog.c" common.c
+    done
+done
+echo "built: $(ls build/static build/dynamic | tr '\n' ' ')"
