@@ -17,6 +17,8 @@ pub enum Group {
     Disks,
     /// Images whose guest runs QEMU's own agent, and the QGA tests of the qmp crate.
     Qga,
+    /// `flotilla test --coverage` and its example.
+    Coverage,
 }
 
 impl fmt::Display for Group {
@@ -25,6 +27,7 @@ impl fmt::Display for Group {
             Group::Boot => "boot (flotilla test, flotilla run)",
             Group::Disks => "disks and images (disks, image = ..., flotilla image debian)",
             Group::Qga => "QGA (agent = \"qga\" images, the qmp crate's QGA tests)",
+            Group::Coverage => "coverage (flotilla test --coverage, examples/coverage)",
         })
     }
 }
@@ -62,6 +65,12 @@ pub fn checks() -> Vec<Check> {
         tool_check(Group::Disks, "debootstrap", "debootstrap"),
         tool_check(Group::Disks, "depmod", "kmod"),
         version_check(Group::Qga, "qemu-ga", "qemu-ga".into(), "qemu-guest-agent"),
+        tool_check(Group::Coverage, "debugfs", "e2fsprogs"),
+        version_check(Group::Coverage, "gcc", "gcc".into(), "gcc"),
+        version_check(Group::Coverage, "gcov", "gcov".into(), "gcc"),
+        version_check(Group::Coverage, "genhtml", "genhtml".into(), "lcov"),
+        static_libc(),
+        llvm_tools(),
     ];
     out.sort_by_key(|c| c.group);
     out
@@ -128,6 +137,39 @@ fn tool_check(group: Group, name: &'static str, package: &str) -> Check {
             format!("{SETUP_HINT}, or apt-get install {package}"),
         ),
     }
+}
+
+/// The static C library, for the coverage example's static build (the default guest
+/// has no libc).
+fn static_libc() -> Check {
+    let path = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libc.a");
+    if path.is_file() {
+        ok(Group::Coverage, "libc.a", path.display().to_string())
+    } else {
+        missing(
+            Group::Coverage,
+            "libc.a",
+            format!("{} not found: gcc -static cannot link", path.display()),
+            format!("{SETUP_HINT}, or apt-get install libc6-dev"),
+        )
+    }
+}
+
+/// LLVM's coverage tools, needed only for LLVM data (clang, Rust): reported, never
+/// a failure.
+fn llvm_tools() -> Check {
+    let found: Vec<String> = (11..=25)
+        .rev()
+        .map(|v| format!("llvm-cov-{v}"))
+        .chain(["llvm-cov".to_owned()])
+        .filter_map(|name| which(&name).map(|p| p.display().to_string()))
+        .collect();
+    let detail = if found.is_empty() {
+        "none (only for LLVM data: apt-get install llvm-NN)".into()
+    } else {
+        found.join(", ")
+    };
+    ok(Group::Coverage, "llvm-cov", detail)
 }
 
 fn kernel() -> Check {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod coverage;
 mod debian;
 
 use std::os::unix::fs::PermissionsExt;

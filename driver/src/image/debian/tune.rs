@@ -80,6 +80,19 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
         }
     }
     if init == Init::Openrc {
+        // OpenRC gives services only the variables rc.conf allows: let coverage's
+        // through (the kernel command line sets them under `flotilla test --coverage`).
+        let rc_conf = tree.join("etc/rc.conf");
+        let mut text = std::fs::read_to_string(&rc_conf).unwrap_or_default();
+        let names: Vec<String> = crate::coverage::guest_env()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        text.push_str(&format!(
+            "\n# flotilla: coverage data\nrc_env_allow=\"{}\"\n",
+            names.join(" ")
+        ));
+        write_file(&rc_conf, text.as_bytes(), 0o644)?;
         // Each LSB script costs OpenRC a few seconds under TCG, at boot and again at
         // power-off: drop those a throw-away test machine has no use for.
         for service in OPENRC_UNNEEDED {

@@ -1,0 +1,224 @@
+//! Distributed coverage through the binary: the example's C server and client on the
+//! default guest (static) and on Debian (dynamic, the server a systemd service); data
+//! kept across a reboot and a crash; the floor of `--coverage-fail-under`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{assert_no_qemu_left, flotilla_test, run_expecting, tag, workspace};
+
+/// A copy of `examples/coverage` in `dir`, built there by its own `build.sh` (so that
+/// tests running at once do not rebuild each other's programs).
+fn built_example(dir: &Path) -> PathBuf {
+    let example = workspace().join("examples/coverage");
+    let copy = dir.join("coverage");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&example).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let out = std::process::Command::new(copy.join("build.sh"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build.sh: {out:?}");
+    copy
+}
+
+/// Line counts per source file name in an lcov tracefile (`DA:` records summed).
+fn line_counts(tracefile: &Path) -> BTreeMap<String, BTreeMap<u32, u64>> {
+    let text = std::fs::read_to_string(tracefile)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", tracefile.display()));
+    let mut files: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(path) = line.strip_prefix("SF:") {
+            current = Path::new(path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+        } else if let Some(da) = line.strip_prefix("DA:") {
+            let mut parts = da.split(',');
+            let n: u32 = parts.next().unwrap().parse().unwrap();
+            let count: u64 = parts.next().unwrap().parse().unwrap();
+            *files
+                .entry(current.clone())
+                .or_default()
+                .entry(n)
+                .or_default() += count;
+        }
+    }
+    files
+}
+
+/// The number of the line of `source` (in the example) that contains `text`.
+fn line_of(example: &Path, source: &str, text: &str) -> u32 {
+    let body = std::fs::read_to_string(example.join(source)).unwrap();
+    let index = body
+        .lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{source} has no line with {text}"));
+    u32::try_from(index).unwrap() + 1
+}
+
+/// How often `machine` ran the line of `source` containing `text` (0 if never).
+fn ran(out: &Path, example: &Path, machine: &str, source: &str, text: &str) -> u64 {
+    let counts = line_counts(&out.join(format!("coverage/{machine}.info")));
+    let line = line_of(example, source, text);
+    counts
+        .get(source)
+        .and_then(|c| c.get(&line))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_example_reports_what_each_machine_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    let out = dir.path().join("out");
+    let tag = tag();
+    let t = run_expecting(
+        flotilla_test(&example, &out, &tag).args(["--coverage-fail-under", "10"]),
+        0,
+    );
+    assert_no_qemu_left(&tag);
+    // Only the server capitalises, only the client checks replies, both send lines.
+    assert!(
+        ran(
+            &out,
+            &example,
+            "server",
+            "common.c",
+            "*text = (char)toupper"
+        ) > 0
+    );
+    assert_eq!(
+        ran(
+            &out,
+            &example,
+            "client",
+            "common.c",
+            "*text = (char)toupper"
+        ),
+        0
+    );
+    assert!(ran(&out, &example, "client", "common.c", "if (sscanf(reply") > 0);
+    assert_eq!(
+        ran(&out, &example, "server", "common.c", "if (sscanf(reply"),
+        0
+    );
+    for machine in ["server", "client"] {
+        assert!(
+            ran(
+                &out,
+                &example,
+                machine,
+                "common.c",
+                "size_t len = strlen(line)"
+            ) > 0
+        );
+    }
+    // The server's own file, run up to its clean exit on SIGTERM.
+    assert!(
+        ran(
+            &out,
+            &example,
+            "server",
+            "server.c",
+            "printf(\"server: stopping"
+        ) > 0
+    );
+    // The combined tracefile sums the machines.
+    let combined = line_counts(&out.join("coverage/combined.info"));
+    let send = line_of(&example, "common.c", "size_t len = strlen(line)");
+    let per_machine: u64 = ["server", "client"]
+        .iter()
+        .map(|m| ran(&out, &example, m, "common.c", "size_t len = strlen(line)"))
+        .sum();
+    assert_eq!(combined["common.c"][&send], per_machine);
+    // The HTML report and the table at the end.
+    assert!(out.join("coverage/index.html").is_file());
+    assert!(t.contains("common.c"), "{t}");
+    assert!(t.contains("server") && t.contains("client"), "{t}");
+    assert!(t.contains("coverage/index.html"), "{t}");
+    assert!(t.contains("no kernel coverage"), "{t}");
+}
+
+#[test]
+fn data_survives_a_reboot_and_a_crash_and_a_floor_fails_the_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    std::fs::write(
+        example.join("flotilla.toml"),
+        "script = \"t.rhai\"\n[machines.server]\n[machines.client]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        example.join("t.rhai"),
+        r#"
+start_all();
+server.copy_to("build/static/server", "/usr/local/bin/server");
+client.copy_to("build/static/client", "/usr/local/bin/client");
+server.succeed("server > /dev/null 2>&1 &");
+server.wait_for_open_port(7000);
+client.succeed(`client ${server.ip(1)} one`);
+// The reboot ends the server first: its data of the first connection is written.
+server.reboot();
+server.succeed("server > /dev/null 2>&1 &");
+server.wait_for_open_port(7000);
+client.succeed(`client ${server.ip(1)} two`);
+// The client's data was written when it exited; the crash does not lose it.
+client.crash();
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let tag = tag();
+    let t = run_expecting(
+        flotilla_test(&example, &out, &tag).args(["--coverage-fail-under", "99.5"]),
+        1,
+    );
+    assert_no_qemu_left(&tag);
+    assert!(t.contains("under the floor of 99.5%"), "{t}");
+    // Two connections, one before and one after the reboot.
+    assert_eq!(ran(&out, &example, "server", "server.c", "serve(conn);"), 2);
+    // Two runs of the client, both before its crash.
+    assert_eq!(
+        ran(
+            &out,
+            &example,
+            "client",
+            "client.c",
+            "send_line(fd, \"bye\")"
+        ),
+        2
+    );
+    assert!(t.contains("not running at the end"), "{t}");
+}
+
+#[test]
+fn a_debian_service_writes_coverage_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    let out = dir.path().join("out");
+    let tag = tag();
+    run_expecting(
+        &mut flotilla_test(&example.join("debian.toml"), &out, &tag),
+        0,
+    );
+    assert_no_qemu_left(&tag);
+    // The server ran as a systemd service: its environment came from the kernel's
+    // command line (systemd.setenv), and the SIGTERM at the end let it write.
+    assert!(
+        ran(
+            &out,
+            &example,
+            "server",
+            "common.c",
+            "*text = (char)toupper"
+        ) > 0
+    );
+    assert!(ran(&out, &example, "client", "common.c", "if (sscanf(reply") > 0);
+}
