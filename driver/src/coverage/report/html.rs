@@ -163,7 +163,7 @@ fn index_page(input: &Input) -> String {
         }
         let totals: Vec<Option<Cell>> = s.machine_totals.iter().copied().map(Some).collect();
         row(&mut h, "<b>total</b>".into(), s.total, &totals);
-        h.push_str("</table>\n<p>A machine's numbers count the files it has data of; `-`: none of its programs contains the file.</p>\n");
+        h.push_str("</table>\n<p>A machine's numbers count the files it has data of; a dash: none of its programs contains the file.</p>\n");
     }
     if !input.links.is_empty() {
         h.push_str("<h2>Files</h2>\n<ul>\n");
@@ -274,18 +274,22 @@ fn file_page(input: &Input, n: usize) -> String {
         let _ = write!(h, "<th class=\"num\">{}</th>", esc(m));
     }
     h.push_str("<th>source</th></tr>\n");
-    let numbers: Vec<u32> = if source.is_some() {
-        (1..=(lines.len() as u32).max(last_data_line)).collect()
-    } else {
-        let mut all: Vec<u32> = counts
-            .iter()
-            .flatten()
-            .flat_map(|l| l.keys().copied())
-            .collect();
-        all.sort_unstable();
-        all.dedup();
-        all
-    };
+    // Every line of the source, and the instrumented lines past its end (or all of
+    // them when there is no source).
+    let mut instrumented: Vec<u32> = counts
+        .iter()
+        .flatten()
+        .flat_map(|l| l.keys().copied())
+        .collect();
+    instrumented.sort_unstable();
+    instrumented.dedup();
+    let numbers: Vec<u32> = (1..=lines.len() as u32)
+        .chain(
+            instrumented
+                .into_iter()
+                .filter(|&n| n as usize > lines.len()),
+        )
+        .collect();
     for number in numbers {
         let per: Vec<Option<u64>> = counts
             .iter()
@@ -312,7 +316,10 @@ fn file_page(input: &Input, n: usize) -> String {
                 None => h.push_str("<td class=\"num\"></td>"),
             }
         }
-        let text = lines.get(number as usize - 1).copied().unwrap_or("");
+        let text = lines
+            .get((number as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or("");
         let _ = writeln!(h, "<td>{}</td></tr>", esc(text));
     }
     h.push_str("</table>\n</body></html>\n");
