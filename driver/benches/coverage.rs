@@ -58,7 +58,10 @@ fn main() {
     let (off, on) = (median(&mut off), median(&mut on));
     println!();
     println!("examples/coverage, two machines, median of {runs} run(s):");
-    println!("  test without coverage   {:6.2} s  (baseline)", off.as_secs_f64());
+    println!(
+        "  test without coverage   {:6.2} s  (baseline)",
+        off.as_secs_f64()
+    );
     println!(
         "  test with coverage      {:6.2} s  {:.2}x, +{:.2} s",
         on.as_secs_f64(),

@@ -324,20 +324,6 @@ impl Fleet {
                 note: (!notes.is_empty()).then(|| notes.join("; ")),
             });
         }
-        let options = coverage::report::Options {
-            llvm_binaries: settings.llvm_binaries.clone(),
-            fail_under: settings.fail_under,
-        };
-        let report_out = out.clone();
-        let mut report = tokio::task::spawn_blocking(move || {
-            coverage::report::build(&report_out, &data, &options)
-        })
-        .await
-        .unwrap_or_else(|e| coverage::report::Report {
-            out,
-            messages: vec![format!("the coverage report failed: {e}")],
-            ..Default::default()
-        });
         let names = |has: bool| -> Vec<String> {
             kernel
                 .iter()
@@ -346,19 +332,41 @@ impl Fleet {
                 .collect()
         };
         let (with, without) = (names(true), names(false));
+        let mut notes = Vec::new();
         if !with.is_empty() {
-            report.messages.push(format!(
-                "guest kernel of {}: its gcov data is in the report",
-                with.join(", ")
+            notes.push((
+                "guest kernel".to_owned(),
+                format!(
+                    "the gcov data of {}'s kernel is in the report",
+                    with.join(", ")
+                ),
             ));
         }
         if !without.is_empty() {
-            report.messages.push(format!(
-                "guest kernel of {}: no kernel coverage (no /sys/kernel/debug/gcov; \
-                 Debian's cloud kernel is built without CONFIG_GCOV_KERNEL)",
-                without.join(", ")
+            notes.push((
+                "guest kernel".to_owned(),
+                format!(
+                    "no kernel coverage from {}: no /sys/kernel/debug/gcov (Debian's \
+                     cloud kernel is built without CONFIG_GCOV_KERNEL)",
+                    without.join(", ")
+                ),
             ));
         }
+        let options = coverage::report::Options {
+            llvm_binaries: settings.llvm_binaries.clone(),
+            fail_under: settings.fail_under,
+            notes,
+        };
+        let report_out = out.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            coverage::report::build(&report_out, &data, &options)
+        })
+        .await
+        .unwrap_or_else(|e| coverage::report::Report {
+            out,
+            messages: vec![format!("the coverage report failed: {e}")],
+            ..Default::default()
+        });
         Some(report)
     }
 

@@ -56,7 +56,15 @@
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
-//!   environment), `collect.rs` (reading a coverage disk on the host); `report/`: `report/mod.rs` (the report of all machines).
+//!   environment), `collect.rs` (reading a coverage disk on the host); `report/`, the report of all machines: `report/mod.rs` (the entry
+//!   point, the tools chosen), `report/guest_files.rs` (reading the untrusted data:
+//!   regular files only, no links), `report/tools.rs` (running gcov, llvm and lcov
+//!   tools), `report/tracefile.rs` (the lcov format: read, write, merge),
+//!   `report/gcov.rs` (`.gcda` paired with the host's `.gcno`, checked, read),
+//!   `report/llvm.rs` (`.profraw` through llvm-profdata and llvm-cov),
+//!   `report/summary.rs` (the numbers per file and machine), `report/table.rs` (the
+//!   terminal's table), `report/html.rs` (our pages: counts per machine per line),
+//!   `report/genhtml.rs` (lcov's genhtml), `report/tests.rs` (end to end with gcc).
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
 //!   file:line:col), `disks.rs` (disk tables), `debian.rs` (a Debian machine's

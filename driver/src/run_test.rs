@@ -103,8 +103,9 @@ pub async fn run_test(
         for line in report.table().lines() {
             log.info(line);
         }
+        // The table quotes the first problems; the log file keeps them all.
         for message in &report.messages {
-            log.info(&format!("coverage: {message}"));
+            log.file_only(&format!("coverage: {message}"));
         }
         let floor = net.coverage().and_then(|c| c.fail_under);
         if let (Ok(()), Some(floor)) = (&result, floor) {

@@ -143,7 +143,7 @@ fn the_example_reports_what_each_machine_ran() {
     assert!(t.contains("common.c"), "{t}");
     assert!(t.contains("server") && t.contains("client"), "{t}");
     assert!(t.contains("coverage/index.html"), "{t}");
-    assert!(t.contains("no kernel coverage"), "{t}");
+    assert!(t.contains("no kernel coverage from"), "{t}");
 }
 
 #[test]
@@ -166,6 +166,8 @@ server.wait_for_open_port(7000);
 client.succeed(`client ${server.ip(1)} one`);
 // The reboot ends the server first: its data of the first connection is written.
 server.reboot();
+// The default guest's root is its initramfs: the program is copied in again.
+server.copy_to("build/static/server", "/usr/local/bin/server");
 server.succeed("server > /dev/null 2>&1 &");
 server.wait_for_open_port(7000);
 client.succeed(`client ${server.ip(1)} two`);
@@ -221,4 +223,39 @@ fn a_debian_service_writes_coverage_data() {
         ) > 0
     );
     assert!(ran(&out, &example, "client", "common.c", "if (sscanf(reply") > 0);
+}
+
+#[test]
+fn services_of_every_init_get_the_coverage_environment() {
+    // The agent is itself a service of each init (sysvinit and OpenRC start it from
+    // an init script): the environment it got is what their services get.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flotilla.toml"),
+        "script = \"t.rhai\"\ntimeout = 900\nboot_timeout = 300\n\
+         [coverage]\nenabled = true\n\
+         [machines.sysv]\ninit = \"sysvinit\"\nmemory = 512\n\
+         [machines.orc]\ninit = \"openrc\"\nmemory = 512\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        r#"
+start_all();
+for m in [sysv, orc] {
+    m.succeed("tr '\\0' '\\n' < /proc/$(pidof flotilla-agent)/environ | grep -qx 'GCOV_PREFIX=/run/flotilla/coverage/gcov'");
+    m.succeed("tr '\\0' '\\n' < /proc/$(pidof flotilla-agent)/environ | grep -qx 'LLVM_PROFILE_FILE=/run/flotilla/coverage/llvm/%h-%p-%m.profraw'");
+    // And a command's own environment.
+    m.succeed("[ \"$GCOV_PREFIX_STRIP\" = 0 ]");
+}
+"#,
+    )
+    .unwrap();
+    let tag = tag();
+    let t = run_expecting(
+        &mut flotilla_test(dir.path(), &dir.path().join("out"), &tag),
+        0,
+    );
+    assert_no_qemu_left(&tag);
+    assert!(t.contains("no kernel coverage from"), "{t}");
 }

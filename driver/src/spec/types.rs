@@ -238,6 +238,9 @@ mod readme {
                 "`network.backend`",
                 "`network.offset`",
                 "`[[network.join]]`",
+                "`coverage.enabled`",
+                "`coverage.fail_under`",
+                "`coverage.llvm_binaries`",
             ]
             .map(String::from),
         );
