@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::{assert_no_qemu_left, flotilla_test, run_expecting, tag, workspace};
 
+/// Lines of `common.c`: one only the server runs, one only the client, one both.
+const SERVER_ONLY: &str = "*text = (char)toupper";
+const CLIENT_ONLY: &str = "if (sscanf(reply";
+const BOTH: &str = "size_t len = strlen(line)";
+
 /// A copy of `examples/coverage` in `dir`, built there by its own `build.sh` (so that
 /// tests running at once do not rebuild each other's programs).
 fn built_example(dir: &Path) -> PathBuf {
@@ -85,40 +90,12 @@ fn the_example_reports_what_each_machine_ran() {
     );
     assert_no_qemu_left(&tag);
     // Only the server capitalises, only the client checks replies, both send lines.
-    assert!(
-        ran(
-            &out,
-            &example,
-            "server",
-            "common.c",
-            "*text = (char)toupper"
-        ) > 0
-    );
-    assert_eq!(
-        ran(
-            &out,
-            &example,
-            "client",
-            "common.c",
-            "*text = (char)toupper"
-        ),
-        0
-    );
-    assert!(ran(&out, &example, "client", "common.c", "if (sscanf(reply") > 0);
-    assert_eq!(
-        ran(&out, &example, "server", "common.c", "if (sscanf(reply"),
-        0
-    );
+    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
+    assert_eq!(ran(&out, &example, "client", "common.c", SERVER_ONLY), 0);
+    assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
+    assert_eq!(ran(&out, &example, "server", "common.c", CLIENT_ONLY), 0);
     for machine in ["server", "client"] {
-        assert!(
-            ran(
-                &out,
-                &example,
-                machine,
-                "common.c",
-                "size_t len = strlen(line)"
-            ) > 0
-        );
+        assert!(ran(&out, &example, machine, "common.c", BOTH) > 0);
     }
     // The server's own file, run up to its clean exit on SIGTERM.
     assert!(
@@ -132,10 +109,10 @@ fn the_example_reports_what_each_machine_ran() {
     );
     // The combined tracefile sums the machines.
     let combined = line_counts(&out.join("coverage/combined.info"));
-    let send = line_of(&example, "common.c", "size_t len = strlen(line)");
+    let send = line_of(&example, "common.c", BOTH);
     let per_machine: u64 = ["server", "client"]
         .iter()
-        .map(|m| ran(&out, &example, m, "common.c", "size_t len = strlen(line)"))
+        .map(|m| ran(&out, &example, m, "common.c", BOTH))
         .sum();
     assert_eq!(combined["common.c"][&send], per_machine);
     // The HTML report and the table at the end.
@@ -213,16 +190,8 @@ fn a_debian_service_writes_coverage_data() {
     assert_no_qemu_left(&tag);
     // The server ran as a systemd service: its environment came from the kernel's
     // command line (systemd.setenv), and the SIGTERM at the end let it write.
-    assert!(
-        ran(
-            &out,
-            &example,
-            "server",
-            "common.c",
-            "*text = (char)toupper"
-        ) > 0
-    );
-    assert!(ran(&out, &example, "client", "common.c", "if (sscanf(reply") > 0);
+    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
+    assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
 }
 
 #[test]

@@ -91,11 +91,7 @@ fn gcc_major(version: u32) -> Option<u32> {
 pub fn capture(machine: &str, root: &Path, shown_as: &Path, work: &Path) -> Capture {
     let mut capture = Capture::default();
     let listing = guest_files::list(root, ".gcda", shown_as);
-    for skipped in &listing.skipped {
-        capture
-            .messages
-            .push(format!("machine {machine}: {skipped}"));
-    }
+    capture.messages = listing.messages_of(machine);
     capture.found = listing.files.len();
     capture.skipped = listing.skipped.len();
     let mut gcov_tools: BTreeMap<Option<u32>, Option<PathBuf>> = BTreeMap::new();

@@ -22,6 +22,16 @@ pub struct Listing {
     pub skipped: Vec<String>,
 }
 
+impl Listing {
+    /// The skipped files' messages, each naming `machine`.
+    pub fn messages_of(&self, machine: &str) -> Vec<String> {
+        self.skipped
+            .iter()
+            .map(|skipped| format!("machine {machine}: {skipped}"))
+            .collect()
+    }
+}
+
 /// The regular files under `root` whose name ends with `extension` (with the dot),
 /// recursively. `root` missing is an empty listing. Symbolic links and other special
 /// files are skipped with a message (named by their path below `shown_as`); files

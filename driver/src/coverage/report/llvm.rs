@@ -48,11 +48,7 @@ pub fn capture(
 ) -> Capture {
     let mut capture = Capture::default();
     let listing = guest_files::list(root, ".profraw", shown_as);
-    for skipped in &listing.skipped {
-        capture
-            .messages
-            .push(format!("machine {machine}: {skipped}"));
-    }
+    capture.messages = listing.messages_of(machine);
     capture.found = listing.files.len();
     capture.skipped = listing.skipped.len();
     if listing.files.is_empty() {
