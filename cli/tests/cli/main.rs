@@ -483,8 +483,9 @@ fn doctor_fails_when_something_is_missing() {
 #[test]
 fn doctor_checks_the_disk_and_qga_tools() {
     // A PATH with only QEMU and the VDE tools: qemu-img and qemu-ga, which Flotilla
-    // starts from PATH, are missing; the image builder's tools are still found in
-    // /usr/sbin and /sbin, where it looks too.
+    // starts from PATH, are missing, and so are coverage's gcc, gcov and genhtml; the
+    // image builder's tools (and debugfs) are still found in /usr/sbin and /sbin,
+    // where it looks too.
     let bin = tempfile::tempdir().unwrap();
     for tool in ["qemu-system-x86_64", "vde_switch", "wirefilter"] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
@@ -494,7 +495,7 @@ fn doctor_checks_the_disk_and_qga_tools() {
         std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
     }
     let t = run_expecting(flotilla().arg("doctor").env("PATH", bin.path()), 1);
-    for name in ["qemu-img", "qemu-ga"] {
+    for name in ["qemu-img", "qemu-ga", "gcc", "gcov", "genhtml"] {
         assert!(
             t.lines()
                 .any(|l| l.starts_with(&format!("MISSING {name} "))),
@@ -503,8 +504,9 @@ fn doctor_checks_the_disk_and_qga_tools() {
     }
     assert!(t.contains("apt-get install qemu-utils"), "{t}");
     assert!(t.contains("apt-get install qemu-guest-agent"), "{t}");
-    assert!(t.contains("2 requirement(s) missing"), "{t}");
-    for name in ["qemu", "vde_switch", "debootstrap", "mke2fs"] {
+    assert!(t.contains("apt-get install lcov"), "{t}");
+    assert!(t.contains("5 requirement(s) missing"), "{t}");
+    for name in ["qemu", "vde_switch", "debootstrap", "mke2fs", "debugfs"] {
         assert!(
             t.lines()
                 .any(|l| l.split_whitespace().take(2).eq(["ok", name])),
