@@ -155,21 +155,24 @@ fn static_libc() -> Check {
     }
 }
 
-/// LLVM's coverage tools, needed only for LLVM data (clang, Rust): reported, never
-/// a failure.
+/// LLVM's coverage tools, for LLVM data (clang, Rust): the newest installed
+/// `llvm-profdata-NN` with its `llvm-cov-NN` (the report tries each version, newest
+/// first; Rust 1.95's data needs 19 or newer).
 fn llvm_tools() -> Check {
-    let found: Vec<String> = (11..=25)
-        .rev()
-        .map(|v| format!("llvm-cov-{v}"))
-        .chain(["llvm-cov".to_owned()])
-        .filter_map(|name| which(&name).map(|p| p.display().to_string()))
-        .collect();
-    let detail = if found.is_empty() {
-        "none (only for LLVM data: apt-get install llvm-NN)".into()
-    } else {
-        found.join(", ")
-    };
-    ok(Group::Coverage, "llvm-cov", detail)
+    let found = (11..=30).rev().find_map(|v| {
+        let profdata = which(format!("llvm-profdata-{v}"))?;
+        which(format!("llvm-cov-{v}"))?;
+        Some(format!("LLVM {v} ({})", profdata.display()))
+    });
+    match found {
+        Some(detail) => ok(Group::Coverage, "llvm", detail),
+        None => missing(
+            Group::Coverage,
+            "llvm",
+            "no llvm-profdata-NN with its llvm-cov-NN in PATH (LLVM data: clang, Rust)".into(),
+            format!("{SETUP_HINT}, or apt-get install llvm-19"),
+        ),
+    }
 }
 
 fn kernel() -> Check {

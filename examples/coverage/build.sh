@@ -17,4 +17,13 @@ for kind in static dynamic; do
         $CC $flags -o "build/$kind/$prog" "$prog.c" common.c
     done
 done
-echo "built: $(ls build/static build/dynamic | tr '\n' ' ')"
+# The client again in Rust, with LLVM's source-based coverage, static for the default
+# guest: its .profraw data is read against this binary's coverage map (rust.toml's
+# coverage.llvm_binaries), by llvm-profdata and llvm-cov of LLVM 19 or newer.
+if command -v rustc >/dev/null 2>&1; then
+    rustc --edition 2021 -C instrument-coverage -C opt-level=0 -C target-feature=+crt-static \
+        -o build/static/client-rs client.rs
+else
+    echo "no rustc: build/static/client-rs (rust.toml) not built" >&2
+fi
+echo "built: $(ls build/static build/dynamic | grep -v '\.gc' | tr '\n' ' ')"

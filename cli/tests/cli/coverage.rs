@@ -228,3 +228,40 @@ for m in [sysv, orc] {
     assert_no_qemu_left(&tag);
     assert!(t.contains("no kernel coverage from"), "{t}");
 }
+
+#[test]
+fn a_rust_client_and_a_c_server_in_one_report() {
+    // LLVM's source-based coverage (the Rust client, read against its coverage map)
+    // and gcov (the C server), from two machines, in one report.
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    let out = dir.path().join("out");
+    let tag = tag();
+    let t = run_expecting(
+        &mut flotilla_test(&example.join("rust.toml"), &out, &tag),
+        0,
+    );
+    assert_no_qemu_left(&tag);
+    assert!(
+        ran(
+            &out,
+            &example,
+            "client",
+            "client.rs",
+            "check_reply(message, reply)?;"
+        ) > 0
+    );
+    // The error path the script takes on purpose.
+    assert!(
+        ran(
+            &out,
+            &example,
+            "client",
+            "client.rs",
+            "is not an IPv4 address"
+        ) > 0
+    );
+    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
+    assert!(t.contains("client.rs"), "{t}");
+    assert!(t.contains("contributed: client, server"), "{t}");
+}
