@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::accel::{self, AccelChoice};
 use crate::conditions::Conditions;
-use crate::coverage;
 use crate::error::Error;
 use crate::fabric::Fabric;
 use crate::host::{agent_binary, qboot_firmware, qemu_binary};
@@ -275,99 +274,6 @@ impl Fleet {
     /// The run's coverage settings, when it collects coverage.
     pub fn coverage(&self) -> Option<&CoverageSpec> {
         self.coverage.as_ref()
-    }
-
-    /// With coverage on: ends every running machine's programs (so that instrumented
-    /// ones write their data), stops the machines, copies each machine's data to
-    /// `<log dir>/coverage/data/<machine>` and makes the report there (tracefiles,
-    /// HTML, the table it returns). The report is evidence: what goes wrong in it is
-    /// in its messages, never an error. `None` without coverage.
-    pub async fn finish_coverage(&self) -> Option<coverage::report::Report> {
-        let settings = self.coverage.as_ref()?;
-        let ends =
-            futures::future::join_all(self.machines.values().map(|m| m.end_programs())).await;
-        self.stop_all().await;
-        let out = self.log.dir().join("coverage");
-        let mut data = Vec::new();
-        let mut kernel = Vec::new();
-        for ((name, machine), ended) in self.machines.iter().zip(ends) {
-            let dest = out.join("data").join(name);
-            let disk = machine.coverage_disk();
-            let mut notes = Vec::new();
-            match &ended {
-                Ok(Some(e)) => {
-                    if !e.left.is_empty() {
-                        notes.push(format!(
-                            "still running {} s after SIGTERM, so without their data: {}",
-                            crate::machine::EXIT_GRACE.as_secs(),
-                            e.left.join(", ")
-                        ));
-                    }
-                    kernel.push((name.clone(), e.kernel_gcov));
-                }
-                Ok(None) if disk.exists() => notes.push(
-                    "not running at the end (crashed, killed or shut down): only the data \
-                     its programs wrote before"
-                        .into(),
-                ),
-                Ok(None) => {}
-                Err(e) => notes.push(format!("its programs could not be ended: {e}")),
-            }
-            if !disk.exists() {
-                notes.push("never started".into());
-            } else if let Err(e) = coverage::collect::extract(&disk, &dest) {
-                notes.push(e);
-            }
-            data.push(coverage::report::MachineData {
-                name: name.clone(),
-                data: dest,
-                note: (!notes.is_empty()).then(|| notes.join("; ")),
-            });
-        }
-        let names = |has: bool| -> Vec<String> {
-            kernel
-                .iter()
-                .filter(|k| k.1 == has)
-                .map(|k| format!("`{}`", k.0))
-                .collect()
-        };
-        let (with, without) = (names(true), names(false));
-        let mut notes = Vec::new();
-        if !with.is_empty() {
-            notes.push((
-                "guest kernel".to_owned(),
-                format!(
-                    "the gcov data of {}'s kernel is in the report",
-                    with.join(", ")
-                ),
-            ));
-        }
-        if !without.is_empty() {
-            notes.push((
-                "guest kernel".to_owned(),
-                format!(
-                    "no kernel coverage from {}: no /sys/kernel/debug/gcov (Debian's \
-                     cloud kernel is built without CONFIG_GCOV_KERNEL)",
-                    without.join(", ")
-                ),
-            ));
-        }
-        let options = coverage::report::Options {
-            llvm_binaries: settings.llvm_binaries.clone(),
-            fail_under: settings.fail_under,
-            notes,
-        };
-        let report_out = out.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            coverage::report::build(&report_out, &data, &options)
-        })
-        .await
-        .unwrap_or_else(|e| coverage::report::Report {
-            out,
-            messages: vec![format!("the coverage report failed: {e}")],
-            ..Default::default()
-        });
-        Some(report)
     }
 
     /// Stops every machine, then the network's switches. Idempotent.

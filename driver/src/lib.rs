@@ -38,6 +38,7 @@
 //!
 //! - `lib.rs`: these docs and the re-exports.
 //! - `fleet.rs`: [`Fleet`], the machines of a spec: made, booted and stopped together.
+//! - `fleet_coverage.rs`: [`Fleet::finish_coverage`], a run's coverage at its end.
 //! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
@@ -110,6 +111,7 @@ pub mod doctor;
 mod error;
 mod fabric;
 mod fleet;
+mod fleet_coverage;
 mod guest;
 mod host;
 pub mod http;

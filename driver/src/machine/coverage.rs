@@ -23,14 +23,19 @@ pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(10);
 pub(crate) struct Ended {
     /// Programs that were still running [`EXIT_GRACE`] after SIGTERM: `pid name`.
     pub(crate) left: Vec<String>,
-    /// Whether the guest kernel has gcov data (`/sys/kernel/debug/gcov`), copied then.
-    pub(crate) kernel_gcov: bool,
 }
 
 impl Machine {
     /// Whether the machine collects coverage data.
     pub fn collects_coverage(&self) -> bool {
         self.config.coverage
+    }
+
+    /// Whether the guest kernel had gcov data (`/sys/kernel/debug/gcov`, copied with
+    /// the rest) when the machine's programs were last ended for coverage; `None` if
+    /// they never were.
+    pub(crate) fn kernel_gcov(&self) -> Option<bool> {
+        self.kernel_gcov.lock().ok().and_then(|k| *k)
     }
 
     /// The machine's coverage disk on the host (see `MachineConfig::coverage_disk`).
@@ -182,8 +187,10 @@ sync
                 .filter_map(|l| l.strip_prefix("left "))
                 .map(str::to_owned)
                 .collect(),
-            kernel_gcov: text.lines().any(|l| l == "kernel-gcov"),
         };
+        if let Ok(mut k) = self.kernel_gcov.lock() {
+            *k = Some(text.lines().any(|l| l == "kernel-gcov"));
+        }
         if ended.left.is_empty() {
             self.log("coverage: programs ended (SIGTERM), data synced");
         } else {

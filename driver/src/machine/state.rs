@@ -35,6 +35,9 @@ pub struct Machine {
     pub(super) running: tokio::sync::Mutex<Option<Arc<Running>>>,
     pub(super) console: Arc<Console>,
     pub(super) qemu_pid: Mutex<Option<u32>>,
+    /// Whether the guest kernel had gcov data when its programs were last ended for
+    /// coverage (`None`: never ended).
+    pub(super) kernel_gcov: Mutex<Option<bool>>,
 }
 
 impl Machine {
@@ -44,6 +47,7 @@ impl Machine {
             running: tokio::sync::Mutex::new(None),
             console: Arc::default(),
             qemu_pid: Mutex::new(None),
+            kernel_gcov: Mutex::new(None),
         }
     }
 
