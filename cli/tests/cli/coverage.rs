@@ -192,6 +192,8 @@ fn a_debian_service_writes_coverage_data() {
     // command line (systemd.setenv), and the SIGTERM at the end let it write.
     assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
     assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
+    // One connection before the server's reboot, one after.
+    assert_eq!(ran(&out, &example, "server", "server.c", "serve(conn);"), 2);
 }
 
 #[test]
