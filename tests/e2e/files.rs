@@ -195,6 +195,49 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
         panic!("{e}");
     }
     net.stop_all().await;
+    qga_coverage(&dir).await;
+}
+
+/// Coverage through qemu-ga: the coverage disk is mounted, commands get the
+/// environment (exported: qemu-ga's own `env` would replace the whole environment),
+/// an instrumented program's data reaches the report.
+async fn qga_coverage(dir: &tempfile::TempDir) {
+    let source = dir.path().join("cov.c");
+    std::fs::write(
+        &source,
+        "int main(int argc, char **argv) { return argc > 1; }\n",
+    )
+    .unwrap();
+    let program = dir.path().join("cov");
+    let built = std::process::Command::new("gcc")
+        .args(["--coverage", "-static", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let (spec, mut options) = spec(
+        dir,
+        "[machines.stock]\nimage = \"root.qcow2\"\nagent = \"qga\"\n",
+    );
+    options.log_dir = dir.path().join("out-coverage");
+    options.coverage = true;
+    let net = Fleet::new(&spec, options).unwrap();
+    let vm = net.machine("stock").unwrap();
+    vm.succeed(
+        "[ \"$GCOV_PREFIX\" = /run/flotilla/coverage/gcov ] && [ \"$GCOV_PREFIX_STRIP\" = 0 ]",
+    )
+    .await
+    .unwrap();
+    vm.succeed("grep -q ' /run/flotilla/coverage ext2 ' /proc/mounts")
+        .await
+        .unwrap();
+    vm.copy_to(&program, "/cov").await.unwrap();
+    vm.succeed("/cov").await.unwrap();
+    let report = net.finish_coverage().await.unwrap();
+    assert_eq!(report.contributed, ["stock"], "{}", report.table());
+    assert!(report.table().contains("cov.c"), "{}", report.table());
 }
 
 /// The error and its causes, one line.
