@@ -92,6 +92,10 @@ pub async fn run_test(
         ))
     });
     let _ = thread.join();
+    // Interrupted: no waiting for programs to end, the data already written is taken.
+    if cancel.is_cancelled() {
+        net.stop_all().await;
+    }
     let coverage = net.finish_coverage().await;
     net.stop_all().await;
     let mut result = match result {

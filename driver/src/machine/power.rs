@@ -6,8 +6,8 @@ use super::state::Machine;
 use crate::error::Error;
 
 impl Machine {
-    /// Powers the guest off through the agent and waits for QEMU to exit (with
-    /// coverage on, its programs are ended first so that they write their data). A guest that
+    /// Powers the guest off through the agent and waits for QEMU to exit (with coverage
+    /// on, its programs are ended first so that they write their data). A guest that
     /// does not power off within `timeout` (or whose agent cannot be asked) is an
     /// [`Error::PowerOff`]; QEMU is stopped all the same.
     pub async fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
