@@ -21,6 +21,11 @@
 //! image of that content, which [`Fleet::new`] builds first or takes from the cache
 //! ([`debian::image`]).
 //!
+//! With [`FleetOptions::coverage`] (or the spec's `[coverage]`), every machine's
+//! instrumented programs (gcov, LLVM) write their data to a coverage disk of their
+//! own, and [`Fleet::finish_coverage`] ends them, reads the disks and makes one report
+//! of all machines ([`coverage::report`]); [`run_test`] does it at the end of a test.
+//!
 //! Machines may have extra disks (blank, or overlays over an image, optionally with
 //! injected I/O errors: [`spec::DiskSpec`]); [`FleetOptions::keep_state`] keeps them
 //! for the next network.
