@@ -252,7 +252,13 @@ fn main() -> ExitCode {
             options.coverage = coverage;
             options.coverage_fail_under = coverage_fail_under;
             let log_dir = options.log_dir.clone();
-            match run_test(&spec, options, cancel).await {
+            let result = run_test(&spec, options, cancel).await;
+            // Quiet runs print no table: the report's path at least.
+            let coverage_report = log_dir.join("coverage/index.html");
+            if quiet && coverage_report.is_file() {
+                eprintln!("coverage report: {}", coverage_report.display());
+            }
+            match result {
                 Ok(()) => {
                     eprintln!("PASSED: {} (logs in {})", spec.name, log_dir.display());
                     ExitCode::SUCCESS

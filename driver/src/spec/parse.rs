@@ -364,6 +364,40 @@ mod tests {
     }
 
     #[test]
+    fn coverage_table() {
+        assert_eq!(
+            parse("[machines.a]\n").unwrap().coverage,
+            CoverageSpec::default()
+        );
+        let spec = parse("[coverage]\nenabled = true\nfail_under = 75.5\n[machines.a]\n").unwrap();
+        assert!(spec.coverage.enabled);
+        assert_eq!(spec.coverage.fail_under, Some(75.5));
+        assert_eq!(
+            message("[coverage]\nfail_under = 120.0\n[machines.a]\n"),
+            "/nonexistent/spec.toml:2:14: coverage.fail_under = 120 is not a percentage (0 to 100)"
+        );
+        assert_eq!(
+            message("[coverage]\nllvm_binaries = [\"build/server\"]\n[machines.a]\n"),
+            "/nonexistent/spec.toml:2:18: coverage.llvm_binaries: /nonexistent/build/server \
+             does not exist (build it before the test)"
+        );
+        let m = message("[coverage]\nenable = true\n[machines.a]\n");
+        assert!(
+            m.starts_with("/nonexistent/spec.toml:2:1: unknown field `enable`"),
+            "{m}"
+        );
+        // A binary that exists is kept, absolute.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("prog"), b"").unwrap();
+        let spec = Spec::parse(
+            &dir.path().join("spec.toml"),
+            "[coverage]\nllvm_binaries = [\"prog\"]\n[machines.a]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.coverage.llvm_binaries, [dir.path().join("prog")]);
+    }
+
+    #[test]
     fn limits() {
         let spec = parse("boot_timeout = 30\ncommand_timeout = 5\n[machines.a]\n").unwrap();
         assert_eq!(spec.boot_timeout, Some(std::time::Duration::from_secs(30)));
