@@ -67,6 +67,10 @@ enum Cmd {
         /// PERCENT.
         #[arg(long, value_name = "PERCENT", value_parser = percent)]
         coverage_fail_under: Option<f64>,
+        /// Start every machine from a saved, booted state (as `snapshot = true` in the
+        /// spec): the first run saves it, later runs restore it.
+        #[arg(long)]
+        snapshot: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -238,6 +242,7 @@ fn main() -> ExitCode {
             junit,
             coverage,
             coverage_fail_under,
+            snapshot,
             state,
         } => with_runtime(|interrupts| async move {
             let cancel = interrupts.all;
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
             options.keep_state = state.keep_state;
             options.coverage = coverage;
             options.coverage_fail_under = coverage_fail_under;
+            options.snapshot = snapshot;
             let log_dir = options.log_dir.clone();
             let result = run_test(&spec, options, cancel).await;
             // Quiet runs print no table: the report's path at least.

@@ -42,6 +42,9 @@ pub struct FleetOptions {
     /// Fail the test under this combined line coverage (`--coverage-fail-under`;
     /// implies [`FleetOptions::coverage`]); overrides the spec's `fail_under`.
     pub coverage_fail_under: Option<f64>,
+    /// Start every machine from a saved, booted state (`--snapshot`), as if each had
+    /// `snapshot = true` in the spec.
+    pub snapshot: bool,
 }
 
 impl FleetOptions {
@@ -56,6 +59,7 @@ impl FleetOptions {
             keep_state: None,
             coverage: false,
             coverage_fail_under: None,
+            snapshot: false,
         }
     }
 }
@@ -216,6 +220,7 @@ impl Fleet {
                 conditions: conditions.clone(),
                 firmware: firmware.clone(),
                 coverage: coverage.is_some(),
+                snapshot: machine.snapshot || options.snapshot,
             };
             machines.insert(name.clone(), Arc::new(Machine::new(config)));
         }

@@ -55,6 +55,8 @@
 //! - `lock.rs`: the `flock` that says a run is alive (run directories, control sockets).
 //! - `host.rs`: host programs: QEMU, qboot, the embedded agent, `which`.
 //! - `accel.rs`: KVM where it really works, else TCG, and why.
+//! - `snapshot_store.rs`: saved machine states in the cache, by identity; their
+//!   `.meta` and the lock that makes concurrent saves save once.
 //! - `process.rs`: child processes that never outlive the driver.
 //! - `log.rs`: the run log (terminal, `driver.log`, status line).
 //! - `error.rs`: [`Error`], and which errors are test failures.
@@ -78,7 +80,8 @@
 //!   once), `names.rs` (name rules, reserved words).
 //! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
 //!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
-//!   command line as a value), `boot.rs` (boot and readiness), `console.rs` (console
+//!   command line as a value), `boot.rs` (boot and readiness), `snapshot.rs` (starting
+//!   from a saved state: identity, save, restore, re-identification), `console.rs` (console
 //!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
 //!   gone), `evidence.rs` (what an error about a dead machine quotes), `guest_link.rs`
 //!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),
@@ -129,6 +132,7 @@ mod process;
 mod run_dir;
 mod run_test;
 mod script;
+mod snapshot_store;
 pub mod spec;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};

@@ -2,8 +2,8 @@
 //! configured with syscalls, no processes (each one costs ~10 ms under TCG) and no `ip`.
 //!
 //! The request is checked whole and every NIC found before anything changes; then, in
-//! order: host name, per NIC (accept_dad off, link up, IPv4, IPv6), forwarding,
-//! `/etc/hosts`. Errors are messages naming the step, the interface and the errno.
+//! order: host name, per NIC (its new MAC if it has `from_mac`, accept_dad off, link
+//! up, IPv4, IPv6), forwarding, `/etc/hosts`. Errors are messages naming the step, the interface and the errno.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -22,6 +22,8 @@ const SYS_NET: &str = "/sys/class/net";
 struct Nic {
     name: String,
     index: i32,
+    /// The MAC to give the interface (it was found by `from_mac`).
+    set_mac: Option<[u8; 6]>,
     ipv4: Option<(Ipv4Addr, u8)>,
     ipv6: Option<(Ipv6Addr, u8)>,
 }
@@ -76,15 +78,24 @@ fn resolve_all(
 
 const NO_INTERFACE: &str = "no interface with MAC";
 
-/// Parse a NIC's addresses and find its interface under `sys_net`.
+/// Parse a NIC's addresses and find its interface under `sys_net`: by `from_mac` when
+/// there is one (else by `mac`, when an earlier request already gave it `mac`).
 fn resolve(nic: &NicConfig, sys_net: &Path) -> Result<Nic, String> {
     let mac = parse_mac(&nic.mac)?;
+    let from = nic.from_mac.as_deref().map(parse_mac).transpose()?;
     let ipv4 = nic.ipv4.as_deref().map(|s| prefixed(s, 32)).transpose()?;
     let ipv6 = nic.ipv6.as_deref().map(|s| prefixed(s, 128)).transpose()?;
-    let (name, index) = find_by_mac(sys_net, mac)?;
+    let ((name, index), set_mac) = match from {
+        Some(from) if from != mac => match find_by_mac(sys_net, from) {
+            Ok(found) => (found, Some(mac)),
+            Err(e) => (find_by_mac(sys_net, mac).map_err(|_| e)?, None),
+        },
+        _ => (find_by_mac(sys_net, mac)?, None),
+    };
     Ok(Nic {
         name,
         index,
+        set_mac,
         ipv4,
         ipv6,
     })
@@ -159,6 +170,10 @@ fn find_by_mac(sys_net: &Path, mac: [u8; 6]) -> Result<(String, i32), String> {
 }
 
 fn apply(nic: &Nic) -> Result<(), String> {
+    if let Some(mac) = nic.set_mac {
+        let shown = mac.map(|b| format!("{b:02x}")).join(":");
+        set_mac(&nic.name, mac).map_err(|e| format!("setting the MAC to {shown}: {}", os(&e)))?;
+    }
     if nic.ipv6.is_some() {
         // As `ip` would find it: without DAD the address is usable at once.
         write_file(
@@ -222,6 +237,30 @@ pub fn link_up(name: &str) -> io::Result<()> {
         sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
         sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+    }
+    Ok(())
+}
+
+/// Gives interface `name` the MAC `mac` (SIOCSIFHWADDR), with the link down meanwhile
+/// (it stays down: [`link_up`] follows).
+fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let sock = socket(libc::AF_INET)?;
+    let mut ifr = ifreq(name)?;
+    // SAFETY: the ioctls read and write the ifreq we own; ifru_flags and ifru_hwaddr
+    // are the members they use.
+    unsafe {
+        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
+        if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+            sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+        }
+        let mut hw: libc::sockaddr = std::mem::zeroed();
+        hw.sa_family = libc::ARPHRD_ETHER;
+        for (dst, src) in hw.sa_data.iter_mut().zip(mac) {
+            *dst = src as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_hwaddr = hw;
+        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &ifr))?;
     }
     Ok(())
 }
@@ -329,6 +368,7 @@ mod tests {
         }
         let nic = NicConfig {
             mac: "52:54:00:12:01:02".into(),
+            from_mac: None,
             ipv4: Some("192.168.1.2/24".into()),
             ipv6: None,
         };
@@ -337,6 +377,7 @@ mod tests {
             Ok(Nic {
                 name: "eth1".into(),
                 index: 3,
+                set_mac: None,
                 ipv4: Some((Ipv4Addr::new(192, 168, 1, 2), 24)),
                 ipv6: None,
             })
@@ -360,6 +401,60 @@ mod tests {
     }
 
     #[test]
+    fn a_nic_to_get_a_new_mac_is_found_by_its_old_one() {
+        let root = std::env::temp_dir().join(format!("flotilla-net-mac-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (name, mac, index) in [
+            ("eth0", "52:54:00:12:01:01", "2"),
+            ("eth1", "52:54:00:12:02:01", "3"),
+        ] {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("address"), format!("{mac}\n")).unwrap();
+            std::fs::write(dir.join("ifindex"), format!("{index}\n")).unwrap();
+        }
+        let moved = NicConfig {
+            mac: "52:54:00:12:01:07".into(),
+            from_mac: Some("52:54:00:12:01:01".into()),
+            ipv4: None,
+            ipv6: None,
+        };
+        let nic = resolve(&moved, &root).unwrap();
+        assert_eq!(nic.name, "eth0");
+        assert_eq!(nic.set_mac, Some([0x52, 0x54, 0, 0x12, 1, 7]));
+        // Already given its MAC (an earlier request): found by it, nothing to set.
+        std::fs::write(root.join("eth0/address"), "52:54:00:12:01:07\n").unwrap();
+        let nic = resolve(&moved, &root).unwrap();
+        assert_eq!((nic.name.as_str(), nic.set_mac), ("eth0", None));
+        // The same MAC on both sides: nothing to set.
+        let same = NicConfig {
+            mac: "52:54:00:12:02:01".into(),
+            from_mac: Some("52:54:00:12:02:01".into()),
+            ..moved.clone()
+        };
+        let nic = resolve(&same, &root).unwrap();
+        assert_eq!((nic.name.as_str(), nic.set_mac), ("eth1", None));
+        // Neither MAC there: the error names the one looked for.
+        let lost = NicConfig {
+            mac: "52:54:00:12:03:02".into(),
+            from_mac: Some("52:54:00:12:03:01".into()),
+            ..moved.clone()
+        };
+        let err = resolve(&lost, &root).unwrap_err();
+        assert!(
+            err.contains("no interface with MAC 52:54:00:12:03:01"),
+            "{err}"
+        );
+        // A bad `from_mac` is refused before any lookup.
+        let bad = NicConfig {
+            from_mac: Some("52:54".into()),
+            ..moved
+        };
+        assert!(resolve(&bad, &root).unwrap_err().contains("`52:54`"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn names_too_long_for_ifreq_are_refused() {
         assert!(ifreq("lo").is_ok());
         assert!(ifreq("").is_err() && ifreq("sixteen-chars-xx").is_err());
@@ -372,6 +467,7 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let nic = NicConfig {
             mac: "52:54:00:12:01:05".into(),
+            from_mac: None,
             ipv4: Some("192.168.1.5/24".into()),
             ipv6: None,
         };

@@ -64,7 +64,8 @@
 //! 5. [`Kind::Shutdown`] is answered with [`Kind::ShutdownAck`], then the guest powers
 //!    off (or reboots).
 //! 6. [`Kind::NetConfig`] ([`NetConfig`]) on a stream N > 0 configures the guest's
-//!    network without starting a process: host name, each NIC (found by MAC) up with its
+//!    network without starting a process: host name, each NIC (found by MAC; with
+//!    [`NicConfig::from_mac`], found by that MAC and given its new one) up with its
 //!    addresses, forwarding, `/etc/hosts`. The agent checks the whole request and finds
 //!    every NIC first, then applies it in that order, and answers one
 //!    [`Kind::NetConfigDone`] (empty) on N, or one [`Kind::Error`] naming what failed
@@ -129,6 +130,9 @@ pub const MAX_PAYLOAD: u32 = 1 << 20;
 pub const FEATURE_PTY: &str = "pty";
 /// [`HelloReply::features`] entry: the agent answers [`Kind::NetConfig`].
 pub const FEATURE_NET_CONFIG: &str = "net-config";
+/// [`HelloReply::features`] entry: the agent honours [`NicConfig::from_mac`] (a NIC
+/// found by the MAC it has now is given [`NicConfig::mac`]).
+pub const FEATURE_NET_SET_MAC: &str = "net-set-mac";
 /// Largest data chunk ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::FileData`]) the agent sends.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -548,6 +552,12 @@ pub struct NetConfig {
 pub struct NicConfig {
     /// The interface's MAC address, `52:54:00:12:01:02` (either case).
     pub mac: String,
+    /// The MAC the interface has now, when it is to be given [`NicConfig::mac`]
+    /// (`SIOCSIFHWADDR`, the link taken down for it): a machine restored from another
+    /// machine's snapshot has that machine's MACs. Only agents that list
+    /// [`FEATURE_NET_SET_MAC`] know it (older ones look the interface up by `mac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_mac: Option<String>,
     /// An IPv4 address and prefix length, `192.168.1.2/24`: the interface's primary
     /// IPv4 address (`SIOCSIFADDR`), replacing the one it had, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -633,6 +643,7 @@ mod tests {
             hostname: Some("router".into()),
             nics: vec![NicConfig {
                 mac: "52:54:00:12:01:02".into(),
+                from_mac: None,
                 ipv4: Some("192.168.1.2/24".into()),
                 ipv6: None,
             }],
@@ -641,7 +652,10 @@ mod tests {
         };
         let f = Frame::json(Kind::NetConfig, 4, &cfg);
         let text = String::from_utf8(f.payload.clone()).unwrap();
-        assert!(!text.contains("ipv6"), "{text}");
+        assert!(
+            !text.contains("ipv6") && !text.contains("from_mac"),
+            "{text}"
+        );
         assert_eq!(f.parse_json::<NetConfig>().unwrap(), cfg);
         // Everything has a default: `{}` asks for nothing.
         assert_eq!(
@@ -649,7 +663,11 @@ mod tests {
             NetConfig::default()
         );
         let nic: NicConfig = serde_json::from_str(r#"{"mac":"52:54:00:ff:00:01"}"#).unwrap();
-        assert!(nic.ipv4.is_none() && nic.ipv6.is_none());
+        assert!(nic.ipv4.is_none() && nic.ipv6.is_none() && nic.from_mac.is_none());
+        let moved: NicConfig =
+            serde_json::from_str(r#"{"mac":"52:54:00:ff:00:02","from_mac":"52:54:00:ff:00:01"}"#)
+                .unwrap();
+        assert_eq!(moved.from_mac.as_deref(), Some("52:54:00:ff:00:01"));
         // Malformed bodies are errors that show the body, never panics.
         for bad in [
             &b"{\"nics\":[{\"ipv4\":\"10.0.2.15/24\"}]}"[..],

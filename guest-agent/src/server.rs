@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use flotilla_agent::proto::{
     decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest,
-    WindowSize, FEATURE_NET_CONFIG, FEATURE_PTY, PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
+    WindowSize, FEATURE_NET_CONFIG, FEATURE_NET_SET_MAC, FEATURE_PTY, PORT_NAME, PROTOCOL_VERSION,
+    READY_PREFIX,
 };
 
 use crate::outbox::Outbox;
@@ -309,7 +310,11 @@ impl Server {
                     version: PROTOCOL_VERSION,
                     agent_version: env!("CARGO_PKG_VERSION").into(),
                     boot_ms: self.boot_ms,
-                    features: vec![FEATURE_PTY.into(), FEATURE_NET_CONFIG.into()],
+                    features: vec![
+                        FEATURE_PTY.into(),
+                        FEATURE_NET_CONFIG.into(),
+                        FEATURE_NET_SET_MAC.into(),
+                    ],
                 },
             ),
         );

@@ -16,6 +16,7 @@ mod debian_machines;
 mod disk;
 mod files;
 mod net;
+mod snapshot;
 mod start;
 use tokio_util::sync::CancellationToken;
 

@@ -13,6 +13,8 @@ pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const GUEST_PREFIX: u8 = 24;
 /// QEMU's `-netdev` id of the host-access NIC.
 pub const NETDEV_ID: &str = "hostnet";
+/// QEMU's `-device` id of the host-access NIC.
+pub const DEVICE_ID: &str = "hostnic";
 
 /// One forwarded port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,7 @@ impl UserNet {
             netdev,
             "-device".into(),
             format!(
-                "virtio-net-pci,netdev={NETDEV_ID},id=hostnic,mac={},romfile=",
+                "virtio-net-pci,netdev={NETDEV_ID},id={DEVICE_ID},mac={},romfile=",
                 self.mac
             ),
         ]

@@ -19,6 +19,7 @@ mod kernel;
 mod modules;
 pub mod vmlinux;
 
+pub(crate) use cache::{cache_dir, prune};
 pub(crate) use elf::is_static_elf;
 pub use initramfs::{busybox_path, default_initramfs};
 pub(crate) use initramfs::{disk_initramfs, stage1_initramfs};

@@ -12,8 +12,9 @@ use tokio::sync::watch;
 use super::console::{
     spawn_console_reader, spawn_stderr_reader, Console, ConsoleState, TAIL_LINES,
 };
-use super::events::spawn_event_watcher;
+use super::events::{spawn_event_watcher, Watch};
 use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
+use super::snapshot::SnapshotPlan;
 use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
@@ -25,9 +26,33 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// A QEMU that is booting, and what tells why it died if it does.
 pub(super) struct Booting {
-    process: Arc<Process>,
-    state: watch::Receiver<ConsoleState>,
-    stderr_tail: Arc<Console>,
+    pub(super) process: Arc<Process>,
+    pub(super) state: watch::Receiver<ConsoleState>,
+    pub(super) stderr_tail: Arc<Console>,
+}
+
+/// A spawned QEMU with its QMP connection and event watcher.
+pub(super) struct Spawned {
+    pub(super) booting: Booting,
+    pub(super) qmp: flotilla_qmp::Client,
+    pub(super) events: Watch,
+}
+
+impl Spawned {
+    /// The running machine, driven through `guest`.
+    pub(super) fn into_running(self, guest: Guest) -> Running {
+        let closes_at_connect = *self.events.port_closes.borrow();
+        Running {
+            process: self.booting.process,
+            qmp: self.qmp,
+            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
+            port_closes: self.events.port_closes,
+            reconnecting: tokio::sync::Mutex::new(()),
+            state: self.booting.state,
+            stderr_tail: self.booting.stderr_tail,
+            paused: self.events.paused,
+        }
+    }
 }
 
 impl Machine {
@@ -58,19 +83,32 @@ impl Machine {
 
     pub(super) async fn boot(&self) -> Result<Running, Error> {
         let c = &self.config;
-        let started = Instant::now();
+        let mut started = Instant::now();
         std::fs::create_dir_all(&c.socket_dir).map_err(|source| Error::Io {
             what: format!("creating {}", c.socket_dir.display()),
             source,
         })?;
-        for sock in ["qmp.sock", "agent.sock"] {
-            let _ = std::fs::remove_file(c.socket_dir.join(sock));
-        }
         let log_dir = c.log.machine_dir(&c.name)?;
         let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
         self.ensure_disks().await?;
         self.ensure_coverage_disk().await?;
+        let save = match self.snapshot_plan() {
+            SnapshotPlan::Off => None,
+            SnapshotPlan::Save(entry) => Some(entry),
+            SnapshotPlan::Restore(entry) => match self.boot_restored(&entry, &log_dir).await {
+                Ok(running) => return Ok(running),
+                Err(why) => {
+                    entry.remove();
+                    self.log(&format!(
+                        "snapshot: {} refused ({why}): removed; booting cold",
+                        entry.file().display()
+                    ));
+                    started = Instant::now();
+                    Some(entry)
+                }
+            },
+        };
         let firmware = match (c.spec.display, &c.firmware) {
             (false, Some(_)) => "qboot",
             (true, _) => "SeaBIOS and a VGA screen",
@@ -80,12 +118,67 @@ impl Machine {
             "starting ({} MiB, {} cpu, {}, {firmware})",
             c.spec.memory, c.spec.cpus, c.accel.accel
         ));
-        let (process, stdio) = Process::spawn(&c.name, QemuCommand::new(c).to_command())
-            .await
-            .map_err(|source| Error::Io {
-                what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
-                source,
-            })?;
+        let spawned = self.spawn_qemu(QemuCommand::new(c), &log_dir).await?;
+        let (boot_ms, qga) = self
+            .wait_ready(&spawned.booting, &spawned.events.paused)
+            .await?;
+        if let Some(entry) = &save {
+            // Before the driver connects: the saved agent waits for a host.
+            self.save_snapshot(&spawned, entry).await;
+        }
+        let guest = match qga {
+            Some(q) => Guest::Qga(q),
+            None => {
+                let agent_path = c.socket_dir.join("agent.sock");
+                let connect = async {
+                    AgentConnection::connect(&agent_path, Duration::from_secs(30))
+                        .await
+                        .map_err(|source| self.agent_failed("connecting", source))
+                };
+                Guest::Flotilla(self.unless_exited(&spawned.booting, connect).await?)
+            }
+        };
+        let configured = self
+            .unless_exited(&spawned.booting, async {
+                self.configure_guest_net(&guest, None).await?;
+                self.mount_coverage(&guest).await
+            })
+            .await;
+        if let Err(e) = configured {
+            let _ = spawned.booting.process.close(Duration::from_secs(2)).await;
+            return Err(e);
+        }
+        let boot = if boot_ms > 0 {
+            format!("reports boot in {boot_ms} ms; ")
+        } else {
+            String::new()
+        };
+        self.log(&format!(
+            "ready: {} {boot}{} ms since qemu started",
+            guest.describe(),
+            started.elapsed().as_millis()
+        ));
+        Ok(spawned.into_running(guest))
+    }
+
+    /// Spawns QEMU from `cmd`, starts the console and stderr readers, connects to QMP
+    /// and starts the event watcher. (Sockets of an earlier QEMU are removed first.)
+    pub(super) async fn spawn_qemu(
+        &self,
+        cmd: QemuCommand,
+        log_dir: &std::path::Path,
+    ) -> Result<Spawned, Error> {
+        let c = &self.config;
+        for sock in ["qmp.sock", "agent.sock"] {
+            let _ = std::fs::remove_file(c.socket_dir.join(sock));
+        }
+        let (process, stdio) =
+            Process::spawn(&c.name, cmd.to_command())
+                .await
+                .map_err(|source| Error::Io {
+                    what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
+                    source,
+                })?;
         if let Ok(mut pid) = self.qemu_pid.lock() {
             *pid = Some(process.pid());
         }
@@ -94,19 +187,21 @@ impl Machine {
         if let Some(stdout) = stdio.stdout {
             let console = self.console.clone();
             let (log, name) = (c.log.clone(), c.name.clone());
-            spawn_console_reader(stdout, &log_dir, log, name, console, state_tx).await?;
+            spawn_console_reader(stdout, log_dir, log, name, console, state_tx).await?;
         }
         let stderr_tail: Arc<Console> = Arc::default();
         if let Some(stderr) = stdio.stderr {
             let (log, name) = (c.log.clone(), c.name.clone());
-            spawn_stderr_reader(stderr, &log_dir, log, name, stderr_tail.clone());
+            spawn_stderr_reader(stderr, log_dir, log, name, stderr_tail.clone());
+        }
+        if let Some(stdin) = stdio.stdin {
+            hold_stdin(stdin, process.clone());
         }
         let booting = Booting {
             process,
             state,
             stderr_tail,
         };
-
         let qmp_path = c.socket_dir.join("qmp.sock");
         let qmp = self
             .unless_exited(&booting, async {
@@ -120,53 +215,10 @@ impl Machine {
             _ => AGENT_PORT_ID,
         };
         let events = spawn_event_watcher(&qmp, c.log.clone(), c.name.clone(), agent_port);
-        let (boot_ms, qga) = self.wait_ready(&booting, &events.paused).await?;
-
-        let guest = match qga {
-            Some(q) => Guest::Qga(q),
-            None => {
-                let agent_path = c.socket_dir.join("agent.sock");
-                let connect = async {
-                    AgentConnection::connect(&agent_path, Duration::from_secs(30))
-                        .await
-                        .map_err(|source| self.agent_failed("connecting", source))
-                };
-                Guest::Flotilla(self.unless_exited(&booting, connect).await?)
-            }
-        };
-        let configured = self
-            .unless_exited(&booting, async {
-                self.configure_guest_net(&guest).await?;
-                self.mount_coverage(&guest).await
-            })
-            .await;
-        if let Err(e) = configured {
-            let _ = booting.process.close(Duration::from_secs(2)).await;
-            return Err(e);
-        }
-        let boot = if boot_ms > 0 {
-            format!("reports boot in {boot_ms} ms; ")
-        } else {
-            String::new()
-        };
-        self.log(&format!(
-            "ready: {} {boot}{} ms since qemu started",
-            guest.describe(),
-            started.elapsed().as_millis()
-        ));
-        if let Some(stdin) = stdio.stdin {
-            hold_stdin(stdin, booting.process.clone());
-        }
-        let closes_at_connect = *events.port_closes.borrow();
-        Ok(Running {
-            process: booting.process,
+        Ok(Spawned {
+            booting,
             qmp,
-            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
-            port_closes: events.port_closes,
-            reconnecting: tokio::sync::Mutex::new(()),
-            state: booting.state,
-            stderr_tail: booting.stderr_tail,
-            paused: events.paused,
+            events,
         })
     }
 

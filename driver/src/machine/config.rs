@@ -45,6 +45,8 @@ pub(crate) struct MachineConfig {
     /// Collect coverage data (`flotilla test --coverage`): a coverage disk, the
     /// coverage environment for commands and services.
     pub coverage: bool,
+    /// Start from a saved, booted state (the spec's `snapshot`, or `--snapshot`).
+    pub snapshot: bool,
     /// The network's polling conditions, checked before every command.
     pub(crate) conditions: Arc<crate::conditions::Conditions>,
 }

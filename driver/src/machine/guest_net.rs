@@ -1,6 +1,7 @@
 //! The guest's side of the network: host name, addresses of its NICs and
 //! `/etc/hosts`, configured once the agent is up.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flotilla_agent::proto;
@@ -15,7 +16,16 @@ impl Machine {
     /// [`proto::FEATURE_NET_CONFIG`] (~70 ms under TCG, mostly the kernel bringing the
     /// links up), else with the shell script of
     /// [`Machine::guest_net_setup`] (a process per step: ~250 ms, and it needs `ip`).
-    pub(super) async fn configure_guest_net(&self, guest: &Guest) -> Result<(), Error> {
+    ///
+    /// `moved` (a machine restored from a snapshot) maps NIC device ids to the MACs
+    /// the guest's NICs have now, the snapshot maker's: each NIC is given its own
+    /// ([`proto::NicConfig::from_mac`]; the agent must have
+    /// [`proto::FEATURE_NET_SET_MAC`]).
+    pub(super) async fn configure_guest_net(
+        &self,
+        guest: &Guest,
+        moved: Option<&BTreeMap<String, String>>,
+    ) -> Result<(), Error> {
         let c = &self.config;
         let failed = |why: &str| {
             Error::Network(format!(
@@ -29,12 +39,18 @@ impl Machine {
         let how = match guest {
             Guest::Flotilla(a) if a.has_feature(proto::FEATURE_NET_CONFIG) => {
                 let timeout = Duration::from_secs(60);
-                match tokio::time::timeout(timeout, a.net_config(&self.guest_net_config())).await {
+                let cfg = self.guest_net_config(moved);
+                match tokio::time::timeout(timeout, a.net_config(&cfg)).await {
                     Ok(Ok(())) => "the agent (net-config request)",
                     Ok(Err(AgentError::Remote(why))) => return Err(failed(&why)),
                     Ok(Err(e)) => return Err(agent_error(e.into())),
                     Err(_) => return Err(agent_error(AgentError::Timeout(timeout).into())),
                 }
+            }
+            _ if moved.is_some() => {
+                return Err(failed(
+                    "the agent cannot give NICs new MACs (no net-set-mac)",
+                ))
             }
             _ => {
                 let script = self.guest_net_setup();
@@ -56,8 +72,13 @@ impl Machine {
         Ok(())
     }
 
-    /// The [`proto::NetConfig`] request equivalent to [`Machine::guest_net_setup`].
-    pub(super) fn guest_net_config(&self) -> proto::NetConfig {
+    /// The [`proto::NetConfig`] request equivalent to [`Machine::guest_net_setup`];
+    /// with `moved`, NICs are found by the MACs it names for their device ids.
+    pub(super) fn guest_net_config(
+        &self,
+        moved: Option<&BTreeMap<String, String>>,
+    ) -> proto::NetConfig {
+        let from_mac = |device_id: &str| moved.and_then(|m| m.get(device_id)).cloned();
         use flotilla_vmnet::{forward, IPV4_PREFIX, IPV6_PREFIX};
         let c = &self.config;
         let plan = &c.fabric.plan;
@@ -67,6 +88,7 @@ impl Machine {
             .flat_map(|m| &m.nics)
             .map(|nic| proto::NicConfig {
                 mac: nic.mac.to_string(),
+                from_mac: from_mac(&nic.device_id),
                 ipv4: Some(format!("{}/{IPV4_PREFIX}", nic.ipv4)),
                 ipv6: Some(format!("{}/{IPV6_PREFIX}", nic.ipv6)),
             })
@@ -74,6 +96,7 @@ impl Machine {
         if let Ok(user) = c.user_net.lock() {
             nics.push(proto::NicConfig {
                 mac: user.mac.to_string(),
+                from_mac: from_mac(forward::DEVICE_ID),
                 ipv4: Some(format!("{}/{}", forward::GUEST_ADDR, forward::GUEST_PREFIX)),
                 ipv6: None,
             });

@@ -7,6 +7,8 @@
 //! - `config.rs`: [`MachineConfig`], what a machine is started with;
 //! - `qemu_command.rs`: the QEMU command line, a value built in one place;
 //! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
+//! - `snapshot.rs`: starting from a saved, booted state: the plan, the state's
+//!   identity, saving at readiness, restoring and giving the guest its own identity;
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
 //! - `evidence.rs`: what errors about a dead or stuck machine quote;
@@ -25,7 +27,8 @@
 //!
 //! Files import only files above them in this order of layers: `config`, `console`,
 //! `events`, `keys`, `shell` import no sibling; `qemu_command` and `state` import those;
-//! the topic files import `state` and the leaves.
+//! the topic files import `state` and the leaves (and `boot` and `snapshot` each other:
+//! a boot asks for the snapshot plan, a restore spawns QEMU as a boot does).
 
 mod boot;
 mod commands;
@@ -44,6 +47,7 @@ mod power;
 mod qemu_command;
 mod screen;
 mod shell;
+mod snapshot;
 mod state;
 mod waits;
 

@@ -189,6 +189,7 @@ impl Spec {
                 cpus: machine.cpus,
                 kernel_args: machine.kernel_args,
                 display: machine.display,
+                snapshot: machine.snapshot,
                 image: machine.image,
                 agent: machine.agent,
                 vlans: machine.vlans,

@@ -61,6 +61,8 @@ pub(super) struct RawMachine {
     #[serde(default)]
     pub(super) display: bool,
     #[serde(default)]
+    pub(super) snapshot: bool,
+    #[serde(default)]
     pub(super) image: Option<PathBuf>,
     #[serde(default)]
     pub(super) agent: AgentKind,

@@ -512,11 +512,13 @@ fn net_config_without_processes() {
     );
     let lo = NicConfig {
         mac: "00:00:00:00:00:00".into(),
+        from_mac: None,
         ipv4: Some("127.0.0.9/16".into()),
         ipv6: Some("fd00::9/64".into()),
     };
     let unknown = NicConfig {
         mac: "52:54:00:12:09:09".into(),
+        from_mac: None,
         ipv4: Some("192.168.9.9/24".into()),
         ipv6: None,
     };

@@ -1,0 +1,219 @@
+//! Snapshots (`snapshot = true`): a machine saves its booted state once, identical
+//! machines restore it and are each themselves; a state QEMU refuses means a cold
+//! boot; another memory size is another state.
+//!
+//! Each test puts a tag of its own on the kernel command line, so its states are its
+//! own in the shared cache, and removes them at the end.
+
+use std::sync::Arc;
+
+use super::*;
+
+/// A tag no other test or run uses.
+fn tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// `[machines.NAME]` tables with `snapshot = true`, `extra` and the tag.
+fn snapshot_spec(names: &[&str], tag: &str, extra: &str) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                "[machines.{n}]\nsnapshot = true\nkernel_args = \"flotilla.test={tag}\"\n{extra}\n"
+            )
+        })
+        .collect()
+}
+
+fn driver_log(dir: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap()
+}
+
+/// Removes a saved state and its `.meta`.
+fn remove_state(file: &Path) {
+    let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(file.with_extension("meta"));
+    let _ = std::fs::remove_file(file.with_extension("lock"));
+}
+
+/// Boots machine `maker` of a spec of its own once, so that the state is saved; the
+/// state's file.
+async fn save_state(tag: &str, extra: &str) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["maker"], tag, extra));
+    let maker = net.machine("maker").unwrap();
+    let file = maker.snapshot_file().expect("a default-guest machine");
+    assert!(!file.exists(), "{}", file.display());
+    maker.succeed("true").await.unwrap();
+    net.stop_all().await;
+    let log = driver_log(&dir);
+    assert!(log.contains("maker: snapshot: saved "), "{log}");
+    assert!(file.is_file(), "{log}");
+    file
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn machines_restored_from_one_snapshot_are_each_themselves() {
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["a", "b"], &tag, ""));
+    let (a, b) = (net.machine("a").unwrap(), net.machine("b").unwrap());
+    assert_eq!(a.snapshot_file().as_ref(), Some(&file));
+    net.start_all().await.unwrap();
+    let log = driver_log(&dir);
+    for m in ["a", "b"] {
+        assert!(
+            log.contains(&format!("{m}: snapshot: restored from {}", file.display())),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("FLOTILLA-AGENT-READY"), "no boot: {log}");
+
+    // Own MACs (the maker was machine 1, as `a` is; `b` had to change), host names,
+    // addresses and /etc/hosts.
+    let macs = |m: Arc<Machine>| async move {
+        m.succeed("cat /sys/class/net/eth*/address | sort")
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        macs(a.clone()).await,
+        "52:54:00:12:01:01\n52:54:00:ff:00:01\n"
+    );
+    assert_eq!(
+        macs(b.clone()).await,
+        "52:54:00:12:01:02\n52:54:00:ff:00:02\n"
+    );
+    assert_eq!(b.succeed("hostname").await.unwrap(), "b\n");
+    assert_eq!(a.succeed("hostname").await.unwrap(), "a\n");
+    let b_addrs = b.succeed("ip -4 -o addr").await.unwrap();
+    assert!(
+        b_addrs.contains(&format!("{}/", b.ip(1).unwrap())),
+        "{b_addrs}"
+    );
+    let hosts = b.succeed("cat /etc/hosts").await.unwrap();
+    assert!(
+        hosts.contains(&format!("{} a\n", a.ip(1).unwrap())),
+        "{hosts}"
+    );
+    // QEMU's NIC filters follow the guests' new MACs: they reach each other.
+    b.succeed("ping -c 1 -W 5 a").await.unwrap();
+    a.succeed("ping -c 1 -W 5 b").await.unwrap();
+    a.succeed("ping -c 1 -W 5 10.0.2.2").await.unwrap();
+
+    // Clocks are the host's, not the snapshot's.
+    for m in [&a, &b] {
+        let guest: i64 = m.succeed("date +%s").await.unwrap().trim().parse().unwrap();
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((guest - host).abs() <= 3, "{}: {guest} vs {host}", m.name());
+    }
+    // The kernel makes its boot id when it is first read, and nothing reads it
+    // before the state is saved: each restored machine has its own. (One read before
+    // the save would be every restored machine's.)
+    let boot_id = |m: Arc<Machine>| async move {
+        m.succeed("cat /proc/sys/kernel/random/boot_id")
+            .await
+            .unwrap()
+    };
+    assert_ne!(boot_id(a.clone()).await, boot_id(b.clone()).await);
+    // Their random numbers differ (the pools got the host's randomness each).
+    let random = |m: Arc<Machine>| async move {
+        m.succeed("head -c 16 /dev/urandom | od -An -tx1")
+            .await
+            .unwrap()
+    };
+    assert_ne!(random(a.clone()).await, random(b.clone()).await);
+    net.stop_all().await;
+    remove_state(&file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_qemu_refuses_is_removed_and_the_machine_boots_cold() {
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["m"], &tag, ""));
+    let m = net.machine("m").unwrap();
+    let started = Instant::now();
+    assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let log = driver_log(&dir);
+    let refused = log
+        .lines()
+        .find(|l| l.contains("m: snapshot: ") && l.contains(" refused ("))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(refused.contains(&file.display().to_string()), "{refused}");
+    assert!(refused.ends_with("removed; booting cold"), "{refused}");
+    assert!(log.contains("FLOTILLA-AGENT-READY"), "a cold boot: {log}");
+    // The cold boot saved a whole state again.
+    assert!(log.contains("m: snapshot: saved "), "{log}");
+    assert!(std::fs::metadata(&file).unwrap().len() > len / 2);
+    // No QEMU of the refused state is left: the only QEMU with the tag is m's.
+    let with_tag: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
+    net.stop_all().await;
+    remove_state(&file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_memory_size_is_another_snapshot() {
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["m"], &tag, "memory = 320"));
+    let m = net.machine("m").unwrap();
+    let other = m.snapshot_file().unwrap();
+    assert_ne!(other, file);
+    m.start().await.unwrap();
+    net.stop_all().await;
+    let log = driver_log(&dir);
+    assert!(log.contains("m: snapshot: saved "), "{log}");
+    assert!(other.is_file());
+    remove_state(&file);
+    remove_state(&other);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn machines_that_cannot_use_a_snapshot_yet_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(
+        &dir,
+        "[machines.d]\nsnapshot = true\n[[machines.d.disks]]\nsize = \"8M\"\n",
+    );
+    let d = net.machine("d").unwrap();
+    assert_eq!(d.snapshot_file(), None);
+    d.start().await.unwrap();
+    net.stop_all().await;
+    let log = driver_log(&dir);
+    assert!(
+        log.contains("d: snapshot: not yet for machines with disks; booting cold"),
+        "{log}"
+    );
+}
