@@ -1,0 +1,88 @@
+//! `cargo bench -p flotilla-driver --bench snapshot`: a default-guest machine booted
+//! cold against the same machine restored from its snapshot (`snapshot = true`),
+//! side by side in the same run.
+//!
+//! - ready: `Fleet::new` to `Machine::start` returned (spawn, boot or restore, agent
+//!   handshake, network set-up; a restore also sets the clock and the RNG);
+//! - echo hi: `Fleet::new` to `succeed("echo hi")` returned.
+//!
+//! The machine's kernel command line carries a tag of this run, so its state is the
+//! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
+//! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flotilla_driver::{Fleet, FleetOptions, Spec};
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{}", std::process::id());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let spec_text = |snapshot: bool| {
+        format!("[machines.m]\nsnapshot = {snapshot}\nkernel_args = \"flotilla.bench={tag}\"\n")
+    };
+    let boot = |snapshot: bool, n: usize| -> (Duration, Duration, String) {
+        let path = dir.path().join("flotilla.toml");
+        std::fs::write(&path, spec_text(snapshot)).unwrap();
+        let spec = Spec::load(&path).unwrap();
+        let out = dir.path().join(format!("out-{snapshot}-{n}"));
+        let mut options = FleetOptions::new(&out);
+        options.terminal = false;
+        runtime.block_on(async {
+            let started = Instant::now();
+            let fleet = Fleet::new(&spec, options).unwrap();
+            let m = fleet.machine("m").unwrap();
+            m.start().await.unwrap();
+            let ready = started.elapsed();
+            assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
+            let echo = started.elapsed();
+            let file = m.snapshot_file().map(|f| f.display().to_string());
+            fleet.stop_all().await;
+            let log = std::fs::read_to_string(out.join("driver.log")).unwrap();
+            (ready, echo, format!("{}\n{log}", file.unwrap_or_default()))
+        })
+    };
+    // The state is saved once, unmeasured.
+    let (_, _, first) = boot(true, 0);
+    assert!(first.contains("snapshot: saved"), "{first}");
+    let file = first.lines().next().unwrap().to_owned();
+    let mut cold = Vec::new();
+    let mut restored = Vec::new();
+    for n in 1..=runs {
+        let (r, e, _) = boot(false, n);
+        cold.push((r, e));
+        let (r, e, log) = boot(true, n);
+        assert!(log.contains("snapshot: restored from"), "{log}");
+        restored.push((r, e));
+    }
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(Path::new(&file).with_extension("meta"));
+    let _ = std::fs::remove_file(Path::new(&file).with_extension("lock"));
+    let median = |v: &[(Duration, Duration)], pick: fn(&(Duration, Duration)) -> Duration| {
+        let mut d: Vec<Duration> = v.iter().map(pick).collect();
+        d.sort();
+        d[d.len() / 2]
+    };
+    println!("snapshot bench: {runs} runs each, medians");
+    println!("| | cold boot | restored | restored / cold |");
+    println!("| --- | --- | --- | --- |");
+    for (label, pick) in [
+        ("ready", (|p: &(Duration, Duration)| p.0) as fn(&_) -> _),
+        ("echo hi", |p: &(Duration, Duration)| p.1),
+    ] {
+        let (c, r) = (median(&cold, pick), median(&restored, pick));
+        println!(
+            "| {label} | {:.2} s | {:.2} s | {:.2}x |",
+            c.as_secs_f64(),
+            r.as_secs_f64(),
+            r.as_secs_f64() / c.as_secs_f64()
+        );
+    }
+}
