@@ -12,10 +12,10 @@ use tokio::sync::watch;
 use super::console::{
     spawn_console_reader, spawn_stderr_reader, Console, ConsoleState, TAIL_LINES,
 };
-use super::events::{spawn_event_watcher, Watch};
+use super::events::spawn_event_watcher;
 use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
 use super::snapshot::SnapshotPlan;
-use super::state::{Machine, Running};
+use super::state::{Booting, Machine, Running, Spawned};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::process::Process;
@@ -23,37 +23,6 @@ use crate::process::Process;
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
 /// message, not the step's (`qmp: connection reset`), explains a failure at start.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
-
-/// A QEMU that is booting, and what tells why it died if it does.
-pub(super) struct Booting {
-    pub(super) process: Arc<Process>,
-    pub(super) state: watch::Receiver<ConsoleState>,
-    pub(super) stderr_tail: Arc<Console>,
-}
-
-/// A spawned QEMU with its QMP connection and event watcher.
-pub(super) struct Spawned {
-    pub(super) booting: Booting,
-    pub(super) qmp: flotilla_qmp::Client,
-    pub(super) events: Watch,
-}
-
-impl Spawned {
-    /// The running machine, driven through `guest`.
-    pub(super) fn into_running(self, guest: Guest) -> Running {
-        let closes_at_connect = *self.events.port_closes.borrow();
-        Running {
-            process: self.booting.process,
-            qmp: self.qmp,
-            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
-            port_closes: self.events.port_closes,
-            reconnecting: tokio::sync::Mutex::new(()),
-            state: self.booting.state,
-            stderr_tail: self.booting.stderr_tail,
-            paused: self.events.paused,
-        }
-    }
-}
 
 impl Machine {
     /// The QEMU command line for this machine.

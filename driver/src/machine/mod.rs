@@ -2,8 +2,9 @@
 //!
 //! [`Machine`] is one type whose `impl` blocks live in the file of their topic:
 //!
-//! - `state.rs`: the [`Machine`] type, what a running machine holds (`Running`), and
-//!   the accessors every topic uses;
+//! - `state.rs`: the [`Machine`] type, what a running machine holds (`Running`), a
+//!   spawned QEMU on its way there (`Booting`, `Spawned`), and the accessors every
+//!   topic uses;
 //! - `config.rs`: [`MachineConfig`], what a machine is started with;
 //! - `qemu_command.rs`: the QEMU command line, a value built in one place;
 //! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
@@ -27,8 +28,8 @@
 //!
 //! Files import only files above them in this order of layers: `config`, `console`,
 //! `events`, `keys`, `shell` import no sibling; `qemu_command` and `state` import those;
-//! the topic files import `state` and the leaves (and `boot` and `snapshot` each other:
-//! a boot asks for the snapshot plan, a restore spawns QEMU as a boot does).
+//! the topic files import `state` and the leaves (and `boot` imports `snapshot`, for
+//! the snapshot plan).
 
 mod boot;
 mod commands;

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_agent::proto;
 
-use super::boot::Spawned;
 use super::config::MachineConfig;
 use super::qemu_command::QemuCommand;
 use super::shell::shell_quote;
-use super::state::{Machine, Running};
+use super::state::{Machine, Running, Spawned};
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::snapshot_store::{self, Entry, Meta};
 

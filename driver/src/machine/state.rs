@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use super::config::MachineConfig;
 use super::console::{Console, ConsoleState};
+use super::events::Watch;
 use crate::error::Error;
 use crate::guest::{Guest, GuestError};
 use crate::process::Process;
@@ -26,6 +27,37 @@ pub(super) struct Running {
     pub(super) stderr_tail: Arc<Console>,
     /// Why the VM is paused, while it is.
     pub(super) paused: watch::Receiver<Option<String>>,
+}
+
+/// A QEMU that is booting, and what tells why it died if it does.
+pub(super) struct Booting {
+    pub(super) process: Arc<Process>,
+    pub(super) state: watch::Receiver<ConsoleState>,
+    pub(super) stderr_tail: Arc<Console>,
+}
+
+/// A spawned QEMU with its QMP connection and event watcher.
+pub(super) struct Spawned {
+    pub(super) booting: Booting,
+    pub(super) qmp: flotilla_qmp::Client,
+    pub(super) events: Watch,
+}
+
+impl Spawned {
+    /// The running machine, driven through `guest`.
+    pub(super) fn into_running(self, guest: Guest) -> Running {
+        let closes_at_connect = *self.events.port_closes.borrow();
+        Running {
+            process: self.booting.process,
+            qmp: self.qmp,
+            guest: std::sync::RwLock::new((closes_at_connect, Some(Arc::new(guest)))),
+            port_closes: self.events.port_closes,
+            reconnecting: tokio::sync::Mutex::new(()),
+            state: self.booting.state,
+            stderr_tail: self.booting.stderr_tail,
+            paused: self.events.paused,
+        }
+    }
 }
 
 /// A machine of the network. Cheap to share; all methods take `&self`.
