@@ -30,6 +30,41 @@ fn built_example(dir: &Path) -> PathBuf {
     copy
 }
 
+/// A built copy of the example (in its own temporary folder, returned to keep it),
+/// `flotilla test` of its spec `spec` with `args`, which must exit with `code`; the
+/// example's folder, the log folder and the output. No QEMU is left.
+struct Run {
+    _dir: tempfile::TempDir,
+    example: PathBuf,
+    out: PathBuf,
+    text: String,
+}
+
+fn run_example(spec: &str, args: &[&str], code: i32) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    let out = dir.path().join("out");
+    let tag = tag();
+    let text = run_expecting(
+        flotilla_test(&example.join(spec), &out, &tag).args(args),
+        code,
+    );
+    assert_no_qemu_left(&tag);
+    Run {
+        _dir: dir,
+        example,
+        out,
+        text,
+    }
+}
+
+impl Run {
+    /// How often `machine` ran the line of `source` containing `text`.
+    fn ran(&self, machine: &str, source: &str, text: &str) -> u64 {
+        ran(&self.out, &self.example, machine, source, text)
+    }
+}
+
 /// Line counts per source file name in an lcov tracefile (`DA:` records summed).
 fn line_counts(tracefile: &Path) -> BTreeMap<String, BTreeMap<u32, u64>> {
     let text = std::fs::read_to_string(tracefile)
@@ -80,39 +115,24 @@ fn ran(out: &Path, example: &Path, machine: &str, source: &str, text: &str) -> u
 
 #[test]
 fn the_example_reports_what_each_machine_ran() {
-    let dir = tempfile::tempdir().unwrap();
-    let example = built_example(dir.path());
-    let out = dir.path().join("out");
-    let tag = tag();
-    let t = run_expecting(
-        flotilla_test(&example, &out, &tag).args(["--coverage-fail-under", "10"]),
-        0,
-    );
-    assert_no_qemu_left(&tag);
+    let run = run_example("flotilla.toml", &["--coverage-fail-under", "10"], 0);
+    let (out, t) = (&run.out, &run.text);
     // Only the server capitalises, only the client checks replies, both send lines.
-    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
-    assert_eq!(ran(&out, &example, "client", "common.c", SERVER_ONLY), 0);
-    assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
-    assert_eq!(ran(&out, &example, "server", "common.c", CLIENT_ONLY), 0);
+    assert!(run.ran("server", "common.c", SERVER_ONLY) > 0);
+    assert_eq!(run.ran("client", "common.c", SERVER_ONLY), 0);
+    assert!(run.ran("client", "common.c", CLIENT_ONLY) > 0);
+    assert_eq!(run.ran("server", "common.c", CLIENT_ONLY), 0);
     for machine in ["server", "client"] {
-        assert!(ran(&out, &example, machine, "common.c", BOTH) > 0);
+        assert!(run.ran(machine, "common.c", BOTH) > 0);
     }
     // The server's own file, run up to its clean exit on SIGTERM.
-    assert!(
-        ran(
-            &out,
-            &example,
-            "server",
-            "server.c",
-            "printf(\"server: stopping"
-        ) > 0
-    );
+    assert!(run.ran("server", "server.c", "printf(\"server: stopping") > 0);
     // The combined tracefile sums the machines.
     let combined = line_counts(&out.join("coverage/combined.info"));
-    let send = line_of(&example, "common.c", BOTH);
+    let send = line_of(&run.example, "common.c", BOTH);
     let per_machine: u64 = ["server", "client"]
         .iter()
-        .map(|m| ran(&out, &example, m, "common.c", BOTH))
+        .map(|m| run.ran(m, "common.c", BOTH))
         .sum();
     assert_eq!(combined["common.c"][&send], per_machine);
     // The HTML report and the table at the end.
@@ -212,21 +232,13 @@ fn a_floor_fails_a_passing_test() {
 
 #[test]
 fn a_debian_service_writes_coverage_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let example = built_example(dir.path());
-    let out = dir.path().join("out");
-    let tag = tag();
-    run_expecting(
-        &mut flotilla_test(&example.join("debian.toml"), &out, &tag),
-        0,
-    );
-    assert_no_qemu_left(&tag);
+    let run = run_example("debian.toml", &[], 0);
     // The server ran as a systemd service: its environment came from the kernel's
     // command line (systemd.setenv), and the SIGTERM at the end let it write.
-    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
-    assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
+    assert!(run.ran("server", "common.c", SERVER_ONLY) > 0);
+    assert!(run.ran("client", "common.c", CLIENT_ONLY) > 0);
     // One connection before the server's reboot, one after.
-    assert_eq!(ran(&out, &example, "server", "server.c", "serve(conn);"), 2);
+    assert_eq!(run.ran("server", "server.c", "serve(conn);"), 2);
 }
 
 #[test]
@@ -268,35 +280,15 @@ for m in [sysv, orc] {
 fn a_rust_client_and_a_c_server_in_one_report() {
     // LLVM's source-based coverage (the Rust client, read against its coverage map)
     // and gcov (the C server), from two machines, in one report.
-    let dir = tempfile::tempdir().unwrap();
-    let example = built_example(dir.path());
-    let out = dir.path().join("out");
-    let tag = tag();
-    let t = run_expecting(
-        &mut flotilla_test(&example.join("rust.toml"), &out, &tag),
-        0,
-    );
-    assert_no_qemu_left(&tag);
-    assert!(
-        ran(
-            &out,
-            &example,
-            "client",
-            "client.rs",
-            "check_reply(message, reply)?;"
-        ) > 0
-    );
+    let run = run_example("rust.toml", &[], 0);
+    assert!(run.ran("client", "client.rs", "check_reply(message, reply)?;") > 0);
     // The error path the script takes on purpose.
+    assert!(run.ran("client", "client.rs", "is not an IPv4 address") > 0);
+    assert!(run.ran("server", "common.c", SERVER_ONLY) > 0);
+    assert!(run.text.contains("client.rs"), "{}", run.text);
     assert!(
-        ran(
-            &out,
-            &example,
-            "client",
-            "client.rs",
-            "is not an IPv4 address"
-        ) > 0
+        run.text.contains("contributed: client, server"),
+        "{}",
+        run.text
     );
-    assert!(ran(&out, &example, "server", "common.c", SERVER_ONLY) > 0);
-    assert!(t.contains("client.rs"), "{t}");
-    assert!(t.contains("contributed: client, server"), "{t}");
 }
