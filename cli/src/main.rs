@@ -67,10 +67,6 @@ enum Cmd {
         /// PERCENT.
         #[arg(long, value_name = "PERCENT", value_parser = percent)]
         coverage_fail_under: Option<f64>,
-        /// Start every machine from a saved, booted state (as `snapshot = true` in the
-        /// spec): the first run saves it, later runs restore it.
-        #[arg(long)]
-        snapshot: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -125,6 +121,13 @@ enum Cmd {
     },
     /// Check what the host has and lacks; exit 1 if something required is missing.
     Doctor,
+    /// List the saved machine states (`--snapshot`, `snapshot = true`) with their sizes,
+    /// most recently used first; `--clear` removes them all.
+    Snapshots {
+        /// Remove every saved state (a state a run is saving now is left).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Build a disk image for `image = "FILE"` in a spec; prints its path.
     Image {
         #[command(subcommand)]
@@ -162,6 +165,11 @@ struct StateArgs {
     /// Delete the folder to start afresh.
     #[arg(long, value_name = "DIR")]
     keep_state: Option<PathBuf>,
+    /// Start every machine from a saved, booted state (as `snapshot = true` in the
+    /// spec): the first run saves it, later runs restore it (`flotilla snapshots`
+    /// lists them).
+    #[arg(long)]
+    snapshot: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +210,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Cmd::Doctor => run_doctor(),
+        Cmd::Snapshots { clear } => snapshots(clear),
         Cmd::Agent {
             action: AgentAction::Install { root },
         } => agent::install(&root),
@@ -242,7 +251,6 @@ fn main() -> ExitCode {
             junit,
             coverage,
             coverage_fail_under,
-            snapshot,
             state,
         } => with_runtime(|interrupts| async move {
             let cancel = interrupts.all;
@@ -256,7 +264,7 @@ fn main() -> ExitCode {
             options.keep_state = state.keep_state;
             options.coverage = coverage;
             options.coverage_fail_under = coverage_fail_under;
-            options.snapshot = snapshot;
+            options.snapshot = state.snapshot;
             let log_dir = options.log_dir.clone();
             let result = run_test(&spec, options, cancel).await;
             // Quiet runs print no table: the report's path at least.
@@ -281,9 +289,7 @@ fn main() -> ExitCode {
             out,
             state,
             no_repl,
-        } => {
-            with_runtime(|interrupts| run_network(spec, out, state.keep_state, no_repl, interrupts))
-        }
+        } => with_runtime(|interrupts| run_network(spec, out, state, no_repl, interrupts)),
         Cmd::Shell {
             machine,
             run,
@@ -307,7 +313,7 @@ fn main() -> ExitCode {
 async fn run_network(
     spec: PathBuf,
     out: Option<PathBuf>,
-    keep_state: Option<PathBuf>,
+    state: StateArgs,
     no_repl: bool,
     interrupts: Interrupts,
 ) -> ExitCode {
@@ -317,7 +323,8 @@ async fn run_network(
         Err(e) => return cannot_run(&e),
     };
     let mut options = FleetOptions::new(out_dir(out, &spec));
-    options.keep_state = keep_state;
+    options.keep_state = state.keep_state;
+    options.snapshot = state.snapshot;
     let net = match Fleet::new(&spec, options) {
         Ok(n) => n,
         Err(e) => return report(&e),
@@ -490,6 +497,53 @@ pub(crate) fn print_chain(e: &Error) {
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
+    }
+}
+
+/// `flotilla snapshots [--clear]`.
+fn snapshots(clear: bool) -> ExitCode {
+    use flotilla_driver::snapshot_store;
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    if clear {
+        return match snapshot_store::clear() {
+            Ok((count, bytes)) => {
+                println!("removed {count} saved state(s), {:.0} MiB", mib(bytes));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: clearing the saved states: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
+    let saved = snapshot_store::list();
+    if saved.is_empty() {
+        println!("no saved states");
+        return ExitCode::SUCCESS;
+    }
+    let now = std::time::SystemTime::now();
+    for s in &saved {
+        let age = now.duration_since(s.used).unwrap_or_default().as_secs();
+        println!(
+            "{:7.0} MiB  used {:>6} ago  saved by `{}`  {}",
+            mib(s.bytes),
+            human_age(age),
+            s.machine.as_deref().unwrap_or("?"),
+            s.file.display()
+        );
+    }
+    let total: u64 = saved.iter().map(|s| s.bytes).sum();
+    println!("{} saved state(s), {:.0} MiB", saved.len(), mib(total));
+    ExitCode::SUCCESS
+}
+
+/// `90` -> `1m`, `7200` -> `2h`.
+fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
     }
 }
 

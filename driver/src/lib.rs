@@ -132,7 +132,7 @@ mod process;
 mod run_dir;
 mod run_test;
 mod script;
-mod snapshot_store;
+pub mod snapshot_store;
 pub mod spec;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};

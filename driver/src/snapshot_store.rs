@@ -3,7 +3,9 @@
 //! MACs per NIC, the time) and a `.lock` that makes two runs saving the same state at
 //! once save it once. An identity is a hash of everything that shapes the saved state
 //! ([`identity`]); files are written under a temporary name and renamed, the `.meta`
-//! first, so a `.qemu` file is always whole and has its `.meta`.
+//! first, so a `.qemu` file is always whole and has its `.meta`. The store keeps the
+//! 8 most recently used states (a restore counts as a use); [`list`] and
+//! [`clear`] are `flotilla snapshots` and `flotilla snapshots --clear`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -213,6 +215,15 @@ impl Entry {
         Ok(size)
     }
 
+    /// Marks the state as used now, for the store's least-recently-used pruning.
+    pub(crate) fn touch(&self) {
+        for path in [self.file(), self.meta_file()] {
+            if let Ok(f) = File::options().write(true).open(&path) {
+                let _ = f.set_modified(SystemTime::now());
+            }
+        }
+    }
+
     /// Removes a write that failed.
     pub(crate) fn discard_partial(&self) {
         let _ = std::fs::remove_file(self.partial());
@@ -225,9 +236,109 @@ impl Entry {
     }
 }
 
+/// A saved state in the store, as `flotilla snapshots` lists it.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// Its identity (the hash in its file name).
+    pub identity: String,
+    /// The `.qemu` file.
+    pub file: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The machine that saved it, when its `.meta` says.
+    pub machine: Option<String>,
+    /// When it was last saved or restored.
+    pub used: SystemTime,
+}
+
+/// The saved states in the store, most recently used first.
+pub fn list() -> Vec<Saved> {
+    list_in(&store_dir())
+}
+
+fn list_in(dir: &Path) -> Vec<Saved> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut saved: Vec<Saved> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let identity = name.strip_suffix(".qemu")?.to_owned();
+            let meta = e.metadata().ok()?;
+            let entry = Entry::in_dir(identity.clone(), dir.to_path_buf());
+            Some(Saved {
+                machine: entry.meta().ok().map(|m| m.machine),
+                identity,
+                file: e.path(),
+                bytes: meta.len(),
+                used: meta.modified().ok()?,
+            })
+        })
+        .collect();
+    saved.sort_by_key(|s| std::cmp::Reverse(s.used));
+    saved
+}
+
+/// Removes every saved state that no run is saving now; returns how many and their
+/// bytes.
+pub fn clear() -> io::Result<(usize, u64)> {
+    clear_in(&store_dir())
+}
+
+fn clear_in(dir: &Path) -> io::Result<(usize, u64)> {
+    let (mut count, mut bytes) = (0, 0);
+    for saved in list_in(dir) {
+        let entry = Entry::in_dir(saved.identity, dir.to_path_buf());
+        // A run that holds the lock is writing this state: leave it.
+        let Some(_lock) = entry.try_lock()? else {
+            continue;
+        };
+        entry.remove();
+        let _ = std::fs::remove_file(dir.join(format!("{}.lock", entry.identity)));
+        count += 1;
+        bytes += saved.bytes;
+    }
+    Ok((count, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_most_recently_used_first_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let save = |id: &str| {
+            let entry = Entry::in_dir(id.into(), dir.path().to_path_buf());
+            let lock = entry.try_lock().unwrap().unwrap();
+            std::fs::write(entry.partial(), vec![0u8; 100]).unwrap();
+            entry
+                .commit(&lock, &Meta::new(id, BTreeMap::new()))
+                .unwrap();
+            entry
+        };
+        let old = save("aaa");
+        let _new = save("bbb");
+        let past = SystemTime::now() - std::time::Duration::from_secs(60);
+        for path in [old.file(), dir.path().join("bbb.qemu")] {
+            let f = File::options().write(true).open(&path).unwrap();
+            f.set_modified(past).unwrap();
+        }
+        old.touch();
+        let listed = list_in(dir.path());
+        let ids: Vec<&str> = listed.iter().map(|s| s.identity.as_str()).collect();
+        assert_eq!(ids, ["aaa", "bbb"]);
+        assert_eq!(listed[0].bytes, 100);
+        assert_eq!(listed[0].machine.as_deref(), Some("aaa"));
+        // A state being saved (its lock held) is left.
+        let busy = Entry::in_dir("bbb".into(), dir.path().to_path_buf());
+        let held = busy.try_lock().unwrap().unwrap();
+        assert_eq!(clear_in(dir.path()).unwrap(), (1, 100));
+        drop(held);
+        assert_eq!(clear_in(dir.path()).unwrap(), (1, 100));
+        assert!(list_in(dir.path()).is_empty());
+    }
 
     #[test]
     fn an_entry_is_saved_once_and_whole() {

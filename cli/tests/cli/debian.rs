@@ -9,7 +9,7 @@ use super::{
 };
 
 /// The cache the tests share (`FLOTILLA_CACHE`'s rule).
-fn shared_cache() -> PathBuf {
+pub(super) fn shared_cache() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLOTILLA_CACHE") {
         return dir.into();
     }

@@ -4,6 +4,7 @@
 
 mod coverage;
 mod debian;
+mod snapshot;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

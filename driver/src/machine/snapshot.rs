@@ -218,6 +218,8 @@ impl Machine {
         };
         match outcome {
             Ok((guest, restored)) => {
+                // Used now: the store keeps the most recently used states.
+                entry.touch();
                 self.log(&format!(
                     "snapshot: restored from {} in {:.2} s",
                     entry.file().display(),
