@@ -4,7 +4,10 @@
 //!
 //! - ready: `Fleet::new` to `Machine::start` returned (spawn, boot or restore, agent
 //!   handshake, network set-up; a restore also sets the clock and the RNG);
-//! - echo hi: `Fleet::new` to `succeed("echo hi")` returned.
+//! - echo hi: `Fleet::new` to `succeed("echo hi")` returned;
+//! - N machines ready: `Fleet::new` to `Fleet::start_all` returned for `BENCH_NETWORK`
+//!   machines (default 16, 0 leaves the row out) on one VLAN, all cold or all restored
+//!   from the same state (the identity leaves out what makes them differ).
 //!
 //! The machine's kernel command line carries a tag of this run, so its state is the
 //! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
@@ -62,6 +65,40 @@ fn main() {
         assert!(log.contains("snapshot: restored from"), "{log}");
         restored.push((r, e));
     }
+    let machines: usize = std::env::var("BENCH_NETWORK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16);
+    let network = |snapshot: bool, n: usize| -> Duration {
+        let path = dir.path().join("flotilla.toml");
+        let mut text = String::new();
+        for i in 1..=machines {
+            text.push_str(&format!(
+                "[machines.m{i}]\nsnapshot = {snapshot}\nkernel_args = \"flotilla.bench={tag}\"\n"
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        let spec = Spec::load(&path).unwrap();
+        let mut options = FleetOptions::new(dir.path().join(format!("net-{snapshot}-{n}")));
+        options.terminal = false;
+        runtime.block_on(async {
+            let started = Instant::now();
+            let fleet = Fleet::new(&spec, options).unwrap();
+            fleet.start_all().await.unwrap();
+            let ready = started.elapsed();
+            fleet.stop_all().await;
+            ready
+        })
+    };
+    let mut net_cold = Vec::new();
+    let mut net_restored = Vec::new();
+    for n in 1..=runs {
+        if machines == 0 {
+            break;
+        }
+        net_cold.push(network(false, n));
+        net_restored.push(network(true, n));
+    }
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_file(Path::new(&file).with_extension("meta"));
     let _ = std::fs::remove_file(Path::new(&file).with_extension("lock"));
@@ -80,6 +117,17 @@ fn main() {
         let (c, r) = (median(&cold, pick), median(&restored, pick));
         println!(
             "| {label} | {:.2} s | {:.2} s | {:.2}x |",
+            c.as_secs_f64(),
+            r.as_secs_f64(),
+            r.as_secs_f64() / c.as_secs_f64()
+        );
+    }
+    if machines > 0 {
+        net_cold.sort();
+        net_restored.sort();
+        let (c, r) = (net_cold[runs / 2], net_restored[runs / 2]);
+        println!(
+            "| {machines} machines ready | {:.2} s | {:.2} s | {:.2}x |",
             c.as_secs_f64(),
             r.as_secs_f64(),
             r.as_secs_f64() / c.as_secs_f64()
