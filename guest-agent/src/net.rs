@@ -3,7 +3,8 @@
 //!
 //! The request is checked whole and every NIC found before anything changes; then, in
 //! order: host name, per NIC (its new MAC if it has `from_mac`, accept_dad off, link
-//! up, IPv4, IPv6), forwarding, `/etc/hosts`. Errors are messages naming the step, the interface and the errno.
+//! up, IPv4, IPv6), forwarding, `/etc/hosts`. Errors are messages naming the step, the
+//! interface and the errno.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
