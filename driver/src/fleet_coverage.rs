@@ -8,8 +8,9 @@ impl Fleet {
     /// With coverage on: ends every running machine's programs (so that instrumented
     /// ones write their data), stops the machines, copies each machine's data to
     /// `<log dir>/coverage/data/<machine>` and makes the report there (tracefiles,
-    /// HTML, the table it returns). The report is evidence: what goes wrong in it is
-    /// in its messages, never an error. `None` without coverage.
+    /// HTML); logs its table (and every problem in the log file) and returns it. The
+    /// report is evidence: what goes wrong in it is in its messages, never an error.
+    /// `None` without coverage.
     pub async fn finish_coverage(&self) -> Option<coverage::report::Report> {
         let settings = self.coverage()?;
         let ends =
@@ -67,6 +68,13 @@ impl Fleet {
             messages: vec![format!("the coverage report failed: {e}")],
             ..Default::default()
         });
+        for line in report.table().lines() {
+            self.log().info(line);
+        }
+        // The table quotes the first problems; the log file keeps them all.
+        for message in &report.messages {
+            self.log().file_only(&format!("coverage: {message}"));
+        }
         Some(report)
     }
 }

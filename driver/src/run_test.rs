@@ -103,20 +103,13 @@ pub async fn run_test(
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
         other => other,
     };
-    if let Some(report) = &coverage {
-        for line in report.table().lines() {
-            log.info(line);
-        }
-        // The table quotes the first problems; the log file keeps them all.
-        for message in &report.messages {
-            log.file_only(&format!("coverage: {message}"));
-        }
-        let floor = net.coverage().and_then(|c| c.fail_under);
-        if let (Ok(()), Some(floor)) = (&result, floor) {
-            let percent = report.line_percent();
-            if !percent.is_some_and(|p| p >= floor) {
-                result = Err(Error::CoverageFloor { percent, floor });
-            }
+    // The report is evidence; only a floor the user asked for turns it into a verdict.
+    if let (Ok(()), Some(report)) = (&result, &coverage) {
+        if let Some(floor) = report.fail_under.filter(|&f| report.below_floor(f)) {
+            result = Err(Error::CoverageFloor {
+                percent: report.line_percent(),
+                floor,
+            });
         }
     }
     let took = started.elapsed().as_secs_f64();

@@ -26,11 +26,6 @@ pub(crate) struct Ended {
 }
 
 impl Machine {
-    /// Whether the machine collects coverage data.
-    pub fn collects_coverage(&self) -> bool {
-        self.config.coverage
-    }
-
     /// Whether the guest kernel had gcov data (`/sys/kernel/debug/gcov`, copied with
     /// the rest) when the machine's programs were last ended for coverage; `None` if
     /// they never were.
@@ -39,7 +34,7 @@ impl Machine {
     }
 
     /// The machine's coverage disk on the host (see `MachineConfig::coverage_disk`).
-    pub fn coverage_disk(&self) -> PathBuf {
+    pub(crate) fn coverage_disk(&self) -> PathBuf {
         self.config.coverage_disk()
     }
 

@@ -16,7 +16,7 @@
 //! every problem (data of a build tree that is gone, a rebuilt or other-version
 //! `.gcno`, a tool missing or failing, links in the data) is a message naming the
 //! machine and the file. Only a floor the user asks for
-//! ([`Report::floor_failure`]) turns into a failure, and that is the caller's call.
+//! ([`Report::below_floor`] of [`Report::fail_under`]) turns into a failure, and that is the caller's call.
 //!
 //! # Tools, and why
 //!
@@ -72,7 +72,7 @@ pub struct Options {
     /// coverage maps are what `.profraw` data is read against.
     pub llvm_binaries: Vec<PathBuf>,
     /// `--coverage-fail-under`: the combined line coverage, in percent, below which
-    /// the test fails ([`Report::floor_failure`]).
+    /// the test fails ([`Report::below_floor`]).
     pub fail_under: Option<f64>,
     /// Notes about the run as a whole, (subject, text), shown with the machines'
     /// notes: e.g. ("guest kernel", whether it had coverage data).
@@ -131,23 +131,6 @@ impl Report {
     /// Whether the combined line coverage is below `floor` percent; no data is.
     pub fn below_floor(&self, floor: f64) -> bool {
         self.line_percent().map_or(true, |p| p < floor)
-    }
-
-    /// With [`Options::fail_under`] set and not reached: the failure, a sentence.
-    pub fn floor_failure(&self) -> Option<String> {
-        let floor = self.fail_under?;
-        if !self.below_floor(floor) {
-            return None;
-        }
-        Some(match self.line_percent() {
-            Some(p) => format!(
-                "combined line coverage {} is below the floor of {floor}% (--coverage-fail-under)",
-                summary::percent_only(p)
-            ),
-            None => format!(
-                "no coverage data, and --coverage-fail-under asks for {floor}% of the lines"
-            ),
-        })
     }
 }
 

@@ -100,7 +100,7 @@ pub fn percent(c: Counts) -> String {
 
 /// `80.0%`; never rounds up to 100.0% or down to 0.0% (a line left or a line run
 /// shows).
-pub fn percent_only(p: f64) -> String {
+fn percent_only(p: f64) -> String {
     let p = if p < 100.0 { p.min(99.9) } else { p };
     let p = if p > 0.0 { p.max(0.1) } else { p };
     format!("{p:.1}%")
