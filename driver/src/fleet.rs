@@ -101,16 +101,15 @@ impl Fleet {
         let kernel = image::Kernel::locate()?;
         let agent = agent_binary()?;
         let initrd = image::default_initramfs(&kernel, &agent)?;
-        let machines_that = |f: fn(&MachineSpec) -> bool| spec.machines.values().any(f);
-        let stage1 = if machines_that(|m| m.image.is_some()) {
+        let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
             Some(image::stage1_initramfs(&kernel)?)
         } else {
             None
         };
         // Only machines with disks (a coverage disk too) pay for loading virtio_blk.
-        let with_disks = if machines_that(|m| m.image.is_none() && !m.disks.is_empty())
-            || (coverage.is_some() && machines_that(|m| m.image.is_none()))
-        {
+        let needs_disk_initramfs =
+            |m: &MachineSpec| m.image.is_none() && (!m.disks.is_empty() || coverage.is_some());
+        let with_disks = if spec.machines.values().any(needs_disk_initramfs) {
             Some(image::disk_initramfs(&kernel, &agent)?)
         } else {
             None
@@ -198,9 +197,7 @@ impl Fleet {
                 },
                 initrd: match (&machine.image, &stage1, &with_disks) {
                     (Some(_), Some(stage1), _) => stage1.clone(),
-                    (None, _, Some(with_disks))
-                        if !machine.disks.is_empty() || coverage.is_some() =>
-                    {
+                    (None, _, Some(with_disks)) if needs_disk_initramfs(machine) => {
                         with_disks.clone()
                     }
                     _ => initrd.clone(),
