@@ -483,7 +483,11 @@ impl Conn {
                 }
                 Decoded::Incomplete => {
                     let mut chunk = [0u8; 65536];
-                    let n = self.sock.read(&mut chunk).unwrap();
+                    let n = match self.sock.read(&mut chunk) {
+                        // A signal to the test process (a child's exit) is no answer.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => r.unwrap(),
+                    };
                     assert!(n > 0, "agent connection closed");
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
@@ -537,7 +541,10 @@ impl Conn {
                 }
                 Decoded::Incomplete => {
                     let mut chunk = [0u8; 65536];
-                    let n = self.sock.read(&mut chunk)?;
+                    let n = match self.sock.read(&mut chunk) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => r?,
+                    };
                     assert!(n > 0, "agent connection closed");
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
