@@ -121,8 +121,9 @@ enum Cmd {
     },
     /// Check what the host has and lacks; exit 1 if something required is missing.
     Doctor,
-    /// List the saved machine states (`--snapshot`, `snapshot = true`) with their sizes,
-    /// most recently used first; `--clear` removes them all.
+    /// List the saved machine states (machines start from them unless `snapshot =
+    /// false` or `--no-snapshot`) with their sizes, most recently used first; `--clear`
+    /// removes them all.
     Snapshots {
         /// Remove every saved state (a state a run is saving now is left).
         #[arg(long)]
@@ -165,11 +166,11 @@ struct StateArgs {
     /// Delete the folder to start afresh.
     #[arg(long, value_name = "DIR")]
     keep_state: Option<PathBuf>,
-    /// Start every machine from a saved, booted state (as `snapshot = true` in the
-    /// spec): the first run saves it, later runs restore it (`flotilla snapshots`
-    /// lists them).
+    /// Boot every machine, even those that would start from a saved, booted state
+    /// (by default the first run of a machine saves its state once its agent is
+    /// ready and later runs restore it; `flotilla snapshots` lists them).
     #[arg(long)]
-    snapshot: bool,
+    no_snapshot: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,7 +265,7 @@ fn main() -> ExitCode {
             options.keep_state = state.keep_state;
             options.coverage = coverage;
             options.coverage_fail_under = coverage_fail_under;
-            options.snapshot = state.snapshot;
+            options.snapshot = !state.no_snapshot;
             let log_dir = options.log_dir.clone();
             let result = run_test(&spec, options, cancel).await;
             // Quiet runs print no table: the report's path at least.
@@ -324,7 +325,7 @@ async fn run_network(
     };
     let mut options = FleetOptions::new(out_dir(out, &spec));
     options.keep_state = state.keep_state;
-    options.snapshot = state.snapshot;
+    options.snapshot = !state.no_snapshot;
     let net = match Fleet::new(&spec, options) {
         Ok(n) => n,
         Err(e) => return report(&e),

@@ -42,6 +42,8 @@ fn main() {
         for (spec, times) in [(&spec_without, &mut off), (&spec_with, &mut on)] {
             let mut options = FleetOptions::new(dir.path().join(format!("out-{run}")));
             options.terminal = false;
+            // Boots, as the figures say (not restores).
+            options.snapshot = false;
             let started = Instant::now();
             runtime
                 .block_on(run_test(spec, options, Default::default()))

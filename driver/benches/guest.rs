@@ -94,6 +94,8 @@ async fn main() {
     .expect("spec");
     let mut options = FleetOptions::new(dir.path().join("out"));
     options.terminal = false;
+    // Boots, as the figures say (not restores).
+    options.snapshot = false;
     let net = Fleet::new(&spec, options).expect("network");
     let vm = net.machine("vm").expect("vm");
     vm.start().await.expect("boot");

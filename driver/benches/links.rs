@@ -24,6 +24,8 @@ async fn main() {
         let spec = Spec::parse(&dir.path().join(format!("{backend}.toml")), &text).expect("spec");
         let mut options = FleetOptions::new(dir.path().join(backend));
         options.terminal = false;
+        // Boots, as the figures say (not restores).
+        options.snapshot = false;
         let net = Fleet::new(&spec, options).expect("network");
         net.start_all().await.expect("boot");
         let a = net.machine("a").expect("a");

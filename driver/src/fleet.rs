@@ -42,13 +42,15 @@ pub struct FleetOptions {
     /// Fail the test under this combined line coverage (`--coverage-fail-under`;
     /// implies [`FleetOptions::coverage`]); overrides the spec's `fail_under`.
     pub coverage_fail_under: Option<f64>,
-    /// Start every machine from a saved, booted state (`--snapshot`), as if each had
-    /// `snapshot = true` in the spec.
+    /// Start machines from saved, booted states where it is safe (the default), unless
+    /// their spec says `snapshot = false`; `false` (`--no-snapshot`): every machine
+    /// boots.
     pub snapshot: bool,
 }
 
 impl FleetOptions {
-    /// Defaults: log to `log_dir` and the terminal, 120 s to boot, 300 s per command.
+    /// Defaults: log to `log_dir` and the terminal, 120 s to boot, 300 s per command,
+    /// snapshots where safe.
     pub fn new(log_dir: impl Into<PathBuf>) -> FleetOptions {
         FleetOptions {
             log_dir: log_dir.into(),
@@ -59,7 +61,7 @@ impl FleetOptions {
             keep_state: None,
             coverage: false,
             coverage_fail_under: None,
-            snapshot: false,
+            snapshot: true,
         }
     }
 }
@@ -217,7 +219,8 @@ impl Fleet {
                 conditions: conditions.clone(),
                 firmware: firmware.clone(),
                 coverage: coverage.is_some(),
-                snapshot: machine.snapshot || options.snapshot,
+                snapshot: options.snapshot && machine.snapshot != Some(false),
+                snapshot_asked: machine.snapshot == Some(true),
             };
             machines.insert(name.clone(), Arc::new(Machine::new(config)));
         }

@@ -128,6 +128,11 @@ pub(crate) struct Meta {
     pub saved: u64,
     /// The machine that saved it (for the log only).
     pub machine: String,
+    /// The console's lines up to the agent's readiness line, the boot that saved it:
+    /// a restored machine's console starts with them, so waits for boot lines find
+    /// them.
+    #[serde(default)]
+    pub console: Vec<String>,
 }
 
 impl Meta {
@@ -138,6 +143,7 @@ impl Meta {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             machine: machine.to_owned(),
+            console: Vec::new(),
         }
     }
 }

@@ -188,7 +188,8 @@ async fn hello_example_passes_through_the_library() {
 #[tokio::test(flavor = "multi_thread")]
 async fn qemu_killed_before_readiness_fails_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let net = network(&dir, "[machines.victim]\n");
+    // A cold boot: the test kills QEMU before the agent is ready.
+    let net = network(&dir, "[machines.victim]\nsnapshot = false\n");
     let victim = net.machine("victim").unwrap();
     let booting = {
         let victim = victim.clone();

@@ -1,5 +1,5 @@
-//! Saved machine states through the binary: `--snapshot` saves on the first run and
-//! restores on the next; `flotilla snapshots` lists them and `--clear` removes them.
+//! Saved machine states through the binary: the first run saves, the next restores,
+//! `--no-snapshot` boots; `flotilla snapshots` lists them and `--clear` removes them.
 
 use std::path::Path;
 
@@ -21,7 +21,6 @@ fn snapshot_saves_restores_lists_and_clears() {
     let hello = Path::new("examples/hello");
     let first = run_expecting(
         flotilla_test(hello, &dir.path().join("out1"), &tag)
-            .arg("--snapshot")
             .envs(env.clone())
             .current_dir(workspace()),
         0,
@@ -32,7 +31,6 @@ fn snapshot_saves_restores_lists_and_clears() {
     assert!(listed.contains("1 saved state(s)"), "{listed}");
     let second = run_expecting(
         flotilla_test(hello, &dir.path().join("out2"), &tag)
-            .arg("--snapshot")
             .envs(env.clone())
             .current_dir(workspace()),
         0,
@@ -42,6 +40,19 @@ fn snapshot_saves_restores_lists_and_clears() {
         "{second}"
     );
     assert!(second.contains("PASSED: hello"), "{second}");
+    // The restored console starts with the saving boot's lines.
+    let console = std::fs::read_to_string(dir.path().join("out2/machine/console.log")).unwrap();
+    assert!(console.contains("FLOTILLA-AGENT-READY"), "{console}");
+    assert!(console.contains("restored from a snapshot"), "{console}");
+    let third = run_expecting(
+        flotilla_test(hello, &dir.path().join("out3"), &tag)
+            .arg("--no-snapshot")
+            .envs(env.clone())
+            .current_dir(workspace()),
+        0,
+    );
+    assert!(!third.contains("snapshot:"), "{third}");
+    assert!(third.contains("FLOTILLA-AGENT-READY"), "{third}");
     assert_no_qemu_left(&tag);
     assert!(snapshots(&["--clear"]).contains("removed 1 saved state(s)"));
     assert!(snapshots(&[]).contains("no saved states"));

@@ -87,7 +87,7 @@ impl Machine {
             "starting ({} MiB, {} cpu, {}, {firmware})",
             c.spec.memory, c.spec.cpus, c.accel.accel
         ));
-        let spawned = self.spawn_qemu(QemuCommand::new(c), &log_dir).await?;
+        let spawned = self.spawn_qemu(QemuCommand::new(c), &log_dir, &[]).await?;
         let (boot_ms, qga) = self
             .wait_ready(&spawned.booting, &spawned.events.paused)
             .await?;
@@ -132,10 +132,12 @@ impl Machine {
 
     /// Spawns QEMU from `cmd`, starts the console and stderr readers, connects to QMP
     /// and starts the event watcher. (Sockets of an earlier QEMU are removed first.)
+    /// The console starts with `preface`, the lines of a restored state's boot.
     pub(super) async fn spawn_qemu(
         &self,
         cmd: QemuCommand,
         log_dir: &std::path::Path,
+        preface: &[String],
     ) -> Result<Spawned, Error> {
         let c = &self.config;
         for sock in ["qmp.sock", "agent.sock"] {
@@ -156,7 +158,7 @@ impl Machine {
         if let Some(stdout) = stdio.stdout {
             let console = self.console.clone();
             let (log, name) = (c.log.clone(), c.name.clone());
-            spawn_console_reader(stdout, log_dir, log, name, console, state_tx).await?;
+            spawn_console_reader(stdout, log_dir, log, name, console, state_tx, preface).await?;
         }
         let stderr_tail: Arc<Console> = Arc::default();
         if let Some(stderr) = stdio.stderr {

@@ -45,8 +45,12 @@ pub(crate) struct MachineConfig {
     /// Collect coverage data (`flotilla test --coverage`): a coverage disk, the
     /// coverage environment for commands and services.
     pub coverage: bool,
-    /// Start from a saved, booted state (the spec's `snapshot`, or `--snapshot`).
+    /// Start from a saved, booted state where it is safe (the default; not with the
+    /// spec's `snapshot = false` or `--no-snapshot`).
     pub snapshot: bool,
+    /// The spec asked for snapshots (`snapshot = true`): the terminal, not only the
+    /// log file, says why when the machine cannot have one.
+    pub snapshot_asked: bool,
     /// The network's polling conditions, checked before every command.
     pub(crate) conditions: Arc<crate::conditions::Conditions>,
 }

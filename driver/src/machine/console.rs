@@ -19,6 +19,11 @@ pub(super) const KEEP_LINES: usize = 500;
 /// Text that means the guest kernel panicked.
 pub(super) const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
+/// The console log's line after the boot lines of a restored state (the saving
+/// machine's boot).
+pub(super) const RESTORED_MARK: &str =
+    "[flotilla: restored from a snapshot; the lines above are the boot that saved it]";
+
 /// What the console said about the guest's life.
 #[derive(Debug, Default)]
 pub(super) struct ConsoleState {
@@ -85,14 +90,30 @@ pub(super) async fn spawn_console_reader(
     name: String,
     console: Arc<Console>,
     state_tx: watch::Sender<ConsoleState>,
+    preface: &[String],
 ) -> Result<(), Error> {
     let console_log = log_dir.join("console.log");
+    let failed = |source| Error::Io {
+        what: format!("writing {}", console_log.display()),
+        source,
+    };
     let mut console_file = tokio::fs::File::create(&console_log)
         .await
-        .map_err(|source| Error::Io {
-            what: format!("creating {}", console_log.display()),
-            source,
-        })?;
+        .map_err(failed)?;
+    if !preface.is_empty() {
+        let mut text = String::new();
+        for line in preface {
+            text.push_str(line);
+            text.push('\n');
+            console.push(line.clone());
+        }
+        text.push_str(RESTORED_MARK);
+        text.push('\n');
+        console_file
+            .write_all(text.as_bytes())
+            .await
+            .map_err(failed)?;
+    }
     tokio::spawn(async move {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::new();

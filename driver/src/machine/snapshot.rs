@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flotilla_agent::proto;
 
 use super::config::MachineConfig;
+use super::console::KEEP_LINES;
 use super::qemu_command::QemuCommand;
 use super::shell::shell_quote;
 use super::state::{Machine, Running, Spawned};
@@ -61,7 +62,15 @@ impl Machine {
             return SnapshotPlan::Off;
         }
         if let Some(why) = self.snapshot_refusal() {
-            self.log(&format!("snapshot: {why}; booting cold"));
+            let line = format!("snapshot: {why}; booting cold");
+            if self.config.snapshot_asked {
+                self.log(&line);
+            } else {
+                // On by default: a machine that cannot have one says so in the file.
+                self.config
+                    .log
+                    .file_only(&format!("{}: {line}", self.config.name));
+            }
             return SnapshotPlan::Off;
         }
         let entry = Entry::new(self.snapshot_identity());
@@ -73,7 +82,8 @@ impl Machine {
     }
 
     /// The file this machine's saved state is in (or would be saved to), when the
-    /// machine starts from snapshots (the spec's `snapshot`, `--snapshot`) and can.
+    /// machine starts from snapshots (by default, unless `snapshot = false` or
+    /// `--no-snapshot`) and can.
     pub fn snapshot_file(&self) -> Option<PathBuf> {
         (self.config.snapshot && self.snapshot_refusal().is_none())
             .then(|| Entry::new(self.snapshot_identity()).file())
@@ -133,7 +143,8 @@ impl Machine {
         let qmp = &spawned.qmp;
         let saved = self.migrate_to(qmp, &entry.partial()).await;
         let result = saved.and_then(|()| {
-            let meta = Meta::new(&self.config.name, self.own_macs());
+            let mut meta = Meta::new(&self.config.name, self.own_macs());
+            meta.console = self.console.tail(KEEP_LINES);
             entry
                 .commit(&lock, &meta)
                 .map_err(|e| format!("storing it: {e}"))
@@ -200,7 +211,7 @@ impl Machine {
         let file = shell_quote(&entry.file().display().to_string());
         cmd.args.push(format!("exec:cat {file}").into());
         let spawned = self
-            .spawn_qemu(cmd, log_dir)
+            .spawn_qemu(cmd, log_dir, &meta.console)
             .await
             .map_err(|e| first_line(&e.to_string()))?;
         let booting = &spawned.booting;
@@ -439,6 +450,7 @@ mod tests {
             firmware: Some(run.parent().unwrap().join("qboot.rom")),
             coverage: false,
             snapshot: true,
+            snapshot_asked: false,
             conditions: Arc::new(Conditions::new(log)),
         }
     }
@@ -521,8 +533,33 @@ mod tests {
                     "QEMU emulator version 8.0.0",
                 ),
             ),
+            ("accelerator", {
+                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
+                c.accel.accel = Accel::Kvm;
+                identity(&c, v)
+            }),
+            ("kernel", {
+                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
+                c.boot_kernel = top.path().join("initrd2");
+                identity(&c, v)
+            }),
+            ("firmware", {
+                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
+                c.firmware = None;
+                identity(&c, v)
+            }),
         ] {
             assert_ne!(other, base, "{what} is not in the identity");
+        }
+        // A kernel or firmware file written anew at the same path is another state.
+        for file in ["vmlinux", "qboot.rom"] {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::fs::write(top.path().join(file), format!("{file}, rebuilt")).unwrap();
+            let rebuilt = identity(
+                &config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd),
+                v,
+            );
+            assert_ne!(rebuilt, base, "{file}'s content is not in the identity");
         }
         // The initrd's content (its size) too, at the same path.
         std::fs::write(&initrd, "a rebuilt initrd").unwrap();

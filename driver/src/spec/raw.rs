@@ -61,7 +61,7 @@ pub(super) struct RawMachine {
     #[serde(default)]
     pub(super) display: bool,
     #[serde(default)]
-    pub(super) snapshot: bool,
+    pub(super) snapshot: Option<bool>,
     #[serde(default)]
     pub(super) image: Option<PathBuf>,
     #[serde(default)]

@@ -86,10 +86,12 @@ pub struct MachineSpec {
     pub display: bool,
     /// Start from a saved, booted state: the first boot saves the machine once its
     /// agent is ready, later boots of an identical machine restore that state and give
-    /// it its own MACs, host name, addresses, clock and fresh randomness. For now only
-    /// machines of the default guest (no `image`, no `disks`, no coverage); others boot
-    /// as before, and the log says why (`flotilla test --snapshot` turns it on for all).
-    pub snapshot: bool,
+    /// it its own MACs, host name, addresses, clock and fresh randomness. `None` (the
+    /// default): wherever it is safe; `Some(false)`: never (`snapshot = false`);
+    /// `Some(true)`: as `None`, and the terminal says why when the machine cannot
+    /// (qemu-ga, coverage, disks kept with `--keep-state`). `--no-snapshot` turns
+    /// snapshots off for a whole run.
+    pub snapshot: Option<bool>,
     /// A qcow2 disk image to boot (e.g. from `flotilla image debian`), resolved against
     /// the spec's folder; machines write to a per-run overlay, never to it.
     pub image: Option<PathBuf>,
@@ -184,7 +186,7 @@ impl Default for MachineSpec {
             cpus: default_cpus(),
             kernel_args: String::new(),
             display: false,
-            snapshot: false,
+            snapshot: None,
             image: None,
             agent: AgentKind::Flotilla,
             vlans: default_vlans(),
