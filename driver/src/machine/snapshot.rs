@@ -9,6 +9,11 @@
 //! the one saved state; the kernel command line of a restored guest still names the
 //! saving machine's host name (`flotilla.hostname=` in `/proc/cmdline`), and the kernel's
 //! `boot_id` is the saving boot's.
+//!
+//! The state is two files: the devices (the `.qemu` migration stream) and the guest's
+//! RAM (`.ram`), which restored machines map and share (`snapshot_memory`). Before a
+//! restore the store checks both against their checksums; a state that fails the check
+//! or that QEMU refuses is removed and the machine boots cold.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
