@@ -342,14 +342,16 @@ impl Entry {
 
     /// Checks every file of the state against the size and checksum `meta` has for
     /// it; the error says which file differs and how. A file version (device, inode,
-    /// size, modification time) found whole is not read again in this process, so a
-    /// network of restored machines reads the RAM file once; a file changed in place
-    /// with its time kept back is not noticed then.
+    /// size, modification time) found whole is not read again in this process, and
+    /// checks run one at a time, so a network of restored machines reads the RAM file
+    /// once; a file changed in place with its time kept back is not noticed then.
+    /// Blocking: it may read tens of MiB.
     pub(crate) fn verify(&self, meta: &Meta) -> Result<(), String> {
         /// A file version: device, inode, size, modification time (s, ns), checksum.
         type Version = (u64, u64, u64, i64, i64, String);
         static WHOLE: OnceLock<Mutex<BTreeSet<Version>>> = OnceLock::new();
         let whole = WHOLE.get_or_init(Mutex::default);
+        let mut whole = whole.lock().unwrap_or_else(|e| e.into_inner());
         for (suffix, path) in self.state_files() {
             let name = path.display();
             let want = meta
@@ -372,7 +374,7 @@ impl Entry {
                 m.mtime_nsec(),
                 want.sha256.clone(),
             );
-            if whole.lock().is_ok_and(|w| w.contains(&version)) {
+            if whole.contains(&version) {
                 continue;
             }
             let got = sum_of(&path).map_err(|e| format!("reading {name}: {e}"))?;
@@ -381,9 +383,7 @@ impl Entry {
                     "{name} does not match its checksum (changed since it was saved)"
                 ));
             }
-            if let Ok(mut w) = whole.lock() {
-                w.insert(version);
-            }
+            whole.insert(version);
         }
         Ok(())
     }

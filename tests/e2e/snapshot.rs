@@ -326,3 +326,47 @@ async fn a_ram_file_with_flipped_bytes_is_found_by_its_checksum() {
 async fn a_truncated_ram_file_is_found_by_its_size() {
     ram_damaged_boots_cold(|f, offset| f.set_len(offset + 1).unwrap(), "has ").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_whose_guest_never_answers_stops_its_qemu_and_boots_cold() {
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+    // RAM of zeros with a matching checksum: QEMU loads the devices and runs, but
+    // there is no guest, so no agent answers.
+    let ram = file.with_extension("ram");
+    let before = snapshot_store::sum_of(&ram).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&ram).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(before.bytes).unwrap();
+    drop(f);
+    reseal(&ram, &before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["m"], &tag, ""));
+    let m = net.machine("m").unwrap();
+    assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
+    let log = driver_log(&dir);
+    let line = log
+        .lines()
+        .find(|l| l.contains("m: snapshot: ") && l.contains(" refused ("))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.ends_with("removed; booting cold"), "{line}");
+    assert!(
+        log.contains("m: snapshot: saved "),
+        "a cold boot saved it again: {log}"
+    );
+    // Only the cold boot's QEMU is left.
+    let with_tag: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
+    net.stop_all().await;
+    remove_state(&file);
+}

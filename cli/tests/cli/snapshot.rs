@@ -93,6 +93,8 @@ fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
             let t = super::text(&out);
             assert_eq!(out.status.code(), Some(0), "{t}");
             assert!(t.contains("PASSED: twice"), "{t}");
+            // Both booted cold, both meant to save.
+            assert!(t.contains("FLOTILLA-AGENT-READY"), "{t}");
             t
         })
         .collect();

@@ -210,7 +210,10 @@ impl Machine {
         let c = &self.config;
         let meta = entry.meta()?;
         let started = Instant::now();
-        entry.verify(&meta)?;
+        let (checked, known) = (entry.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || checked.verify(&known))
+            .await
+            .map_err(|e| format!("checking the state: {e}"))??;
         self.log(&format!(
             "starting from snapshot {} ({} MiB, {} cpu, {})",
             entry.file().display(),
