@@ -451,6 +451,23 @@ impl Entry {
         let _ = std::fs::remove_file(self.ram_file());
         let _ = std::fs::remove_file(self.meta_file());
     }
+
+    /// Removes every file of the entry, `<identity>.*` (whatever a state holds, partial
+    /// writes too), the lock last. Only under the entry's lock: no run is saving it.
+    fn remove_every_file(&self, _lock: &SaveLock) {
+        self.remove();
+        let prefix = format!("{}.", self.identity);
+        let lock = format!("{prefix}lock");
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name != lock {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join(lock));
+    }
 }
 
 /// Removes the files of states whose `.qemu` is gone (pruned, removed) unless a run
@@ -471,13 +488,10 @@ fn remove_orphans(dir: &Path) {
         if entry.exists() {
             continue;
         }
-        let Ok(Some(_lock)) = entry.try_lock() else {
+        let Ok(Some(lock)) = entry.try_lock() else {
             continue;
         };
-        entry.remove();
-        entry.discard_partial();
-        let _ = std::fs::remove_file(dir.join(format!("{}.meta.partial", entry.identity)));
-        let _ = std::fs::remove_file(dir.join(format!("{}.lock", entry.identity)));
+        entry.remove_every_file(&lock);
     }
 }
 
@@ -544,11 +558,10 @@ fn clear_in(dir: &Path) -> io::Result<(usize, u64)> {
     for saved in list_in(dir) {
         let entry = Entry::in_dir(saved.identity, dir.to_path_buf());
         // A run that holds the lock is writing this state: leave it.
-        let Some(_lock) = entry.try_lock()? else {
+        let Some(lock) = entry.try_lock()? else {
             continue;
         };
-        entry.remove();
-        let _ = std::fs::remove_file(dir.join(format!("{}.lock", entry.identity)));
+        entry.remove_every_file(&lock);
         count += 1;
         bytes += saved.bytes;
     }
@@ -743,5 +756,50 @@ mod tests {
         let mut no_sums = meta.clone();
         no_sums.files.clear();
         assert!(entry.verify(&no_sums).unwrap_err().contains("no checksum"));
+    }
+
+    #[test]
+    fn pruning_removes_every_file_of_a_state_and_leaves_a_save_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        // A save under way: its lock held, no `.qemu` yet.
+        let busy = Entry::in_dir("busy".into(), dir.path().to_path_buf());
+        let busy_lock = busy.try_lock().unwrap().unwrap();
+        std::fs::write(busy.ram_partial(), b"ram").unwrap();
+        let ids: Vec<String> = (0..KEEP + 2).map(|i| format!("id{i:02}")).collect();
+        for id in &ids {
+            let entry = Entry::in_dir(id.clone(), dir.path().to_path_buf());
+            let lock = entry.try_lock().unwrap().unwrap();
+            std::fs::write(entry.partial(), b"state").unwrap();
+            std::fs::write(entry.ram_partial(), b"ram").unwrap();
+            // A file of the state this store does not know by name.
+            std::fs::write(dir.path().join(format!("{id}.disk-root.qcow2")), b"d").unwrap();
+            entry
+                .commit(&lock, &Meta::new(id, BTreeMap::new()))
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let left = names();
+        for old in &ids[..2] {
+            assert!(
+                !left.iter().any(|n| n.starts_with(old.as_str())),
+                "{left:?}"
+            );
+        }
+        for kept in &ids[2..] {
+            for suffix in ["qemu", "ram", "meta", "disk-root.qcow2"] {
+                assert!(left.contains(&format!("{kept}.{suffix}")), "{left:?}");
+            }
+        }
+        assert!(left.contains(&"busy.ram.partial".to_owned()), "{left:?}");
+        drop(busy_lock);
     }
 }
