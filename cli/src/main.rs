@@ -522,15 +522,20 @@ fn snapshots(clear: bool) -> ExitCode {
     for s in &saved {
         let age = now.duration_since(s.used).unwrap_or_default().as_secs();
         println!(
-            "{:7.0} MiB  used {:>6} ago  saved by `{}`  {}",
+            "{:5.0} MiB on disk, {:4.0} apparent  used {:>6} ago  saved by `{}`  {}",
             mib(s.bytes),
+            mib(s.apparent_bytes),
             human_age(age),
             s.machine.as_deref().unwrap_or("?"),
             s.file.display()
         );
     }
     let total: u64 = saved.iter().map(|s| s.bytes).sum();
-    println!("{} saved state(s), {:.0} MiB", saved.len(), mib(total));
+    println!(
+        "{} saved state(s), {:.0} MiB on disk",
+        saved.len(),
+        mib(total)
+    );
     ExitCode::SUCCESS
 }
 

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use flotilla_driver::snapshot_store;
+
 use super::*;
 
 /// A tag no other test or run uses.
@@ -34,9 +36,10 @@ fn driver_log(dir: &tempfile::TempDir) -> String {
     std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap()
 }
 
-/// Removes a saved state and its `.meta`.
+/// Removes a saved state, its `.ram` and its `.meta`.
 fn remove_state(file: &Path) {
     let _ = std::fs::remove_file(file);
+    let _ = std::fs::remove_file(file.with_extension("ram"));
     let _ = std::fs::remove_file(file.with_extension("meta"));
     let _ = std::fs::remove_file(file.with_extension("lock"));
 }
@@ -75,6 +78,25 @@ async fn machines_restored_from_one_snapshot_are_each_themselves() {
         );
     }
     assert!(!log.contains("FLOTILLA-AGENT-READY"), "no boot: {log}");
+    // Both run on the store's RAM file, mapped privately (their pages are shared
+    // until written), with only the devices in the state.
+    let ram = file.with_extension("ram");
+    for m in [&a, &b] {
+        let pid = m.qemu_pid().unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let mapped = maps
+            .lines()
+            .find(|l| l.ends_with(&ram.display().to_string()))
+            .unwrap_or_else(|| panic!("{}: {} not mapped: {maps}", m.name(), ram.display()));
+        assert!(mapped.contains(" rw-p "), "private: {mapped}");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            cmdline.contains(&format!("mem-path={},share=off", ram.display())),
+            "{cmdline}"
+        );
+    }
+    assert!(std::fs::metadata(&file).unwrap().len() < 4 << 20);
 
     // Own MACs (the maker was machine 1, as `a` is; `b` had to change), host names,
     // addresses and /etc/hosts.
@@ -137,10 +159,28 @@ async fn machines_restored_from_one_snapshot_are_each_themselves() {
     remove_state(&file);
 }
 
+/// Gives the state in `file` its `.meta`'s checksum anew, after a change, so that only
+/// QEMU can tell.
+fn reseal(file: &Path, before: &snapshot_store::Sum) {
+    let after = snapshot_store::sum_of(file).unwrap();
+    let meta = file.with_extension("meta");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let old = format!("\"bytes\": {},\n", before.bytes);
+    assert!(
+        text.contains(&before.sha256) && text.contains(&old),
+        "{text}"
+    );
+    let text = text
+        .replace(&before.sha256, &after.sha256)
+        .replace(&old, &format!("\"bytes\": {},\n", after.bytes));
+    std::fs::write(&meta, text).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_qemu_refuses_is_removed_and_the_machine_boots_cold() {
     let tag = tag();
     let file = save_state(&tag, "").await;
+    let before = snapshot_store::sum_of(&file).unwrap();
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -148,6 +188,7 @@ async fn a_snapshot_qemu_refuses_is_removed_and_the_machine_boots_cold() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
+    reseal(&file, &before);
 
     let dir = tempfile::tempdir().unwrap();
     let net = network(&dir, &snapshot_spec(&["m"], &tag, ""));
@@ -216,4 +257,116 @@ async fn machines_that_cannot_use_a_snapshot_yet_say_why() {
         log.contains("d: snapshot: not yet for machines with disks; booting cold"),
         "{log}"
     );
+}
+
+/// Boots machine `m` of a spec with `tag` after `damage` changed the saved state's RAM
+/// file; the log must say why the state was not used, and the machine boots cold and
+/// saves a whole state again.
+async fn ram_damaged_boots_cold(damage: fn(&std::fs::File, u64), why: &str) {
+    use std::os::unix::fs::FileExt as _;
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+    let ram = file.with_extension("ram");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ram)
+        .unwrap();
+    // A page the guest has data in: the first non-zero byte past 1 MiB.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 1u64 << 20;
+    let offset = loop {
+        let n = f.read_at(&mut buf, at).unwrap();
+        assert!(n > 0, "no data in {}", ram.display());
+        if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+            break at + i as u64;
+        }
+        at += n as u64;
+    };
+    damage(&f, offset);
+    drop(f);
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["m"], &tag, ""));
+    let m = net.machine("m").unwrap();
+    assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
+    let log = driver_log(&dir);
+    let line = log
+        .lines()
+        .find(|l| l.contains("m: snapshot: ") && l.contains(" refused ("))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains(&format!("{} {why}", ram.display())), "{line}");
+    assert!(line.ends_with("removed; booting cold"), "{line}");
+    assert!(log.contains("FLOTILLA-AGENT-READY"), "a cold boot: {log}");
+    assert!(log.contains("m: snapshot: saved "), "{log}");
+    assert_eq!(
+        std::fs::metadata(&ram).unwrap().len(),
+        256 << 20,
+        "a whole RAM file again"
+    );
+    net.stop_all().await;
+    remove_state(&file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ram_file_with_flipped_bytes_is_found_by_its_checksum() {
+    ram_damaged_boots_cold(
+        |f, offset| {
+            use std::os::unix::fs::FileExt as _;
+            let mut byte = [0u8; 1];
+            f.read_exact_at(&mut byte, offset).unwrap();
+            f.write_all_at(&[!byte[0]], offset).unwrap();
+        },
+        "does not match its checksum",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_ram_file_is_found_by_its_size() {
+    ram_damaged_boots_cold(|f, offset| f.set_len(offset + 1).unwrap(), "has ").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_whose_guest_never_answers_stops_its_qemu_and_boots_cold() {
+    let tag = tag();
+    let file = save_state(&tag, "").await;
+    // RAM of zeros with a matching checksum: QEMU loads the devices and runs, but
+    // there is no guest, so no agent answers.
+    let ram = file.with_extension("ram");
+    let before = snapshot_store::sum_of(&ram).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&ram).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(before.bytes).unwrap();
+    drop(f);
+    reseal(&ram, &before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &snapshot_spec(&["m"], &tag, ""));
+    let m = net.machine("m").unwrap();
+    assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
+    let log = driver_log(&dir);
+    let line = log
+        .lines()
+        .find(|l| l.contains("m: snapshot: ") && l.contains(" refused ("))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.ends_with("removed; booting cold"), "{line}");
+    assert!(
+        log.contains("m: snapshot: saved "),
+        "a cold boot saved it again: {log}"
+    );
+    // Only the cold boot's QEMU is left.
+    let with_tag: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
+    net.stop_all().await;
+    remove_state(&file);
 }

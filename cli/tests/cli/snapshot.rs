@@ -29,6 +29,8 @@ fn snapshot_saves_restores_lists_and_clears() {
     let listed = snapshots(&[]);
     assert!(listed.contains("saved by `machine`"), "{listed}");
     assert!(listed.contains("1 saved state(s)"), "{listed}");
+    // The sparse RAM file: less on disk than its 256 MiB.
+    assert!(listed.contains(" apparent "), "{listed}");
     let second = run_expecting(
         flotilla_test(hello, &dir.path().join("out2"), &tag)
             .envs(env.clone())
@@ -56,4 +58,64 @@ fn snapshot_saves_restores_lists_and_clears() {
     assert_no_qemu_left(&tag);
     assert!(snapshots(&["--clear"]).contains("removed 1 saved state(s)"));
     assert!(snapshots(&[]).contains("no saved states"));
+}
+
+#[test]
+fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = super::debian::shared_cache();
+    let env = [
+        ("FLOTILLA_CACHE", dir.path().join("cache")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+    ];
+    let tag = tag();
+    // The tag on the kernel command line too: the state is this test's alone.
+    let spec = dir.path().join("spec");
+    std::fs::create_dir_all(&spec).unwrap();
+    super::write_spec(
+        &spec,
+        &format!(
+            "name = \"twice\"\nscript = \"t.rhai\"\ntimeout = 300\n\
+             [machines.machine]\nsnapshot = true\nkernel_args = \"flotilla.test={tag}\"\n"
+        ),
+        "machine.succeed(\"true\");\n",
+    );
+    // The kernel and initramfs go into the cache once, before the two runs.
+    run_expecting(
+        flotilla_test(Path::new("examples/hello"), &dir.path().join("out0"), &tag)
+            .envs(env.clone())
+            .current_dir(workspace()),
+        0,
+    );
+    let runs: Vec<std::process::Child> = (1..=2)
+        .map(|n| {
+            flotilla_test(&spec, &dir.path().join(format!("out{n}")), &tag)
+                .envs(env.clone())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<String> = runs
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            let t = super::text(&out);
+            assert_eq!(out.status.code(), Some(0), "{t}");
+            assert!(t.contains("PASSED: twice"), "{t}");
+            // Both booted cold, both meant to save.
+            assert!(t.contains("FLOTILLA-AGENT-READY"), "{t}");
+            t
+        })
+        .collect();
+    let both = outputs.join("\n");
+    assert_eq!(
+        both.matches("machine: snapshot: saved ").count(),
+        1,
+        "{both}"
+    );
+    assert_no_qemu_left(&tag);
+    let listed = run_expecting(flotilla().arg("snapshots").envs(env.clone()), 0);
+    assert!(listed.contains("1 saved state(s)"), "{listed}");
 }

@@ -15,6 +15,7 @@ use super::console::{
 use super::events::spawn_event_watcher;
 use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
 use super::snapshot::SnapshotPlan;
+use super::snapshot_memory;
 use super::state::{Booting, Machine, Running, Spawned};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
@@ -87,7 +88,12 @@ impl Machine {
             "starting ({} MiB, {} cpu, {}, {firmware})",
             c.spec.memory, c.spec.cpus, c.accel.accel
         ));
-        let spawned = self.spawn_qemu(QemuCommand::new(c), &log_dir, &[]).await?;
+        let mut cmd = QemuCommand::new(c);
+        if save.is_some() {
+            // The RAM a snapshot keeps, in a file.
+            snapshot_memory::share_ram(&mut cmd, c);
+        }
+        let spawned = self.spawn_qemu(cmd, &log_dir, &[]).await?;
         let (boot_ms, qga) = self
             .wait_ready(&spawned.booting, &spawned.events.paused)
             .await?;

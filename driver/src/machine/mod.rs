@@ -10,6 +10,8 @@
 //! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
 //! - `snapshot.rs`: starting from a saved, booted state: the plan, the state's
 //!   identity, saving at readiness, restoring and giving the guest its own identity;
+//! - `snapshot_memory.rs`: the guest RAM of machines that save or restore a snapshot,
+//!   a file that restored machines share, and its copy into the store;
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
 //! - `evidence.rs`: what errors about a dead or stuck machine quote;
@@ -29,7 +31,8 @@
 //! Files import only files above them in this order of layers: `config`, `console`,
 //! `events`, `keys`, `shell` import no sibling; `qemu_command` and `state` import those;
 //! the topic files import `state` and the leaves (and `boot` imports `snapshot`, for
-//! the snapshot plan).
+//! the snapshot plan; `boot` and `snapshot` import `snapshot_memory`, which imports
+//! `qemu_command` and `shell`).
 
 mod boot;
 mod commands;
@@ -49,6 +52,7 @@ mod qemu_command;
 mod screen;
 mod shell;
 mod snapshot;
+mod snapshot_memory;
 mod state;
 mod waits;
 

@@ -9,6 +9,11 @@
 //! the one saved state; the kernel command line of a restored guest still names the
 //! saving machine's host name (`flotilla.hostname=` in `/proc/cmdline`), and the kernel's
 //! `boot_id` is the saving boot's.
+//!
+//! The state is two files: the devices (the `.qemu` migration stream) and the guest's
+//! RAM (`.ram`), which restored machines map and share (`snapshot_memory`). Before a
+//! restore the store checks both against their checksums; a state that fails the check
+//! or that QEMU refuses is removed and the machine boots cold.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -21,6 +26,7 @@ use super::config::MachineConfig;
 use super::console::KEEP_LINES;
 use super::qemu_command::QemuCommand;
 use super::shell::shell_quote;
+use super::snapshot_memory;
 use super::state::{Machine, Running, Spawned};
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::snapshot_store::{self, Entry, Meta};
@@ -142,8 +148,23 @@ impl Machine {
         let started = Instant::now();
         let qmp = &spawned.qmp;
         let saved = self.migrate_to(qmp, &entry.partial()).await;
-        let result = saved.and_then(|()| {
+        // The RAM, while the VM is still stopped.
+        let pid = spawned.booting.process.pid();
+        let (state, ram) = (entry.partial(), entry.ram_partial());
+        let files = match saved {
+            Ok(()) => tokio::task::spawn_blocking(move || {
+                let ram = snapshot_memory::copy_ram(pid, &ram)?;
+                let state = snapshot_store::sum_of(&state)
+                    .map_err(|e| format!("reading {}: {e}", state.display()))?;
+                Ok([("qemu".to_owned(), state), ("ram".to_owned(), ram)])
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("copying the guest RAM: {e}"))),
+            Err(e) => Err(e),
+        };
+        let result = files.and_then(|files| {
             let mut meta = Meta::new(&self.config.name, self.own_macs());
+            meta.files.extend(files);
             meta.console = self.console.tail(KEEP_LINES);
             entry
                 .commit(&lock, &meta)
@@ -170,9 +191,10 @@ impl Machine {
         }
     }
 
-    /// Stops the VM and writes its state to `path` (QMP `migrate` to `cat`); the VM
-    /// stays stopped.
+    /// Stops the VM and writes its devices' state to `path` (QMP `migrate` to `cat`;
+    /// its RAM, a shared file, is left out); the VM stays stopped.
     async fn migrate_to(&self, qmp: &flotilla_qmp::Client, path: &Path) -> Result<(), String> {
+        snapshot_memory::ignore_shared(qmp).await?;
         qmp.stop().await.map_err(|e| format!("qmp stop: {e}"))?;
         // Unlimited: the VM is stopped, nothing competes (QEMU's default is 128 MiB/s).
         let _ = qmp
@@ -199,6 +221,10 @@ impl Machine {
         let c = &self.config;
         let meta = entry.meta()?;
         let started = Instant::now();
+        let (checked, known) = (entry.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || checked.verify(&known))
+            .await
+            .map_err(|e| format!("checking the state: {e}"))??;
         self.log(&format!(
             "starting from snapshot {} ({} MiB, {} cpu, {})",
             entry.file().display(),
@@ -207,15 +233,16 @@ impl Machine {
             c.accel.accel
         ));
         let mut cmd = QemuCommand::new(c);
-        cmd.args.push("-incoming".into());
-        let file = shell_quote(&entry.file().display().to_string());
-        cmd.args.push(format!("exec:cat {file}").into());
+        snapshot_memory::map_ram(&mut cmd, c, &entry.ram_file());
         let spawned = self
             .spawn_qemu(cmd, log_dir, &meta.console)
             .await
             .map_err(|e| first_line(&e.to_string()))?;
         let booting = &spawned.booting;
-        let steps = tokio::time::timeout(c.boot_timeout, self.restore(&spawned, &meta, started));
+        let steps = tokio::time::timeout(
+            c.boot_timeout,
+            self.restore(&spawned, entry, &meta, started),
+        );
         let outcome = tokio::select! {
             r = steps => r.unwrap_or_else(|_| Err(format!(
                 "not ready within {} s (boot_timeout)", c.boot_timeout.as_secs()
@@ -256,10 +283,12 @@ impl Machine {
     async fn restore(
         &self,
         spawned: &Spawned,
+        entry: &Entry,
         meta: &Meta,
         started: Instant,
     ) -> Result<(Guest, Duration), String> {
         let c = &self.config;
+        snapshot_memory::load_devices(&spawned.qmp, &entry.file()).await?;
         wait_migration(&spawned.qmp, c.boot_timeout).await?;
         spawned
             .qmp
