@@ -81,7 +81,9 @@
 //! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
 //!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
 //!   command line as a value), `boot.rs` (boot and readiness), `snapshot.rs` (starting
-//!   from a saved state: identity, save, restore, re-identification), `console.rs` (console
+//!   from a saved state: identity, save, restore, re-identification), `snapshot_disks.rs`
+//!   (a snapshot's disks: saved, restored, in the identity), `machine_id.rs` (the
+//!   machine id of a machine with an image), `console.rs` (console
 //!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
 //!   gone), `evidence.rs` (what an error about a dead machine quotes), `guest_link.rs`
 //!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),

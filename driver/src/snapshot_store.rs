@@ -23,6 +23,9 @@ use crate::image::{cache_dir, prune};
 /// Bumped when what a snapshot holds or how it is restored changes incompatibly.
 const LAYOUT_VERSION: &str = "flotilla-snapshot-1";
 
+/// Between an identity and a disk's name in the file names of saved disks.
+const DISK_INFIX: &str = ".disk-";
+
 /// How many snapshots the store keeps (the newest); each is tens of MiB.
 const KEEP: usize = 8;
 
@@ -91,7 +94,11 @@ fn file_stamp(path: &Path, keyed: &[PathBuf]) -> String {
 /// The cache folders whose file names are hashes of their content.
 fn content_keyed() -> Vec<PathBuf> {
     let cache = cache_dir();
-    vec![cache.join("kernels"), cache.join("images")]
+    vec![
+        cache.join("kernels"),
+        cache.join("images"),
+        cache.join("debian").join("images"),
+    ]
 }
 
 /// The first line of `qemu --version`, asked once per binary per process.
@@ -175,6 +182,12 @@ impl Entry {
         self.dir.join(format!("{}.qemu.partial", self.identity))
     }
 
+    /// The saved copy of the machine's disk `name`, `<identity>.disk-<name>.qcow2`.
+    pub(crate) fn disk_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}{DISK_INFIX}{name}.qcow2", self.identity))
+    }
+
     fn meta_file(&self) -> PathBuf {
         self.dir.join(format!("{}.meta", self.identity))
     }
@@ -212,6 +225,7 @@ impl Entry {
         for suffix in [".qemu", ".meta", ".lock"] {
             prune(&self.dir, "", suffix, KEEP);
         }
+        remove_orphan_disks(&self.dir);
         Ok(size)
     }
 
@@ -229,10 +243,51 @@ impl Entry {
         let _ = std::fs::remove_file(self.partial());
     }
 
-    /// Removes the saved state and its `.meta` (QEMU refused it).
+    /// Removes the saved state, its `.meta` and its disks (QEMU refused it).
     pub(crate) fn remove(&self) {
         let _ = std::fs::remove_file(self.file());
         let _ = std::fs::remove_file(self.meta_file());
+        for disk in self.disk_files() {
+            let _ = std::fs::remove_file(disk);
+        }
+    }
+
+    /// The saved disks of this entry.
+    fn disk_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}{DISK_INFIX}", self.identity);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+}
+
+/// Removes the saved disks whose state is gone (pruned), unless a run is saving that
+/// state now (its disks are copied before its state is renamed into place).
+fn remove_orphan_disks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let identities: std::collections::BTreeSet<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some(name.split_once(DISK_INFIX)?.0.to_owned())
+        })
+        .collect();
+    for identity in identities {
+        let entry = Entry::in_dir(identity, dir.to_path_buf());
+        if entry.exists() {
+            continue;
+        }
+        if let Ok(Some(_lock)) = entry.try_lock() {
+            entry.remove();
+            let _ = std::fs::remove_file(dir.join(format!("{}.lock", entry.identity)));
+        }
     }
 }
 

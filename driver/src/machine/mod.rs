@@ -10,6 +10,9 @@
 //! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
 //! - `snapshot.rs`: starting from a saved, booted state: the plan, the state's
 //!   identity, saving at readiness, restoring and giving the guest its own identity;
+//! - `snapshot_disks.rs`: a snapshot's disks: saved beside the state, restored as the
+//!   machine's own copies, and their share of the identity;
+//! - `machine_id.rs`: the machine id of a machine with a disk image, its own;
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
 //! - `evidence.rs`: what errors about a dead or stuck machine quote;
@@ -43,12 +46,14 @@ mod evidence;
 mod guest_link;
 mod guest_net;
 mod keys;
+mod machine_id;
 mod network;
 mod power;
 mod qemu_command;
 mod screen;
 mod shell;
 mod snapshot;
+mod snapshot_disks;
 mod state;
 mod waits;
 
