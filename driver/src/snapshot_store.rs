@@ -1,7 +1,8 @@
 //! The snapshot store: saved, booted machine states (QEMU migration streams) in
 //! `<cache>/snapshots/<identity>.qemu`, beside a `.meta` file (the saving machine's
-//! MACs per NIC, the time) and a `.lock` that makes two runs saving the same state at
-//! once save it once. An identity is a hash of everything that shapes the saved state
+//! MACs per NIC, the time), the machine's disks (`<identity>.disk-<name>.qcow2`,
+//! written before the `.qemu`) and a `.lock` that makes two runs saving the same state
+//! at once save it once. An identity is a hash of everything that shapes the saved state
 //! ([`identity`]); files are written under a temporary name and renamed, the `.meta`
 //! first, so a `.qemu` file is always whole and has its `.meta`. The store keeps the
 //! 8 most recently used states (a restore counts as a use); [`list`] and

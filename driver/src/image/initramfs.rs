@@ -103,7 +103,8 @@ for word in $(busybox cat /proc/cmdline); do
     case "$word" in
     flotilla.machine_id=*)
         id=${word#flotilla.machine_id=}
-        echo "$id" > /newroot/etc/machine-id || fail "cannot write /etc/machine-id"
+        [ -d /newroot/etc ] && { echo "$id" > /newroot/etc/machine-id ||
+            echo "flotilla stage 1: cannot write /etc/machine-id" > /dev/console; }
         ;;
     esac
 done

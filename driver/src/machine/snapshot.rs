@@ -1,6 +1,8 @@
 //! Snapshots, the machine's side: whether a machine starts from a saved state, the
 //! identity of that state, saving it at the agent's readiness line, and restoring it
-//! (then giving the guest its own MACs, host name, addresses, clock and randomness).
+//! (then giving the guest its own MACs, host name, addresses, clock, randomness and,
+//! with an image, machine id). The machine's disks are saved and restored with the
+//! state (`snapshot_disks.rs`).
 //!
 //! The state is saved before the driver first connects to the agent, so the restored
 //! agent is waiting for a host, as after a cold boot. Everything that makes one machine

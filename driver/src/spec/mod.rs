@@ -28,7 +28,7 @@
 //! image = "debian.qcow2"    # boot a disk image instead of the default initramfs
 //! kernel_args = "loglevel=4"  # appended to the kernel command line
 //! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
-//! snapshot = true           # start from a saved, booted state (default guest only, for now)
+//! snapshot = true           # start from a saved, booted state (with its disks)
 //!
 //! [machines.web]            # a Debian bookworm machine, its image built from the spec
 //! packages = ["nginx", "./dist/myapp_1.0_amd64.deb"]  # names, or local .deb files
