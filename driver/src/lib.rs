@@ -83,7 +83,9 @@
 //!   command line as a value), `boot.rs` (boot and readiness), `snapshot.rs` (starting
 //!   from a saved state: identity, save, restore, re-identification),
 //!   `snapshot_memory.rs` (the file-backed guest RAM of snapshot machines, shared by
-//!   restored ones, and its copy into the store), `console.rs` (console
+//!   restored ones, and its copy into the store), `snapshot_disks.rs` (a snapshot's
+//!   disks: saved, restored, in the identity), `machine_id.rs` (the machine id of a
+//!   machine with an image), `console.rs` (console
 //!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
 //!   gone), `evidence.rs` (what an error about a dead machine quotes), `guest_link.rs`
 //!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),

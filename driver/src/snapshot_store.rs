@@ -2,7 +2,8 @@
 //! device state (a QEMU migration stream without the guest's RAM) in `<identity>.qemu`,
 //! the guest's RAM in `<identity>.ram` (a sparse file that restored machines map
 //! privately: they share its unchanged pages), beside a `.meta` file (the saving
-//! machine's MACs per NIC, the time, the size and checksum of every file of the state)
+//! machine's MACs per NIC, the time, the size and checksum of every file of the state),
+//! the machine's disks (`<identity>.disk-<name>.qcow2`, written before the `.qemu`)
 //! and a `.lock` that makes two runs saving the same state at once save it once. An
 //! identity is a hash of everything that shapes the saved state ([`identity`]); files
 //! are written under a temporary name and renamed, the `.meta` first and the `.qemu`
@@ -29,6 +30,9 @@ use crate::image::{cache_dir, prune};
 
 /// Bumped when what a snapshot holds or how it is restored changes incompatibly.
 const LAYOUT_VERSION: &str = "flotilla-snapshot-2";
+
+/// Between an identity and a disk's name in the file names of saved disks.
+const DISK_INFIX: &str = ".disk-";
 
 /// How many snapshots the store keeps (the newest); each is tens of MiB.
 const KEEP: usize = 8;
@@ -97,7 +101,11 @@ fn file_stamp(path: &Path, keyed: &[PathBuf]) -> String {
 /// The cache folders whose file names are hashes of their content.
 fn content_keyed() -> Vec<PathBuf> {
     let cache = cache_dir();
-    vec![cache.join("kernels"), cache.join("images")]
+    vec![
+        cache.join("kernels"),
+        cache.join("images"),
+        cache.join("debian").join("images"),
+    ]
 }
 
 /// The first line of `qemu --version`, asked once per binary per process.
@@ -337,6 +345,12 @@ impl Entry {
         self.dir.join(format!("{}.ram.partial", self.identity))
     }
 
+    /// The saved copy of the machine's disk `name`, `<identity>.disk-<name>.qcow2`.
+    pub(crate) fn disk_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}{DISK_INFIX}{name}.qcow2", self.identity))
+    }
+
     fn meta_file(&self) -> PathBuf {
         self.dir.join(format!("{}.meta", self.identity))
     }
@@ -451,11 +465,27 @@ impl Entry {
     }
 
     /// Removes the saved state: the `.qemu` first (the state is gone then), the
-    /// `.ram` and the `.meta` (QEMU refused it, a checksum did not match).
+    /// `.ram`, the `.meta` and the disks (QEMU refused it, a checksum did not match).
     pub(crate) fn remove(&self) {
         let _ = std::fs::remove_file(self.file());
         let _ = std::fs::remove_file(self.ram_file());
         let _ = std::fs::remove_file(self.meta_file());
+        for disk in self.disk_files() {
+            let _ = std::fs::remove_file(disk);
+        }
+    }
+
+    /// The saved disks of this entry.
+    fn disk_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("{}{DISK_INFIX}", self.identity);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Removes every file of the entry, `<identity>.*` (whatever a state holds, partial

@@ -17,6 +17,7 @@ mod disk;
 mod files;
 mod net;
 mod snapshot;
+mod snapshot_debian;
 mod start;
 use tokio_util::sync::CancellationToken;
 

@@ -12,7 +12,7 @@ use flotilla_driver::snapshot_store;
 use super::*;
 
 /// A tag no other test or run uses.
-fn tag() -> String {
+pub(super) fn tag() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -21,7 +21,7 @@ fn tag() -> String {
 }
 
 /// `[machines.NAME]` tables with `snapshot = true`, `extra` and the tag.
-fn snapshot_spec(names: &[&str], tag: &str, extra: &str) -> String {
+pub(super) fn snapshot_spec(names: &[&str], tag: &str, extra: &str) -> String {
     names
         .iter()
         .map(|n| {
@@ -32,16 +32,36 @@ fn snapshot_spec(names: &[&str], tag: &str, extra: &str) -> String {
         .collect()
 }
 
-fn driver_log(dir: &tempfile::TempDir) -> String {
+pub(super) fn driver_log(dir: &tempfile::TempDir) -> String {
     std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap()
 }
 
-/// Removes a saved state, its `.ram` and its `.meta`.
-fn remove_state(file: &Path) {
+/// Removes a saved state, its `.ram`, its `.meta` and its disks.
+pub(super) fn remove_state(file: &Path) {
     let _ = std::fs::remove_file(file);
     let _ = std::fs::remove_file(file.with_extension("ram"));
     let _ = std::fs::remove_file(file.with_extension("meta"));
     let _ = std::fs::remove_file(file.with_extension("lock"));
+    for disk in saved_disks(file) {
+        let _ = std::fs::remove_file(disk);
+    }
+}
+
+/// The disks saved with the state in `file`.
+pub(super) fn saved_disks(file: &Path) -> Vec<PathBuf> {
+    let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+    let mut disks: Vec<PathBuf> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{stem}.disk-"))
+        })
+        .map(|e| e.path())
+        .collect();
+    disks.sort();
+    disks
 }
 
 /// Boots machine `maker` of a spec of its own once, so that the state is saved; the
@@ -242,19 +262,21 @@ async fn another_memory_size_is_another_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn machines_that_cannot_use_a_snapshot_yet_say_why() {
+async fn machines_that_cannot_use_a_snapshot_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let net = network(
+    let (spec, mut options) = spec(
         &dir,
         "[machines.d]\nsnapshot = true\n[[machines.d.disks]]\nsize = \"8M\"\n",
     );
+    options.keep_state = Some(dir.path().join("state"));
+    let net = Fleet::new(&spec, options).unwrap();
     let d = net.machine("d").unwrap();
     assert_eq!(d.snapshot_file(), None);
     d.start().await.unwrap();
     net.stop_all().await;
     let log = driver_log(&dir);
     assert!(
-        log.contains("d: snapshot: not yet for machines with disks; booting cold"),
+        log.contains("d: snapshot: not for disks kept with --keep-state; booting cold"),
         "{log}"
     );
 }
@@ -369,4 +391,121 @@ async fn a_restore_whose_guest_never_answers_stops_its_qemu_and_boots_cold() {
     assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
     net.stop_all().await;
     remove_state(&file);
+
+/// A default-guest machine with a blank disk and an overlay disk: the disks are saved
+/// with the state and every restored machine has its own copies (what one writes the
+/// other does not see, nor what the saving machine wrote after the save); a reboot
+/// keeps the machine's own disks (no restore over them).
+#[tokio::test(flavor = "multi_thread")]
+async fn disks_are_saved_with_the_state_and_each_machines_own() {
+    let tag = tag();
+    let base_dir = tempfile::tempdir().unwrap();
+    let base = base_dir.path().join("base.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let disks = format!(
+        "[[machines.{{}}.disks]]\nname = \"scratch\"\nsize = \"8M\"\n\
+         [[machines.{{}}.disks]]\nname = \"data\"\nbase = \"{}\"\n",
+        base.display()
+    );
+    let spec_of = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}{}",
+                    snapshot_spec(&[n], &tag, ""),
+                    disks.replace("{}", n)
+                )
+            })
+            .collect()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &spec_of(&["maker"]));
+    let maker = net.machine("maker").unwrap();
+    let file = maker.snapshot_file().expect("disks are no obstacle");
+    maker.start().await.unwrap();
+    maker
+        .succeed("echo after-save > /dev/vda && sync")
+        .await
+        .unwrap();
+    net.stop_all().await;
+    let log = driver_log(&dir);
+    assert!(log.contains("maker: snapshot: 2 disk(s) saved ("), "{log}");
+    let saved: Vec<String> = saved_disks(&file)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let id = file.file_stem().unwrap().to_string_lossy();
+    assert_eq!(
+        saved,
+        [
+            format!("{id}.disk-data.qcow2"),
+            format!("{id}.disk-scratch.qcow2")
+        ]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, &spec_of(&["a", "b"]));
+    let (a, b) = (net.machine("a").unwrap(), net.machine("b").unwrap());
+    assert_eq!(a.snapshot_file().as_ref(), Some(&file));
+    net.start_all().await.unwrap();
+    let log = driver_log(&dir);
+    for m in ["a", "b"] {
+        assert!(
+            log.contains(&format!("{m}: snapshot: restored from {}", file.display())),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("{m}: snapshot: 2 disk(s) restored in ")),
+            "{log}"
+        );
+    }
+    let head = "head -c 9 /dev/vda; echo; head -c 9 /dev/vdb; echo";
+    assert_eq!(
+        a.succeed(head).await.unwrap(),
+        format!("{0}\n{0}\n", "\0".repeat(9))
+    );
+    a.succeed("echo a-writes > /dev/vda && echo a-writes > /dev/vdb && sync")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.succeed(&format!("echo 3 > /proc/sys/vm/drop_caches; {head}"))
+            .await
+            .unwrap(),
+        format!("{0}\n{0}\n", "\0".repeat(9))
+    );
+    // A reboot keeps what the machine wrote: its disks are not restored over.
+    a.reboot(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(a.succeed(head).await.unwrap(), "a-writes\n\na-writes\n\n");
+    net.stop_all().await;
+    let log = driver_log(&dir);
+    assert!(
+        log.contains("a: snapshot: its disks hold what an earlier boot wrote; booting cold"),
+        "{log}"
+    );
+
+    // Another disk layout (size), another base image content: other states.
+    let other_size = spec_of(&["m"]).replace("size = \"8M\"", "size = \"9M\"");
+    let dir = tempfile::tempdir().unwrap();
+    let m = network(&dir, &other_size);
+    let resized = m.machine("m").unwrap().snapshot_file().unwrap();
+    assert_ne!(resized, file);
+    let dir = tempfile::tempdir().unwrap();
+    let again = network(&dir, &spec_of(&["m"]));
+    assert_eq!(again.machine("m").unwrap().snapshot_file().unwrap(), file);
+    let rewritten = base_dir.path().join("rewritten.qcow2");
+    std::fs::copy(&base, &rewritten).unwrap();
+    std::fs::rename(&rewritten, &base).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rebased = network(&dir, &spec_of(&["m"]));
+    assert_ne!(rebased.machine("m").unwrap().snapshot_file().unwrap(), file);
+    remove_state(&file);
+    assert!(saved_disks(&file).is_empty());
 }

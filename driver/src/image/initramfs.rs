@@ -98,6 +98,16 @@ else
     # /sbin/init is often an absolute link (into the image, not into this initramfs).
     [ -x /newroot$init ] || [ -L /newroot$init ] || fail "the image has no $init"
 fi
+# This machine's own id (the image's is every machine's), before the init reads it.
+for word in $(busybox cat /proc/cmdline); do
+    case "$word" in
+    flotilla.machine_id=*)
+        id=${word#flotilla.machine_id=}
+        [ -d /newroot/etc ] && { echo "$id" > /newroot/etc/machine-id ||
+            echo "flotilla stage 1: cannot write /etc/machine-id" > /dev/console; }
+        ;;
+    esac
+done
 busybox umount /proc /sys
 busybox mount --move /dev /newroot/dev
 exec busybox switch_root /newroot $init

@@ -61,23 +61,28 @@ impl Machine {
         let log_dir = c.log.machine_dir(&c.name)?;
         let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
+        // Before the disks are made: disks of an earlier boot rule snapshots out.
+        let plan = self.snapshot_plan();
         self.ensure_disks().await?;
         self.ensure_coverage_disk().await?;
-        let save = match self.snapshot_plan() {
+        let save = match plan {
             SnapshotPlan::Off => None,
             SnapshotPlan::Save(entry) => Some(entry),
-            SnapshotPlan::Restore(entry) => match self.boot_restored(&entry, &log_dir).await {
-                Ok(running) => return Ok(running),
-                Err(why) => {
-                    entry.remove();
-                    self.log(&format!(
-                        "snapshot: {} refused ({why}): removed; booting cold",
-                        entry.file().display()
-                    ));
-                    started = Instant::now();
-                    Some(entry)
+            SnapshotPlan::Restore(entry) => {
+                match self.boot_restored_with_disks(&entry, &log_dir).await {
+                    Ok(running) => return Ok(running),
+                    Err(why) => {
+                        entry.remove();
+                        self.remake_disks().await?;
+                        self.log(&format!(
+                            "snapshot: {} refused ({why}): removed; booting cold",
+                            entry.file().display()
+                        ));
+                        started = Instant::now();
+                        Some(entry)
+                    }
                 }
-            },
+            }
         };
         let firmware = match (c.spec.display, &c.firmware) {
             (false, Some(_)) => "qboot",

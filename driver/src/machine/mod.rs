@@ -12,6 +12,9 @@
 //!   identity, saving at readiness, restoring and giving the guest its own identity;
 //! - `snapshot_memory.rs`: the guest RAM of machines that save or restore a snapshot,
 //!   a file that restored machines share, and its copy into the store;
+//! - `snapshot_disks.rs`: a snapshot's disks: saved beside the state, restored as the
+//!   machine's own copies, and their share of the identity;
+//! - `machine_id.rs`: the machine id of a machine with a disk image, its own;
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
 //! - `evidence.rs`: what errors about a dead or stuck machine quote;
@@ -46,6 +49,7 @@ mod evidence;
 mod guest_link;
 mod guest_net;
 mod keys;
+mod machine_id;
 mod network;
 mod power;
 mod qemu_command;
@@ -53,6 +57,7 @@ mod screen;
 mod shell;
 mod snapshot;
 mod snapshot_memory;
+mod snapshot_disks;
 mod state;
 mod waits;
 

@@ -75,7 +75,12 @@ impl QemuCommand {
             c.hostname()
         );
         if c.spec.image.is_some() {
-            append.push_str(" root=/dev/vda rw");
+            // Stage 1 writes the machine id into the root.
+            let _ = write!(
+                append,
+                " root=/dev/vda rw flotilla.machine_id={}",
+                c.machine_id()
+            );
         }
         if c.coverage {
             // For the init and every service it starts: sysvinit passes the kernel's

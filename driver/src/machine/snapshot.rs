@@ -1,6 +1,8 @@
 //! Snapshots, the machine's side: whether a machine starts from a saved state, the
 //! identity of that state, saving it at the agent's readiness line, and restoring it
-//! (then giving the guest its own MACs, host name, addresses, clock and randomness).
+//! (then giving the guest its own MACs, host name, addresses, clock, randomness and,
+//! with an image, machine id). The machine's disks are saved and restored with the
+//! state (`snapshot_disks.rs`).
 //!
 //! The state is saved before the driver first connects to the agent, so the restored
 //! agent is waiting for a host, as after a cold boot. Everything that makes one machine
@@ -27,6 +29,7 @@ use super::console::KEEP_LINES;
 use super::qemu_command::QemuCommand;
 use super::shell::shell_quote;
 use super::snapshot_memory;
+use super::snapshot_disks::disk_identity;
 use super::state::{Machine, Running, Spawned};
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::snapshot_store::{self, Entry, Meta};
@@ -48,10 +51,8 @@ impl Machine {
     /// Why this machine cannot start from a snapshot yet, if it cannot.
     fn snapshot_refusal(&self) -> Option<&'static str> {
         let c = &self.config;
-        if c.spec.image.is_some() {
-            Some("not yet for machines with an image")
-        } else if !c.spec.disks.is_empty() {
-            Some("not yet for machines with disks")
+        if let Some(why) = self.disks_refusal() {
+            Some(why)
         } else if c.coverage {
             Some("not yet with coverage")
         } else if c.spec.agent != AgentKind::Flotilla {
@@ -148,6 +149,7 @@ impl Machine {
         let started = Instant::now();
         let qmp = &spawned.qmp;
         let saved = self.migrate_to(qmp, &entry.partial()).await;
+        let saved = saved.and_then(|()| self.save_disks(entry));
         // The RAM, while the VM is still stopped.
         let pid = spawned.booting.process.pid();
         let (state, ram) = (entry.partial(), entry.ram_partial());
@@ -308,6 +310,7 @@ impl Machine {
             .await
             .map_err(|e| first_line(&e.to_string()))?;
         self.refresh_clock_and_randomness(&guest).await?;
+        self.write_machine_id(&guest).await?;
         Ok((guest, restored))
     }
 
@@ -377,12 +380,16 @@ fn identity_of(cmd: &QemuCommand, c: &MachineConfig, version: &str) -> String {
     let mut args = vec![cmd.program.display().to_string()];
     args.extend(normalized_args(cmd, c));
     // The files the command line boots: kernel, initrd, firmware.
-    let files: Vec<&Path> = cmd
+    let mut files: Vec<&Path> = cmd
         .args
         .windows(2)
         .filter(|w| ["-kernel", "-initrd", "-bios"].iter().any(|o| w[0] == *o))
         .map(|w| Path::new(&w[1]))
         .collect();
+    // The disks: what each starts as, and the content of the images under overlays.
+    let (disks, bases) = disk_identity(c);
+    args.extend(disks);
+    files.extend(bases.iter().map(PathBuf::as_path));
     snapshot_store::identity(&args, version, c.accel.accel, &files)
 }
 
@@ -406,6 +413,7 @@ fn normalized_args(cmd: &QemuCommand, c: &MachineConfig) -> Vec<String> {
             .split(' ')
             .map(|word| match word.split_once('=') {
                 Some(("flotilla.hostname", _)) => "flotilla.hostname=<hostname>",
+                Some(("flotilla.machine_id", _)) => "flotilla.machine_id=<machine-id>",
                 _ => word,
             })
             .collect::<Vec<_>>()

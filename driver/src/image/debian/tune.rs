@@ -33,7 +33,8 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
     write_file(&tree.join("etc/resolv.conf"), b"", 0o644)?;
     // Every run starts from the base image, so every boot would be a "first boot":
     // a fixed machine id keeps systemd from running first-boot set-up (and prompting
-    // on the console) each time. Machines of one run differ by host name anyway.
+    // on the console) each time. Stage 1 replaces it with the machine's own before the
+    // init starts (`flotilla.machine_id=`), which systemd then reads as an existing id.
     let id: String = Sha256::digest(b"flotilla debian image")[..16]
         .iter()
         .map(|b| format!("{b:02x}"))
