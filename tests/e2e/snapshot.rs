@@ -391,6 +391,7 @@ async fn a_restore_whose_guest_never_answers_stops_its_qemu_and_boots_cold() {
     assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
     net.stop_all().await;
     remove_state(&file);
+}
 
 /// A default-guest machine with a blank disk and an overlay disk: the disks are saved
 /// with the state and every restored machine has its own copies (what one writes the
