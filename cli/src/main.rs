@@ -42,7 +42,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed.
+    /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed
+    /// (several specs: a suite, see below).
     ///
     /// Machines with `packages`, `files` or `init` boot a Debian image of that content,
     /// built first (with a line per step) or taken from the cache.

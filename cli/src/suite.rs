@@ -112,7 +112,7 @@ pub(crate) async fn main(
             .map(|p| format!(" (partition {p} of {found})"))
             .unwrap_or_default();
         eprintln!(
-            "flotilla {}: {} test(s){share}; at once as {budget} allow",
+            "flotilla {}: {} test(s){share}; running at once within {budget}",
             env!("CARGO_PKG_VERSION"),
             tests.len()
         );

@@ -34,6 +34,10 @@
 //! prompt show the log above the line being typed, and [`control`] serves a run's
 //! machines to other processes (`flotilla shell`).
 //!
+//! [`suite`] runs many specs at once within a budget of the host's memory and CPUs
+//! (`flotilla test examples tests/specs`): discovery, partitions for CI machines,
+//! retries, fail-fast, a live view, a summary and one JUnit report.
+//!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 //!

@@ -277,7 +277,7 @@ fn ctrl_c_stops_every_test_of_a_suite_and_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Both sleeping: each log says its command runs.
+    // Both up: each log says its machine is ready (its `sleep 600` comes next).
     let started = Instant::now();
     loop {
         let running = ["one", "two"]
@@ -289,7 +289,7 @@ fn ctrl_c_stops_every_test_of_a_suite_and_exits_130() {
                             e.file_name().to_string_lossy().ends_with(*n)
                                 && std::fs::read_to_string(e.path().join("driver.log"))
                                     .unwrap_or_default()
-                                    .contains("must succeed: sleep 600")
+                                    .contains("vm: ready: ")
                         })
                     })
                     .unwrap_or(false)
@@ -312,5 +312,55 @@ fn ctrl_c_stops_every_test_of_a_suite_and_exits_130() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("2 cancelled"), "{stderr}");
+    assert_no_qemu_left(&tag);
+}
+
+#[test]
+fn every_example_and_sixteen_machines_pass_as_one_suite() {
+    // The examples as CI runs them (the coverage example built by its build.sh, in a
+    // copy of its own), and the 16-machine spec: one command, the automatic budget.
+    let dir = tempfile::tempdir().unwrap();
+    let coverage = super::coverage::built_example(dir.path());
+    let tag = tag();
+    let out = dir.path().join("out");
+    let junit = dir.path().join("report.xml");
+    let examples = [
+        "examples/hello",
+        "examples/router",
+        "examples/webserver",
+        "examples/nginx",
+    ];
+    let started = Instant::now();
+    let t = run_expecting(
+        suite(
+            &examples
+                .iter()
+                .map(Path::new)
+                .chain([coverage.as_path(), Path::new("tests/specs/sixteen")])
+                .collect::<Vec<_>>(),
+            &out,
+            &tag,
+        )
+        .current_dir(workspace())
+        .arg("--junit")
+        .arg(&junit),
+        0,
+    );
+    let summary = &t[t.find("\ntest ").expect("the table")..];
+    for id in examples.iter().chain(&["tests/specs/sixteen"]) {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.starts_with(&format!("{id} ")) && l.contains(" PASSED ")),
+            "{id}: {summary}"
+        );
+    }
+    assert!(summary.contains("6 test(s): 6 passed in "), "{summary}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("failures=\"0\" errors=\"0\""), "{xml}");
+    eprintln!(
+        "the suite took {:.0} s:\n{summary}",
+        started.elapsed().as_secs_f64()
+    );
     assert_no_qemu_left(&tag);
 }

@@ -11,9 +11,12 @@ use crate::spec::Spec;
 pub const QEMU_OVERHEAD_MIB: u64 = 160;
 
 /// Virtual CPUs run per host core by default. TCG runs a vCPU per host thread, but
-/// test guests spend most of their time waiting (for the host, the network, a
-/// timer): on the 2-core host, 2 tests at once finished a suite sooner than 1, and 3
-/// no sooner than 2 (README, Speed).
+/// test guests spend much of their time waiting (for the host, the network, a timer).
+/// On the 2-core host (2026-12-02, `scripts/suite-speed`, one run each, the host loaded
+/// by others): the examples and the 16-machine test took 250 s one at a time, 186 s
+/// with 4 vCPUs (about two tests at once, the 16-machine one alone) and 161 s with
+/// `-j 3` (which ran the 16 machines beside other tests). Two per core keeps the host
+/// from being overcommitted beyond that; `-j` goes further.
 pub const VCPUS_PER_CORE: u32 = 2;
 
 /// Host memory kept for everything else (the driver, the build, other users).
