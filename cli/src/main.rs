@@ -3,6 +3,7 @@
 mod agent;
 mod repl;
 mod shell;
+mod suite;
 mod terminal;
 
 use std::path::PathBuf;
@@ -15,9 +16,9 @@ use flotilla_driver::{doctor, run_test, Error, Fleet, FleetOptions, Spec};
 use crate::repl::Interrupts;
 
 /// Exit status when the test ran and failed.
-const EXIT_FAILED: u8 = 1;
+pub(crate) const EXIT_FAILED: u8 = 1;
 /// Exit status when the test could not run: bad spec or script syntax, missing set-up.
-const EXIT_ERROR: u8 = 2;
+pub(crate) const EXIT_ERROR: u8 = 2;
 /// Exit status after Ctrl-C.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -41,23 +42,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed.
+    /// Boot the spec's machines, run its test script, and stop them; exit 0 if it passed
+    /// (several specs: a suite, see below).
     ///
     /// Machines with `packages`, `files` or `init` boot a Debian image of that content,
     /// built first (with a line per step) or taken from the cache.
+    ///
+    /// Several paths, or a folder without `flotilla.toml` (searched for them), make a
+    /// suite: its tests run at once as far as a budget of guest memory and CPUs allows
+    /// (from the host's available memory and cores, or --jobs and --max-memory), each
+    /// logging to its own folder under --out. A terminal shows every running test with
+    /// its state; elsewhere a line tells when a test starts and ends. A summary table
+    /// and the failures' errors close the run. Exit status: 2 if a test could not run,
+    /// else 1 if one failed.
     Test {
-        /// A spec file, or a folder holding `flotilla.toml`.
-        spec: PathBuf,
+        /// Spec files, folders holding `flotilla.toml`, or folders to search for them.
+        #[arg(required = true, value_name = "SPEC")]
+        spec: Vec<PathBuf>,
         /// Log folder (driver.log, <machine>/console.log, <machine>/qemu.log);
-        /// default flotilla-out/<test name>. Emptied at the start.
+        /// default flotilla-out/<test name>. Emptied at the start. For a suite: the
+        /// folder of the tests' folders, default flotilla-out.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Only print the result and errors; the log folder still gets everything.
         #[arg(short, long)]
         quiet: bool,
-        /// Write a JUnit XML report here (a test case per subtest).
+        /// Write a JUnit XML report here (a test case per subtest; for a suite, a test
+        /// suite per spec with a test case per subtest and one for the whole test).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        #[command(flatten)]
+        suite: suite::SuiteArgs,
         /// Collect coverage data from every machine's instrumented programs (gcov,
         /// LLVM) and report it: <out>/coverage/index.html, a tracefile per machine,
         /// combined.info, and a table at the end.
@@ -246,16 +261,34 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Test {
-            spec,
+            spec: paths,
             out,
             quiet,
             junit,
+            suite,
+            coverage,
+            coverage_fail_under,
+            state,
+        } if suite::is_suite(&paths, &suite) => with_runtime(|interrupts| {
+            let mut fleet = FleetOptions::new(".");
+            fleet.coverage = coverage;
+            fleet.coverage_fail_under = coverage_fail_under;
+            fleet.snapshot = !state.no_snapshot;
+            fleet.keep_state = state.keep_state;
+            suite::main(paths, out, quiet, junit, suite, fleet, interrupts.all)
+        }),
+        Cmd::Test {
+            spec: paths,
+            out,
+            quiet,
+            junit,
+            suite: _,
             coverage,
             coverage_fail_under,
             state,
         } => with_runtime(|interrupts| async move {
             let cancel = interrupts.all;
-            let spec = match Spec::load(&spec) {
+            let spec = match Spec::load(&paths[0]) {
                 Ok(s) => s,
                 Err(e) => return cannot_run(&e),
             };
@@ -482,7 +515,7 @@ fn report(e: &Error) -> ExitCode {
 
 /// Prints an error that kept the machines from starting at all (a spec that cannot be
 /// read is one, whatever the reason); returns 2.
-fn cannot_run(e: &Error) -> ExitCode {
+pub(crate) fn cannot_run(e: &Error) -> ExitCode {
     print_chain(e);
     ExitCode::from(EXIT_ERROR)
 }

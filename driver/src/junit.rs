@@ -21,12 +21,7 @@ pub type Subtests = Arc<std::sync::Mutex<Vec<Subtest>>>;
 /// A JUnit XML report: one test case per subtest, or one for the whole test when it
 /// has none; an error outside every subtest is a test case of its own.
 pub fn junit_xml(name: &str, subtests: &[Subtest], seconds: f64, error: Option<&Error>) -> String {
-    fn esc(s: &str) -> String {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    }
+    let esc = escape;
     let mut cases: Vec<(String, f64, Option<String>)> = subtests
         .iter()
         .map(|s| (s.name.clone(), s.duration.as_secs_f64(), s.failure.clone()))
@@ -60,4 +55,24 @@ pub fn junit_xml(name: &str, subtests: &[Subtest], seconds: f64, error: Option<&
     }
     xml.push_str("  </testsuite>\n</testsuites>\n");
     xml
+}
+
+/// Text for an XML attribute or element: markup characters as entities, and control
+/// characters that XML 1.0 forbids (a console's escape sequences) as `\u{..}` text.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }

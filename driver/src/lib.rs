@@ -34,6 +34,10 @@
 //! prompt show the log above the line being typed, and [`control`] serves a run's
 //! machines to other processes (`flotilla shell`).
 //!
+//! [`suite`] runs many specs at once within a budget of the host's memory and CPUs
+//! (`flotilla test examples tests/specs`): discovery, partitions for CI machines,
+//! retries, fail-fast, a live view, a summary and one JUnit report.
+//!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
 //! line of every console and of QEMU's stderr goes to the run's log directory.
 //!
@@ -47,8 +51,15 @@
 //! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
-//!   the spec's timeout and Ctrl-C) and [`retry`].
+//!   the spec's timeout and Ctrl-C; one attempt of a suite's test) and [`retry`].
 //! - `junit.rs`: subtests and the JUnit XML report.
+//! - `suite/`: many tests at once ([`suite`]). `mod.rs` (index), `discover.rs` (the
+//!   specs under some paths, their ids and log folders), `partition.rs` (`--partition
+//!   K/N` by a stable hash of the id), `budget.rs` (guest memory and CPUs: the host's
+//!   budget, a test's cost), `runner.rs` (tests started as the budget allows, retries,
+//!   fail-fast), `progress.rs` (the live view on a terminal, plain lines elsewhere),
+//!   `report.rs` (verdicts, attempts, the summary table), `junit.rs` (the suite's JUnit
+//!   report), `list.rs` (`--list` as text or JSON).
 //! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
 //! - `conditions.rs`: polling conditions, checked between the steps of a test.
 //! - `run_dir.rs`: the run's private socket directory, and removing those of killed runs.
@@ -138,6 +149,7 @@ mod run_test;
 mod script;
 pub mod snapshot_store;
 pub mod spec;
+pub mod suite;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
 pub use error::Error;

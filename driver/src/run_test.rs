@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::fleet::{Fleet, FleetOptions};
-use crate::junit::{junit_xml, Subtests};
+use crate::junit::{junit_xml, Subtest, Subtests};
 use crate::script::{self, World};
 use crate::spec::Spec;
 
@@ -35,16 +35,65 @@ where
 /// `cancel` (Ctrl-C) and the spec's `timeout` end the run early.
 pub async fn run_test(
     spec: &Spec,
-    options: FleetOptions,
+    mut options: FleetOptions,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
+    let junit = options.junit.take();
+    // Machines that could not be made: no report, as no test ran.
+    let run = run_script(spec, options, cancel).await?;
+    if let Some(path) = junit {
+        let xml = junit_xml(
+            &spec.name,
+            &run.subtests,
+            run.seconds,
+            run.result.as_ref().err(),
+        );
+        std::fs::write(&path, xml).map_err(|source| Error::Io {
+            what: format!("writing the JUnit report {}", path.display()),
+            source,
+        })?;
+    }
+    run.result
+}
+
+/// What one run of a test left: its result, its finished subtests and how long its
+/// script ran (0 when the machines could not be made).
+#[derive(Debug)]
+pub(crate) struct TestRun {
+    pub result: Result<(), Error>,
+    pub subtests: Vec<Subtest>,
+    pub seconds: f64,
+}
+
+/// [`run_test`] without the JUnit report: the run's result and subtests, for a caller
+/// that reports them (the suite). `options.junit` is ignored.
+pub(crate) async fn run_attempt(
+    spec: &Spec,
+    options: FleetOptions,
+    cancel: CancellationToken,
+) -> TestRun {
+    match run_script(spec, options, cancel).await {
+        Ok(run) => run,
+        Err(e) => TestRun {
+            result: Err(e),
+            subtests: Vec::new(),
+            seconds: 0.0,
+        },
+    }
+}
+
+/// The run itself; `Err` only when the machines could not be made at all.
+async fn run_script(
+    spec: &Spec,
+    options: FleetOptions,
+    cancel: CancellationToken,
+) -> Result<TestRun, Error> {
     let script = spec.script.clone().ok_or_else(|| Error::Spec {
         file: spec.path.clone(),
         line: 1,
         column: 1,
         message: "no `script` to run: add script = \"test.rhai\"".into(),
     })?;
-    let junit = options.junit.clone();
     let net = Fleet::new(spec, options)?;
     let log = net.log().clone();
     let subtests = Subtests::default();
@@ -113,14 +162,7 @@ pub async fn run_test(
         }
     }
     let took = started.elapsed().as_secs_f64();
-    if let Some(path) = junit {
-        let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
-        let xml = junit_xml(&spec.name, &list, took, result.as_ref().err());
-        std::fs::write(&path, xml).map_err(|source| Error::Io {
-            what: format!("writing the JUnit report {}", path.display()),
-            source,
-        })?;
-    }
+    let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
     match &result {
         Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
         // The caller prints the error; the log file keeps it too.
@@ -129,5 +171,9 @@ pub async fn run_test(
             spec.name
         )),
     }
-    result
+    Ok(TestRun {
+        result,
+        subtests: list,
+        seconds: took,
+    })
 }

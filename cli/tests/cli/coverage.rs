@@ -14,7 +14,7 @@ const BOTH: &str = "size_t len = strlen(line)";
 
 /// A copy of `examples/coverage` in `dir`, built there by its own `build.sh` (so that
 /// tests running at once do not rebuild each other's programs).
-fn built_example(dir: &Path) -> PathBuf {
+pub(super) fn built_example(dir: &Path) -> PathBuf {
     let example = workspace().join("examples/coverage");
     let copy = dir.join("coverage");
     std::fs::create_dir_all(&copy).unwrap();

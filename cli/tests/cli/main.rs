@@ -5,6 +5,7 @@
 mod coverage;
 mod debian;
 mod snapshot;
+mod suite;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
