@@ -1,6 +1,7 @@
 //! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
 
 mod agent;
+mod debug;
 mod repl;
 mod shell;
 mod terminal;
@@ -67,6 +68,13 @@ enum Cmd {
         /// PERCENT.
         #[arg(long, value_name = "PERCENT", value_parser = percent)]
         coverage_fail_under: Option<f64>,
+        /// If the script fails (an error, the timeout, a polling condition), keep the
+        /// machines up: print the error and the failing line, how to reach the machines
+        /// (`flotilla shell`), and open `flotilla run`'s prompt with the script's
+        /// variables; Ctrl-D stops them. Without a terminal on stdin, wait for SIGTERM
+        /// instead of a prompt. The exit status stays the test's.
+        #[arg(long)]
+        debug: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -251,9 +259,9 @@ fn main() -> ExitCode {
             junit,
             coverage,
             coverage_fail_under,
+            debug,
             state,
         } => with_runtime(|interrupts| async move {
-            let cancel = interrupts.all;
             let spec = match Spec::load(&spec) {
                 Ok(s) => s,
                 Err(e) => return cannot_run(&e),
@@ -266,7 +274,11 @@ fn main() -> ExitCode {
             options.coverage_fail_under = coverage_fail_under;
             options.snapshot = state.snapshot;
             let log_dir = options.log_dir.clone();
-            let result = run_test(&spec, options, cancel).await;
+            let result = if debug {
+                debug::run_test(&spec, options, &interrupts).await
+            } else {
+                run_test(&spec, options, interrupts.all.clone()).await
+            };
             // Quiet runs print no table: the report's path at least.
             let coverage_report = log_dir.join("coverage/index.html");
             if quiet && coverage_report.is_file() {
@@ -443,6 +455,7 @@ where
     runtime.block_on(async {
         let interrupts = Interrupts::default();
         let cancel = interrupts.all.clone();
+        let planned = interrupts.clone();
         let i = interrupts.clone();
         tokio::spawn(async move {
             let mut term =
@@ -462,7 +475,7 @@ where
             i.all.cancel();
         });
         let code = f(interrupts).await;
-        if cancel.is_cancelled() && code != ExitCode::SUCCESS {
+        if cancel.is_cancelled() && code != ExitCode::SUCCESS && !planned.stop_expected() {
             return ExitCode::from(EXIT_INTERRUPTED);
         }
         code

@@ -30,7 +30,8 @@
 //! injected I/O errors: [`spec::DiskSpec`]); [`FleetOptions::keep_state`] keeps them
 //! for the next network.
 //! [`repl`] evaluates script statements one by one against a running network (and tells
-//! a whole statement from one that continues on the next line), [`Log::divert`] lets a
+//! a whole statement from one that continues on the next line), and
+//! [`debug_test::debug_test`] steps into a failed test with one; [`Log::divert`] lets a
 //! prompt show the log above the line being typed, and [`control`] serves a run's
 //! machines to other processes (`flotilla shell`).
 //!
@@ -48,6 +49,8 @@
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
 //!   the spec's timeout and Ctrl-C) and [`retry`].
+//! - `debug_test.rs`: [`debug_test::debug_test`], a test whose failure leaves its
+//!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
 //! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
 //! - `conditions.rs`: polling conditions, checked between the steps of a test.
@@ -115,6 +118,7 @@ mod conditions;
 pub mod control;
 pub mod coverage;
 mod debian_machines;
+pub mod debug_test;
 pub mod doctor;
 mod error;
 mod fabric;

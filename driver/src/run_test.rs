@@ -2,6 +2,7 @@
 //! by the spec's timeout and Ctrl-C, with a JUnit report at the end; and [`retry`], the
 //! script's `retry` for Rust tests.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,48 @@ pub async fn run_test(
     options: FleetOptions,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
+    run(spec, options, cancel, false).await.map_err(|f| f.error)
+}
+
+/// A test that did not pass: the verdict, and with `keep_failed` the machines still up.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: Error,
+    pub kept: Option<Kept>,
+}
+
+/// What a failed script leaves for a prompt: the running machines, the script as it
+/// stopped, and where it stopped (also when the verdict only says "timed out").
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub fleet: Fleet,
+    pub script: script::Stopped,
+    pub at: Option<Place>,
+}
+
+/// A place in a script file: line and column count from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed { error, kept: None }
+    }
+}
+
+/// [`run_test`]; with `keep_failed`, a script that ran and failed (not interrupted)
+/// leaves its machines up and returns them with the script's state, and coverage is
+/// left for whoever stops them.
+pub(crate) async fn run(
+    spec: &Spec,
+    options: FleetOptions,
+    cancel: CancellationToken,
+    keep_failed: bool,
+) -> Result<(), Failed> {
     let script = spec.script.clone().ok_or_else(|| Error::Spec {
         file: spec.path.clone(),
         line: 1,
@@ -58,7 +101,7 @@ pub async fn run_test(
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let r = script::run(
+            let ran = script::run(
                 &script,
                 &world,
                 &thread_log,
@@ -66,7 +109,7 @@ pub async fn run_test(
                 thread_cancel,
                 thread_subtests,
             );
-            let _ = done_tx.send(r);
+            let _ = done_tx.send(ran);
         })
         .map_err(|source| Error::Io {
             what: "starting the script thread".into(),
@@ -86,18 +129,30 @@ pub async fn run_test(
         Some(r) => r,
         None => done_rx.await,
     };
-    let result = finished.unwrap_or_else(|_| {
-        Err(Error::Internal(
-            "the script thread ended without a result".into(),
-        ))
+    let (result, stopped) = finished.unwrap_or_else(|_| {
+        let lost = Error::Internal("the script thread ended without a result".into());
+        (Err(lost), None)
     });
     let _ = thread.join();
+    // What a prompt goes on from: a script that ran and failed, not interrupted.
+    let kept = match (&result, stopped) {
+        (Err(cause), Some(script)) if keep_failed && !cancel.is_cancelled() => {
+            Some((script, place(cause)))
+        }
+        _ => None,
+    };
     // Interrupted: no waiting for programs to end, the data already written is taken.
     if cancel.is_cancelled() {
         net.stop_all().await;
     }
-    let coverage = net.finish_coverage().await;
-    net.stop_all().await;
+    let coverage = match kept {
+        Some(_) => None,
+        None => {
+            let coverage = net.finish_coverage().await;
+            net.stop_all().await;
+            coverage
+        }
+    };
     let mut result = match result {
         Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
@@ -116,10 +171,13 @@ pub async fn run_test(
     if let Some(path) = junit {
         let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
         let xml = junit_xml(&spec.name, &list, took, result.as_ref().err());
-        std::fs::write(&path, xml).map_err(|source| Error::Io {
-            what: format!("writing the JUnit report {}", path.display()),
-            source,
-        })?;
+        if let Err(source) = std::fs::write(&path, xml) {
+            net.stop_all().await;
+            return Err(Failed::from(Error::Io {
+                what: format!("writing the JUnit report {}", path.display()),
+                source,
+            }));
+        }
     }
     match &result {
         Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
@@ -129,5 +187,26 @@ pub async fn run_test(
             spec.name
         )),
     }
-    result
+    result.map_err(|error| Failed {
+        error,
+        kept: kept.map(|(script, at)| Kept {
+            fleet: net,
+            script,
+            at,
+        }),
+    })
+}
+
+/// Where in its script a script error happened.
+fn place(e: &Error) -> Option<Place> {
+    match e {
+        Error::Script {
+            file, line, column, ..
+        } if *line > 0 => Some(Place {
+            file: file.clone(),
+            line: *line,
+            column: *column,
+        }),
+        _ => None,
+    }
 }

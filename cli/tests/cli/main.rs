@@ -4,6 +4,7 @@
 
 mod coverage;
 mod debian;
+mod debug;
 mod snapshot;
 
 use std::os::unix::fs::PermissionsExt;
