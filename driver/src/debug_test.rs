@@ -32,7 +32,8 @@ pub struct Failure {
 }
 
 /// A failed test's machines, still up, and a prompt's session that goes on from the
-/// script's state. [`Session::end`] stops them; dropping it kills them.
+/// script's state. [`Session::end`] stops them (dropped instead, their processes are
+/// killed by their guards once the last handle to them goes).
 #[derive(Debug)]
 pub struct Session {
     fleet: Fleet,

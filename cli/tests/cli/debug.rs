@@ -29,7 +29,8 @@ fn shell_reaches_m(dir: &Path) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-2\n");
 }
 
-fn assert_session_logged(dir: &Path) {
+/// driver.log has the session's start and end; its text.
+fn assert_session_logged(dir: &Path) -> String {
     let log = std::fs::read_to_string(dir.join("out/driver.log")).unwrap();
     for want in [
         "debug session started",
@@ -38,6 +39,7 @@ fn assert_session_logged(dir: &Path) {
     ] {
         assert!(log.contains(want), "{want:?} in:\n{log}");
     }
+    log
 }
 
 #[test]
@@ -52,6 +54,18 @@ fn debug_opens_the_prompt_with_the_scripts_variables_at_a_terminal() {
          m.succeed(\"false\");\n\
          m.succeed(\"echo never\");\n",
     );
+    // A polling condition of the script would fail every statement once the prompt
+    // creates the flag: it is dropped for the session.
+    let script = std::fs::read_to_string(dir.path().join("t.rhai")).unwrap();
+    std::fs::write(
+        dir.path().join("t.rhai"),
+        script.replacen(
+            "\n",
+            "\npolling_condition(\"no flag\", || m.succeed(\"test ! -e /tmp/flag\"));\n",
+            1,
+        ),
+    )
+    .unwrap();
     let pty = Pty::open(30, 100);
     let mut child = pty.spawn(
         debug_test(dir.path(), &tag)
@@ -65,9 +79,10 @@ fn debug_opens_the_prompt_with_the_scripts_variables_at_a_terminal() {
     // the machines.
     let script = dir.path().join("t.rhai");
     let excerpt = format!(
-        "error: {0}:3:3: machine `m`: command `false` was expected to succeed but ended \
-         with exit status 1\n --> {0}:3:3\n  |\n1 | let answer = 6 * 7;\n\
-         2 | m.succeed(\"echo set-\" + answer);\n3 | m.succeed(\"false\");\n  |   ^\n",
+        "error: {0}:4:3: machine `m`: command `false` was expected to succeed but ended \
+         with exit status 1\n --> {0}:4:3\n  |\n\
+         2 | polling_condition(\"no flag\", || m.succeed(\"test ! -e /tmp/flag\"));\n\
+         3 | m.succeed(\"echo set-\" + answer);\n4 | m.succeed(\"false\");\n  |   ^\n",
         script.display()
     );
     assert!(seen.contains(&excerpt), "{excerpt}\nin:\n{seen}");
@@ -77,7 +92,10 @@ fn debug_opens_the_prompt_with_the_scripts_variables_at_a_terminal() {
     // The script's variable, and the machine as the script left it.
     let at = pty.type_and_wait("answer + 1\r", "43\r\n");
     prompt(at);
-    let at = pty.type_and_wait("m.succeed(\"echo still-\" + \"up\")\r", "still-up\r\n");
+    let at = pty.type_and_wait(
+        "m.succeed(\"touch /tmp/flag; echo still-\" + \"up\")\r",
+        "still-up\r\n",
+    );
     prompt(at);
     // Ctrl-C cancels the statement being run, not the session.
     pty.type_and_wait("m.succeed(\"sleep 600\")\r", "must succeed: sleep 600");
@@ -94,7 +112,11 @@ fn debug_opens_the_prompt_with_the_scripts_variables_at_a_terminal() {
     assert_eq!(status.code(), Some(1), "{seen}");
     assert!(seen.contains("FAILED: "), "{seen}");
     assert_no_qemu_left(&tag);
-    assert_session_logged(dir.path());
+    let log = assert_session_logged(dir.path());
+    assert!(
+        log.contains("the script's 1 polling condition(s) are no longer checked"),
+        "{log}"
+    );
 }
 
 #[test]
