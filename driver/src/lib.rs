@@ -48,7 +48,8 @@
 //! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
-//!   the spec's timeout and Ctrl-C) and [`retry`].
+//!   the spec's timeout and Ctrl-C; or, for [`debug_test::debug_test`], a failed
+//!   script's machines and state kept) and [`retry`].
 //! - `debug_test.rs`: [`debug_test::debug_test`], a test whose failure leaves its
 //!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
