@@ -1,6 +1,7 @@
 //! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
 
 mod agent;
+mod debug;
 mod repl;
 mod shell;
 mod suite;
@@ -82,6 +83,13 @@ enum Cmd {
         /// PERCENT.
         #[arg(long, value_name = "PERCENT", value_parser = percent)]
         coverage_fail_under: Option<f64>,
+        /// If the script fails (an error, the timeout, a polling condition), keep the
+        /// machines up: print the error and the failing line, how to reach the machines
+        /// (`flotilla shell`), and open `flotilla run`'s prompt with the script's
+        /// variables; Ctrl-D stops them. Without a terminal on stdin, wait for SIGTERM
+        /// instead of a prompt. The exit status stays the test's.
+        #[arg(long)]
+        debug: bool,
         #[command(flatten)]
         state: StateArgs,
     },
@@ -268,15 +276,24 @@ fn main() -> ExitCode {
             suite,
             coverage,
             coverage_fail_under,
+            debug,
             state,
-        } if suite::is_suite(&paths, &suite) => with_runtime(|interrupts| {
-            let mut fleet = FleetOptions::new(".");
-            fleet.coverage = coverage;
-            fleet.coverage_fail_under = coverage_fail_under;
-            fleet.snapshot = !state.no_snapshot;
-            fleet.keep_state = state.keep_state;
-            suite::main(paths, out, quiet, junit, suite, fleet, interrupts.all)
-        }),
+        } if suite::is_suite(&paths, &suite) => {
+            if debug {
+                eprintln!(
+                    "error: --debug steps into one test: name a single spec, without --retries, --partition or --list"
+                );
+                return ExitCode::from(EXIT_ERROR);
+            }
+            with_runtime(|interrupts| {
+                let mut fleet = FleetOptions::new(".");
+                fleet.coverage = coverage;
+                fleet.coverage_fail_under = coverage_fail_under;
+                fleet.snapshot = !state.no_snapshot;
+                fleet.keep_state = state.keep_state;
+                suite::main(paths, out, quiet, junit, suite, fleet, interrupts.all)
+            })
+        }
         Cmd::Test {
             spec: paths,
             out,
@@ -285,9 +302,9 @@ fn main() -> ExitCode {
             suite: _,
             coverage,
             coverage_fail_under,
+            debug,
             state,
         } => with_runtime(|interrupts| async move {
-            let cancel = interrupts.all;
             let spec = match Spec::load(&paths[0]) {
                 Ok(s) => s,
                 Err(e) => return cannot_run(&e),
@@ -300,7 +317,11 @@ fn main() -> ExitCode {
             options.coverage_fail_under = coverage_fail_under;
             options.snapshot = !state.no_snapshot;
             let log_dir = options.log_dir.clone();
-            let result = run_test(&spec, options, cancel).await;
+            let result = if debug {
+                debug::run_test(&spec, options, &interrupts).await
+            } else {
+                run_test(&spec, options, interrupts.all.clone()).await
+            };
             // Quiet runs print no table: the report's path at least.
             let coverage_report = log_dir.join("coverage/index.html");
             if quiet && coverage_report.is_file() {
@@ -477,6 +498,7 @@ where
     runtime.block_on(async {
         let interrupts = Interrupts::default();
         let cancel = interrupts.all.clone();
+        let planned = interrupts.clone();
         let i = interrupts.clone();
         tokio::spawn(async move {
             let mut term =
@@ -496,7 +518,7 @@ where
             i.all.cancel();
         });
         let code = f(interrupts).await;
-        if cancel.is_cancelled() && code != ExitCode::SUCCESS {
+        if cancel.is_cancelled() && code != ExitCode::SUCCESS && !planned.stop_expected() {
             return ExitCode::from(EXIT_INTERRUPTED);
         }
         code

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use flotilla_driver::repl::{Completeness, Repl};
@@ -27,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Interrupts {
     pub all: CancellationToken,
     line: Arc<Mutex<Option<CancellationToken>>>,
+    /// A signal from now on ends the run as planned (a debug session).
+    stop_expected: Arc<AtomicBool>,
 }
 
 impl Interrupts {
@@ -39,6 +42,17 @@ impl Interrupts {
             }
             None => false,
         }
+    }
+
+    /// From now on a signal ends the run as planned: the exit status stays the
+    /// command's, not 130.
+    pub fn expect_stop(&self) {
+        self.stop_expected.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a signal now ends the run as planned ([`Interrupts::expect_stop`]).
+    pub fn stop_expected(&self) -> bool {
+        self.stop_expected.load(Ordering::SeqCst)
     }
 
     fn set_line(&self, line: Option<CancellationToken>) {

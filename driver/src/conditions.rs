@@ -73,6 +73,14 @@ impl Conditions {
         ));
     }
 
+    /// Removes every condition; returns how many there were.
+    pub fn clear(&self) -> usize {
+        self.list
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l).len())
+            .unwrap_or(0)
+    }
+
     /// Checks the conditions that are due; the first that fails is the error.
     pub async fn check(&self) -> Result<(), Error> {
         let Ok(_guard) = self.checking.try_lock() else {

@@ -30,7 +30,8 @@
 //! injected I/O errors: [`spec::DiskSpec`]); [`FleetOptions::keep_state`] keeps them
 //! for the next network.
 //! [`repl`] evaluates script statements one by one against a running network (and tells
-//! a whole statement from one that continues on the next line), [`Log::divert`] lets a
+//! a whole statement from one that continues on the next line), and
+//! [`debug_test::debug_test`] steps into a failed test with one; [`Log::divert`] lets a
 //! prompt show the log above the line being typed, and [`control`] serves a run's
 //! machines to other processes (`flotilla shell`).
 //!
@@ -51,7 +52,11 @@
 //! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
 //! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
-//!   the spec's timeout and Ctrl-C; one attempt of a suite's test) and [`retry`].
+//!   the spec's timeout and Ctrl-C; one attempt of a suite's test; or, for
+//!   [`debug_test::debug_test`], a failed script's machines and state kept) and
+//!   [`retry`].
+//! - `debug_test.rs`: [`debug_test::debug_test`], a test whose failure leaves its
+//!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
 //! - `suite/`: many tests at once ([`suite`]). `mod.rs` (index), `discover.rs` (the
 //!   specs under some paths, their ids and log folders), `partition.rs` (`--partition
@@ -130,6 +135,7 @@ mod conditions;
 pub mod control;
 pub mod coverage;
 mod debian_machines;
+pub mod debug_test;
 pub mod doctor;
 mod error;
 mod fabric;

@@ -2,6 +2,7 @@
 //! by the spec's timeout and Ctrl-C, with a JUnit report at the end; and [`retry`], the
 //! script's `retry` for Rust tests.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -35,34 +36,78 @@ where
 /// `cancel` (Ctrl-C) and the spec's `timeout` end the run early.
 pub async fn run_test(
     spec: &Spec,
-    mut options: FleetOptions,
+    options: FleetOptions,
     cancel: CancellationToken,
 ) -> Result<(), Error> {
+    run(spec, options, cancel, false).await.map_err(|f| f.error)
+}
+
+/// A test that did not pass: the verdict, and with `keep_failed` the machines still up.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub error: Error,
+    pub kept: Option<Kept>,
+}
+
+/// What a failed script leaves for a prompt: the running machines, the script as it
+/// stopped, and where it stopped (also when the verdict only says "timed out").
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub fleet: Fleet,
+    pub script: script::Stopped,
+    pub at: Option<Place>,
+}
+
+/// A place in a script file: line and column count from 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Failed {
+        Failed { error, kept: None }
+    }
+}
+
+/// [`run_test`]; with `keep_failed`, a script that ran and failed (not interrupted)
+/// leaves its machines up and returns them with the script's state, and coverage is
+/// left for whoever stops them.
+pub(crate) async fn run(
+    spec: &Spec,
+    mut options: FleetOptions,
+    cancel: CancellationToken,
+    keep_failed: bool,
+) -> Result<(), Failed> {
     let junit = options.junit.take();
     // Machines that could not be made: no report, as no test ran.
-    let run = run_script(spec, options, cancel).await?;
+    let run = run_script(spec, options, cancel, keep_failed).await?;
     if let Some(path) = junit {
-        let xml = junit_xml(
-            &spec.name,
-            &run.subtests,
-            run.seconds,
-            run.result.as_ref().err(),
-        );
-        std::fs::write(&path, xml).map_err(|source| Error::Io {
-            what: format!("writing the JUnit report {}", path.display()),
-            source,
-        })?;
+        let error = run.result.as_ref().err().map(|f| &f.error);
+        let xml = junit_xml(&spec.name, &run.subtests, run.seconds, error);
+        if let Err(source) = std::fs::write(&path, xml) {
+            if let Err(Failed {
+                kept: Some(kept), ..
+            }) = &run.result
+            {
+                kept.fleet.stop_all().await;
+            }
+            return Err(Failed::from(Error::Io {
+                what: format!("writing the JUnit report {}", path.display()),
+                source,
+            }));
+        }
     }
     run.result
 }
 
-/// What one run of a test left: its result, its finished subtests and how long its
-/// script ran (0 when the machines could not be made).
+/// What one run of a test left: its result and its finished subtests.
 #[derive(Debug)]
 pub(crate) struct TestRun {
     pub result: Result<(), Error>,
     pub subtests: Vec<Subtest>,
-    pub seconds: f64,
 }
 
 /// [`run_test`] without the JUnit report: the run's result and subtests, for a caller
@@ -72,14 +117,24 @@ pub(crate) async fn run_attempt(
     options: FleetOptions,
     cancel: CancellationToken,
 ) -> TestRun {
-    match run_script(spec, options, cancel).await {
-        Ok(run) => run,
-        Err(e) => TestRun {
-            result: Err(e),
+    match run_script(spec, options, cancel, false).await {
+        Ok(run) => TestRun {
+            result: run.result.map_err(|f| f.error),
+            subtests: run.subtests,
+        },
+        Err(f) => TestRun {
+            result: Err(f.error),
             subtests: Vec::new(),
-            seconds: 0.0,
         },
     }
+}
+
+/// A script's run: its result (with the machines kept, if asked and it failed), its
+/// finished subtests and how long it ran.
+struct ScriptRun {
+    result: Result<(), Failed>,
+    subtests: Vec<Subtest>,
+    seconds: f64,
 }
 
 /// The run itself; `Err` only when the machines could not be made at all.
@@ -87,7 +142,8 @@ async fn run_script(
     spec: &Spec,
     options: FleetOptions,
     cancel: CancellationToken,
-) -> Result<TestRun, Error> {
+    keep_failed: bool,
+) -> Result<ScriptRun, Failed> {
     let script = spec.script.clone().ok_or_else(|| Error::Spec {
         file: spec.path.clone(),
         line: 1,
@@ -107,7 +163,7 @@ async fn run_script(
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let r = script::run(
+            let ran = script::run(
                 &script,
                 &world,
                 &thread_log,
@@ -115,7 +171,7 @@ async fn run_script(
                 thread_cancel,
                 thread_subtests,
             );
-            let _ = done_tx.send(r);
+            let _ = done_tx.send(ran);
         })
         .map_err(|source| Error::Io {
             what: "starting the script thread".into(),
@@ -135,18 +191,30 @@ async fn run_script(
         Some(r) => r,
         None => done_rx.await,
     };
-    let result = finished.unwrap_or_else(|_| {
-        Err(Error::Internal(
-            "the script thread ended without a result".into(),
-        ))
+    let (result, stopped) = finished.unwrap_or_else(|_| {
+        let lost = Error::Internal("the script thread ended without a result".into());
+        (Err(lost), None)
     });
     let _ = thread.join();
+    // What a prompt goes on from: a script that ran and failed, not interrupted.
+    let kept = match (&result, stopped) {
+        (Err(cause), Some(script)) if keep_failed && !cancel.is_cancelled() => {
+            Some((script, place(cause)))
+        }
+        _ => None,
+    };
     // Interrupted: no waiting for programs to end, the data already written is taken.
     if cancel.is_cancelled() {
         net.stop_all().await;
     }
-    let coverage = net.finish_coverage().await;
-    net.stop_all().await;
+    let coverage = match kept {
+        Some(_) => None,
+        None => {
+            let coverage = net.finish_coverage().await;
+            net.stop_all().await;
+            coverage
+        }
+    };
     let mut result = match result {
         Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
@@ -171,9 +239,31 @@ async fn run_script(
             spec.name
         )),
     }
-    Ok(TestRun {
+    let result = result.map_err(|error| Failed {
+        error,
+        kept: kept.map(|(script, at)| Kept {
+            fleet: net,
+            script,
+            at,
+        }),
+    });
+    Ok(ScriptRun {
         result,
         subtests: list,
         seconds: took,
     })
+}
+
+/// Where in its script a script error happened.
+fn place(e: &Error) -> Option<Place> {
+    match e {
+        Error::Script {
+            file, line, column, ..
+        } if *line > 0 => Some(Place {
+            file: file.clone(),
+            line: *line,
+            column: *column,
+        }),
+        _ => None,
+    }
 }

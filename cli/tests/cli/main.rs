@@ -4,6 +4,7 @@
 
 mod coverage;
 mod debian;
+mod debug;
 mod snapshot;
 mod suite;
 

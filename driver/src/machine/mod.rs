@@ -56,8 +56,8 @@ mod qemu_command;
 mod screen;
 mod shell;
 mod snapshot;
-mod snapshot_memory;
 mod snapshot_disks;
+mod snapshot_memory;
 mod state;
 mod waits;
 

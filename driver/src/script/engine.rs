@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine};
+use rhai::{Dynamic, Engine, Scope, AST};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,10 @@ use crate::log::Log;
 
 /// Runs the script at `path` against `machines`. Blocking: call it from a thread that
 /// is not a runtime worker; `handle` runs the machine calls.
+///
+/// Also returns where the script stopped, if it ran at all (not when it could not be
+/// read or compiled): its engine, top-level variables and functions, for a prompt to
+/// go on from ([`Repl::resume`](super::repl::Repl)).
 pub(crate) fn run(
     path: &Path,
     world: &World,
@@ -24,13 +28,32 @@ pub(crate) fn run(
     handle: Handle,
     cancel: CancellationToken,
     subtests: Subtests,
-) -> Result<(), Error> {
-    let source = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        what: format!("reading script {}", path.display()),
-        source,
-    })?;
+) -> (Result<(), Error>, Option<Stopped>) {
+    let source = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(source) => {
+            let what = format!("reading script {}", path.display());
+            return (Err(Error::Io { what, source }), None);
+        }
+    };
     let script = engine(path, world, log, handle, cancel.clone(), subtests);
-    compile_and_run(&script, path, &source, &cancel)
+    compile_and_run(script, path, &source, &cancel)
+}
+
+/// A script that ran, as it was when it ended: its engine (polling conditions and all),
+/// the variables of its top level, and its functions.
+pub(crate) struct Stopped {
+    pub script: ScriptEngine,
+    pub scope: Scope<'static>,
+    pub functions: AST,
+}
+
+impl std::fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopped")
+            .field("variables", &self.scope.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An engine with the whole script API registered, and the context its functions share.
@@ -102,24 +125,32 @@ pub(crate) fn engine(
 }
 
 fn compile_and_run(
-    script: &ScriptEngine,
+    script: ScriptEngine,
     path: &Path,
     source: &str,
     cancel: &CancellationToken,
-) -> Result<(), Error> {
-    check_names(path, source, script.machines.iter().map(String::as_str))?;
-    let engine = &script.engine;
-    let ast = engine.compile(source).map_err(|e| {
-        let pos = e.position();
-        Error::ScriptSyntax {
-            file: path.to_path_buf(),
-            line: pos.line().unwrap_or(0),
-            column: pos.position().unwrap_or(0),
-            message: strip_position(e.0.to_string()),
+) -> (Result<(), Error>, Option<Stopped>) {
+    if let Err(e) = check_names(path, source, script.machines.iter().map(String::as_str)) {
+        return (Err(e), None);
+    }
+    let engine = script.engine.clone();
+    let ast = match engine.compile(source) {
+        Ok(ast) => ast,
+        Err(e) => {
+            let pos = e.position();
+            let error = Error::ScriptSyntax {
+                file: path.to_path_buf(),
+                line: pos.line().unwrap_or(0),
+                column: pos.position().unwrap_or(0),
+                message: strip_position(e.0.to_string()),
+            };
+            return (Err(error), None);
         }
-    })?;
+    };
     script.set_ast(&ast);
-    match engine.run_ast(&ast) {
+    // The top level's variables outlive an error (Rhai rewinds only inner blocks).
+    let mut scope = Scope::new();
+    let result = match engine.run_ast_with_scope(&mut scope, &ast) {
         Ok(()) => Ok(()),
         Err(e) if cancel.is_cancelled() => {
             let (pos, _) = innermost(&e);
@@ -129,5 +160,11 @@ fn compile_and_run(
             let (pos, message) = innermost(&e);
             Err(located(path, pos, message))
         }
-    }
+    };
+    let stopped = Stopped {
+        script,
+        scope,
+        functions: ast.clone_functions_only(),
+    };
+    (result, Some(stopped))
 }

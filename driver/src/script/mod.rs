@@ -61,7 +61,7 @@ mod names;
 pub mod repl;
 
 pub(crate) use context::World;
-pub(crate) use engine::run;
+pub(crate) use engine::{run, Stopped};
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,7 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::context::World;
-use super::engine::{engine, ScriptEngine};
+use super::engine::{engine, ScriptEngine, Stopped};
 use super::errors::{innermost, strip_position};
 use crate::fleet::Fleet;
 use crate::junit::Subtests;
@@ -62,6 +62,16 @@ impl Repl {
             scope: Scope::new(),
             functions: AST::empty(),
             script,
+        }
+    }
+
+    /// A session that goes on where a test script stopped: with its engine, the
+    /// variables of its top level as they were then, and its functions.
+    pub(crate) fn resume(stopped: Stopped) -> Repl {
+        Repl {
+            scope: stopped.scope,
+            functions: stopped.functions,
+            script: stopped.script,
         }
     }
 
