@@ -18,6 +18,11 @@
 //!   service; boot finished: from the same start until `systemctl is-system-running
 //!   --wait` returns (it must say `running`), the rest of the boot included.
 //!
+//! - restored rows: the same machines started from their snapshot (saved by a first,
+//!   unmeasured start with a tag of this run on the kernel command line, so the states
+//!   are this run's), to agent-ready; and a network of `BENCH_NETWORK` (default 16)
+//!   default-guest machines on one VLAN, all ready, booted against restored.
+//!
 //! The Debian rows also compare with the default guest (`x guest`, against "flotilla:
 //! agent ready"). Their images are built first with `flotilla_driver::debian::build`
 //! (the debootstrapped trees are cached: a minute or two on a host's first run, then
@@ -80,6 +85,20 @@ fn main() {
     let mut agent_init = Vec::new();
     let mut systemd_ready = Vec::new();
     let mut systemd_finished = Vec::new();
+    let mut restored = Vec::new();
+    let mut systemd_restored = Vec::new();
+    let mut network_cold = Vec::new();
+    let mut network_restored = Vec::new();
+    let machines: usize = std::env::var("BENCH_NETWORK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16);
+    let tag = std::process::id().to_string();
+    // The states the restored rows start from, saved once, unmeasured.
+    runtime.block_on(flotilla_run(dir.path(), 0, Some(&tag)));
+    if let Some((_, systemd_image)) = &images {
+        runtime.block_on(debian_run(dir.path(), systemd_image, 0, false, Some(&tag)));
+    }
     for i in 0..runs {
         let vmlinuz = &kernel.image;
         floor.push(boot_floor(vmlinuz, &floor_initrd, accel.accel, "", None));
@@ -98,9 +117,14 @@ fn main() {
             FLAGS,
             qboot.as_deref(),
         ));
-        let (r, e) = runtime.block_on(flotilla_run(dir.path(), i));
+        let (r, e) = runtime.block_on(flotilla_run(dir.path(), i, None));
         ready.push(r);
         echo.push(e);
+        restored.push(
+            runtime
+                .block_on(flotilla_run(dir.path(), i + 1, Some(&tag)))
+                .0,
+        );
         eprintln!(
             "run {}: floor {:.2} s ({:.2} s with our flags, {:.2} s also with qboot, {:.2} s also with vmlinux), ready {:.2} s, echo hi {:.2} s",
             i + 1,
@@ -112,11 +136,19 @@ fn main() {
             echo[i].as_secs_f64()
         );
         if let Some((agent_image, systemd_image)) = &images {
-            let (r, _) = runtime.block_on(debian_run(dir.path(), agent_image, i, false));
+            let (r, _) = runtime.block_on(debian_run(dir.path(), agent_image, i, false, None));
             agent_init.push(r);
-            let (r, f) = runtime.block_on(debian_run(dir.path(), systemd_image, i, true));
+            let (r, f) = runtime.block_on(debian_run(dir.path(), systemd_image, i, true, None));
             systemd_ready.push(r);
             systemd_finished.push(f);
+            let (r, _) = runtime.block_on(debian_run(
+                dir.path(),
+                systemd_image,
+                i + 1,
+                false,
+                Some(&tag),
+            ));
+            systemd_restored.push(r);
             eprintln!(
                 "run {}: debian agent-init ready {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
                 i + 1,
@@ -125,6 +157,19 @@ fn main() {
                 systemd_finished[i].as_secs_f64()
             );
         }
+    }
+    for i in 0..runs {
+        if machines == 0 {
+            break;
+        }
+        network_cold.push(runtime.block_on(network_run(dir.path(), i, machines, None)));
+        network_restored.push(runtime.block_on(network_run(dir.path(), i, machines, Some(&tag))));
+        eprintln!(
+            "run {}: {machines} machines ready: booted {:.2} s, restored {:.2} s",
+            i + 1,
+            network_cold[i].as_secs_f64(),
+            network_restored[i].as_secs_f64()
+        );
     }
     let f = median(&mut floor);
     let same = median(&mut floor_pvh);
@@ -142,6 +187,8 @@ fn main() {
     for m in &missing {
         println!("MISSING {m}");
     }
+    let network_cold_name = format!("{machines} machines: all ready, booted");
+    let network_restored_name = format!("{machines} machines: all ready, restored");
     println!(
         "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
         "", "median", "min", "max", "x floor", "x same", "x guest"
@@ -153,9 +200,13 @@ fn main() {
         ("floor + flags + qboot + vmlinux (same)", &mut floor_pvh),
         ("flotilla: agent ready (guest)", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
+        ("flotilla: agent ready, restored", &mut restored),
         ("debian agent-init: ready", &mut agent_init),
         ("debian systemd: ready", &mut systemd_ready),
         ("debian systemd: boot finished", &mut systemd_finished),
+        ("debian systemd: ready, restored", &mut systemd_restored),
+        (&network_cold_name, &mut network_cold),
+        (&network_restored_name, &mut network_restored),
     ] {
         if v.is_empty() {
             continue;
@@ -185,12 +236,18 @@ fn median(v: &mut [Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-async fn flotilla_run(dir: &std::path::Path, i: usize) -> (Duration, Duration) {
-    let spec = Spec::parse(&dir.join("bench.toml"), "[machines.vm]\n").expect("spec");
-    let mut options = FleetOptions::new(dir.join(format!("out-{i}")));
+/// A fresh default-guest machine: the time to agent-ready and to `echo hi`; booted,
+/// or with `restore_tag` started from the snapshot of that tag.
+async fn flotilla_run(dir: &Path, i: usize, restore_tag: Option<&str>) -> (Duration, Duration) {
+    let text = match restore_tag {
+        Some(tag) => format!("[machines.vm]\nkernel_args = \"flotilla.bench={tag}\"\n"),
+        None => "[machines.vm]\n".to_owned(),
+    };
+    let spec = Spec::parse(&dir.join("bench.toml"), &text).expect("spec");
+    let suffix = if restore_tag.is_some() { "r" } else { "" };
+    let mut options = FleetOptions::new(dir.join(format!("out-{i}{suffix}")));
     options.terminal = false;
-    // Boots, as the figures say (not restores).
-    options.snapshot = false;
+    options.snapshot = restore_tag.is_some();
     let started = Instant::now();
     let net = Fleet::new(&spec, options).expect("network");
     let vm = net.machine("vm").expect("machine");
@@ -200,6 +257,9 @@ async fn flotilla_run(dir: &std::path::Path, i: usize) -> (Duration, Duration) {
     let echo = started.elapsed();
     assert_eq!(out, "hi\n");
     net.stop_all().await;
+    if restore_tag.is_some() && i > 0 {
+        assert_restored(&dir.join(format!("out-{i}{suffix}")), 1);
+    }
     (ready, echo)
 }
 
@@ -234,18 +294,28 @@ fn debian_images(dir: &Path, missing: &mut Vec<String>) -> Option<(PathBuf, Path
 }
 
 /// A fresh machine booting `image`: the time to agent-ready, and with `finished`, to
-/// `systemctl is-system-running --wait` returning `running` (else zero).
-async fn debian_run(dir: &Path, image: &Path, i: usize, finished: bool) -> (Duration, Duration) {
-    let text = format!(
+/// `systemctl is-system-running --wait` returning `running` (else zero); with
+/// `restore_tag`, started from the snapshot of that tag.
+async fn debian_run(
+    dir: &Path,
+    image: &Path,
+    i: usize,
+    finished: bool,
+    restore_tag: Option<&str>,
+) -> (Duration, Duration) {
+    let mut text = format!(
         "[machines.vm]\nimage = \"{}\"\nmemory = 512\n",
         image.display()
     );
+    if let Some(tag) = restore_tag {
+        text.push_str(&format!("kernel_args = \"flotilla.bench={tag}\"\n"));
+    }
     let spec = Spec::parse(&dir.join("debian.toml"), &text).expect("spec");
     let name = image.file_stem().unwrap_or_default().to_string_lossy();
-    let mut options = FleetOptions::new(dir.join(format!("out-{name}-{i}")));
+    let suffix = if restore_tag.is_some() { "r" } else { "" };
+    let mut options = FleetOptions::new(dir.join(format!("out-{name}-{i}{suffix}")));
     options.terminal = false;
-    // Boots, as the figures say (not restores).
-    options.snapshot = false;
+    options.snapshot = restore_tag.is_some();
     let started = Instant::now();
     let net = Fleet::new(&spec, options).expect("network");
     let vm = net.machine("vm").expect("machine");
@@ -264,7 +334,43 @@ async fn debian_run(dir: &Path, image: &Path, i: usize, finished: bool) -> (Dura
         );
     }
     net.stop_all().await;
+    if restore_tag.is_some() && i > 0 {
+        assert_restored(&dir.join(format!("out-{name}-{i}{suffix}")), 1);
+    }
     (ready, done)
+}
+
+/// `machines` default-guest machines on one VLAN, from nothing to all ready; booted,
+/// or with `restore_tag` started from the snapshot of that tag.
+async fn network_run(dir: &Path, i: usize, machines: usize, restore_tag: Option<&str>) -> Duration {
+    let mut text = String::new();
+    for m in 1..=machines {
+        text.push_str(&format!("[machines.m{m}]\n"));
+        if let Some(tag) = restore_tag {
+            text.push_str(&format!("kernel_args = \"flotilla.bench={tag}\"\n"));
+        }
+    }
+    let spec = Spec::parse(&dir.join("network.toml"), &text).expect("spec");
+    let suffix = if restore_tag.is_some() { "r" } else { "" };
+    let mut options = FleetOptions::new(dir.join(format!("net-{i}{suffix}")));
+    options.terminal = false;
+    options.snapshot = restore_tag.is_some();
+    let started = Instant::now();
+    let net = Fleet::new(&spec, options).expect("network");
+    net.start_all().await.expect("all machines ready");
+    let ready = started.elapsed();
+    net.stop_all().await;
+    if restore_tag.is_some() {
+        assert_restored(&dir.join(format!("net-{i}{suffix}")), machines);
+    }
+    ready
+}
+
+/// The run logged in `out` restored `machines` machines (none booted instead).
+fn assert_restored(out: &Path, machines: usize) {
+    let log = std::fs::read_to_string(out.join("driver.log")).expect("driver.log");
+    let restored = log.matches("snapshot: restored from").count();
+    assert_eq!(restored, machines, "restored machines in {}", out.display());
 }
 
 fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
