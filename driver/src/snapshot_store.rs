@@ -538,7 +538,7 @@ pub struct Saved {
     pub identity: String,
     /// The `.qemu` file.
     pub file: PathBuf,
-    /// The bytes its files (`.qemu`, `.ram`) take on disk.
+    /// The bytes its files (`.qemu`, `.ram`, saved disks) take on disk.
     pub bytes: u64,
     /// Their apparent size (more than `bytes`: the `.ram` is sparse).
     pub apparent_bytes: u64,
@@ -568,6 +568,12 @@ fn list_in(dir: &Path) -> Vec<Saved> {
                 .state_files()
                 .iter()
                 .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                .chain(
+                    entry
+                        .disk_files()
+                        .iter()
+                        .filter_map(|p| std::fs::metadata(p).ok()),
+                )
                 .collect();
             Some(Saved {
                 machine: entry.meta().ok().map(|m| m.machine),
@@ -616,6 +622,7 @@ mod tests {
             let lock = entry.try_lock().unwrap().unwrap();
             std::fs::write(entry.partial(), vec![0u8; 100]).unwrap();
             std::fs::write(entry.ram_partial(), vec![1u8; 50]).unwrap();
+            std::fs::write(entry.disk_file("data"), vec![2u8; 25]).unwrap();
             entry
                 .commit(&lock, &Meta::new(id, BTreeMap::new()))
                 .unwrap();
@@ -632,7 +639,8 @@ mod tests {
         let listed = list_in(dir.path());
         let ids: Vec<&str> = listed.iter().map(|s| s.identity.as_str()).collect();
         assert_eq!(ids, ["aaa", "bbb"]);
-        assert_eq!(listed[0].apparent_bytes, 150);
+        // The state, its RAM and its saved disk.
+        assert_eq!(listed[0].apparent_bytes, 175);
         let on_disk = listed[0].bytes;
         assert!(on_disk > 0);
         assert_eq!(listed[0].machine.as_deref(), Some("aaa"));
