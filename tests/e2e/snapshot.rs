@@ -36,6 +36,20 @@ pub(super) fn driver_log(dir: &tempfile::TempDir) -> String {
     std::fs::read_to_string(dir.path().join("out/driver.log")).unwrap()
 }
 
+/// The processes with `flotilla.test=<tag>` on their command line (the test's QEMUs).
+fn qemus_with_tag(tag: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Removes a saved state, its `.ram`, its `.meta` and its disks.
 pub(super) fn remove_state(file: &Path) {
     let _ = std::fs::remove_file(file);
@@ -228,17 +242,7 @@ async fn a_snapshot_qemu_refuses_is_removed_and_the_machine_boots_cold() {
     assert!(log.contains("m: snapshot: saved "), "{log}");
     assert!(std::fs::metadata(&file).unwrap().len() > len / 2);
     // No QEMU of the refused state is left: the only QEMU with the tag is m's.
-    let with_tag: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
-                .unwrap_or(false)
-        })
-        .collect();
-    assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
+    assert_eq!(qemus_with_tag(&tag), vec![m.qemu_pid().unwrap()]);
     net.stop_all().await;
     remove_state(&file);
 }
@@ -378,17 +382,7 @@ async fn a_restore_whose_guest_never_answers_stops_its_qemu_and_boots_cold() {
         "a cold boot saved it again: {log}"
     );
     // Only the cold boot's QEMU is left.
-    let with_tag: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&format!("flotilla.test={tag}")))
-                .unwrap_or(false)
-        })
-        .collect();
-    assert_eq!(with_tag, vec![m.qemu_pid().unwrap()]);
+    assert_eq!(qemus_with_tag(&tag), vec![m.qemu_pid().unwrap()]);
     net.stop_all().await;
     remove_state(&file);
 }
