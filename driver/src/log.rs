@@ -408,7 +408,7 @@ fn colour_of(name: &str) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -432,9 +432,9 @@ mod tests {
         assert_eq!(status_line(&a, now, 30).unwrap().chars().count(), 30);
     }
 
-    /// A writer that keeps what it is given.
+    /// A writer that keeps what it is given (the suite's progress tests use it too).
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Capture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -449,6 +449,11 @@ mod tests {
     impl Capture {
         fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        /// What was written since the last call, taken out.
+        pub(crate) fn take(&self) -> String {
+            String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
         }
 
         /// Waits until what was written satisfies `done` (the redraw thread runs every
