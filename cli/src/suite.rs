@@ -127,6 +127,11 @@ pub(crate) async fn main(
     let mut progress = Progress::stderr(tests.len(), quiet);
     let report = suite::run_suite(&tests, &options, &mut progress, cancel).await;
     eprint!("\n{}", report.summary());
+    match suite::write_index(&options.out, &report) {
+        Ok(path) if !quiet => eprintln!("report: {}", path.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("no report: {e}"),
+    }
     if let Some(path) = junit {
         if let Err(e) = std::fs::write(&path, suite::suite_junit_xml(&report)) {
             eprintln!("error: writing the JUnit report {}: {e}", path.display());

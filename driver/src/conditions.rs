@@ -104,6 +104,8 @@ impl Conditions {
                 .file_only(&format!("checking polling condition `{name}`"));
             if let Err(e) = check().await {
                 self.log.info(&format!("polling condition `{name}` failed"));
+                let why = e.to_string();
+                self.log.mark(None, "condition", &name, Err(why), None);
                 return Err(Error::Condition {
                     name,
                     message: e.to_string(),

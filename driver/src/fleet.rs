@@ -356,6 +356,7 @@ impl Fleet {
         };
         let indent = "  ".repeat(depth);
         self.log.info(&format!("{indent}subtest: {name}"));
+        let step = self.log.step(None, "subtest", &path);
         let started = std::time::Instant::now();
         let result = body.await;
         let duration = started.elapsed();
@@ -363,6 +364,7 @@ impl Fleet {
             stack.pop();
         }
         let failure = result.as_ref().err().map(ToString::to_string);
+        step.finish(failure.clone().map_or(Ok(None), Err));
         let verdict = if failure.is_some() { "FAILED" } else { "ok" };
         self.log.info(&format!(
             "{indent}subtest: {name} {verdict} ({:.2} s)",

@@ -40,7 +40,9 @@
 //! retries, fail-fast, a live view, a summary and one JUnit report.
 //!
 //! Every child process dies with the driver, also when it is killed with SIGKILL; every
-//! line of every console and of QEMU's stderr goes to the run's log directory.
+//! line of every console and of QEMU's stderr goes to the run's log directory. Every
+//! test run ends with `report.html` there: the failure, a timeline of each machine's
+//! steps, the logs and screenshots, on one page ([`run_test`]).
 //!
 //! # Where things are
 //!
@@ -74,7 +76,12 @@
 //! - `snapshot_store.rs`: saved machine states in the cache, by identity; their
 //!   `.meta` and the lock that makes concurrent saves save once.
 //! - `process.rs`: child processes that never outlive the driver.
-//! - `log.rs`: the run log (terminal, `driver.log`, status line).
+//! - `log.rs`: the run log (terminal, `driver.log`, status line) and its steps
+//!   ([`Log::step`]: boots, commands, waits, subtests, marks).
+//! - `steps.rs`: `events.jsonl`, the run's steps a line each as they happen.
+//! - `report/`: `report.html`, a run's evidence on one page, and a suite's
+//!   `index.html`. `mod.rs` (the entry point), `collect.rs` (reading the log folder),
+//!   `page.rs` with `page.css` and `page.js` (the page), `index.rs` (the suite's index).
 //! - `error.rs`: [`Error`], and which errors are test failures.
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
@@ -150,11 +157,13 @@ mod lock;
 mod log;
 mod machine;
 mod process;
+mod report;
 mod run_dir;
 mod run_test;
 mod script;
 pub mod snapshot_store;
 pub mod spec;
+mod steps;
 pub mod suite;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
@@ -224,7 +233,10 @@ mod tree {
             }
         }
         // And nothing listed is missing.
-        let listed = section.matches(".rs`").count();
+        let listed: usize = [".rs`", ".css`", ".js`"]
+            .iter()
+            .map(|ext| section.matches(ext).count())
+            .sum();
         assert_eq!(
             listed,
             files.len(),

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::spec::names::check_machine_name;
+use crate::steps::{Event, Outcome, Recorder};
 
 /// A cloneable handle to the run log.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ struct Inner {
     next_activity: AtomicU64,
     /// Show the status line (stderr is a TTY, colour allowed, and `terminal`).
     progress: bool,
+    /// `events.jsonl`: every activity and mark, for the report's timeline.
+    steps: Recorder,
 }
 
 struct Terminal {
@@ -82,11 +86,30 @@ impl Drop for Inner {
     }
 }
 
-/// Something in progress, shown in the status line until dropped.
+/// Something in progress, shown in the status line until dropped, and a step of the
+/// run's timeline (`events.jsonl`) from its start to [`Activity::finish`] or its drop.
 #[derive(Debug)]
 pub struct Activity {
     log: Log,
     id: u64,
+    /// The verdict [`Activity::finish`] gave, written at the drop.
+    outcome: Option<(Outcome, Option<String>)>,
+}
+
+impl Activity {
+    /// Ends the step with a verdict: `Ok` with an optional note (`exit status 0`), or
+    /// `Err` with why it failed (its first line is kept).
+    pub fn finish(mut self, outcome: Result<Option<String>, String>) {
+        self.outcome = Some(match outcome {
+            Ok(note) => (Outcome::Ok, note),
+            Err(why) => (Outcome::Failed, Some(first_line(&why))),
+        });
+    }
+
+    /// Ends the step with `result`'s verdict (its error's message when it failed).
+    pub fn finish_with<T, E: std::fmt::Display>(self, result: &Result<T, E>) {
+        self.finish(result.as_ref().map(|_| None).map_err(ToString::to_string));
+    }
 }
 
 impl Drop for Activity {
@@ -94,7 +117,24 @@ impl Drop for Activity {
         if let Ok(mut a) = self.log.inner.activities.lock() {
             a.remove(&self.id);
         }
+        let (outcome, message) = self.outcome.take().unwrap_or((Outcome::Ended, None));
+        self.log.inner.steps.record(&Event::End {
+            t: self.log.elapsed(),
+            id: self.id,
+            outcome,
+            message,
+        });
     }
+}
+
+/// The first line of `text`, at most 300 characters.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut cut: String = line.chars().take(300).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    cut
 }
 
 /// Terminal lines go to a sink while this lives (see [`Log::divert`]); dropping it
@@ -158,17 +198,22 @@ impl Log {
             .map_err(io(format!("creating log directory {}", dir.display())))?;
         let path = dir.join("driver.log");
         let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+        let steps = Recorder::create(dir);
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let colour = tty && std::env::var_os("NO_COLOR").is_none();
         let dumb = std::env::var("TERM").map_or(true, |t| t == "dumb");
-        Ok(Log::with_writer(
+        let mut log = Log::with_writer(
             dir,
             file,
             terminal,
             colour,
             terminal && tty && !dumb,
             Box::new(std::io::stderr()),
-        ))
+        );
+        if let Some(inner) = Arc::get_mut(&mut log.inner) {
+            inner.steps = steps;
+        }
+        Ok(log)
     }
 
     fn with_writer(
@@ -195,6 +240,7 @@ impl Log {
                 activities: Mutex::default(),
                 next_activity: AtomicU64::new(0),
                 progress,
+                steps: Recorder::default(),
             }),
         };
         if progress {
@@ -207,22 +253,74 @@ impl Log {
     }
 
     /// Marks `label` as in progress until the returned guard is dropped; on a TTY the
-    /// status line shows it once it has lasted a second.
+    /// status line shows it once it has lasted a second. A label `name: what` is a
+    /// step of machine `name` on the timeline (see [`Log::step`]).
     pub fn activity(&self, label: String) -> Activity {
-        let id = self.inner.next_activity.fetch_add(1, Ordering::Relaxed);
-        if !self.inner.progress {
-            return Activity {
-                log: self.clone(),
-                id,
-            };
+        match label.split_once(": ") {
+            Some((machine, what)) if check_machine_name(machine).is_ok() => {
+                let (machine, what) = (machine.to_owned(), what.to_owned());
+                self.step(Some(&machine), "step", &what)
+            }
+            _ => self.step(None, "step", &label),
         }
-        if let Ok(mut a) = self.inner.activities.lock() {
-            a.insert(id, (label, Instant::now()));
+    }
+
+    /// A step of the timeline, of `machine` (or of the test itself), in progress until
+    /// the guard is finished or dropped; shown in the status line as `machine: label`.
+    /// `kind` classes it on the page: `boot`, `restore`, `command`, `wait`, `subtest`.
+    pub fn step(&self, machine: Option<&str>, kind: &str, label: &str) -> Activity {
+        let id = self.inner.next_activity.fetch_add(1, Ordering::Relaxed);
+        self.inner.steps.record(&Event::Start {
+            t: self.elapsed(),
+            id,
+            machine: machine.map(str::to_owned),
+            kind: kind.to_owned(),
+            label: label.to_owned(),
+        });
+        // Subtests are in the log already, and hold the other steps.
+        if self.inner.progress && kind != "subtest" {
+            let shown = match machine {
+                Some(m) => format!("{m}: {label}"),
+                None => label.to_owned(),
+            };
+            if let Ok(mut a) = self.inner.activities.lock() {
+                a.insert(id, (shown, Instant::now()));
+            }
         }
         Activity {
             log: self.clone(),
             id,
+            outcome: None,
         }
+    }
+
+    /// A step without a duration on the timeline (a screenshot, a failed condition);
+    /// `file` is what it made, in the log folder.
+    pub(crate) fn mark(
+        &self,
+        machine: Option<&str>,
+        kind: &str,
+        label: &str,
+        outcome: Result<(), String>,
+        file: Option<&Path>,
+    ) {
+        let (outcome, message) = match outcome {
+            Ok(()) => (Outcome::Ok, None),
+            Err(why) => (Outcome::Failed, Some(first_line(&why))),
+        };
+        let file = file.map(|f| {
+            let f = f.strip_prefix(self.dir()).unwrap_or(f);
+            f.to_string_lossy().into_owned()
+        });
+        self.inner.steps.record(&Event::Mark {
+            t: self.elapsed(),
+            machine: machine.map(str::to_owned),
+            kind: kind.to_owned(),
+            label: label.to_owned(),
+            outcome,
+            message,
+            file,
+        });
     }
 
     /// Sends the lines the terminal would get (as they would show there, colour

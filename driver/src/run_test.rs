@@ -2,6 +2,7 @@
 //! by the spec's timeout and Ctrl-C, with a JUnit report at the end; and [`retry`], the
 //! script's `retry` for Rust tests.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::junit::{junit_xml, Subtest, Subtests};
+use crate::report;
 use crate::script::{self, World};
 use crate::spec::Spec;
 
@@ -64,6 +66,51 @@ pub struct Place {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
+}
+
+/// Lines of the script shown before the failing one.
+const CONTEXT: usize = 2;
+
+impl Place {
+    /// The failing line with the lines before it and a caret under its column, as
+    /// compilers show one; empty if the file cannot be read.
+    pub fn excerpt(&self) -> String {
+        let source = std::fs::read_to_string(&self.file).unwrap_or_default();
+        self.excerpt_of(&source)
+    }
+
+    fn excerpt_of(&self, source: &str) -> String {
+        let Some(failing) = source.lines().nth(self.line.wrapping_sub(1)) else {
+            return String::new();
+        };
+        let first = self.line.saturating_sub(CONTEXT).max(1);
+        let width = self.line.to_string().len();
+        let mut out = format!(
+            "{:width$}--> {}:{}:{}\n{:width$} |\n",
+            "",
+            self.file.display(),
+            self.line,
+            self.column,
+            ""
+        );
+        for (number, line) in source
+            .lines()
+            .enumerate()
+            .skip(first - 1)
+            .take(self.line - first)
+        {
+            let _ = writeln!(out, "{:>width$} | {line}", number + 1);
+        }
+        let _ = writeln!(out, "{:>width$} | {failing}", self.line);
+        // Tabs stay tabs, so that the caret lines up however the terminal shows them.
+        let pad: String = failing
+            .chars()
+            .take(self.column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let _ = writeln!(out, "{:width$} | {pad}^", "");
+        out
+    }
 }
 
 impl From<Error> for Failed {
@@ -215,6 +262,8 @@ async fn run_script(
             coverage
         }
     };
+    // Where the script was, also when the verdict is the timeout's.
+    let at = result.as_ref().err().and_then(place);
     let mut result = match result {
         Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
@@ -231,6 +280,7 @@ async fn run_script(
     }
     let took = started.elapsed().as_secs_f64();
     let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
+    write_report(&log, &spec.name, &result, at.as_ref(), took);
     match &result {
         Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
         // The caller prints the error; the log file keeps it too.
@@ -254,6 +304,42 @@ async fn run_script(
     })
 }
 
+/// Writes the run's `report.html` (the error a step of its timeline first) and logs
+/// its path; a failure to write it is logged, and changes nothing else.
+fn write_report(
+    log: &crate::log::Log,
+    name: &str,
+    result: &Result<(), Error>,
+    at: Option<&Place>,
+    seconds: f64,
+) {
+    let error = result.as_ref().err();
+    if let Some(e) = error {
+        let message = e.to_string();
+        let first = message.lines().next().unwrap_or("").to_owned();
+        log.mark(None, "error", &first, Err(message), None);
+    }
+    let chain = error.map(|e| crate::suite::error_chain(e));
+    let excerpt = at.map(Place::excerpt);
+    let outline = report::Outline {
+        name,
+        passed: error.is_none(),
+        verdict: match error {
+            None => "passed",
+            Some(Error::TestTimeout(_)) => "timed out",
+            Some(Error::Interrupted) => "interrupted",
+            Some(_) => "failed",
+        },
+        seconds,
+        error: chain.as_deref(),
+        excerpt: excerpt.as_deref(),
+    };
+    match report::write(log.dir(), &outline) {
+        Ok(path) => log.info(&format!("report: {}", path.display())),
+        Err(e) => log.info(&format!("no report: {e}")),
+    }
+}
+
 /// Where in its script a script error happened.
 fn place(e: &Error) -> Option<Place> {
     match e {
@@ -265,5 +351,35 @@ fn place(e: &Error) -> Option<Place> {
             column: *column,
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failing_line_is_shown_with_the_lines_before_it_and_a_caret() {
+        let source = "let a = 1;\nlet b = 2;\n\tlet c = 3;\nm.succeed(\"false\");\nlet d = 4;\n";
+        let at = |line, column| Place {
+            file: "t.rhai".into(),
+            line,
+            column,
+        };
+        assert_eq!(
+            at(4, 3).excerpt_of(source),
+            " --> t.rhai:4:3\n  |\n2 | let b = 2;\n3 | \tlet c = 3;\n\
+             4 | m.succeed(\"false\");\n  |   ^\n"
+        );
+        assert_eq!(
+            at(1, 1).excerpt_of(source),
+            " --> t.rhai:1:1\n  |\n1 | let a = 1;\n  | ^\n"
+        );
+        assert_eq!(
+            at(3, 2).excerpt_of(source),
+            " --> t.rhai:3:2\n  |\n1 | let a = 1;\n2 | let b = 2;\n3 | \tlet c = 3;\n  | \t^\n"
+        );
+        assert_eq!(at(9, 1).excerpt_of(source), "");
+        assert_eq!(at(0, 1).excerpt_of(source), "");
     }
 }

@@ -41,7 +41,7 @@
 //! When QEMU goes away every pending and later call fails with
 //! [`Error::Disconnected`], and [`Client::closed`] resolves.
 
-mod base64;
+pub mod base64;
 mod client;
 pub mod codec;
 pub mod commands;

@@ -52,6 +52,17 @@ impl Machine {
     }
 
     pub(super) async fn boot(&self) -> Result<Running, Error> {
+        let busy = self
+            .config
+            .log
+            .step(Some(&self.config.name), "boot", "booting");
+        let booted = self.boot_steps().await;
+        busy.finish_with(&booted);
+        booted
+    }
+
+    /// [`Machine::boot`], a step of the timeline around it.
+    async fn boot_steps(&self) -> Result<Running, Error> {
         let c = &self.config;
         let mut started = Instant::now();
         std::fs::create_dir_all(&c.socket_dir).map_err(|source| Error::Io {
@@ -59,7 +70,6 @@ impl Machine {
             source,
         })?;
         let log_dir = c.log.machine_dir(&c.name)?;
-        let _busy = c.log.activity(format!("{}: booting", c.name));
         c.fabric.ensure_started().await?;
         // Before the disks are made: disks of an earlier boot rule snapshots out.
         let plan = self.snapshot_plan();
@@ -69,7 +79,12 @@ impl Machine {
             SnapshotPlan::Off => None,
             SnapshotPlan::Save(entry) => Some(entry),
             SnapshotPlan::Restore(entry) => {
-                match self.boot_restored_with_disks(&entry, &log_dir).await {
+                let step = c
+                    .log
+                    .step(Some(&c.name), "restore", "restoring from a snapshot");
+                let restored = self.boot_restored_with_disks(&entry, &log_dir).await;
+                step.finish_with(&restored);
+                match restored {
                     Ok(running) => return Ok(running),
                     Err(why) => {
                         entry.remove();

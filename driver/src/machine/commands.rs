@@ -65,12 +65,40 @@ impl Machine {
         command: &str,
         timeout: Duration,
     ) -> Result<CommandResult, Error> {
+        self.run_command(command, timeout, None).await
+    }
+
+    /// Runs a command; `expected` (success or failure), when given, is the verdict of
+    /// its step on the timeline.
+    async fn run_command(
+        &self,
+        command: &str,
+        timeout: Duration,
+        expected: Option<bool>,
+    ) -> Result<CommandResult, Error> {
         self.config.conditions.check().await?;
         let running = self.running().await?;
-        let _busy = self
-            .config
-            .log
-            .activity(format!("{}: running `{command}`", self.config.name));
+        let busy =
+            self.config
+                .log
+                .step(Some(&self.config.name), "command", &format!("`{command}`"));
+        let ran = self.command_on(&running, command, timeout).await;
+        busy.finish(match &ran {
+            Ok(r) if expected.is_some_and(|e| e != r.success()) => Err(r.describe()),
+            Ok(r) => Ok(Some(r.describe())),
+            Err(e) => Err(e.to_string()),
+        });
+        ran
+    }
+
+    /// [`Machine::run_command`] once the machine runs.
+    async fn command_on(
+        &self,
+        running: &std::sync::Arc<super::state::Running>,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<CommandResult, Error> {
+        let running = running.clone();
         let started = Instant::now();
         let log = self.config.log.clone();
         let name = self.config.name.clone();
@@ -167,7 +195,7 @@ impl Machine {
     ) -> Result<String, Error> {
         let expected = if success { "succeed" } else { "fail" };
         self.log(&format!("must {expected}: {command}"));
-        let r = self.execute_with_timeout(command, timeout).await?;
+        let r = self.run_command(command, timeout, Some(success)).await?;
         if r.success() == success {
             return Ok(r.stdout);
         }

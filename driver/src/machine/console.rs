@@ -21,7 +21,7 @@ pub(super) const PANIC_MARKER: &str = "Kernel panic - not syncing";
 
 /// The console log's line after the boot lines of a restored state (the saving
 /// machine's boot).
-pub(super) const RESTORED_MARK: &str =
+pub(crate) const RESTORED_MARK: &str =
     "[flotilla: restored from a snapshot; the lines above are the boot that saved it]";
 
 /// What the console said about the guest's life.

@@ -116,6 +116,9 @@ impl Machine {
             local.display(),
             started.elapsed().as_secs_f64()
         ));
+        let label = format!("copied {remote} from the guest");
+        let log = &self.config.log;
+        log.mark(Some(&self.config.name), "copy", &label, Ok(()), Some(local));
         Ok(total)
     }
 }

@@ -63,5 +63,6 @@ mod waits;
 
 pub use commands::CommandResult;
 pub(crate) use config::MachineConfig;
+pub(crate) use console::RESTORED_MARK;
 pub(crate) use coverage::EXIT_GRACE;
 pub use state::Machine;

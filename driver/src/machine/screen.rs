@@ -31,11 +31,22 @@ impl Machine {
             .machine_dir(&self.config.name)?
             .join(format!("{stem}.png"));
         let running = self.running().await?;
-        running
+        let taken = running
             .qmp
             .screendump_png(&path)
             .await
-            .map_err(|e| self.qmp_failed(e))?;
+            .map_err(|e| self.qmp_failed(e));
+        let outcome = taken.as_ref().map(|_| ()).map_err(ToString::to_string);
+        let label = format!("screenshot {stem}.png");
+        let log = &self.config.log;
+        log.mark(
+            Some(&self.config.name),
+            "screenshot",
+            &label,
+            outcome,
+            Some(&path),
+        );
+        taken?;
         self.log(&format!("screenshot: {}", path.display()));
         Ok(path)
     }

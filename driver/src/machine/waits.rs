@@ -23,10 +23,11 @@ impl Machine {
             ))
         })?;
         self.log(&format!("waiting for console text matching `{pattern}`"));
-        let _busy = self.config.log.activity(format!(
-            "{}: waiting for console text `{pattern}`",
-            self.config.name
-        ));
+        let busy = self.config.log.step(
+            Some(&self.config.name),
+            "wait",
+            &format!("waiting for console text `{pattern}`"),
+        );
         let mut count = self.console.count.subscribe();
         let running = self.running.lock().await.clone();
         let wait = async {
@@ -45,7 +46,7 @@ impl Machine {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let found = tokio::select! {
             line = wait => Ok(line),
             status = exited => match &running {
                 Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
@@ -56,7 +57,9 @@ impl Machine {
                 what: format!("waiting for console text matching `{pattern}`"),
                 after: timeout,
             }),
-        }
+        };
+        busy.finish_with(&found);
+        found
     }
 
     /// Waits until `path` exists in the guest.
@@ -144,10 +147,24 @@ impl Machine {
     ) -> Result<String, Error> {
         let wanted = if success { "succeeds" } else { "fails" };
         self.log(&format!("waiting until this {wanted}: {command}"));
-        let _busy = self.config.log.activity(format!(
-            "{}: waiting until `{command}` {wanted}",
-            self.config.name
-        ));
+        let busy = self.config.log.step(
+            Some(&self.config.name),
+            "wait",
+            &format!("waiting until `{command}` {wanted}"),
+        );
+        let waited = self.poll_until(command, timeout, success).await;
+        busy.finish_with(&waited);
+        waited
+    }
+
+    /// [`Machine::wait_until`]'s tries.
+    async fn poll_until(
+        &self,
+        command: &str,
+        timeout: Duration,
+        success: bool,
+    ) -> Result<String, Error> {
+        let wanted = if success { "succeeds" } else { "fails" };
         let deadline = Instant::now() + timeout;
         let mut tries = 0;
         loop {

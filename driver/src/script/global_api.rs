@@ -58,6 +58,7 @@ pub(super) fn register(
             };
             let indent = "  ".repeat(depth);
             l.info(&format!("{indent}subtest: {name}"));
+            let step = l.step(None, "subtest", &path);
             let started = std::time::Instant::now();
             let result = body.call_within_context::<Dynamic>(&call, ());
             let duration = started.elapsed();
@@ -65,6 +66,7 @@ pub(super) fn register(
                 st.pop();
             }
             let failure = result.as_ref().err().map(|e| innermost(e).1);
+            step.finish(failure.clone().map_or(Ok(None), Err));
             let verdict = if failure.is_some() { "FAILED" } else { "ok" };
             l.info(&format!(
                 "{indent}subtest: {name} {verdict} ({:.2} s)",

@@ -40,3 +40,7 @@ pub use partition::Partition;
 pub use progress::Progress;
 pub use report::{error_chain, Attempt, SuiteReport, TestReport, Verdict};
 pub use runner::{run_suite, SuiteOptions};
+
+/// Writes the suite's `index.html` into its log root (`--out`), linking each test's
+/// `report.html`.
+pub use crate::report::write_index;

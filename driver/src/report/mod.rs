@@ -1,0 +1,38 @@
+//! `report.html`: the evidence of a test run on one self-contained page (no network,
+//! inline CSS, script and screenshots, relative links to the big files): the failure
+//! at the top with the failing script line and the console of the machine concerned,
+//! a timeline with a lane per machine (boots, restores, commands, waits, subtests,
+//! failed polling conditions; the failing step marked), and each machine's console
+//! and QEMU lines with their times, filterable. A suite gets `index.html`, linking
+//! each test's pages.
+//!
+//! `collect.rs` reads the log folder (`events.jsonl`, `driver.log`, the machines'
+//! folders), `page.rs` (with `page.css` and `page.js`) makes the page, `index.rs` the
+//! suite's index.
+
+mod collect;
+mod index;
+mod page;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+pub use index::write_index;
+pub(crate) use page::Outline;
+
+/// The page's name in a run's log folder.
+pub(crate) const FILE: &str = "report.html";
+
+/// Writes `dir/report.html` for the run whose log folder is `dir`; its path. What
+/// cannot be read in the folder is a note on the page; only the write can fail.
+pub(crate) fn write(dir: &Path, outline: &Outline) -> Result<PathBuf, Error> {
+    let collected = collect::collect(dir);
+    let html = page::render(outline, &collected);
+    let path = dir.join(FILE);
+    std::fs::write(&path, html).map_err(|source| Error::Io {
+        what: format!("writing the report {}", path.display()),
+        source,
+    })?;
+    Ok(path)
+}
