@@ -119,7 +119,7 @@ impl Drop for Activity {
         }
         let (outcome, message) = self.outcome.take().unwrap_or((Outcome::Ended, None));
         self.log.inner.steps.record(&Event::End {
-            t: self.log.elapsed(),
+            t: self.log.now(),
             id: self.id,
             outcome,
             message,
@@ -271,7 +271,7 @@ impl Log {
     pub fn step(&self, machine: Option<&str>, kind: &str, label: &str) -> Activity {
         let id = self.inner.next_activity.fetch_add(1, Ordering::Relaxed);
         self.inner.steps.record(&Event::Start {
-            t: self.elapsed(),
+            t: self.now(),
             id,
             machine: machine.map(str::to_owned),
             kind: kind.to_owned(),
@@ -313,7 +313,7 @@ impl Log {
             f.to_string_lossy().into_owned()
         });
         self.inner.steps.record(&Event::Mark {
-            t: self.elapsed(),
+            t: self.now(),
             machine: machine.map(str::to_owned),
             kind: kind.to_owned(),
             label: label.to_owned(),
@@ -368,6 +368,11 @@ impl Log {
     /// Seconds since the run started.
     pub fn elapsed(&self) -> f64 {
         self.inner.start.elapsed().as_secs_f64()
+    }
+
+    /// [`Log::elapsed`] to the millisecond, as `driver.log` has it, for `events.jsonl`.
+    fn now(&self) -> f64 {
+        (self.elapsed() * 1e3).round() / 1e3
     }
 
     fn write(&self, line: &str) {

@@ -26,6 +26,7 @@
     for (let i = 0; i <= 4; i++) {
       const tick = el("span", "tick", secs((end * i) / 4));
       tick.style.left = (i * 25) + "%";
+      if (i === 4) tick.style.transform = "translateX(-100%)";
       axis.appendChild(tick);
     }
     const head = el("div", "lane");
@@ -59,13 +60,16 @@
         let title = s.kind + ": " + s.label + " (" + took + ", " + s.outcome + ")";
         if (s.message) title += "\n" + s.message;
         bar.title = title;
-        if (s.failing) bar.appendChild(el("span", "flag", "failing step"));
+        // The flag goes on the side with room.
+        if (s.failing) {
+          bar.appendChild(el("span", "flag " + (s.start > end / 2 ? "flag-left" : "flag-right"), "failing step"));
+        }
         bar.appendChild(el("span", "label", s.label));
         track.appendChild(bar);
         if (s.outcome === "failed" || s.failing) {
           const li = el("li", s.failing ? "failing" : "");
           li.textContent = secs(s.start) + " " + (lane === null ? "test" : lane) + ": " +
-            s.kind + " " + s.label + (s.message ? ": " + s.message : "") +
+            s.kind + " " + s.label + (s.message && s.message !== s.label ? ": " + s.message : "") +
             (s.failing ? " (failing step)" : "");
           failedList.appendChild(li);
         }
@@ -74,6 +78,30 @@
       row.appendChild(track);
       box.appendChild(row);
     }
+  }
+
+  // Every step as a table row, drawn when the table is opened.
+  function stepTable() {
+    const box = document.getElementById("steps");
+    box.addEventListener("toggle", () => {
+      if (!box.open || box.dataset.drawn) return;
+      box.dataset.drawn = "1";
+      const table = el("table");
+      const head = el("tr");
+      for (const h of ["start", "lane", "kind", "step", "took", "outcome"]) head.appendChild(el("th", "", h));
+      table.appendChild(head);
+      const steps = data.steps.slice().sort((a, b) => a.start - b.start);
+      for (const s of steps) {
+        const tr = el("tr", s.outcome + (s.failing ? " failing" : ""));
+        const took = s.end === null ? "" : secs(s.end - s.start);
+        const outcome = s.outcome + (s.message && s.message !== s.label ? ": " + s.message : "");
+        for (const v of [secs(s.start), s.machine === null ? "test" : s.machine, s.kind, s.label, took, outcome]) {
+          tr.appendChild(el("td", "", v));
+        }
+        table.appendChild(tr);
+      }
+      box.appendChild(table);
+    });
   }
 
   // A machine's log view: console or QEMU lines, a filter, and only the rows in sight
@@ -174,6 +202,7 @@
     if (k && v !== undefined) wanted[k] = decodeURIComponent(v);
   }
   timeline();
+  stepTable();
   machines(wanted.m ? wanted : null);
   document.documentElement.dataset.rendered = (performance.now() - started).toFixed(0);
 })();

@@ -76,10 +76,13 @@ pub(crate) fn render(outline: &Outline, c: &Collected) -> String {
     }
     page.push_str(
         "<h2>Timeline</h2>\n<div id=\"timeline\"></div>\n\
-         <ul id=\"failed-steps\"></ul>\n<h2>Machines</h2>\n",
+         <ul id=\"failed-steps\"></ul>\n\
+         <details id=\"steps\"><summary>Every step</summary></details>\n<h2>Machines</h2>\n",
     );
     for m in &c.machines {
-        let open = if concerned.as_deref() == Some(&*m.name) {
+        // The machine concerned open; all of them when few and none is.
+        let few = concerned.is_none() && c.machines.len() <= 4;
+        let open = if few || concerned.as_deref() == Some(&*m.name) {
             " open"
         } else {
             ""

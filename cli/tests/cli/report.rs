@@ -1,0 +1,168 @@
+//! `report.html` of real runs, opened in a real browser (headless Chromium): a failing
+//! test's page shows the failure and marks the failing step; a passing suite's has
+//! its screenshot inline and an `index.html`. A picture of each page is saved beside
+//! it, under `target/tmp/report-cli/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{assert_no_qemu_left, flotilla_test, run_expecting, tag, write_spec};
+
+const SPEC: &str = r#"
+name = "NAME"
+script = "t.rhai"
+timeout = 300
+
+[machines.server]
+memory = 256
+display = true
+
+[machines.client]
+memory = 256
+"#;
+
+/// The script both runs share; the failing one goes on with [`FAILING`].
+const SCRIPT: &str = r#"
+start_all();
+subtest("look", || {
+    server.succeed("echo '</script><script>alert(1)</script>' > /dev/console");
+    server.screenshot("screen");
+    client.succeed("uname -r");
+});
+"#;
+
+const FAILING: &str = r#"client.succeed("echo about to fail");
+server.succeed("echo no such; false");
+client.succeed("echo never");
+"#;
+
+/// A folder of its own under the target directory, emptied; kept after the test.
+fn kept_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("report-cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Headless Chromium, as root needs it.
+fn chromium() -> Command {
+    let mut cmd = Command::new("chromium");
+    cmd.args(["--headless", "--no-sandbox", "--disable-gpu"])
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// The page's DOM after its scripts ran; a picture of it saved as `png`.
+fn open_in_browser(page: &Path, png: &Path) -> String {
+    let url = format!("file://{}", page.canonicalize().unwrap().display());
+    let out = chromium()
+        .args(["--virtual-time-budget=5000", "--dump-dom", &url])
+        .output()
+        .unwrap_or_else(|e| panic!("running chromium (apt-get install chromium): {e}"));
+    assert!(
+        out.status.success(),
+        "chromium --dump-dom {url}: {:?}",
+        out.status
+    );
+    let shot = chromium()
+        .arg(format!("--screenshot={}", png.display()))
+        .args(["--window-size=1400,1000", &url])
+        .status()
+        .unwrap();
+    assert!(shot.success() && png.is_file(), "chromium --screenshot");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What the page shows whether it passed or not: a lane per machine, the screenshot
+/// inline, the subtest, the hostile console line as text only.
+fn check_common(dom: &str) {
+    for lane in ["server", "client"] {
+        let n = dom.matches(&format!("data-lane=\"{lane}\"")).count();
+        assert_eq!(n, 1, "one lane of {lane} in\n{dom}");
+    }
+    assert!(dom.contains("<img src=\"data:image/png;base64,"), "{dom}");
+    assert!(dom.contains("class=\"step kind-subtest ok\""), "{dom}");
+    assert!(dom.contains("class=\"step kind-boot ok"), "{dom}");
+    assert!(!dom.contains("<script>alert"), "{dom}");
+}
+
+#[test]
+fn report_of_a_failing_test_and_a_passing_suite_in_a_browser() {
+    let tag = tag();
+
+    // A failing test: the error and the failing line first, the failing step marked.
+    let dir = kept_dir("failing");
+    let spec = dir.join("spec");
+    std::fs::create_dir(&spec).unwrap();
+    write_spec(
+        &spec,
+        &SPEC.replace("NAME", "report-failing"),
+        &format!("{SCRIPT}{FAILING}"),
+    );
+    let out = dir.join("out");
+    let text = run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
+    let page = out.join("report.html");
+    assert!(
+        text.contains(&format!("report: {}", page.display())),
+        "{text}"
+    );
+    let dom = open_in_browser(&page, &out.join("report.png"));
+    check_common(&dom);
+    let failure = dom.find("id=\"failure\"").expect("the failure section");
+    let timeline = dom.find("id=\"timeline\"").expect("the timeline");
+    assert!(failure < timeline, "the failure comes first");
+    let top = &dom[failure..timeline];
+    assert!(
+        top.contains("command `echo no such; false` was expected to succeed"),
+        "{top}"
+    );
+    assert!(
+        top.contains("9 | server.succeed(\"echo no such; false\");"),
+        "{top}"
+    );
+    assert!(top.contains("Console of server"), "{top}");
+    assert!(
+        top.contains("&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{top}"
+    );
+    assert_eq!(
+        dom.matches("class=\"step kind-command failed failing\"")
+            .count(),
+        1,
+        "{dom}"
+    );
+    assert!(dom.contains(">failing step</span>"), "{dom}");
+    assert!(dom.contains("server: command `echo no such; false`: exit status 1 (failing step)"));
+    assert_no_qemu_left(&tag);
+
+    // A passing suite of one: no failure, an index linking the report.
+    let dir = kept_dir("passing");
+    let spec = dir.join("spec");
+    std::fs::create_dir(&spec).unwrap();
+    write_spec(&spec, &SPEC.replace("NAME", "report-passing"), SCRIPT);
+    let out = dir.join("out");
+    let text = run_expecting(flotilla_test(&spec, &out, &tag).args(["--retries", "1"]), 0);
+    let index = out.join("index.html");
+    assert!(
+        text.contains(&format!("report: {}", index.display())),
+        "{text}"
+    );
+    let index_dom = open_in_browser(&index, &out.join("index.png"));
+    let href = index_dom
+        .split("<a href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a link in the index");
+    assert!(index_dom.contains("PASSED"), "{index_dom}");
+    let page = out.join(href);
+    let dom = open_in_browser(&page, &page.with_file_name("report.png"));
+    check_common(&dom);
+    assert!(dom.contains("class=\"verdict passed\""), "{dom}");
+    assert!(
+        !dom.contains("id=\"failure\"") && !dom.contains(" failing\""),
+        "{dom}"
+    );
+    assert_no_qemu_left(&tag);
+}
