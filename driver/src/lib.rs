@@ -81,7 +81,8 @@
 //! - `steps.rs`: `events.jsonl`, the run's steps a line each as they happen.
 //! - `report/`: `report.html`, a run's evidence on one page, and a suite's
 //!   `index.html`. `mod.rs` (the entry point), `collect.rs` (reading the log folder),
-//!   `page.rs` with `page.css` and `page.js` (the page), `index.rs` (the suite's index).
+//!   `page.rs` with `page.css` and `page.js` (the page), `index.rs` (the suite's index),
+//!   `tests.rs` (a 16-machine, 50,000-line run's page in Chromium).
 //! - `error.rs`: [`Error`], and which errors are test failures.
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).

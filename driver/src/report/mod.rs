@@ -8,11 +8,13 @@
 //!
 //! `collect.rs` reads the log folder (`events.jsonl`, `driver.log`, the machines'
 //! folders), `page.rs` (with `page.css` and `page.js`) makes the page, `index.rs` the
-//! suite's index.
+//! suite's index; `tests.rs` loads a long run's page in Chromium.
 
 mod collect;
 mod index;
 mod page;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
