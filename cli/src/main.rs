@@ -60,9 +60,10 @@ enum Cmd {
         /// Spec files, folders holding `flotilla.toml`, or folders to search for them.
         #[arg(required = true, value_name = "SPEC")]
         spec: Vec<PathBuf>,
-        /// Log folder (driver.log, <machine>/console.log, <machine>/qemu.log);
-        /// default flotilla-out/<test name>. Emptied at the start. For a suite: the
-        /// folder of the tests' folders, default flotilla-out.
+        /// Log folder (report.html, driver.log, events.jsonl, <machine>/console.log,
+        /// <machine>/qemu.log); default flotilla-out/<test name>. Emptied at the start.
+        /// For a suite: the folder of the tests' folders and index.html, default
+        /// flotilla-out.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Only print the result and errors; the log folder still gets everything.

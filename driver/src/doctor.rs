@@ -19,6 +19,8 @@ pub enum Group {
     Qga,
     /// `flotilla test --coverage` and its example.
     Coverage,
+    /// The report's tests: `report.html` opened in a real browser.
+    Report,
 }
 
 impl fmt::Display for Group {
@@ -28,6 +30,7 @@ impl fmt::Display for Group {
             Group::Disks => "disks and images (disks, image = ..., flotilla image debian)",
             Group::Qga => "QGA (agent = \"qga\" images, the qmp crate's QGA tests)",
             Group::Coverage => "coverage (flotilla test --coverage, examples/coverage)",
+            Group::Report => "report tests (report.html in headless Chromium)",
         })
     }
 }
@@ -71,6 +74,7 @@ pub fn checks() -> Vec<Check> {
         version_check(Group::Coverage, "genhtml", "genhtml".into(), "lcov"),
         static_libc(),
         llvm_tools(),
+        version_check(Group::Report, "chromium", "chromium".into(), "chromium"),
     ];
     out.sort_by_key(|c| c.group);
     out
