@@ -405,7 +405,7 @@ fn qemu_dies_with_a_killed_driver() {
 #[test]
 fn doctor_reports_each_requirement() {
     let t = run_expecting(flotilla().arg("doctor"), 0);
-    let groups = ["boot (", "disks and images (", "QGA ("];
+    let groups = ["boot (", "disks and images (", "QGA (", "report tests ("];
     let names = [
         &[
             "qemu",
@@ -417,6 +417,7 @@ fn doctor_reports_each_requirement() {
         ][..],
         &["qemu-img", "mke2fs", "debootstrap", "depmod"][..],
         &["qemu-ga"][..],
+        &["chromium"][..],
     ];
     // Each group's header, then an `ok` line for each of its requirements.
     let lines: Vec<&str> = t.lines().collect();
