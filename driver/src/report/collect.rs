@@ -11,6 +11,8 @@ use crate::machine::RESTORED_MARK;
 use crate::spec::names::check_machine_name;
 use crate::steps::{self, Event, Outcome};
 
+/// The page's name in a run's log folder (not one of the files it links).
+pub(super) const FILE: &str = "report.html";
 /// A log line longer than this many bytes is cut.
 pub(super) const MAX_LINE: usize = 4000;
 /// A screenshot bigger than this is linked, not inlined.
@@ -361,7 +363,7 @@ fn run_files(dir: &Path, machines: &BTreeSet<String>) -> Vec<String> {
             let name = e.file_name().into_string().ok()?;
             let is_dir = e.file_type().ok()?.is_dir();
             match (is_dir, &*name) {
-                (false, "report.html") => None,
+                (false, FILE) => None,
                 (false, _) => Some(name),
                 (true, "coverage") => {
                     let page = ["coverage/index.html", "coverage/genhtml/index.html"];

@@ -51,7 +51,7 @@ fn index_page(out: &Path, suite: &SuiteReport) -> String {
             test.retries(),
         );
         for (n, attempt) in test.attempts.iter().enumerate() {
-            let report = attempt.log_dir.join(super::FILE);
+            let report = attempt.log_dir.join(super::collect::FILE);
             let href = report.strip_prefix(out).unwrap_or(&report);
             let verdict = if attempt.error.is_some() {
                 "failed"

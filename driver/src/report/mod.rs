@@ -20,11 +20,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
+use collect::FILE;
 pub use index::write_index;
 pub(crate) use page::Outline;
-
-/// The page's name in a run's log folder.
-pub(crate) const FILE: &str = "report.html";
 
 /// Writes `dir/report.html` for the run whose log folder is `dir`; its path. What
 /// cannot be read in the folder is a note on the page; only the write can fail.
