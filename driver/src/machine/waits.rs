@@ -152,41 +152,33 @@ impl Machine {
             "wait",
             &format!("waiting until `{command}` {wanted}"),
         );
-        let waited = self.poll_until(command, timeout, success).await;
-        busy.finish_with(&waited);
-        waited
-    }
-
-    /// [`Machine::wait_until`]'s tries.
-    async fn poll_until(
-        &self,
-        command: &str,
-        timeout: Duration,
-        success: bool,
-    ) -> Result<String, Error> {
-        let wanted = if success { "succeeds" } else { "fails" };
         let deadline = Instant::now() + timeout;
         let mut tries = 0;
-        loop {
-            tries += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let r = self
-                .execute_with_timeout(command, left.max(Duration::from_secs(1)))
-                .await?;
-            if r.success() == success {
-                return Ok(r.stdout);
+        let waited = async {
+            loop {
+                tries += 1;
+                let left = deadline.saturating_duration_since(Instant::now());
+                let r = self
+                    .execute_with_timeout(command, left.max(Duration::from_secs(1)))
+                    .await?;
+                if r.success() == success {
+                    return Ok(r.stdout);
+                }
+                if Instant::now() + Duration::from_millis(500) >= deadline {
+                    return Err(Error::Timeout {
+                        machine: self.config.name.clone(),
+                        what: format!(
+                            "waiting until `{command}` {wanted} ({tries} tries, last: {})",
+                            r.describe()
+                        ),
+                        after: timeout,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            if Instant::now() + Duration::from_millis(500) >= deadline {
-                return Err(Error::Timeout {
-                    machine: self.config.name.clone(),
-                    what: format!(
-                        "waiting until `{command}` {wanted} ({tries} tries, last: {})",
-                        r.describe()
-                    ),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        .await;
+        busy.finish_with(&waited);
+        waited
     }
 }

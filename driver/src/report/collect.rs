@@ -43,6 +43,23 @@ pub(crate) struct Step {
     pub failing: bool,
 }
 
+impl Step {
+    /// A step that started at `start` and has not ended.
+    fn new(machine: &Option<String>, kind: &str, label: &str, start: f64) -> Step {
+        Step {
+            machine: machine.clone(),
+            kind: kind.to_owned(),
+            label: label.to_owned(),
+            start,
+            end: None,
+            outcome: "unfinished",
+            message: None,
+            file: None,
+            failing: false,
+        }
+    }
+}
+
 /// One machine's evidence.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct MachineLogs {
@@ -217,17 +234,7 @@ fn timeline(events: &[Event], end: f64) -> Vec<Step> {
             } => {
                 last = last.max(*t);
                 open.insert(*id, steps.len());
-                steps.push(Step {
-                    machine: machine.clone(),
-                    kind: kind.clone(),
-                    label: label.clone(),
-                    start: *t,
-                    end: None,
-                    outcome: "unfinished",
-                    message: None,
-                    file: None,
-                    failing: false,
-                });
+                steps.push(Step::new(machine, kind, label, *t));
             }
             Event::End {
                 t,
@@ -253,15 +260,10 @@ fn timeline(events: &[Event], end: f64) -> Vec<Step> {
             } => {
                 last = last.max(*t);
                 steps.push(Step {
-                    machine: machine.clone(),
-                    kind: kind.clone(),
-                    label: label.clone(),
-                    start: *t,
-                    end: None,
                     outcome: outcome_name(*outcome),
                     message: message.clone(),
                     file: file.clone(),
-                    failing: false,
+                    ..Step::new(machine, kind, label, *t)
                 });
             }
         }
