@@ -91,12 +91,14 @@ fn a_suite_runs_its_tests_at_once_each_in_its_folder_and_sums_them_up() {
         summary.contains("3 test(s): 1 passed, 1 failed, 1 could not run in "),
         "{summary}"
     );
-    // A folder per test, unique although both are named `same`.
-    let folders: Vec<String> = std::fs::read_dir(&out)
+    // A folder per test, unique although both are named `same`, and the index.
+    let (folders, files): (Vec<_>, Vec<_>) = std::fs::read_dir(&out)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+        .map(|e| e.unwrap())
+        .partition(|e| e.file_type().unwrap().is_dir());
     assert_eq!(folders.len(), 2, "{folders:?}");
+    let index: Vec<_> = files.iter().map(|e| e.file_name()).collect();
+    assert_eq!(index, ["index.html"]);
     // (The table names each folder in full.)
     for line in [row("a"), row("nested/a")] {
         let folder = line.rsplit("  ").next().unwrap();
