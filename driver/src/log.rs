@@ -515,6 +515,51 @@ pub(crate) mod tests {
     use super::*;
 
     #[test]
+    fn activities_and_marks_are_steps_in_events_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(&dir.path().join("run"), false).unwrap();
+        // The plain call shape: `name: what` is a step of machine `name`.
+        drop(log.activity("vm: reading the screen".into()));
+        drop(log.activity("all machines: starting".into()));
+        log.step(Some("vm"), "command", "`false`")
+            .finish(Err("exit status 1\nmore".into()));
+        let shot = log.dir().join("vm/a.png");
+        log.mark(Some("vm"), "screenshot", "a.png", Ok(()), Some(&shot));
+        let text = std::fs::read_to_string(log.dir().join(crate::steps::FILE)).unwrap();
+        let (events, bad) = crate::steps::parse(&text);
+        assert_eq!((events.len(), bad), (7, 0), "{text}");
+        let Event::Start {
+            machine,
+            kind,
+            label,
+            ..
+        } = &events[0]
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            (machine.as_deref(), &**kind, &**label),
+            (Some("vm"), "step", "reading the screen")
+        );
+        assert!(matches!(
+            &events[1],
+            Event::End {
+                outcome: Outcome::Ended,
+                ..
+            }
+        ));
+        assert!(matches!(&events[2], Event::Start { machine: None, .. }));
+        assert!(matches!(
+            &events[5],
+            Event::End { outcome: Outcome::Failed, message: Some(m), .. } if m == "exit status 1"
+        ));
+        assert!(matches!(
+            &events[6],
+            Event::Mark { file: Some(f), .. } if f == "vm/a.png"
+        ));
+    }
+
+    #[test]
     fn status_line_shows_what_lasts_oldest_first() {
         let now = Instant::now();
         let mut a = BTreeMap::new();
