@@ -166,3 +166,57 @@ fn report_of_a_failing_test_and_a_passing_suite_in_a_browser() {
     );
     assert_no_qemu_left(&tag);
 }
+
+const ONE_MACHINE: &str = r#"
+name = "NAME"
+script = "t.rhai"
+timeout = TIMEOUT
+
+[machines.vm]
+memory = 256
+"#;
+
+#[test]
+fn report_of_a_failed_polling_condition_and_of_a_timeout() {
+    let tag = tag();
+    // A polling condition that fails is the failing step, on the test's lane.
+    let dir = kept_dir("condition");
+    let spec = dir.join("spec");
+    std::fs::create_dir(&spec).unwrap();
+    let toml = ONE_MACHINE.replace("NAME", "report-condition");
+    write_spec(
+        &spec,
+        &toml.replace("TIMEOUT", "300"),
+        "polling_condition(\"no bad file\", || { vm.succeed(\"test ! -e /tmp/bad\"); });\n\
+         vm.succeed(\"touch /tmp/bad\");\nvm.succeed(\"true\");\n",
+    );
+    let out = dir.join("out");
+    run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
+    let dom = open_in_browser(&out.join("report.html"), &out.join("report.png"));
+    assert!(
+        dom.contains("class=\"step kind-condition failed mark failing\""),
+        "{dom}"
+    );
+    assert!(dom.contains("test: condition no bad file: "), "{dom}");
+
+    // A test that times out: its page says so, with the command it was running.
+    let dir = kept_dir("timeout");
+    let spec = dir.join("spec");
+    std::fs::create_dir(&spec).unwrap();
+    let toml = ONE_MACHINE.replace("NAME", "report-timeout");
+    write_spec(
+        &spec,
+        &toml.replace("TIMEOUT", "20"),
+        "vm.succeed(\"sleep 600\");\n",
+    );
+    let out = dir.join("out");
+    run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
+    let dom = open_in_browser(&out.join("report.html"), &out.join("report.png"));
+    assert!(dom.contains("class=\"verdict failed\">timed out<"), "{dom}");
+    assert!(dom.contains("id=\"failure\""), "{dom}");
+    assert!(
+        dom.contains("class=\"step kind-command ended failing\""),
+        "the command cut short is marked: {dom}"
+    );
+    assert_no_qemu_left(&tag);
+}

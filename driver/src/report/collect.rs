@@ -217,8 +217,8 @@ fn timed(line: &str) -> Option<(f64, &str)> {
 }
 
 /// The steps of `events`, in the order they started; a step that never ended lasts
-/// until `end`. The last failed step (not a subtest) is the failing one, when the run
-/// has an `error` mark.
+/// until `end`. When the run has an `error` mark, the last failed step (not a
+/// subtest) is the failing one, or without one the last step cut short.
 fn timeline(events: &[Event], end: f64) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut open: BTreeMap<u64, usize> = BTreeMap::new();
@@ -275,15 +275,21 @@ fn timeline(events: &[Event], end: f64) -> Vec<Step> {
         }
     }
     if steps.iter().any(|s| s.kind == "error") {
-        let failing = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.outcome == "failed" && !matches!(&*s.kind, "subtest" | "error"))
-            .max_by(|(_, a), (_, b)| {
-                let at = |s: &Step| s.end.unwrap_or(s.start);
-                at(a).total_cmp(&at(b))
-            })
-            .map(|(i, _)| i);
+        // The last step that failed; with none (a timeout, Ctrl-C), the last one cut
+        // short.
+        let last_of = |outcomes: &[&str]| {
+            steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| outcomes.contains(&s.outcome))
+                .filter(|(_, s)| !matches!(&*s.kind, "subtest" | "error"))
+                .max_by(|(_, a), (_, b)| {
+                    let at = |s: &Step| s.end.unwrap_or(s.start);
+                    at(a).total_cmp(&at(b))
+                })
+                .map(|(i, _)| i)
+        };
+        let failing = last_of(&["failed"]).or_else(|| last_of(&["ended", "unfinished"]));
         if let Some(s) = failing.and_then(|i| steps.get_mut(i)) {
             s.failing = true;
         }
