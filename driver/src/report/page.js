@@ -60,9 +60,12 @@
         let title = s.kind + ": " + s.label + " (" + took + ", " + s.outcome + ")";
         if (s.message) title += "\n" + s.message;
         bar.title = title;
-        // The flag goes on the side with room.
+        // The flag goes on the side with room, or inside a bar that fills the lane.
         if (s.failing) {
-          bar.appendChild(el("span", "flag " + (s.start > end / 2 ? "flag-left" : "flag-right"), "failing step"));
+          const left = s.start / end;
+          const right = 1 - stop / end;
+          const side = Math.max(left, right) < 0.1 ? "flag-in" : left > right ? "flag-left" : "flag-right";
+          bar.appendChild(el("span", "flag " + side, "failing step"));
         }
         bar.appendChild(el("span", "label", s.label));
         track.appendChild(bar);
