@@ -15,6 +15,8 @@ use crate::steps::{self, Event, Outcome};
 pub(super) const FILE: &str = "report.html";
 /// A log line longer than this many bytes is cut.
 pub(super) const MAX_LINE: usize = 4000;
+/// The most lines of one log a page holds (the last ones); more are left to the file.
+const MAX_LINES: usize = 200_000;
 /// A screenshot bigger than this is linked, not inlined.
 const MAX_INLINE_PNG: u64 = 4 << 20;
 /// The console lines quoted under a failure.
@@ -145,6 +147,16 @@ pub(crate) fn collect(dir: &Path) -> Collected {
     }
     for m in by_machine.values_mut() {
         machine_files(dir, m, &mut c.notes);
+        for (log, lines) in [("console", &mut m.console), ("qemu", &mut m.qemu)] {
+            let over = lines.len().saturating_sub(MAX_LINES);
+            if over > 0 {
+                lines.drain(..over);
+                c.notes.push(format!(
+                    "{}: the first {over} {log} line(s) are left out (see its {log}.log)",
+                    m.name
+                ));
+            }
+        }
     }
     c.machines = by_machine.into_values().collect();
     c.files = run_files(dir, &names);
@@ -449,6 +461,38 @@ mod tests {
             c.notes
         );
         assert!(c.steps.is_empty());
+    }
+
+    #[test]
+    fn without_driver_log_the_console_file_is_shown_untimed_and_a_long_log_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "vm/console.log", b"one\ntwo\n");
+        let mut long = Vec::new();
+        for i in 0..MAX_LINES + 5 {
+            long.extend_from_slice(format!("[   1.000] big # {i}\n").as_bytes());
+        }
+        write(d, "big/console.log", b"");
+        let c = collect(d);
+        assert!(
+            c.notes.iter().any(|n| n.starts_with("no console times")),
+            "{:?}",
+            c.notes
+        );
+        let vm = c.machines.iter().find(|m| m.name == "vm").unwrap();
+        assert_eq!(
+            vm.console,
+            [Line(None, "one".into()), Line(None, "two".into())]
+        );
+        write(d, "driver.log", &long);
+        let c = collect(d);
+        let big = c.machines.iter().find(|m| m.name == "big").unwrap();
+        assert_eq!(big.console.len(), MAX_LINES);
+        assert_eq!(big.console[0].1, "5");
+        assert!(c
+            .notes
+            .iter()
+            .any(|n| n == "big: the first 5 console line(s) are left out (see its console.log)"));
     }
 
     #[test]
