@@ -36,14 +36,17 @@ server.succeed("echo no such; false");
 client.succeed("echo never");
 "#;
 
-/// A folder of its own under the target directory, emptied; kept after the test.
-fn kept_dir(name: &str) -> PathBuf {
+/// A spec folder `spec` (with `toml` and `script`) and its log folder `out`, in a folder
+/// `name` of their own under the target directory, emptied first and kept after the test.
+fn spec_and_out(name: &str, toml: &str, script: &str) -> (PathBuf, PathBuf) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("report-cli")
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    let spec = dir.join("spec");
+    std::fs::create_dir_all(&spec).unwrap();
+    write_spec(&spec, toml, script);
+    (spec, dir.join("out"))
 }
 
 /// Headless Chromium, as root needs it.
@@ -93,15 +96,11 @@ fn report_of_a_failing_test_and_a_passing_suite_in_a_browser() {
     let tag = tag();
 
     // A failing test: the error and the failing line first, the failing step marked.
-    let dir = kept_dir("failing");
-    let spec = dir.join("spec");
-    std::fs::create_dir(&spec).unwrap();
-    write_spec(
-        &spec,
+    let (spec, out) = spec_and_out(
+        "failing",
         &SPEC.replace("NAME", "report-failing"),
         &format!("{SCRIPT}{FAILING}"),
     );
-    let out = dir.join("out");
     let text = run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
     let page = out.join("report.html");
     assert!(
@@ -138,11 +137,7 @@ fn report_of_a_failing_test_and_a_passing_suite_in_a_browser() {
     assert_no_qemu_left(&tag);
 
     // A passing suite of one: no failure, an index linking the report.
-    let dir = kept_dir("passing");
-    let spec = dir.join("spec");
-    std::fs::create_dir(&spec).unwrap();
-    write_spec(&spec, &SPEC.replace("NAME", "report-passing"), SCRIPT);
-    let out = dir.join("out");
+    let (spec, out) = spec_and_out("passing", &SPEC.replace("NAME", "report-passing"), SCRIPT);
     let text = run_expecting(flotilla_test(&spec, &out, &tag).args(["--retries", "1"]), 0);
     let index = out.join("index.html");
     assert!(
@@ -180,17 +175,13 @@ memory = 256
 fn report_of_a_failed_polling_condition_and_of_a_timeout() {
     let tag = tag();
     // A polling condition that fails is the failing step, on the test's lane.
-    let dir = kept_dir("condition");
-    let spec = dir.join("spec");
-    std::fs::create_dir(&spec).unwrap();
     let toml = ONE_MACHINE.replace("NAME", "report-condition");
-    write_spec(
-        &spec,
+    let (spec, out) = spec_and_out(
+        "condition",
         &toml.replace("TIMEOUT", "300"),
         "polling_condition(\"no bad file\", || { vm.succeed(\"test ! -e /tmp/bad\"); });\n\
          vm.succeed(\"touch /tmp/bad\");\nvm.succeed(\"true\");\n",
     );
-    let out = dir.join("out");
     run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
     let dom = open_in_browser(&out.join("report.html"), &out.join("report.png"));
     assert!(
@@ -200,16 +191,12 @@ fn report_of_a_failed_polling_condition_and_of_a_timeout() {
     assert!(dom.contains("test: condition no bad file: "), "{dom}");
 
     // A test that times out: its page says so, with the command it was running.
-    let dir = kept_dir("timeout");
-    let spec = dir.join("spec");
-    std::fs::create_dir(&spec).unwrap();
     let toml = ONE_MACHINE.replace("NAME", "report-timeout");
-    write_spec(
-        &spec,
+    let (spec, out) = spec_and_out(
+        "timeout",
         &toml.replace("TIMEOUT", "20"),
         "vm.succeed(\"sleep 600\");\n",
     );
-    let out = dir.join("out");
     run_expecting(&mut flotilla_test(&spec, &out, &tag), 1);
     let dom = open_in_browser(&out.join("report.html"), &out.join("report.png"));
     assert!(dom.contains("class=\"verdict failed\">timed out<"), "{dom}");
