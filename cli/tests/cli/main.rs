@@ -494,7 +494,8 @@ fn doctor_fails_when_something_is_missing() {
 #[test]
 fn doctor_checks_the_disk_and_qga_tools() {
     // A PATH with only QEMU and the VDE tools: qemu-img and qemu-ga, which Flotilla
-    // starts from PATH, are missing, and so are coverage's gcc, gcov, genhtml and LLVM; the
+    // starts from PATH, are missing, and so are coverage's gcc, gcov, genhtml and LLVM
+    // and the report tests' chromium; the
     // image builder's tools (and debugfs) are still found in /usr/sbin and /sbin,
     // where it looks too.
     let bin = tempfile::tempdir().unwrap();
@@ -506,7 +507,9 @@ fn doctor_checks_the_disk_and_qga_tools() {
         std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
     }
     let t = run_expecting(flotilla().arg("doctor").env("PATH", bin.path()), 1);
-    for name in ["qemu-img", "qemu-ga", "gcc", "gcov", "genhtml", "llvm"] {
+    for name in [
+        "qemu-img", "qemu-ga", "gcc", "gcov", "genhtml", "llvm", "chromium",
+    ] {
         assert!(
             t.lines()
                 .any(|l| l.starts_with(&format!("MISSING {name} "))),
@@ -517,7 +520,8 @@ fn doctor_checks_the_disk_and_qga_tools() {
     assert!(t.contains("apt-get install qemu-guest-agent"), "{t}");
     assert!(t.contains("apt-get install lcov"), "{t}");
     assert!(t.contains("apt-get install llvm-19"), "{t}");
-    assert!(t.contains("6 requirement(s) missing"), "{t}");
+    assert!(t.contains("apt-get install chromium"), "{t}");
+    assert!(t.contains("7 requirement(s) missing"), "{t}");
     for name in ["qemu", "vde_switch", "debootstrap", "mke2fs", "debugfs"] {
         assert!(
             t.lines()
