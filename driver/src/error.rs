@@ -170,6 +170,23 @@ pub enum Error {
     /// A polling condition failed between two steps of the test.
     #[error("polling condition `{name}` failed: {message}")]
     Condition { name: String, message: String },
+    /// `wait_for_text` saw no match on the screen within its limit; quotes what the
+    /// screen showed last and how it was read.
+    #[error(
+        "machine `{machine}`: waiting for text matching `{pattern}` on the screen did not finish within {} s (timeout); the screen (read by {via}) shows:{}",
+        after.as_secs_f64(),
+        if screen.is_empty() { " nothing".to_owned() } else { bar(screen) }
+    )]
+    ScreenTimeout {
+        machine: String,
+        pattern: String,
+        after: Duration,
+        via: String,
+        screen: String,
+    },
+    /// Reading a screen's text by OCR failed (the screendump, its picture, tesseract).
+    #[error("machine `{machine}`: reading the screen by OCR: {problem}")]
+    Ocr { machine: String, problem: String },
     /// A call got an argument it cannot use (names the machine and the call).
     #[error("{0}")]
     Usage(String),
@@ -212,6 +229,14 @@ fn quote_output(output: &[String]) -> String {
     }
     let mut out = String::from("; its output ends with:");
     for line in output {
+        let _ = write!(out, "\n  | {line}");
+    }
+    out
+}
+
+fn bar(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
         let _ = write!(out, "\n  | {line}");
     }
     out

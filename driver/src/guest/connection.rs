@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_agent::proto::{self, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest};
+use flotilla_agent::proto::{
+    self, Frame, Hello, HelloReply, Kind, NetConfig, ScreenText, ShutdownRequest,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -159,6 +161,22 @@ impl AgentConnection {
         stream.finished = true;
         match frame.kind {
             Kind::NetConfigDone => Ok(()),
+            Kind::Error => Err(AgentError::remote(&frame)),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Reads the guest's foreground virtual console (needs
+    /// [`proto::FEATURE_SCREEN_TEXT`]; older agents answer an error).
+    pub async fn screen_text(&self) -> Result<ScreenText, AgentError> {
+        let (mut stream, mut rx) = self.open_stream()?;
+        stream
+            .send(Frame::new(Kind::ScreenText, stream.id, Vec::new()))
+            .await?;
+        let frame = rx.recv().await.ok_or(AgentError::Closed)?;
+        stream.finished = true;
+        match frame.kind {
+            Kind::ScreenTextReply => frame.parse_json().map_err(AgentError::Decode),
             Kind::Error => Err(AgentError::remote(&frame)),
             other => Err(AgentError::Unexpected(other)),
         }
