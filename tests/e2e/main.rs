@@ -16,6 +16,7 @@ mod debian_machines;
 mod disk;
 mod files;
 mod net;
+mod screen;
 mod snapshot;
 mod snapshot_debian;
 mod start;
