@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use flotilla_driver::{Error, Machine, ScreenReader};
 use image::{DynamicImage, GenericImageView};
 
-use super::network;
+use super::{host_run, network, run_script};
 
 /// Clears tty1 and keeps it open (a reader discards what it gets): typing reaches a
 /// virtual console only while something has it open, and then it echoes.
@@ -137,16 +137,12 @@ async fn a_graphical_screen_is_read_by_ocr() {
     let program = dir.path().join("vbe_draw");
     let source = dir.path().join("vbe_draw.c");
     std::fs::write(&source, include_str!("vbe_draw.c")).unwrap();
-    let gcc = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert!(
-        gcc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gcc.stderr)
+    host_run(
+        "gcc",
+        std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&program)
+            .arg(&source),
     );
     m.start().await.unwrap();
 
@@ -196,4 +192,53 @@ async fn a_graphical_screen_is_read_by_ocr() {
         .unwrap();
     assert!(found.contains("4711"), "{found}");
     net.stop_all().await;
+}
+
+/// A guest with only qemu-ga: no agent to read the console, so OCR reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_qemu_ga_guest_is_read_by_ocr() {
+    let dir = tempfile::tempdir().unwrap();
+    super::files::make_qga_image(dir.path());
+    let net = network(
+        &dir,
+        "[machines.stock]\nimage = \"root.qcow2\"\nagent = \"qga\"\ndisplay = true\n",
+    );
+    let vm = net.machine("stock").unwrap();
+    vm.succeed("printf '\\033[H\\033[2J\\nqemu-ga screen 2718\\n' > /dev/tty1")
+        .await
+        .unwrap();
+    let screen = vm.read_screen(ScreenReader::Auto).await.unwrap();
+    assert!(screen.is_ocr(), "{screen:?}");
+    assert!(screen.text.contains("screen 2718"), "{screen:?}");
+    let found = vm
+        .wait_for_text(r"screen \d+", Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(found.contains("2718"), "{found}");
+    net.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scripts_read_and_wait_for_screen_text() {
+    let dir = tempfile::tempdir().unwrap();
+    run_script(
+        &dir,
+        "script = \"t.rhai\"\n[machines.m]\ndisplay = true\n",
+        r#"
+m.succeed("printf '\\033[H\\033[2J' > /dev/tty1; (sleep 1; echo 'script says 99' > /dev/tty1) > /dev/null 2>&1 &");
+let text = m.wait_for_text("says \\d+");
+if text != "script says 99" { throw `wait_for_text: ${text}`; }
+let text = m.get_screen_text();
+if text != "script says 99" { throw `get_screen_text: ${text}`; }
+let text = m.wait_for_text_ocr("says 9.", 120);
+if !text.contains("says 99") { throw `wait_for_text_ocr: ${text}`; }
+let text = m.get_screen_text_ocr();
+if !text.contains("says 99") { throw `get_screen_text_ocr: ${text}`; }
+let late = "";
+try { m.wait_for_text("never", 1); } catch (e) { late = `${e}`; }
+if !late.contains("did not finish within 1 s") { throw `wait_for_text timeout: ${late}`; }
+"#,
+    )
+    .await
+    .unwrap();
 }

@@ -153,15 +153,11 @@ impl AgentConnection {
     /// Configures the guest's network without a process (needs
     /// [`proto::FEATURE_NET_CONFIG`]; older agents answer an error).
     pub async fn net_config(&self, config: &NetConfig) -> Result<(), AgentError> {
-        let (mut stream, mut rx) = self.open_stream()?;
-        stream
-            .send(Frame::json(Kind::NetConfig, stream.id, config))
+        let frame = self
+            .one_reply(Frame::json(Kind::NetConfig, 0, config))
             .await?;
-        let frame = rx.recv().await.ok_or(AgentError::Closed)?;
-        stream.finished = true;
         match frame.kind {
             Kind::NetConfigDone => Ok(()),
-            Kind::Error => Err(AgentError::remote(&frame)),
             other => Err(AgentError::Unexpected(other)),
         }
     }
@@ -169,16 +165,26 @@ impl AgentConnection {
     /// Reads the guest's foreground virtual console (needs
     /// [`proto::FEATURE_SCREEN_TEXT`]; older agents answer an error).
     pub async fn screen_text(&self) -> Result<ScreenText, AgentError> {
-        let (mut stream, mut rx) = self.open_stream()?;
-        stream
-            .send(Frame::new(Kind::ScreenText, stream.id, Vec::new()))
+        let frame = self
+            .one_reply(Frame::new(Kind::ScreenText, 0, Vec::new()))
             .await?;
+        match frame.kind {
+            Kind::ScreenTextReply => frame.parse_json().map_err(AgentError::Decode),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Sends `request` on a new stream (its stream id is set here) and returns the
+    /// one frame that answers it; an Error frame is the agent's error.
+    async fn one_reply(&self, mut request: Frame) -> Result<Frame, AgentError> {
+        let (mut stream, mut rx) = self.open_stream()?;
+        request.stream = stream.id;
+        stream.send(request).await?;
         let frame = rx.recv().await.ok_or(AgentError::Closed)?;
         stream.finished = true;
         match frame.kind {
-            Kind::ScreenTextReply => frame.parse_json().map_err(AgentError::Decode),
             Kind::Error => Err(AgentError::remote(&frame)),
-            other => Err(AgentError::Unexpected(other)),
+            _ => Ok(frame),
         }
     }
 
