@@ -116,8 +116,10 @@ fn threshold(image: &GrayImage) -> GrayImage {
     out
 }
 
-/// Runs `program <picture> stdout` (one OCR thread: `OMP_THREAD_LIMIT=1`) and returns
-/// what it read; killed at `limit`.
+/// Runs `program <picture> stdout --psm 6` and returns what it read; killed at
+/// `limit`. One OCR thread (`OMP_THREAD_LIMIT=1`); the page read as one block of lines
+/// (`--psm 6`): Tesseract's own layout analysis reads a screen of alike lines column by
+/// column.
 pub(crate) async fn tesseract(
     program: &Path,
     picture: &Path,
@@ -125,7 +127,7 @@ pub(crate) async fn tesseract(
 ) -> Result<String, OcrFailure> {
     let mut cmd = Command::new(program);
     cmd.arg(picture)
-        .arg("stdout")
+        .args(["stdout", "--psm", "6"])
         .env("OMP_THREAD_LIMIT", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -281,11 +283,11 @@ mod tests {
     #[tokio::test]
     async fn tesseract_gets_the_picture_and_one_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let program = fake(dir.path(), r#"echo "$1 $2 $OMP_THREAD_LIMIT""#);
+        let program = fake(dir.path(), r#"echo "$* $OMP_THREAD_LIMIT""#);
         let text = tesseract(&program, Path::new("/tmp/a.png"), Duration::from_secs(10))
             .await
             .unwrap();
-        assert_eq!(text, "/tmp/a.png stdout 1\n");
+        assert_eq!(text, "/tmp/a.png stdout --psm 6 1\n");
     }
 
     #[tokio::test]
