@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::guest::GuestError;
+use crate::machine::ScreenText;
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]
@@ -170,19 +171,18 @@ pub enum Error {
     /// A polling condition failed between two steps of the test.
     #[error("polling condition `{name}` failed: {message}")]
     Condition { name: String, message: String },
-    /// `wait_for_text` saw no match on the screen within its limit; quotes what the
-    /// screen showed last and how it was read.
+    /// `wait_for_text` saw no match on the screen within its limit; quotes the last
+    /// text it read, and how it read it.
     #[error(
-        "machine `{machine}`: waiting for text matching `{pattern}` on the screen did not finish within {} s (timeout); the screen (read by {via}) shows:{}",
+        "machine `{machine}`: waiting for text matching `{pattern}` on the screen did not finish within {} s (timeout){}",
         after.as_secs_f64(),
-        if screen.is_empty() { " nothing".to_owned() } else { bar(screen) }
+        shown(last.as_ref())
     )]
     ScreenTimeout {
         machine: String,
         pattern: String,
         after: Duration,
-        via: String,
-        screen: String,
+        last: Option<ScreenText>,
     },
     /// Reading a screen's text by OCR failed (the screendump, its picture, tesseract).
     #[error("machine `{machine}`: reading the screen by OCR: {problem}")]
@@ -234,9 +234,15 @@ fn quote_output(output: &[String]) -> String {
     out
 }
 
-fn bar(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
+fn shown(last: Option<&ScreenText>) -> String {
+    let Some(last) = last else {
+        return "; no read of the screen finished in time".into();
+    };
+    if last.text.is_empty() {
+        return format!("; the screen (read by {}) shows nothing", last.via);
+    }
+    let mut out = format!("; the screen (read by {}) shows:", last.via);
+    for line in last.text.lines() {
         let _ = write!(out, "\n  | {line}");
     }
     out
@@ -255,7 +261,37 @@ fn indent(output: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::{Error, ScreenText};
+
+    #[test]
+    fn a_screen_timeout_quotes_the_last_read() {
+        let e = |last: Option<ScreenText>| {
+            Error::ScreenTimeout {
+                machine: "m".into(),
+                pattern: "ok$".into(),
+                after: std::time::Duration::from_secs(3),
+                last,
+            }
+            .to_string()
+        };
+        let read = |text: &str| ScreenText {
+            text: text.into(),
+            via: "agent".into(),
+        };
+        let head = "machine `m`: waiting for text matching `ok$` on the screen did not finish within 3 s (timeout)";
+        assert_eq!(
+            e(Some(read("login:\n\nfailed"))),
+            format!("{head}; the screen (read by agent) shows:\n  | login:\n  | \n  | failed")
+        );
+        assert_eq!(
+            e(Some(read(""))),
+            format!("{head}; the screen (read by agent) shows nothing")
+        );
+        assert_eq!(
+            e(None),
+            format!("{head}; no read of the screen finished in time")
+        );
+    }
 
     #[test]
     fn a_busy_port_names_port_and_machine_and_is_not_a_test_failure() {

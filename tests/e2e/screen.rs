@@ -103,6 +103,21 @@ async fn text_on_the_console_is_read_exactly_and_waited_for() {
         e.contains("machine `k` has no screen to wait for text on"),
         "{e}"
     );
+
+    // A VM that stops: the wait fails at once, saying why.
+    m.qmp().await.unwrap().stop().await.unwrap();
+    let started = Instant::now();
+    let e = m
+        .wait_for_text("never", Duration::from_secs(60))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(15), "{e}");
+    assert!(e.starts_with("machine `m`: "), "{e}");
+    assert!(
+        e.contains("while waiting for text `never` on the screen"),
+        "{e}"
+    );
     net.stop_all().await;
 }
 

@@ -63,7 +63,8 @@ impl Machine {
             .config
             .log
             .activity(format!("{name}: reading the screen"));
-        Ok(self.screen_attempt(how, None).await?.0)
+        let running = self.running().await?;
+        Ok(self.screen_attempt(&running, how, None).await?.0)
     }
 
     /// Waits until the screen's text matches the regular expression `pattern` (read
@@ -76,7 +77,8 @@ impl Machine {
     }
 
     /// [`Machine::wait_for_text`], with the screen read as `how` says. By OCR, it stops
-    /// at the first picture variant whose text matches.
+    /// at the first picture variant whose text matches. Fails at once if QEMU exits or
+    /// the VM pauses.
     pub async fn wait_for_text_with(
         &self,
         pattern: &str,
@@ -96,11 +98,12 @@ impl Machine {
         let _busy = self.config.log.activity(format!(
             "{name}: waiting for text `{pattern}` on the screen"
         ));
+        let running = self.running().await?;
         let deadline = Instant::now() + timeout;
         let mut last: Option<ScreenText> = None;
         let poll = async {
             loop {
-                let (screen, matched) = self.screen_attempt(how, Some(&re)).await?;
+                let (screen, matched) = self.screen_attempt(&running, how, Some(&re)).await?;
                 if matched {
                     return Ok(screen);
                 }
@@ -110,22 +113,17 @@ impl Machine {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         };
-        let result = tokio::time::timeout_at(deadline.into(), poll).await;
+        let what = format!("waiting for text `{pattern}` on the screen");
+        let guarded = self.guarded(&running, &what, poll);
+        let result = tokio::time::timeout_at(deadline.into(), guarded).await;
         match result {
             Ok(result) => result,
-            Err(_) => {
-                let (via, screen) = match last {
-                    Some(s) => (s.via, s.text),
-                    None => ("nothing yet: no read finished".into(), String::new()),
-                };
-                Err(Error::ScreenTimeout {
-                    machine: name.clone(),
-                    pattern: pattern.to_owned(),
-                    after: timeout,
-                    via,
-                    screen,
-                })
-            }
+            Err(_) => Err(Error::ScreenTimeout {
+                machine: name.clone(),
+                pattern: pattern.to_owned(),
+                after: timeout,
+                last,
+            }),
         }
     }
 
@@ -133,18 +131,18 @@ impl Machine {
     /// first variant that matches, else the first variant's text).
     async fn screen_attempt(
         &self,
+        running: &Running,
         how: ScreenReader,
         re: Option<&Regex>,
     ) -> Result<(ScreenText, bool), Error> {
-        let running = self.running().await?;
         if how == ScreenReader::Auto {
-            if let Some(text) = self.screen_by_agent(&running).await? {
+            if let Some(text) = self.screen_by_agent(running).await? {
                 let matched = re.is_some_and(|re| re.is_match(&text));
                 let via = "agent".to_owned();
                 return Ok((ScreenText { text, via }, matched));
             }
         }
-        self.screen_by_ocr(&running, re).await
+        self.screen_by_ocr(running, re).await
     }
 
     /// The console's text from flotilla-agent; `None` when OCR must read it instead
@@ -156,8 +154,15 @@ impl Machine {
             _ => return Ok(None),
         };
         let started = Instant::now();
-        let reply = match tokio::time::timeout(AGENT_LIMIT, agent.screen_text()).await {
-            Ok(reply) => reply.map_err(|e| self.agent_failed("reading the screen", e))?,
+        let read = async {
+            agent
+                .screen_text()
+                .await
+                .map_err(|e| self.agent_failed("reading the screen", e))
+        };
+        let read = self.guarded(running, "reading the screen", read);
+        let reply = match tokio::time::timeout(AGENT_LIMIT, read).await {
+            Ok(reply) => reply?,
             Err(_) => {
                 return Err(Error::Timeout {
                     machine: self.config.name.clone(),
