@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::guest::GuestError;
-use crate::machine::ScreenText;
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]
@@ -172,17 +171,19 @@ pub enum Error {
     #[error("polling condition `{name}` failed: {message}")]
     Condition { name: String, message: String },
     /// `wait_for_text` saw no match on the screen within its limit; quotes the last
-    /// text it read, and how it read it.
+    /// text it read (`screen`), and how it read it (`via`: `agent`, `OCR (3x)`; `None`
+    /// when no read finished).
     #[error(
         "machine `{machine}`: waiting for text matching `{pattern}` on the screen did not finish within {} s (timeout){}",
         after.as_secs_f64(),
-        shown(last.as_ref())
+        shown(via.as_deref(), screen)
     )]
     ScreenTimeout {
         machine: String,
         pattern: String,
         after: Duration,
-        last: Option<ScreenText>,
+        via: Option<String>,
+        screen: String,
     },
     /// Reading a screen's text by OCR failed (the screendump, its picture, tesseract).
     #[error("machine `{machine}`: reading the screen by OCR: {problem}")]
@@ -234,15 +235,15 @@ fn quote_output(output: &[String]) -> String {
     out
 }
 
-fn shown(last: Option<&ScreenText>) -> String {
-    let Some(last) = last else {
+fn shown(via: Option<&str>, screen: &str) -> String {
+    let Some(via) = via else {
         return "; no read of the screen finished in time".into();
     };
-    if last.text.is_empty() {
-        return format!("; the screen (read by {}) shows nothing", last.via);
+    if screen.is_empty() {
+        return format!("; the screen (read by {via}) shows nothing");
     }
-    let mut out = format!("; the screen (read by {}) shows:", last.via);
-    for line in last.text.lines() {
+    let mut out = format!("; the screen (read by {via}) shows:");
+    for line in screen.lines() {
         let _ = write!(out, "\n  | {line}");
     }
     out
@@ -261,34 +262,31 @@ fn indent(output: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Error, ScreenText};
+    use super::Error;
 
     #[test]
     fn a_screen_timeout_quotes_the_last_read() {
-        let e = |last: Option<ScreenText>| {
+        let e = |via: Option<&str>, screen: &str| {
             Error::ScreenTimeout {
                 machine: "m".into(),
                 pattern: "ok$".into(),
                 after: std::time::Duration::from_secs(3),
-                last,
+                via: via.map(str::to_owned),
+                screen: screen.into(),
             }
             .to_string()
         };
-        let read = |text: &str| ScreenText {
-            text: text.into(),
-            via: "agent".into(),
-        };
         let head = "machine `m`: waiting for text matching `ok$` on the screen did not finish within 3 s (timeout)";
         assert_eq!(
-            e(Some(read("login:\n\nfailed"))),
+            e(Some("agent"), "login:\n\nfailed"),
             format!("{head}; the screen (read by agent) shows:\n  | login:\n  | \n  | failed")
         );
         assert_eq!(
-            e(Some(read(""))),
+            e(Some("agent"), ""),
             format!("{head}; the screen (read by agent) shows nothing")
         );
         assert_eq!(
-            e(None),
+            e(None, "x"),
             format!("{head}; no read of the screen finished in time")
         );
     }

@@ -118,12 +118,19 @@ impl Machine {
         let result = tokio::time::timeout_at(deadline.into(), guarded).await;
         match result {
             Ok(result) => result,
-            Err(_) => Err(Error::ScreenTimeout {
-                machine: name.clone(),
-                pattern: pattern.to_owned(),
-                after: timeout,
-                last,
-            }),
+            Err(_) => {
+                let (via, screen) = match last {
+                    Some(s) => (Some(s.via), s.text),
+                    None => (None, String::new()),
+                };
+                Err(Error::ScreenTimeout {
+                    machine: name.clone(),
+                    pattern: pattern.to_owned(),
+                    after: timeout,
+                    via,
+                    screen,
+                })
+            }
         }
     }
 
