@@ -21,6 +21,15 @@ fn session(vm: &Vm) -> Conn {
     c
 }
 
+/// A connection to the agent that has said Hello, and heard that it has `feature`.
+#[track_caller]
+fn session_with(vm: &Vm, feature: &str) -> Conn {
+    let mut c = vm.connect();
+    let hello = c.hello();
+    assert!(hello.features.iter().any(|f| f == feature), "{hello:?}");
+    c
+}
+
 /// Asks the agent to power off (or reboot) and checks that it acknowledges.
 #[track_caller]
 fn request_shutdown(c: &mut Conn, reboot: bool) {
@@ -501,15 +510,7 @@ fn net_config(c: &mut Conn, stream: u32, body: Vec<u8>) -> Result<(), String> {
 fn net_config_without_processes() {
     require_vm!();
     let vm = boot("flotilla.hostname=test");
-    let mut c = vm.connect();
-    let hello = c.hello();
-    assert!(
-        hello
-            .features
-            .iter()
-            .any(|f| f == proto::FEATURE_NET_CONFIG),
-        "{hello:?}"
-    );
+    let mut c = session_with(&vm, proto::FEATURE_NET_CONFIG);
     let lo = NicConfig {
         mac: "00:00:00:00:00:00".into(),
         from_mac: None,
@@ -665,15 +666,7 @@ fn service_mode_under_busybox_init() {
 fn screen_text_reads_the_console() {
     require_vm!();
     let vm = boot("");
-    let mut c = vm.connect();
-    let hello = c.hello();
-    assert!(
-        hello
-            .features
-            .iter()
-            .any(|f| f == proto::FEATURE_SCREEN_TEXT),
-        "{hello:?}"
-    );
+    let mut c = session_with(&vm, proto::FEATURE_SCREEN_TEXT);
     let out = c.exec(
         1,
         &sh("printf '\\033[H\\033[2J  screen  \\n\\nline 3 é\\n' > /dev/tty1"),
