@@ -279,24 +279,29 @@ impl Machine {
     }
 
     async fn tesseract(&self, picture: &Path) -> Result<String, Error> {
-        let limit = ocr::TESSERACT_LIMIT;
-        ocr::tesseract(Path::new(ocr::TESSERACT), picture, limit)
+        let program = Path::new(ocr::TESSERACT);
+        ocr::tesseract(program, picture, ocr::TESSERACT_LIMIT)
             .await
-            .map_err(|failure| match failure {
-                OcrFailure::Missing => Error::Setup {
-                    what: format!(
-                        "machine `{}`: reading the screen by OCR needs `{}`, which is not installed",
-                        self.config.name,
-                        ocr::TESSERACT
-                    ),
-                    hint: "install Debian's `tesseract-ocr` and `tesseract-ocr-eng` (scripts/setup does)"
-                        .into(),
-                },
-                OcrFailure::Failed(problem) => Error::Ocr {
-                    machine: self.config.name.clone(),
-                    problem,
-                },
-            })
+            .map_err(|failure| ocr_error(&self.config.name, program, failure))
+    }
+}
+
+/// Why OCR failed, as `machine`'s error: a missing `program` is a set-up error naming
+/// the packages.
+fn ocr_error(machine: &str, program: &Path, failure: OcrFailure) -> Error {
+    match failure {
+        OcrFailure::Missing => Error::Setup {
+            what: format!(
+                "machine `{machine}`: reading the screen by OCR needs `{}`, which is not installed",
+                program.display()
+            ),
+            hint: "install Debian's `tesseract-ocr` and `tesseract-ocr-eng` (scripts/setup does)"
+                .into(),
+        },
+        OcrFailure::Failed(problem) => Error::Ocr {
+            machine: machine.to_owned(),
+            problem,
+        },
     }
 }
 
@@ -336,6 +341,7 @@ fn check_reply(reply: &proto::ScreenText) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn reply(rows: u16, cols: u16, text: &str) -> proto::ScreenText {
@@ -347,6 +353,31 @@ mod tests {
             graphics: false,
             text: text.into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_missing_tesseract_is_a_setup_error_naming_the_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("tesseract");
+        let failure = ocr::tesseract(&program, Path::new("a.png"), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let e = ocr_error("m", &program, failure);
+        assert!(matches!(e, Error::Setup { .. }), "{e:?}");
+        assert!(!e.is_test_failure());
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "machine `m`: reading the screen by OCR needs `{}`, which is not installed\n\
+                 hint: install Debian's `tesseract-ocr` and `tesseract-ocr-eng` (scripts/setup does)",
+                program.display()
+            )
+        );
+        let e = ocr_error("m", &program, OcrFailure::Failed("it broke".into()));
+        assert_eq!(
+            e.to_string(),
+            "machine `m`: reading the screen by OCR: it broke"
+        );
     }
 
     #[test]
