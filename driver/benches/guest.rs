@@ -19,14 +19,10 @@
 
 use std::time::{Duration, Instant};
 
+use common::env;
 use flotilla_driver::{Fleet, FleetOptions, Machine, Spec};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
 fn stats(v: &mut [Duration]) -> (f64, f64) {
     v.sort();

@@ -21,6 +21,8 @@ pub enum Group {
     Coverage,
     /// The report's tests: `report.html` opened in a real browser.
     Report,
+    /// Reading a screen's text by OCR: graphics screens, qemu-ga guests, `_ocr` calls.
+    ScreenText,
 }
 
 impl fmt::Display for Group {
@@ -31,6 +33,9 @@ impl fmt::Display for Group {
             Group::Qga => "QGA (agent = \"qga\" images, the qmp crate's QGA tests)",
             Group::Coverage => "coverage (flotilla test --coverage, examples/coverage)",
             Group::Report => "report tests (report.html in headless Chromium)",
+            Group::ScreenText => {
+                "screen text (OCR) (get_screen_text and wait_for_text on graphics screens and qemu-ga guests, their _ocr forms)"
+            }
         })
     }
 }
@@ -75,6 +80,13 @@ pub fn checks() -> Vec<Check> {
         static_libc(),
         llvm_tools(),
         version_check(Group::Report, "chromium", "chromium".into(), "chromium"),
+        version_check(
+            Group::ScreenText,
+            "tesseract",
+            crate::ocr::TESSERACT.into(),
+            "tesseract-ocr",
+        ),
+        tesseract_english(),
     ];
     out.sort_by_key(|c| c.group);
     out
@@ -156,6 +168,47 @@ fn static_libc() -> Check {
             format!("{} not found: gcc -static cannot link", path.display()),
             format!("{SETUP_HINT}, or apt-get install libc6-dev"),
         )
+    }
+}
+
+/// Tesseract's English data, as `tesseract --list-langs` sees it.
+fn tesseract_english() -> Check {
+    let hint = format!("{SETUP_HINT}, or apt-get install tesseract-ocr-eng");
+    match Command::new(crate::ocr::TESSERACT)
+        .arg("--list-langs")
+        .output()
+    {
+        Ok(o) => {
+            // Tesseract 4 lists them on stderr, 5 on stdout.
+            let said = [o.stdout, o.stderr].concat();
+            let said = String::from_utf8_lossy(&said);
+            match said
+                .lines()
+                .find(|l| l.starts_with("List of available languages"))
+            {
+                // `List of available languages in "/usr/share/tesseract-ocr/5/tessdata/" (2):`
+                Some(from) if said.lines().any(|l| l.trim() == "eng") => ok(
+                    Group::ScreenText,
+                    "tessdata",
+                    format!(
+                        "eng in {}",
+                        from.split('"').nth(1).unwrap_or("tesseract's data")
+                    ),
+                ),
+                _ => missing(
+                    Group::ScreenText,
+                    "tessdata",
+                    "tesseract --list-langs has no `eng`".into(),
+                    hint,
+                ),
+            }
+        }
+        Err(e) => missing(
+            Group::ScreenText,
+            "tessdata",
+            format!("cannot ask tesseract for its languages: {e}"),
+            hint,
+        ),
     }
 }
 

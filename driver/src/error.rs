@@ -170,6 +170,24 @@ pub enum Error {
     /// A polling condition failed between two steps of the test.
     #[error("polling condition `{name}` failed: {message}")]
     Condition { name: String, message: String },
+    /// `wait_for_text` saw no match on the screen within its limit; quotes the last
+    /// text it read (`screen`), and how it read it (`via`: `agent`, `OCR (3x)`; `None`
+    /// when no read finished).
+    #[error(
+        "machine `{machine}`: waiting for text matching `{pattern}` on the screen did not finish within {} s (timeout){}",
+        after.as_secs_f64(),
+        shown(via.as_deref(), screen)
+    )]
+    ScreenTimeout {
+        machine: String,
+        pattern: String,
+        after: Duration,
+        via: Option<String>,
+        screen: String,
+    },
+    /// Reading a screen's text by OCR failed (the screendump, its picture, tesseract).
+    #[error("machine `{machine}`: reading the screen by OCR: {problem}")]
+    Ocr { machine: String, problem: String },
     /// A call got an argument it cannot use (names the machine and the call).
     #[error("{0}")]
     Usage(String),
@@ -217,6 +235,20 @@ fn quote_output(output: &[String]) -> String {
     out
 }
 
+fn shown(via: Option<&str>, screen: &str) -> String {
+    let Some(via) = via else {
+        return "; no read of the screen finished in time".into();
+    };
+    if screen.is_empty() {
+        return format!("; the screen (read by {via}) shows nothing");
+    }
+    let mut out = format!("; the screen (read by {via}) shows:");
+    for line in screen.lines() {
+        let _ = write!(out, "\n  | {line}");
+    }
+    out
+}
+
 fn indent(output: &str) -> String {
     if output.is_empty() {
         return String::new();
@@ -231,6 +263,33 @@ fn indent(output: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::Error;
+
+    #[test]
+    fn a_screen_timeout_quotes_the_last_read() {
+        let e = |via: Option<&str>, screen: &str| {
+            Error::ScreenTimeout {
+                machine: "m".into(),
+                pattern: "ok$".into(),
+                after: std::time::Duration::from_secs(3),
+                via: via.map(str::to_owned),
+                screen: screen.into(),
+            }
+            .to_string()
+        };
+        let head = "machine `m`: waiting for text matching `ok$` on the screen did not finish within 3 s (timeout)";
+        assert_eq!(
+            e(Some("agent"), "login:\n\nfailed"),
+            format!("{head}; the screen (read by agent) shows:\n  | login:\n  | \n  | failed")
+        );
+        assert_eq!(
+            e(Some("agent"), ""),
+            format!("{head}; the screen (read by agent) shows nothing")
+        );
+        assert_eq!(
+            e(None, "x"),
+            format!("{head}; no read of the screen finished in time")
+        );
+    }
 
     #[test]
     fn a_busy_port_names_port_and_machine_and_is_not_a_test_failure() {

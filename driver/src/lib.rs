@@ -87,6 +87,7 @@
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
+//! - `ocr.rs`: text off a picture of a screen: the picture's variants, `tesseract`.
 //! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
 //!   environment), `collect.rs` (reading a coverage disk on the host); `report/`, the report of all machines: `report/mod.rs` (the entry
 //!   point, the tools chosen), `report/guest_files.rs` (reading the untrusted data:
@@ -117,6 +118,7 @@
 //!   `disks.rs`, `commands.rs` (execute, succeed, fail, sessions), `waits.rs`,
 //!   `copy.rs` (file copies), `coverage.rs` (its coverage disk and environment, ending
 //!   its programs), `screen.rs` and `keys.rs` (screen and keyboard),
+//!   `screen_text.rs` (the screen's text: by the agent, or by OCR; waiting for text),
 //!   `power.rs` (shutdown, crash, reboot, stop), `shell.rs` (shell quoting and output).
 //! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
@@ -157,6 +159,7 @@ mod junit;
 mod lock;
 mod log;
 mod machine;
+mod ocr;
 mod process;
 mod report;
 mod run_dir;
@@ -175,7 +178,7 @@ pub use host::{agent_binary, qboot_firmware, qemu_binary};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};
-pub use machine::{CommandResult, Machine};
+pub use machine::{CommandResult, Machine, ScreenReader, ScreenText};
 pub use run_test::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};

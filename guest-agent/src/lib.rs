@@ -1,8 +1,8 @@
 //! Flotilla's in-guest agent: its wire protocol, shared with the host driver.
 //!
 //! The agent binary (`flotilla-agent`) runs inside each VM, as PID 1 of an initramfs
-//! or as a service, and executes commands, transfers files and configures the network
-//! for the host over a virtio-serial port. This library holds the [`proto`] module, the
+//! or as a service, and executes commands, transfers files, configures the network and
+//! reads the virtual console's text for the host over a virtio-serial port. This library holds the [`proto`] module, the
 //! single definition of that protocol used by both sides, and [`cpio`], the writer of
 //! the initramfs archives that carry the agent as a guest's `/init`.
 //!

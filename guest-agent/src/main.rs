@@ -12,6 +12,7 @@ mod net;
 mod outbox;
 mod pid1;
 mod registry;
+mod screen;
 mod server;
 mod sys;
 mod threads;

@@ -71,6 +71,11 @@
 //!    [`Kind::NetConfigDone`] (empty) on N, or one [`Kind::Error`] naming what failed
 //!    (a step that failed leaves the earlier ones done). Only agents that list
 //!    [`FEATURE_NET_CONFIG`] know it; older ones answer an Error.
+//! 7. [`Kind::ScreenText`] (empty) on a stream N > 0 reads the foreground virtual
+//!    console without a process: the agent answers one [`Kind::ScreenTextReply`]
+//!    ([`ScreenText`]: its size, cursor, text, and whether it is in graphics mode) on N,
+//!    or one [`Kind::Error`] naming what failed. Only agents that list
+//!    [`FEATURE_SCREEN_TEXT`] know it; older ones answer an Error.
 //!
 //! # File transfer
 //!
@@ -133,6 +138,8 @@ pub const FEATURE_NET_CONFIG: &str = "net-config";
 /// [`HelloReply::features`] entry: the agent honours [`NicConfig::from_mac`] (a NIC
 /// found by the MAC it has now is given [`NicConfig::mac`]).
 pub const FEATURE_NET_SET_MAC: &str = "net-set-mac";
+/// [`HelloReply::features`] entry: the agent answers [`Kind::ScreenText`].
+pub const FEATURE_SCREEN_TEXT: &str = "screen-text";
 /// Largest data chunk ([`Kind::Stdout`], [`Kind::Stderr`], [`Kind::FileData`]) the agent sends.
 pub const MAX_CHUNK: usize = 64 * 1024;
 
@@ -180,13 +187,17 @@ pub enum Kind {
     NetConfig = 0x40,
     /// Agent → host, stream N, empty: the [`Kind::NetConfig`] request is done.
     NetConfigDone = 0x41,
+    /// Host → agent, stream N, empty: read the foreground virtual console.
+    ScreenText = 0x50,
+    /// Agent → host, stream N, [`ScreenText`]: the answer to [`Kind::ScreenText`].
+    ScreenTextReply = 0x51,
     /// Either direction, stream 0 or N, [`ErrorBody`].
     Error = 0x7f,
 }
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub(crate) const ALL: [Kind; 21] = [
+    pub(crate) const ALL: [Kind; 23] = [
         Kind::Hello,
         Kind::HelloReply,
         Kind::Exec,
@@ -207,6 +218,8 @@ impl Kind {
         Kind::FileDone,
         Kind::NetConfig,
         Kind::NetConfigDone,
+        Kind::ScreenText,
+        Kind::ScreenTextReply,
         Kind::Error,
     ];
 }
@@ -566,6 +579,26 @@ pub struct NicConfig {
     /// detection is turned off on the interface first, so it is usable at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<String>,
+}
+
+/// Body of [`Kind::ScreenTextReply`]: the foreground virtual console (`/dev/vcsa` for
+/// size and cursor, `/dev/vcsu` for the characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenText {
+    /// Lines of the console.
+    pub rows: u16,
+    /// Columns of the console.
+    pub cols: u16,
+    /// The cursor's line, from 0.
+    pub cursor_row: u16,
+    /// The cursor's column, from 0.
+    pub cursor_col: u16,
+    /// The console is in graphics mode (`KDGETMODE` is `KD_GRAPHICS`): something
+    /// draws on the screen itself and `text` is not what it shows.
+    pub graphics: bool,
+    /// The characters, a line per row (at most `rows` lines of at most `cols`
+    /// characters), each line's trailing blanks and the trailing empty lines removed.
+    pub text: String,
 }
 
 #[cfg(test)]

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use flotilla_agent::proto::{
     decode, Decoded, ExecRequest, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest,
-    WindowSize, FEATURE_NET_CONFIG, FEATURE_NET_SET_MAC, FEATURE_PTY, PORT_NAME, PROTOCOL_VERSION,
-    READY_PREFIX,
+    WindowSize, FEATURE_NET_CONFIG, FEATURE_NET_SET_MAC, FEATURE_PTY, FEATURE_SCREEN_TEXT,
+    PORT_NAME, PROTOCOL_VERSION, READY_PREFIX,
 };
 
 use crate::outbox::Outbox;
 use crate::registry::{Cmd, Registry};
-use crate::{exec, files, net, sys, threads};
+use crate::{exec, files, net, screen, sys, threads};
 
 /// Find the agent port's device node.
 pub fn find_port() -> Option<PathBuf> {
@@ -269,6 +269,7 @@ impl Server {
                 self.files.dispatch(frame, &self.out);
             }
             Kind::NetConfig => self.net_config(&frame),
+            Kind::ScreenText => self.screen_text(&frame),
             Kind::HelloReply
             | Kind::Stdout
             | Kind::Stderr
@@ -276,7 +277,8 @@ impl Server {
             | Kind::ShutdownAck
             | Kind::FileInfo
             | Kind::FileDone
-            | Kind::NetConfigDone => {
+            | Kind::NetConfigDone
+            | Kind::ScreenTextReply => {
                 self.error(
                     stream,
                     format!(
@@ -314,6 +316,7 @@ impl Server {
                         FEATURE_PTY.into(),
                         FEATURE_NET_CONFIG.into(),
                         FEATURE_NET_SET_MAC.into(),
+                        FEATURE_SCREEN_TEXT.into(),
                     ],
                 },
             ),
@@ -333,6 +336,18 @@ impl Server {
         match result {
             Ok(()) => self.send(Frame::new(Kind::NetConfigDone, stream, Vec::new())),
             Err(message) => self.error(stream, message),
+        }
+    }
+
+    /// Read the console right here: a few small reads and an ioctl.
+    fn screen_text(&self, frame: &Frame) {
+        let stream = frame.stream;
+        if stream == 0 {
+            return self.error(0, "screen text needs a stream id greater than 0".into());
+        }
+        match screen::read() {
+            Ok(text) => self.send(Frame::json(Kind::ScreenTextReply, stream, &text)),
+            Err(message) => self.error(stream, format!("screen text: {message}")),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use flotilla_driver::debian::{build, DebianOptions, Init};
 use flotilla_driver::{Fleet, Machine};
 
-use super::{fails_within, spec};
+use super::{fails_within, host_run, spec};
 
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
@@ -102,17 +102,13 @@ fn build_probe_deb(dir: &Path) -> PathBuf {
     );
     write("etc/init.d/flotilla-probe", PROBE_SCRIPT, 0o755);
     let deb = dir.join("flotilla-probe_1.0_all.deb");
-    let out = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&deb)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dpkg-deb: {}",
-        String::from_utf8_lossy(&out.stderr)
+    host_run(
+        "dpkg-deb",
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&root)
+            .arg(&deb)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
     );
     deb
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use flotilla_driver::debian::{image, GuestFile, Recipe};
 use flotilla_driver::Fleet;
 
-use super::spec;
+use super::{host_run, spec};
 
 /// A small C program that reads a file and prints it with libc's help: dynamically
 /// linked, as `cc` links by default.
@@ -254,15 +254,9 @@ fn concurrent_builds_of_one_content_build_it_once() {
     );
     // The image is whole, and nothing half-written is left beside it.
     let path = &builder.0;
-    let check = Command::new("qemu-img")
-        .arg("check")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
+    host_run(
+        "qemu-img check",
+        Command::new("qemu-img").arg("check").arg(path),
     );
     let folder = path.parent().unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(folder)

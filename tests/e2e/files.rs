@@ -115,10 +115,10 @@ fn install_with_libs(tree: &Path, binary: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
-    let dir = tempfile::tempdir().unwrap();
-    super::disk::make_image_with(dir.path(), |tree| {
+/// Makes `dir/root.qcow2`, an image whose guest runs only Debian's qemu-ga (and a
+/// `stat` that fails for files named `unstatable`).
+pub(super) fn make_qga_image(dir: &Path) {
+    super::disk::make_image_with(dir, |tree| {
         // Remove flotilla-agent: this image has only Debian's qemu-ga.
         std::fs::remove_file(tree.join("sbin/init")).unwrap();
         std::fs::write(tree.join("sbin/init"), QGA_INIT).unwrap();
@@ -149,6 +149,12 @@ async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
         .unwrap();
         std::fs::set_permissions(&stat, std::fs::Permissions::from_mode(0o755)).unwrap();
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_with_only_qemu_guest_agent_runs_commands_and_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    make_qga_image(dir.path());
     let (spec, options) = spec(
         &dir,
         "[machines.stock]\nimage = \"root.qcow2\"\nagent = \"qga\"\n",

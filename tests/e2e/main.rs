@@ -16,6 +16,7 @@ mod debian_machines;
 mod disk;
 mod files;
 mod net;
+mod screen;
 mod snapshot;
 mod snapshot_debian;
 mod start;
@@ -23,6 +24,19 @@ use tokio_util::sync::CancellationToken;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a host program that must succeed (`what` names it in the failure, with what it
+/// printed); its output.
+fn host_run(what: &str, cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Options for a run with its log folder in `dir/out`, not on a terminal.

@@ -56,17 +56,13 @@ fn build_probe_deb(dir: &Path) {
         .status()
         .unwrap();
     assert!(touched.success());
-    let out = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(dir.join("flotilla-probe_1.0_all.deb"))
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dpkg-deb: {}",
-        String::from_utf8_lossy(&out.stderr)
+    host_run(
+        "dpkg-deb",
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&root)
+            .arg(dir.join("flotilla-probe_1.0_all.deb"))
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
     );
 }
 

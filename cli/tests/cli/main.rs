@@ -521,7 +521,7 @@ fn doctor_checks_the_disk_and_qga_tools() {
     assert!(t.contains("apt-get install lcov"), "{t}");
     assert!(t.contains("apt-get install llvm-19"), "{t}");
     assert!(t.contains("apt-get install chromium"), "{t}");
-    assert!(t.contains("7 requirement(s) missing"), "{t}");
+    assert!(t.contains("9 requirement(s) missing"), "{t}");
     for name in ["qemu", "vde_switch", "debootstrap", "mke2fs", "debugfs"] {
         assert!(
             t.lines()
@@ -529,6 +529,29 @@ fn doctor_checks_the_disk_and_qga_tools() {
             "{name}: {t}"
         );
     }
+}
+
+#[test]
+fn doctor_checks_the_ocr_tools() {
+    let t = run_expecting(flotilla().arg("doctor"), 0);
+    let group = t
+        .find("screen text (OCR) (")
+        .unwrap_or_else(|| panic!("no OCR group: {t}"));
+    assert!(
+        t[group..].contains("ok      tesseract   tesseract 5"),
+        "{t}"
+    );
+    assert!(t[group..].contains("ok      tessdata    eng in /"), "{t}");
+    // Without tesseract in PATH both are missing, and the hints name the packages.
+    let bin = tempfile::tempdir().unwrap();
+    let t = run_expecting(flotilla().arg("doctor").env("PATH", bin.path()), 1);
+    assert!(t.contains("MISSING tesseract "), "{t}");
+    assert!(
+        t.contains("MISSING tessdata    cannot ask tesseract"),
+        "{t}"
+    );
+    assert!(t.contains("apt-get install tesseract-ocr\n"), "{t}");
+    assert!(t.contains("apt-get install tesseract-ocr-eng"), "{t}");
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_agent::proto::{self, Frame, Hello, HelloReply, Kind, NetConfig, ShutdownRequest};
+use flotilla_agent::proto::{
+    self, Frame, Hello, HelloReply, Kind, NetConfig, ScreenText, ShutdownRequest,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -151,16 +153,38 @@ impl AgentConnection {
     /// Configures the guest's network without a process (needs
     /// [`proto::FEATURE_NET_CONFIG`]; older agents answer an error).
     pub async fn net_config(&self, config: &NetConfig) -> Result<(), AgentError> {
-        let (mut stream, mut rx) = self.open_stream()?;
-        stream
-            .send(Frame::json(Kind::NetConfig, stream.id, config))
+        let frame = self
+            .one_reply(Frame::json(Kind::NetConfig, 0, config))
             .await?;
+        match frame.kind {
+            Kind::NetConfigDone => Ok(()),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Reads the guest's foreground virtual console (needs
+    /// [`proto::FEATURE_SCREEN_TEXT`]; older agents answer an error).
+    pub async fn screen_text(&self) -> Result<ScreenText, AgentError> {
+        let frame = self
+            .one_reply(Frame::new(Kind::ScreenText, 0, Vec::new()))
+            .await?;
+        match frame.kind {
+            Kind::ScreenTextReply => frame.parse_json().map_err(AgentError::Decode),
+            other => Err(AgentError::Unexpected(other)),
+        }
+    }
+
+    /// Sends `request` on a new stream (its stream id is set here) and returns the
+    /// one frame that answers it; an Error frame is the agent's error.
+    async fn one_reply(&self, mut request: Frame) -> Result<Frame, AgentError> {
+        let (mut stream, mut rx) = self.open_stream()?;
+        request.stream = stream.id;
+        stream.send(request).await?;
         let frame = rx.recv().await.ok_or(AgentError::Closed)?;
         stream.finished = true;
         match frame.kind {
-            Kind::NetConfigDone => Ok(()),
             Kind::Error => Err(AgentError::remote(&frame)),
-            other => Err(AgentError::Unexpected(other)),
+            _ => Ok(frame),
         }
     }
 

@@ -28,6 +28,8 @@
 //! - `coverage.rs`: the coverage disk, the coverage environment of commands, ending
 //!   the guest's programs so that they write their data;
 //! - `screen.rs` and `keys.rs`: screenshots, key presses and typing;
+//! - `screen_text.rs`: the screen's text, read by the agent or by OCR, and waiting for
+//!   text on it;
 //! - `power.rs`: shutdown, crash, reboot, stop;
 //! - `shell.rs`: shell quoting and output tails.
 //!
@@ -54,6 +56,7 @@ mod network;
 mod power;
 mod qemu_command;
 mod screen;
+mod screen_text;
 mod shell;
 mod snapshot;
 mod snapshot_disks;
@@ -65,4 +68,5 @@ pub use commands::CommandResult;
 pub(crate) use config::MachineConfig;
 pub(crate) use console::RESTORED_MARK;
 pub(crate) use coverage::EXIT_GRACE;
+pub use screen_text::{ScreenReader, ScreenText};
 pub use state::Machine;

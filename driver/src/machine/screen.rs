@@ -12,12 +12,7 @@ impl Machine {
     /// machine's log folder (`name` may end in `.png`); returns the path. Works on a
     /// paused or panicked VM too.
     pub async fn screenshot(&self, name: &str) -> Result<PathBuf, Error> {
-        if !self.config.spec.display {
-            return Err(Error::Usage(format!(
-                "machine `{}` has no screen to take a screenshot of: give it `display = true` in the spec",
-                self.config.name
-            )));
-        }
+        self.need_screen("take a screenshot of")?;
         let stem = name.strip_suffix(".png").unwrap_or(name);
         if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\', '\0']) {
             return Err(Error::Usage(format!(
@@ -49,6 +44,18 @@ impl Machine {
         taken?;
         self.log(&format!("screenshot: {}", path.display()));
         Ok(path)
+    }
+
+    /// A usage error unless the machine has a screen (`display = true`), naming what
+    /// the call wanted to `do_to` it.
+    pub(super) fn need_screen(&self, do_to: &str) -> Result<(), Error> {
+        if self.config.spec.display {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "machine `{}` has no screen to {do_to}: give it `display = true` in the spec",
+            self.config.name
+        )))
     }
 
     /// Presses a key combination on the machine's keyboard, e.g. `ctrl-alt-delete`,

@@ -13,7 +13,7 @@ use super::context::{Ctx, MachineHandle, Res, DEFAULT_WAIT, SHUTDOWN_WAIT};
 use super::errors::error_to_rhai;
 use crate::error::Error;
 use crate::log::Log;
-use crate::machine::Machine;
+use crate::machine::{Machine, ScreenReader};
 
 /// Registers `name(m[, arg])` and `name(m[, arg], secs)`; the body gets `limit`, the
 /// call's own time limit (`None` for the default).
@@ -175,6 +175,32 @@ pub(super) fn register(
             c.block(m.0.screenshot(name))
                 .map(|p| p.display().to_string())
         },
+    );
+    let c = ctx.clone();
+    engine.register_fn("get_screen_text", move |m: &mut MachineHandle| {
+        c.block(m.0.get_screen_text())
+    });
+    let c = ctx.clone();
+    engine.register_fn("get_screen_text_ocr", move |m: &mut MachineHandle| {
+        c.block(m.0.get_screen_text_ocr())
+    });
+    with_limit!(
+        engine,
+        ctx,
+        "wait_for_text",
+        |c, m, pattern: &str, limit| {
+            c.block(m.0.wait_for_text(pattern, limit.unwrap_or(DEFAULT_WAIT)))
+        }
+    );
+    with_limit!(
+        engine,
+        ctx,
+        "wait_for_text_ocr",
+        |c, m, pattern: &str, limit| {
+            let limit = limit.unwrap_or(DEFAULT_WAIT);
+            c.block(m.0.wait_for_text_with(pattern, limit, ScreenReader::Ocr))
+                .map(|s| s.text)
+        }
     );
     let c = ctx.clone();
     engine.register_fn("send_key", move |m: &mut MachineHandle, keys: &str| {

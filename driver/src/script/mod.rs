@@ -20,6 +20,9 @@
 //! | `m.crash()` | stops QEMU at once, like a power cut; the next call boots again |
 //! | `m.reboot()` | powers off cleanly and boots again (a disk image keeps its state) |
 //! | `m.screenshot(name)` | saves the screen of a machine with `display = true` as `<log>/<machine>/<name>.png`; returns the path |
+//! | `m.get_screen_text()` | the text on the screen of a machine with `display = true`: the virtual console's exact text, read by the agent (lines without trailing blanks); by OCR (`tesseract`) when the console is in graphics mode or the guest runs qemu-ga |
+//! | `m.get_screen_text_ocr()` | the screen's text by OCR, even off a text console |
+//! | `m.wait_for_text(regex)`, `m.wait_for_text_ocr(regex)` | waits until the screen's text matches; returns it; a timeout quotes the screen |
 //! | `m.send_key(keys)` | presses a key combination: QEMU key names joined by `-` (`"ctrl-alt-delete"`, `"alt-f2"`, `"ret"`) |
 //! | `m.send_chars(text)`, `m.send_chars(text, delay_ms)` | types text on a US keyboard, a key press per character (10 ms apart unless told) |
 //! | `m.name` | the machine's name |
@@ -115,7 +118,7 @@ mod tests {
             .skip(1)
             .filter_map(|rest| rest.split('"').nth(1))
             .collect();
-        assert_eq!(limited.len(), 10, "{limited:?}");
+        assert_eq!(limited.len(), 12, "{limited:?}");
         names.extend(limited);
         names.extend(["wait_until_succeeds", "wait_until_fails", "name"]);
         for name in names {

@@ -21,6 +21,15 @@ fn session(vm: &Vm) -> Conn {
     c
 }
 
+/// A connection to the agent that has said Hello, and heard that it has `feature`.
+#[track_caller]
+fn session_with(vm: &Vm, feature: &str) -> Conn {
+    let mut c = vm.connect();
+    let hello = c.hello();
+    assert!(hello.features.iter().any(|f| f == feature), "{hello:?}");
+    c
+}
+
 /// Asks the agent to power off (or reboot) and checks that it acknowledges.
 #[track_caller]
 fn request_shutdown(c: &mut Conn, reboot: bool) {
@@ -501,15 +510,7 @@ fn net_config(c: &mut Conn, stream: u32, body: Vec<u8>) -> Result<(), String> {
 fn net_config_without_processes() {
     require_vm!();
     let vm = boot("flotilla.hostname=test");
-    let mut c = vm.connect();
-    let hello = c.hello();
-    assert!(
-        hello
-            .features
-            .iter()
-            .any(|f| f == proto::FEATURE_NET_CONFIG),
-        "{hello:?}"
-    );
+    let mut c = session_with(&vm, proto::FEATURE_NET_CONFIG);
     let lo = NicConfig {
         mac: "00:00:00:00:00:00".into(),
         from_mac: None,
@@ -657,4 +658,33 @@ fn service_mode_under_busybox_init() {
     // In service mode Shutdown asks the real init (busybox `poweroff`).
     request_shutdown(&mut c, false);
     assert_exits_saying(&mut vm, "reboot: Power down");
+}
+
+/// The ScreenText request: the foreground console's text, size and mode, read with no
+/// process (this VM has no VGA card: the console is the kernel's own, in text mode).
+#[test]
+fn screen_text_reads_the_console() {
+    require_vm!();
+    let vm = boot("");
+    let mut c = session_with(&vm, proto::FEATURE_SCREEN_TEXT);
+    let out = c.exec(
+        1,
+        &sh("printf '\\033[H\\033[2J  screen  \\n\\nline 3 é\\n' > /dev/tty1"),
+    );
+    assert_eq!(out.status.unwrap().code, Some(0), "{}", out.stdout_str());
+    c.send(&Frame::new(Kind::ScreenText, 2, Vec::new()));
+    let f = c.recv();
+    assert_eq!((f.kind, f.stream), (Kind::ScreenTextReply, 2), "{f:?}");
+    let screen: proto::ScreenText = f.parse_json().unwrap();
+    assert!(!screen.graphics, "{screen:?}");
+    assert!(screen.rows > 3 && screen.cols >= 20, "{screen:?}");
+    assert_eq!(screen.text, "  screen\n\nline 3 é", "{screen:?}");
+    assert_eq!((screen.cursor_row, screen.cursor_col), (3, 0), "{screen:?}");
+    // Stream 0 is refused; the agent carries on.
+    c.send(&Frame::new(Kind::ScreenText, 0, Vec::new()));
+    let f = c.recv();
+    assert_eq!((f.kind, f.stream), (Kind::Error, 0), "{f:?}");
+    let message = f.parse_json::<ErrorBody>().unwrap().message;
+    assert!(message.contains("stream id greater than 0"), "{message}");
+    assert_eq!(c.exec(3, &sh("true")).status.unwrap().code, Some(0));
 }
