@@ -91,6 +91,12 @@ impl Fleet {
     /// forwards are free ([`Error::PortBusy`] if not). Boots nothing yet.
     pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
+        Fleet::with_log(spec, options, log)
+    }
+
+    /// [`Fleet::new`] with its log already made (in `options.log_dir`): a caller that
+    /// keeps it can still report an error of the preparation there.
+    pub(crate) fn with_log(spec: &Spec, options: FleetOptions, log: Log) -> Result<Fleet, Error> {
         // Machines with `packages`, `files` or `init` boot the image of that content.
         let spec = &crate::debian_machines::with_images(spec, &log)?;
         let coverage =

@@ -266,7 +266,8 @@ impl Log {
     }
 
     /// A step of the timeline, of `machine` (or of the test itself), in progress until
-    /// the guard is finished or dropped; shown in the status line as `machine: label`.
+    /// the guard is finished or dropped; shown in the status line as `machine: label`
+    /// (`machine: running label` for a command).
     /// `kind` classes it on the page: `boot`, `restore`, `command`, `wait`, `subtest`.
     pub fn step(&self, machine: Option<&str>, kind: &str, label: &str) -> Activity {
         let id = self.inner.next_activity.fetch_add(1, Ordering::Relaxed);
@@ -279,9 +280,12 @@ impl Log {
         });
         // Subtests are in the log already, and hold the other steps.
         if self.inner.progress && kind != "subtest" {
+            // A command's label is the command alone: the status line says what is
+            // done with it.
+            let verb = if kind == "command" { "running " } else { "" };
             let shown = match machine {
-                Some(m) => format!("{m}: {label}"),
-                None => label.to_owned(),
+                Some(m) => format!("{m}: {verb}{label}"),
+                None => format!("{verb}{label}"),
             };
             if let Ok(mut a) = self.inner.activities.lock() {
                 a.insert(id, (shown, Instant::now()));
@@ -621,6 +625,31 @@ pub(crate) mod tests {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    #[test]
+    fn a_command_step_says_running_in_the_status_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("driver.log")).unwrap();
+        let log = Log::with_writer(
+            dir.path(),
+            file,
+            true,
+            false,
+            true,
+            Box::new(Capture::default()),
+        );
+        let _command = log.step(Some("vm"), "command", "`true`");
+        let _wait = log.step(Some("vm"), "wait", "waiting for unit `x`");
+        let shown: Vec<String> = log
+            .inner
+            .activities
+            .lock()
+            .unwrap()
+            .values()
+            .map(|a| a.0.clone())
+            .collect();
+        assert_eq!(shown, ["vm: running `true`", "vm: waiting for unit `x`"]);
     }
 
     #[test]

@@ -129,7 +129,6 @@ pub(crate) async fn run(
     keep_failed: bool,
 ) -> Result<(), Failed> {
     let junit = options.junit.take();
-    // Machines that could not be made: no report, as no test ran.
     let run = run_script(spec, options, cancel, keep_failed).await?;
     if let Some(path) = junit {
         let error = run.result.as_ref().err().map(|f| &f.error);
@@ -184,7 +183,8 @@ struct ScriptRun {
     seconds: f64,
 }
 
-/// The run itself; `Err` only when the machines could not be made at all.
+/// The run itself; `Err` only when the machines could not be made at all (a report
+/// says why when the log folder could be made).
 async fn run_script(
     spec: &Spec,
     options: FleetOptions,
@@ -197,8 +197,17 @@ async fn run_script(
         column: 1,
         message: "no `script` to run: add script = \"test.rhai\"".into(),
     })?;
-    let net = Fleet::new(spec, options)?;
-    let log = net.log().clone();
+    let log = crate::log::Log::create(&options.log_dir, options.terminal)?;
+    // Machines that could not be prepared (an image, a busy port): the folder has the
+    // log, and the report says why.
+    let net = match Fleet::with_log(spec, options, log.clone()) {
+        Ok(net) => net,
+        Err(error) => {
+            let result = Err(error);
+            write_report(&log, &spec.name, &result, None, 0.0);
+            return Err(Failed::from(result.unwrap_err()));
+        }
+    };
     let subtests = Subtests::default();
     let thread_subtests = subtests.clone();
     let world = World::of(&net);
@@ -328,6 +337,7 @@ fn write_report(
             None => "passed",
             Some(Error::TestTimeout(_)) => "timed out",
             Some(Error::Interrupted) => "interrupted",
+            Some(e) if !e.is_test_failure() => "could not run",
             Some(_) => "failed",
         },
         seconds,

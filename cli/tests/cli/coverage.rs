@@ -141,6 +141,9 @@ fn the_example_reports_what_each_machine_ran() {
     assert!(t.contains("server") && t.contains("client"), "{t}");
     assert!(t.contains("coverage/index.html"), "{t}");
     assert!(t.contains("no kernel coverage from"), "{t}");
+    // The run's report links the coverage report.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("<a href=\"coverage/index.html\">"), "{page}");
 }
 
 #[test]

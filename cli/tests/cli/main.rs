@@ -264,6 +264,16 @@ fn a_host_port_in_use_stops_the_test_before_its_script() {
     );
     // Nothing booted: the script did not run.
     assert!(!out.join("web").exists(), "{t}");
+    // The log folder's report says why.
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains("<span class=\"verdict failed\">could not run</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("host port {port} is already in use")),
+        "{page}"
+    );
     assert_no_qemu_left(&tag);
     drop(taken);
 }
@@ -362,6 +372,13 @@ fn ctrl_c_stops_the_machines_and_exits_130() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
+    // The report is written all the same, with the step that was running.
+    let page = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert!(
+        page.contains("<span class=\"verdict failed\">interrupted</span>"),
+        "{page}"
+    );
+    assert!(page.contains("sleep 600"), "{page}");
     assert_no_qemu_left(&tag);
 }
 

@@ -24,6 +24,8 @@ memory = 256
 /// The script both runs share; the failing one goes on with [`FAILING`].
 const SCRIPT: &str = r#"
 start_all();
+capture_vlan(1);
+client.copy_from("/proc/version", "version.txt");
 subtest("look", || {
     server.succeed("echo '</script><script>alert(1)</script>' > /dev/console");
     server.screenshot("screen");
@@ -89,6 +91,13 @@ fn check_common(dom: &str) {
     assert!(dom.contains("class=\"step kind-subtest ok\""), "{dom}");
     assert!(dom.contains("class=\"step kind-boot ok"), "{dom}");
     assert!(!dom.contains("<script>alert"), "{dom}");
+    // The run's own files are linked: the copied file and the capture.
+    for file in ["version.txt", "vlan1.pcap", "driver.log"] {
+        assert!(
+            dom.contains(&format!("<a href=\"{file}\">")),
+            "{file}: {dom}"
+        );
+    }
 }
 
 #[test]
@@ -118,7 +127,7 @@ fn report_of_a_failing_test_and_a_passing_suite_in_a_browser() {
         "{top}"
     );
     assert!(
-        top.contains("9 | server.succeed(\"echo no such; false\");"),
+        top.contains("11 | server.succeed(\"echo no such; false\");"),
         "{top}"
     );
     assert!(top.contains("Console of server"), "{top}");

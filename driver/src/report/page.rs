@@ -16,7 +16,7 @@ const SCRIPT: &str = include_str!("page.js");
 pub(crate) struct Outline<'a> {
     pub name: &'a str,
     pub passed: bool,
-    /// `passed`, `failed`, `timed out`, `interrupted`.
+    /// `passed`, `failed`, `timed out`, `interrupted`, `could not run`.
     pub verdict: &'a str,
     pub seconds: f64,
     /// The error with its causes.
