@@ -203,9 +203,8 @@ async fn run_script(
     let net = match Fleet::with_log(spec, options, log.clone()) {
         Ok(net) => net,
         Err(error) => {
-            let result = Err(error);
-            write_report(&log, &spec.name, &result, None, 0.0);
-            return Err(Failed::from(result.unwrap_err()));
+            write_report(&log, &spec.name, Some(&error), None, 0.0);
+            return Err(Failed::from(error));
         }
     };
     let subtests = Subtests::default();
@@ -289,7 +288,7 @@ async fn run_script(
     }
     let took = started.elapsed().as_secs_f64();
     let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
-    write_report(&log, &spec.name, &result, at.as_ref(), took);
+    write_report(&log, &spec.name, result.as_ref().err(), at.as_ref(), took);
     match &result {
         Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
         // The caller prints the error; the log file keeps it too.
@@ -318,11 +317,10 @@ async fn run_script(
 fn write_report(
     log: &crate::log::Log,
     name: &str,
-    result: &Result<(), Error>,
+    error: Option<&Error>,
     at: Option<&Place>,
     seconds: f64,
 ) {
-    let error = result.as_ref().err();
     if let Some(e) = error {
         let message = e.to_string();
         let first = message.lines().next().unwrap_or("").to_owned();
