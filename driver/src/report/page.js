@@ -15,26 +15,29 @@
   const secs = (t) => t.toFixed(t < 10 ? 2 : 1) + " s";
 
   // The timeline: a lane for the test's own steps, then one per machine; steps that
-  // overlap in a lane (a wait and its commands) go on rows under each other.
-  function timeline() {
+  // overlap in a lane (a wait and its commands) go on rows under each other. Bars are
+  // placed in percent of the run, so zooming only widens the lanes (`zoom` times the
+  // box, scrolled sideways), and the axis gets more ticks.
+  function timeline(zoom) {
     const box = document.getElementById("timeline");
     const end = Math.max(data.end, 0.001);
     const lanes = [];
     if (data.steps.some((s) => s.machine === null)) lanes.push(null);
     for (const m of data.machines) lanes.push(m.name);
+    const tools = el("div", "tl-tools");
+    const scroll = el("div", "tl-scroll");
+    const inner = el("div", "tl-lanes");
+    scroll.appendChild(inner);
+    box.appendChild(tools);
+    box.appendChild(scroll);
     const axis = el("div", "axis");
-    for (let i = 0; i <= 4; i++) {
-      const tick = el("span", "tick", secs((end * i) / 4));
-      tick.style.left = (i * 25) + "%";
-      if (i === 4) tick.style.transform = "translateX(-100%)";
-      axis.appendChild(tick);
-    }
     const head = el("div", "lane");
     head.appendChild(el("div", "lane-name", ""));
     head.appendChild(axis);
-    box.appendChild(head);
+    inner.appendChild(head);
     const failedList = document.getElementById("failed-steps");
     const minSpan = end * 0.006;
+    let failing = null;
     for (const lane of lanes) {
       const row = el("div", "lane");
       row.dataset.lane = lane === null ? "(test)" : lane;
@@ -62,6 +65,7 @@
         bar.title = title;
         // The flag goes on the side with room, or inside a bar that fills the lane.
         if (s.failing) {
+          failing = s;
           const left = s.start / end;
           const right = 1 - stop / end;
           const side = Math.max(left, right) < 0.1 ? "flag-in" : left > right ? "flag-left" : "flag-right";
@@ -79,8 +83,60 @@
       }
       track.style.height = (Math.max(rows.length, 1) * 20) + "px";
       row.appendChild(track);
-      box.appendChild(row);
+      inner.appendChild(row);
     }
+
+    // Zoom: 1 (the whole run) to 256 times, keeping `at` (a time) where it was, or in
+    // the middle of the view.
+    const MAX = 256;
+    let level = 1;
+    const label = el("span", "tl-zoom");
+    function setZoom(z, at) {
+      z = Math.min(MAX, Math.max(1, z));
+      const view = scroll.clientWidth || 1;
+      const was = inner.offsetWidth || view;
+      const keep = at === undefined ? (scroll.scrollLeft + view / 2) / was : at / end;
+      level = z;
+      box.dataset.zoom = String(z);
+      inner.style.width = (100 * z) + "%";
+      axis.textContent = "";
+      const ticks = Math.min(4 * z, 400);
+      for (let i = 0; i <= ticks; i++) {
+        const tick = el("span", "tick", secs((end * i) / ticks));
+        tick.style.left = (100 * i / ticks) + "%";
+        if (i === ticks) tick.style.transform = "translateX(-100%)";
+        axis.appendChild(tick);
+      }
+      label.textContent = z === 1 ? "whole run" : "×" + z;
+      scroll.scrollLeft = Math.max(0, keep * inner.offsetWidth - view / 2);
+    }
+    function button(text, help, act) {
+      const b = el("button", "", text);
+      b.type = "button";
+      b.title = help;
+      b.addEventListener("click", act);
+      tools.appendChild(b);
+      return b;
+    }
+    button("−", "zoom out", () => setZoom(level / 2));
+    button("+", "zoom in (or Ctrl + wheel over the timeline)", () => setZoom(level * 2));
+    button("whole run", "the whole run in view", () => setZoom(1));
+    if (failing) {
+      button("failing step", "zoom to the failing step", () => {
+        const took = Math.max((failing.end === null ? failing.start : failing.end) - failing.start, end / 1000);
+        // The step a tenth of the view, at most.
+        setZoom(Math.pow(2, Math.floor(Math.log2(Math.max(1, end / (10 * took))))), failing.start);
+      });
+    }
+    tools.appendChild(label);
+    scroll.addEventListener("wheel", (e) => {
+      if (!e.ctrlKey) return;
+      e.preventDefault();
+      const rect = inner.getBoundingClientRect();
+      const at = end * (e.clientX - rect.left) / Math.max(rect.width, 1);
+      setZoom(e.deltaY < 0 ? level * 2 : level / 2, at);
+    }, { passive: false });
+    setZoom(Math.pow(2, Math.round(Math.log2(Math.max(1, Number(zoom) || 1)))));
   }
 
   // Every step as a table row, drawn when the table is opened.
@@ -198,13 +254,14 @@
     }
   }
 
-  // `#m=server&q=text&tab=qemu` opens a machine's log filtered.
+  // `#m=server&q=text&tab=qemu` opens a machine's log filtered; `zoom=8` zooms the
+  // timeline in (a power of two).
   const wanted = {};
   for (const part of location.hash.replace(/^#/, "").split("&")) {
     const [k, v] = part.split("=");
     if (k && v !== undefined) wanted[k] = decodeURIComponent(v);
   }
-  timeline();
+  timeline(wanted.zoom);
   stepTable();
   machines(wanted.m ? wanted : null);
   document.documentElement.dataset.rendered = (performance.now() - started).toFixed(0);

@@ -151,4 +151,16 @@ fn sixteen_machines_and_fifty_thousand_lines_load_and_filter_in_a_browser() {
     assert!(!dom.contains("<title>pwned") && !dom.contains("<img src=\"x\""));
     // Only the rows in sight are drawn, not 50,000.
     assert!(dom.matches("class=\"row").count() < 200);
+    // Zoomed in eight times: lanes eight times as wide, an axis tick every 1/32 of the
+    // run, the zoom tools with the failing step's button.
+    let url = format!("file://{}#zoom=8", page.display());
+    let (dom, _) = dump_dom(&url);
+    assert!(dom.contains("data-zoom=\"8\""), "zoomed");
+    assert!(
+        dom.contains("class=\"tl-lanes\" style=\"width: 800%;\""),
+        "the lanes' width"
+    );
+    assert_eq!(dom.matches("class=\"tick\"").count(), 33);
+    assert!(dom.contains(">failing step</button>"));
+    assert!(dom.contains("<span class=\"tl-zoom\">×8</span>"));
 }
