@@ -130,13 +130,25 @@ impl Client {
         path: impl AsRef<Path>,
         within: Duration,
     ) -> Result<Client, Error> {
+        Self::connect_unix_retry_with(path, within, ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect_unix_retry`] with options. QEMU listens on its socket as soon
+    /// as it has parsed its options but greets only once its machine is made (memory,
+    /// kernel and initrd loaded): on a busy host that can take longer than the default
+    /// [`ConnectOptions::handshake_timeout`].
+    pub async fn connect_unix_retry_with(
+        path: impl AsRef<Path>,
+        within: Duration,
+        options: ConnectOptions,
+    ) -> Result<Client, Error> {
         let path = path.as_ref();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match connect_socket(path).await {
                 Ok(stream) => {
                     let label = path.display().to_string();
-                    return Self::connect_labeled(stream, ConnectOptions::default(), label).await;
+                    return Self::connect_labeled(stream, options, label).await;
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -200,13 +200,23 @@ impl Machine {
             stderr_tail,
         };
         let qmp_path = c.socket_dir.join("qmp.sock");
+        // QEMU greets only once its machine is made (memory, kernel, initrd loaded),
+        // which a busy host can stretch past QMP's default 10 s: the boot's own limit
+        // applies, and a QEMU that exits meanwhile ends the wait at once.
+        let started = std::time::Instant::now();
+        let options = flotilla_qmp::ConnectOptions::default().handshake_timeout(c.boot_timeout);
         let qmp = self
             .unless_exited(&booting, async {
-                flotilla_qmp::Client::connect_unix_retry(&qmp_path, Duration::from_secs(10))
+                flotilla_qmp::Client::connect_unix_retry_with(&qmp_path, c.boot_timeout, options)
                     .await
                     .map_err(|e| self.qmp_failed(e))
             })
             .await?;
+        c.log.file_only(&format!(
+            "{}: QMP ready {} ms after QEMU started",
+            c.name,
+            started.elapsed().as_millis()
+        ));
         let agent_port = match c.spec.agent {
             AgentKind::Qga => QGA_PORT_ID,
             _ => AGENT_PORT_ID,

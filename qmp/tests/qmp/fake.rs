@@ -457,3 +457,56 @@ async fn dropping_every_client_closes_the_socket() {
     drop(client);
     assert_eq!(server.recv().await, None, "server sees eof");
 }
+
+/// A QMP socket that appears after `appear` and greets each client after `greet`, as a
+/// QEMU does that listens at once but greets only once its machine is made.
+async fn slow_qemu(path: std::path::PathBuf, appear: Duration, greet: Duration) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    tokio::time::sleep(appear).await;
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            tokio::time::sleep(greet).await;
+            let _ = w.write_all(format!("{GREETING}\n").as_bytes()).await;
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let cmd: serde_json::Value = serde_json::from_str(&line).expect("json");
+                let reply = json!({"return": {}, "id": cmd["id"]});
+                let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_late_socket_and_a_late_greeting_wait_as_long_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qmp.sock");
+    let server = tokio::spawn(slow_qemu(
+        path.clone(),
+        Duration::from_millis(200),
+        Duration::from_millis(600),
+    ));
+    // The default handshake limit would do here; a short one shows which limit counts.
+    let short = defaults().handshake_timeout(Duration::from_millis(100));
+    let e = bounded(
+        "connect",
+        Client::connect_unix_retry_with(&path, Duration::from_secs(10), short),
+    )
+    .await
+    .expect_err("greeted too late");
+    assert!(matches!(e, Error::HandshakeTimeout(_)), "{e}");
+    let long = defaults().handshake_timeout(Duration::from_secs(10));
+    let client = bounded(
+        "connect",
+        Client::connect_unix_retry_with(&path, Duration::from_secs(10), long),
+    )
+    .await
+    .expect("a late greeting within the limit");
+    assert_eq!(client.greeting().version.package, "fake");
+    server.abort();
+}
