@@ -299,7 +299,9 @@ impl Machine {
             .map_err(|e| format!("qmp cont: {e}"))?;
         let restored = started.elapsed();
         let path = c.socket_dir.join("agent.sock");
-        let conn = AgentConnection::connect(&path, Duration::from_secs(10))
+        // The restore as a whole is bounded by boot_timeout (see the caller); a busy
+        // host may take longer than a few seconds to run the guest up to its answer.
+        let conn = AgentConnection::connect(&path, c.boot_timeout)
             .await
             .map_err(|e| format!("the restored agent: {e}"))?;
         if !conn.has_feature(proto::FEATURE_NET_SET_MAC) {
