@@ -198,27 +198,24 @@ impl Log {
             .map_err(io(format!("creating log directory {}", dir.display())))?;
         let path = dir.join("driver.log");
         let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-        let steps = Recorder::create(dir);
         let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let colour = tty && std::env::var_os("NO_COLOR").is_none();
         let dumb = std::env::var("TERM").map_or(true, |t| t == "dumb");
-        let mut log = Log::with_writer(
+        Ok(Log::with_writer(
             dir,
             file,
+            Recorder::create(dir),
             terminal,
             colour,
             terminal && tty && !dumb,
             Box::new(std::io::stderr()),
-        );
-        if let Some(inner) = Arc::get_mut(&mut log.inner) {
-            inner.steps = steps;
-        }
-        Ok(log)
+        ))
     }
 
     fn with_writer(
         dir: &Path,
         file: File,
+        steps: Recorder,
         terminal: bool,
         colour: bool,
         progress: bool,
@@ -240,7 +237,7 @@ impl Log {
                 activities: Mutex::default(),
                 next_activity: AtomicU64::new(0),
                 progress,
-                steps: Recorder::default(),
+                steps,
             }),
         };
         if progress {
@@ -634,6 +631,7 @@ pub(crate) mod tests {
         let log = Log::with_writer(
             dir.path(),
             file,
+            Recorder::create(dir.path()),
             true,
             false,
             true,
@@ -650,6 +648,10 @@ pub(crate) mod tests {
             .map(|a| a.0.clone())
             .collect();
         assert_eq!(shown, ["vm: running `true`", "vm: waiting for unit `x`"]);
+        // With the status line on, the steps are recorded all the same.
+        let text = std::fs::read_to_string(dir.path().join(crate::steps::FILE)).unwrap();
+        let (events, bad) = crate::steps::parse(&text);
+        assert_eq!((events.len(), bad), (2, 0), "{text}");
     }
 
     #[test]
@@ -657,7 +659,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("driver.log")).unwrap();
         let out = Capture::default();
-        let log = Log::with_writer(dir.path(), file, true, false, true, Box::new(out.clone()));
+        let log = Log::with_writer(
+            dir.path(),
+            file,
+            Recorder::default(),
+            true,
+            false,
+            true,
+            Box::new(out.clone()),
+        );
         let busy = log.activity("vm: booting".into());
         // Drawn once the activity is a second old (its age then depends on the host's
         // load: whole seconds, matched up to the digits).
@@ -682,6 +692,7 @@ pub(crate) mod tests {
         let log = Log::with_writer(
             dir.path(),
             file,
+            Recorder::default(),
             true,
             false,
             false,
@@ -703,7 +714,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("driver.log")).unwrap();
         let out = Capture::default();
-        let log = Log::with_writer(dir.path(), file, true, true, true, Box::new(out.clone()));
+        let log = Log::with_writer(
+            dir.path(),
+            file,
+            Recorder::default(),
+            true,
+            true,
+            true,
+            Box::new(out.clone()),
+        );
         let taken =
             |c: &Capture| String::from_utf8(std::mem::take(&mut *c.0.lock().unwrap())).unwrap();
         let busy = log.activity("vm: booting".into());

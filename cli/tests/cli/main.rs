@@ -198,6 +198,12 @@ fn a_terminal_gets_colour_and_a_progress_line() {
         before.ends_with('\n') || before.ends_with("\r\x1b[2K"),
         "{t}"
     );
+    // The status line's steps are the report's timeline too.
+    let events = std::fs::read_to_string(out_dir.path().join("events.jsonl")).unwrap();
+    assert!(
+        events.contains(r#""machine":"machine","kind":"boot""#),
+        "{events}"
+    );
     assert_no_qemu_left(&tag);
 }
 
