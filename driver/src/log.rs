@@ -295,6 +295,21 @@ impl Log {
         }
     }
 
+    /// Runs `work` as a [`Log::step`] that ends with its result's verdict (a failure's
+    /// message); dropped unfinished, the step just ends.
+    pub(crate) async fn in_step<T, E: std::fmt::Display>(
+        &self,
+        machine: Option<&str>,
+        kind: &str,
+        label: &str,
+        work: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let step = self.step(machine, kind, label);
+        let result = work.await;
+        step.finish_with(&result);
+        result
+    }
+
     /// A step without a duration on the timeline (a screenshot, a failed condition);
     /// `file` is what it made, in the log folder.
     pub(crate) fn mark(

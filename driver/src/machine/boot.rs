@@ -52,13 +52,10 @@ impl Machine {
     }
 
     pub(super) async fn boot(&self) -> Result<Running, Error> {
-        let busy = self
-            .config
-            .log
-            .step(Some(&self.config.name), "boot", "booting");
-        let booted = self.boot_steps().await;
-        busy.finish_with(&booted);
-        booted
+        let c = &self.config;
+        c.log
+            .in_step(Some(&c.name), "boot", "booting", self.boot_steps())
+            .await
     }
 
     /// [`Machine::boot`], a step of the timeline around it.
@@ -79,12 +76,13 @@ impl Machine {
             SnapshotPlan::Off => None,
             SnapshotPlan::Save(entry) => Some(entry),
             SnapshotPlan::Restore(entry) => {
-                let step = c
+                let restore = self.boot_restored_with_disks(&entry, &log_dir);
+                let label = "restoring from a snapshot";
+                match c
                     .log
-                    .step(Some(&c.name), "restore", "restoring from a snapshot");
-                let restored = self.boot_restored_with_disks(&entry, &log_dir).await;
-                step.finish_with(&restored);
-                match restored {
+                    .in_step(Some(&c.name), "restore", label, restore)
+                    .await
+                {
                     Ok(running) => return Ok(running),
                     Err(why) => {
                         entry.remove();

@@ -58,17 +58,14 @@ impl Machine {
     /// The text on the machine's screen, read as `how` says, and how it was read.
     pub async fn read_screen(&self, how: ScreenReader) -> Result<ScreenText, Error> {
         self.need_screen("read the text of")?;
-        let busy = self
-            .config
-            .log
-            .step(Some(&self.config.name), "command", "reading the screen");
-        let result = async {
+        let read = async {
             let running = self.running().await?;
             Ok(self.screen_attempt(&running, how, None).await?.0)
-        }
-        .await;
-        busy.finish_with(&result);
-        result
+        };
+        let name = Some(&*self.config.name);
+        let log = &self.config.log;
+        log.in_step(name, "command", "reading the screen", read)
+            .await
     }
 
     /// Waits until the screen's text matches the regular expression `pattern` (read
@@ -99,23 +96,30 @@ impl Machine {
         self.log(&format!(
             "waiting for text matching `{pattern}` on the screen"
         ));
-        let busy = self.config.log.step(
-            Some(name),
-            "wait",
-            &format!("waiting for text `{pattern}` on the screen"),
-        );
-        let running = match self.running().await {
-            Ok(running) => running,
-            Err(e) => {
-                busy.finish(Err(e.to_string()));
-                return Err(e);
-            }
-        };
+        let what = format!("waiting for text `{pattern}` on the screen");
+        let wait = self.screen_wait(&re, pattern, timeout, how, &what);
+        self.config
+            .log
+            .in_step(Some(name), "wait", &what, wait)
+            .await
+    }
+
+    /// The wait of [`Machine::wait_for_text_with`], `what` it is: the screen read until
+    /// its text matches `re` (`pattern`), within `timeout`.
+    async fn screen_wait(
+        &self,
+        re: &Regex,
+        pattern: &str,
+        timeout: Duration,
+        how: ScreenReader,
+        what: &str,
+    ) -> Result<ScreenText, Error> {
+        let running = self.running().await?;
         let deadline = Instant::now() + timeout;
         let mut last: Option<ScreenText> = None;
         let poll = async {
             loop {
-                let (screen, matched) = self.screen_attempt(&running, how, Some(&re)).await?;
+                let (screen, matched) = self.screen_attempt(&running, how, Some(re)).await?;
                 if matched {
                     return Ok(screen);
                 }
@@ -125,10 +129,8 @@ impl Machine {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         };
-        let what = format!("waiting for text `{pattern}` on the screen");
-        let guarded = self.guarded(&running, &what, poll);
-        let result = tokio::time::timeout_at(deadline.into(), guarded).await;
-        let result = match result {
+        let guarded = self.guarded(&running, what, poll);
+        match tokio::time::timeout_at(deadline.into(), guarded).await {
             Ok(result) => result,
             Err(_) => {
                 let (via, screen) = match last {
@@ -136,16 +138,14 @@ impl Machine {
                     None => (None, String::new()),
                 };
                 Err(Error::ScreenTimeout {
-                    machine: name.clone(),
+                    machine: self.config.name.clone(),
                     pattern: pattern.to_owned(),
                     after: timeout,
                     via,
                     screen,
                 })
             }
-        };
-        busy.finish_with(&result);
-        result
+        }
     }
 
     /// One read of the screen; with `re`, whether the text matches it (by OCR, the

@@ -23,11 +23,6 @@ impl Machine {
             ))
         })?;
         self.log(&format!("waiting for console text matching `{pattern}`"));
-        let busy = self.config.log.step(
-            Some(&self.config.name),
-            "wait",
-            &format!("waiting for console text `{pattern}`"),
-        );
         let mut count = self.console.count.subscribe();
         let running = self.running.lock().await.clone();
         let wait = async {
@@ -46,20 +41,23 @@ impl Machine {
                 None => std::future::pending().await,
             }
         };
-        let found = tokio::select! {
-            line = wait => Ok(line),
-            status = exited => match &running {
-                Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
-                None => Err(Error::Internal("no machine".into())),
-            },
-            _ = tokio::time::sleep(timeout) => Err(Error::Timeout {
-                machine: self.config.name.clone(),
-                what: format!("waiting for console text matching `{pattern}`"),
-                after: timeout,
-            }),
+        let found = async {
+            tokio::select! {
+                line = wait => Ok(line),
+                status = exited => match &running {
+                    Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
+                    None => Err(Error::Internal("no machine".into())),
+                },
+                _ = tokio::time::sleep(timeout) => Err(Error::Timeout {
+                    machine: self.config.name.clone(),
+                    what: format!("waiting for console text matching `{pattern}`"),
+                    after: timeout,
+                }),
+            }
         };
-        busy.finish_with(&found);
-        found
+        let label = format!("waiting for console text `{pattern}`");
+        let name = Some(&*self.config.name);
+        self.config.log.in_step(name, "wait", &label, found).await
     }
 
     /// Waits until `path` exists in the guest.
@@ -147,11 +145,6 @@ impl Machine {
     ) -> Result<String, Error> {
         let wanted = if success { "succeeds" } else { "fails" };
         self.log(&format!("waiting until this {wanted}: {command}"));
-        let busy = self.config.log.step(
-            Some(&self.config.name),
-            "wait",
-            &format!("waiting until `{command}` {wanted}"),
-        );
         let deadline = Instant::now() + timeout;
         let mut tries = 0;
         let waited = async {
@@ -176,9 +169,9 @@ impl Machine {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-        }
-        .await;
-        busy.finish_with(&waited);
-        waited
+        };
+        let label = format!("waiting until `{command}` {wanted}");
+        let name = Some(&*self.config.name);
+        self.config.log.in_step(name, "wait", &label, waited).await
     }
 }
