@@ -24,6 +24,8 @@ use crate::process::Process;
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
 /// message, not the step's (`qmp: connection reset`), explains a failure at start.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The least time QEMU gets to appear on its QMP socket and greet (QMP's default).
+const QMP_GREETING: Duration = Duration::from_secs(10);
 
 impl Machine {
     /// The QEMU command line for this machine.
@@ -200,12 +202,15 @@ impl Machine {
         let qmp_path = c.socket_dir.join("qmp.sock");
         // QEMU greets only once its machine is made (memory, kernel, initrd loaded),
         // which a busy host can stretch past QMP's default 10 s: the boot's own limit
-        // applies, and a QEMU that exits meanwhile ends the wait at once.
+        // applies, never less than that default (a short boot_timeout is about the
+        // guest's readiness, which is timed next), and a QEMU that exits meanwhile ends
+        // the wait at once.
         let started = std::time::Instant::now();
-        let options = flotilla_qmp::ConnectOptions::default().handshake_timeout(c.boot_timeout);
+        let limit = c.boot_timeout.max(QMP_GREETING);
+        let options = flotilla_qmp::ConnectOptions::default().handshake_timeout(limit);
         let qmp = self
             .unless_exited(&booting, async {
-                flotilla_qmp::Client::connect_unix_retry_with(&qmp_path, c.boot_timeout, options)
+                flotilla_qmp::Client::connect_unix_retry_with(&qmp_path, limit, options)
                     .await
                     .map_err(|e| self.qmp_failed(e))
             })
