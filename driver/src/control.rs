@@ -162,7 +162,7 @@ pub struct ControlSocket {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
     // Held for the run's lifetime: it tells other runs this name is taken.
-    _lock: File,
+    _lock: crate::lock::Locked,
 }
 
 impl ControlSocket {
@@ -190,9 +190,11 @@ impl ControlSocket {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| io_err("opening", &lock_path, e))?;
-            if !crate::lock::try_exclusive(&lock).map_err(|e| io_err("locking", &lock_path, e))? {
+            let Some(lock) =
+                crate::lock::try_exclusive(lock).map_err(|e| io_err("locking", &lock_path, e))?
+            else {
                 continue; // A live run has this name.
-            }
+            };
             // The name is ours: whatever socket is there is a killed run's.
             let path = dir.join(format!("{name}.sock"));
             match std::fs::remove_file(&path) {

@@ -22,7 +22,7 @@ const LOCK: &str = "driver.lock";
 pub(crate) struct RunDir {
     dir: tempfile::TempDir,
     // Held for the run's life: the lock says the driver is alive.
-    _lock: File,
+    _lock: crate::lock::Locked,
 }
 
 impl RunDir {
@@ -48,9 +48,9 @@ impl RunDir {
         // always held.
         let pending = dir.path().join(format!("{LOCK}.new"));
         let lock = File::create(&pending).map_err(|e| io("locking", e))?;
-        if !crate::lock::try_exclusive(&lock).map_err(|e| io("locking", e))? {
+        let Some(lock) = crate::lock::try_exclusive(lock).map_err(|e| io("locking", e))? else {
             return Err(io("locking", std::io::Error::other("the lock is taken")));
-        }
+        };
         std::fs::rename(&pending, dir.path().join(LOCK)).map_err(|e| io("locking", e))?;
         Ok(RunDir { dir, _lock: lock })
     }
@@ -85,9 +85,10 @@ fn remove_stale(tmp: &Path) -> Vec<PathBuf> {
         let Ok(lock) = File::open(path.join(LOCK)) else {
             continue;
         };
-        if crate::lock::try_exclusive(&lock).unwrap_or(false)
-            && std::fs::remove_dir_all(&path).is_ok()
-        {
+        let Ok(Some(_dead)) = crate::lock::try_exclusive(lock) else {
+            continue;
+        };
+        if std::fs::remove_dir_all(&path).is_ok() {
             removed.push(path);
         }
     }
@@ -105,7 +106,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         let lock = File::open(run.path().join(LOCK)).unwrap();
         assert!(
-            !crate::lock::try_exclusive(&lock).unwrap(),
+            crate::lock::try_exclusive(lock).unwrap().is_none(),
             "the lock is held"
         );
         let path = run.path().to_path_buf();
@@ -129,8 +130,9 @@ mod tests {
         let live = make("flotilla-live01", true);
         let other = make("flotilla-nolock", false);
         let unrelated = make("someone-else", true);
-        let held = File::open(live.join(LOCK)).unwrap();
-        assert!(crate::lock::try_exclusive(&held).unwrap());
+        let held = crate::lock::try_exclusive(File::open(live.join(LOCK)).unwrap())
+            .unwrap()
+            .expect("free");
         assert_eq!(remove_stale(tmp.path()), vec![dead.clone()]);
         assert!(!dead.exists());
         assert!(live.exists() && other.exists() && unrelated.exists());

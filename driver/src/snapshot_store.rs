@@ -312,7 +312,7 @@ pub(crate) struct Entry {
 /// The lock of an entry being saved; dropping it releases it.
 #[derive(Debug)]
 pub(crate) struct SaveLock {
-    _file: File,
+    _lock: crate::lock::Locked,
 }
 
 impl Entry {
@@ -426,7 +426,7 @@ impl Entry {
     pub(crate) fn try_lock(&self) -> io::Result<Option<SaveLock>> {
         std::fs::create_dir_all(&self.dir)?;
         let file = File::create(self.dir.join(format!("{}.lock", self.identity)))?;
-        Ok(crate::lock::try_exclusive(&file)?.then_some(SaveLock { _file: file }))
+        Ok(crate::lock::try_exclusive(file)?.map(|lock| SaveLock { _lock: lock }))
     }
 
     /// Makes the state QEMU wrote to [`Entry::partial`] and the RAM copied to

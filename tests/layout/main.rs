@@ -3,7 +3,9 @@
 //! - crates: a lower crate never depends on an upper one, in any dependency table
 //!   (normal, dev, build); crates of one layer depend on each other only for tests;
 //! - files: inside every crate target (library, binary, each test, bench and example),
-//!   no two files import each other, directly or around a circle.
+//!   no two files import each other, directly or around a circle;
+//! - CI: `.ci/run` runs the README's whole-suite command, with `--no-fail-fast` (one
+//!   failing test binary must never hide the others).
 //!
 //! A file imports another when one of its paths (`use crate::a::b`, `super::X`,
 //! `self::m::f()`, re-exports and paths inside macros included) resolves to a module
@@ -122,4 +124,22 @@ fn the_checker_sees_cycles() {
     // c.rs names Thing through the crate root's re-export: the edge goes to d/e.rs.
     assert!(krate.imports("c.rs").iter().any(|f| f.ends_with("d/e.rs")));
     assert!(!krate.imports("c.rs").iter().any(|f| f.ends_with("a.rs")));
+}
+
+#[test]
+fn ci_runs_the_readmes_whole_suite_command_without_failing_fast() {
+    let root = workspace();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect(p);
+    let command = "cargo test --workspace --no-fail-fast";
+    let readme = read("README.md");
+    assert!(
+        readme.contains(&format!("./scripts/setup && {command}\n")),
+        "the README's quick start runs `{command}`"
+    );
+    let ci = read(".ci/run");
+    let ci_tests: Vec<&str> = ci
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cargo test"))
+        .collect();
+    assert_eq!(ci_tests, [command], ".ci/run runs the README's command");
 }

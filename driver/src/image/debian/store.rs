@@ -67,7 +67,11 @@ impl Store {
 
     /// Takes the lock of `inputs`, waiting for another process that holds it (and
     /// saying so through `log`).
-    pub(super) fn lock(&self, inputs: &str, log: &dyn Fn(&str)) -> Result<File, Error> {
+    pub(super) fn lock(
+        &self,
+        inputs: &str,
+        log: &dyn Fn(&str),
+    ) -> Result<crate::lock::Locked, Error> {
         lock_file(&self.locks.join(format!("{SUITE}-{inputs}.lock")), log)
     }
 
@@ -130,7 +134,7 @@ impl Store {
 
 /// Locks `path` (made if missing) exclusively, waiting for its holder; the lock lasts
 /// as long as the returned file.
-pub(super) fn lock_file(path: &Path, log: &dyn Fn(&str)) -> Result<File, Error> {
+pub(super) fn lock_file(path: &Path, log: &dyn Fn(&str)) -> Result<crate::lock::Locked, Error> {
     let io = |source| Error::Io {
         what: format!("locking {}", path.display()),
         source,
@@ -141,14 +145,15 @@ pub(super) fn lock_file(path: &Path, log: &dyn Fn(&str)) -> Result<File, Error> 
         .write(true)
         .open(path)
         .map_err(io)?;
-    if !crate::lock::try_exclusive(&file).map_err(io)? {
-        log(&format!(
-            "debian: another flotilla is building this; waiting for it ({})",
-            path.display()
-        ));
-        crate::lock::exclusive(&file).map_err(io)?;
+    let probe = file.try_clone().map_err(io)?;
+    if let Some(locked) = crate::lock::try_exclusive(probe).map_err(io)? {
+        return Ok(locked);
     }
-    Ok(file)
+    log(&format!(
+        "debian: another flotilla is building this; waiting for it ({})",
+        path.display()
+    ));
+    crate::lock::exclusive(file).map_err(io)
 }
 
 /// Removes `.NAME.PID.tmp` files whose process is gone.
