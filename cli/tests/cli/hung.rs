@@ -16,15 +16,17 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// README), the rest is room for a loaded host.
 const BOUND: Duration = Duration::from_secs(8);
 
-/// Runs the test in `dir` whose script hangs in `server.succeed("sleep 30", 5)`;
-/// `hang` runs once that call has started, with QEMU's pid. The run's exit code, its
+/// Runs the test in `dir` (with `args` after `flotilla test`'s own) whose script
+/// hangs in `server.succeed("sleep 30", 5)`; `hang` runs once that call has started,
+/// with QEMU's pid. The run's exit code, its
 /// output, its driver.log, the time from the call's start to its end and QEMU's pid.
-fn run_hanging(dir: &Path, script: &str, hang: impl FnOnce(u32)) -> Hung {
+fn run_hanging(dir: &Path, args: &[&str], script: &str, hang: impl FnOnce(u32)) -> Hung {
     let tag = tag();
     write_spec(dir, "script = \"t.rhai\"\n[machines.server]\n", script);
     let output = dir.join("output.txt");
     let file = std::fs::File::create(&output).unwrap();
     let mut child = flotilla_test(dir, &dir.join("out"), &tag)
+        .args(args)
         .env_remove("RUST_LOG")
         .env_remove("NO_COLOR")
         .stdout(Stdio::from(file.try_clone().unwrap()))
@@ -98,6 +100,7 @@ fn a_qemu_stopped_with_sigstop_ends_the_run_at_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_hanging(
         dir.path(),
+        &[],
         "server.succeed(\"true\");\nserver.succeed(\"sleep 30\", 5);\n",
         |qemu| {
             // SAFETY: kill(2) on the QEMU of the run this test started.
@@ -130,12 +133,19 @@ fn a_guest_that_stops_answering_ends_the_run_soon_after_the_limit() {
 server.execute("(sleep 1; echo 1 > /sys/fs/cgroup/agent/cgroup.freeze) </dev/null >/dev/null 2>&1 &");
 server.succeed("sleep 30", 5);
 "#;
-    let run = run_hanging(dir.path(), script, |_| {});
+    // With coverage, whose end would ask the guest to end its programs.
+    let run = run_hanging(dir.path(), &["--coverage"], script, |_| {});
     run.check();
     assert!(
         run.log.contains(
             "server: (not reported killed at its limit of 5 s: no word from the guest 2 s after it"
         ),
+        "{}",
+        run.log
+    );
+    assert!(
+        run.log
+            .contains("server: coverage: programs not ended (the guest is not answering"),
         "{}",
         run.log
     );
