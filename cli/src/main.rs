@@ -227,11 +227,17 @@ enum ImageKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // What the user reads is the run's log, with its machines named. The libraries'
+    // own diagnostics (tracing) are for RUST_LOG=flotilla_driver=debug and the like,
+    // in colour only on a terminal that allows it.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     match cli.command {
         Cmd::Doctor => run_doctor(),

@@ -148,7 +148,7 @@ fn stdin_reader() -> mpsc::Receiver<Vec<u8>> {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        tracing::warn!("reading stdin: {e}");
+                        eprintln!("flotilla: reading stdin: {e}");
                         return;
                     }
                 }
@@ -156,7 +156,7 @@ fn stdin_reader() -> mpsc::Receiver<Vec<u8>> {
         });
     if let Err(e) = spawned {
         // The channel closes at once: the command sees the end of its input.
-        tracing::warn!("cannot start the stdin thread: {e}");
+        eprintln!("flotilla: cannot start the stdin thread: {e}");
     }
     rx
 }

@@ -247,15 +247,25 @@ impl ControlSocket {
         };
         let machines = Arc::new(machines);
         let mut sessions = tokio::task::JoinSet::new();
+        // The last accept error logged: one that repeats is logged once.
+        let mut failing = None;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    failing = None;
                     let machines = machines.clone();
                     let log = log.clone();
                     sessions.spawn(async move { serve_one(stream, &machines, &log).await });
                 }
                 Err(e) => {
-                    tracing::warn!("control socket {}: accept: {e}", self.path.display());
+                    let said = e.to_string();
+                    if failing.as_ref() != Some(&said) {
+                        log.file_only(&format!(
+                            "control socket {}: accepting a connection: {said}",
+                            self.path.display()
+                        ));
+                        failing = Some(said);
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

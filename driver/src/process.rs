@@ -128,7 +128,7 @@ impl Process {
                     let _ = exit_tx.send(Some(status));
                 }
                 Err(e) => {
-                    tracing::warn!("waiting for child {pid}: {e}");
+                    tracing::debug!("waiting for child {pid}: {e}");
                     let _ = exit_tx.send(Some(std::os::unix::process::ExitStatusExt::from_raw(
                         libc::SIGKILL,
                     )));
@@ -146,6 +146,19 @@ impl Process {
     /// The exit status, if the child has exited.
     pub fn status(&self) -> Option<ExitStatus> {
         *self.exit.borrow()
+    }
+
+    /// Whether the child is stopped by a signal (SIGSTOP, SIGTSTP...) or a tracer: it
+    /// then answers nothing, and dies of SIGKILL alone until it is continued.
+    pub fn is_stopped(&self) -> bool {
+        if self.status().is_some() {
+            return false;
+        }
+        // Unreaped while the status is unknown, so the pid is still this child's.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| stopped_in_stat(&stat))
+            .unwrap_or(false)
     }
 
     /// Sends a signal unless the child has already exited.
@@ -189,6 +202,17 @@ impl Drop for Process {
             self.signal(libc::SIGKILL);
         }
     }
+}
+
+/// Whether a `/proc/PID/stat` line shows a stopped process (state `T`, or `t` for a
+/// tracing stop); `None` if the line is not one. The state follows the command name,
+/// which is in parentheses and may itself hold `) `.
+fn stopped_in_stat(stat: &str) -> Option<bool> {
+    let state = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .next()?;
+    Some(matches!(state, "T" | "t"))
 }
 
 /// Describes an exit status in words: "exited with status 1", "was killed by signal 9".
@@ -257,6 +281,38 @@ mod tests {
         assert_eq!(said, "trapped\n");
         let status = p.close(Duration::from_millis(300)).await;
         assert_eq!(describe_status(status), "was killed by signal 9 (SIGKILL)");
+    }
+
+    #[test]
+    fn a_stopped_process_is_told_from_its_stat_line() {
+        assert_eq!(
+            stopped_in_stat("42 (qemu-system-x86) T 1 42 42 0"),
+            Some(true)
+        );
+        assert_eq!(stopped_in_stat("42 (a) b) t 1"), Some(true));
+        assert_eq!(stopped_in_stat("42 (qemu) S 1 42 42 0"), Some(false));
+        assert_eq!(stopped_in_stat("42 (T) R 1"), Some(false));
+        assert_eq!(stopped_in_stat("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn a_sigstopped_child_is_seen_stopped_and_dies_of_sigkill() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let (p, _io) = Process::spawn("sleep", cmd).await.unwrap();
+        assert!(!p.is_stopped());
+        p.signal(libc::SIGSTOP);
+        let started = std::time::Instant::now();
+        while !p.is_stopped() {
+            assert!(started.elapsed() < Duration::from_secs(30), "never stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        p.signal(libc::SIGKILL);
+        let status = tokio::time::timeout(Duration::from_secs(30), p.exited())
+            .await
+            .expect("a stopped child dies of SIGKILL");
+        assert_eq!(describe_status(status), "was killed by signal 9 (SIGKILL)");
+        assert!(!p.is_stopped());
     }
 
     #[tokio::test]

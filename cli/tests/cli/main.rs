@@ -5,6 +5,7 @@
 mod coverage;
 mod debian;
 mod debug;
+mod hung;
 mod report;
 mod snapshot;
 mod suite;

@@ -58,7 +58,7 @@ impl Decoder for FrameCodec {
                 }
                 Decoded::Incomplete => return Ok(None),
                 Decoded::Skip(n) => {
-                    tracing::warn!("skipping {n} bytes of garbage between frames");
+                    tracing::debug!("skipping {n} bytes of garbage between frames");
                     self.garbage_bytes += n as u64;
                     buf.advance(n);
                 }
@@ -67,7 +67,7 @@ impl Decoder for FrameCodec {
                     stream,
                     error: error @ ProtoError::UnknownKind(_),
                 } => {
-                    tracing::warn!("skipping a frame on stream {stream}: {error}");
+                    tracing::debug!("skipping a frame on stream {stream}: {error}");
                     self.unknown_frames += 1;
                     buf.advance(consumed);
                 }

@@ -22,6 +22,10 @@ use super::error::AgentError;
 /// Where the frames of each open stream go; stream 0 is the session's.
 type Routes = Arc<Mutex<HashMap<u32, mpsc::UnboundedSender<Frame>>>>;
 
+/// Where a connection says what happened to it outside any request (it broke, the
+/// agent complained, garbage was skipped): the machine's log, naming the machine.
+pub(crate) type Notes = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A connected, handshaken flotilla-agent.
 #[derive(Debug)]
 pub struct AgentConnection {
@@ -32,8 +36,13 @@ pub struct AgentConnection {
 }
 
 impl AgentConnection {
-    /// Connects to the agent's socket and performs the version handshake.
-    pub async fn connect(path: &Path, timeout: Duration) -> Result<AgentConnection, AgentError> {
+    /// Connects to the agent's socket and performs the version handshake; what later
+    /// happens to the connection outside a request goes to `notes`.
+    pub async fn connect(
+        path: &Path,
+        timeout: Duration,
+        notes: Notes,
+    ) -> Result<AgentConnection, AgentError> {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|source| AgentError::Connect {
@@ -50,7 +59,7 @@ impl AgentConnection {
             .lock()
             .map_err(|_| AgentError::Closed)?
             .insert(0, control_tx);
-        tokio::spawn(route_frames(rd, routes.clone()));
+        tokio::spawn(route_frames(rd, routes.clone(), notes.clone()));
         let mut conn = AgentConnection {
             writer,
             routes,
@@ -105,11 +114,15 @@ impl AgentConnection {
             Kind::Error => return Err(AgentError::remote(&reply)),
             other => return Err(AgentError::Unexpected(other)),
         }
-        // Later control frames (errors about garbage, shutdown acks) are logged.
+        // Later control frames (errors about garbage, shutdown acks): the errors are
+        // noted.
         tokio::spawn(async move {
             while let Some(frame) = control.recv().await {
                 if frame.kind == Kind::Error {
-                    tracing::warn!("{}", AgentError::remote(&frame));
+                    notes(&format!(
+                        "the agent reported: {}",
+                        AgentError::remote(&frame)
+                    ));
                 }
             }
         });
@@ -207,14 +220,15 @@ async fn write_frames(wr: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame>) {
 
 /// The reading task: each frame to its stream's route (frames of closed streams are
 /// dropped), until the connection ends; then every route is dropped, which wakes
-/// every waiter with "closed".
-async fn route_frames(rd: OwnedReadHalf, routes: Routes) {
+/// every waiter with "closed". A connection that breaks (rather than closes) and the
+/// bytes it skipped are noted.
+async fn route_frames(rd: OwnedReadHalf, routes: Routes, notes: Notes) {
     let mut frames = FramedRead::new(rd, FrameCodec::default());
     while let Some(frame) = frames.next().await {
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                tracing::warn!("agent connection: {e}");
+                notes(&broken(&e));
                 break;
             }
         };
@@ -229,14 +243,23 @@ async fn route_frames(rd: OwnedReadHalf, routes: Routes) {
     }
     let codec = frames.decoder();
     if codec.garbage_bytes() > 0 || codec.unknown_frames() > 0 {
-        tracing::warn!(
+        notes(&format!(
             "agent connection ended; it skipped {} bytes of garbage and {} frames of unknown kinds",
             codec.garbage_bytes(),
             codec.unknown_frames()
-        );
+        ));
     }
     if let Ok(mut routes) = routes.lock() {
         routes.clear();
+    }
+}
+
+/// What a broken agent connection says: "agent connection reset by peer" when QEMU
+/// went away with data unread (it was killed), else the error.
+fn broken(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => "agent connection reset by peer".into(),
+        _ => format!("agent connection broken: {e}"),
     }
 }
 
@@ -271,5 +294,58 @@ impl Drop for Stream {
         if let Ok(mut routes) = self.routes.lock() {
             routes.remove(&self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notes a connection made, in order.
+    fn collecting() -> (Notes, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = seen.clone();
+        let notes: Notes = Arc::new(move |n: &str| {
+            if let Ok(mut s) = sink.lock() {
+                s.push(n.to_owned());
+            }
+        });
+        (notes, seen)
+    }
+
+    #[tokio::test]
+    async fn skipped_garbage_is_noted_when_the_connection_ends() {
+        let (host, agent) = UnixStream::pair().expect("a socket pair");
+        let (rd, _wr) = host.into_split();
+        let (notes, seen) = collecting();
+        let routes: Routes = Arc::default();
+        let reading = tokio::spawn(route_frames(rd, routes, notes));
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut agent = agent;
+            agent
+                .write_all(b"not a frame at all")
+                .await
+                .expect("written");
+        }
+        tokio::time::timeout(Duration::from_secs(30), reading)
+            .await
+            .expect("the reader ends with the connection")
+            .expect("no panic");
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].starts_with("agent connection ended; it skipped ")
+                && seen[0].contains(" bytes of garbage and 0 frames of unknown kinds"),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_broken_connection_says_how() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(broken(&reset), "agent connection reset by peer");
+        let other = std::io::Error::new(std::io::ErrorKind::InvalidData, "frame too large");
+        assert_eq!(broken(&other), "agent connection broken: frame too large");
     }
 }

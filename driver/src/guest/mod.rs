@@ -23,7 +23,7 @@ mod qga;
 pub use channel::AgentKind;
 pub(crate) use channel::Guest;
 pub(crate) use codec::FrameCodec;
-pub(crate) use connection::AgentConnection;
+pub(crate) use connection::{AgentConnection, Notes};
 pub use error::{AgentError, GuestError};
 pub(crate) use exec::ExecOutput;
 pub use exec::{ExecEvent, ExecSession};

@@ -126,9 +126,13 @@ impl Machine {
             None => {
                 let agent_path = c.socket_dir.join("agent.sock");
                 let connect = async {
-                    AgentConnection::connect(&agent_path, Duration::from_secs(30))
-                        .await
-                        .map_err(|source| self.agent_failed("connecting", source))
+                    AgentConnection::connect(
+                        &agent_path,
+                        Duration::from_secs(30),
+                        self.agent_notes(),
+                    )
+                    .await
+                    .map_err(|source| self.agent_failed("connecting", source))
                 };
                 Guest::Flotilla(self.unless_exited(&spawned.booting, connect).await?)
             }

@@ -8,7 +8,7 @@ use flotilla_agent::proto;
 use super::console::LineLog;
 use super::evidence::paused;
 use super::shell::tail_text;
-use super::state::Machine;
+use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::guest::{ExecOutput, ExecSession, Guest, GuestError};
 use crate::process::describe_status;
@@ -39,9 +39,17 @@ impl CommandResult {
     }
 }
 
-/// How long past a command's limit the host waits for the guest to report the command
-/// killed, before it gives up on the guest.
-const KILL_GRACE: Duration = Duration::from_secs(15);
+/// How long past a command's limit the host waits for flotilla-agent to report the
+/// command killed (it kills it at the limit itself, and says so within moments) before
+/// it gives up on the guest.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// The same through qemu-ga, where the host kills the command at its limit through
+/// qemu-ga and gives it 10 s to end.
+const QGA_KILL_GRACE: Duration = Duration::from_secs(15);
+
+/// How often a command past its limit checks whether QEMU is stopped by a signal.
+const STOPPED_POLL: Duration = Duration::from_millis(100);
 
 impl Machine {
     /// The error of a command that did not finish within `limit`.
@@ -105,6 +113,10 @@ impl Machine {
         let mut lines = [LineLog::default(), LineLog::default()];
         let guest = self.guest(&running).await?;
         let env = self.coverage_env();
+        let grace = match &*guest {
+            Guest::Qga(_) => QGA_KILL_GRACE,
+            Guest::Flotilla(_) => REPORT_GRACE,
+        };
         let exec = guest.exec_shell(command, timeout, &env, |is_err, chunk| {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
@@ -128,7 +140,12 @@ impl Machine {
             }
             // The guest kills the command at its limit and says so (below); this is
             // for a guest that does not answer at all.
-            _ = tokio::time::sleep(timeout + KILL_GRACE) => {
+            why = not_answering(&running, timeout, grace) => {
+                self.log(&format!(
+                    "(not reported killed at its limit of {} s: {why}; the guest is taken as not answering)",
+                    timeout.as_secs_f64()
+                ));
+                running.not_answering(why);
                 return Err(self.command_timed_out(command, timeout));
             }
         };
@@ -237,5 +254,22 @@ impl Machine {
             .start(&request)
             .await
             .map_err(|source| self.agent_failed("starting an interactive command", source))
+    }
+}
+
+/// Resolves, with the reason, once a command past its `limit` will not be reported by
+/// the guest: at once when QEMU is stopped by a signal (SIGSTOP), or `grace` after the
+/// limit.
+async fn not_answering(running: &Running, limit: Duration, grace: Duration) -> String {
+    tokio::time::sleep(limit).await;
+    let given_up = Instant::now() + grace;
+    loop {
+        if running.process.is_stopped() {
+            return "qemu is stopped by a signal (SIGSTOP)".into();
+        }
+        if Instant::now() >= given_up {
+            return format!("no word from the guest {} s after it", grace.as_secs_f64());
+        }
+        tokio::time::sleep(STOPPED_POLL).await;
     }
 }

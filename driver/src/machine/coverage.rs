@@ -18,6 +18,10 @@ const DISK_MIB: u32 = 256;
 /// How long programs get to exit after SIGTERM before the data is taken as it is.
 pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(10);
 
+/// How long the guest has to start the command that ends its programs (it says
+/// `alive` first) before it is taken as not answering.
+const ANSWER: Duration = Duration::from_secs(5);
+
 /// What ending a machine's programs found.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ended {
@@ -130,10 +134,23 @@ impl Machine {
             self.log(&format!("coverage: programs not ended ({why})"));
             return Ok(None);
         }
+        if running.process.is_stopped() {
+            self.log("coverage: programs not ended (qemu is stopped by a signal)");
+            return Ok(None);
+        }
+        if let Some(why) = running.why_not_answering() {
+            self.log(&format!(
+                "coverage: programs not ended (the guest is not answering: {why})"
+            ));
+            return Ok(None);
+        }
         let guest = self.guest(&running).await?;
         let tenths = EXIT_GRACE.as_millis() / 100;
+        // `alive` at once: a flotilla-agent guest that does not say it within ANSWER is
+        // not waited for.
         let script = format!(
-            r#"keep=" 1 2 $$ "; p=$$
+            r#"echo alive
+keep=" 1 2 $$ "; p=$$
 while [ "$p" -gt 1 ] 2>/dev/null; do
   read -r stat < /proc/$p/stat || break
   set -- ${{stat##*)}}; p=$2; keep="$keep$p "
@@ -163,10 +180,30 @@ sync
 "#
         );
         let limit = EXIT_GRACE + Duration::from_secs(30);
-        let exec = guest.exec_shell(&script, limit, &[], |_, _| {});
+        let (heard_tx, mut heard) = tokio::sync::watch::channel(false);
+        let exec = guest.exec_shell(&script, limit, &[], move |_, _| {
+            heard_tx.send_replace(true);
+        });
+        // qemu-ga hands over the output at the end only.
+        let streams = matches!(*guest, Guest::Flotilla(_));
+        let silent = async {
+            if !streams
+                || tokio::time::timeout(ANSWER, heard.wait_for(|h| *h))
+                    .await
+                    .is_ok()
+            {
+                std::future::pending::<()>().await;
+            }
+        };
         let out = tokio::select! {
             r = exec => r.map_err(|e| self.agent_failed("ending its programs for coverage", e))?,
             _ = running.process.exited() => return Ok(None),
+            () = silent => {
+                let why = format!("no answer within {} s", ANSWER.as_secs());
+                self.log(&format!("coverage: programs not ended (the guest is not answering: {why})"));
+                running.not_answering(why);
+                return Ok(None);
+            }
             _ = tokio::time::sleep(limit + Duration::from_secs(5)) => {
                 return Err(Error::Timeout {
                     machine: self.config.name.clone(),

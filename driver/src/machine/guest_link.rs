@@ -7,9 +7,17 @@ use std::time::Duration;
 use super::events::AGENT_GONE;
 use super::state::{Machine, Running};
 use crate::error::Error;
-use crate::guest::{AgentConnection, Guest};
+use crate::guest::{AgentConnection, Guest, Notes};
 
 impl Machine {
+    /// Where this machine's agent connection notes what happens to it outside a
+    /// request (it broke, the agent complained): `driver.log`, naming the machine.
+    pub(super) fn agent_notes(&self) -> Notes {
+        let log = self.config.log.clone();
+        let name = self.config.name.clone();
+        Arc::new(move |note: &str| log.file_only(&format!("{name}: {note}")))
+    }
+
     /// The connection to the running machine's agent; connects again first when the
     /// agent has restarted since (the guest closed its port, and has opened it again).
     pub(super) async fn guest(&self, running: &Running) -> Result<Arc<Guest>, Error> {
@@ -41,7 +49,7 @@ impl Machine {
             g.1 = None;
         }
         let path = self.config.socket_dir.join("agent.sock");
-        let conn = AgentConnection::connect(&path, Duration::from_secs(30))
+        let conn = AgentConnection::connect(&path, Duration::from_secs(30), self.agent_notes())
             .await
             .map_err(|source| {
                 self.agent_failed("connecting again after the agent restarted", source)

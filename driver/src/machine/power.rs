@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::state::Machine;
+use super::state::{Machine, Running};
 use crate::error::Error;
 
 impl Machine {
@@ -19,15 +19,28 @@ impl Machine {
             return Ok(());
         };
         self.log("shutting down");
-        let asked = match self.guest(&running).await {
-            Ok(guest) => guest
-                .shutdown()
-                .await
-                .map_err(|e| self.agent_failed("asking the guest to power off", e)),
-            Err(e) => Err(e),
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A guest that does not answer the request has the same limit as one that
+        // does not power off.
+        let ask = async {
+            match self.guest(&running).await {
+                Ok(guest) => guest
+                    .shutdown()
+                    .await
+                    .map_err(|e| self.agent_failed("asking the guest to power off", e)),
+                Err(e) => Err(e),
+            }
+        };
+        let asked = match tokio::time::timeout_at(deadline, ask).await {
+            Ok(asked) => asked,
+            Err(_) => Err(Error::Timeout {
+                machine: self.config.name.clone(),
+                what: "asking the guest to power off".into(),
+                after: timeout,
+            }),
         };
         let clean = asked.is_ok()
-            && tokio::time::timeout(timeout, running.process.exited())
+            && tokio::time::timeout_at(deadline, running.process.exited())
                 .await
                 .is_ok();
         if clean {
@@ -37,8 +50,7 @@ impl Machine {
             "no power-off within {} s: stopping qemu",
             timeout.as_secs_f64()
         ));
-        let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
-        running.process.close(Duration::from_secs(3)).await;
+        self.end_qemu(&running).await;
         Err(Error::PowerOff {
             machine: self.config.name.clone(),
             limit: timeout,
@@ -61,22 +73,66 @@ impl Machine {
         self.start().await
     }
 
-    /// Stops QEMU at once (QMP `quit`, then signals). Idempotent; used at the end of a
-    /// run, when the guest's state no longer matters.
+    /// Stops QEMU at once (QMP `quit`, then signals; see [`Machine::end_qemu`]).
+    /// Idempotent; used at the end of a run, when the guest's state no longer matters.
     pub async fn stop(&self) {
         let Some(running) = self.running.lock().await.take() else {
             return;
         };
-        if running.process.status().is_none() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), running.qmp.quit()).await;
-            if tokio::time::timeout(Duration::from_secs(2), running.process.exited())
-                .await
-                .is_err()
-            {
-                running.process.close(Duration::from_secs(3)).await;
-            }
-        }
+        self.end_qemu(&running).await;
         let mut rx = running.state.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| s.eof)).await;
     }
+
+    /// Ends `running`'s QEMU: `quit` over QMP, which a live QEMU answers at once, then
+    /// [`QUIT_EXIT`] to exit and SIGTERM with [`TERM_GRACE`]. A QEMU that cannot answer
+    /// is killed (SIGKILL) without those waits, and the log says why: one stopped by a
+    /// signal (SIGSTOP: it would not even die of SIGTERM), or one that does not answer
+    /// QMP within [`QMP_ANSWER`].
+    async fn end_qemu(&self, running: &Running) {
+        let process = &running.process;
+        if process.status().is_some() {
+            return;
+        }
+        let killed = if process.is_stopped() {
+            Some("qemu is stopped by a signal (SIGSTOP) and cannot answer: killed".to_owned())
+        } else {
+            match tokio::time::timeout(QMP_ANSWER, running.qmp.quit()).await {
+                Err(_) if process.status().is_none() => Some(format!(
+                    "qemu did not answer QMP within {} s{}: killed",
+                    QMP_ANSWER.as_secs_f64(),
+                    if process.is_stopped() {
+                        " (it is stopped by a signal)"
+                    } else {
+                        ""
+                    }
+                )),
+                _ => {
+                    if tokio::time::timeout(QUIT_EXIT, process.exited())
+                        .await
+                        .is_err()
+                    {
+                        self.log(&format!(
+                            "qemu did not exit within {} s of `quit`: SIGTERM",
+                            QUIT_EXIT.as_secs_f64()
+                        ));
+                        process.close(TERM_GRACE).await;
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(why) = killed {
+            self.log(&why);
+            process.signal(libc::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), process.exited()).await;
+        }
+    }
 }
+
+/// How long a QEMU being stopped has to answer QMP's `quit` before it is killed.
+const QMP_ANSWER: Duration = Duration::from_secs(1);
+/// How long a QEMU that answered `quit` has to exit before SIGTERM.
+const QUIT_EXIT: Duration = Duration::from_secs(2);
+/// How long QEMU has after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);

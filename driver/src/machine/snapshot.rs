@@ -301,7 +301,7 @@ impl Machine {
         let path = c.socket_dir.join("agent.sock");
         // The restore as a whole is bounded by boot_timeout (see the caller); a busy
         // host may take longer than a few seconds to run the guest up to its answer.
-        let conn = AgentConnection::connect(&path, c.boot_timeout)
+        let conn = AgentConnection::connect(&path, c.boot_timeout, self.agent_notes())
             .await
             .map_err(|e| format!("the restored agent: {e}"))?;
         if !conn.has_feature(proto::FEATURE_NET_SET_MAC) {

@@ -27,6 +27,23 @@ pub(super) struct Running {
     pub(super) stderr_tail: Arc<Console>,
     /// Why the VM is paused, while it is.
     pub(super) paused: watch::Receiver<Option<String>>,
+    /// Why the guest was taken as not answering (a call past its limit that it never
+    /// reported): what is left to ask it at the end of the run is skipped.
+    pub(super) not_answering: Mutex<Option<String>>,
+}
+
+impl Running {
+    /// Takes the guest as not answering, for `why`.
+    pub(super) fn not_answering(&self, why: String) {
+        if let Ok(mut w) = self.not_answering.lock() {
+            w.get_or_insert(why);
+        }
+    }
+
+    /// Why the guest was taken as not answering, if it was.
+    pub(super) fn why_not_answering(&self) -> Option<String> {
+        self.not_answering.lock().ok().and_then(|w| w.clone())
+    }
 }
 
 /// A QEMU that is booting, and what tells why it died if it does.
@@ -56,6 +73,7 @@ impl Spawned {
             state: self.booting.state,
             stderr_tail: self.booting.stderr_tail,
             paused: self.events.paused,
+            not_answering: Mutex::new(None),
         }
     }
 }

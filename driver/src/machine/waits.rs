@@ -87,8 +87,14 @@ impl Machine {
         let deadline = Instant::now() + timeout;
         let quoted = shell_quote(unit);
         loop {
+            // Each check within what is left of the wait, so that a guest that stops
+            // answering fails it at its limit.
+            let left = deadline.saturating_duration_since(Instant::now());
             let r = self
-                .execute(&format!("systemctl is-active {quoted}"))
+                .execute_with_timeout(
+                    &format!("systemctl is-active {quoted}"),
+                    left.max(Duration::from_secs(1)),
+                )
                 .await?;
             match r.stdout.trim() {
                 "active" => return Ok(()),
