@@ -468,10 +468,55 @@ impl Log {
         }
     }
 
-    /// A line from a machine's serial console: `name # line`.
+    /// A line from a machine's serial console: `name # line`, without the guest's
+    /// terminal escape sequences and control characters (`console.log` keeps them).
     pub fn console(&self, machine: &str, line: &str) {
+        let line = without_escapes(line);
         self.write_styled(&format!("{machine} # {line}"), Some(machine));
     }
+}
+
+/// `line` without terminal escape sequences (CSI such as colours, OSC such as a window
+/// title, and two-byte ones) and other control characters but tab: a guest's console
+/// must neither put colour codes into output that is no terminal nor drive the user's
+/// terminal.
+fn without_escapes(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.into();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC, DCS, APC, PM, SOS: up to BEL or ST (ESC \\).
+                Some(']' | 'P' | '_' | '^' | 'X') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                // A two-byte sequence (ESC c, ESC 7, ...), with an intermediate maybe.
+                Some(' '..='/') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Redraws the status line every [`REDRAW`] while the log lives.
@@ -529,6 +574,23 @@ fn colour_of(name: &str) -> u8 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn console_lines_lose_escapes_and_control_characters() {
+        let cases = [
+            ("plain line\twith tab", "plain line\twith tab"),
+            ("[\x1b[0;32m  OK  \x1b[0m] Started", "[  OK  ] Started"),
+            ("\x1b]0;title\x07after", "after"),
+            ("\x1b]2;title\x1b\\after", "after"),
+            ("\x1b[?25l\x1b[2Jclear\x1bc\x1b(Bx", "clearx"),
+            ("bell\x07 and nul\0 and del\x7f", "bell and nul and del"),
+            ("cut \x1b[1;3", "cut "),
+            ("écran \x1b[1mgras\x1b[m", "écran gras"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(without_escapes(raw), shown, "{raw:?}");
+        }
+    }
 
     #[test]
     fn activities_and_marks_are_steps_in_events_jsonl() {

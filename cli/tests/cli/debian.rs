@@ -94,6 +94,8 @@ fn nginx_example_passes() {
         "{t}"
     );
     assert!(t.contains("PASSED: nginx"), "{t}");
+    // systemd colours its console; output that is no terminal carries none of it.
+    assert!(t.contains("web # ") && !t.contains('\x1b'), "{t}");
     assert_no_qemu_left(&tag);
 }
 
