@@ -38,8 +38,10 @@ impl Machine {
         self.running().await.map(|_| ())
     }
 
-    /// The running machine; boots it first unless it runs.
+    /// The running machine; boots it first unless it runs. Fails once a helper of the
+    /// network died (before a boot, and after one that was under way meanwhile).
     pub(super) async fn running(&self) -> Result<Arc<Running>, Error> {
+        self.config.fabric.check_helpers()?;
         let mut slot = self.running.lock().await;
         if let Some(r) = slot.as_ref() {
             if r.process.status().is_none() {
@@ -50,6 +52,7 @@ impl Machine {
         }
         let running = Arc::new(self.boot().await?);
         *slot = Some(running.clone());
+        self.config.fabric.check_helpers()?;
         Ok(running)
     }
 

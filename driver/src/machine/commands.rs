@@ -108,6 +108,7 @@ impl Machine {
         let exec = guest.exec_shell(command, timeout, &env, |is_err, chunk| {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
+        let doing = format!("running `{command}`");
         let output: ExecOutput = tokio::select! {
             r = exec => match r {
                 Ok(output) => output,
@@ -126,6 +127,7 @@ impl Machine {
             why = paused(&running) => {
                 return Err(self.died(&running, &format!("{why} while running `{command}`")).await);
             }
+            e = self.helper_died(&doing) => return Err(e),
             // The guest kills the command at its limit and says so (below); this is
             // for a guest that does not answer at all.
             _ = tokio::time::sleep(timeout + KILL_GRACE) => {
