@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_driver::{Error, Fleet};
 
-use super::{gone, network, qemus_with, run_script};
+use super::{assert_gone, gone, network, qemus_with, run_script};
 
 const TWO: &str = "[machines.a]\n[machines.b]\n";
 
@@ -162,6 +162,39 @@ async fn vlan_switch_killed_during_a_command_fails_it_and_every_later_call() {
         .partition(1, &[vec!["a".into()], vec!["b".into()]])
         .await;
     assert!(matches!(e, Err(Error::HelperDied { .. })), "{e:?}");
+    stop_and_check(net, dir.path(), pids).await;
+}
+
+/// A boot under way (a cold one, seconds under TCG) ends when its VLAN's switch dies,
+/// and its QEMU goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn vlan_switch_killed_during_a_boot_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, "[machines.a]\n[machines.b]\nsnapshot = false\n");
+    let a = net.machine("a").unwrap();
+    a.start().await.unwrap();
+    let pids = net.helper_pids().await;
+    let b = net.machine("b").unwrap();
+    let booting = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let r = b.start().await;
+            (r, Instant::now())
+        })
+    };
+    log_line(dir.path(), "b: starting (").await;
+    let killed = Instant::now();
+    sigkill(helper_pid(&net, "vlan 1: vde_switch").await);
+    let (result, ended) = booting.await.unwrap();
+    let took = ended - killed;
+    let e = result.unwrap_err().to_string();
+    assert!(took < LIMIT, "the boot ended {took:?} after the kill");
+    assert!(
+        e.starts_with("vlan 1: vde_switch was killed by signal 9 (SIGKILL) while the test ran"),
+        "{e}"
+    );
+    eprintln!("boot: failed {took:?} after the kill: {e}");
+    assert_gone(&b).await;
     stop_and_check(net, dir.path(), pids).await;
 }
 

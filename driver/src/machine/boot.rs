@@ -39,7 +39,8 @@ impl Machine {
     }
 
     /// The running machine; boots it first unless it runs. Fails once a helper of the
-    /// network died (before a boot, and after one that was under way meanwhile).
+    /// network died: before a boot, while it waits for readiness (QEMU is stopped),
+    /// and after it.
     pub(super) async fn running(&self) -> Result<Arc<Running>, Error> {
         self.config.fabric.check_helpers()?;
         let mut slot = self.running.lock().await;
@@ -266,8 +267,9 @@ impl Machine {
 
     /// Waits until the guest's agent is ready: the agent's readiness line on the
     /// console, or (QGA) qemu-ga answering. Returns the boot time the agent reported
-    /// (0 if none), and the qemu-ga client of a QGA guest. A panic, QEMU's exit or
-    /// the boot timeout fail the boot (and stop QEMU).
+    /// (0 if none), and the qemu-ga client of a QGA guest. A panic, QEMU's exit, the
+    /// boot timeout or the death of a helper of the machine's VLANs fail the boot (and
+    /// stop QEMU).
     pub(super) async fn wait_ready(
         &self,
         booting: &Booting,
@@ -344,6 +346,10 @@ impl Machine {
             }
             status = process.exited() => {
                 Err(self.died_early(status, state, stderr_tail).await)
+            }
+            e = self.helper_died("booting") => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                Err(e)
             }
             _ = tokio::time::sleep(deadline) => {
                 let _ = process.close(Duration::from_secs(2)).await;

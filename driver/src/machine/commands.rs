@@ -76,6 +76,8 @@ impl Machine {
         timeout: Duration,
         expected: Option<bool>,
     ) -> Result<CommandResult, Error> {
+        // A dead helper is the error, not the polling condition it would break.
+        self.config.fabric.check_helpers()?;
         self.config.conditions.check().await?;
         let running = self.running().await?;
         let busy =
