@@ -112,6 +112,23 @@ pub enum Error {
         problem: String,
         console: Vec<String>,
     },
+    /// A helper process of the network (a VLAN's `vde_switch`, a machine's link
+    /// switch or `wirefilter`, a VLAN capture's or a cable's `vde_plug`) exited while
+    /// the test ran, unasked: the network is no longer the one the test set up, so the
+    /// call that was waiting (`during`, what it was doing) and every later one fail.
+    /// `helper` names it (`vlan 1: vde_switch`, `machine `a` vlan 1: wirefilter`),
+    /// `status` says how it ended.
+    #[error(
+        "{helper} {status} while the test ran{}",
+        during.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+    )]
+    HelperDied {
+        helper: String,
+        vlan: u8,
+        machine: Option<String>,
+        status: String,
+        during: Option<String>,
+    },
     #[error("machine `{machine}`: qmp")]
     Qmp {
         machine: String,

@@ -1,5 +1,7 @@
 //! The network fabric of a run: the vmnet plan, the VLAN switches (VDE backend) and the
-//! controls a test uses while machines run.
+//! controls a test uses while machines run. Each helper process it starts is watched
+//! ([`crate::helper_watch`]): one that dies while the test runs fails the calls it
+//! concerns.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +10,9 @@ use flotilla_vmnet::mgmt::Mgmt;
 use flotilla_vmnet::{Backend, Impairment, Plan};
 
 use crate::error::Error;
+use crate::helper_watch::{self, Deaths, HelperName, Watched};
 use crate::log::Log;
-use crate::process::{describe_status, Process};
+use crate::process::{describe_status, ExitWatch, Process};
 use crate::spec::JoinSpec;
 
 /// Switch processes, started once, before the first machine boots.
@@ -25,10 +28,15 @@ pub struct Fabric {
     hubs: std::sync::Mutex<std::collections::BTreeSet<u8>>,
     /// Ports moved by a partition, per VLAN.
     partitioned: std::sync::Mutex<std::collections::BTreeMap<u8, Vec<u16>>>,
+    /// Helpers that died while the test ran.
+    deaths: Deaths,
 }
 
 #[derive(Debug)]
 struct Helper {
+    /// Dropped before the process, so that the kill of a dropped helper is no death.
+    watched: Option<Watched>,
+    name: HelperName,
     process: Process,
     // Held open: vde_switch and wirefilter exit when their stdin closes.
     _stdin: Option<tokio::process::ChildStdin>,
@@ -47,6 +55,7 @@ impl Fabric {
             partitioned: Default::default(),
             captures: Default::default(),
             hubs: Default::default(),
+            deaths: Deaths::default(),
         })
     }
 
@@ -60,25 +69,26 @@ impl Fabric {
         let mut helpers = Vec::new();
         // Whatever started is stopped again if a later helper fails (Drop kills).
         for vlan in self.plan.vlans.values() {
-            let name = format!("vlan {}: vde_switch", vlan.id);
+            let name = HelperName::vlan(vlan.id, helper_watch::SWITCH);
             let ctl = vlan.switch_dir.join("ctl");
+            let sockets = [ctl.as_path(), vlan.mgmt_socket.as_path()];
             helpers.push(
-                self.spawn_helper(&name, vlan.switch_command(), &[&ctl, &vlan.mgmt_socket])
+                self.spawn_helper(name, vlan.switch_command(), &sockets)
                     .await?,
             );
         }
         for machine in self.plan.machines.values() {
             for nic in &machine.nics {
                 let vlan = &self.plan.vlans[&nic.vlan];
-                let name = format!("{} vlan {}: link switch", machine.name, nic.vlan);
+                let name = HelperName::link(&machine.name, nic.vlan, helper_watch::LINK_SWITCH);
                 let ctl = nic.link_dir.join("ctl");
                 helpers.push(
-                    self.spawn_helper(&name, nic.link_switch_command(), &[&ctl])
+                    self.spawn_helper(name, nic.link_switch_command(), &[&ctl])
                         .await?,
                 );
-                let name = format!("{} vlan {}: wirefilter", machine.name, nic.vlan);
+                let name = HelperName::link(&machine.name, nic.vlan, helper_watch::WIREFILTER);
                 helpers.push(
-                    self.spawn_helper(&name, nic.filter_command(vlan), &[&nic.filter_mgmt])
+                    self.spawn_helper(name, nic.filter_command(vlan), &[&nic.filter_mgmt])
                         .await?,
                 );
             }
@@ -92,9 +102,10 @@ impl Fabric {
                     j.switch.display()
                 )));
             }
-            let name = format!("vlan {}: cable to {}", j.vlan, j.switch.display());
+            let what = format!("cable to {} (vde_plug)", j.switch.display());
+            let name = HelperName::vlan(j.vlan, what);
             let cmd = flotilla_vmnet::join_command(&vlan.switch_dir, &j.switch);
-            let helper = self.spawn_helper(&name, cmd, &[]).await?;
+            let helper = self.spawn_helper(name, cmd, &[]).await?;
             // vde_plug exits at once when it cannot reach either switch.
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some(status) = helper.process.status() {
@@ -125,17 +136,24 @@ impl Fabric {
             self.plan.backend,
             helpers.len()
         ));
+        // All started: from now on the exit of any is a death.
+        for i in 0..helpers.len() {
+            let upstream = upstream_of(&helpers[i].name, &helpers);
+            helpers[i].watched = Some(self.watch(&helpers[i].name, &helpers[i].process, upstream));
+        }
         *slot = Some(helpers);
         Ok(())
     }
 
-    /// Spawns a VDE helper with its stdin held open and waits for its sockets.
+    /// Spawns a VDE helper with its stdin held open and waits for its sockets; it is
+    /// not watched yet.
     async fn spawn_helper(
         &self,
-        name: &str,
+        helper: HelperName,
         command: std::process::Command,
         sockets: &[&std::path::Path],
     ) -> Result<Helper, Error> {
+        let name = &helper.to_string();
         let mut cmd = tokio::process::Command::from(command);
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -188,9 +206,59 @@ impl Fabric {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(Helper {
+            watched: None,
+            name: helper,
             process,
             _stdin: stdio.stdin,
         })
+    }
+
+    /// Watches a started helper; see [`helper_watch::watch`].
+    fn watch(
+        &self,
+        helper: &HelperName,
+        process: &Process,
+        upstream: Vec<(HelperName, ExitWatch)>,
+    ) -> Watched {
+        let exit = process.exit_watch();
+        helper_watch::watch(helper.clone(), exit, upstream, &self.deaths, &self.log)
+    }
+
+    /// Fails with the first helper death of the run, if a helper died: every call
+    /// after one fails.
+    pub(crate) fn check_helpers(&self) -> Result<(), Error> {
+        match self.deaths.first() {
+            Some(death) => Err(death.error(None)),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves, with its error, when a helper of one of `machine`'s VLANs dies while
+    /// the machine was `doing` something (at once if one died already).
+    pub(crate) async fn helper_died(&self, machine: &str, doing: &str) -> Error {
+        let vlans: Vec<u8> = match self.plan.machine(machine) {
+            Ok(m) => m.nics.iter().map(|n| n.vlan).collect(),
+            Err(_) => Vec::new(),
+        };
+        let death = self.deaths.on(&vlans).await;
+        death.error(Some(format!("machine `{machine}` was {doing}")))
+    }
+
+    /// The helper processes that run: what the log calls each one, and its pid.
+    pub async fn helper_pids(&self) -> Vec<(String, u32)> {
+        let running = |h: &Helper| {
+            h.process
+                .status()
+                .is_none()
+                .then(|| (h.name.to_string(), h.process.pid()))
+        };
+        let mut pids: Vec<(String, u32)> = match &*self.switches.lock().await {
+            Some(helpers) => helpers.iter().filter_map(running).collect(),
+            None => Vec::new(),
+        };
+        let captures = self.captures.lock().await;
+        pids.extend(captures.iter().filter_map(|(h, _)| running(h)));
+        pids
     }
 
     /// Captures every frame on `vlan` into a pcap file at `path` until the network stops
@@ -202,6 +270,7 @@ impl Fabric {
             "capturing a whole VLAN",
             " (capture a machine's NIC instead)",
         )?;
+        self.check_helpers()?;
         self.ensure_started().await?;
         let v = self
             .plan
@@ -234,7 +303,8 @@ impl Fabric {
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
-        let name = format!("vlan {vlan}: capture");
+        let helper = HelperName::vlan(vlan, helper_watch::CAPTURE);
+        let name = helper.to_string();
         let (process, stdio) = Process::spawn(&name, cmd)
             .await
             .map_err(|source| Error::Io {
@@ -265,8 +335,14 @@ impl Fabric {
                 "vlan {vlan}: captured {frames} frames into {shown}"
             ));
         });
+        let upstream = match &*self.switches.lock().await {
+            Some(helpers) => upstream_of(&helper, helpers),
+            None => Vec::new(),
+        };
         self.captures.lock().await.push((
             Helper {
+                watched: Some(self.watch(&helper, &process, upstream)),
+                name: helper,
                 process,
                 _stdin: stdio.stdin,
             },
@@ -277,15 +353,23 @@ impl Fabric {
         Ok(())
     }
 
-    /// Stops the switches. Idempotent.
+    /// Stops the switches. Idempotent. Their exits are no deaths.
     pub async fn stop(&self) {
-        // Captures first, so their files are complete.
         let captures = std::mem::take(&mut *self.captures.lock().await);
+        let helpers = self.switches.lock().await.take();
+        let all = captures
+            .iter()
+            .map(|(h, _)| h)
+            .chain(helpers.iter().flatten());
+        for h in all.filter_map(|h| h.watched.as_ref()) {
+            h.stopping();
+        }
+        // Captures first, so their files are complete.
         for (helper, task) in captures {
             helper.process.close(Duration::from_secs(2)).await;
             let _ = task.await;
         }
-        let Some(helpers) = self.switches.lock().await.take() else {
+        let Some(helpers) = helpers else {
             return;
         };
         futures::future::join_all(
@@ -331,6 +415,7 @@ impl Fabric {
     /// Splits VLAN `vlan` into groups of machines that reach each other only within
     /// their group. Every machine named must be running.
     pub async fn partition(&self, vlan: u8, groups: &[Vec<String>]) -> Result<(), Error> {
+        self.check_helpers()?;
         let mut ports = Vec::new();
         for group in groups {
             let mut g = Vec::new();
@@ -371,6 +456,7 @@ impl Fabric {
         impairment: Impairment,
     ) -> Result<(), Error> {
         self.require_vde("impairing a link", "")?;
+        self.check_helpers()?;
         impairment.check().map_err(Error::Network)?;
         let path = self
             .plan
@@ -401,6 +487,7 @@ impl Fabric {
 
     /// Undoes [`Fabric::partition`] on `vlan`.
     pub async fn heal(&self, vlan: u8) -> Result<(), Error> {
+        self.check_helpers()?;
         let ports = self
             .partitioned
             .lock()
@@ -419,4 +506,13 @@ impl Fabric {
         self.log.info(&format!("vlan {vlan}: healed"));
         Ok(())
     }
+}
+
+/// The helpers among `helpers` that `helper` depends on, whose death explains its own.
+fn upstream_of(helper: &HelperName, helpers: &[Helper]) -> Vec<(HelperName, ExitWatch)> {
+    helpers
+        .iter()
+        .filter(|h| helper.depends_on(&h.name))
+        .map(|h| (h.name.clone(), h.process.exit_watch()))
+        .collect()
 }

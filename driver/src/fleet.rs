@@ -317,6 +317,16 @@ impl Fleet {
             .map(|v| v.switch_dir.clone())
     }
 
+    /// The network's helper processes that run (VDE backend: each VLAN's
+    /// `vde_switch`, each NIC's link switch and `wirefilter`, VLAN captures' and
+    /// cables' `vde_plug`), each as the log names it (`vlan 1: vde_switch`,
+    /// ``machine `a` vlan 1: wirefilter``) with its pid. One that exits while the
+    /// test runs, unasked, fails the calls of the machines on its VLAN
+    /// ([`Error::HelperDied`]); tests kill them to check that.
+    pub async fn helper_pids(&self) -> Vec<(String, u32)> {
+        self.fabric.helper_pids().await
+    }
+
     /// Starts the network's switches (machines start them on boot too).
     pub async fn start_switches(&self) -> Result<(), Error> {
         self.fabric.ensure_started().await

@@ -68,6 +68,8 @@
 //!   `report.rs` (verdicts, attempts, the summary table), `junit.rs` (the suite's JUnit
 //!   report), `list.rs` (`--list` as text or JSON).
 //! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
+//! - `helper_watch.rs`: the deaths of the fabric's helper processes (switches, wire
+//!   filters, captures, cables): a watcher each, and the calls a death fails.
 //! - `conditions.rs`: polling conditions, checked between the steps of a test.
 //! - `run_dir.rs`: the run's private socket directory, and removing those of killed runs.
 //! - `lock.rs`: the `flock` that says a run is alive (run directories, control sockets).
@@ -152,6 +154,7 @@ mod fabric;
 mod fleet;
 mod fleet_coverage;
 mod guest;
+mod helper_watch;
 mod host;
 pub mod http;
 pub mod image;

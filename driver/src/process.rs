@@ -168,15 +168,15 @@ impl Process {
 
     /// Resolves when the child has exited.
     pub async fn exited(&self) -> ExitStatus {
-        let mut rx = self.exit.clone();
-        loop {
-            if let Some(status) = *rx.borrow_and_update() {
-                return status;
-            }
-            if rx.changed().await.is_err() {
-                // The monitor task is gone (runtime shutting down): the child was killed.
-                return std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
-            }
+        self.exit_watch().exited().await
+    }
+
+    /// A handle that tells when the child exits, for a task that does not own the
+    /// [`Process`].
+    pub fn exit_watch(&self) -> ExitWatch {
+        ExitWatch {
+            pid: self.pid,
+            exit: self.exit.clone(),
         }
     }
 
@@ -192,6 +192,50 @@ impl Process {
                 self.signal(libc::SIGKILL);
                 self.exited().await
             }
+        }
+    }
+}
+
+/// Whether (and how) a [`Process`] exited, without owning it: see
+/// [`Process::exit_watch`].
+#[derive(Debug, Clone)]
+pub struct ExitWatch {
+    pid: u32,
+    exit: watch::Receiver<Option<ExitStatus>>,
+}
+
+impl ExitWatch {
+    /// The exit status, if the child has exited and been reaped.
+    pub fn status(&self) -> Option<ExitStatus> {
+        *self.exit.borrow()
+    }
+
+    /// Resolves when the child has exited.
+    pub async fn exited(&self) -> ExitStatus {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(status) = *rx.borrow_and_update() {
+                return status;
+            }
+            if rx.changed().await.is_err() {
+                // The monitor task is gone (runtime shutting down): the child was killed.
+                return std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Whether the child has exited, reaped or not yet: a zombie, or a process that
+    /// is gone while its monitor task has not said so yet, has exited too.
+    pub fn has_exited(&self) -> bool {
+        if self.status().is_some() {
+            return true;
+        }
+        // `/proc/PID/stat` is `PID (COMM) STATE ...`; COMM may hold spaces and `)`.
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => true,
         }
     }
 }

@@ -275,6 +275,8 @@ async fn run_script(
     let mut result = match result {
         Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
+        // A helper that died after the script's last call broke the run all the same.
+        Ok(()) => net.fabric.check_helpers(),
         other => other,
     };
     // The report is evidence; only a floor the user asked for turns it into a verdict.

@@ -15,6 +15,7 @@ mod debian;
 mod debian_machines;
 mod disk;
 mod files;
+mod helper_deaths;
 mod net;
 mod screen;
 mod snapshot;

@@ -38,8 +38,11 @@ impl Machine {
         self.running().await.map(|_| ())
     }
 
-    /// The running machine; boots it first unless it runs.
+    /// The running machine; boots it first unless it runs. Fails once a helper of the
+    /// network died: before a boot, while it waits for readiness (QEMU is stopped),
+    /// and after it.
     pub(super) async fn running(&self) -> Result<Arc<Running>, Error> {
+        self.config.fabric.check_helpers()?;
         let mut slot = self.running.lock().await;
         if let Some(r) = slot.as_ref() {
             if r.process.status().is_none() {
@@ -50,6 +53,7 @@ impl Machine {
         }
         let running = Arc::new(self.boot().await?);
         *slot = Some(running.clone());
+        self.config.fabric.check_helpers()?;
         Ok(running)
     }
 
@@ -267,8 +271,9 @@ impl Machine {
 
     /// Waits until the guest's agent is ready: the agent's readiness line on the
     /// console, or (QGA) qemu-ga answering. Returns the boot time the agent reported
-    /// (0 if none), and the qemu-ga client of a QGA guest. A panic, QEMU's exit or
-    /// the boot timeout fail the boot (and stop QEMU).
+    /// (0 if none), and the qemu-ga client of a QGA guest. A panic, QEMU's exit, the
+    /// boot timeout or the death of a helper of the machine's VLANs fail the boot (and
+    /// stop QEMU).
     pub(super) async fn wait_ready(
         &self,
         booting: &Booting,
@@ -345,6 +350,10 @@ impl Machine {
             }
             status = process.exited() => {
                 Err(self.died_early(status, state, stderr_tail).await)
+            }
+            e = self.helper_died("booting") => {
+                let _ = process.close(Duration::from_secs(2)).await;
+                Err(e)
             }
             _ = tokio::time::sleep(deadline) => {
                 let _ = process.close(Duration::from_secs(2)).await;

@@ -84,6 +84,8 @@ impl Machine {
         timeout: Duration,
         expected: Option<bool>,
     ) -> Result<CommandResult, Error> {
+        // A dead helper is the error, not the polling condition it would break.
+        self.config.fabric.check_helpers()?;
         self.config.conditions.check().await?;
         let running = self.running().await?;
         let busy =
@@ -120,6 +122,7 @@ impl Machine {
         let exec = guest.exec_shell(command, timeout, &env, |is_err, chunk| {
             lines[usize::from(is_err)].push(chunk, |line| log.machine(&name, &format!("  {line}")));
         });
+        let doing = format!("running `{command}`");
         let output: ExecOutput = tokio::select! {
             r = exec => match r {
                 Ok(output) => output,
@@ -138,6 +141,7 @@ impl Machine {
             why = paused(&running) => {
                 return Err(self.died(&running, &format!("{why} while running `{command}`")).await);
             }
+            e = self.helper_died(&doing) => return Err(e),
             // The guest kills the command at its limit and says so (below); this is
             // for a guest that does not answer at all.
             why = not_answering(&running, timeout, grace) => {

@@ -1,5 +1,6 @@
 //! What an error about a dead, paused or stuck machine says: the reason, QEMU's last
-//! words, the console's tail; and calls that end at once when the machine dies.
+//! words, the console's tail; and calls that end at once when the machine dies, or a
+//! helper process of its network does.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -72,8 +73,9 @@ impl Machine {
         (problem, self.console.tail(TAIL_LINES))
     }
 
-    /// Runs `fut`, a call on the running machine, unless QEMU exits, the VM pauses or
-    /// the agent goes away first: those end it at once with the evidence.
+    /// Runs `fut`, a call on the running machine, unless QEMU exits, the VM pauses,
+    /// the agent goes away or a helper of the machine's VLANs dies first: those end it
+    /// at once with the evidence.
     pub(super) async fn guarded<T>(
         &self,
         running: &Running,
@@ -86,7 +88,17 @@ impl Machine {
                 .died(running, &format!("qemu {} while {what}", describe_status(status)))
                 .await),
             why = paused(running) => Err(self.died(running, &format!("{why} while {what}")).await),
+            e = self.helper_died(what) => Err(e),
         }
+    }
+
+    /// Resolves, with its error, when a helper process of one of the machine's VLANs
+    /// dies while the machine is `doing` something (at once if one died already).
+    pub(super) async fn helper_died(&self, doing: &str) -> Error {
+        self.config
+            .fabric
+            .helper_died(&self.config.name, doing)
+            .await
     }
 
     pub(super) async fn died(&self, running: &Running, problem: &str) -> Error {

@@ -22,6 +22,7 @@ impl Machine {
                 self.config.name
             ))
         })?;
+        self.config.fabric.check_helpers()?;
         self.log(&format!("waiting for console text matching `{pattern}`"));
         let mut count = self.console.count.subscribe();
         let running = self.running.lock().await.clone();
@@ -41,6 +42,7 @@ impl Machine {
                 None => std::future::pending().await,
             }
         };
+        let doing = format!("waiting for console text `{pattern}`");
         let found = async {
             tokio::select! {
                 line = wait => Ok(line),
@@ -48,6 +50,7 @@ impl Machine {
                     Some(r) => Err(self.died(r, &format!("qemu {} while waiting for console text `{pattern}`", describe_status(status))).await),
                     None => Err(Error::Internal("no machine".into())),
                 },
+                e = self.helper_died(&doing) => Err(e),
                 _ = tokio::time::sleep(timeout) => Err(Error::Timeout {
                     machine: self.config.name.clone(),
                     what: format!("waiting for console text matching `{pattern}`"),

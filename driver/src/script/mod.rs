@@ -27,7 +27,7 @@
 //! | `m.send_chars(text)`, `m.send_chars(text, delay_ms)` | types text on a US keyboard, a key press per character (10 ms apart unless told) |
 //! | `m.name` | the machine's name |
 //! | `subtest(name, \|\| { ... })` | runs a named, timed section (nestable); a failure inside fails the test and names the subtest |
-//! | `retry(\|\| { ... })`, `retry(\|\| { ... }, secs)` | runs the closure until it does not throw, a second apart (120 s, or `secs`); returns its value |
+//! | `retry(\|\| { ... })`, `retry(\|\| { ... }, secs)` | runs the closure until it does not throw, a second apart (120 s, or `secs`), or until a helper of the network died; returns its value |
 //! | `start_all()` | boots every machine in parallel |
 //! | `polling_condition(name, \|\| { ... })`, `polling_condition(name, secs, \|\| { ... })` | the closure must not throw whenever it is checked: before every command of any machine (also between the tries of `wait_until_*`), at most every `secs`; a failure fails the step, naming the condition |
 //! | `log(text)` / `print(text)` | writes a line to the log |
