@@ -94,3 +94,26 @@ async fn qemu_failing_at_start_is_quoted_not_a_qmp_error() {
     }
     net.stop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_boot_cancelled_midway_leaves_no_qemu() {
+    // A test's timeout or Ctrl-C drops a boot under way: its QEMU must go with it.
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, "[machines.vm]\nmemory = 256\nsnapshot = false\n");
+    let vm = net.machine("vm").unwrap();
+    let mut boot = Box::pin(vm.start());
+    let started = Instant::now();
+    while vm.qemu_pid().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "qemu never started"
+        );
+        tokio::select! {
+            r = &mut boot => panic!("the boot ended before it could be cancelled: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    drop(boot);
+    assert_gone(&vm).await;
+    net.stop_all().await;
+}

@@ -200,7 +200,7 @@ impl Machine {
             spawn_stderr_reader(stderr, log_dir, log, name, stderr_tail.clone());
         }
         if let Some(stdin) = stdio.stdin {
-            hold_stdin(stdin, process.clone());
+            hold_stdin(stdin, &process);
         }
         let booting = Booting {
             process,
@@ -367,10 +367,13 @@ impl Machine {
     }
 }
 
-/// Keeps QEMU's stdin (the console's input) open for as long as QEMU runs.
-pub(super) fn hold_stdin(stdin: ChildStdin, process: Arc<Process>) {
+/// Keeps QEMU's stdin (the console's input) open for as long as QEMU runs. The task
+/// only watches the exit: holding the [`Process`] itself would keep QEMU alive after a
+/// boot that was cancelled (a test's timeout, Ctrl-C) dropped it.
+pub(super) fn hold_stdin(stdin: ChildStdin, process: &Process) {
+    let exit = process.exit_watch();
     tokio::spawn(async move {
         let _stdin = stdin;
-        process.exited().await;
+        exit.exited().await;
     });
 }
