@@ -97,7 +97,12 @@ fn describe_packages(recipe: &Recipe) -> String {
 
 /// A package the mirror lacks becomes a spec error at the first entry that names it.
 fn placed(e: Error, spec: &Spec, names: &[String]) -> Error {
-    let Error::UnknownPackage { package, mirror } = &e else {
+    let Error::UnknownPackage {
+        package,
+        suite,
+        mirror,
+    } = &e
+    else {
         return e;
     };
     let machines: BTreeMap<&String, _> = names
@@ -112,8 +117,7 @@ fn placed(e: Error, spec: &Spec, names: &[String]) -> Error {
                     line: p.line,
                     column: p.column,
                     message: format!(
-                        "machine `{name}`: Debian {} has no package `{package}` (mirror {mirror}); nothing was cached",
-                        debian::SUITE
+                        "machine `{name}`: Debian {suite} has no package `{package}` (mirror {mirror}); nothing was cached"
                     ),
                 };
             }

@@ -53,8 +53,13 @@ pub enum Error {
     Image(String),
     /// A Debian package that the mirror does not have (a spec's machine places it in
     /// the spec as an [`Error::Spec`]).
-    #[error("building the image: Debian {suite} has no package `{package}` (mirror {mirror})", suite = crate::image::debian::SUITE)]
-    UnknownPackage { package: String, mirror: String },
+    #[error("building the image: Debian {suite} has no package `{package}` (mirror {mirror})")]
+    UnknownPackage {
+        package: String,
+        /// The Debian release the image is built from.
+        suite: String,
+        mirror: String,
+    },
     /// A machine's disk could not be made (qemu-img failed, or the state dir is wrong).
     #[error("machine `{machine}`: disk `{disk}`: {problem}")]
     Disk {

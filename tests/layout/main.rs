@@ -97,7 +97,7 @@ fn the_checker_sees_cycles() {
     };
     write(
         "lib.rs",
-        "mod a;\nmod b;\nmod c;\nmod d;\npub use d::Thing;\n//! [`crate::c::X`]\n",
+        "mod a;\nmod b;\nmod c;\nmod d;\nmod f;\nmod g;\npub use d::Thing;\n//! [`crate::c::X`]\n",
     );
     write("a.rs", "use crate::b::{self, f};\npub fn g() {}\n");
     write(
@@ -110,9 +110,29 @@ fn the_checker_sees_cycles() {
         "d/e.rs",
         "pub struct Thing;\n#[cfg(test)]\nmod tests { use super::*; }\n",
     );
+    // A path inside an attribute is an import too.
+    write(
+        "f.rs",
+        "#[derive(Debug)]\n#[error(\"{}\", crate::g::NAME)]\npub struct E;\n",
+    );
+    write(
+        "g.rs",
+        "pub const NAME: &str = \"g\";\npub fn e() -> crate::f::E { crate::f::E }\n",
+    );
     let krate = Crate::load(&dir.path().join("lib.rs"), dir.path()).expect("loading");
     let cycles = krate.file_cycles();
-    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert_eq!(cycles.len(), 2, "{cycles:?}");
+    assert!(
+        cycles
+            .iter()
+            .flatten()
+            .any(|e| e.starts_with("f.rs -> g.rs (crate::g::NAME)")),
+        "{cycles:?}"
+    );
+    let cycles: Vec<_> = cycles
+        .into_iter()
+        .filter(|c| c.iter().any(|e| e.starts_with("a.rs")))
+        .collect();
     assert!(
         cycles[0].iter().any(|e| e.starts_with("a.rs -> b.rs")),
         "{cycles:?}"

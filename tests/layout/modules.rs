@@ -111,8 +111,8 @@ impl Crate {
         while i < tokens.len() {
             match &tokens[i] {
                 TokenTree::Punct(p) if p.as_char() == '#' => {
-                    // An attribute: only `#[path = "..."]` matters; its insides name
-                    // no module.
+                    // An attribute: `#[path = "..."]` places the next `mod`; paths in
+                    // any other (`#[error("{}", crate::x::Y)]`) are imports like any.
                     let group = tokens.get(i + 1).and_then(|t| match t {
                         TokenTree::Group(g) if g.delimiter() == Delimiter::Bracket => Some(g),
                         _ => None,
@@ -126,6 +126,7 @@ impl Crate {
                                 path_attr = Some(lit.to_string().trim_matches('"').to_owned());
                             }
                         }
+                        self.walk(&inner, module, file, child_dir)?;
                         i += 2;
                         continue;
                     }

@@ -56,6 +56,7 @@ pub(super) fn install(
         if let Some(name) = unknown_package(&simulated) {
             return Err(Error::UnknownPackage {
                 package: name,
+                suite: super::SUITE.to_owned(),
                 mirror: mirror.to_owned(),
             });
         }
