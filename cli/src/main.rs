@@ -551,12 +551,7 @@ pub(crate) fn cannot_run(e: &Error) -> ExitCode {
 
 /// Prints the error and its chain of causes.
 pub(crate) fn print_chain(e: &Error) {
-    eprintln!("error: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
+    eprintln!("{}", flotilla_driver::error::printed(e));
 }
 
 /// `flotilla snapshots [--clear]`.

@@ -311,7 +311,7 @@ async fn serve_one(stream: UnixStream, machines: &BTreeMap<String, Arc<Machine>>
     };
     let mut session = match machine.start_session(&request.exec).await {
         Ok(s) => s,
-        Err(e) => return send_error(&mut wr, error_chain(&e)).await,
+        Err(e) => return send_error(&mut wr, crate::error::chain(&e)).await,
     };
     let what = if request.exec.pty.is_some() {
         "a terminal session"
@@ -377,17 +377,6 @@ fn describe(status: &ExitStatus) -> String {
 
 async fn send_error(wr: &mut FrameWriter, message: String) {
     let _ = wr.send(Frame::error(STREAM, message)).await;
-}
-
-/// An error and its causes, one per line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!("\n  caused by: {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// Frames from a control connection, with [`FrameCodec`]; cancel-safe (bytes read

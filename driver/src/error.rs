@@ -1,3 +1,6 @@
+//! [`Error`], the driver's one error type, which errors are test failures, and the one
+//! rendering of an error with its causes ([`chain`], [`printed`], [`chain_inline`]).
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -233,6 +236,48 @@ impl Error {
                 | Error::PortBusy { .. }
         )
     }
+}
+
+/// An error and its causes, one per line: the error, then `  caused by: CAUSE` for each
+/// cause. The one rendering of a chain: the binary prints it after `error: `
+/// ([`printed`]), `flotilla shell` gets it from a run, a suite keeps it per test.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str("\n  caused by: ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// [`chain`] as the binary prints it: `error: ...`, then a `  caused by: ...` line per
+/// cause.
+pub fn printed(e: &dyn std::error::Error) -> String {
+    format!("error: {}", chain(e))
+}
+
+/// An error and its causes on one line, each said once (a script's exception: its
+/// error is one line, and `machine `a`: qmp` alone would not say what went wrong):
+/// `machine `a`: qmp` and `qmp: `send-key` failed` give
+/// `machine `a`: qmp: `send-key` failed`.
+pub fn chain_inline(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            let last = text.rsplit(": ").next().unwrap_or_default().to_owned();
+            let rest = cause_text
+                .strip_prefix(&format!("{last}: "))
+                .unwrap_or(&cause_text);
+            text.push_str(": ");
+            text.push_str(rest);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn quote(console: &[String]) -> String {

@@ -85,7 +85,8 @@
 //!   `index.html`. `mod.rs` (the entry point), `collect.rs` (reading the log folder),
 //!   `page.rs` with `page.css` and `page.js` (the page), `index.rs` (the suite's index),
 //!   `tests.rs` (a 16-machine, 50,000-line run's page in Chromium).
-//! - `error.rs`: [`Error`], and which errors are test failures.
+//! - `error.rs`: [`Error`], which errors are test failures, and an error with its causes
+//!   as text ([`error::chain`]: the one place that renders a chain).
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
@@ -149,7 +150,7 @@ pub mod coverage;
 mod debian_machines;
 pub mod debug_test;
 pub mod doctor;
-mod error;
+pub mod error;
 mod fabric;
 mod fleet;
 mod fleet_coverage;

@@ -328,7 +328,7 @@ fn write_report(
         let first = message.lines().next().unwrap_or("").to_owned();
         log.mark(None, "error", &first, Err(message), None);
     }
-    let chain = error.map(|e| crate::suite::error_chain(e));
+    let chain = error.map(|e| crate::error::printed(e));
     let excerpt = at.map(Place::excerpt);
     let outline = report::Outline {
         name,

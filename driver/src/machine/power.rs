@@ -73,7 +73,7 @@ impl Machine {
         self.start().await
     }
 
-    /// Stops QEMU at once (QMP `quit`, then signals; see [`Machine::end_qemu`]).
+    /// Stops QEMU at once (QMP `quit`, then signals; a QEMU that cannot answer is killed).
     /// Idempotent; used at the end of a run, when the guest's state no longer matters.
     pub async fn stop(&self) {
         let Some(running) = self.running.lock().await.take() else {

@@ -8,28 +8,7 @@ use rhai::{Dynamic, EvalAltResult, Position};
 use crate::error::Error;
 
 pub(super) fn error_to_rhai(e: &Error) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(Dynamic::from(with_causes(e)), Position::NONE).into()
-}
-
-/// `e` and the causes its own text does not already give, joined by `: ` (the script
-/// error is one line; `machine `a`: qmp` alone would not say what went wrong).
-fn with_causes(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            // `machine `a`: qmp` and `qmp: `send-key` failed`: say `qmp` once.
-            let last = text.rsplit(": ").next().unwrap_or_default().to_owned();
-            let rest = cause_text
-                .strip_prefix(&format!("{last}: "))
-                .unwrap_or(&cause_text);
-            text.push_str(": ");
-            text.push_str(rest);
-        }
-        source = cause.source();
-    }
-    text
+    EvalAltResult::ErrorRuntime(Dynamic::from(crate::error::chain_inline(e)), Position::NONE).into()
 }
 
 /// The deepest error in a chain of function calls and the position nearest to it.
@@ -102,7 +81,7 @@ mod tests {
             },
         };
         assert_eq!(
-            super::with_causes(&qmp),
+            crate::error::chain_inline(&qmp),
             "machine `a`: qmp: `send-key` failed: GenericError: \
              Parameter 'data' does not accept value 'nokey'"
         );
@@ -110,11 +89,14 @@ mod tests {
             what: "reading /gone".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         };
-        assert_eq!(super::with_causes(&io), "reading /gone: entity not found");
+        assert_eq!(
+            crate::error::chain_inline(&io),
+            "reading /gone: entity not found"
+        );
         // A text that already quotes its cause keeps it once.
         let spec = Error::Network("machine `a` is not on VLAN 9".into());
         assert_eq!(
-            super::with_causes(&spec),
+            crate::error::chain_inline(&spec),
             "network: machine `a` is not on VLAN 9"
         );
     }

@@ -3,7 +3,7 @@
 
 use super::budget::Cost;
 use super::discover::SuiteTest;
-use super::report::error_chain;
+use crate::error::printed;
 
 /// A line per test: its id.
 pub fn list_text(tests: &[SuiteTest]) -> String {
@@ -36,7 +36,7 @@ pub fn list_json(tests: &[SuiteTest]) -> String {
                     entry["memory_mib"] = cost.memory_mib.into();
                     entry["cpus"] = cost.cpus.into();
                 }
-                Err(e) => entry["error"] = error_chain(e).into(),
+                Err(e) => entry["error"] = printed(e).into(),
             }
             entry
         })

@@ -38,7 +38,7 @@ pub use junit::suite_junit_xml;
 pub use list::{list_json, list_text};
 pub use partition::Partition;
 pub use progress::Progress;
-pub use report::{error_chain, Attempt, SuiteReport, TestReport, Verdict};
+pub use report::{Attempt, SuiteReport, TestReport, Verdict};
 pub use runner::{run_suite, SuiteOptions};
 
 /// Writes the suite's `index.html` into its log root (`--out`), linking each test's

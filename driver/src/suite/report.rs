@@ -182,18 +182,6 @@ impl SuiteReport {
     }
 }
 
-/// An error and its causes, as the binary prints them: `error: ...`, then a
-/// `  caused by: ...` line per cause.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = format!("error: {e}");
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let _ = write!(out, "\n  caused by: {cause}");
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, Cost};
 use super::discover::SuiteTest;
 use super::progress::Progress;
-use super::report::{error_chain, Attempt, SuiteReport, TestReport, Verdict};
+use super::report::{Attempt, SuiteReport, TestReport, Verdict};
+use crate::error::printed;
 use crate::fleet::FleetOptions;
 use crate::run_test::run_attempt;
 use crate::spec::Spec;
@@ -68,7 +69,7 @@ pub async fn run_suite(
                     name: test.name().to_owned(),
                     verdict: Verdict::Error,
                     attempts: Vec::new(),
-                    error: Some(error_chain(e)),
+                    error: Some(printed(e)),
                 };
                 progress.finished(index, &report);
                 reports[index] = Some(report);
@@ -205,7 +206,7 @@ impl Job {
                 log_dir,
                 seconds: began.elapsed().as_secs_f64(),
                 subtests: run.subtests,
-                error: error.map(|e| error_chain(e)),
+                error: error.map(|e| printed(e)),
             });
             match error {
                 None => {
@@ -229,7 +230,7 @@ impl Job {
                     let _ = self.events.send(Event::Retrying {
                         index: self.index,
                         attempt,
-                        error: error_chain(e),
+                        error: printed(e),
                     });
                 }
                 Some(_) => verdict = Verdict::Failed,
