@@ -41,10 +41,9 @@ pub async fn main(options: Options, cancel: CancellationToken) -> ExitCode {
 async fn run(options: Options, cancel: CancellationToken) -> Result<ExitCode, Error> {
     let socket = control::find_run(options.run.as_deref())?;
     let local_tty = std::io::stdin().is_terminal();
-    let pty = options
-        .tty
-        .unwrap_or(local_tty)
-        .then(|| terminal::window_size(0).unwrap_or(WindowSize { rows: 24, cols: 80 }));
+    let pty = options.tty.unwrap_or(local_tty).then(|| {
+        flotilla_driver::terminal::window_size(0).unwrap_or(WindowSize { rows: 24, cols: 80 })
+    });
     let command = (!options.command.is_empty()).then(|| options.command.join(" "));
     let request = SessionRequest::shell(&options.machine, command.as_deref(), pty);
     let mut session = Session::open(&socket, &request).await?;
@@ -119,7 +118,7 @@ async fn relay(
                 }
             },
             _ = async { winch.as_mut()?.recv().await }, if winch.is_some() => {
-                if let Some(size) = terminal::window_size(0) {
+                if let Some(size) = flotilla_driver::terminal::window_size(0) {
                     session.resize(size).await?;
                 }
             }

@@ -1,9 +1,8 @@
-//! The local terminal: its size, raw mode, and putting its settings back.
+//! The local terminal: raw mode, and putting its settings back (its size is
+//! `flotilla_driver::terminal::window_size`).
 
 use std::io;
 use std::os::fd::RawFd;
-
-use flotilla_driver::control::WindowSize;
 
 /// A terminal's settings, saved when made and restored when dropped (whatever changed
 /// them meanwhile: raw mode here, or a line editor).
@@ -44,17 +43,4 @@ impl Drop for Saved {
         // SAFETY: tcsetattr reads the saved termios.
         unsafe { libc::tcsetattr(self.fd, libc::TCSADRAIN, &self.termios) };
     }
-}
-
-/// The size of the terminal on `fd`, if it is one and knows its size.
-pub fn window_size(fd: RawFd) -> Option<WindowSize> {
-    // SAFETY: an all-zero winsize is valid; TIOCGWINSZ writes one.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } != 0 || ws.ws_row == 0 {
-        return None;
-    }
-    Some(WindowSize {
-        rows: ws.ws_row,
-        cols: ws.ws_col,
-    })
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::markup::escape;
 
 /// One finished subtest: its path (`outer / inner`), how long it took, and why it
 /// failed, if it did.
@@ -55,24 +56,4 @@ pub fn junit_xml(name: &str, subtests: &[Subtest], seconds: f64, error: Option<&
     }
     xml.push_str("  </testsuite>\n</testsuites>\n");
     xml
-}
-
-/// Text for an XML attribute or element: markup characters as entities, and control
-/// characters that XML 1.0 forbids (a console's escape sequences) as `\u{..}` text.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)))
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -60,6 +60,7 @@
 //! - `debug_test.rs`: [`debug_test::debug_test`], a test whose failure leaves its
 //!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
+//! - `markup.rs`: text escaped for XML and HTML (JUnit, the report pages, coverage).
 //! - `suite/`: many tests at once ([`suite`]). `mod.rs` (index), `discover.rs` (the
 //!   specs under some paths, their ids and log folders), `partition.rs` (`--partition
 //!   K/N` by a stable hash of the id), `budget.rs` (guest memory and CPUs: the host's
@@ -89,6 +90,7 @@
 //!   as text ([`error::chain`]: the one place that renders a chain).
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
 //! - `control.rs`: `flotilla run`'s control socket (`flotilla shell`).
+//! - `terminal.rs`: the terminal's size (status lines, `flotilla shell`'s window).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `ocr.rs`: text off a picture of a screen: the picture's variants, `tesseract`.
 //! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
@@ -163,6 +165,7 @@ mod junit;
 mod lock;
 mod log;
 mod machine;
+mod markup;
 mod ocr;
 mod process;
 mod report;
@@ -173,6 +176,7 @@ pub mod snapshot_store;
 pub mod spec;
 mod steps;
 pub mod suite;
+pub mod terminal;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
 pub use error::Error;

@@ -411,15 +411,14 @@ impl Log {
                 }
                 None => line.to_owned(),
             };
-            let status = if self.inner.progress {
-                self.inner
-                    .activities
-                    .lock()
-                    .ok()
-                    .and_then(|a| status_line(&a, Instant::now(), terminal_width()))
-            } else {
-                None
-            };
+            let status =
+                if self.inner.progress {
+                    self.inner.activities.lock().ok().and_then(|a| {
+                        status_line(&a, Instant::now(), crate::terminal::status_width())
+                    })
+                } else {
+                    None
+                };
             if let Ok(mut out) = self.inner.out.lock() {
                 if let Some((_, sink)) = &mut out.sink {
                     sink(&text);
@@ -524,7 +523,7 @@ fn redraw_until_dropped(inner: &Weak<Inner>) {
     loop {
         std::thread::sleep(REDRAW);
         let Some(inner) = inner.upgrade() else { return };
-        let width = terminal_width();
+        let width = crate::terminal::status_width();
         let line = match inner.activities.lock() {
             Ok(a) => status_line(&a, Instant::now(), width),
             Err(_) => return,
@@ -542,23 +541,6 @@ fn redraw_until_dropped(inner: &Weak<Inner>) {
         let _ = out.writer.write_all(drawn.as_bytes());
         let _ = out.writer.flush();
         out.status = line;
-    }
-}
-
-/// The terminal's width in columns (stderr's), or 80.
-fn terminal_width() -> usize {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointed-to struct, which we own.
-    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col) - 1
-    } else {
-        79
     }
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::junit::escape;
+use crate::markup::escape;
 use crate::suite::SuiteReport;
 
 /// The index's name in the suite's log root.

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::collect::{console_tail, Collected};
-use crate::junit::escape;
+use crate::markup::escape;
 
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::{SuiteReport, TestReport, Verdict};
-use crate::junit::escape;
+use crate::markup::escape;
 
 /// One test case: name, seconds, and what went wrong (element, message, body).
 struct Case {

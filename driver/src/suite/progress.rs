@@ -60,7 +60,7 @@ impl Progress {
             total,
             finished: 0,
             drawn: 0,
-            width: terminal_width,
+            width: crate::terminal::status_width,
         }
     }
 
@@ -207,23 +207,6 @@ fn last_line(path: &Path) -> Option<String> {
         _ => line,
     };
     Some(line.chars().filter(|c| !c.is_control()).collect())
-}
-
-/// The terminal's width in columns (stderr's), less one, or 79.
-fn terminal_width() -> usize {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize into the pointed-to struct, which we own.
-    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 1 {
-        usize::from(size.ws_col) - 1
-    } else {
-        79
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::summary::{percent, Cell, Summary};
 use super::tracefile::{Counts, Tracefile};
+use crate::markup::escape as esc;
 
 /// Everything the pages show.
 #[derive(Debug)]
@@ -40,21 +41,6 @@ td.zero { color: #b00; }
 .legend span { padding: 0.1em 0.6em; margin-right: 0.5em; }
 ul.msg li { font-family: monospace; }
 ";
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn head(title: &str) -> String {
     format!(
@@ -331,11 +317,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_and_page_names() {
-        assert_eq!(
-            esc("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
+    fn page_names() {
         assert_eq!(page_name(3, "src/a b.c"), "files/3-src_a_b.c.html");
     }
 }
