@@ -11,14 +11,18 @@
 //!
 //! The machine's kernel command line carries a tag of this run, so its state is the
 //! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
-//! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics.
+//! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics. Every
+//! machine of every row is checked for how it started ([`Machine::started_as`]): a
+//! restored row whose machine booted cold instead (a refused or missing state), or a
+//! cold row that restored, ends the bench with a message naming the row, the run and
+//! the machine, and exit status 1, before any figure is printed.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flotilla_driver::{Fleet, FleetOptions, Spec};
+use flotilla_driver::{Fleet, FleetOptions, Machine, Spec, StartKind};
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -44,6 +48,13 @@ fn main() {
             let m = fleet.machine("m").unwrap();
             m.start().await.unwrap();
             let ready = started.elapsed();
+            // The unmeasured first start (n = 0) saves the state: a boot.
+            let expected = if snapshot && n > 0 {
+                StartKind::Restored
+            } else {
+                StartKind::Booted
+            };
+            check_start(&m, expected, "one machine", n);
             assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
             let echo = started.elapsed();
             let file = m.snapshot_file().map(|f| f.display().to_string());
@@ -86,6 +97,14 @@ fn main() {
             let fleet = Fleet::new(&spec, options).unwrap();
             fleet.start_all().await.unwrap();
             let ready = started.elapsed();
+            let expected = if snapshot {
+                StartKind::Restored
+            } else {
+                StartKind::Booted
+            };
+            for m in fleet.machines().values() {
+                check_start(m, expected, &format!("{machines} machines"), n);
+            }
             fleet.stop_all().await;
             ready
         })
@@ -132,5 +151,19 @@ fn main() {
             r.as_secs_f64(),
             r.as_secs_f64() / c.as_secs_f64()
         );
+    }
+}
+
+/// Ends the bench (exit 1) unless `machine` started as `expected`: a row that says
+/// "restored" must have restored every machine it times, and a cold row booted them.
+fn check_start(machine: &Machine, expected: StartKind, row: &str, run: usize) {
+    let got = machine.started_as();
+    if got != Some(expected) {
+        eprintln!(
+            "snapshot bench: row `{row}`, run {run}: machine `{}` was expected to be {expected:?} but was {got:?}; \
+             the figures would not time what they say (see its driver.log for why)",
+            machine.name()
+        );
+        std::process::exit(1);
     }
 }
