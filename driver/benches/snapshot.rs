@@ -9,6 +9,11 @@
 //!   machines (default 16, 0 leaves the row out) on one VLAN, all cold or all restored
 //!   from the same state (the identity leaves out what makes them differ).
 //!
+//! Under the table: the save of the state (the driver's `snapshot: saved ... in N s`
+//! line), the sizes of its files (on disk and apparent: the RAM file is sparse), and
+//! the median time the restored machines' state took to load (`snapshot: restored
+//! from ... in N s`: the incoming migration and `cont`, before the agent).
+//!
 //! The machine's kernel command line carries a tag of this run, so its state is the
 //! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
 //! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics. Every
@@ -69,13 +74,32 @@ fn main() {
     let file = first.lines().next().unwrap().to_owned();
     let mut cold = Vec::new();
     let mut restored = Vec::new();
+    let mut loaded = Vec::new();
     for n in 1..=runs {
         let (r, e, _) = boot(false, n);
         cold.push((r, e));
         let (r, e, log) = boot(true, n);
         assert!(log.contains("snapshot: restored from"), "{log}");
+        loaded.extend(seconds_after(&log, "snapshot: restored from"));
         restored.push((r, e));
     }
+    let saved_line = first
+        .lines()
+        .find(|l| l.contains("snapshot: saved"))
+        .map(|l| l[l.find("snapshot: saved").unwrap_or(0)..].to_owned())
+        .unwrap_or_default();
+    let sizes: Vec<String> = ["qemu", "ram"]
+        .iter()
+        .map(|ext| {
+            let path = Path::new(&file).with_extension(ext);
+            let meta = std::fs::metadata(&path).unwrap();
+            format!(
+                ".{ext} {:.1} MiB on disk, {:.1} MiB apparent",
+                (std::os::unix::fs::MetadataExt::blocks(&meta) * 512) as f64 / 1048576.0,
+                meta.len() as f64 / 1048576.0
+            )
+        })
+        .collect();
     let machines: usize = std::env::var("BENCH_NETWORK")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -141,6 +165,15 @@ fn main() {
             r.as_secs_f64() / c.as_secs_f64()
         );
     }
+    loaded.sort_by(f64::total_cmp);
+    println!("state saved by the first, unmeasured boot: {saved_line}");
+    println!("state files: {}", sizes.join("; "));
+    if let Some(m) = loaded.get(loaded.len() / 2) {
+        println!(
+            "state loaded (incoming migration and cont, driver.log), restored rows: median {m:.2} s of {}",
+            loaded.len()
+        );
+    }
     if machines > 0 {
         net_cold.sort();
         net_restored.sort();
@@ -166,4 +199,15 @@ fn check_start(machine: &Machine, expected: StartKind, row: &str, run: usize) {
         );
         std::process::exit(1);
     }
+}
+
+/// The seconds of the `... in N s` line of `log` that contains `marker`.
+fn seconds_after(log: &str, marker: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    line.rsplit(" in ")
+        .next()?
+        .strip_suffix(" s")?
+        .trim()
+        .parse()
+        .ok()
 }
