@@ -12,7 +12,8 @@
 //! Under the table: the save of the state (the driver's `snapshot: saved ... in N s`
 //! line), the sizes of its files (on disk and apparent: the RAM file is sparse), and
 //! the median time the restored machines' state took to load (`snapshot: restored
-//! from ... in N s`: the incoming migration and `cont`, before the agent).
+//! from ... in N s`: from the checksums' check, once per process, through QEMU's
+//! spawn and the incoming migration to `cont`, before the agent).
 //!
 //! The machine's kernel command line carries a tag of this run, so its state is the
 //! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
@@ -170,7 +171,7 @@ fn main() {
     println!("state files: {}", sizes.join("; "));
     if let Some(m) = loaded.get(loaded.len() / 2) {
         println!(
-            "state loaded (incoming migration and cont, driver.log), restored rows: median {m:.2} s of {}",
+            "state loaded (driver.log's `restored ... in N s`: QEMU spawned, checksums checked once per process, incoming migration, cont), restored rows: median {m:.2} s of {}",
             loaded.len()
         );
     }
