@@ -23,10 +23,18 @@
 //!   are this run's), to agent-ready; and a network of `BENCH_NETWORK` (default 16)
 //!   default-guest machines on one VLAN, all ready, booted against restored.
 //!
+//! - debian sysvinit / openrc ready: the same for images with those inits (the agent
+//!   an init script / an `openrc-run` service), to agent-ready.
+//! - net-config: from a cold default-guest run's `driver.log`, the time the driver's
+//!   one `net-config` request took (`network configured by ... in N ms`).
+//!
 //! The Debian rows also compare with the default guest (`x guest`, against "flotilla:
 //! agent ready"). Their images are built first with `flotilla_driver::debian::build`
 //! (the debootstrapped trees are cached: a minute or two on a host's first run, then
-//! seconds).
+//! seconds); the builder's step lines and times are printed under the table, with
+//! two more builds: a new image from a cached tree (a systemd image with `curl`, its
+//! size unique to this run so that no cached image serves it), then the same again,
+//! found in the image cache.
 //!
 //! `BENCH_RUNS` sets the number of runs (default 5).
 //!
@@ -79,7 +87,8 @@ fn main() {
             boot.note
         ));
     }
-    let images = debian_images(dir.path(), &mut missing);
+    let mut builds = Vec::new();
+    let images = debian_images(dir.path(), &mut missing, &mut builds);
     let mut ready = Vec::new();
     let mut echo = Vec::new();
     let mut agent_init = Vec::new();
@@ -87,6 +96,9 @@ fn main() {
     let mut systemd_finished = Vec::new();
     let mut restored = Vec::new();
     let mut systemd_restored = Vec::new();
+    let mut sysvinit_ready = Vec::new();
+    let mut openrc_ready = Vec::new();
+    let mut net_config = Vec::new();
     let mut network_cold = Vec::new();
     let mut network_restored = Vec::new();
     let machines: usize = std::env::var("BENCH_NETWORK")
@@ -96,8 +108,14 @@ fn main() {
     let tag = std::process::id().to_string();
     // The states the restored rows start from, saved once, unmeasured.
     runtime.block_on(flotilla_run(dir.path(), 0, Some(&tag)));
-    if let Some((_, systemd_image)) = &images {
-        runtime.block_on(debian_run(dir.path(), systemd_image, 0, false, Some(&tag)));
+    if let Some(images) = &images {
+        runtime.block_on(debian_run(
+            dir.path(),
+            &images.systemd,
+            0,
+            false,
+            Some(&tag),
+        ));
     }
     for i in 0..runs {
         let vmlinuz = &kernel.image;
@@ -120,6 +138,7 @@ fn main() {
         let (r, e) = runtime.block_on(flotilla_run(dir.path(), i, None));
         ready.push(r);
         echo.push(e);
+        net_config.extend(net_config_time(&dir.path().join(format!("out-{i}"))));
         restored.push(
             runtime
                 .block_on(flotilla_run(dir.path(), i + 1, Some(&tag)))
@@ -135,9 +154,14 @@ fn main() {
             ready[i].as_secs_f64(),
             echo[i].as_secs_f64()
         );
-        if let Some((agent_image, systemd_image)) = &images {
-            let (r, _) = runtime.block_on(debian_run(dir.path(), agent_image, i, false, None));
+        if let Some(images) = &images {
+            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.agent, i, false, None));
             agent_init.push(r);
+            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.sysvinit, i, false, None));
+            sysvinit_ready.push(r);
+            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.openrc, i, false, None));
+            openrc_ready.push(r);
+            let systemd_image = &images.systemd;
             let (r, f) = runtime.block_on(debian_run(dir.path(), systemd_image, i, true, None));
             systemd_ready.push(r);
             systemd_finished.push(f);
@@ -150,9 +174,11 @@ fn main() {
             ));
             systemd_restored.push(r);
             eprintln!(
-                "run {}: debian agent-init ready {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
+                "run {}: debian agent-init ready {:.2} s, sysvinit {:.2} s, openrc {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
                 i + 1,
                 agent_init[i].as_secs_f64(),
+                sysvinit_ready[i].as_secs_f64(),
+                openrc_ready[i].as_secs_f64(),
                 systemd_ready[i].as_secs_f64(),
                 systemd_finished[i].as_secs_f64()
             );
@@ -205,6 +231,9 @@ fn main() {
         ("debian systemd: ready", &mut systemd_ready),
         ("debian systemd: boot finished", &mut systemd_finished),
         ("debian systemd: ready, restored", &mut systemd_restored),
+        ("debian sysvinit: ready", &mut sysvinit_ready),
+        ("debian openrc: ready", &mut openrc_ready),
+        ("net-config request (driver.log)", &mut net_config),
         (&network_cold_name, &mut network_cold),
         (&network_restored_name, &mut network_restored),
     ] {
@@ -221,6 +250,13 @@ fn main() {
             m.as_secs_f64() / same.as_secs_f64(),
             m.as_secs_f64() / guest.as_secs_f64()
         );
+    }
+    if !builds.is_empty() {
+        println!();
+        println!("debian image builds (flotilla_driver::debian::build, the builder's own lines):");
+        for line in &builds {
+            println!("  {line}");
+        }
     }
     if !missing.is_empty() && !std::env::args().any(|a| a == "--accept-missing") {
         eprintln!(
@@ -263,34 +299,95 @@ async fn flotilla_run(dir: &Path, i: usize, restore_tag: Option<&str>) -> (Durat
     (ready, echo)
 }
 
-/// The two Debian images (agent as init, systemd), built in `dir`; `None`, with the
-/// reason in `missing`, when the host lacks a tool to build them.
-fn debian_images(dir: &Path, missing: &mut Vec<String>) -> Option<(PathBuf, PathBuf)> {
+/// The Debian images the rows boot.
+struct Images {
+    agent: PathBuf,
+    systemd: PathBuf,
+    sysvinit: PathBuf,
+    openrc: PathBuf,
+}
+
+/// The Debian images (agent as init, systemd, sysvinit, OpenRC), built in `dir`,
+/// then a new image from a cached tree and the same found in the cache; the builder's
+/// lines and each build's time go to `builds`. `None`, with the reason in `missing`,
+/// when the host lacks a tool to build them.
+fn debian_images(
+    dir: &Path,
+    missing: &mut Vec<String>,
+    builds: &mut Vec<String>,
+) -> Option<Images> {
     let mut built = Vec::new();
-    for init in [Init::Agent, Init::Systemd] {
-        let options = DebianOptions {
-            init,
-            packages: Vec::new(),
-            size_mib: None,
-            output: dir.join(format!("debian-{init}.qcow2")),
-        };
+    // A size no cached image has: this run's new image is built, not found.
+    let fresh_size = 1024 + u64::from(std::process::id() % 1000);
+    let fresh = || DebianOptions {
+        init: Init::Systemd,
+        packages: vec!["curl".to_owned()],
+        size_mib: Some(fresh_size),
+        output: dir.join("debian-fresh.qcow2"),
+    };
+    let mut all: Vec<(String, DebianOptions)> =
+        [Init::Agent, Init::Systemd, Init::Sysvinit, Init::Openrc]
+            .into_iter()
+            .map(|init| {
+                (
+                    format!("{init}"),
+                    DebianOptions {
+                        init,
+                        packages: Vec::new(),
+                        size_mib: None,
+                        output: dir.join(format!("debian-{init}.qcow2")),
+                    },
+                )
+            })
+            .collect();
+    all.push((format!("new: systemd + curl, {fresh_size} MiB"), fresh()));
+    all.push((format!("again: systemd + curl, {fresh_size} MiB"), fresh()));
+    for (label, options) in all {
+        let lines = std::sync::Mutex::new(Vec::new());
         let started = Instant::now();
-        match debian::build(&options, |_| {}) {
+        let result = debian::build(&options, |line| {
+            if let Ok(mut l) = lines.lock() {
+                l.push(format!("{:6.1} s  {line}", started.elapsed().as_secs_f64()));
+            }
+        });
+        let took = started.elapsed();
+        match result {
             Ok(image) => built.push(image),
             Err(e @ Error::Setup { .. }) => {
                 missing.push(format!("debian images: {e} (the debian rows are left out)"));
                 return None;
             }
-            Err(e) => panic!("building the {init} image: {e}"),
+            Err(e) => panic!("building the {label} image: {e}"),
         }
+        builds.push(format!("{label}: {:.1} s", took.as_secs_f64()));
+        builds.extend(
+            lines
+                .into_inner()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| format!("    {l}")),
+        );
         eprintln!(
-            "debian ({init}): image built in {:.1} s",
-            started.elapsed().as_secs_f64()
+            "debian ({label}): image built in {:.1} s",
+            took.as_secs_f64()
         );
     }
-    let systemd = built.pop()?;
-    let agent = built.pop()?;
-    Some((agent, systemd))
+    let mut built = built.into_iter();
+    Some(Images {
+        agent: built.next()?,
+        systemd: built.next()?,
+        sysvinit: built.next()?,
+        openrc: built.next()?,
+    })
+}
+
+/// The time the driver's `net-config` request took in the run logged in `out`
+/// (`network configured by ... in N ms` in its `driver.log`).
+fn net_config_time(out: &Path) -> Option<Duration> {
+    let log = std::fs::read_to_string(out.join("driver.log")).ok()?;
+    let line = log.lines().find(|l| l.contains("network configured by"))?;
+    let ms = line.rsplit(" in ").next()?.strip_suffix(" ms")?.trim();
+    Some(Duration::from_millis(ms.parse().ok()?))
 }
 
 /// A fresh machine booting `image`: the time to agent-ready, and with `finished`, to

@@ -9,16 +9,26 @@
 //!   machines (default 16, 0 leaves the row out) on one VLAN, all cold or all restored
 //!   from the same state (the identity leaves out what makes them differ).
 //!
+//! Under the table: the save of the state (the driver's `snapshot: saved ... in N s`
+//! line), the sizes of its files (on disk and apparent: the RAM file is sparse), and
+//! the median time the restored machines' state took to load (`snapshot: restored
+//! from ... in N s`: from the checksums' check, once per process, through QEMU's
+//! spawn and the incoming migration to `cont`, before the agent).
+//!
 //! The machine's kernel command line carries a tag of this run, so its state is the
 //! bench's own; a first, unmeasured boot saves it, and it is removed at the end.
-//! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics.
+//! `BENCH_RUNS` sets the number of runs (default 5). A boot failing panics. Every
+//! machine of every row is checked for how it started ([`Machine::started_as`]): a
+//! restored row whose machine booted cold instead (a refused or missing state), or a
+//! cold row that restored, ends the bench with a message naming the row, the run and
+//! the machine, and exit status 1, before any figure is printed.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flotilla_driver::{Fleet, FleetOptions, Spec};
+use flotilla_driver::{Fleet, FleetOptions, Machine, Spec, StartKind};
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -44,6 +54,13 @@ fn main() {
             let m = fleet.machine("m").unwrap();
             m.start().await.unwrap();
             let ready = started.elapsed();
+            // The unmeasured first start (n = 0) saves the state: a boot.
+            let expected = if snapshot && n > 0 {
+                StartKind::Restored
+            } else {
+                StartKind::Booted
+            };
+            check_start(&m, expected, "one machine", n);
             assert_eq!(m.succeed("echo hi").await.unwrap(), "hi\n");
             let echo = started.elapsed();
             let file = m.snapshot_file().map(|f| f.display().to_string());
@@ -58,13 +75,32 @@ fn main() {
     let file = first.lines().next().unwrap().to_owned();
     let mut cold = Vec::new();
     let mut restored = Vec::new();
+    let mut loaded = Vec::new();
     for n in 1..=runs {
         let (r, e, _) = boot(false, n);
         cold.push((r, e));
         let (r, e, log) = boot(true, n);
         assert!(log.contains("snapshot: restored from"), "{log}");
+        loaded.extend(seconds_after(&log, "snapshot: restored from"));
         restored.push((r, e));
     }
+    let saved_line = first
+        .lines()
+        .find(|l| l.contains("snapshot: saved"))
+        .map(|l| l[l.find("snapshot: saved").unwrap_or(0)..].to_owned())
+        .unwrap_or_default();
+    let sizes: Vec<String> = ["qemu", "ram"]
+        .iter()
+        .map(|ext| {
+            let path = Path::new(&file).with_extension(ext);
+            let meta = std::fs::metadata(&path).unwrap();
+            format!(
+                ".{ext} {:.1} MiB on disk, {:.1} MiB apparent",
+                (std::os::unix::fs::MetadataExt::blocks(&meta) * 512) as f64 / 1048576.0,
+                meta.len() as f64 / 1048576.0
+            )
+        })
+        .collect();
     let machines: usize = std::env::var("BENCH_NETWORK")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -86,6 +122,14 @@ fn main() {
             let fleet = Fleet::new(&spec, options).unwrap();
             fleet.start_all().await.unwrap();
             let ready = started.elapsed();
+            let expected = if snapshot {
+                StartKind::Restored
+            } else {
+                StartKind::Booted
+            };
+            for m in fleet.machines().values() {
+                check_start(m, expected, &format!("{machines} machines"), n);
+            }
             fleet.stop_all().await;
             ready
         })
@@ -122,6 +166,15 @@ fn main() {
             r.as_secs_f64() / c.as_secs_f64()
         );
     }
+    loaded.sort_by(f64::total_cmp);
+    println!("state saved by the first, unmeasured boot: {saved_line}");
+    println!("state files: {}", sizes.join("; "));
+    if let Some(m) = loaded.get(loaded.len() / 2) {
+        println!(
+            "state loaded (driver.log's `restored ... in N s`: QEMU spawned, checksums checked once per process, incoming migration, cont), restored rows: median {m:.2} s of {}",
+            loaded.len()
+        );
+    }
     if machines > 0 {
         net_cold.sort();
         net_restored.sort();
@@ -133,4 +186,29 @@ fn main() {
             r.as_secs_f64() / c.as_secs_f64()
         );
     }
+}
+
+/// Ends the bench (exit 1) unless `machine` started as `expected`: a row that says
+/// "restored" must have restored every machine it times, and a cold row booted them.
+fn check_start(machine: &Machine, expected: StartKind, row: &str, run: usize) {
+    let got = machine.started_as();
+    if got != Some(expected) {
+        eprintln!(
+            "snapshot bench: row `{row}`, run {run}: machine `{}` was expected to be {expected:?} but was {got:?}; \
+             the figures would not time what they say (see its driver.log for why)",
+            machine.name()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// The seconds of the `... in N s` line of `log` that contains `marker`.
+fn seconds_after(log: &str, marker: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    line.rsplit(" in ")
+        .next()?
+        .strip_suffix(" s")?
+        .trim()
+        .parse()
+        .ok()
 }

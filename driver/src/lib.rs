@@ -186,7 +186,7 @@ pub use host::{agent_binary, qboot_firmware, qemu_binary};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};
-pub use machine::{CommandResult, Machine, ScreenReader, ScreenText};
+pub use machine::{CommandResult, Machine, ScreenReader, ScreenText, StartKind};
 pub use run_test::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use flotilla_driver::snapshot_store;
+use flotilla_driver::{snapshot_store, StartKind};
 
 use super::*;
 
@@ -112,6 +112,9 @@ async fn machines_restored_from_one_snapshot_are_each_themselves() {
         );
     }
     assert!(!log.contains("FLOTILLA-AGENT-READY"), "no boot: {log}");
+    for m in [&a, &b] {
+        assert_eq!(m.started_as(), Some(StartKind::Restored), "{}", m.name());
+    }
     // Both run on the store's RAM file, mapped privately (their pages are shared
     // until written), with only the devices in the state.
     let ram = file.with_extension("ram");
@@ -238,6 +241,7 @@ async fn a_snapshot_qemu_refuses_is_removed_and_the_machine_boots_cold() {
     assert!(refused.contains(&file.display().to_string()), "{refused}");
     assert!(refused.ends_with("removed; booting cold"), "{refused}");
     assert!(log.contains("FLOTILLA-AGENT-READY"), "a cold boot: {log}");
+    assert_eq!(m.started_as(), Some(StartKind::Booted));
     // The cold boot saved a whole state again.
     assert!(log.contains("m: snapshot: saved "), "{log}");
     assert!(std::fs::metadata(&file).unwrap().len() > len / 2);

@@ -16,7 +16,7 @@ use super::events::spawn_event_watcher;
 use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
 use super::snapshot::SnapshotPlan;
 use super::snapshot_memory;
-use super::state::{Booting, Machine, Running, Spawned};
+use super::state::{Booting, Machine, Running, Spawned, StartKind};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
 use crate::process::Process;
@@ -89,7 +89,10 @@ impl Machine {
                     .in_step(Some(&c.name), "restore", label, restore)
                     .await
                 {
-                    Ok(running) => return Ok(running),
+                    Ok(running) => {
+                        self.set_started_as(StartKind::Restored);
+                        return Ok(running);
+                    }
                     Err(why) => {
                         entry.remove();
                         self.remake_disks().await?;
@@ -161,7 +164,15 @@ impl Machine {
             guest.describe(),
             started.elapsed().as_millis()
         ));
+        self.set_started_as(StartKind::Booted);
         Ok(spawned.into_running(guest))
+    }
+
+    /// Records how the latest start went ([`Machine::started_as`]).
+    fn set_started_as(&self, kind: StartKind) {
+        if let Ok(mut k) = self.started_as.lock() {
+            *k = Some(kind);
+        }
     }
 
     /// Spawns QEMU from `cmd`, starts the console and stderr readers, connects to QMP

@@ -69,4 +69,4 @@ pub(crate) use config::MachineConfig;
 pub(crate) use console::RESTORED_MARK;
 pub(crate) use coverage::EXIT_GRACE;
 pub use screen_text::{ScreenReader, ScreenText};
-pub use state::Machine;
+pub use state::{Machine, StartKind};

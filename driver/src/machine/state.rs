@@ -88,6 +88,18 @@ pub struct Machine {
     /// Whether the guest kernel had gcov data when its programs were last ended for
     /// coverage (`None`: never ended).
     pub(super) kernel_gcov: Mutex<Option<bool>>,
+    /// How the latest start went (`None`: never started).
+    pub(super) started_as: Mutex<Option<StartKind>>,
+}
+
+/// How a machine's latest start went: [`Machine::started_as`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// Booted from its kernel (cold), whether or not it then saved a snapshot; also a
+    /// machine whose snapshot was refused and that booted instead.
+    Booted,
+    /// Restored from a saved, booted state (`snapshot: restored from ...` in the log).
+    Restored,
 }
 
 impl Machine {
@@ -98,6 +110,7 @@ impl Machine {
             console: Arc::default(),
             qemu_pid: Mutex::new(None),
             kernel_gcov: Mutex::new(None),
+            started_as: Mutex::new(None),
         }
     }
 
@@ -145,6 +158,14 @@ impl Machine {
     /// while it boots, and after it exited).
     pub fn qemu_pid(&self) -> Option<u32> {
         self.qemu_pid.lock().ok().and_then(|p| *p)
+    }
+
+    /// How the machine's latest start went: booted or restored from a snapshot; `None`
+    /// before its first start. Benchmarks and tests check with it that a machine
+    /// meant to be restored was (a refused snapshot boots cold, and says so only in
+    /// the log).
+    pub fn started_as(&self) -> Option<StartKind> {
+        self.started_as.lock().ok().and_then(|k| *k)
     }
 
     /// The QMP client of the running machine.
