@@ -67,7 +67,8 @@
 //!   budget, a test's cost), `runner.rs` (tests started as the budget allows, retries,
 //!   fail-fast), `progress.rs` (the live view on a terminal, plain lines elsewhere),
 //!   `report.rs` (verdicts, attempts, the summary table), `junit.rs` (the suite's JUnit
-//!   report), `list.rs` (`--list` as text or JSON).
+//!   report), `index_page.rs` (the suite's `index.html`, linking each test's
+//!   `report.html`), `list.rs` (`--list` as text or JSON).
 //! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
 //! - `helper_watch.rs`: the deaths of the fabric's helper processes (switches, wire
 //!   filters, captures, cables): a watcher each, and the calls a death fails.
@@ -82,10 +83,9 @@
 //! - `log.rs`: the run log (terminal, `driver.log`, status line) and its steps
 //!   ([`Log::step`]: boots, commands, waits, subtests, marks).
 //! - `steps.rs`: `events.jsonl`, the run's steps a line each as they happen.
-//! - `report/`: `report.html`, a run's evidence on one page, and a suite's
-//!   `index.html`. `mod.rs` (the entry point), `collect.rs` (reading the log folder),
-//!   `page.rs` with `page.css` and `page.js` (the page), `index.rs` (the suite's index),
-//!   `tests.rs` (a 16-machine, 50,000-line run's page in Chromium).
+//! - `report/`: `report.html`, a run's evidence on one page. `mod.rs` (the entry
+//!   point), `collect.rs` (reading the log folder), `page.rs` with `page.css` and
+//!   `page.js` (the page), `tests.rs` (a 16-machine, 50,000-line run's page in Chromium).
 //! - `error.rs`: [`Error`], which errors are test failures, and an error with its causes
 //!   as text ([`error::chain`]: the one place that renders a chain).
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.

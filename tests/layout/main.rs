@@ -3,7 +3,8 @@
 //! - crates: a lower crate never depends on an upper one, in any dependency table
 //!   (normal, dev, build); crates of one layer depend on each other only for tests;
 //! - files: inside every crate target (library, binary, each test, bench and example),
-//!   no two files import each other, directly or around a circle;
+//!   no two files import each other, directly or around a circle, and no two module
+//!   folders (or a folder and a file beside it) do either;
 //! - CI: `.ci/run` runs the README's whole-suite command, with `--no-fail-fast` (one
 //!   failing test binary must never hide the others).
 //!
@@ -88,6 +89,24 @@ fn no_two_files_import_each_other() {
 }
 
 #[test]
+fn no_two_folders_import_each_other() {
+    let mut cycles = Vec::new();
+    for (folder, _, _) in LAYERS {
+        for root in modules::crate_roots(&workspace().join(folder)) {
+            let krate = Crate::load(&root, &workspace()).unwrap_or_else(|e| panic!("{e}"));
+            for cycle in krate.folder_cycles() {
+                cycles.push(cycle.join("\n    -> "));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "module folders (and the files beside them) that import each other:\n  {}",
+        cycles.join("\n  ")
+    );
+}
+
+#[test]
 fn the_checker_sees_cycles() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let write = |name: &str, text: &str| {
@@ -144,6 +163,29 @@ fn the_checker_sees_cycles() {
     // c.rs names Thing through the crate root's re-export: the edge goes to d/e.rs.
     assert!(krate.imports("c.rs").iter().any(|f| f.ends_with("d/e.rs")));
     assert!(!krate.imports("c.rs").iter().any(|f| f.ends_with("a.rs")));
+    // No folder imports a file that imports the folder back, so far.
+    let folders = krate.folder_cycles();
+    assert!(
+        folders.iter().all(|c| c.iter().all(|e| !e.contains("d/"))),
+        "{folders:?}"
+    );
+
+    // d/mod.rs uses c.rs, which uses d/e.rs: no two files import each other, but the
+    // folder d/ and c.rs do.
+    write(
+        "d/mod.rs",
+        "mod e;\npub use self::e::Thing;\npub use crate::c::X;\n",
+    );
+    let krate = Crate::load(&dir.path().join("lib.rs"), dir.path()).expect("loading");
+    assert_eq!(krate.file_cycles().len(), 2, "{:?}", krate.file_cycles());
+    let folders = krate.folder_cycles();
+    assert!(
+        folders
+            .iter()
+            .flatten()
+            .any(|e| e.starts_with("d/ -> c.rs (d/mod.rs uses crate::c::X)")),
+        "{folders:?}"
+    );
 }
 
 #[test]

@@ -319,6 +319,71 @@ impl Crate {
     }
 }
 
+impl Crate {
+    /// Each set of module folders (and files beside them) that import each other: the
+    /// import graph with every file inside a folder of the crate root's folder taken as
+    /// that folder (`src/suite/runner.rs` is `src/suite/`). A cycle here that no
+    /// [`Crate::file_cycles`] shows is a folder's back-arrow: `suite/` uses `report/`,
+    /// which uses `suite/` again through another file.
+    pub fn folder_cycles(&self) -> Vec<Vec<String>> {
+        let Some(root) = self.files.first() else {
+            return Vec::new();
+        };
+        let src = root.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let unit_name = |file: &Path| -> String {
+            let rel = file.strip_prefix(&src).unwrap_or(file);
+            let mut parts = rel.components();
+            let first = parts
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            match (first, parts.next()) {
+                (Some(dir), Some(_)) => format!("{dir}/"),
+                (Some(file), None) => file,
+                _ => rel.display().to_string(),
+            }
+        };
+        let mut units: Vec<String> = Vec::new();
+        let mut unit_of = Vec::new();
+        for file in &self.files {
+            let name = unit_name(file);
+            let index = units.iter().position(|u| *u == name).unwrap_or_else(|| {
+                units.push(name);
+                units.len() - 1
+            });
+            unit_of.push(index);
+        }
+        let mut edges: BTreeMap<usize, BTreeMap<usize, String>> = BTreeMap::new();
+        for (from, targets) in self.edges() {
+            for (to, path) in targets {
+                let (a, b) = (unit_of[from], unit_of[to]);
+                if a != b {
+                    edges
+                        .entry(a)
+                        .or_default()
+                        .entry(b)
+                        .or_insert_with(|| format!("{} uses {path}", self.name(from)));
+                }
+            }
+        }
+        strongly_connected(units.len(), &edges)
+            .into_iter()
+            .filter(|c| c.len() > 1)
+            .map(|c| {
+                let members: BTreeSet<usize> = c.iter().copied().collect();
+                let mut lines = Vec::new();
+                for &from in &c {
+                    for (to, why) in edges.get(&from).into_iter().flatten() {
+                        if members.contains(to) {
+                            lines.push(format!("{} -> {} ({why})", units[from], units[*to]));
+                        }
+                    }
+                }
+                lines
+            })
+            .collect()
+    }
+}
+
 /// A path at the start of `tokens` (`crate::a::b`): its segments and how many tokens
 /// it took.
 fn path_at(tokens: &[TokenTree]) -> (Vec<String>, usize) {

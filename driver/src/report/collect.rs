@@ -12,7 +12,7 @@ use crate::spec::names::check_machine_name;
 use crate::steps::{self, Event, Outcome};
 
 /// The page's name in a run's log folder (not one of the files it links).
-pub(super) const FILE: &str = "report.html";
+pub(crate) const FILE: &str = "report.html";
 /// A log line longer than this many bytes is cut.
 pub(super) const MAX_LINE: usize = 4000;
 /// The most lines of one log a page holds (the last ones); more are left to the file.

@@ -3,15 +3,14 @@
 //! at the top with the failing script line and the console of the machine concerned,
 //! a timeline with a lane per machine (boots, restores, commands, waits, subtests,
 //! failed polling conditions; the failing step marked), and each machine's console
-//! and QEMU lines with their times, filterable. A suite gets `index.html`, linking
-//! each test's pages.
+//! and QEMU lines with their times, filterable. (A suite's `index.html`, which links
+//! these pages, is the suite's: `suite/index_page.rs`.)
 //!
 //! `collect.rs` reads the log folder (`events.jsonl`, `driver.log`, the machines'
-//! folders), `page.rs` (with `page.css` and `page.js`) makes the page, `index.rs` the
-//! suite's index; `tests.rs` loads a long run's page in Chromium.
+//! folders), `page.rs` (with `page.css` and `page.js`) makes the page; `tests.rs` loads
+//! a long run's page in Chromium.
 
 mod collect;
-mod index;
 mod page;
 #[cfg(test)]
 mod tests;
@@ -20,8 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-use collect::FILE;
-pub use index::write_index;
+pub(crate) use collect::FILE;
 pub(crate) use page::Outline;
 
 /// Writes `dir/report.html` for the run whose log folder is `dir`; its path. What

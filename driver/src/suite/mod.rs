@@ -25,6 +25,7 @@
 
 mod budget;
 mod discover;
+mod index_page;
 mod junit;
 mod list;
 mod partition;
@@ -43,4 +44,4 @@ pub use runner::{run_suite, SuiteOptions};
 
 /// Writes the suite's `index.html` into its log root (`--out`), linking each test's
 /// `report.html`.
-pub use crate::report::write_index;
+pub use index_page::write_index;
