@@ -5,7 +5,7 @@
 //! the machines wait for `flotilla shell` until SIGTERM.
 
 use flotilla_driver::control::ControlSocket;
-use flotilla_driver::debug_test::{debug_test, Session};
+use flotilla_driver::debug::{debug_test, Session};
 use flotilla_driver::{Error, FleetOptions, Spec};
 
 use crate::repl::{self, Interrupts};

@@ -31,7 +31,7 @@
 //! for the next network.
 //! [`repl`] evaluates script statements one by one against a running network (and tells
 //! a whole statement from one that continues on the next line), and
-//! [`debug_test::debug_test`] steps into a failed test with one; [`Log::divert`] lets a
+//! [`debug::debug_test`] steps into a failed test with one; [`Log::divert`] lets a
 //! prompt show the log above the line being typed, and [`control`] serves a run's
 //! machines to other processes (`flotilla shell`).
 //!
@@ -53,11 +53,11 @@
 //! - `fleet_coverage.rs`: [`Fleet::finish_coverage`], a run's coverage at its end.
 //! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
-//! - `run_test.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
+//! - `run.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
 //!   the spec's timeout and Ctrl-C; one attempt of a suite's test; or, for
-//!   [`debug_test::debug_test`], a failed script's machines and state kept) and
+//!   [`debug::debug_test`], a failed script's machines and state kept) and
 //!   [`retry`].
-//! - `debug_test.rs`: [`debug_test::debug_test`], a test whose failure leaves its
+//! - `debug.rs`: [`debug::debug_test`], a test whose failure leaves its
 //!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
 //! - `markup.rs`: text escaped for XML and HTML (JUnit, the report pages, coverage).
@@ -150,7 +150,7 @@ mod conditions;
 pub mod control;
 pub mod coverage;
 mod debian_machines;
-pub mod debug_test;
+pub mod debug;
 pub mod doctor;
 pub mod error;
 mod fabric;
@@ -169,8 +169,8 @@ mod markup;
 mod ocr;
 mod process;
 mod report;
+mod run;
 mod run_dir;
-mod run_test;
 mod script;
 pub mod snapshot_store;
 pub mod spec;
@@ -187,7 +187,7 @@ pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};
 pub use machine::{CommandResult, Machine, ScreenReader, ScreenText, StartKind};
-pub use run_test::{retry, run_test};
+pub use run::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};
 

@@ -15,7 +15,7 @@ use super::progress::Progress;
 use super::report::{Attempt, SuiteReport, TestReport, Verdict};
 use crate::error::printed;
 use crate::fleet::FleetOptions;
-use crate::run_test::run_attempt;
+use crate::run::run_attempt;
 use crate::spec::Spec;
 
 /// How a suite runs.

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::fleet::{Fleet, FleetOptions};
-use crate::run_test::{run, Failed};
+use crate::run::{run, Failed};
 use crate::script::repl::Repl;
 use crate::spec::Spec;
 
-pub use crate::run_test::Place;
+pub use crate::run::Place;
 
 /// A test that did not pass under [`debug_test`]: the verdict, and the machines still
 /// up when the script ran and failed.
