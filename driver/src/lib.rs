@@ -138,7 +138,8 @@
 //!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
 //!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
 //!   `cache.rs` (the cache folder and its pruning); `debian/`, Debian disk images:
-//!   `debian/mod.rs` (the build, `flotilla image debian`), `debian/init.rs` (the init
+//!   `debian/mod.rs` (`flotilla image debian`, a spec's images from the cache or
+//!   built), `debian/stages.rs` (the build's stages, a function each), `debian/init.rs` (the init
 //!   systems), `debian/tune.rs` (what makes the tree a quick test guest),
 //!   `debian/mirror.rs` (the release, the mirror and its index), `debian/files.rs`
 //!   (tools and tree files), `debian/recipe.rs` (what goes into an image, and its

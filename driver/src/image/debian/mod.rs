@@ -37,28 +37,24 @@ mod init;
 mod mirror;
 mod packages;
 mod recipe;
+mod stages;
 mod store;
 mod tune;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::cache::{cache_dir, prune};
+use super::cache::cache_dir;
 use super::kernel::Kernel;
 use crate::error::Error;
-use files::{
-    absolute, copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run,
-    temporary_beside, tool, tree_size, with_debootstrap_log, write_file,
-};
+use files::{absolute, temporary_beside, write_file};
 pub use init::Init;
 use init::INIT_PACKAGES;
 pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV, SUITE};
 pub use recipe::{GuestFile, Recipe};
-use store::{lock_file, Store};
-use tune::configure;
+use stages::{build_into, Resolved};
+use store::Store;
 
 /// Packages every image has, on top of debootstrap's `minbase` variant and its
 /// [`Init::packages`].
@@ -242,313 +238,6 @@ fn base_trees() -> Vec<String> {
     trees
 }
 
-/// What [`image`] resolved for a recipe, and its key describes: the build uses the
-/// same values, not others looked up again.
-struct Resolved<'a> {
-    /// The whole checked package list (defaults and the init's included).
-    packages: &'a [String],
-    mirror: &'a str,
-    /// The mirror's index identity.
-    index: &'a str,
-    kernel: &'a Kernel,
-    agent: &'a [u8],
-}
-
-/// Builds the image of `recipe` at `output` from what `resolved` names; returns the
-/// installed packages and their versions.
-fn build_into(
-    recipe: &Recipe,
-    resolved: &Resolved,
-    output: &Path,
-    log: &dyn Fn(&str),
-) -> Result<Vec<(String, String)>, Error> {
-    let Resolved {
-        packages,
-        mirror,
-        index,
-        kernel,
-        agent,
-    } = *resolved;
-    let started = Instant::now();
-    let init = recipe.init;
-    let base_packages = package_list(init, &[])?;
-    let extra: Vec<String> = packages
-        .iter()
-        .filter(|p| !base_packages.contains(p))
-        .cloned()
-        .collect();
-    let debootstrap = tool("debootstrap", "debootstrap")?;
-    let mke2fs = tool("mke2fs", "e2fsprogs")?;
-    let qemu_img = tool("qemu-img", "qemu-utils")?;
-    let depmod = tool("depmod", "kmod")?;
-
-    let cache = cache_dir().join("debian");
-    create_dir(&cache)?;
-    // The work folder sits next to the cache, not in /tmp (often a small tmpfs).
-    remove_stale_work(&cache);
-    let work = tempfile::Builder::new()
-        .prefix(&format!(".build-{}-", std::process::id()))
-        .tempdir_in(&cache)
-        .map_err(|source| Error::Io {
-            what: format!("creating a work folder in {}", cache.display()),
-            source,
-        })?;
-    let tree = work.path().join("tree");
-    create_dir(&tree)?;
-
-    // 1. The debootstrapped tree, from the cache or made now (once for concurrent
-    // builds).
-    let tarball = cache.join(format!(
-        "{SUITE}-{}.tar",
-        cache_key(init, &base_packages, index)
-    ));
-    let locks = cache.join("locks");
-    create_dir(&locks)?;
-    let tree_lock = lock_file(
-        &locks.join(
-            tarball
-                .with_extension("lock")
-                .file_name()
-                .unwrap_or_default(),
-        ),
-        log,
-    )?;
-    if tarball.is_file() {
-        let t = Instant::now();
-        run(
-            Command::new("tar")
-                .args(["--extract", "--numeric-owner", "--same-permissions"])
-                .args(["--xattrs", "--xattrs-include=*"])
-                .arg("--file")
-                .arg(&tarball)
-                .arg("--directory")
-                .arg(&tree),
-            "unpacking the cached tree",
-        )?;
-        // Marks it as recently used for pruning.
-        let _ = std::fs::File::options()
-            .append(true)
-            .open(&tarball)
-            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        log(&format!(
-            "debian: unpacked the cached {SUITE} tree {} in {:.1} s",
-            tarball.display(),
-            t.elapsed().as_secs_f64()
-        ));
-    } else {
-        let t = Instant::now();
-        log(&format!(
-            "debian: debootstrap {SUITE} ({init}: minbase + {}) from {mirror}; this takes a few minutes",
-            base_packages.join(","),
-        ));
-        let mut cmd = Command::new(&debootstrap);
-        cmd.args(["--variant=minbase", "--merged-usr"])
-            .arg(format!("--include={}", base_packages.join(",")))
-            .arg(SUITE)
-            .arg(&tree)
-            .arg(mirror);
-        if let Err(e) = run(&mut cmd, "debootstrap") {
-            return Err(with_debootstrap_log(e, &tree));
-        }
-        if init == Init::Openrc {
-            install_openrc(&tree)?;
-        }
-        // Downloaded packages are not part of the system.
-        remove_dir_contents(&tree.join("var/cache/apt/archives"), ".deb")?;
-        remove_dir_contents(&tree.join("var/lib/apt/lists"), "")?;
-        log(&format!(
-            "debian: debootstrap done in {:.1} s",
-            t.elapsed().as_secs_f64()
-        ));
-        let tmp = temporary_beside(&tarball, "");
-        let saved = run(
-            Command::new("tar")
-                .args([
-                    "--create",
-                    "--numeric-owner",
-                    "--xattrs",
-                    "--xattrs-include=*",
-                ])
-                .arg("--file")
-                .arg(&tmp)
-                .arg("--directory")
-                .arg(&tree)
-                .arg("."),
-            "saving the tree to the cache",
-        )
-        .and_then(|()| {
-            std::fs::rename(&tmp, &tarball).map_err(|source| Error::Io {
-                what: format!("renaming {} to {}", tmp.display(), tarball.display()),
-                source,
-            })
-        });
-        match saved {
-            Ok(()) => {
-                log(&format!("debian: cached the tree as {}", tarball.display()));
-                prune(&cache, SUITE, ".tar", KEEP_TREES);
-            }
-            Err(e) => {
-                // Not fatal: the next build debootstraps again.
-                let _ = std::fs::remove_file(&tmp);
-                log(&format!("debian: could not cache the tree: {e}"));
-            }
-        }
-    }
-
-    drop(tree_lock);
-
-    // 1b. More packages, and the recipe's files.
-    if !extra.is_empty() || !recipe.debs.is_empty() {
-        let t = Instant::now();
-        let mut what: Vec<String> = extra.clone();
-        for deb in &recipe.debs {
-            let (name, version) = packages::deb_identity(deb)?;
-            what.push(format!("{name} {version} ({})", deb.display()));
-        }
-        log(&format!("debian: apt-get install {}", what.join(", ")));
-        packages::install(&tree, mirror, &extra, &recipe.debs)?;
-        log(&format!(
-            "debian: packages installed in {:.1} s",
-            t.elapsed().as_secs_f64()
-        ));
-    }
-    for file in &recipe.files {
-        copy_into_tree(&tree, &file.source, &file.guest)?;
-    }
-    let versions = packages::versions(&tree)?;
-    let named: Vec<String> = versions
-        .iter()
-        .filter(|(name, _)| extra.contains(name))
-        .map(|(name, version)| format!("{name} {version}"))
-        .collect();
-    if !named.is_empty() {
-        log(&format!("debian: resolved {}", named.join(", ")));
-    }
-
-    // 2. The agent, by its own installer.
-    let t = Instant::now();
-    let installer = work.path().join("flotilla-agent");
-    write_file(&installer, agent, 0o755)?;
-    run(
-        Command::new(&installer)
-            .arg("install")
-            .arg("--root")
-            .arg(&tree),
-        "flotilla-agent install",
-    )?;
-    let enabled = tree.join(match init {
-        Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
-        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
-        Init::Openrc => "etc/runlevels/default/flotilla-agent",
-        // Stage 1 starts it (see `tune.rs`).
-        Init::Agent => "usr/local/bin/flotilla-agent",
-    });
-    if std::fs::symlink_metadata(&enabled).is_err() {
-        return Err(Error::Image(format!(
-            "flotilla-agent install did not enable its {init} service ({} is missing)",
-            enabled.display()
-        )));
-    }
-
-    // 3. The kernel's modules, and their index for udev and modprobe in the guest.
-    let modules = tree.join("lib/modules").join(&kernel.version);
-    create_dir(&modules)?;
-    let mut src = kernel.modules.clone().into_os_string();
-    src.push("/.");
-    run(
-        Command::new("cp")
-            .args(["--archive", "--no-preserve=ownership"])
-            .arg(&src)
-            .arg(&modules),
-        "copying the kernel modules",
-    )?;
-    run(
-        Command::new(&depmod)
-            .arg("-b")
-            .arg(&tree)
-            .arg(&kernel.version),
-        "depmod",
-    )?;
-
-    // 4. Configuration.
-    configure(&tree, init)?;
-    log(&format!(
-        "debian: agent {}, modules of kernel {} and configuration in {:.1} s",
-        env!("CARGO_PKG_VERSION"),
-        kernel.version,
-        t.elapsed().as_secs_f64()
-    ));
-
-    // 5. ext4 from the tree, then qcow2.
-    let t = Instant::now();
-    let tree_mib = tree_size(&tree)?.div_ceil(1 << 20);
-    let size_mib = match recipe.size_mib {
-        Some(size) if size < tree_mib + 16 => {
-            return Err(Error::Image(format!(
-                "--size {size} MiB is too small: the tree alone takes {tree_mib} MiB \
-                 (ext4 needs some room on top)\nhint: leave --size out for {} MiB",
-                default_size(tree_mib)
-            )))
-        }
-        Some(size) => size,
-        None => default_size(tree_mib),
-    };
-    let raw = work.path().join("root.ext4");
-    let file = std::fs::File::create(&raw).map_err(|source| Error::Io {
-        what: format!("creating {}", raw.display()),
-        source,
-    })?;
-    file.set_len(size_mib << 20).map_err(|source| Error::Io {
-        what: format!("sizing {} to {size_mib} MiB", raw.display()),
-        source,
-    })?;
-    drop(file);
-    run(
-        Command::new(&mke2fs)
-            .args(["-q", "-F", "-t", "ext4", "-L", "flotilla-root"])
-            .args(["-E", "root_owner=0:0"])
-            .arg("-d")
-            .arg(&tree)
-            .arg(&raw),
-        "mke2fs",
-    )?;
-    let tmp_out = temporary_beside(output, ".tmp");
-    let converted = run(
-        Command::new(&qemu_img)
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&raw)
-            .arg(&tmp_out),
-        "qemu-img convert",
-    )
-    .and_then(|()| {
-        std::fs::rename(&tmp_out, output).map_err(|source| Error::Io {
-            what: format!("renaming {} to {}", tmp_out.display(), output.display()),
-            source,
-        })
-    });
-    if let Err(e) = converted {
-        let _ = std::fs::remove_file(&tmp_out);
-        return Err(e);
-    }
-    let on_disk = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    log(&format!(
-        "debian: ext4 of {size_mib} MiB ({tree_mib} MiB used) -> qcow2 of {} MiB in {:.1} s",
-        on_disk.div_ceil(1 << 20),
-        t.elapsed().as_secs_f64()
-    ));
-    log(&format!(
-        "debian: built the image in {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(versions)
-}
-
-/// The tree plus [`DEFAULT_FREE_MIB`], rounded up to 64 MiB.
-fn default_size(tree_mib: u64) -> u64 {
-    // ext4's own metadata (inode tables, journal) takes a few percent.
-    (tree_mib + tree_mib / 10 + DEFAULT_FREE_MIB).div_ceil(64) * 64
-}
-
 /// The default packages, the init's and `extra`, sorted and without duplicates; names
 /// are checked ([`check_package_name`]) so nothing odd reaches apt's command line.
 pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> {
@@ -620,28 +309,6 @@ pub fn cache_key(init: Init, packages: &[String], index: &str) -> String {
         .collect()
 }
 
-/// Swaps `sysv-rc` for `openrc` in a freshly debootstrapped tree, with the tree's own
-/// apt and the package lists debootstrap left there. Its postinst moves the services
-/// already enabled in `/etc/rc*.d` into OpenRC's runlevels.
-fn install_openrc(tree: &Path) -> Result<(), Error> {
-    run(
-        Command::new("chroot")
-            .arg(tree)
-            .args([
-                "apt-get",
-                "install",
-                "--yes",
-                "--no-install-recommends",
-                "openrc",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "installing openrc in the tree (chroot apt-get install openrc)",
-    )?;
-    // apt's caches of the package lists (about 70 MiB); apt makes them again.
-    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,11 +369,5 @@ mod tests {
             );
             assert!(e.contains("hint: choose the init with --init"), "{e}");
         }
-    }
-
-    #[test]
-    fn default_size_leaves_room() {
-        assert!(default_size(300) >= 300 + DEFAULT_FREE_MIB);
-        assert_eq!(default_size(300) % 64, 0);
     }
 }
