@@ -4,13 +4,16 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
 
 use super::debian::{check_files, check_init, check_packages};
 use super::disks::check_disks;
-use super::forwards::{check_forwards, duplicate_host_port};
+use super::forwards::{check_forwards, duplicate_host_port, HostPort};
 use super::names::{check_machine_name, check_name};
-use super::raw::{RawCoverage, RawSpec};
-use super::types::{CoverageSpec, MachineSpec, Spec, SPEC_FILE_NAME};
+use super::raw::{RawCoverage, RawMachine, RawNetwork, RawSpec};
+use super::types::{CoverageSpec, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME};
 use crate::error::Error;
 use crate::guest::AgentKind;
 
@@ -31,24 +34,16 @@ impl Spec {
 
     /// Parses spec text; `path` is used for messages and to resolve relative files.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, Error> {
-        let located = |span: Range<usize>, message: String| {
-            let (line, column) = line_column(text, span.start);
-            Error::Spec {
-                file: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        };
+        let src = Source { path, text };
         let raw: RawSpec = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            located(span, e.message().trim().to_owned())
+            src.error(span, e.message().trim().to_owned())
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = match raw.name {
             Some(name) => {
                 check_name(name.get_ref())
-                    .map_err(|m| located(name.span(), format!("name: {m}")))?;
+                    .map_err(|m| src.error(name.span(), format!("name: {m}")))?;
                 name.into_inner()
             }
             None => default_name(path),
@@ -57,7 +52,7 @@ impl Spec {
             Some(script) => {
                 let resolved = dir.join(script.get_ref());
                 if !resolved.is_file() {
-                    return Err(located(
+                    return Err(src.error(
                         script.span(),
                         format!("script file {} does not exist", resolved.display()),
                     ));
@@ -68,32 +63,15 @@ impl Spec {
         };
         let timeout = match raw.timeout {
             Some(t) if *t.get_ref() == 0 => {
-                return Err(located(
-                    t.span(),
-                    "timeout must be at least 1 second".into(),
-                ))
+                return Err(src.error(t.span(), "timeout must be at least 1 second".into()))
             }
-            Some(t) => std::time::Duration::from_secs(*t.get_ref()),
-            None => std::time::Duration::from_secs(600),
+            Some(t) => Duration::from_secs(*t.get_ref()),
+            None => Duration::from_secs(600),
         };
-        let mut limits = [None, None];
-        for (slot, (key, value)) in limits.iter_mut().zip([
-            ("boot_timeout", &raw.boot_timeout),
-            ("command_timeout", &raw.command_timeout),
-        ]) {
-            if let Some(v) = value {
-                if *v.get_ref() == 0 {
-                    return Err(located(
-                        v.span(),
-                        format!("{key} must be at least 1 second"),
-                    ));
-                }
-                *slot = Some(std::time::Duration::from_secs(*v.get_ref()));
-            }
-        }
-        let [boot_timeout, command_timeout] = limits;
+        let boot_timeout = limit(&src, "boot_timeout", raw.boot_timeout)?;
+        let command_timeout = limit(&src, "command_timeout", raw.command_timeout)?;
         if raw.machines.is_empty() {
-            return Err(located(
+            return Err(src.error(
                 0..0,
                 "no machines: add a table such as [machines.server]".into(),
             ));
@@ -101,150 +79,17 @@ impl Spec {
         let mut machines = BTreeMap::new();
         let mut host_ports = Vec::new();
         for (name, machine) in raw.machines {
-            check_machine_name(name.get_ref())
-                .map_err(|m| located(name.span(), format!("machine `{}`: {m}", name.get_ref())))?;
-            let span = machine.span();
-            let mut machine = machine.into_inner();
-            if let Some(image) = &machine.image {
-                let resolved = dir.join(image);
-                if !resolved.is_file() {
-                    return Err(located(
-                        key_span(text, span.clone(), "image"),
-                        format!(
-                            "machine `{}`: image {} does not exist (build one with `flotilla image debian -o FILE`)",
-                            name.get_ref(),
-                            resolved.display()
-                        ),
-                    ));
-                }
-                machine.image = Some(std::path::absolute(&resolved).unwrap_or(resolved));
-            }
-            if machine.memory < 64 {
-                return Err(located(
-                    span,
-                    format!(
-                        "machine `{}`: memory = {} MiB is too small (at least 64)",
-                        name.get_ref(),
-                        machine.memory
-                    ),
-                ));
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for &vlan in &machine.vlans {
-                if vlan == 0 || vlan > flotilla_vmnet::MAX_VLAN || !seen.insert(vlan) {
-                    return Err(located(
-                        span,
-                        format!(
-                            "machine `{}`: vlans must be distinct numbers from 1 to {}",
-                            name.get_ref(),
-                            flotilla_vmnet::MAX_VLAN
-                        ),
-                    ));
-                }
-            }
-            let forward = check_forwards(
-                name.get_ref(),
-                std::mem::take(&mut machine.forward),
-                &mut host_ports,
-            )
-            .map_err(|m| located(span.clone(), format!("machine `{}`: {m}", name.get_ref())))?;
-            if machine.cpus == 0 || machine.cpus > 64 {
-                return Err(located(
-                    span,
-                    format!("machine `{}`: cpus must be 1 to 64", name.get_ref()),
-                ));
-            }
-            let disks = check_disks(machine.disks, dir)
-                .map_err(|(span, m)| located(span, format!("machine `{}`: {m}", name.get_ref())))?;
-            let in_machine = |(span, m): (Range<usize>, String)| {
-                located(span, format!("machine `{}`: {m}", name.get_ref()))
-            };
-            let init = check_init(machine.init).map_err(in_machine)?;
-            let packages = check_packages(machine.packages, init.unwrap_or_default(), dir, |at| {
-                line_column(text, at)
-            })
-            .map_err(in_machine)?;
-            let files = check_files(machine.files, dir).map_err(in_machine)?;
-            let debian = init.is_some() || !packages.is_empty() || !files.is_empty();
-            if debian && machine.image.is_some() {
-                return Err(located(
-                    key_span(text, span.clone(), "image"),
-                    format!(
-                        "machine `{}`: `image` boots an image of your own; `packages`, `files` and `init` describe the Debian image flotilla builds: use one or the other",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            if debian && machine.agent != AgentKind::Flotilla {
-                return Err(located(
-                    key_span(text, span.clone(), "agent"),
-                    format!(
-                        "machine `{}`: the Debian image built from `packages`, `files` and `init` runs flotilla-agent; `agent` is for an `image` of your own",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            let machine = MachineSpec {
-                memory: machine.memory,
-                cpus: machine.cpus,
-                kernel_args: machine.kernel_args,
-                display: machine.display,
-                snapshot: machine.snapshot,
-                image: machine.image,
-                agent: machine.agent,
-                vlans: machine.vlans,
-                forward,
-                disks,
-                packages,
-                files,
-                init,
-            };
+            let machine = check_machine(&src, dir, &name, machine, &mut host_ports)?;
             machines.insert(name.into_inner(), machine);
         }
         if let Some((span, message)) = duplicate_host_port(&host_ports) {
-            return Err(located(span, message));
+            return Err(src.error(span, message));
         }
-        let backend = match raw.network.backend {
-            Some(b) => b
-                .get_ref()
-                .parse()
-                .map_err(|m| located(b.span(), format!("network.backend: {m}")))?,
-            None => flotilla_vmnet::Backend::default(),
-        };
-        let offset = match &raw.network.offset {
-            Some(o)
-                if usize::from(*o.get_ref()) + machines.len() > flotilla_vmnet::MAX_MACHINES =>
-            {
-                return Err(located(
-                    o.span(),
-                    format!(
-                        "network.offset {} leaves no addresses for {} machine(s)",
-                        o.get_ref(),
-                        machines.len()
-                    ),
-                ))
-            }
-            Some(o) => *o.get_ref(),
-            None => 0,
-        };
-        let mut join = Vec::new();
-        for j in raw.network.join {
-            let span = j.span();
-            let j = j.into_inner();
-            if backend != flotilla_vmnet::Backend::Vde {
-                return Err(located(span, "network.join needs the vde backend".into()));
-            }
-            let on_vlan = machines.values().any(|m| m.vlans.contains(&j.vlan));
-            if !on_vlan {
-                return Err(located(
-                    span,
-                    format!("network.join: no machine is on VLAN {}", j.vlan),
-                ));
-            }
-            join.push(j);
-        }
+        let (backend, offset, join) = check_network(&src, raw.network, &machines)?;
         let coverage = match raw.coverage {
-            Some(c) => check_coverage(c.into_inner(), dir).map_err(|(span, m)| located(span, m))?,
+            Some(c) => {
+                check_coverage(c.into_inner(), dir).map_err(|(span, m)| src.error(span, m))?
+            }
             None => CoverageSpec::default(),
         };
         Ok(Spec {
@@ -261,6 +106,177 @@ impl Spec {
             machines,
         })
     }
+}
+
+/// The spec being checked: where its errors point.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at the line and column where `span` starts.
+    fn error(&self, span: Range<usize>, message: String) -> Error {
+        let (line, column) = line_column(self.text, span.start);
+        Error::Spec {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// A limit in seconds (`boot_timeout`, `command_timeout`): at least 1.
+fn limit(src: &Source, key: &str, value: Option<Spanned<u64>>) -> Result<Option<Duration>, Error> {
+    match value {
+        Some(v) if *v.get_ref() == 0 => {
+            Err(src.error(v.span(), format!("{key} must be at least 1 second")))
+        }
+        Some(v) => Ok(Some(Duration::from_secs(*v.get_ref()))),
+        None => Ok(None),
+    }
+}
+
+/// One `[machines.NAME]` table checked; its forwarded host ports join `host_ports`.
+fn check_machine(
+    src: &Source,
+    dir: &Path,
+    name: &Spanned<String>,
+    machine: Spanned<RawMachine>,
+    host_ports: &mut Vec<HostPort>,
+) -> Result<MachineSpec, Error> {
+    let text = src.text;
+    check_machine_name(name.get_ref())
+        .map_err(|m| src.error(name.span(), format!("machine `{}`: {m}", name.get_ref())))?;
+    let span = machine.span();
+    let mut machine = machine.into_inner();
+    let error = |span: Range<usize>, m: String| {
+        src.error(span, format!("machine `{}`: {m}", name.get_ref()))
+    };
+    if let Some(image) = &machine.image {
+        let resolved = dir.join(image);
+        if !resolved.is_file() {
+            return Err(error(
+                key_span(text, span.clone(), "image"),
+                format!(
+                    "image {} does not exist (build one with `flotilla image debian -o FILE`)",
+                    resolved.display()
+                ),
+            ));
+        }
+        machine.image = Some(std::path::absolute(&resolved).unwrap_or(resolved));
+    }
+    if machine.memory < 64 {
+        return Err(error(
+            span,
+            format!("memory = {} MiB is too small (at least 64)", machine.memory),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for &vlan in &machine.vlans {
+        if vlan == 0 || vlan > flotilla_vmnet::MAX_VLAN || !seen.insert(vlan) {
+            return Err(error(
+                span,
+                format!(
+                    "vlans must be distinct numbers from 1 to {}",
+                    flotilla_vmnet::MAX_VLAN
+                ),
+            ));
+        }
+    }
+    let forward = check_forwards(
+        name.get_ref(),
+        std::mem::take(&mut machine.forward),
+        host_ports,
+    )
+    .map_err(|m| error(span.clone(), m))?;
+    if machine.cpus == 0 || machine.cpus > 64 {
+        return Err(error(span, "cpus must be 1 to 64".into()));
+    }
+    let in_machine = |(span, m): (Range<usize>, String)| error(span, m);
+    let disks = check_disks(machine.disks, dir).map_err(in_machine)?;
+    let init = check_init(machine.init).map_err(in_machine)?;
+    let packages = check_packages(machine.packages, init.unwrap_or_default(), dir, |at| {
+        line_column(text, at)
+    })
+    .map_err(in_machine)?;
+    let files = check_files(machine.files, dir).map_err(in_machine)?;
+    let debian = init.is_some() || !packages.is_empty() || !files.is_empty();
+    if debian && machine.image.is_some() {
+        return Err(error(
+            key_span(text, span.clone(), "image"),
+            "`image` boots an image of your own; `packages`, `files` and `init` describe the Debian image flotilla builds: use one or the other".into(),
+        ));
+    }
+    if debian && machine.agent != AgentKind::Flotilla {
+        return Err(error(
+            key_span(text, span.clone(), "agent"),
+            "the Debian image built from `packages`, `files` and `init` runs flotilla-agent; `agent` is for an `image` of your own".into(),
+        ));
+    }
+    Ok(MachineSpec {
+        memory: machine.memory,
+        cpus: machine.cpus,
+        kernel_args: machine.kernel_args,
+        display: machine.display,
+        snapshot: machine.snapshot,
+        image: machine.image,
+        agent: machine.agent,
+        vlans: machine.vlans,
+        forward,
+        disks,
+        packages,
+        files,
+        init,
+    })
+}
+
+/// The `[network]` table checked against the machines: the backend, the address
+/// offset and the VLANs joined to other networks.
+fn check_network(
+    src: &Source,
+    raw: RawNetwork,
+    machines: &BTreeMap<String, MachineSpec>,
+) -> Result<(flotilla_vmnet::Backend, u8, Vec<JoinSpec>), Error> {
+    let backend = match raw.backend {
+        Some(b) => b
+            .get_ref()
+            .parse()
+            .map_err(|m| src.error(b.span(), format!("network.backend: {m}")))?,
+        None => flotilla_vmnet::Backend::default(),
+    };
+    let offset = match &raw.offset {
+        Some(o) if usize::from(*o.get_ref()) + machines.len() > flotilla_vmnet::MAX_MACHINES => {
+            return Err(src.error(
+                o.span(),
+                format!(
+                    "network.offset {} leaves no addresses for {} machine(s)",
+                    o.get_ref(),
+                    machines.len()
+                ),
+            ))
+        }
+        Some(o) => *o.get_ref(),
+        None => 0,
+    };
+    let mut join = Vec::new();
+    for j in raw.join {
+        let span = j.span();
+        let j = j.into_inner();
+        if backend != flotilla_vmnet::Backend::Vde {
+            return Err(src.error(span, "network.join needs the vde backend".into()));
+        }
+        let on_vlan = machines.values().any(|m| m.vlans.contains(&j.vlan));
+        if !on_vlan {
+            return Err(src.error(
+                span,
+                format!("network.join: no machine is on VLAN {}", j.vlan),
+            ));
+        }
+        join.push(j);
+    }
+    Ok((backend, offset, join))
 }
 
 /// The `[coverage]` table: a floor between 0 and 100, LLVM binaries that exist.
