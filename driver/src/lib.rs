@@ -131,15 +131,18 @@
 //!   qemu-ga path), `channel.rs` (which agent a guest runs), `error.rs`.
 //! - `script/`: test scripts in Rhai. `mod.rs` (index and the API table), `engine.rs`
 //!   (the engine and a script run), `context.rs` (what the API functions share),
-//!   `machine_api.rs`, `global_api.rs`, `args.rs` (argument checks), `names.rs` (names
-//!   checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
+//!   `machine_api/` (the methods of `Machine`: `machine_api/mod.rs`, then a file per
+//!   topic: `machine_api/commands.rs`, `machine_api/waits.rs`, `machine_api/files.rs`,
+//!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api.rs`, `args.rs`
+//!   (argument checks), `names.rs` (names checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
 //!   prompt's statement reader).
 //! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
 //!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
 //!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
 //!   `cache.rs` (the cache folder and its pruning); `debian/`, Debian disk images:
 //!   `debian/mod.rs` (`flotilla image debian`, a spec's images from the cache or
-//!   built), `debian/stages.rs` (the build's stages, a function each), `debian/init.rs` (the init
+//!   built), `debian/stages.rs` (the build's stages, a function each), `debian/base_tree.rs`
+//!   (a base tree's packages, checked, and its cache key), `debian/init.rs` (the init
 //!   systems), `debian/tune.rs` (what makes the tree a quick test guest),
 //!   `debian/mirror.rs` (the release, the mirror and its index), `debian/files.rs`
 //!   (tools and tree files), `debian/recipe.rs` (what goes into an image, and its

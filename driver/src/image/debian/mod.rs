@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod base_tree;
 mod files;
 mod init;
 mod mirror;
@@ -43,31 +44,17 @@ mod tune;
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::cache::cache_dir;
 use super::kernel::Kernel;
 use crate::error::Error;
+pub use base_tree::{cache_key, check_package_name, package_list, DEFAULT_PACKAGES};
 use files::{absolute, temporary_beside, write_file};
 pub use init::Init;
-use init::INIT_PACKAGES;
 pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV, SUITE};
 pub use recipe::{GuestFile, Recipe};
+pub use stages::DEFAULT_FREE_MIB;
 use stages::{build_into, Resolved};
 use store::Store;
-
-/// Packages every image has, on top of debootstrap's `minbase` variant and its
-/// [`Init::packages`].
-pub const DEFAULT_PACKAGES: &[&str] = &["iproute2", "procps", "kmod", "udev"];
-
-/// Free space added to the tree's size when no size is given.
-pub const DEFAULT_FREE_MIB: u64 = 512;
-
-/// Bump when the cached tree's content changes for the same package list.
-const TREE_LAYOUT: &str = "flotilla-debian-tree-2";
-
-/// How many cached trees are kept (the newest).
-const KEEP_TREES: usize = 6;
 
 /// What `flotilla image debian` builds.
 #[derive(Debug, Clone)]
@@ -236,138 +223,4 @@ fn base_trees() -> Vec<String> {
         trees.push("(none)".into());
     }
     trees
-}
-
-/// The default packages, the init's and `extra`, sorted and without duplicates; names
-/// are checked ([`check_package_name`]) so nothing odd reaches apt's command line.
-pub fn package_list(init: Init, extra: &[String]) -> Result<Vec<String>, Error> {
-    let mut all: Vec<String> = DEFAULT_PACKAGES
-        .iter()
-        .chain(init.packages())
-        .map(|p| (*p).to_owned())
-        .collect();
-    for p in extra {
-        let p = p.trim();
-        if p.is_empty() {
-            continue;
-        }
-        check_package_name(init, p).map_err(|m| {
-            Error::Image(if INIT_PACKAGES.contains(&p) {
-                format!("{m}\nhint: choose the init with --init systemd|sysvinit|openrc|agent")
-            } else {
-                m
-            })
-        })?;
-        all.push(p.to_owned());
-    }
-    all.sort();
-    all.dedup();
-    Ok(all)
-}
-
-/// Whether `name` may be asked for in an image of `init`: a Debian package name
-/// (lowercase letters, digits, `+`, `-`, `.`), and not a package that makes another
-/// init system. The error is a sentence for the user.
-pub fn check_package_name(init: Init, name: &str) -> Result<(), String> {
-    let valid = name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    if !valid {
-        return Err(format!(
-            "`{name}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`)"
-        ));
-    }
-    // The base tree has its init already: another one would conflict with it.
-    if INIT_PACKAGES.contains(&name) && !init.packages().contains(&name) {
-        return Err(format!(
-            "package `{name}` makes the init system, which is {init} in this image"
-        ));
-    }
-    Ok(())
-}
-
-/// The cache key of a debootstrapped tree: the suite, the variant, the init, the
-/// packages and the mirror's index (see [`index_identity`]).
-pub fn cache_key(init: Init, packages: &[String], index: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(TREE_LAYOUT);
-    hasher.update(SUITE);
-    hasher.update("minbase");
-    hasher.update(init.name());
-    hasher.update([0]);
-    hasher.update(index);
-    hasher.update([0]);
-    for p in packages {
-        hasher.update(p.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.finalize()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn package_lists_are_sorted_checked_and_keyed() {
-        let list =
-            package_list(Init::Systemd, &["curl".into(), "udev".into(), " ".into()]).unwrap();
-        assert_eq!(
-            list,
-            ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
-        );
-        let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
-        let key = |init, list: &[String]| cache_key(init, list, "index");
-        assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
-        let bare = package_list(Init::Systemd, &[]).unwrap();
-        assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));
-        for bad in ["Curl", "a b", "--foo", "x;rm", "c"] {
-            let e = package_list(Init::Systemd, &[bad.into()])
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("is not a Debian package name"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_init_chooses_packages_and_keys_the_cache() {
-        let sysv = package_list(Init::Sysvinit, &[]).unwrap();
-        assert_eq!(
-            sysv,
-            ["iproute2", "kmod", "procps", "sysvinit-core", "udev"]
-        );
-        // OpenRC has the same debootstrap list (openrc comes after), not the same tree.
-        let openrc = package_list(Init::Openrc, &[]).unwrap();
-        assert_eq!(openrc, sysv);
-        assert_ne!(
-            cache_key(Init::Sysvinit, &sysv, "i"),
-            cache_key(Init::Openrc, &openrc, "i")
-        );
-        // A package of the init itself is fine; another init's is refused, with a hint.
-        assert_eq!(
-            package_list(Init::Sysvinit, &["sysvinit-core".into()]).unwrap(),
-            sysv
-        );
-        for (init, bad) in [
-            (Init::Sysvinit, "systemd-sysv"),
-            (Init::Systemd, "sysvinit-core"),
-            (Init::Systemd, "openrc"),
-            (Init::Openrc, "openrc"),
-            (Init::Openrc, "sysv-rc"),
-        ] {
-            let e = package_list(init, &[bad.into()]).unwrap_err().to_string();
-            assert!(
-                e.contains(&format!(
-                    "package `{bad}` makes the init system, which is {init}"
-                )),
-                "{e}"
-            );
-            assert!(e.contains("hint: choose the init with --init"), "{e}");
-        }
-    }
 }

@@ -7,17 +7,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use super::base_tree::{cache_key, package_list};
 use super::files::{
     copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run, temporary_beside,
     tool, tree_size, with_debootstrap_log, write_file,
 };
+use super::init::Init;
+use super::mirror::SUITE;
 use super::packages;
+use super::recipe::Recipe;
 use super::store::lock_file;
 use super::tune::configure;
-use super::{cache_key, package_list, Init, Recipe, DEFAULT_FREE_MIB, KEEP_TREES, SUITE};
 use crate::error::Error;
 use crate::image::cache::{cache_dir, prune};
 use crate::image::kernel::Kernel;
+
+/// Free space added to the tree's size when no size is given.
+pub const DEFAULT_FREE_MIB: u64 = 512;
+
+/// How many cached trees are kept (the newest).
+const KEEP_TREES: usize = 6;
 
 /// What [`super::image`] resolved for a recipe, and its key describes: the build uses
 /// the same values, not others looked up again.
