@@ -67,7 +67,7 @@ impl FleetOptions {
 }
 
 /// The machines of a spec. Machines boot on first use or with [`Fleet::start_all`];
-/// [`Fleet::stop_all`] (or dropping the network) stops them.
+/// [`Fleet::stop_all`] (or dropping the fleet) stops them.
 #[derive(Debug)]
 pub struct Fleet {
     machines: BTreeMap<String, Arc<Machine>>,
@@ -80,7 +80,7 @@ pub struct Fleet {
     subtest_stack: std::sync::Mutex<Vec<String>>,
     /// The run's coverage settings, when it collects coverage.
     coverage: Option<CoverageSpec>,
-    // Removed (with every socket in it) when the network is dropped.
+    // Removed (with every socket in it) when the fleet is dropped.
     sockets: RunDir,
 }
 
@@ -308,7 +308,7 @@ impl Fleet {
     }
 
     /// The socket directory of VLAN `vlan`'s switch (VDE backend), for another driver's
-    /// `[[network.join]]`. Valid while the network runs.
+    /// `[[network.join]]`. Valid while the fleet runs.
     pub fn switch_path(&self, vlan: u8) -> Option<PathBuf> {
         self.fabric
             .plan

@@ -78,7 +78,7 @@ impl Spawned {
     }
 }
 
-/// A machine of the network. Cheap to share; all methods take `&self`.
+/// A machine of a fleet ([`crate::Fleet`]). Cheap to share; all methods take `&self`.
 #[derive(Debug)]
 pub struct Machine {
     pub(super) config: MachineConfig,
