@@ -77,7 +77,12 @@ pub fn ending(fault: &Fault, run: &Run, v: &mut Verdict) {
             .chain(&["vlan 1"])
             .any(|n| names(&run.output, n))
     } else {
-        wanted.iter().all(|n| names(&run.output, n))
+        // A machine as the product's errors name it; a VLAN as `vlan N`; the machine of
+        // a VLAN's fault (its link) as a word.
+        wanted.iter().all(|n| match fault.kind {
+            Kind::KillSwitch | Kind::KillWirefilter => names(&run.output, n),
+            _ => run.output.contains(&format!("machine `{n}`")),
+        })
     };
     if !ok {
         let first = run
