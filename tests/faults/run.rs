@@ -47,7 +47,17 @@ pub fn run(host_fault: Option<&Fault>, s: &Setup, pre_injected: Result<String, S
     let stdout = std::fs::File::create(&stdout_path).unwrap();
     let stderr = stdout.try_clone().unwrap();
     let start = Instant::now();
-    let mut child = Command::new(s.flotilla)
+    let mut cmd = Command::new(s.flotilla);
+    // SAFETY: prctl(2) only, between fork and exec: the run goes with the campaign
+    // (SIGTERM: it stops its machines) if the campaign is killed.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .arg("test")
         .arg(s.spec)
         .arg("--out")

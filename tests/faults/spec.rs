@@ -66,7 +66,7 @@ pub fn write(dir: &Path, fault: Option<&Fault>) {
          \x20   let p = ash.execute(\"ping -c1 -W2 birch && ping -c1 -W2 cedar; sleep 0.3\", 10);\n\
          \x20   log(`ping: ${p.status}`);\n\
          }\nlog(\"FAULT-DONE\");\n\
-         ash.succeed(\"ping -c1 -W2 birch && ping -c1 -W2 cedar\", 10);\n",
+         ash.wait_until_succeeds(\"ping -c1 -W2 birch && ping -c1 -W2 cedar\", 20);\n",
     );
     std::fs::write(
         dir.join("flotilla.toml"),
