@@ -10,7 +10,7 @@ use crate::rng::Rng;
 pub const MACHINES: [&str; 3] = ["ash", "birch", "cedar"];
 
 /// The script's rounds of work; a guest fault fires at the start of one of them.
-pub const ROUNDS: u64 = 4;
+pub const ROUNDS: u64 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -122,7 +122,8 @@ impl Fault {
         Fault {
             kind,
             machine,
-            delay_ms: rng.below(3000),
+            // Well inside the rounds' work (at least 3 s after the cue).
+            delay_ms: rng.below(2000),
             hold_ms: 500 + rng.below(11_500),
             round: rng.below(ROUNDS),
             variant: rng.next_u64(),
