@@ -7,7 +7,7 @@ mod shell;
 mod suite;
 mod terminal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -153,6 +153,14 @@ enum Cmd {
         #[arg(long)]
         clear: bool,
     },
+    /// Draw report.html for the log folder of a run that did not finish (its driver was
+    /// killed before it could write it), from its events.jsonl and logs, with the verdict
+    /// "did not finish"; prints its path. A folder with a report.html keeps it.
+    Report {
+        /// The run's log folder (what `flotilla test --out` named).
+        #[arg(value_name = "LOG_DIR")]
+        dir: PathBuf,
+    },
     /// Build a disk image for `image = "FILE"` in a spec; prints its path.
     Image {
         #[command(subcommand)]
@@ -242,6 +250,7 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Doctor => run_doctor(),
         Cmd::Snapshots { clear } => snapshots(clear),
+        Cmd::Report { dir } => unfinished_report(&dir),
         Cmd::Agent {
             action: AgentAction::Install { root },
         } => agent::install(&root),
@@ -533,6 +542,29 @@ where
 }
 
 /// Prints the error and its chain of causes once; returns the exit status for it.
+/// `flotilla report LOG_DIR`.
+fn unfinished_report(dir: &Path) -> ExitCode {
+    let page = dir.join("report.html");
+    if page.is_file() {
+        println!("{} (the run's own)", page.display());
+        return ExitCode::SUCCESS;
+    }
+    if !dir.join("driver.log").is_file() && !dir.join("events.jsonl").is_file() {
+        eprintln!(
+            "error: {} is not a run's log folder: no driver.log or events.jsonl",
+            dir.display()
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
+    match flotilla_driver::write_unfinished_report(dir) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => report(&e),
+    }
+}
+
 fn report(e: &Error) -> ExitCode {
     print_chain(e);
     match e {

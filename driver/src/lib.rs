@@ -191,6 +191,7 @@ pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};
 pub use machine::{CommandResult, Machine, ScreenReader, ScreenText, StartKind};
+pub use report::write_unfinished as write_unfinished_report;
 pub use run::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};

@@ -147,7 +147,8 @@ pub(crate) struct Meta {
     /// them.
     #[serde(default)]
     pub console: Vec<String>,
-    /// The size and checksum of each file of the state, by suffix (`qemu`, `ram`).
+    /// The size and checksum of each file of the state, by suffix (`qemu`, `ram`,
+    /// `disk-<name>.qcow2` for each saved disk).
     #[serde(default)]
     pub files: BTreeMap<String, Sum>,
 }
@@ -355,9 +356,27 @@ impl Entry {
         self.dir.join(format!("{}.meta", self.identity))
     }
 
-    /// The files of the state by suffix, as `.meta`'s `files` names them.
-    fn state_files(&self) -> [(&'static str, PathBuf); 2] {
-        [("qemu", self.file()), ("ram", self.ram_file())]
+    /// The files of the state by suffix, as `.meta`'s `files` names them: the devices,
+    /// the RAM and every saved disk there is.
+    fn state_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files = vec![
+            ("qemu".to_owned(), self.file()),
+            ("ram".to_owned(), self.ram_file()),
+        ];
+        let prefix = format!("{}.", self.identity);
+        for disk in self.disk_files() {
+            let name = disk.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(key) = name.as_deref().and_then(|n| n.strip_prefix(&prefix)) {
+                files.push((key.to_owned(), disk.clone()));
+            }
+        }
+        files.sort();
+        files
+    }
+
+    /// The name of disk `name`'s saved copy in `.meta`'s `files`.
+    pub(crate) fn disk_key(name: &str) -> String {
+        format!("{}{name}.qcow2", &DISK_INFIX[1..])
     }
 
     /// Checks every file of the state against the size and checksum `meta` has for
@@ -372,11 +391,19 @@ impl Entry {
         static WHOLE: OnceLock<Mutex<BTreeSet<Version>>> = OnceLock::new();
         let whole = WHOLE.get_or_init(Mutex::default);
         let mut whole = whole.lock().unwrap_or_else(|e| e.into_inner());
-        for (suffix, path) in self.state_files() {
+        let files = self.state_files();
+        if let Some(lost) = meta
+            .files
+            .keys()
+            .find(|key| !files.iter().any(|(suffix, _)| suffix == *key))
+        {
+            return Err(format!("its .{lost} file is missing"));
+        }
+        for (suffix, path) in files {
             let name = path.display();
             let want = meta
                 .files
-                .get(suffix)
+                .get(&suffix)
                 .ok_or_else(|| format!("its .meta has no checksum of the .{suffix} file"))?;
             let m = std::fs::metadata(&path).map_err(|e| format!("{name}: {e}"))?;
             if m.len() != want.bytes {
@@ -564,16 +591,11 @@ fn list_in(dir: &Path) -> Vec<Saved> {
             let identity = name.strip_suffix(".qemu")?.to_owned();
             let meta = e.metadata().ok()?;
             let entry = Entry::in_dir(identity.clone(), dir.to_path_buf());
+            // The state, its RAM and its saved disks.
             let files: Vec<std::fs::Metadata> = entry
                 .state_files()
                 .iter()
                 .filter_map(|(_, p)| std::fs::metadata(p).ok())
-                .chain(
-                    entry
-                        .disk_files()
-                        .iter()
-                        .filter_map(|p| std::fs::metadata(p).ok()),
-                )
                 .collect();
             Some(Saved {
                 machine: entry.meta().ok().map(|m| m.machine),
@@ -800,6 +822,49 @@ mod tests {
         let mut no_sums = meta.clone();
         no_sums.files.clear();
         assert!(entry.verify(&no_sums).unwrap_err().contains("no checksum"));
+    }
+
+    #[test]
+    fn verify_finds_a_saved_disk_changed_missing_or_without_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = Entry::in_dir("d".into(), dir.path().to_owned());
+        let lock = entry.try_lock().unwrap().unwrap();
+        std::fs::write(entry.partial(), b"state").unwrap();
+        std::fs::write(entry.ram_partial(), vec![7u8; PAGE]).unwrap();
+        let disk = entry.disk_file("root");
+        std::fs::write(&disk, vec![3u8; 2 * PAGE]).unwrap();
+        let mut meta = Meta::new("m", BTreeMap::new());
+        meta.files
+            .insert("qemu".into(), sum_of(&entry.partial()).unwrap());
+        meta.files
+            .insert("ram".into(), sum_of(&entry.ram_partial()).unwrap());
+        meta.files
+            .insert(Entry::disk_key("root"), sum_of(&disk).unwrap());
+        assert_eq!(Entry::disk_key("root"), "disk-root.qcow2");
+        entry.commit(&lock, &meta).unwrap();
+        entry.verify(&meta).unwrap();
+        // A bit flipped in the saved disk (its time moved on, as a writer's would).
+        let f = File::options().write(true).open(&disk).unwrap();
+        f.write_all_at(&[2], 100).unwrap();
+        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        let why = entry.verify(&meta).unwrap_err();
+        assert!(
+            why.contains("d.disk-root.qcow2 does not match its checksum"),
+            "{why}"
+        );
+        // A state saved before disks had checksums: refused (it boots cold, saves anew).
+        let mut old = meta.clone();
+        old.files.remove("disk-root.qcow2");
+        let why = entry.verify(&old).unwrap_err();
+        assert!(
+            why.contains("no checksum of the .disk-root.qcow2 file"),
+            "{why}"
+        );
+        // A saved disk that is gone.
+        std::fs::remove_file(&disk).unwrap();
+        let why = entry.verify(&meta).unwrap_err();
+        assert!(why.contains(".disk-root.qcow2 file is missing"), "{why}");
     }
 
     #[test]

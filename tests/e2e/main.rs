@@ -264,6 +264,37 @@ async fn qemu_killed_before_readiness_fails_within_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn qemu_killed_between_calls_fails_the_next_call_instead_of_booting_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(&dir, "[machines.victim]\n");
+    let victim = net.machine("victim").unwrap();
+    victim.succeed("true").await.unwrap();
+    let pid = victim.qemu_pid().expect("a running machine has a QEMU");
+    // SAFETY: plain kill(2) of the machine's QEMU, while no call waits on it.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let waiting = Instant::now();
+    // Gone from /proc once the driver has reaped it (and so knows its status).
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "QEMU was not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next call names the machine and the signal; it boots no new QEMU.
+    let err = fails_within(Duration::from_secs(30), victim.succeed("true")).await;
+    let m = err.to_string();
+    assert!(matches!(err, Error::MachineDied { .. }), "{m}");
+    assert!(
+        m.contains("machine `victim`: qemu was killed by signal 9 (SIGKILL) before this call"),
+        "{m}"
+    );
+    net.stop_all().await;
+    assert_gone(&victim).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kernel_that_cannot_find_init_quotes_the_panic() {
     let dir = tempfile::tempdir().unwrap();
     let net = network(

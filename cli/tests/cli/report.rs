@@ -216,3 +216,36 @@ fn report_of_a_failed_polling_condition_and_of_a_timeout() {
     );
     assert_no_qemu_left(&tag);
 }
+
+#[test]
+fn report_of_a_run_whose_driver_was_killed_is_drawn_from_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("server")).unwrap();
+    // What a driver killed in the middle of a command leaves behind.
+    std::fs::write(
+        out.join("driver.log"),
+        "[   0.001] flotilla 0.1.0: test `killed`, 1 machine(s)\n\
+         [   0.500] server: must succeed: sleep 60\n",
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("events.jsonl"),
+        "{\"event\":\"start\",\"t\":0.5,\"id\":0,\"machine\":\"server\",\"kind\":\"command\",\"label\":\"sleep 60\"}\n",
+    )
+    .unwrap();
+    std::fs::write(out.join("server/console.log"), "booted\n").unwrap();
+    let printed = run_expecting(super::flotilla().arg("report").arg(&out), 0);
+    assert!(printed.contains("report.html"), "{printed}");
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        page.contains("<title>killed: did not finish</title>"),
+        "{page}"
+    );
+    assert!(page.contains("sleep 60"));
+    // A second call keeps the page; a folder that is no run's is refused.
+    let again = run_expecting(super::flotilla().arg("report").arg(&out), 0);
+    assert!(again.contains("the run's own"), "{again}");
+    let refused = run_expecting(super::flotilla().arg("report").arg(dir.path()), 2);
+    assert!(refused.contains("not a run's log folder"), "{refused}");
+}

@@ -19,7 +19,7 @@ use super::snapshot_memory;
 use super::state::{Booting, Machine, Running, Spawned, StartKind};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
-use crate::process::Process;
+use crate::process::{describe_status, Process};
 
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
 /// message, not the step's (`qmp: connection reset`), explains a failure at start.
@@ -44,12 +44,23 @@ impl Machine {
     pub(super) async fn running(&self) -> Result<Arc<Running>, Error> {
         self.config.fabric.check_helpers()?;
         let mut slot = self.running.lock().await;
-        if let Some(r) = slot.as_ref() {
-            if r.process.status().is_none() {
-                return Ok(r.clone());
+        if let Some(r) = slot.take() {
+            match r.process.status() {
+                None => {
+                    *slot = Some(r.clone());
+                    return Ok(r);
+                }
+                // QEMU died between calls (killed, or failed): this call fails, naming
+                // the machine and how, instead of booting a new one unnoticed. (A guest
+                // that powered itself off or rebooted makes QEMU exit 0, under
+                // `-no-reboot`: the call boots it again, as after `crash()`.)
+                Some(status) if !status.success() => {
+                    let why = format!("qemu {} before this call", describe_status(status));
+                    self.log(&why);
+                    return Err(self.died(&r, &why).await);
+                }
+                Some(_) => drop(r),
             }
-            let r = slot.take();
-            drop(r);
         }
         let running = Arc::new(self.boot().await?);
         *slot = Some(running.clone());

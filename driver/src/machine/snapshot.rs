@@ -154,11 +154,18 @@ impl Machine {
         let pid = spawned.booting.process.pid();
         let (state, ram) = (entry.partial(), entry.ram_partial());
         let files = match saved {
-            Ok(()) => tokio::task::spawn_blocking(move || {
+            Ok(disks) => tokio::task::spawn_blocking(move || {
                 let ram = snapshot_memory::copy_ram(pid, &ram)?;
-                let state = snapshot_store::sum_of(&state)
-                    .map_err(|e| format!("reading {}: {e}", state.display()))?;
-                Ok([("qemu".to_owned(), state), ("ram".to_owned(), ram)])
+                let sum = |path: &Path| {
+                    snapshot_store::sum_of(path)
+                        .map_err(|e| format!("reading {}: {e}", path.display()))
+                };
+                let mut files = vec![("qemu".to_owned(), sum(&state)?), ("ram".to_owned(), ram)];
+                // The saved disks too: a restore checks them as it checks the rest.
+                for (key, copy) in disks {
+                    files.push((key, sum(&copy)?));
+                }
+                Ok(files)
             })
             .await
             .unwrap_or_else(|e| Err(format!("copying the guest RAM: {e}"))),

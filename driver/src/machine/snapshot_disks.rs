@@ -91,18 +91,22 @@ impl Machine {
     }
 
     /// Copies the stopped machine's disk files into `entry` (called once its state is
-    /// saved, before it goes on).
-    pub(super) fn save_disks(&self, entry: &Entry) -> Result<(), String> {
+    /// saved, before it goes on); the copies, by their names in `.meta`'s `files`
+    /// (`disk-<name>.qcow2`), to be summed.
+    pub(super) fn save_disks(&self, entry: &Entry) -> Result<Vec<(String, PathBuf)>, String> {
         let c = &self.config;
         let disks = disk_sources(c);
         if disks.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let started = Instant::now();
         let mut bytes = 0;
+        let mut saved = Vec::new();
         for (name, _) in &disks {
-            bytes += copy_whole(&c.disk_path(name), &entry.disk_file(name))
+            let copy = entry.disk_file(name);
+            bytes += copy_whole(&c.disk_path(name), &copy)
                 .map_err(|e| format!("saving disk {name}: {e}"))?;
+            saved.push((Entry::disk_key(name), copy));
         }
         self.log(&format!(
             "snapshot: {} disk(s) saved ({} KiB) in {} ms",
@@ -110,7 +114,7 @@ impl Machine {
             bytes.div_ceil(1024),
             started.elapsed().as_millis()
         ));
-        Ok(())
+        Ok(saved)
     }
 
     /// Makes the machine's disk files copies of those saved in `entry`, for a restore of

@@ -25,8 +25,43 @@ pub(crate) use page::Outline;
 /// Writes `dir/report.html` for the run whose log folder is `dir`; its path. What
 /// cannot be read in the folder is a note on the page; only the write can fail.
 pub(crate) fn write(dir: &Path, outline: &Outline) -> Result<PathBuf, Error> {
+    write_collected(dir, outline, &collect::collect(dir))
+}
+
+/// Writes `dir/report.html` for a run whose driver died before it could write it (a
+/// driver killed with SIGKILL): the verdict `did not finish`, the timeline and logs as
+/// far as `events.jsonl` and the logs go, the test's name from `driver.log`. Its path.
+pub fn write_unfinished(dir: &Path) -> Result<PathBuf, Error> {
+    let log = std::fs::read_to_string(dir.join("driver.log")).unwrap_or_default();
+    let name = log
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(": test `")?;
+            Some(rest.split_once('`')?.0.to_owned())
+        })
+        .or_else(|| Some(dir.file_name()?.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "test".to_owned());
     let collected = collect::collect(dir);
-    let html = page::render(outline, &collected);
+    let outline = Outline {
+        name: &name,
+        passed: false,
+        verdict: "did not finish",
+        seconds: collected.end,
+        error: Some(
+            "the run did not finish: its driver ended without writing this page (killed?); \
+             the page was drawn afterwards from the log folder",
+        ),
+        excerpt: None,
+    };
+    write_collected(dir, &outline, &collected)
+}
+
+fn write_collected(
+    dir: &Path,
+    outline: &Outline,
+    collected: &collect::Collected,
+) -> Result<PathBuf, Error> {
+    let html = page::render(outline, collected);
     let path = dir.join(FILE);
     std::fs::write(&path, html).map_err(|source| Error::Io {
         what: format!("writing the report {}", path.display()),
