@@ -178,8 +178,17 @@ pub enum Error {
         #[source]
         source: Option<Box<Error>>,
     },
-    #[error("the test did not finish within its timeout of {} s", .0.as_secs())]
-    TestTimeout(Duration),
+    /// The test's own limit (`timeout`) fired; `running` is what was under way then
+    /// (`machine: what (N s)`, the longest first).
+    #[error(
+        "the test did not finish within its timeout of {} s{}",
+        .limit.as_secs(),
+        running_now(.running)
+    )]
+    TestTimeout {
+        limit: Duration,
+        running: Vec<String>,
+    },
     /// The test passed, but its combined line coverage is under the floor the user
     /// asked for (`--coverage-fail-under`, `[coverage] fail_under`).
     #[error(
@@ -278,6 +287,15 @@ pub fn chain_inline(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `; still running: a; b` for what was under way, or nothing.
+fn running_now(running: &[String]) -> String {
+    if running.is_empty() {
+        String::new()
+    } else {
+        format!("; still running: {}", running.join("; "))
+    }
 }
 
 fn quote(console: &[String]) -> String {

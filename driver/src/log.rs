@@ -262,6 +262,24 @@ impl Log {
         }
     }
 
+    /// What is under way now (the steps in progress), the longest first, each as
+    /// `label (N s)`.
+    pub fn in_progress(&self) -> Vec<String> {
+        let now = Instant::now();
+        let Ok(activities) = self.inner.activities.lock() else {
+            return Vec::new();
+        };
+        let mut steps: Vec<(&String, Duration)> = activities
+            .values()
+            .map(|(label, since)| (label, now.saturating_duration_since(*since)))
+            .collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.1));
+        steps
+            .iter()
+            .map(|(label, age)| format!("{label} ({:.0} s)", age.as_secs_f64().floor()))
+            .collect()
+    }
+
     /// A step of the timeline, of `machine` (or of the test itself), in progress until
     /// the guard is finished or dropped; shown in the status line as `machine: label`
     /// (`machine: running label` for a command).
@@ -275,8 +293,9 @@ impl Log {
             kind: kind.to_owned(),
             label: label.to_owned(),
         });
-        // Subtests are in the log already, and hold the other steps.
-        if self.inner.progress && kind != "subtest" {
+        // Subtests are in the log already, and hold the other steps. Kept without a
+        // status line too: a test's timeout names what was under way.
+        if kind != "subtest" {
             // A command's label is the command alone: the status line says what is
             // done with it.
             let verb = if kind == "command" { "running " } else { "" };

@@ -240,6 +240,12 @@ async fn run_script(
         _ = script_cancel.cancelled() => None,
     };
     let timed_out = finished.is_none() && !script_cancel.is_cancelled();
+    // What was under way when the limit fired, before the cancel ends it.
+    let running = if timed_out {
+        log.in_progress()
+    } else {
+        Vec::new()
+    };
     // Stop the script (a no-op if it finished) and collect its result.
     script_cancel.cancel();
     let finished = match finished {
@@ -273,7 +279,10 @@ async fn run_script(
     // Where the script was, also when the verdict is the timeout's.
     let at = result.as_ref().err().and_then(place);
     let mut result = match result {
-        Err(_) if timed_out => Err(Error::TestTimeout(spec.timeout)),
+        Err(_) if timed_out => Err(Error::TestTimeout {
+            limit: spec.timeout,
+            running,
+        }),
         Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
         // A helper that died after the script's last call broke the run all the same.
         Ok(()) => net.fabric.check_helpers(),
@@ -335,7 +344,7 @@ fn write_report(
         passed: error.is_none(),
         verdict: match error {
             None => "passed",
-            Some(Error::TestTimeout(_)) => "timed out",
+            Some(Error::TestTimeout { .. }) => "timed out",
             Some(Error::Interrupted) => "interrupted",
             Some(e) if !e.is_test_failure() => "could not run",
             Some(_) => "failed",

@@ -154,7 +154,7 @@ fn debug_without_a_terminal_waits_for_sigterm_after_a_timeout() {
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     for want in [
-        "error: the test did not finish within its timeout of 60 s\n",
+        "error: the test did not finish within its timeout of 60 s; still running: m: running `sleep 600` (",
         "3 | m.succeed(\"sleep 600\");\n",
         "  m  flotilla shell m\n",
         &format!("send SIGTERM to stop them: kill {}\n", child.id()),
