@@ -295,6 +295,8 @@ m.succeed("touch /tmp/f; (sleep 1; rm /tmp/f) > /dev/null 2>&1 &");
 m.wait_until_fails("test -e /tmp/f", 30);
 expect_timeout(|| m.succeed("sleep 10", 1), "command `sleep 10` did not finish within 1 s (timeout)");
 expect_timeout(|| m.execute("sleep 10", 1), "command `sleep 10` did not finish within 1 s (timeout)");
+// A wait whose last try is cut at its deadline times out with the wait's own limit.
+expect_timeout(|| m.wait_until_succeeds("sleep 10", 2), "waiting until `sleep 10` succeeds (1 tries, the last still running at the limit) did not finish within 2 s (timeout)");
 expect_timeout(|| m.wait_for_file("/nope", 2), "waiting until `test -e '/nope'` succeeds");
 expect_timeout(|| m.wait_for_open_port(9, 1), "within 1 s (timeout)");
 expect_timeout(|| m.wait_for_console_text("never", 1), "waiting for console text matching `never` did not finish within 1 s");

@@ -160,9 +160,24 @@ impl Machine {
             loop {
                 tries += 1;
                 let left = deadline.saturating_duration_since(Instant::now());
-                let r = self
+                let r = match self
                     .execute_with_timeout(command, left.max(Duration::from_secs(1)))
-                    .await?;
+                    .await
+                {
+                    Ok(r) => r,
+                    // The last try was cut at the wait's deadline: the wait timed out,
+                    // with its own limit, not the try's remainder.
+                    Err(Error::Timeout { .. }) if Instant::now() >= deadline => {
+                        return Err(Error::Timeout {
+                            machine: self.config.name.clone(),
+                            what: format!(
+                                "waiting until `{command}` {wanted} ({tries} tries, the last still running at the limit)"
+                            ),
+                            after: timeout,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
                 if r.success() == success {
                     return Ok(r.stdout);
                 }
