@@ -45,14 +45,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// The cache other tests use (`FLOTILLA_CACHE`'s rule).
 fn shared_cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FLOTILLA_CACHE") {
-        return dir.into();
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("flotilla");
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".cache/flotilla")
+    flotilla_driver::image::cache_dir()
 }
 
 fn flotilla_binary() -> PathBuf {

@@ -294,28 +294,8 @@ impl Crate {
     /// Each set of files that import each other (a strongly connected component of the
     /// import graph with more than one file), as its edges: `a.rs -> b.rs (crate::b::f)`.
     pub fn file_cycles(&self) -> Vec<Vec<String>> {
-        let edges = self.edges();
-        let components = strongly_connected(self.files.len(), &edges);
-        components
-            .into_iter()
-            .filter(|c| c.len() > 1)
-            .map(|c| {
-                let members: BTreeSet<usize> = c.iter().copied().collect();
-                let mut lines = Vec::new();
-                for &from in &c {
-                    for (to, path) in edges.get(&from).into_iter().flatten() {
-                        if members.contains(to) {
-                            lines.push(format!(
-                                "{} -> {} ({path})",
-                                self.name(from),
-                                self.name(*to)
-                            ));
-                        }
-                    }
-                }
-                lines
-            })
-            .collect()
+        let names: Vec<String> = (0..self.files.len()).map(|f| self.name(f)).collect();
+        cycles(&names, &self.edges())
     }
 }
 
@@ -365,23 +345,29 @@ impl Crate {
                 }
             }
         }
-        strongly_connected(units.len(), &edges)
-            .into_iter()
-            .filter(|c| c.len() > 1)
-            .map(|c| {
-                let members: BTreeSet<usize> = c.iter().copied().collect();
-                let mut lines = Vec::new();
-                for &from in &c {
-                    for (to, why) in edges.get(&from).into_iter().flatten() {
-                        if members.contains(to) {
-                            lines.push(format!("{} -> {} ({why})", units[from], units[*to]));
-                        }
+        cycles(&units, &edges)
+    }
+}
+
+/// Each strongly connected set of more than one node of `edges`, as its edges:
+/// `a -> b (why)`, nodes named by `names`.
+fn cycles(names: &[String], edges: &BTreeMap<usize, BTreeMap<usize, String>>) -> Vec<Vec<String>> {
+    strongly_connected(names.len(), edges)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .map(|c| {
+            let members: BTreeSet<usize> = c.iter().copied().collect();
+            let mut lines = Vec::new();
+            for &from in &c {
+                for (to, why) in edges.get(&from).into_iter().flatten() {
+                    if members.contains(to) {
+                        lines.push(format!("{} -> {} ({why})", names[from], names[*to]));
                     }
                 }
-                lines
-            })
-            .collect()
-    }
+            }
+            lines
+        })
+        .collect()
 }
 
 /// A path at the start of `tokens` (`crate::a::b`): its segments and how many tokens

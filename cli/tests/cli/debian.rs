@@ -10,14 +10,7 @@ use super::{
 
 /// The cache the tests share (`FLOTILLA_CACHE`'s rule).
 pub(super) fn shared_cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FLOTILLA_CACHE") {
-        return dir.into();
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("flotilla");
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-        .join(".cache/flotilla")
+    flotilla_driver::image::cache_dir()
 }
 
 /// A cache of its own in `dir/cache` that sees the shared cache's base trees (so no

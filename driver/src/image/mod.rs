@@ -19,7 +19,8 @@ mod kernel;
 mod modules;
 pub mod vmlinux;
 
-pub(crate) use cache::{cache_dir, prune};
+pub use cache::cache_dir;
+pub(crate) use cache::prune;
 pub(crate) use elf::is_static_elf;
 pub use initramfs::{busybox_path, default_initramfs};
 pub(crate) use initramfs::{disk_initramfs, stage1_initramfs};
