@@ -476,6 +476,8 @@ pub struct Session {
     reader: FrameReader,
     writer: FrameWriter,
     done: bool,
+    /// Events read while a write failed, given out by [`Session::next`] first.
+    ahead: std::collections::VecDeque<ExecEvent>,
 }
 
 impl Session {
@@ -496,6 +498,7 @@ impl Session {
             reader,
             writer,
             done: false,
+            ahead: Default::default(),
         };
         session
             .send(Frame::json(Kind::Exec, STREAM, request))
@@ -507,11 +510,20 @@ impl Session {
         let Err(source) = self.writer.send(frame).await else {
             return Ok(());
         };
-        // The run may have refused the session and hung up: its reason says more.
-        if let Ok(Err(e @ Error::Run(_))) =
-            tokio::time::timeout(Duration::from_secs(1), self.next()).await
-        {
-            return Err(e);
+        // The run may have refused the session and hung up: its reason says more. Or
+        // the command ended (its exit is on the way, maybe after some output) and the
+        // run closed the session: what was being sent no longer matters.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(deadline, self.read_event()).await {
+                Ok(Ok(ExecEvent::Exit(status))) => {
+                    self.ahead.push_back(ExecEvent::Exit(status));
+                    return Ok(());
+                }
+                Ok(Ok(event)) => self.ahead.push_back(event),
+                Ok(Err(e @ Error::Run(_))) => return Err(e),
+                _ => break,
+            }
         }
         Err(Error::Io {
             what: "writing to the run's control socket".into(),
@@ -541,6 +553,14 @@ impl Session {
 
     /// The next output or the exit; cancel-safe. An error ends the session.
     pub async fn next(&mut self) -> Result<ExecEvent, Error> {
+        if let Some(event) = self.ahead.pop_front() {
+            return Ok(event);
+        }
+        self.read_event().await
+    }
+
+    /// The next event from the socket.
+    async fn read_event(&mut self) -> Result<ExecEvent, Error> {
         let lost = |why: String| Error::Io {
             what: "the run's control socket".into(),
             source: io::Error::new(io::ErrorKind::ConnectionAborted, why),
