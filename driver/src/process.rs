@@ -155,7 +155,7 @@ impl Process {
             return false;
         }
         // Unreaped while the status is unknown, so the pid is still this child's.
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+        read_stat(self.pid)
             .ok()
             .and_then(|stat| stopped_in_stat(&stat))
             .unwrap_or(false)
@@ -230,11 +230,8 @@ impl ExitWatch {
         if self.status().is_some() {
             return true;
         }
-        // `/proc/PID/stat` is `PID (COMM) STATE ...`; COMM may hold spaces and `)`.
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        match read_stat(self.pid) {
+            Ok(stat) => state_in_stat(&stat).is_some_and(|s| matches!(s, "Z" | "X")),
             Err(_) => true,
         }
     }
@@ -248,15 +245,21 @@ impl Drop for Process {
     }
 }
 
+/// The `/proc/PID/stat` line of `pid`.
+fn read_stat(pid: u32) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+}
+
+/// The state field of a `/proc/PID/stat` line (`R`, `S`, `T`, `Z`, ...); `None` if the
+/// line is not one. The line is `PID (COMM) STATE ...`, and COMM may itself hold `) `.
+fn state_in_stat(stat: &str) -> Option<&str> {
+    stat.get(stat.rfind(')')? + 1..)?.split_whitespace().next()
+}
+
 /// Whether a `/proc/PID/stat` line shows a stopped process (state `T`, or `t` for a
-/// tracing stop); `None` if the line is not one. The state follows the command name,
-/// which is in parentheses and may itself hold `) `.
+/// tracing stop); `None` if the line is not one.
 fn stopped_in_stat(stat: &str) -> Option<bool> {
-    let state = stat
-        .get(stat.rfind(')')? + 1..)?
-        .split_whitespace()
-        .next()?;
-    Some(matches!(state, "T" | "t"))
+    state_in_stat(stat).map(|state| matches!(state, "T" | "t"))
 }
 
 /// Describes an exit status in words: "exited with status 1", "was killed by signal 9".
