@@ -64,7 +64,7 @@ pub fn install(root: &Path) -> ExitCode {
 
 /// Writes the agent to `path` (boxed: the driver's error is large).
 fn write_agent(path: &Path) -> Result<(), Box<Error>> {
-    let binary = agent_binary()?;
+    let binary = agent_binary().map_err(flotilla_driver::Error::from)?;
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

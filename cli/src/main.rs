@@ -561,7 +561,7 @@ fn unfinished_report(dir: &Path) -> ExitCode {
             println!("{}", path.display());
             ExitCode::SUCCESS
         }
-        Err(e) => report(&e),
+        Err(e) => report(&e.into()),
     }
 }
 
@@ -582,7 +582,7 @@ pub(crate) fn cannot_run(e: &Error) -> ExitCode {
 }
 
 /// Prints the error and its chain of causes.
-pub(crate) fn print_chain(e: &Error) {
+pub(crate) fn print_chain(e: &dyn std::error::Error) {
     eprintln!("{}", flotilla_driver::error::printed(e));
 }
 

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_driver::debian::{self, DebianOptions, Init};
 use flotilla_driver::image::{busybox_path, Kernel};
-use flotilla_driver::{detect_accel, Accel, Error, Fleet, FleetOptions, Spec};
+use flotilla_driver::{detect_accel, Accel, Fleet, FleetOptions, Spec};
 
 /// The kernel flags Flotilla adds (see `driver/src/machine/qemu_command.rs`).
 const FLAGS: &str = " cryptomgr.notests no_timer_check";
@@ -353,7 +353,7 @@ fn debian_images(
         let took = started.elapsed();
         match result {
             Ok(image) => built.push(image),
-            Err(e @ Error::Setup { .. }) => {
+            Err(e @ flotilla_driver::image::Error::Setup { .. }) => {
                 missing.push(format!("debian images: {e} (the debian rows are left out)"));
                 return None;
             }

@@ -162,7 +162,7 @@ pub struct ControlSocket {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
     // Held for the run's lifetime: it tells other runs this name is taken.
-    _lock: crate::lock::Locked,
+    _lock: flotilla_host::lock::Locked,
 }
 
 impl ControlSocket {
@@ -190,8 +190,8 @@ impl ControlSocket {
                 .write(true)
                 .open(&lock_path)
                 .map_err(|e| io_err("opening", &lock_path, e))?;
-            let Some(lock) =
-                crate::lock::try_exclusive(lock).map_err(|e| io_err("locking", &lock_path, e))?
+            let Some(lock) = flotilla_host::lock::try_exclusive(lock)
+                .map_err(|e| io_err("locking", &lock_path, e))?
             else {
                 continue; // A live run has this name.
             };
@@ -461,7 +461,7 @@ fn live_runs(dir: &Path) -> Result<Vec<String>, Error> {
         let Ok(lock) = File::open(entry.path()) else {
             continue;
         };
-        let free = crate::lock::is_free(&lock);
+        let free = flotilla_host::lock::is_free(&lock);
         if !free && dir.join(format!("{name}.sock")).exists() {
             live.push(name.to_owned());
         }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::error::Error;
-use crate::image::debian::{self, GuestFile, Recipe};
 use crate::log::Log;
 use crate::spec::{PackageSource, Spec};
+use flotilla_image::debian::{self, GuestFile, Recipe};
 
 /// `spec` with an `image` for each Debian machine: the cached image of its content.
 pub(crate) fn with_images(spec: &Spec, log: &Log) -> Result<Spec, Error> {
@@ -96,14 +96,14 @@ fn describe_packages(recipe: &Recipe) -> String {
 }
 
 /// A package the mirror lacks becomes a spec error at the first entry that names it.
-fn placed(e: Error, spec: &Spec, names: &[String]) -> Error {
-    let Error::UnknownPackage {
+fn placed(e: flotilla_image::Error, spec: &Spec, names: &[String]) -> Error {
+    let flotilla_image::Error::UnknownPackage {
         package,
         suite,
         mirror,
     } = &e
     else {
-        return e;
+        return e.into();
     };
     let machines: BTreeMap<&String, _> = names
         .iter()
@@ -123,5 +123,5 @@ fn placed(e: Error, spec: &Spec, names: &[String]) -> Error {
             }
         }
     }
-    e
+    e.into()
 }

@@ -4,8 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::host::{which, which_system_tool};
-use crate::image;
+use flotilla_host::programs::{which, which_system_tool};
 
 /// The features a requirement serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -233,7 +232,7 @@ fn llvm_tools() -> Check {
 }
 
 fn kernel() -> Check {
-    match image::Kernel::locate() {
+    match flotilla_image::Kernel::locate() {
         Ok(k) => ok(
             Group::Boot,
             "kernel",
@@ -241,7 +240,7 @@ fn kernel() -> Check {
                 "{} ({}; boots {})",
                 k.version,
                 k.image.display(),
-                image::vmlinux::boot_kernel(&k).note
+                flotilla_image::vmlinux::boot_kernel(&k).note
             ),
         ),
         Err(e) => missing(
@@ -254,9 +253,9 @@ fn kernel() -> Check {
 }
 
 fn busybox() -> Check {
-    let busybox = image::busybox_path();
+    let busybox = flotilla_image::busybox_path();
     match std::fs::read(&busybox) {
-        Ok(bytes) if image::is_static_elf(&bytes) => ok(
+        Ok(bytes) if flotilla_image::is_static_elf(&bytes) => ok(
             Group::Boot,
             "busybox",
             format!("{} (static)", busybox.display()),

@@ -52,30 +52,16 @@ pub enum Error {
     /// The host lacks something; `hint` says how to get it.
     #[error("{what}\nhint: {hint}")]
     Setup { what: String, hint: String },
-    #[error("building the image: {0}")]
-    Image(String),
-    /// A Debian package that the mirror does not have (a spec's machine places it in
-    /// the spec as an [`Error::Spec`]).
-    #[error("building the image: Debian {suite} has no package `{package}` (mirror {mirror})")]
-    UnknownPackage {
-        package: String,
-        /// The Debian release the image is built from.
-        suite: String,
-        mirror: String,
-    },
+    /// An image or kernel could not be found or made (its message and causes as they
+    /// are; a missing Debian package is placed in the spec as an [`Error::Spec`]).
+    #[error(transparent)]
+    Image(#[from] flotilla_image::Error),
     /// A machine's disk could not be made (qemu-img failed, or the state dir is wrong).
     #[error("machine `{machine}`: disk `{disk}`: {problem}")]
     Disk {
         machine: String,
         disk: String,
         problem: String,
-    },
-    /// A host tool (debootstrap, mke2fs, ...) failed; quotes the end of its output.
-    #[error("building the image: {what} {status}{}", quote_output(output))]
-    Tool {
-        what: String,
-        status: String,
-        output: Vec<String>,
     },
     #[error("{what}")]
     Io {
@@ -229,6 +215,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<flotilla_report::Error> for Error {
+    fn from(e: flotilla_report::Error) -> Error {
+        Error::Io {
+            what: e.what,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// Whether the error means the test ran and failed (rather than could not run).
     pub fn is_test_failure(&self) -> bool {
@@ -239,9 +234,7 @@ impl Error {
                 | Error::ScriptUndefined { .. }
                 | Error::Setup { .. }
                 | Error::Image(_)
-                | Error::UnknownPackage { .. }
                 | Error::Disk { .. }
-                | Error::Tool { .. }
                 | Error::PortBusy { .. }
         )
     }
@@ -304,17 +297,6 @@ fn quote(console: &[String]) -> String {
     }
     let mut out = String::from("\nlast console lines:");
     for line in console {
-        let _ = write!(out, "\n  | {line}");
-    }
-    out
-}
-
-fn quote_output(output: &[String]) -> String {
-    if output.is_empty() {
-        return " (and printed nothing)".into();
-    }
-    let mut out = String::from("; its output ends with:");
-    for line in output {
         let _ = write!(out, "\n  | {line}");
     }
     out

@@ -12,8 +12,8 @@ use flotilla_vmnet::{Backend, Impairment, Plan};
 use crate::error::Error;
 use crate::helper_watch::{self, Deaths, HelperName, Watched};
 use crate::log::Log;
-use crate::process::{describe_status, ExitWatch, Process};
 use crate::spec::JoinSpec;
+use flotilla_host::process::{describe_status, ExitWatch, Process};
 
 /// Switch processes, started once, before the first machine boots.
 #[derive(Debug)]

@@ -10,13 +10,14 @@ use crate::accel::{self, AccelChoice};
 use crate::conditions::Conditions;
 use crate::error::Error;
 use crate::fabric::Fabric;
-use crate::host::{agent_binary, qboot_firmware, qemu_binary};
-use crate::image::{self, vmlinux};
+use crate::host::{qboot_firmware, qemu_binary};
+
 use crate::junit::{Subtest, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
 use crate::run_dir::RunDir;
 use crate::spec::{CoverageSpec, MachineSpec, Spec};
+use flotilla_image::{agent_binary, vmlinux};
 
 /// How a [`Fleet`] runs.
 #[derive(Debug, Clone)]
@@ -106,11 +107,11 @@ impl Fleet {
                     fail_under: options.coverage_fail_under.or(spec.coverage.fail_under),
                     llvm_binaries: spec.coverage.llvm_binaries.clone(),
                 });
-        let kernel = image::Kernel::locate()?;
+        let kernel = flotilla_image::Kernel::locate()?;
         let agent = agent_binary()?;
-        let initrd = image::default_initramfs(&kernel, &agent)?;
+        let initrd = flotilla_image::default_initramfs(&kernel, &agent)?;
         let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
-            Some(image::stage1_initramfs(&kernel)?)
+            Some(flotilla_image::stage1_initramfs(&kernel)?)
         } else {
             None
         };
@@ -118,7 +119,7 @@ impl Fleet {
         let needs_disk_initramfs =
             |m: &MachineSpec| m.image.is_none() && (!m.disks.is_empty() || coverage.is_some());
         let with_disks = if spec.machines.values().any(needs_disk_initramfs) {
-            Some(image::disk_initramfs(&kernel, &agent)?)
+            Some(flotilla_image::disk_initramfs(&kernel, &agent)?)
         } else {
             None
         };

@@ -1,8 +1,8 @@
 //! A run's coverage at its end: [`Fleet::finish_coverage`] ends the machines'
 //! programs, stops the machines, reads their coverage disks and makes the report.
 
-use crate::coverage;
 use crate::fleet::Fleet;
+use flotilla_coverage as coverage;
 
 impl Fleet {
     /// With coverage on: ends every running machine's programs (so that instrumented

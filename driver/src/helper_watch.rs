@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::log::Log;
-use crate::process::{describe_status, ExitWatch};
+use flotilla_host::process::{describe_status, ExitWatch};
 
 /// What a VLAN's switch is called.
 pub(crate) const SWITCH: &str = "vde_switch";
@@ -214,7 +214,7 @@ pub(crate) fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Process;
+    use flotilla_host::process::Process;
     use std::time::Duration;
 
     fn sleeper() -> tokio::process::Command {

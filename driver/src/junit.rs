@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::markup::escape;
+use flotilla_host::markup::escape;
 
 /// One finished subtest: its path (`outer / inner`), how long it took, and why it
 /// failed, if it did.

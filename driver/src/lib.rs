@@ -44,6 +44,16 @@
 //! test run ends with `report.html` there: the failure, a timeline of each machine's
 //! steps, the logs and screenshots, on one page ([`run_test`]).
 //!
+//! # What it builds on
+//!
+//! The floors below it, each a crate of its own: `flotilla-image` (kernels, the
+//! default initramfs, Debian images: re-exported as [`image`], [`debian`]),
+//! `flotilla-coverage` (coverage data to reports, no VM: [`coverage`]),
+//! `flotilla-report` (`report.html` from a log folder, and the folder's formats the
+//! driver writes: `events.jsonl`, the restore mark), `flotilla-host` (processes, locks,
+//! programs, the cache folder, escaping), and `flotilla-qmp`, `flotilla-vmnet`,
+//! `flotilla-agent`.
+//!
 //! # Where things are
 //!
 //! A test checks that this list names every file of `src/` (and nothing else).
@@ -60,7 +70,6 @@
 //! - `debug.rs`: [`debug::debug_test`], a test whose failure leaves its
 //!   machines up with a prompt's session that goes on from the script's state.
 //! - `junit.rs`: subtests and the JUnit XML report.
-//! - `markup.rs`: text escaped for XML and HTML (JUnit, the report pages, coverage).
 //! - `suite/`: many tests at once ([`suite`]). `mod.rs` (index), `discover.rs` (the
 //!   specs under some paths, their ids and log folders), `partition.rs` (`--partition
 //!   K/N` by a stable hash of the id), `budget.rs` (guest memory and CPUs: the host's
@@ -74,18 +83,12 @@
 //!   filters, captures, cables): a watcher each, and the calls a death fails.
 //! - `conditions.rs`: polling conditions, checked between the steps of a test.
 //! - `run_dir.rs`: the run's private socket directory, and removing those of killed runs.
-//! - `lock.rs`: the `flock` that says a run is alive (run directories, control sockets).
-//! - `host.rs`: host programs: QEMU, qboot, the embedded agent, `which`.
+//! - `host.rs`: host programs: QEMU and its qboot firmware.
 //! - `accel.rs`: KVM where it really works, else TCG, and why.
 //! - `snapshot_store.rs`: saved machine states in the cache, by identity; their
 //!   `.meta` and the lock that makes concurrent saves save once.
-//! - `process.rs`: child processes that never outlive the driver.
 //! - `log.rs`: the run log (terminal, `driver.log`, status line) and its steps
 //!   ([`Log::step`]: boots, commands, waits, subtests, marks).
-//! - `steps.rs`: `events.jsonl`, the run's steps a line each as they happen.
-//! - `report/`: `report.html`, a run's evidence on one page. `mod.rs` (the entry
-//!   point), `collect.rs` (reading the log folder), `page.rs` with `page.css` and
-//!   `page.js` (the page), `tests.rs` (a 16-machine, 50,000-line run's page in Chromium).
 //! - `error.rs`: [`Error`], which errors are test failures, and an error with its causes
 //!   as text ([`error::chain`]: the one place that renders a chain).
 //! - `doctor.rs`: `flotilla doctor`'s checks, grouped by feature.
@@ -93,16 +96,6 @@
 //! - `terminal.rs`: the terminal's size (status lines, `flotilla shell`'s window).
 //! - `http.rs`: a minimal HTTP GET to 127.0.0.1 for scripts.
 //! - `ocr.rs`: text off a picture of a screen: the picture's variants, `tesseract`.
-//! - `coverage/`: distributed coverage. `mod.rs` (the guest side: where data goes, the
-//!   environment), `collect.rs` (reading a coverage disk on the host); `report/`, the report of all machines: `report/mod.rs` (the entry
-//!   point, the tools chosen), `report/guest_files.rs` (reading the untrusted data:
-//!   regular files only, no links), `report/tools.rs` (running gcov, llvm and lcov
-//!   tools), `report/tracefile.rs` (the lcov format: read, write, merge),
-//!   `report/gcov.rs` (`.gcda` paired with the host's `.gcno`, checked, read),
-//!   `report/llvm.rs` (`.profraw` through llvm-profdata and llvm-cov),
-//!   `report/summary.rs` (the numbers per file and machine), `report/table.rs` (the
-//!   terminal's table), `report/html.rs` (our pages: counts per machine per line),
-//!   `report/genhtml.rs` (lcov's genhtml), `report/tests.rs` (end to end with gcc).
 //! - `spec/`: the spec. `mod.rs` (index and the format's docs), `types.rs` (the checked
 //!   form), `raw.rs` (the serde form, with spans), `parse.rs` (checks, with errors at
 //!   file:line:col), `disks.rs` (disk tables), `debian.rs` (a Debian machine's
@@ -136,23 +129,11 @@
 //!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api.rs`, `args.rs`
 //!   (argument checks), `names.rs` (names checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
 //!   prompt's statement reader).
-//! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
-//!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
-//!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
-//!   `cache.rs` (the cache folder and its pruning); `debian/`, Debian disk images:
-//!   `debian/mod.rs` (`flotilla image debian`, a spec's images from the cache or
-//!   built), `debian/stages.rs` (the build's stages, a function each), `debian/base_tree.rs`
-//!   (a base tree's packages, checked, and its cache key), `debian/init.rs` (the init
-//!   systems), `debian/tune.rs` (what makes the tree a quick test guest),
-//!   `debian/mirror.rs` (the release, the mirror and its index), `debian/files.rs`
-//!   (tools and tree files), `debian/recipe.rs` (what goes into an image, and its
-//!   cache key), `debian/packages.rs` (apt in the tree: more packages, local `.deb`
-//!   files), `debian/store.rs` (the cache of built images, its locks).
 
 mod accel;
 mod conditions;
 pub mod control;
-pub mod coverage;
+pub use flotilla_coverage as coverage;
 mod debian_machines;
 pub mod debug;
 pub mod doctor;
@@ -164,101 +145,30 @@ mod guest;
 mod helper_watch;
 mod host;
 pub mod http;
-pub mod image;
+pub use flotilla_image as image;
 mod junit;
-mod lock;
 mod log;
 mod machine;
-mod markup;
 mod ocr;
-mod process;
-mod report;
 mod run;
 mod run_dir;
 mod script;
 pub mod snapshot_store;
 pub mod spec;
-mod steps;
 pub mod suite;
 pub mod terminal;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
 pub use error::Error;
 pub use fleet::{Fleet, FleetOptions};
+pub use flotilla_image::agent_binary;
+pub use flotilla_report::write_unfinished as write_unfinished_report;
 pub use guest::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
-pub use host::{agent_binary, qboot_firmware, qemu_binary};
+pub use host::{qboot_firmware, qemu_binary};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};
 pub use machine::{CommandResult, Machine, ScreenReader, ScreenText, StartKind};
-pub use report::write_unfinished as write_unfinished_report;
 pub use run::{retry, run_test};
 pub use script::repl;
 pub use spec::{MachineSpec, Spec};
-
-#[cfg(test)]
-mod tree {
-    /// The crate docs' "Where things are" names every file of `src/`, and only those.
-    #[test]
-    fn the_docs_list_every_file() {
-        let docs: String = include_str!("lib.rs")
-            .lines()
-            .take_while(|l| l.starts_with("//!"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let section = &docs[docs.find("# Where things are").expect("the section")..];
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        // (top folder, path inside it) of every file, folders of folders too.
-        let mut files = Vec::new();
-        let mut stack = vec![src.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("a folder").flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let rel = path
-                    .strip_prefix(&src)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                match rel.split_once('/') {
-                    Some((top, inner)) => files.push((Some(top.to_owned()), inner.to_owned())),
-                    None => files.push((None, rel)),
-                }
-            }
-        }
-        for (folder, file) in &files {
-            match folder {
-                None => assert!(
-                    section.contains(&format!("`{file}`")),
-                    "{file} is not listed"
-                ),
-                Some(folder) => {
-                    let start = section
-                        .find(&format!("- `{folder}/`"))
-                        .unwrap_or_else(|| panic!("{folder}/ is not listed"));
-                    let entry = &section[start..];
-                    let entry =
-                        &entry[..entry[2..].find("\n//! - ").map_or(entry.len(), |n| n + 2)];
-                    assert!(
-                        entry.contains(&format!("`{file}`")),
-                        "{folder}/{file} is not listed"
-                    );
-                }
-            }
-        }
-        // And nothing listed is missing.
-        let listed: usize = [".rs`", ".css`", ".js`"]
-            .iter()
-            .map(|ext| section.matches(ext).count())
-            .sum();
-        assert_eq!(
-            listed,
-            files.len(),
-            "the list names {listed} files, src/ has {}",
-            files.len()
-        );
-    }
-}

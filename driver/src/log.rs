@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::spec::names::check_machine_name;
-use crate::steps::{Event, Outcome, Recorder};
+use flotilla_report::steps::{Event, Outcome, Recorder};
 
 /// A cloneable handle to the run log.
 #[derive(Debug, Clone)]
@@ -604,8 +604,8 @@ pub(crate) mod tests {
             .finish(Err("exit status 1\nmore".into()));
         let shot = log.dir().join("vm/a.png");
         log.mark(Some("vm"), "screenshot", "a.png", Ok(()), Some(&shot));
-        let text = std::fs::read_to_string(log.dir().join(crate::steps::FILE)).unwrap();
-        let (events, bad) = crate::steps::parse(&text);
+        let text = std::fs::read_to_string(log.dir().join(flotilla_report::steps::FILE)).unwrap();
+        let (events, bad) = flotilla_report::steps::parse(&text);
         assert_eq!((events.len(), bad), (7, 0), "{text}");
         let Event::Start {
             machine,
@@ -727,8 +727,8 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(shown, ["vm: running `true`", "vm: waiting for unit `x`"]);
         // With the status line on, the steps are recorded all the same.
-        let text = std::fs::read_to_string(dir.path().join(crate::steps::FILE)).unwrap();
-        let (events, bad) = crate::steps::parse(&text);
+        let text = std::fs::read_to_string(dir.path().join(flotilla_report::steps::FILE)).unwrap();
+        let (events, bad) = flotilla_report::steps::parse(&text);
         assert_eq!((events.len(), bad), (2, 0), "{text}");
     }
 

@@ -11,7 +11,7 @@ use image::{DynamicImage, GrayImage, Luma};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::process::{describe_status, Process};
+use flotilla_host::process::{describe_status, Process};
 
 /// The program, looked up in `PATH`.
 pub(crate) const TESSERACT: &str = "tesseract";

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::junit::{junit_xml, Subtest, Subtests};
-use crate::report;
 use crate::script::{self, World};
 use crate::spec::Spec;
+use flotilla_report as report;
 
 /// Runs `attempt` until it succeeds, a second apart, for at most `timeout`; returns its
 /// value, or its last error when time runs out (a script's `retry`).

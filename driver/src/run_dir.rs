@@ -22,7 +22,7 @@ const LOCK: &str = "driver.lock";
 pub(crate) struct RunDir {
     dir: tempfile::TempDir,
     // Held for the run's life: the lock says the driver is alive.
-    _lock: crate::lock::Locked,
+    _lock: flotilla_host::lock::Locked,
 }
 
 impl RunDir {
@@ -48,7 +48,8 @@ impl RunDir {
         // always held.
         let pending = dir.path().join(format!("{LOCK}.new"));
         let lock = File::create(&pending).map_err(|e| io("locking", e))?;
-        let Some(lock) = crate::lock::try_exclusive(lock).map_err(|e| io("locking", e))? else {
+        let Some(lock) = flotilla_host::lock::try_exclusive(lock).map_err(|e| io("locking", e))?
+        else {
             return Err(io("locking", std::io::Error::other("the lock is taken")));
         };
         std::fs::rename(&pending, dir.path().join(LOCK)).map_err(|e| io("locking", e))?;
@@ -85,7 +86,7 @@ fn remove_stale(tmp: &Path) -> Vec<PathBuf> {
         let Ok(lock) = File::open(path.join(LOCK)) else {
             continue;
         };
-        let Ok(Some(_dead)) = crate::lock::try_exclusive(lock) else {
+        let Ok(Some(_dead)) = flotilla_host::lock::try_exclusive(lock) else {
             continue;
         };
         if std::fs::remove_dir_all(&path).is_ok() {
@@ -106,7 +107,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         let lock = File::open(run.path().join(LOCK)).unwrap();
         assert!(
-            crate::lock::try_exclusive(lock).unwrap().is_none(),
+            flotilla_host::lock::try_exclusive(lock).unwrap().is_none(),
             "the lock is held"
         );
         let path = run.path().to_path_buf();
@@ -130,7 +131,7 @@ mod tests {
         let live = make("flotilla-live01", true);
         let other = make("flotilla-nolock", false);
         let unrelated = make("someone-else", true);
-        let held = crate::lock::try_exclusive(File::open(live.join(LOCK)).unwrap())
+        let held = flotilla_host::lock::try_exclusive(File::open(live.join(LOCK)).unwrap())
             .unwrap()
             .expect("free");
         assert_eq!(remove_stale(tmp.path()), vec![dead.clone()]);

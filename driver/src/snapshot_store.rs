@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::accel::Accel;
-use crate::image::{cache_dir, prune};
+use flotilla_host::cache::{cache_dir, prune};
 
 /// Bumped when what a snapshot holds or how it is restored changes incompatibly.
 const LAYOUT_VERSION: &str = "flotilla-snapshot-2";
@@ -313,7 +313,7 @@ pub(crate) struct Entry {
 /// The lock of an entry being saved; dropping it releases it.
 #[derive(Debug)]
 pub(crate) struct SaveLock {
-    _lock: crate::lock::Locked,
+    _lock: flotilla_host::lock::Locked,
 }
 
 impl Entry {
@@ -453,7 +453,7 @@ impl Entry {
     pub(crate) fn try_lock(&self) -> io::Result<Option<SaveLock>> {
         std::fs::create_dir_all(&self.dir)?;
         let file = File::create(self.dir.join(format!("{}.lock", self.identity)))?;
-        Ok(crate::lock::try_exclusive(file)?.map(|lock| SaveLock { _lock: lock }))
+        Ok(flotilla_host::lock::try_exclusive(file)?.map(|lock| SaveLock { _lock: lock }))
     }
 
     /// Makes the state QEMU wrote to [`Entry::partial`] and the RAM copied to

@@ -5,6 +5,8 @@
 //! - files: inside every crate target (library, binary, each test, bench and example),
 //!   no two files import each other, directly or around a circle, and no two module
 //!   folders (or a folder and a file beside it) do either;
+//! - docs: a crate whose docs have a "Where things are" section (the driver and the
+//!   floors it builds on) names every file of its `src/` there, and only those;
 //! - CI: `.ci/run` runs the README's whole-suite command, with `--no-fail-fast` (one
 //!   failing test binary must never hide the others).
 //!
@@ -14,6 +16,7 @@
 //! that defines the item; a `mod x;` declaration alone is not an import, and intra-doc
 //! links are not either.
 
+mod docs_list;
 mod modules;
 
 use std::collections::BTreeMap;
@@ -26,10 +29,17 @@ const LAYERS: &[(&str, &str, u8)] = &[
     ("qmp", "flotilla-qmp", 0),
     ("vmnet", "flotilla-vmnet", 0),
     ("guest-agent", "flotilla-agent", 0),
-    ("driver", "flotilla-driver", 1),
-    ("cli", "flotilla", 2),
-    ("tests", "flotilla-tests", 3),
+    ("host", "flotilla-host", 0),
+    ("coverage", "flotilla-coverage", 1),
+    ("report", "flotilla-report", 1),
+    ("image", "flotilla-image", 2),
+    ("driver", "flotilla-driver", 3),
+    ("cli", "flotilla", 4),
+    ("tests", "flotilla-tests", 5),
 ];
+
+/// The crates whose docs list their files ("Where things are").
+const LISTED: &[&str] = &["host", "coverage", "report", "image", "driver"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,6 +75,19 @@ fn lower_crates_never_depend_on_upper_ones() {
         }
     }
     assert!(wrong.is_empty(), "upward dependencies: {wrong:#?}");
+}
+
+#[test]
+fn every_listed_crate_names_each_of_its_files() {
+    let mut wrong = Vec::new();
+    for folder in LISTED {
+        wrong.extend(docs_list::unlisted(&workspace().join(folder)));
+    }
+    assert!(
+        wrong.is_empty(),
+        "crate docs out of step with src/:\n  {}",
+        wrong.join("\n  ")
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::snapshot_memory;
 use super::state::{Booting, Machine, Running, Spawned, StartKind};
 use crate::error::Error;
 use crate::guest::{AgentConnection, AgentKind, Guest};
-use crate::process::{describe_status, Process};
+use flotilla_host::process::{describe_status, Process};
 
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
 /// message, not the step's (`qmp: connection reset`), explains a failure at start.

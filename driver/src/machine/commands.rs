@@ -11,7 +11,7 @@ use super::shell::tail_text;
 use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::guest::{ExecOutput, ExecSession, Guest, GuestError};
-use crate::process::describe_status;
+use flotilla_host::process::describe_status;
 
 /// The result of [`Machine::execute`].
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl CommandResult {
     pub(super) fn describe(&self) -> String {
         match (self.code, self.signal) {
             (Some(c), _) => format!("exit status {c}"),
-            (None, Some(s)) => format!("signal {s} ({})", crate::process::signal_name(s)),
+            (None, Some(s)) => format!("signal {s} ({})", flotilla_host::process::signal_name(s)),
             _ => "no status".into(),
         }
     }

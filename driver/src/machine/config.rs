@@ -62,7 +62,7 @@ impl MachineConfig {
     }
 
     /// The coverage disk: an ext2 file system the guest mounts at
-    /// [`crate::coverage::GUEST_DIR`], read on the host after QEMU stops. It lives as
+    /// [`flotilla_coverage::GUEST_DIR`], read on the host after QEMU stops. It lives as
     /// long as the run, across reboots.
     pub(super) fn coverage_disk(&self) -> PathBuf {
         self.socket_dir.join("coverage.ext2")

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::log::Log;
+use flotilla_report::RESTORED_MARK;
 
 /// How many console lines an error quotes.
 pub(super) const TAIL_LINES: usize = 20;
@@ -18,11 +19,6 @@ pub(super) const TAIL_LINES: usize = 20;
 pub(super) const KEEP_LINES: usize = 500;
 /// Text that means the guest kernel panicked.
 pub(super) const PANIC_MARKER: &str = "Kernel panic - not syncing";
-
-/// The console log's line after the boot lines of a restored state (the saving
-/// machine's boot).
-pub(crate) const RESTORED_MARK: &str =
-    "[flotilla: restored from a snapshot; the lines above are the boot that saved it]";
 
 /// What the console said about the guest's life.
 #[derive(Debug, Default)]

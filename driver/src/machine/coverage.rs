@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::state::Machine;
-use crate::coverage::{guest_env, DISK_SERIAL, GUEST_DIR};
 use crate::error::Error;
 use crate::guest::Guest;
+use flotilla_coverage::{guest_env, DISK_SERIAL, GUEST_DIR};
 
 /// Size of the coverage disk (sparse: only what is written takes room on the host).
 const DISK_MIB: u32 = 256;
@@ -63,7 +63,7 @@ impl Machine {
             disk: "coverage".into(),
             problem,
         };
-        let mke2fs = crate::host::which_system_tool("mke2fs")
+        let mke2fs = flotilla_host::programs::which_system_tool("mke2fs")
             .ok_or_else(|| failed("mke2fs not found: install e2fsprogs".into()))?;
         let partial = path.with_extension("partial");
         // ext2: no journal, so after a crash the host reads every synchronous write

@@ -11,7 +11,7 @@ use super::console::{Console, ConsoleState, TAIL_LINES};
 use super::events::STOPPED;
 use super::state::{Machine, Running};
 use crate::error::Error;
-use crate::process::describe_status;
+use flotilla_host::process::describe_status;
 
 impl Machine {
     pub(super) async fn died_early(

@@ -66,7 +66,7 @@ mod waits;
 
 pub use commands::CommandResult;
 pub(crate) use config::MachineConfig;
-pub(crate) use console::RESTORED_MARK;
+
 pub(crate) use coverage::EXIT_GRACE;
 pub use screen_text::{ScreenReader, ScreenText};
 pub use state::{Machine, StartKind};

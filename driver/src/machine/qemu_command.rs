@@ -85,7 +85,7 @@ impl QemuCommand {
         if c.coverage {
             // For the init and every service it starts: sysvinit passes the kernel's
             // variables on, systemd takes them as systemd.setenv.
-            for (k, v) in crate::coverage::guest_env() {
+            for (k, v) in flotilla_coverage::guest_env() {
                 let _ = write!(append, " {k}={v} systemd.setenv={k}={v}");
             }
         }
@@ -144,7 +144,7 @@ impl QemuCommand {
             ));
             cmd.arg("-device").arg(format!(
                 "virtio-blk-pci,drive=coverage,serial={}",
-                crate::coverage::DISK_SERIAL
+                flotilla_coverage::DISK_SERIAL
             ));
         }
         if let Ok(args) = c.fabric.plan.qemu_args(&c.name) {

@@ -10,7 +10,7 @@ use super::console::{Console, ConsoleState};
 use super::events::Watch;
 use crate::error::Error;
 use crate::guest::{Guest, GuestError};
-use crate::process::Process;
+use flotilla_host::process::Process;
 
 /// A booted machine: its QEMU, QMP connection and agent, and what watches them.
 #[derive(Debug)]

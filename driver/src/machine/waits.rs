@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::shell::{listening, shell_quote};
 use super::state::Machine;
 use crate::error::Error;
-use crate::process::describe_status;
+use flotilla_host::process::describe_status;
 
 impl Machine {
     /// Waits until a console line matches the regular expression `pattern` (lines seen

@@ -9,8 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
 use super::types::{FileSpec, PackageSource, PackageSpec};
-use crate::error::Error;
-use crate::image::debian::{check_package_name, Init};
+use flotilla_image::debian::{check_package_name, Init};
 
 /// An error message and the span it is about.
 type Located = (Range<usize>, String);
@@ -23,7 +22,7 @@ pub(super) fn check_init(init: Option<Spanned<String>>) -> Result<Option<Init>, 
     };
     match init.get_ref().parse::<Init>() {
         Ok(i) => Ok(Some(i)),
-        Err(Error::Image(m)) => Err((init.span(), format!("init: {m}"))),
+        Err(flotilla_image::Error::Image(m)) => Err((init.span(), format!("init: {m}"))),
         Err(e) => Err((init.span(), format!("init: {e}"))),
     }
 }

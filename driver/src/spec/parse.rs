@@ -624,8 +624,8 @@ mod tests {
 
     #[test]
     fn debian_machines() {
-        use crate::image::debian::Init;
         use crate::spec::{FileSpec, PackageSource};
+        use flotilla_image::debian::Init;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spec.toml");
         std::fs::create_dir(dir.path().join("dist")).unwrap();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::guest::AgentKind;
-use crate::image::debian::Init;
+use flotilla_image::debian::Init;
 
 /// The file name looked up when a directory is given instead of a spec file.
 pub const SPEC_FILE_NAME: &str = "flotilla.toml";

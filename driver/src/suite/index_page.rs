@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::report::SuiteReport;
 use crate::error::Error;
-use crate::markup::escape;
+use flotilla_host::markup::escape;
 
 /// The index's name in the suite's log root.
 const FILE: &str = "index.html";
@@ -51,7 +51,7 @@ fn index_page(out: &Path, suite: &SuiteReport) -> String {
             test.retries(),
         );
         for (n, attempt) in test.attempts.iter().enumerate() {
-            let report = attempt.log_dir.join(crate::report::FILE);
+            let report = attempt.log_dir.join(flotilla_report::FILE);
             let href = report.strip_prefix(out).unwrap_or(&report);
             let verdict = if attempt.error.is_some() {
                 "failed"

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::report::{SuiteReport, TestReport, Verdict};
-use crate::markup::escape;
+use flotilla_host::markup::escape;
 
 /// One test case: name, seconds, and what went wrong (element, message, body).
 struct Case {

@@ -1,0 +1,200 @@
+//! Packages on top of the base tree: `apt-get install` in a chroot of the tree, for
+//! Debian package names and local `.deb` files alike (apt resolves their dependencies
+//! from the mirror), with a `policy-rc.d` that keeps the packages' services from
+//! starting during the build; and the versions the tree ends up with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::files::{remove_dir_contents, run, write_file};
+use super::SUITE;
+use crate::error::Error;
+
+/// Where local `.deb` files wait in the tree while apt installs them.
+const DEBS_IN_TREE: &str = "tmp/flotilla-debs";
+
+/// Installs `packages` (names) and `debs` (host files) into `tree` from `mirror`. A name
+/// the mirror does not have is [`Error::UnknownPackage`], found before anything is
+/// installed. The tree keeps no package lists, downloaded packages or `policy-rc.d`.
+pub(super) fn install(
+    tree: &Path,
+    mirror: &str,
+    packages: &[String],
+    debs: &[PathBuf],
+) -> Result<(), Error> {
+    write_file(
+        &tree.join("etc/apt/sources.list"),
+        format!("deb {mirror} {SUITE} main\n").as_bytes(),
+        0o644,
+    )?;
+    // apt in the chroot resolves the mirror's host name with the host's resolver.
+    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    write_file(&tree.join("etc/resolv.conf"), &resolv, 0o644)?;
+    // invoke-rc.d asks policy-rc.d before it starts a service: 101 is "not now".
+    let policy = tree.join("usr/sbin/policy-rc.d");
+    write_file(&policy, b"#!/bin/sh\nexit 101\n", 0o755)?;
+    let mut args: Vec<String> = packages.to_vec();
+    for deb in debs {
+        let name = deb
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let data = std::fs::read(deb).map_err(|source| Error::Io {
+            what: format!("reading {}", deb.display()),
+            source,
+        })?;
+        write_file(&tree.join(DEBS_IN_TREE).join(&name), &data, 0o644)?;
+        args.push(format!("/{DEBS_IN_TREE}/{name}"));
+    }
+    let result = apt(tree, &["update", "-q"], "apt-get update in the tree").and_then(|()| {
+        // A dry run first: a name the mirror lacks is the user's error, not the build's.
+        let simulated = apt_output(
+            tree,
+            &["install", "--simulate", "--no-install-recommends"],
+            &args,
+        )?;
+        if let Some(name) = unknown_package(&simulated) {
+            return Err(Error::UnknownPackage {
+                package: name,
+                suite: super::SUITE.to_owned(),
+                mirror: mirror.to_owned(),
+            });
+        }
+        let mut install = vec!["install", "--yes", "--no-install-recommends"];
+        install.extend(args.iter().map(String::as_str));
+        apt(tree, &install, "apt-get install in the tree")
+    });
+    let _ = std::fs::remove_dir_all(tree.join(DEBS_IN_TREE));
+    let _ = std::fs::remove_file(&policy);
+    result?;
+    remove_dir_contents(&tree.join("var/cache/apt/archives"), ".deb")?;
+    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")?;
+    remove_dir_contents(&tree.join("var/lib/apt/lists"), "")
+}
+
+fn chroot_apt(tree: &Path) -> Command {
+    let mut cmd = Command::new("chroot");
+    cmd.arg(tree)
+        .arg("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LC_ALL", "C.UTF-8")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd
+}
+
+fn apt(tree: &Path, args: &[&str], what: &str) -> Result<(), Error> {
+    run(chroot_apt(tree).args(args), what)
+}
+
+/// apt-get's stdout and stderr together, whatever its exit status.
+fn apt_output(tree: &Path, args: &[&str], more: &[String]) -> Result<String, Error> {
+    let out = chroot_apt(tree)
+        .args(args)
+        .args(more)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Io {
+            what: "starting chroot apt-get".into(),
+            source,
+        })?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// The first package apt says it cannot find: `E: Unable to locate package NAME`, or
+/// `E: Package 'NAME' has no installation candidate` (a name only other packages
+/// provide, or one with no version in the suite).
+fn unknown_package(apt_said: &str) -> Option<String> {
+    apt_said.lines().find_map(|l| {
+        if let Some(name) = l.strip_prefix("E: Unable to locate package ") {
+            return Some(name.trim().to_owned());
+        }
+        let rest = l.strip_prefix("E: Package '")?;
+        let (name, tail) = rest.split_once('\'')?;
+        tail.contains("has no installation candidate")
+            .then(|| name.to_owned())
+    })
+}
+
+/// `package version` of every package installed in `tree`, sorted.
+pub(super) fn versions(tree: &Path) -> Result<Vec<(String, String)>, Error> {
+    let out = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            tree.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Package} ${Version} ${db:Status-Abbrev}\\n"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Io {
+            what: "running dpkg-query".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Tool {
+            what: "dpkg-query -W in the tree".into(),
+            status: flotilla_host::process::describe_status(out.status),
+            output: vec![String::from_utf8_lossy(&out.stderr).trim().to_owned()],
+        });
+    }
+    let mut list: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, version, status) = (w.next()?, w.next()?, w.next()?);
+            (status == "ii").then(|| (name.to_owned(), version.to_owned()))
+        })
+        .collect();
+    list.sort();
+    Ok(list)
+}
+
+/// The package name and version inside a `.deb` file.
+pub(super) fn deb_identity(deb: &Path) -> Result<(String, String), Error> {
+    let out = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(deb)
+        .args(["Package", "Version"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Io {
+            what: "running dpkg-deb".into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    };
+    match (out.status.success(), field("Package"), field("Version")) {
+        (true, Some(name), Some(version)) => Ok((name, version)),
+        _ => Err(Error::Image(format!(
+            "{} is not a Debian package: dpkg-deb --field says {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_names_the_package_it_cannot_find() {
+        let said = "Reading package lists...\nBuilding dependency tree...\n\
+                    E: Unable to locate package nosuch-pkg\n";
+        assert_eq!(unknown_package(said).as_deref(), Some("nosuch-pkg"));
+        let said = "Package mail-transport-agent is a virtual package provided by:\n\
+                    E: Package 'mail-transport-agent' has no installation candidate\n";
+        assert_eq!(
+            unknown_package(said).as_deref(),
+            Some("mail-transport-agent")
+        );
+        assert_eq!(unknown_package("Inst curl (7.88)\nConf curl\n"), None);
+    }
+}

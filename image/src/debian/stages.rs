@@ -1,0 +1,437 @@
+//! The stages of a Debian image's build, a function each, in the order [`build_into`]
+//! runs them: the base tree (unpacked from the cache, or debootstrapped and cached),
+//! more packages and the recipe's files, the agent, the kernel's modules, the
+//! configuration (`tune.rs`), and the disk (ext4, then qcow2).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use super::base_tree::{cache_key, package_list};
+use super::files::{
+    copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run, temporary_beside,
+    tool, tree_size, with_debootstrap_log, write_file,
+};
+use super::init::Init;
+use super::mirror::SUITE;
+use super::packages;
+use super::recipe::Recipe;
+use super::store::lock_file;
+use super::tune::configure;
+use crate::error::Error;
+use crate::kernel::Kernel;
+use flotilla_host::cache::{cache_dir, prune};
+
+/// Free space added to the tree's size when no size is given.
+pub const DEFAULT_FREE_MIB: u64 = 512;
+
+/// How many cached trees are kept (the newest).
+const KEEP_TREES: usize = 6;
+
+/// What [`super::image`] resolved for a recipe, and its key describes: the build uses
+/// the same values, not others looked up again.
+pub(super) struct Resolved<'a> {
+    /// The whole checked package list (defaults and the init's included).
+    pub packages: &'a [String],
+    pub mirror: &'a str,
+    /// The mirror's index identity.
+    pub index: &'a str,
+    pub kernel: &'a Kernel,
+    pub agent: &'a [u8],
+}
+
+/// The host programs the build runs, found before anything is done.
+struct Tools {
+    debootstrap: PathBuf,
+    mke2fs: PathBuf,
+    qemu_img: PathBuf,
+    depmod: PathBuf,
+}
+
+impl Tools {
+    fn find() -> Result<Tools, Error> {
+        Ok(Tools {
+            debootstrap: tool("debootstrap", "debootstrap")?,
+            mke2fs: tool("mke2fs", "e2fsprogs")?,
+            qemu_img: tool("qemu-img", "qemu-utils")?,
+            depmod: tool("depmod", "kmod")?,
+        })
+    }
+}
+
+/// Builds the image of `recipe` at `output` from what `resolved` names; returns the
+/// installed packages and their versions.
+pub(super) fn build_into(
+    recipe: &Recipe,
+    resolved: &Resolved,
+    output: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Vec<(String, String)>, Error> {
+    let started = Instant::now();
+    let init = recipe.init;
+    let base_packages = package_list(init, &[])?;
+    let extra: Vec<String> = resolved
+        .packages
+        .iter()
+        .filter(|p| !base_packages.contains(p))
+        .cloned()
+        .collect();
+    let tools = Tools::find()?;
+
+    let cache = cache_dir().join("debian");
+    create_dir(&cache)?;
+    // The work folder sits next to the cache, not in /tmp (often a small tmpfs).
+    remove_stale_work(&cache);
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".build-{}-", std::process::id()))
+        .tempdir_in(&cache)
+        .map_err(|source| Error::Io {
+            what: format!("creating a work folder in {}", cache.display()),
+            source,
+        })?;
+    let tree = work.path().join("tree");
+    create_dir(&tree)?;
+
+    base_tree(&tree, &cache, init, &base_packages, resolved, &tools, log)?;
+    let versions = packages_and_files(&tree, recipe, resolved.mirror, &extra, log)?;
+    let t = Instant::now();
+    install_agent(&tree, work.path(), resolved.agent, init)?;
+    install_modules(&tree, resolved.kernel, &tools)?;
+    configure(&tree, init)?;
+    log(&format!(
+        "debian: agent {}, modules of kernel {} and configuration in {:.1} s",
+        env!("CARGO_PKG_VERSION"),
+        resolved.kernel.version,
+        t.elapsed().as_secs_f64()
+    ));
+    make_disk(&tree, work.path(), recipe.size_mib, output, &tools, log)?;
+    log(&format!(
+        "debian: built the image in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(versions)
+}
+
+/// Stage 1: the debootstrapped tree of `init` in `tree`, unpacked from the cache or
+/// made now and cached (once for concurrent builds, under a lock).
+fn base_tree(
+    tree: &Path,
+    cache: &Path,
+    init: Init,
+    base_packages: &[String],
+    resolved: &Resolved,
+    tools: &Tools,
+    log: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let tarball = cache.join(format!(
+        "{SUITE}-{}.tar",
+        cache_key(init, base_packages, resolved.index)
+    ));
+    let locks = cache.join("locks");
+    create_dir(&locks)?;
+    let lock_name = tarball.with_extension("lock");
+    let _tree_lock = lock_file(&locks.join(lock_name.file_name().unwrap_or_default()), log)?;
+    if tarball.is_file() {
+        unpack_cached_tree(tree, &tarball, log)
+    } else {
+        debootstrap(tree, init, base_packages, resolved.mirror, tools, log)?;
+        cache_tree(tree, cache, &tarball, log);
+        Ok(())
+    }
+}
+
+/// Unpacks the cached `tarball` into `tree`.
+fn unpack_cached_tree(tree: &Path, tarball: &Path, log: &dyn Fn(&str)) -> Result<(), Error> {
+    let t = Instant::now();
+    run(
+        Command::new("tar")
+            .args(["--extract", "--numeric-owner", "--same-permissions"])
+            .args(["--xattrs", "--xattrs-include=*"])
+            .arg("--file")
+            .arg(tarball)
+            .arg("--directory")
+            .arg(tree),
+        "unpacking the cached tree",
+    )?;
+    // Marks it as recently used for pruning.
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(tarball)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    log(&format!(
+        "debian: unpacked the cached {SUITE} tree {} in {:.1} s",
+        tarball.display(),
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// `debootstrap --variant=minbase` of `init`'s packages into `tree`, without the
+/// downloaded packages and lists.
+fn debootstrap(
+    tree: &Path,
+    init: Init,
+    base_packages: &[String],
+    mirror: &str,
+    tools: &Tools,
+    log: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let t = Instant::now();
+    log(&format!(
+        "debian: debootstrap {SUITE} ({init}: minbase + {}) from {mirror}; this takes a few minutes",
+        base_packages.join(","),
+    ));
+    let mut cmd = Command::new(&tools.debootstrap);
+    cmd.args(["--variant=minbase", "--merged-usr"])
+        .arg(format!("--include={}", base_packages.join(",")))
+        .arg(SUITE)
+        .arg(tree)
+        .arg(mirror);
+    if let Err(e) = run(&mut cmd, "debootstrap") {
+        return Err(with_debootstrap_log(e, tree));
+    }
+    if init == Init::Openrc {
+        install_openrc(tree)?;
+    }
+    // Downloaded packages are not part of the system.
+    remove_dir_contents(&tree.join("var/cache/apt/archives"), ".deb")?;
+    remove_dir_contents(&tree.join("var/lib/apt/lists"), "")?;
+    log(&format!(
+        "debian: debootstrap done in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Saves `tree` as the cached `tarball`; a failure is logged, not fatal (the next
+/// build debootstraps again).
+fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, log: &dyn Fn(&str)) {
+    let tmp = temporary_beside(tarball, "");
+    let saved = run(
+        Command::new("tar")
+            .args([
+                "--create",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+            ])
+            .arg("--file")
+            .arg(&tmp)
+            .arg("--directory")
+            .arg(tree)
+            .arg("."),
+        "saving the tree to the cache",
+    )
+    .and_then(|()| {
+        std::fs::rename(&tmp, tarball).map_err(|source| Error::Io {
+            what: format!("renaming {} to {}", tmp.display(), tarball.display()),
+            source,
+        })
+    });
+    match saved {
+        Ok(()) => {
+            log(&format!("debian: cached the tree as {}", tarball.display()));
+            prune(cache, SUITE, ".tar", KEEP_TREES);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            log(&format!("debian: could not cache the tree: {e}"));
+        }
+    }
+}
+
+/// Swaps `sysv-rc` for `openrc` in a freshly debootstrapped tree, with the tree's own
+/// apt and the package lists debootstrap left there. Its postinst moves the services
+/// already enabled in `/etc/rc*.d` into OpenRC's runlevels.
+fn install_openrc(tree: &Path) -> Result<(), Error> {
+    run(
+        Command::new("chroot")
+            .arg(tree)
+            .args([
+                "apt-get",
+                "install",
+                "--yes",
+                "--no-install-recommends",
+                "openrc",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "installing openrc in the tree (chroot apt-get install openrc)",
+    )?;
+    // apt's caches of the package lists (about 70 MiB); apt makes them again.
+    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")
+}
+
+/// Stage 2: the `extra` packages and the recipe's local `.deb` files (apt-get in a
+/// chroot), then the recipe's files; returns every installed package's version.
+fn packages_and_files(
+    tree: &Path,
+    recipe: &Recipe,
+    mirror: &str,
+    extra: &[String],
+    log: &dyn Fn(&str),
+) -> Result<Vec<(String, String)>, Error> {
+    if !extra.is_empty() || !recipe.debs.is_empty() {
+        let t = Instant::now();
+        let mut what: Vec<String> = extra.to_vec();
+        for deb in &recipe.debs {
+            let (name, version) = packages::deb_identity(deb)?;
+            what.push(format!("{name} {version} ({})", deb.display()));
+        }
+        log(&format!("debian: apt-get install {}", what.join(", ")));
+        packages::install(tree, mirror, extra, &recipe.debs)?;
+        log(&format!(
+            "debian: packages installed in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+    }
+    for file in &recipe.files {
+        copy_into_tree(tree, &file.source, &file.guest)?;
+    }
+    let versions = packages::versions(tree)?;
+    let named: Vec<String> = versions
+        .iter()
+        .filter(|(name, _)| extra.contains(name))
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    if !named.is_empty() {
+        log(&format!("debian: resolved {}", named.join(", ")));
+    }
+    Ok(versions)
+}
+
+/// Stage 3: the agent, by its own installer (`flotilla-agent install --root TREE`),
+/// checked to be enabled as `init`'s service.
+fn install_agent(tree: &Path, work: &Path, agent: &[u8], init: Init) -> Result<(), Error> {
+    let installer = work.join("flotilla-agent");
+    write_file(&installer, agent, 0o755)?;
+    run(
+        Command::new(&installer)
+            .arg("install")
+            .arg("--root")
+            .arg(tree),
+        "flotilla-agent install",
+    )?;
+    let enabled = tree.join(match init {
+        Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
+        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
+        Init::Openrc => "etc/runlevels/default/flotilla-agent",
+        // Stage 1 starts it (see `tune.rs`).
+        Init::Agent => "usr/local/bin/flotilla-agent",
+    });
+    if std::fs::symlink_metadata(&enabled).is_err() {
+        return Err(Error::Image(format!(
+            "flotilla-agent install did not enable its {init} service ({} is missing)",
+            enabled.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Stage 4: the kernel's modules, and their index for udev and modprobe in the guest.
+fn install_modules(tree: &Path, kernel: &Kernel, tools: &Tools) -> Result<(), Error> {
+    let modules = tree.join("lib/modules").join(&kernel.version);
+    create_dir(&modules)?;
+    let mut src = kernel.modules.clone().into_os_string();
+    src.push("/.");
+    run(
+        Command::new("cp")
+            .args(["--archive", "--no-preserve=ownership"])
+            .arg(&src)
+            .arg(&modules),
+        "copying the kernel modules",
+    )?;
+    run(
+        Command::new(&tools.depmod)
+            .arg("-b")
+            .arg(tree)
+            .arg(&kernel.version),
+        "depmod",
+    )
+}
+
+/// Stage 6: `tree` as an ext4 file system of `size_mib` (or the tree plus room), made
+/// with `mke2fs -d` in `work`, then converted to the qcow2 `output`.
+fn make_disk(
+    tree: &Path,
+    work: &Path,
+    size_mib: Option<u64>,
+    output: &Path,
+    tools: &Tools,
+    log: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let t = Instant::now();
+    let tree_mib = tree_size(tree)?.div_ceil(1 << 20);
+    let size_mib = match size_mib {
+        Some(size) if size < tree_mib + 16 => {
+            return Err(Error::Image(format!(
+                "--size {size} MiB is too small: the tree alone takes {tree_mib} MiB \
+                 (ext4 needs some room on top)\nhint: leave --size out for {} MiB",
+                default_size(tree_mib)
+            )))
+        }
+        Some(size) => size,
+        None => default_size(tree_mib),
+    };
+    let raw = work.join("root.ext4");
+    let file = std::fs::File::create(&raw).map_err(|source| Error::Io {
+        what: format!("creating {}", raw.display()),
+        source,
+    })?;
+    file.set_len(size_mib << 20).map_err(|source| Error::Io {
+        what: format!("sizing {} to {size_mib} MiB", raw.display()),
+        source,
+    })?;
+    drop(file);
+    run(
+        Command::new(&tools.mke2fs)
+            .args(["-q", "-F", "-t", "ext4", "-L", "flotilla-root"])
+            .args(["-E", "root_owner=0:0"])
+            .arg("-d")
+            .arg(tree)
+            .arg(&raw),
+        "mke2fs",
+    )?;
+    let tmp_out = temporary_beside(output, ".tmp");
+    let converted = run(
+        Command::new(&tools.qemu_img)
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&tmp_out),
+        "qemu-img convert",
+    )
+    .and_then(|()| {
+        std::fs::rename(&tmp_out, output).map_err(|source| Error::Io {
+            what: format!("renaming {} to {}", tmp_out.display(), output.display()),
+            source,
+        })
+    });
+    if let Err(e) = converted {
+        let _ = std::fs::remove_file(&tmp_out);
+        return Err(e);
+    }
+    let on_disk = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    log(&format!(
+        "debian: ext4 of {size_mib} MiB ({tree_mib} MiB used) -> qcow2 of {} MiB in {:.1} s",
+        on_disk.div_ceil(1 << 20),
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The tree plus [`DEFAULT_FREE_MIB`], rounded up to 64 MiB.
+fn default_size(tree_mib: u64) -> u64 {
+    // ext4's own metadata (inode tables, journal) takes a few percent.
+    (tree_mib + tree_mib / 10 + DEFAULT_FREE_MIB).div_ceil(64) * 64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_size_leaves_room() {
+        assert!(default_size(300) >= 300 + DEFAULT_FREE_MIB);
+        assert_eq!(default_size(300) % 64, 0);
+    }
+}

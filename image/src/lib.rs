@@ -1,0 +1,44 @@
+//! Images and kernels: what Flotilla's machines boot, made and cached without a VM
+//! (`flotilla image debian` uses it alone; the driver asks it for a spec's images).
+//!
+//! # Where things are
+//!
+//! - `lib.rs`: these docs and the re-exports.
+//! - `error.rs`: [`Error`], what can go wrong finding or making an image.
+//! - `agent.rs`: the in-guest agent's static binary, built by the crate's build script and embedded.
+//! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules) and the
+//!   stage 1 that boots a disk image, built once and cached by content, written with
+//!   `flotilla_agent::cpio`.
+//! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
+//! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
+//! - `kernel.rs`: where the kernel is ([`Kernel`]).
+//! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
+//! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
+//!   with `packages`, `files` or `init`), cached by content:
+//!   `mod.rs` (`flotilla image debian`, a spec's images from the cache or
+//!   built), `stages.rs` (the build's stages, a function each), `base_tree.rs`
+//!   (a base tree's packages, checked, and its cache key), `init.rs` (the init
+//!   systems), `tune.rs` (what makes the tree a quick test guest),
+//!   `mirror.rs` (the release, the mirror and its index), `files.rs`
+//!   (tools and tree files), `recipe.rs` (what goes into an image, and its
+//!   cache key), `packages.rs` (apt in the tree: more packages, local `.deb`
+//!   files), `store.rs` (the cache of built images, its locks).
+//!
+//! The cache folder and its pruning are `flotilla_host::cache`'s.
+
+mod agent;
+pub mod debian;
+mod elf;
+mod error;
+mod initramfs;
+mod kernel;
+mod modules;
+pub mod vmlinux;
+
+pub use agent::agent_binary;
+pub use elf::is_static_elf;
+pub use error::Error;
+pub use flotilla_host::cache::cache_dir;
+pub use initramfs::{busybox_path, default_initramfs};
+pub use initramfs::{disk_initramfs, stage1_initramfs};
+pub use kernel::Kernel;
