@@ -1,7 +1,7 @@
 //! The one command that builds the agent users get: the static `agent`-profile binary
 //! (LTO, `panic = "abort"`, `+crt-static`) for x86_64 glibc Linux.
 //!
-//! Included with `#[path]` by `driver/build.rs`, which embeds the result in the
+//! Included with `#[path]` by `image/build.rs`, which embeds the result in the
 //! `flotilla` binary, and by the agent's test harness, which boots the very same file,
 //! so that the agent the tests check is the agent that ships. Both build into
 //! `<target dir>/agent`, so whichever runs second finds it up to date.

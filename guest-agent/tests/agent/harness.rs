@@ -199,7 +199,7 @@ pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
 
 /// The agent binary under test: `$FLOTILLA_AGENT_BIN`, else the one users get, the
 /// static `agent`-profile build that `flotilla` embeds, built once per run by the same
-/// command as `driver/build.rs` ([`static_build`]) into the same folder
+/// command as `image/build.rs` ([`static_build`]) into the same folder
 /// (`<target>/agent`): up to date already when the driver was built.
 pub fn agent_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

@@ -131,7 +131,7 @@ fn the_agent_under_test_is_the_static_build_that_ships() {
         return;
     }
     let bin = harness::agent_bin();
-    // The `agent` profile in the `<target>/agent` folder that driver/build.rs embeds.
+    // The `agent` profile in the `<target>/agent` folder that image/build.rs embeds.
     assert!(
         bin.ends_with("agent/x86_64-unknown-linux-gnu/agent/flotilla-agent"),
         "{}",
