@@ -133,9 +133,12 @@
 //!   (the engine and a script run), `context.rs` (what the API functions share),
 //!   `machine_api/` (the methods of `Machine`: `machine_api/mod.rs`, then a file per
 //!   topic: `machine_api/commands.rs`, `machine_api/waits.rs`, `machine_api/files.rs`,
-//!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api.rs`, `args.rs`
-//!   (argument checks), `names.rs` (names checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
-//!   prompt's statement reader).
+//!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api/` (the functions
+//!   that act on the whole run: `global_api/mod.rs` (`start_all`, `log`), then a file
+//!   per topic: `global_api/subtests.rs`, `global_api/retry.rs`,
+//!   `global_api/network.rs`, `global_api/conditions.rs`), `args.rs` (argument checks),
+//!   `names.rs` (names checked before a run), `errors.rs` (script errors and their
+//!   places), `repl.rs` (the prompt's statement reader).
 //! - `image/`: what machines boot. `mod.rs` (index), `kernel.rs`, `vmlinux.rs` (the
 //!   unpacked kernel and its cache), `initramfs.rs` (the default, disk and stage-1
 //!   images), `modules.rs` (kernel modules and their order), `elf.rs`,
