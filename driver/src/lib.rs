@@ -124,7 +124,8 @@
 //!   `copy.rs` (file copies), `coverage.rs` (its coverage disk and environment, ending
 //!   its programs), `screen.rs` and `keys.rs` (screen and keyboard),
 //!   `screen_text.rs` (the screen's text: by the agent, or by OCR; waiting for text),
-//!   `power.rs` (shutdown, crash, reboot, stop), `shell.rs` (shell quoting and output).
+//!   `power.rs` (shutdown, crash, reboot, stop), `command_text.rs` (command lines'
+//!   text: `/bin/sh` quoting, output tails).
 //! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
 //!   `exec.rs` (commands and sessions), `files.rs` (file transfers), `qga.rs` (the
