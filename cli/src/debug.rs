@@ -48,7 +48,7 @@ async fn step_in(session: &mut Session, spec: &Spec, interrupts: &Interrupts) {
         }
     };
     let net = session.fleet();
-    crate::print_access(net, &control);
+    crate::run::print_access(net, &control);
     let interactive = repl::interactive();
     // Whatever the prompt does to the terminal is undone on the way out.
     let _terminal = interactive.then(|| terminal::Saved::new(0).ok()).flatten();

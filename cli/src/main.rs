@@ -1,18 +1,29 @@
 //! `flotilla`: start networks of QEMU machines from a spec and run tests against them.
+//!
+//! This file holds the command line (its `--help` text) and hands each command to its
+//! file: `test.rs` (one spec; `suite.rs` for several, `debug.rs` for `--debug`),
+//! `run.rs` (with `repl.rs`, the prompt), `shell.rs`, `doctor.rs`, `snapshots.rs`,
+//! `unfinished_report.rs` (`flotilla report`), `image.rs`, `agent.rs`; `terminal.rs`
+//! saves and restores the terminal's mode.
 
 mod agent;
 mod debug;
+mod doctor;
+mod image;
 mod repl;
+mod run;
 mod shell;
+mod snapshots;
 mod suite;
 mod terminal;
+mod test;
+mod unfinished_report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flotilla_driver::control::ControlSocket;
-use flotilla_driver::{doctor, run_test, Error, Fleet, FleetOptions, Spec};
+use flotilla_driver::{Error, Spec};
 
 use crate::repl::Interrupts;
 
@@ -56,44 +67,7 @@ enum Cmd {
     /// its state; elsewhere a line tells when a test starts and ends. A summary table
     /// and the failures' errors close the run. Exit status: 2 if a test could not run,
     /// else 1 if one failed.
-    Test {
-        /// Spec files, folders holding `flotilla.toml`, or folders to search for them.
-        #[arg(required = true, value_name = "SPEC")]
-        spec: Vec<PathBuf>,
-        /// Log folder (report.html, driver.log, events.jsonl, <machine>/console.log,
-        /// <machine>/qemu.log); default flotilla-out/<test name>. Emptied at the start.
-        /// For a suite: the folder of the tests' folders and index.html, default
-        /// flotilla-out.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Only print the result and errors; the log folder still gets everything.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Write a JUnit XML report here (a test case per subtest; for a suite, a test
-        /// suite per spec with a test case per subtest and one for the whole test).
-        #[arg(long, value_name = "FILE")]
-        junit: Option<PathBuf>,
-        #[command(flatten)]
-        suite: suite::SuiteArgs,
-        /// Collect coverage data from every machine's instrumented programs (gcov,
-        /// LLVM) and report it: <out>/coverage/index.html, a tracefile per machine,
-        /// combined.info, and a table at the end.
-        #[arg(long)]
-        coverage: bool,
-        /// With --coverage: fail a passing test whose combined line coverage is under
-        /// PERCENT.
-        #[arg(long, value_name = "PERCENT", value_parser = percent)]
-        coverage_fail_under: Option<f64>,
-        /// If the script fails (an error, the timeout, a polling condition), keep the
-        /// machines up: print the error and the failing line, how to reach the machines
-        /// (`flotilla shell`), and open `flotilla run`'s prompt with the script's
-        /// variables; Ctrl-D stops them. Without a terminal on stdin, wait for SIGTERM
-        /// instead of a prompt. The exit status stays the test's.
-        #[arg(long)]
-        debug: bool,
-        #[command(flatten)]
-        state: StateArgs,
-    },
+    Test(test::TestArgs),
     /// Boot the spec's machines, print how to reach them, and read script statements
     /// (`server.succeed("uname -a")`) until end of input (Ctrl-D) or SIGTERM.
     ///
@@ -235,22 +209,11 @@ enum ImageKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // What the user reads is the run's log, with its machines named. The libraries'
-    // own diagnostics (tracing) are for RUST_LOG=flotilla_driver=debug and the like,
-    // in colour only on a terminal that allows it.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    init_tracing();
     match cli.command {
-        Cmd::Doctor => run_doctor(),
-        Cmd::Snapshots { clear } => snapshots(clear),
-        Cmd::Report { dir } => unfinished_report(&dir),
+        Cmd::Doctor => doctor::main(),
+        Cmd::Snapshots { clear } => snapshots::main(clear),
+        Cmd::Report { dir } => unfinished_report::main(&dir),
         Cmd::Agent {
             action: AgentAction::Install { root },
         } => agent::install(&root),
@@ -265,102 +228,14 @@ fn main() -> ExitCode {
                     size,
                     output,
                 },
-        } => {
-            let options = flotilla_driver::debian::DebianOptions {
-                init,
-                packages,
-                size_mib: size,
-                output,
-            };
-            match flotilla_driver::debian::build(&options, |line| eprintln!("{line}")) {
-                Ok(path) => {
-                    println!("{}", path.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    print_chain(&e);
-                    // Building an image runs no test: any failure means "could not run".
-                    ExitCode::from(EXIT_ERROR)
-                }
-            }
-        }
-        Cmd::Test {
-            spec: paths,
-            out,
-            quiet,
-            junit,
-            suite,
-            coverage,
-            coverage_fail_under,
-            debug,
-            state,
-        } if suite::is_suite(&paths, &suite) => {
-            if debug {
-                eprintln!(
-                    "error: --debug steps into one test: name a single spec, without --retries, --partition or --list"
-                );
-                return ExitCode::from(EXIT_ERROR);
-            }
-            with_runtime(|interrupts| {
-                let mut fleet = FleetOptions::new(".");
-                fleet.coverage = coverage;
-                fleet.coverage_fail_under = coverage_fail_under;
-                fleet.snapshot = !state.no_snapshot;
-                fleet.keep_state = state.keep_state;
-                suite::main(paths, out, quiet, junit, suite, fleet, interrupts.all)
-            })
-        }
-        Cmd::Test {
-            spec: paths,
-            out,
-            quiet,
-            junit,
-            suite: _,
-            coverage,
-            coverage_fail_under,
-            debug,
-            state,
-        } => with_runtime(|interrupts| async move {
-            let spec = match Spec::load(&paths[0]) {
-                Ok(s) => s,
-                Err(e) => return cannot_run(&e),
-            };
-            let mut options = FleetOptions::new(out_dir(out, &spec));
-            options.terminal = !quiet;
-            options.junit = junit;
-            options.keep_state = state.keep_state;
-            options.coverage = coverage;
-            options.coverage_fail_under = coverage_fail_under;
-            options.snapshot = !state.no_snapshot;
-            let log_dir = options.log_dir.clone();
-            let result = if debug {
-                debug::run_test(&spec, options, &interrupts).await
-            } else {
-                run_test(&spec, options, interrupts.all.clone()).await
-            };
-            // Quiet runs print no table: the report's path at least.
-            let coverage_report = log_dir.join("coverage/index.html");
-            if quiet && coverage_report.is_file() {
-                eprintln!("coverage report: {}", coverage_report.display());
-            }
-            match result {
-                Ok(()) => {
-                    eprintln!("PASSED: {} (logs in {})", spec.name, log_dir.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    let code = report(&e);
-                    eprintln!("FAILED: {} (logs in {})", spec.name, log_dir.display());
-                    code
-                }
-            }
-        }),
+        } => image::debian(init, packages, size, output),
+        Cmd::Test(args) => test::main(args),
         Cmd::Run {
             spec,
             out,
             state,
             no_repl,
-        } => with_runtime(|interrupts| run_network(spec, out, state, no_repl, interrupts)),
+        } => with_runtime(|interrupts| run::main(spec, out, state, no_repl, interrupts)),
         Cmd::Shell {
             machine,
             run,
@@ -379,115 +254,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// `flotilla run`: boot, say how to reach the machines, serve the control socket and
-/// the prompt until end of input or a signal, then stop everything.
-async fn run_network(
-    spec: PathBuf,
-    out: Option<PathBuf>,
-    state: StateArgs,
-    no_repl: bool,
-    interrupts: Interrupts,
-) -> ExitCode {
-    let cancel = interrupts.all.clone();
-    let spec = match Spec::load(&spec) {
-        Ok(s) => s,
-        Err(e) => return cannot_run(&e),
-    };
-    let mut options = FleetOptions::new(out_dir(out, &spec));
-    options.keep_state = state.keep_state;
-    options.snapshot = !state.no_snapshot;
-    let net = match Fleet::new(&spec, options) {
-        Ok(n) => n,
-        Err(e) => return report(&e),
-    };
-    let control = match ControlSocket::bind(&spec.name) {
-        Ok(c) => c,
-        Err(e) => return report(&e),
-    };
-    let started = tokio::select! {
-        r = net.start_all() => r,
-        _ = cancel.cancelled() => Err(Error::Interrupted),
-    };
-    if let Err(e) = started {
-        net.stop_all().await;
-        return report(&e);
-    }
-    print_access(&net, &control);
-    let interactive = !no_repl && repl::interactive();
-    // Whatever the prompt does to the terminal is undone on the way out.
-    let _terminal = interactive.then(|| terminal::Saved::new(0).ok()).flatten();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    if no_repl {
-        eprintln!("Press Ctrl-C to stop the machines.");
-    } else {
-        if interactive {
-            eprintln!("Type script statements (`{}.succeed(\"uname -a\")`); Ctrl-C cancels one, Ctrl-D stops the machines.", first_machine(&net));
-        } else {
-            eprintln!("Reading script statements from stdin; its end stops the machines.");
-        }
-        let repl = flotilla_driver::repl::Repl::new(&net, &spec, tokio::runtime::Handle::current());
-        let interrupts = interrupts.clone();
-        let log = net.log().clone();
-        let spawned = std::thread::Builder::new()
-            .name("flotilla-repl".into())
-            .spawn(move || {
-                repl::run(repl, &log, &interrupts);
-                let _ = done_tx.send(());
-            });
-        if let Err(source) = spawned {
-            net.stop_all().await;
-            return report(&Error::Io {
-                what: "starting the prompt's thread".into(),
-                source,
-            });
-        }
-    }
-    tokio::select! {
-        () = control.serve(net.machines().clone(), net.log().clone()) => {}
-        _ = cancel.cancelled() => {}
-        _ = done_rx, if !no_repl => {}
-    }
-    // The sessions ended with `serve`; the prompt's thread stops at its next line (a
-    // line it is running was cancelled with `cancel`).
-    cancel.cancel();
-    drop(control);
-    eprintln!("stopping");
-    // A spec with `[coverage] enabled = true`: the session's coverage, as a test's.
-    net.finish_coverage().await;
-    net.stop_all().await;
-    ExitCode::SUCCESS
-}
-
-fn first_machine(net: &Fleet) -> &str {
-    net.machines()
-        .keys()
-        .next()
-        .map_or("machine", String::as_str)
-}
-
-/// Says how to reach each machine: `flotilla shell` and the forwarded ports.
-fn print_access(net: &Fleet, control: &ControlSocket) {
-    eprintln!(
-        "all {} machine(s) are up; logs in {}",
-        net.machines().len(),
-        net.log().dir().display()
-    );
-    // `--run` only when `flotilla shell` could not tell this run from another.
-    let alone = flotilla_driver::control::find_run(None).is_ok_and(|p| p == control.path());
-    let run = if alone {
-        String::new()
-    } else {
-        format!(" --run {}", control.name())
-    };
-    let width = net.machines().keys().map(String::len).max().unwrap_or(0);
-    for (name, machine) in net.machines() {
-        let mut line = format!("  {name:width$}  flotilla shell{run} {name}");
-        for (host, guest) in machine.forwards() {
-            line.push_str(&format!("  127.0.0.1:{host} -> guest:{guest}"));
-        }
-        eprintln!("{line}");
-    }
-    eprintln!("control socket: {}", control.path().display());
+/// What the user reads is the run's log, with its machines named. The libraries' own
+/// diagnostics (tracing) are for RUST_LOG=flotilla_driver=debug and the like, in colour
+/// only on a terminal that allows it.
+fn init_tracing() {
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .init();
 }
 
 fn out_dir(out: Option<PathBuf>, spec: &Spec) -> PathBuf {
@@ -542,29 +321,6 @@ where
 }
 
 /// Prints the error and its chain of causes once; returns the exit status for it.
-/// `flotilla report LOG_DIR`.
-fn unfinished_report(dir: &Path) -> ExitCode {
-    let page = dir.join("report.html");
-    if page.is_file() {
-        println!("{} (the run's own)", page.display());
-        return ExitCode::SUCCESS;
-    }
-    if !dir.join("driver.log").is_file() && !dir.join("events.jsonl").is_file() {
-        eprintln!(
-            "error: {} is not a run's log folder: no driver.log or events.jsonl",
-            dir.display()
-        );
-        return ExitCode::from(EXIT_ERROR);
-    }
-    match flotilla_driver::write_unfinished_report(dir) {
-        Ok(path) => {
-            println!("{}", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => report(&e.into()),
-    }
-}
-
 fn report(e: &Error) -> ExitCode {
     print_chain(e);
     match e {
@@ -584,88 +340,4 @@ pub(crate) fn cannot_run(e: &Error) -> ExitCode {
 /// Prints the error and its chain of causes.
 pub(crate) fn print_chain(e: &dyn std::error::Error) {
     eprintln!("{}", flotilla_driver::error::printed(e));
-}
-
-/// `flotilla snapshots [--clear]`.
-fn snapshots(clear: bool) -> ExitCode {
-    use flotilla_driver::snapshot_store;
-    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-    if clear {
-        return match snapshot_store::clear() {
-            Ok((count, bytes)) => {
-                println!("removed {count} saved state(s), {:.0} MiB", mib(bytes));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: clearing the saved states: {e}");
-                ExitCode::from(EXIT_FAILED)
-            }
-        };
-    }
-    let saved = snapshot_store::list();
-    if saved.is_empty() {
-        println!("no saved states");
-        return ExitCode::SUCCESS;
-    }
-    let now = std::time::SystemTime::now();
-    for s in &saved {
-        let age = now.duration_since(s.used).unwrap_or_default().as_secs();
-        println!(
-            "{:5.0} MiB on disk, {:4.0} apparent  used {:>6} ago  saved by `{}`  {}",
-            mib(s.bytes),
-            mib(s.apparent_bytes),
-            human_age(age),
-            s.machine.as_deref().unwrap_or("?"),
-            s.file.display()
-        );
-    }
-    let total: u64 = saved.iter().map(|s| s.bytes).sum();
-    println!(
-        "{} saved state(s), {:.0} MiB on disk",
-        saved.len(),
-        mib(total)
-    );
-    ExitCode::SUCCESS
-}
-
-/// `90` -> `1m`, `7200` -> `2h`.
-fn human_age(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-fn run_doctor() -> ExitCode {
-    let mut missing = 0;
-    let mut group = None;
-    for check in doctor::checks() {
-        if group != Some(check.group) {
-            println!("{}:", check.group);
-            group = Some(check.group);
-        }
-        let mark = if check.ok { "ok  " } else { "MISSING" };
-        println!("{mark:8}{:12}{}", check.name, check.detail);
-        if let Some(hint) = check.hint {
-            println!("{:20}hint: {hint}", "");
-        }
-        missing += usize::from(!check.ok);
-    }
-    if missing > 0 {
-        println!("{missing} requirement(s) missing");
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        println!("all requirements are met");
-        ExitCode::SUCCESS
-    }
-}
-
-/// A percentage from 0 to 100 (`--coverage-fail-under`).
-fn percent(text: &str) -> Result<f64, String> {
-    match text.trim_end_matches('%').parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
-    }
 }

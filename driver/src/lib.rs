@@ -117,7 +117,8 @@
 //!   `copy.rs` (file copies), `coverage.rs` (its coverage disk and environment, ending
 //!   its programs), `screen.rs` and `keys.rs` (screen and keyboard),
 //!   `screen_text.rs` (the screen's text: by the agent, or by OCR; waiting for text),
-//!   `power.rs` (shutdown, crash, reboot, stop), `shell.rs` (shell quoting and output).
+//!   `power.rs` (shutdown, crash, reboot, stop), `command_text.rs` (command lines'
+//!   text: `/bin/sh` quoting, output tails).
 //! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
 //!   `exec.rs` (commands and sessions), `files.rs` (file transfers), `qga.rs` (the
@@ -126,9 +127,12 @@
 //!   (the engine and a script run), `context.rs` (what the API functions share),
 //!   `machine_api/` (the methods of `Machine`: `machine_api/mod.rs`, then a file per
 //!   topic: `machine_api/commands.rs`, `machine_api/waits.rs`, `machine_api/files.rs`,
-//!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api.rs`, `args.rs`
-//!   (argument checks), `names.rs` (names checked before a run), `errors.rs` (script errors and their places), `repl.rs` (the
-//!   prompt's statement reader).
+//!   `machine_api/screen.rs`, `machine_api/network.rs`), `global_api/` (the functions
+//!   that act on the whole run: `global_api/mod.rs` (`start_all`, `log`), then a file
+//!   per topic: `global_api/subtests.rs`, `global_api/retry.rs`,
+//!   `global_api/network.rs`, `global_api/conditions.rs`), `args.rs` (argument checks),
+//!   `names.rs` (names checked before a run), `errors.rs` (script errors and their
+//!   places), `repl.rs` (the prompt's statement reader).
 
 mod accel;
 mod conditions;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -191,12 +192,7 @@ async fn run_script(
     cancel: CancellationToken,
     keep_failed: bool,
 ) -> Result<ScriptRun, Failed> {
-    let script = spec.script.clone().ok_or_else(|| Error::Spec {
-        file: spec.path.clone(),
-        line: 1,
-        column: 1,
-        message: "no `script` to run: add script = \"test.rhai\"".into(),
-    })?;
+    let script = script_file(spec)?;
     let log = crate::log::Log::create(&options.log_dir, options.terminal)?;
     // Machines that could not be prepared (an image, a busy port): the folder has the
     // log, and the report says why.
@@ -208,32 +204,116 @@ async fn run_script(
         }
     };
     let subtests = Subtests::default();
-    let thread_subtests = subtests.clone();
-    let world = World::of(&net);
-    let handle = tokio::runtime::Handle::current();
     let script_cancel = cancel.child_token();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let thread_cancel = script_cancel.clone();
-    let thread_log = log.clone();
+    let (thread, done_rx) = start_script_thread(
+        script,
+        World::of(&net),
+        log.clone(),
+        script_cancel.clone(),
+        subtests.clone(),
+    )?;
+    let started = std::time::Instant::now();
+    let ended = wait_for_script(spec, &script_cancel, done_rx, &log).await;
+    let _ = thread.join();
+    let (result, stopped) = ended.outcome;
+    // What a prompt goes on from: a script that ran and failed, not interrupted.
+    let kept = match (&result, stopped) {
+        (Err(cause), Some(script)) if keep_failed && !cancel.is_cancelled() => {
+            Some((script, place(cause)))
+        }
+        _ => None,
+    };
+    let below_floor = stop_machines(&net, &cancel, kept.is_some()).await;
+    // Where the script was, also when the verdict is the timeout's.
+    let at = result.as_ref().err().and_then(place);
+    let result = match result {
+        Err(_) if ended.timed_out => Err(Error::TestTimeout {
+            limit: spec.timeout,
+            running: ended.running,
+        }),
+        Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
+        // A helper that died after the script's last call broke the run all the same.
+        Ok(()) => net.fabric.check_helpers(),
+        other => other,
+    };
+    // The report is evidence; only a floor the user asked for turns it into a verdict.
+    let result = match (result, below_floor) {
+        (Ok(()), Some(floor)) => Err(floor),
+        (result, _) => result,
+    };
+    let took = started.elapsed().as_secs_f64();
+    let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
+    write_report(&log, &spec.name, result.as_ref().err(), at.as_ref(), took);
+    log_verdict(&log, &spec.name, &result, took);
+    let result = result.map_err(|error| Failed {
+        error,
+        kept: kept.map(|(script, at)| Kept {
+            fleet: net,
+            script,
+            at,
+        }),
+    });
+    Ok(ScriptRun {
+        result,
+        subtests: list,
+        seconds: took,
+    })
+}
+
+/// The spec's script file; an error at the spec's first line when it has none.
+fn script_file(spec: &Spec) -> Result<PathBuf, Error> {
+    spec.script.clone().ok_or_else(|| Error::Spec {
+        file: spec.path.clone(),
+        line: 1,
+        column: 1,
+        message: "no `script` to run: add script = \"test.rhai\"".into(),
+    })
+}
+
+/// What the script's thread sends when the script ends: its result, and the script
+/// as it stopped.
+type Outcome = (Result<(), Error>, Option<script::Stopped>);
+
+/// Starts the script on its own thread, against `world`; the receiver gets its
+/// outcome.
+fn start_script_thread(
+    script: PathBuf,
+    world: World,
+    log: crate::log::Log,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> Result<(std::thread::JoinHandle<()>, oneshot::Receiver<Outcome>), Error> {
+    let handle = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let ran = script::run(
-                &script,
-                &world,
-                &thread_log,
-                handle,
-                thread_cancel,
-                thread_subtests,
-            );
+            let ran = script::run(&script, &world, &log, handle, cancel, subtests);
             let _ = done_tx.send(ran);
         })
         .map_err(|source| Error::Io {
             what: "starting the script thread".into(),
             source,
         })?;
-    let started = std::time::Instant::now();
-    let mut done_rx = done_rx;
+    Ok((thread, done_rx))
+}
+
+/// How the script ended: its outcome, whether the spec's timeout ended it, and what
+/// was under way then.
+struct ScriptEnd {
+    outcome: Outcome,
+    timed_out: bool,
+    running: Vec<String>,
+}
+
+/// Waits for the script to end, for the spec's timeout, or for `script_cancel`; then
+/// stops the script (a no-op if it finished) and collects its outcome.
+async fn wait_for_script(
+    spec: &Spec,
+    script_cancel: &CancellationToken,
+    mut done_rx: oneshot::Receiver<Outcome>,
+    log: &crate::log::Log,
+) -> ScriptEnd {
     let finished = tokio::select! {
         r = &mut done_rx => Some(r),
         _ = tokio::time::sleep(spec.timeout) => None,
@@ -252,75 +332,46 @@ async fn run_script(
         Some(r) => r,
         None => done_rx.await,
     };
-    let (result, stopped) = finished.unwrap_or_else(|_| {
+    let outcome = finished.unwrap_or_else(|_| {
         let lost = Error::Internal("the script thread ended without a result".into());
         (Err(lost), None)
     });
-    let _ = thread.join();
-    // What a prompt goes on from: a script that ran and failed, not interrupted.
-    let kept = match (&result, stopped) {
-        (Err(cause), Some(script)) if keep_failed && !cancel.is_cancelled() => {
-            Some((script, place(cause)))
-        }
-        _ => None,
-    };
+    ScriptEnd {
+        outcome,
+        timed_out,
+        running,
+    }
+}
+
+/// Stops the machines, unless they are `kept` for a prompt (interrupted, they stop
+/// all the same); machines that stop have their coverage collected first. Returns the
+/// error of a coverage floor the user asked for and the coverage is under.
+async fn stop_machines(net: &Fleet, cancel: &CancellationToken, kept: bool) -> Option<Error> {
     // Interrupted: no waiting for programs to end, the data already written is taken.
     if cancel.is_cancelled() {
         net.stop_all().await;
     }
-    let coverage = match kept {
-        Some(_) => None,
-        None => {
-            let coverage = net.finish_coverage().await;
-            net.stop_all().await;
-            coverage
-        }
-    };
-    // Where the script was, also when the verdict is the timeout's.
-    let at = result.as_ref().err().and_then(place);
-    let mut result = match result {
-        Err(_) if timed_out => Err(Error::TestTimeout {
-            limit: spec.timeout,
-            running,
-        }),
-        Err(_) if cancel.is_cancelled() => Err(Error::Interrupted),
-        // A helper that died after the script's last call broke the run all the same.
-        Ok(()) => net.fabric.check_helpers(),
-        other => other,
-    };
-    // The report is evidence; only a floor the user asked for turns it into a verdict.
-    if let (Ok(()), Some(report)) = (&result, &coverage) {
-        if let Some(floor) = report.fail_under.filter(|&f| report.below_floor(f)) {
-            result = Err(Error::CoverageFloor {
-                percent: report.line_percent(),
-                floor,
-            });
-        }
+    if kept {
+        return None;
     }
-    let took = started.elapsed().as_secs_f64();
-    let list = subtests.lock().map(|l| l.clone()).unwrap_or_default();
-    write_report(&log, &spec.name, result.as_ref().err(), at.as_ref(), took);
-    match &result {
-        Ok(()) => log.info(&format!("test `{}` passed in {took:.1} s", spec.name)),
-        // The caller prints the error; the log file keeps it too.
-        Err(e) => log.file_only(&format!(
-            "test `{}` failed after {took:.1} s: {e}",
-            spec.name
-        )),
-    }
-    let result = result.map_err(|error| Failed {
-        error,
-        kept: kept.map(|(script, at)| Kept {
-            fleet: net,
-            script,
-            at,
-        }),
-    });
-    Ok(ScriptRun {
-        result,
-        subtests: list,
-        seconds: took,
+    let coverage = net.finish_coverage().await;
+    net.stop_all().await;
+    let report = coverage?;
+    let floor = report.fail_under.filter(|&f| report.below_floor(f))?;
+    Some(Error::CoverageFloor {
+        percent: report.line_percent(),
+        floor,
     })
+}
+
+/// Logs how the test ended; a failure goes to the log file only (the caller prints
+/// the error).
+fn log_verdict(log: &crate::log::Log, name: &str, result: &Result<(), Error>, took: f64) {
+    match result {
+        Ok(()) => log.info(&format!("test `{name}` passed in {took:.1} s")),
+        // The caller prints the error; the log file keeps it too.
+        Err(e) => log.file_only(&format!("test `{name}` failed after {took:.1} s: {e}")),
+    }
 }
 
 /// Writes the run's `report.html` (the error a step of its timeline first) and logs

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use flotilla_agent::proto;
 
+use super::command_text::tail_text;
 use super::console::LineLog;
 use super::evidence::paused;
-use super::shell::tail_text;
 use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::guest::{ExecOutput, ExecSession, Guest, GuestError};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::shell::shell_quote;
+use super::command_text::shell_quote;
 use super::state::{Machine, Running};
 use crate::error::Error;
 

@@ -31,15 +31,16 @@
 //! - `screen_text.rs`: the screen's text, read by the agent or by OCR, and waiting for
 //!   text on it;
 //! - `power.rs`: shutdown, crash, reboot, stop;
-//! - `shell.rs`: shell quoting and output tails.
+//! - `command_text.rs`: command lines' text (`/bin/sh` quoting) and output tails.
 //!
 //! Files import only files above them in this order of layers: `config`, `console`,
-//! `events`, `keys`, `shell` import no sibling; `qemu_command` and `state` import those;
+//! `events`, `keys`, `command_text` import no sibling; `qemu_command` and `state` import those;
 //! the topic files import `state` and the leaves (and `boot` imports `snapshot`, for
 //! the snapshot plan; `boot` and `snapshot` import `snapshot_memory`, which imports
-//! `qemu_command` and `shell`).
+//! `qemu_command` and `command_text`).
 
 mod boot;
+mod command_text;
 mod commands;
 mod config;
 mod console;
@@ -57,7 +58,6 @@ mod power;
 mod qemu_command;
 mod screen;
 mod screen_text;
-mod shell;
 mod snapshot;
 mod snapshot_disks;
 mod snapshot_memory;

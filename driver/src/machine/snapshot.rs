@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use flotilla_agent::proto;
 
+use super::command_text::shell_quote;
 use super::config::MachineConfig;
 use super::console::KEEP_LINES;
 use super::qemu_command::QemuCommand;
-use super::shell::shell_quote;
 use super::snapshot_disks::disk_identity;
 use super::snapshot_memory;
 use super::state::{Machine, Running, Spawned};

@@ -16,9 +16,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use super::command_text::shell_quote;
 use super::config::MachineConfig;
 use super::qemu_command::QemuCommand;
-use super::shell::shell_quote;
 use crate::snapshot_store::{for_each_block, Sum, Summer};
 
 /// The id of the RAM's memory backend.

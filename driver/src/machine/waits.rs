@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::shell::{listening, shell_quote};
+use super::command_text::{listening, shell_quote};
 use super::state::Machine;
 use crate::error::Error;
 use flotilla_host::process::describe_status;

@@ -43,7 +43,7 @@
 //! | `throw "message"` | fails the test with that message (plain Rhai) |
 //!
 //! The README's script table is this table; a test keeps the two equal and checks that
-//! every function registered in `machine_api/` and `global_api.rs` is in it.
+//! every function registered in `machine_api/` and `global_api/` is in it.
 //!
 //! - `engine.rs`: the engine assembled from the two APIs, and a script run on it.
 //! - `context.rs`: what the functions share: the [`World`] they act on, the `Machine`
@@ -51,7 +51,9 @@
 //! - `machine_api/`: the methods of `Machine`, a file per topic (`commands.rs`,
 //!   `waits.rs`, `files.rs`, `screen.rs`, `network.rs`) under `mod.rs` (the machines
 //!   as variables, and the `with_limit!` registration).
-//! - `global_api.rs`: `start_all`, `subtest`, `retry`, `partition`, `polling_condition`, ...
+//! - `global_api/`: the functions that act on the whole run, a file per topic
+//!   (`subtests.rs`, `retry.rs`, `network.rs`, `conditions.rs`) under `mod.rs`
+//!   (`start_all`, `log`).
 //! - `args.rs`: the checks on arguments (time limits, VLANs, ports, impairments).
 //! - `errors.rs`: errors to and from scripts, at the file:line:col of the failing call.
 //! - `repl.rs`: statements evaluated one by one (`flotilla run`'s prompt).
@@ -71,13 +73,15 @@ pub(crate) use engine::{run, Stopped};
 #[cfg(test)]
 mod tests {
     const SOURCE: &str = include_str!("mod.rs");
-    /// Where the functions are registered: `global_api.rs` and every file of
+    /// Where the functions are registered: every file of `global_api/` and of
     /// `machine_api/`.
     fn api_sources() -> String {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/script");
-        let mut files = vec![dir.join("global_api.rs")];
-        for entry in std::fs::read_dir(dir.join("machine_api")).unwrap() {
-            files.push(entry.unwrap().path());
+        let mut files = Vec::new();
+        for api in ["global_api", "machine_api"] {
+            for entry in std::fs::read_dir(dir.join(api)).unwrap() {
+                files.push(entry.unwrap().path());
+            }
         }
         files.sort();
         assert!(files.len() > 2, "{files:?}");

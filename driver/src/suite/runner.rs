@@ -58,24 +58,7 @@ pub async fn run_suite(
     cancel: CancellationToken,
 ) -> SuiteReport {
     let started = Instant::now();
-    let mut reports: Vec<Option<TestReport>> = tests.iter().map(|_| None).collect();
-    let mut queue: VecDeque<(usize, Arc<Spec>, Cost)> = VecDeque::new();
-    for (index, test) in tests.iter().enumerate() {
-        match &test.spec {
-            Ok(spec) => queue.push_back((index, Arc::new(spec.clone()), Cost::of(spec))),
-            Err(e) => {
-                let report = TestReport {
-                    id: test.id.clone(),
-                    name: test.name().to_owned(),
-                    verdict: Verdict::Error,
-                    attempts: Vec::new(),
-                    error: Some(printed(e)),
-                };
-                progress.finished(index, &report);
-                reports[index] = Some(report);
-            }
-        }
-    }
+    let (mut reports, mut queue) = queue_tests(tests, progress);
     // Fail-fast cancels this one; Ctrl-C cancels it through `cancel`.
     let stop = cancel.child_token();
     let mut stopping = options.fail_fast && reports.iter().flatten().next().is_some();
@@ -83,21 +66,106 @@ pub async fn run_suite(
         stop.cancel();
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut running: Vec<(usize, Cost)> = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut task_of = Vec::new();
+    let mut running = Running {
+        costs: Vec::new(),
+        tasks: tokio::task::JoinSet::new(),
+        task_of: Vec::new(),
+        stop: stop.clone(),
+        events: events_tx,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        // Start what fits, in order: a test that does not fit waits, and those after it.
-        while let Some((_, _, cost)) = queue.front().filter(|_| !stopping) {
-            let costs: Vec<Cost> = running.iter().map(|r| r.1).collect();
+        if !stopping {
+            running.start_what_fits(&mut queue, tests, options);
+        }
+        if running.tasks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(done) = running.tasks.join_next_with_id() => {
+                let Some((index, report)) = running.ended(done, tests) else { continue };
+                if options.fail_fast && !report.verdict.passed() && !stopping {
+                    stopping = true;
+                    stop.cancel();
+                }
+                progress.finished(index, &report);
+                reports[index] = Some(report);
+            }
+            Some(event) = events.recv() => show_event(progress, tests, event),
+            _ = tick.tick() => progress.tick(),
+            () = cancel.cancelled(), if !stopping => stopping = true,
+        }
+    }
+    progress.clear();
+    SuiteReport {
+        tests: every_report(reports, tests),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A test waiting to start: its index in the suite, its spec and what it costs.
+type Queued = (usize, Arc<Spec>, Cost);
+
+/// The queue of the tests whose spec was read, in order, and the suite's reports so
+/// far: those of the tests whose spec could not be read, errors shown at once.
+fn queue_tests(
+    tests: &[SuiteTest],
+    progress: &mut Progress,
+) -> (Vec<Option<TestReport>>, VecDeque<Queued>) {
+    let mut reports: Vec<Option<TestReport>> = tests.iter().map(|_| None).collect();
+    let mut queue: VecDeque<Queued> = VecDeque::new();
+    for (index, test) in tests.iter().enumerate() {
+        match &test.spec {
+            Ok(spec) => queue.push_back((index, Arc::new(spec.clone()), Cost::of(spec))),
+            Err(e) => {
+                let report = error_report(test, printed(e));
+                progress.finished(index, &report);
+                reports[index] = Some(report);
+            }
+        }
+    }
+    (reports, queue)
+}
+
+/// The report of a test that could not run, with `error`.
+fn error_report(test: &SuiteTest, error: String) -> TestReport {
+    TestReport {
+        id: test.id.clone(),
+        name: test.name().to_owned(),
+        verdict: Verdict::Error,
+        attempts: Vec::new(),
+        error: Some(error),
+    }
+}
+
+/// The tests under way: what each costs, and the tasks that run them.
+struct Running {
+    costs: Vec<(usize, Cost)>,
+    tasks: tokio::task::JoinSet<(usize, TestReport)>,
+    /// Which test each task runs, for a task that panicked.
+    task_of: Vec<(tokio::task::Id, usize)>,
+    /// Cancelled by fail-fast and Ctrl-C; each test gets a child of it.
+    stop: CancellationToken,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Running {
+    /// Starts what fits, in order: a test that does not fit waits, and those after it.
+    fn start_what_fits(
+        &mut self,
+        queue: &mut VecDeque<Queued>,
+        tests: &[SuiteTest],
+        options: &SuiteOptions,
+    ) {
+        while let Some((_, _, cost)) = queue.front() {
+            let costs: Vec<Cost> = self.costs.iter().map(|r| r.1).collect();
             if !options.budget.admits(&costs, *cost) {
                 break;
             }
             let Some((index, spec, cost)) = queue.pop_front() else {
                 break;
             };
-            running.push((index, cost));
+            self.costs.push((index, cost));
             let test = &tests[index];
             let job = Job {
                 index,
@@ -106,54 +174,58 @@ pub async fn run_suite(
                 dir: options.out.join(&test.folder),
                 retries: options.retries,
                 fleet: options.fleet.clone(),
-                cancel: stop.child_token(),
-                events: events_tx.clone(),
+                cancel: self.stop.child_token(),
+                events: self.events.clone(),
             };
-            let handle = tasks.spawn(job.run());
-            task_of.push((handle.id(), index));
-        }
-        if tasks.is_empty() {
-            break;
-        }
-        tokio::select! {
-            Some(done) = tasks.join_next_with_id() => {
-                let (index, report) = match done {
-                    Ok((_, r)) => r,
-                    // A test's task panicked (a bug): its test shows as an error.
-                    Err(e) => {
-                        let index = task_of.iter().find(|(id, _)| *id == e.id()).map_or(usize::MAX, |t| t.1);
-                        let Some(test) = tests.get(index) else { continue };
-                        (index, TestReport {
-                            id: test.id.clone(),
-                            name: test.name().to_owned(),
-                            verdict: Verdict::Error,
-                            attempts: Vec::new(),
-                            error: Some(format!("error: the test's task failed: {e}")),
-                        })
-                    }
-                };
-                running.retain(|(i, _)| *i != index);
-                if options.fail_fast && !report.verdict.passed() && !stopping {
-                    stopping = true;
-                    stop.cancel();
-                }
-                progress.finished(index, &report);
-                reports[index] = Some(report);
-            }
-            Some(event) = events.recv() => match event {
-                Event::Started { index, attempt, log_dir } => {
-                    progress.started(index, &tests[index].id, attempt, &log_dir);
-                }
-                Event::Retrying { index, attempt, error } => {
-                    progress.retrying(&tests[index].id, attempt, &error);
-                }
-            },
-            _ = tick.tick() => progress.tick(),
-            () = cancel.cancelled(), if !stopping => stopping = true,
+            let handle = self.tasks.spawn(job.run());
+            self.task_of.push((handle.id(), index));
         }
     }
-    progress.clear();
-    let tests = reports
+
+    /// A task that ended: its test, no longer running, and its report; a task that
+    /// panicked (a bug) shows its test as an error. `None` for a task of no known test.
+    fn ended(
+        &mut self,
+        done: Result<(tokio::task::Id, (usize, TestReport)), tokio::task::JoinError>,
+        tests: &[SuiteTest],
+    ) -> Option<(usize, TestReport)> {
+        let (index, report) = match done {
+            Ok((_, r)) => r,
+            Err(e) => {
+                let index = self
+                    .task_of
+                    .iter()
+                    .find(|(id, _)| *id == e.id())
+                    .map_or(usize::MAX, |t| t.1);
+                let test = tests.get(index)?;
+                let error = format!("error: the test's task failed: {e}");
+                (index, error_report(test, error))
+            }
+        };
+        self.costs.retain(|(i, _)| *i != index);
+        Some((index, report))
+    }
+}
+
+/// Shows a running test's news.
+fn show_event(progress: &mut Progress, tests: &[SuiteTest], event: Event) {
+    match event {
+        Event::Started {
+            index,
+            attempt,
+            log_dir,
+        } => progress.started(index, &tests[index].id, attempt, &log_dir),
+        Event::Retrying {
+            index,
+            attempt,
+            error,
+        } => progress.retrying(&tests[index].id, attempt, &error),
+    }
+}
+
+/// Every test's report, in order: a test without one was cancelled.
+fn every_report(reports: Vec<Option<TestReport>>, tests: &[SuiteTest]) -> Vec<TestReport> {
+    reports
         .into_iter()
         .zip(tests)
         .map(|(report, test)| {
@@ -165,11 +237,7 @@ pub async fn run_suite(
                 error: None,
             })
         })
-        .collect();
-    SuiteReport {
-        tests,
-        seconds: started.elapsed().as_secs_f64(),
-    }
+        .collect()
 }
 
 /// One test on its task: its attempts, until one passes or none is left.

@@ -1,5 +1,5 @@
-//! Text for and from the guest's shell: quoting, the listening-port test, the tail of
-//! a command's output that an error quotes.
+//! The text of guest command lines and of their output: quoting for `/bin/sh`, the
+//! listening-port test, the tail of a command's output that an error quotes.
 
 use std::fmt::Write as _;
 

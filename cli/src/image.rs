@@ -1,0 +1,34 @@
+//! `flotilla image debian`: a Debian disk image for `image = "FILE"` in a spec.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use flotilla_driver::debian::{self, DebianOptions, Init};
+
+use crate::{print_chain, EXIT_ERROR};
+
+/// Builds the image (or takes it from the cache) into `output`; prints its path.
+pub(crate) fn debian(
+    init: Init,
+    packages: Vec<String>,
+    size: Option<u64>,
+    output: PathBuf,
+) -> ExitCode {
+    let options = DebianOptions {
+        init,
+        packages,
+        size_mib: size,
+        output,
+    };
+    match debian::build(&options, |line| eprintln!("{line}")) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_chain(&e);
+            // Building an image runs no test: any failure means "could not run".
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

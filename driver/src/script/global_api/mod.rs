@@ -1,0 +1,52 @@
+//! The global API: functions that act on the whole run, registered by topic, a file
+//! each: `subtests.rs` (`subtest`), `retry.rs` (`retry`), `network.rs` (`partition`,
+//! `heal`, `capture_vlan`, `http_get`), `conditions.rs` (`polling_condition`); this
+//! file registers `start_all` and `log`.
+
+use std::sync::Arc;
+
+use rhai::Engine;
+
+use super::context::{Ctx, World};
+use crate::error::Error;
+use crate::junit::Subtests;
+use crate::log::Log;
+use crate::machine::Machine;
+
+mod conditions;
+mod network;
+mod retry;
+mod subtests;
+
+/// Registers the global functions.
+pub(super) fn register(
+    engine: &mut Engine,
+    ctx: &Arc<Ctx>,
+    world: &World,
+    log: &Log,
+    subtests: Subtests,
+) {
+    let World {
+        machines,
+        fabric,
+        conditions,
+    } = world;
+    let c = ctx.clone();
+    let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
+    engine.register_fn("start_all", move || {
+        let all = all.clone();
+        c.block(async move {
+            let results = futures::future::join_all(all.iter().map(|m| m.start())).await;
+            results
+                .into_iter()
+                .collect::<Result<Vec<()>, Error>>()
+                .map(|_| ())
+        })
+    });
+    let l = log.clone();
+    engine.register_fn("log", move |text: &str| l.info(text));
+    subtests::register(engine, log, subtests);
+    retry::register(engine, ctx, fabric, log);
+    network::register(engine, ctx, fabric, log);
+    conditions::register(engine, ctx, conditions);
+}
