@@ -515,3 +515,29 @@ fn calls_skip_strings_comments_and_keywords() {
     assert_eq!(names, [("e", 3), ("g", 4), ("h", 5)]);
     assert_eq!(defined, BTreeSet::from(["f".to_owned()]));
 }
+
+#[test]
+fn every_chapter_is_in_the_summary_and_in_the_readmes_map() {
+    let root = workspace();
+    let summary = std::fs::read_to_string(root.join("docs/src/SUMMARY.md")).expect("SUMMARY.md");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut chapters = 0;
+    for (file, _) in manual(&root).into_iter().skip(1) {
+        let name = file.strip_prefix("docs/src/").expect("a chapter");
+        if name == "SUMMARY.md" {
+            continue;
+        }
+        chapters += 1;
+        assert!(
+            summary.contains(&format!("]({name})")),
+            "docs/src/SUMMARY.md does not list {name}"
+        );
+        if name != "introduction.md" {
+            assert!(
+                readme.contains(&format!("](docs/src/{name})")),
+                "the README's map of the manual does not link {name}"
+            );
+        }
+    }
+    assert!(chapters >= 10, "{chapters} chapters");
+}
