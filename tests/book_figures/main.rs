@@ -19,6 +19,10 @@ const MEASURED: &[&str] = &[
     "Snapshots",
     "Debian machines from the spec",
     "A Debian image: `flotilla image debian`",
+    // Sections whose measured figures already named their command and a kept run.
+    "Failures, logs and evidence",
+    "Networks",
+    "A worked example",
 ];
 
 fn workspace() -> PathBuf {
