@@ -122,7 +122,8 @@ async fn library_boots_a_machine_and_runs_commands() {
     let uname = vm.succeed("uname -sr").await.unwrap();
     assert!(uname.starts_with("Linux 6."), "{uname}");
     assert_eq!(vm.succeed("hostname").await.unwrap(), "vm\n");
-    // The default image's modules load without their signatures (README): taint E only.
+    // The default image's modules load without their signatures (docs/src/default-image.md):
+    // taint E only.
     let taint: u64 = vm
         .succeed("cat /proc/sys/kernel/tainted")
         .await

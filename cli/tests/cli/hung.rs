@@ -13,7 +13,7 @@ use super::{flotilla_test, tag, tagged_qemus, wait_for_log, wait_within, write_s
 const LIMIT: Duration = Duration::from_secs(5);
 
 /// How long after the limit the run may take to end: a few seconds are promised (the
-/// README), the rest is room for a loaded host.
+/// book's `docs/src/failures.md`), the rest is room for a loaded host.
 const BOUND: Duration = Duration::from_secs(8);
 
 /// Runs the test in `dir` (with `args` after `flotilla test`'s own) whose script

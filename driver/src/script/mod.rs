@@ -42,8 +42,9 @@
 //! | `http_get(url)` | fetches `http://127.0.0.1:port/...` from the host; returns the body (any other host is refused) |
 //! | `throw "message"` | fails the test with that message (plain Rhai) |
 //!
-//! The README's script table is this table; a test keeps the two equal and checks that
-//! every function registered in `machine_api/` and `global_api/` is in it.
+//! The book's script table (`docs/src/script-reference.md`) is this table; a test keeps
+//! the two equal and checks that every function registered in `machine_api/` and
+//! `global_api/` is in it.
 //!
 //! - `engine.rs`: the engine assembled from the two APIs, and a script run on it.
 //! - `context.rs`: what the functions share: the [`World`] they act on, the `Machine`
@@ -90,7 +91,8 @@ mod tests {
             .map(|f| std::fs::read_to_string(f).unwrap())
             .collect()
     }
-    const README: &str = include_str!("../../../README.md");
+    /// The book's chapter with the script table.
+    const BOOK: &str = include_str!("../../../docs/src/script-reference.md");
 
     fn table() -> String {
         SOURCE
@@ -101,20 +103,20 @@ mod tests {
     }
 
     #[test]
-    fn readme_script_table_is_this_modules_table() {
+    fn the_books_script_table_is_this_modules_table() {
         let start =
             "<!-- script-api: generated from driver/src/script/mod.rs; a test checks it -->\n";
-        let begin = README
+        let begin = BOOK
             .find(start)
-            .expect("README has the script-api marker")
+            .expect("the chapter has the script-api marker")
             + start.len();
-        let end = README[begin..]
+        let end = BOOK[begin..]
             .find("<!-- script-api end -->")
-            .expect("README has the end marker");
+            .expect("the chapter has the end marker");
         assert_eq!(
-            &README[begin..begin + end],
+            &BOOK[begin..begin + end],
             table(),
-            "README.md's script table differs from driver/src/script/mod.rs; copy it over"
+            "docs/src/script-reference.md's script table differs from driver/src/script/mod.rs; copy it over"
         );
     }
 

@@ -1,22 +1,28 @@
-//! The README's measured figures say where they come from (no VM boots here).
+//! The manual's measured figures say where they come from (no VM boots here).
 //!
-//! In the sections whose figures are measurements ([`MEASURED`]), every paragraph
+//! The manual is the book in `docs/src/` (a chapter per file) and the README. In the
+//! sections whose figures are measurements ([`MEASURED`]), every paragraph
 //! with a time or a ratio (`2.32 s`, `121 ms`, `276 µs`, `0.20x`) names the command
 //! that printed it (`cargo bench ...`, `cargo test ...`, `scripts/...`, `flotilla
 //! ...`) and the file that keeps that run's raw output, `benches/results/<date>-<name>.txt`,
 //! which must exist. A table belongs to the paragraph before it. Anywhere in the
-//! README, a results file named must exist. Figures of how Flotilla is configured
+//! book or the README, a results file named must exist. Figures of how Flotilla is configured
 //! (limits, defaults) are in other sections, or carry no decimals; a paragraph of a
 //! measured section that has such a figure only says `(a setting, not a measurement)`.
 
 use std::path::{Path, PathBuf};
 
-/// The README's sections (their `## ` or `### ` titles) whose figures are measured.
+/// The sections (their `# `, `## ` or `### ` titles, in the book's chapters) whose
+/// figures are measured; each must be found.
 const MEASURED: &[&str] = &[
     "Speed",
     "Snapshots",
     "Debian machines from the spec",
     "A Debian image: `flotilla image debian`",
+    // Sections whose measured figures already named their command and a kept run.
+    "Failures, logs and evidence",
+    "Networks",
+    "A worked example",
 ];
 
 fn workspace() -> PathBuf {
@@ -26,9 +32,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The README's paragraphs as (section title, text), a table joined to the paragraph
-/// before it.
-fn paragraphs(readme: &str) -> Vec<(String, String)> {
+/// A Markdown file's paragraphs as (section title, text), a table joined to the
+/// paragraph before it.
+fn paragraphs(markdown: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut section = String::new();
     let mut current = String::new();
@@ -48,7 +54,7 @@ fn paragraphs(readme: &str) -> Vec<(String, String)> {
         }
         current.clear();
     };
-    for line in readme.lines() {
+    for line in markdown.lines() {
         if line.starts_with("```") {
             in_code = !in_code;
             continue;
@@ -56,9 +62,9 @@ fn paragraphs(readme: &str) -> Vec<(String, String)> {
         if in_code {
             continue;
         }
-        if let Some(title) = line
-            .strip_prefix("## ")
-            .or_else(|| line.strip_prefix("### "))
+        if let Some(title) = ["# ", "## ", "### "]
+            .iter()
+            .find_map(|prefix| line.strip_prefix(prefix))
         {
             flush(&section, &mut current, &mut out);
             section = title.trim().to_owned();
@@ -122,31 +128,68 @@ fn names_a_command(text: &str) -> bool {
         .any(|c| text.contains(c))
 }
 
+/// The README and every chapter of the book, as (path in the workspace, text).
+fn manual(root: &Path) -> Vec<(String, String)> {
+    let mut files = vec!["README.md".to_owned()];
+    let mut chapters: Vec<String> = std::fs::read_dir(root.join("docs/src"))
+        .expect("docs/src")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/src/{name}"))
+        .collect();
+    chapters.sort();
+    files.extend(chapters);
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(root.join(&f)).expect(&f);
+            (f, text)
+        })
+        .collect()
+}
+
 #[test]
 fn every_measured_figure_names_its_command_and_a_kept_run() {
     let root = workspace();
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let mut problems = Vec::new();
-    for (section, text) in paragraphs(&readme) {
-        for file in results_files(&text) {
-            if !root.join(&file).is_file() {
-                problems.push(format!("[{section}] names {file}, which does not exist"));
+    let mut measured_seen = Vec::new();
+    for (file, markdown) in manual(&root) {
+        for (section, text) in paragraphs(&markdown) {
+            for named in results_files(&text) {
+                if !root.join(&named).is_file() {
+                    problems.push(format!(
+                        "{file} [{section}] names {named}, which does not exist"
+                    ));
+                }
+            }
+            if !MEASURED.contains(&section.as_str()) {
+                continue;
+            }
+            measured_seen.push(section.clone());
+            if !has_figure(&text) || text.contains("(a setting, not a measurement)") {
+                continue;
+            }
+            let first = text.lines().next().unwrap_or_default();
+            if !names_a_command(&text) {
+                problems.push(format!(
+                    "{file} [{section}] a figure with no command: {first}"
+                ));
+            }
+            if results_files(&text).is_empty() {
+                problems.push(format!(
+                    "{file} [{section}] a figure with no benches/results file: {first}"
+                ));
             }
         }
-        if !MEASURED.contains(&section.as_str())
-            || !has_figure(&text)
-            || text.contains("(a setting, not a measurement)")
-        {
-            continue;
-        }
-        let first = text.lines().next().unwrap_or_default();
-        if !names_a_command(&text) {
-            problems.push(format!("[{section}] a figure with no command: {first}"));
-        }
-        if results_files(&text).is_empty() {
-            problems.push(format!(
-                "[{section}] a figure with no benches/results file: {first}"
-            ));
+    }
+    for section in MEASURED {
+        if !measured_seen.iter().any(|s| s == section) {
+            problems.push(format!("no section titled {section} in the manual"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
