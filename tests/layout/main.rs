@@ -78,6 +78,26 @@ fn lower_crates_never_depend_on_upper_ones() {
 }
 
 #[test]
+fn the_readmes_crate_table_is_the_layers() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let section = &readme[readme.find("## Workspace").expect("a Workspace section")..];
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let folder = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let package = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((folder.to_owned(), package.to_owned()))
+        })
+        .collect();
+    let layers: Vec<(String, String)> = LAYERS
+        .iter()
+        .map(|(f, p, _)| (f.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(rows, layers, "README's Workspace table, lowest floor first");
+}
+
+#[test]
 fn every_listed_crate_names_each_of_its_files() {
     let mut wrong = Vec::new();
     for folder in LISTED {
