@@ -321,7 +321,7 @@ where
 }
 
 /// Prints the error and its chain of causes once; returns the exit status for it.
-fn report(e: &Error) -> ExitCode {
+fn exit_for(e: &Error) -> ExitCode {
     print_chain(e);
     match e {
         Error::Interrupted => ExitCode::from(EXIT_INTERRUPTED),

@@ -8,7 +8,7 @@ use flotilla_driver::control::ControlSocket;
 use flotilla_driver::{Error, Fleet, FleetOptions, Spec};
 
 use crate::repl::{self, Interrupts};
-use crate::{cannot_run, out_dir, report, terminal, StateArgs};
+use crate::{cannot_run, exit_for, out_dir, terminal, StateArgs};
 
 /// `flotilla run`: boot, say how to reach the machines, serve the control socket and
 /// the prompt until end of input or a signal, then stop everything.
@@ -29,11 +29,11 @@ pub(crate) async fn main(
     options.snapshot = !state.no_snapshot;
     let net = match Fleet::new(&spec, options) {
         Ok(n) => n,
-        Err(e) => return report(&e),
+        Err(e) => return exit_for(&e),
     };
     let control = match ControlSocket::bind(&spec.name) {
         Ok(c) => c,
-        Err(e) => return report(&e),
+        Err(e) => return exit_for(&e),
     };
     let started = tokio::select! {
         r = net.start_all() => r,
@@ -41,7 +41,7 @@ pub(crate) async fn main(
     };
     if let Err(e) = started {
         net.stop_all().await;
-        return report(&e);
+        return exit_for(&e);
     }
     print_access(&net, &control);
     let interactive = !no_repl && repl::interactive();
@@ -67,7 +67,7 @@ pub(crate) async fn main(
             });
         if let Err(source) = spawned {
             net.stop_all().await;
-            return report(&Error::Io {
+            return exit_for(&Error::Io {
                 what: "starting the prompt's thread".into(),
                 source,
             });

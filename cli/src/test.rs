@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use flotilla_driver::{run_test, FleetOptions, Spec};
 
 use crate::repl::Interrupts;
-use crate::{cannot_run, debug, out_dir, report, suite, with_runtime, StateArgs, EXIT_ERROR};
+use crate::{cannot_run, debug, exit_for, out_dir, suite, with_runtime, StateArgs, EXIT_ERROR};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TestArgs {
@@ -128,7 +128,7 @@ async fn run_one(args: TestArgs, interrupts: Interrupts) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let code = report(&e);
+            let code = exit_for(&e);
             eprintln!("FAILED: {} (logs in {})", spec.name, log_dir.display());
             code
         }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::{report, EXIT_ERROR};
+use crate::{exit_for, EXIT_ERROR};
 
 /// `flotilla report LOG_DIR`.
 pub(crate) fn main(dir: &Path) -> ExitCode {
@@ -24,6 +24,6 @@ pub(crate) fn main(dir: &Path) -> ExitCode {
             println!("{}", path.display());
             ExitCode::SUCCESS
         }
-        Err(e) => report(&e.into()),
+        Err(e) => exit_for(&e.into()),
     }
 }

@@ -50,8 +50,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::agent_client::{ExecEvent, FrameCodec};
 use crate::error::Error;
-use crate::guest::{ExecEvent, FrameCodec};
 use crate::log::Log;
 use crate::machine::Machine;
 

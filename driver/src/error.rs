@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::guest::GuestError;
+use crate::agent_client::GuestError;
 
 /// Everything that can go wrong in the driver.
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,7 @@
 //!   K/N` by a stable hash of the id), `budget.rs` (guest memory and CPUs: the host's
 //!   budget, a test's cost), `runner.rs` (tests started as the budget allows, retries,
 //!   fail-fast), `progress.rs` (the live view on a terminal, plain lines elsewhere),
-//!   `report.rs` (verdicts, attempts, the summary table), `junit.rs` (the suite's JUnit
+//!   `verdicts.rs` (verdicts, attempts, the summary table), `junit.rs` (the suite's JUnit
 //!   report), `index_page.rs` (the suite's `index.html`, linking each test's
 //!   `report.html`), `list.rs` (`--list` as text or JSON).
 //! - `fabric.rs`: the VLAN fabric: the vmnet plan, the switches, partitions, captures.
@@ -110,8 +110,8 @@
 //!   disks: saved, restored, in the identity), `machine_id.rs` (the machine id of a
 //!   machine with an image), `console.rs` (console
 //!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
-//!   gone), `evidence.rs` (what an error about a dead machine quotes), `guest_link.rs`
-//!   (the connection to its agent), `guest_net.rs` (the guest's network set-up),
+//!   gone), `evidence.rs` (what an error about a dead machine quotes), `agent.rs`
+//!   (the connection to its agent, made again after a restart), `guest_net.rs` (the guest's network set-up),
 //!   `network.rs` (its NICs from the host: links, impairments, forwards, captures),
 //!   `disks.rs`, `commands.rs` (execute, succeed, fail, sessions), `waits.rs`,
 //!   `copy.rs` (file copies), `coverage.rs` (its coverage disk and environment, ending
@@ -119,7 +119,8 @@
 //!   `screen_text.rs` (the screen's text: by the agent, or by OCR; waiting for text),
 //!   `power.rs` (shutdown, crash, reboot, stop), `command_text.rs` (command lines'
 //!   text: `/bin/sh` quoting, output tails).
-//! - `guest/`: the host side of the guest agents. `mod.rs` (index), `codec.rs` (the one
+//! - `agent_client/`: the host's side of the in-guest agents (the agent itself is the
+//!   `flotilla-agent` crate). `mod.rs` (index), `codec.rs` (the one
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
 //!   `exec.rs` (commands and sessions), `files.rs` (file transfers), `qga.rs` (the
 //!   qemu-ga path), `channel.rs` (which agent a guest runs), `error.rs`.
@@ -138,6 +139,7 @@ mod accel;
 mod conditions;
 pub mod control;
 pub use flotilla_coverage as coverage;
+mod agent_client;
 mod debian_machines;
 pub mod debug;
 pub mod doctor;
@@ -145,7 +147,6 @@ pub mod error;
 mod fabric;
 mod fleet;
 mod fleet_coverage;
-mod guest;
 mod helper_watch;
 mod host;
 pub mod http;
@@ -163,11 +164,11 @@ pub mod suite;
 pub mod terminal;
 
 pub use accel::{detect as detect_accel, Accel, AccelChoice};
+pub use agent_client::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
 pub use error::Error;
 pub use fleet::{Fleet, FleetOptions};
 pub use flotilla_image::agent_binary;
 pub use flotilla_report::write_unfinished as write_unfinished_report;
-pub use guest::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
 pub use host::{qboot_firmware, qemu_binary};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};

@@ -17,8 +17,8 @@ use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
 use super::snapshot::SnapshotPlan;
 use super::snapshot_memory;
 use super::state::{Booting, Machine, Running, Spawned, StartKind};
+use crate::agent_client::{AgentConnection, AgentKind, Guest};
 use crate::error::Error;
-use crate::guest::{AgentConnection, AgentKind, Guest};
 use flotilla_host::process::{describe_status, Process};
 
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own

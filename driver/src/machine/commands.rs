@@ -9,8 +9,8 @@ use super::command_text::tail_text;
 use super::console::LineLog;
 use super::evidence::paused;
 use super::state::{Machine, Running};
+use crate::agent_client::{ExecOutput, ExecSession, Guest, GuestError};
 use crate::error::Error;
-use crate::guest::{ExecOutput, ExecSession, Guest, GuestError};
 use flotilla_host::process::describe_status;
 
 /// The result of [`Machine::execute`].

@@ -80,7 +80,7 @@ impl Machine {
         if listing.status.code != Some(0) {
             return Err(self.agent_failed(
                 format!("copying {remote}"),
-                crate::guest::GuestError::Local(
+                crate::agent_client::GuestError::Local(
                     String::from_utf8_lossy(&listing.stderr).trim().to_owned(),
                 ),
             ));

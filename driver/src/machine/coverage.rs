@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use super::state::Machine;
+use crate::agent_client::Guest;
 use crate::error::Error;
-use crate::guest::Guest;
 use flotilla_coverage::{guest_env, DISK_SERIAL, GUEST_DIR};
 
 /// Size of the coverage disk (sparse: only what is written takes room on the host).

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use flotilla_agent::proto;
 
 use super::state::Machine;
+use crate::agent_client::{AgentError, Guest, GuestError};
 use crate::error::Error;
-use crate::guest::{AgentError, Guest, GuestError};
 
 impl Machine {
     /// Configures the guest's host name, NICs and /etc/hosts: with one

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::MachineConfig;
 use super::state::Machine;
-use crate::guest::Guest;
+use crate::agent_client::Guest;
 
 impl MachineConfig {
     /// The machine's id: 32 hex digits, the same across the reboots of one run. Disks

@@ -18,7 +18,7 @@
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
 //! - `evidence.rs`: what errors about a dead or stuck machine quote;
-//! - `guest_link.rs`: the connection to the guest's agent, made again after a restart;
+//! - `agent.rs`: the connection to the guest's agent, made again after a restart;
 //! - `guest_net.rs`: the guest's host name, addresses and `/etc/hosts`;
 //! - `network.rs`: the machine's NICs from the host (link, impairment, forwards, capture);
 //! - `disks.rs`: the machine's disk files;
@@ -39,6 +39,7 @@
 //! the snapshot plan; `boot` and `snapshot` import `snapshot_memory`, which imports
 //! `qemu_command` and `command_text`).
 
+mod agent;
 mod boot;
 mod command_text;
 mod commands;
@@ -49,7 +50,6 @@ mod coverage;
 mod disks;
 mod events;
 mod evidence;
-mod guest_link;
 mod guest_net;
 mod keys;
 mod machine_id;

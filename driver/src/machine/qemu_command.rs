@@ -10,7 +10,7 @@ use tokio::process::Command;
 
 use super::config::{MachineConfig, ROOT_DISK};
 use crate::accel::Accel;
-use crate::guest::QGA_PORT;
+use crate::agent_client::QGA_PORT;
 
 /// QEMU device ids of the agent's and qemu-ga's serial ports (in VSERPORT_CHANGE).
 pub(super) const AGENT_PORT_ID: &str = "agent-port";

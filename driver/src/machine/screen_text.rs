@@ -8,8 +8,8 @@ use flotilla_agent::proto;
 use regex::Regex;
 
 use super::state::{Machine, Running};
+use crate::agent_client::Guest;
 use crate::error::Error;
-use crate::guest::Guest;
 use crate::ocr::{self, OcrFailure};
 
 /// How long the agent may take to answer a screen read.
@@ -195,7 +195,7 @@ impl Machine {
         check_reply(&reply).map_err(|problem| {
             self.agent_failed(
                 "reading the screen",
-                crate::guest::GuestError::Local(format!("bad reply: {problem}")),
+                crate::agent_client::GuestError::Local(format!("bad reply: {problem}")),
             )
         })?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -31,7 +31,7 @@ use super::qemu_command::QemuCommand;
 use super::snapshot_disks::disk_identity;
 use super::snapshot_memory;
 use super::state::{Machine, Running, Spawned};
-use crate::guest::{AgentConnection, AgentKind, Guest};
+use crate::agent_client::{AgentConnection, AgentKind, Guest};
 use crate::snapshot_store::{self, Entry, Meta};
 
 /// What a boot does about snapshots.

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use super::config::MachineConfig;
 use super::console::{Console, ConsoleState};
 use super::events::Watch;
+use crate::agent_client::{Guest, GuestError};
 use crate::error::Error;
-use crate::guest::{Guest, GuestError};
 use flotilla_host::process::Process;
 
 /// A booted machine: its QEMU, QMP connection and agent, and what watches them.

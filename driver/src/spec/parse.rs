@@ -14,8 +14,8 @@ use super::forwards::{check_forwards, duplicate_host_port, HostPort};
 use super::names::{check_machine_name, check_name};
 use super::raw::{RawCoverage, RawMachine, RawNetwork, RawSpec};
 use super::types::{CoverageSpec, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME};
+use crate::agent_client::AgentKind;
 use crate::error::Error;
-use crate::guest::AgentKind;
 
 impl Spec {
     /// Loads a spec file, or `flotilla.toml` inside a directory.

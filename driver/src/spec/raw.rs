@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::types::{self, JoinSpec};
-use crate::guest::AgentKind;
+use crate::agent_client::AgentKind;
 
 /// The whole file as written.
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::guest::AgentKind;
+use crate::agent_client::AgentKind;
 use flotilla_image::debian::Init;
 
 /// The file name looked up when a directory is given instead of a spec file.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::report::SuiteReport;
+use super::verdicts::SuiteReport;
 use crate::error::Error;
 use flotilla_host::markup::escape;
 

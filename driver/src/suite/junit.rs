@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{SuiteReport, TestReport, Verdict};
+use super::verdicts::{SuiteReport, TestReport, Verdict};
 use flotilla_host::markup::escape;
 
 /// One test case: name, seconds, and what went wrong (element, message, body).
@@ -177,7 +177,7 @@ mod tests {
 
     use super::*;
     use crate::junit::Subtest;
-    use crate::suite::report::Attempt;
+    use crate::suite::verdicts::Attempt;
 
     /// An element's name and attributes.
     type Element = (String, Vec<(String, String)>);

@@ -30,8 +30,8 @@ mod junit;
 mod list;
 mod partition;
 mod progress;
-mod report;
 mod runner;
+mod verdicts;
 
 pub use budget::{Budget, Cost, QEMU_OVERHEAD_MIB, VCPUS_PER_CORE};
 pub use discover::{discover, is_spec, SuiteTest};
@@ -39,8 +39,8 @@ pub use junit::suite_junit_xml;
 pub use list::{list_json, list_text};
 pub use partition::Partition;
 pub use progress::Progress;
-pub use report::{Attempt, SuiteReport, TestReport, Verdict};
 pub use runner::{run_suite, SuiteOptions};
+pub use verdicts::{Attempt, SuiteReport, TestReport, Verdict};
 
 /// Writes the suite's `index.html` into its log root (`--out`), linking each test's
 /// `report.html`.

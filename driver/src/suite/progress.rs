@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::report::{TestReport, Verdict};
+use super::verdicts::{TestReport, Verdict};
 
 /// The suite's output while it runs.
 pub struct Progress {
@@ -213,7 +213,7 @@ fn last_line(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
     use crate::log::tests::Capture;
-    use crate::suite::report::Attempt;
+    use crate::suite::verdicts::Attempt;
 
     fn passed(id: &str) -> TestReport {
         TestReport {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::{Budget, Cost};
 use super::discover::SuiteTest;
 use super::progress::Progress;
-use super::report::{Attempt, SuiteReport, TestReport, Verdict};
+use super::verdicts::{Attempt, SuiteReport, TestReport, Verdict};
 use crate::error::printed;
 use crate::fleet::FleetOptions;
 use crate::run::run_attempt;

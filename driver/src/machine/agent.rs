@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::events::AGENT_GONE;
 use super::state::{Machine, Running};
+use crate::agent_client::{AgentConnection, Guest, Notes};
 use crate::error::Error;
-use crate::guest::{AgentConnection, Guest, Notes};
 
 impl Machine {
     /// Where this machine's agent connection notes what happens to it outside a

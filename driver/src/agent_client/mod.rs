@@ -1,4 +1,4 @@
-//! The host's side of the guests' agents.
+//! The host's side of the in-guest agents: the client of `flotilla-agent` (and of qemu-ga).
 //!
 //! - `codec.rs`: [`FrameCodec`], the one codec of the agent protocol's frames on the
 //!   host (the agent connection and the control socket use it), and what it does with
