@@ -7,10 +7,11 @@
 //! Self-contained: CSS inline, no JavaScript, nothing fetched; every text is
 //! HTML-escaped (source lines, paths, machine names, messages).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::summary::{percent, Cell, Summary};
+use super::summary::{percent, Cell, FileRow, Summary};
 use super::tracefile::{Counts, Tracefile};
 use flotilla_host::markup::escape as esc;
 
@@ -185,9 +186,54 @@ fn machines_section(input: &Input, h: &mut String) {
 }
 
 fn file_page(input: &Input, n: usize) -> String {
-    let s = input.summary;
-    let row = &s.files[n];
+    let row = &input.summary.files[n];
     let mut h = head(&row.short);
+    file_totals(&mut h, input, row);
+    // Each machine's counts for this file.
+    let counts: Vec<Option<&BTreeMap<u32, u64>>> = input
+        .machines
+        .iter()
+        .map(|(_, t)| t.files.get(&row.path).map(|f| &f.lines))
+        .collect();
+    let source = file_source(&mut h, &row.path, &counts);
+    let lines: Vec<&str> = source
+        .as_deref()
+        .map(|t| t.lines().collect())
+        .unwrap_or_default();
+    h.push_str("<table class=\"src\">\n<tr><th class=\"num\">line</th>");
+    for m in &input.summary.machines {
+        let _ = write!(h, "<th class=\"num\">{}</th>", esc(m));
+    }
+    h.push_str("<th>source</th></tr>\n");
+    // Every line of the source, and the instrumented lines past its end (or all of
+    // them when there is no source).
+    let mut instrumented: Vec<u32> = counts
+        .iter()
+        .flatten()
+        .flat_map(|l| l.keys().copied())
+        .collect();
+    instrumented.sort_unstable();
+    instrumented.dedup();
+    let numbers = (1..=lines.len() as u32).chain(
+        instrumented
+            .into_iter()
+            .filter(|&n| n as usize > lines.len()),
+    );
+    for number in numbers {
+        let text = lines
+            .get((number as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or("");
+        source_row(&mut h, number, &counts, text);
+    }
+    h.push_str("</table>\n</body></html>\n");
+    h
+}
+
+/// A file page's title and its table of totals (combined, then per machine), notes
+/// and legend.
+fn file_totals(h: &mut String, input: &Input, row: &FileRow) {
+    let s = input.summary;
     let _ = writeln!(
         h,
         "<p><a href=\"../index.html\">all files</a></p>\n<h1>{}</h1>",
@@ -222,18 +268,22 @@ fn file_page(input: &Input, n: usize) -> String {
          <span style=\"background:#f6c4c4\">not run</span>\
          <span>not instrumented (no count)</span></p>\n",
     );
-    let counts: Vec<Option<&std::collections::BTreeMap<u32, u64>>> = input
-        .machines
-        .iter()
-        .map(|(_, t)| t.files.get(&row.path).map(|f| &f.lines))
-        .collect();
+}
+
+/// The file's source as the host has it (`None`, said on the page, when it cannot be
+/// read); the page also says when the data names lines past its end.
+fn file_source(
+    h: &mut String,
+    path: &Path,
+    counts: &[Option<&BTreeMap<u32, u64>>],
+) -> Option<String> {
     let last_data_line = counts
         .iter()
         .flatten()
         .filter_map(|l| l.keys().next_back().copied())
         .max()
         .unwrap_or(0);
-    let source = match std::fs::read(&row.path) {
+    let source = match std::fs::read(path) {
         Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) => {
             let _ = writeln!(
@@ -244,72 +294,44 @@ fn file_page(input: &Input, n: usize) -> String {
             None
         }
     };
-    let lines: Vec<&str> = source
-        .as_deref()
-        .map(|t| t.lines().collect())
-        .unwrap_or_default();
-    if source.is_some() && (last_data_line as usize) > lines.len() {
+    let length = source.as_deref().map_or(0, |t| t.lines().count());
+    if source.is_some() && (last_data_line as usize) > length {
         let _ = writeln!(
             h,
-            "<p><b>The data names line {last_data_line}, the source has {} lines: it changed since the build.</b></p>",
-            lines.len()
+            "<p><b>The data names line {last_data_line}, the source has {length} lines: it changed since the build.</b></p>",
         );
     }
-    h.push_str("<table class=\"src\">\n<tr><th class=\"num\">line</th>");
-    for m in &s.machines {
-        let _ = write!(h, "<th class=\"num\">{}</th>", esc(m));
-    }
-    h.push_str("<th>source</th></tr>\n");
-    // Every line of the source, and the instrumented lines past its end (or all of
-    // them when there is no source).
-    let mut instrumented: Vec<u32> = counts
+    source
+}
+
+/// One source line with each machine's count, coloured by who ran it.
+fn source_row(h: &mut String, number: u32, counts: &[Option<&BTreeMap<u32, u64>>], text: &str) {
+    let per: Vec<Option<u64>> = counts
         .iter()
-        .flatten()
-        .flat_map(|l| l.keys().copied())
+        .map(|l| l.and_then(|l| l.get(&number).copied()))
         .collect();
-    instrumented.sort_unstable();
-    instrumented.dedup();
-    let numbers: Vec<u32> = (1..=lines.len() as u32)
-        .chain(
-            instrumented
-                .into_iter()
-                .filter(|&n| n as usize > lines.len()),
-        )
-        .collect();
-    for number in numbers {
-        let per: Vec<Option<u64>> = counts
-            .iter()
-            .map(|l| l.and_then(|l| l.get(&number).copied()))
-            .collect();
-        let instrumented = per.iter().any(Option::is_some);
-        let ran = per.iter().filter(|c| c.is_some_and(|c| c > 0)).count();
-        let class = if !instrumented {
-            ""
-        } else if ran == per.len() {
-            " class=\"all\""
-        } else if ran > 0 {
-            " class=\"some\""
-        } else {
-            " class=\"none\""
-        };
-        let _ = write!(h, "<tr{class}><td class=\"num\">{number}</td>");
-        for c in &per {
-            match c {
-                Some(0) => h.push_str("<td class=\"num zero\">0</td>"),
-                Some(c) => {
-                    let _ = write!(h, "<td class=\"num\">{c}</td>");
-                }
-                None => h.push_str("<td class=\"num\"></td>"),
+    let instrumented = per.iter().any(Option::is_some);
+    let ran = per.iter().filter(|c| c.is_some_and(|c| c > 0)).count();
+    let class = if !instrumented {
+        ""
+    } else if ran == per.len() {
+        " class=\"all\""
+    } else if ran > 0 {
+        " class=\"some\""
+    } else {
+        " class=\"none\""
+    };
+    let _ = write!(h, "<tr{class}><td class=\"num\">{number}</td>");
+    for c in &per {
+        match c {
+            Some(0) => h.push_str("<td class=\"num zero\">0</td>"),
+            Some(c) => {
+                let _ = write!(h, "<td class=\"num\">{c}</td>");
             }
+            None => h.push_str("<td class=\"num\"></td>"),
         }
-        let text = lines
-            .get((number as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or("");
-        let _ = writeln!(h, "<td>{}</td></tr>", esc(text));
     }
-    h.push_str("</table>\n</body></html>\n");
-    h
+    let _ = writeln!(h, "<td>{}</td></tr>", esc(text));
 }
 
 #[cfg(test)]

@@ -180,53 +180,10 @@ pub fn build(out: &Path, machines: &[MachineData], options: &Options) -> Report 
     let _ = std::fs::remove_dir_all(&work);
     let mut data: Vec<(String, Tracefile)> = Vec::new();
     for (i, m) in machines.iter().enumerate() {
-        if let Some(note) = &m.note {
-            report.notes.push((m.name.clone(), note.clone()));
+        if let Some(tracefile) = capture_machine(&mut report, m, &work.join(i.to_string()), options)
+        {
+            data.push((m.name.clone(), tracefile));
         }
-        // Messages name the data by its path in the report's folder when it is there.
-        let shown = m.data.strip_prefix(out).unwrap_or(&m.data).to_path_buf();
-        let machine_work = work.join(i.to_string());
-        let gcc = gcov::capture(
-            &m.name,
-            &m.data.join("gcov"),
-            &shown.join("gcov"),
-            &machine_work.join("gcov"),
-        );
-        let llvm = llvm::capture(
-            &m.name,
-            &m.data.join("llvm"),
-            &shown.join("llvm"),
-            &machine_work.join("llvm"),
-            &options.llvm_binaries,
-        );
-        report.messages.extend(gcc.messages);
-        report.messages.extend(llvm.messages);
-        let mut tracefile = gcc.tracefile;
-        tracefile.merge(&llvm.tracefile);
-        if tracefile.is_empty() {
-            let why = if !m.data.exists() {
-                format!("no coverage data folder ({})", m.data.display())
-            } else if gcc.found + gcc.skipped + llvm.found + llvm.skipped == 0 {
-                "no coverage data: no instrumented program exited".to_owned()
-            } else {
-                format!(
-                    "none of its {} data files could be read (see the problems)",
-                    gcc.found + gcc.skipped + llvm.found + llvm.skipped
-                )
-            };
-            report.messages.push(format!("machine {}: {why}", m.name));
-            report.not_contributed.push((m.name.clone(), why));
-            continue;
-        }
-        let path = out.join(info_name(&m.name));
-        match std::fs::write(&path, tracefile.write(&m.name)) {
-            Ok(()) => report.tracefiles.push((m.name.clone(), path)),
-            Err(e) => report
-                .messages
-                .push(format!("cannot write {}: {e}", path.display())),
-        }
-        report.contributed.push(m.name.clone());
-        data.push((m.name.clone(), tracefile));
     }
     let _ = std::fs::remove_dir_all(&work);
     let mut combined = Tracefile::default();
@@ -234,13 +191,76 @@ pub fn build(out: &Path, machines: &[MachineData], options: &Options) -> Report 
         combined.merge(t);
     }
     report.summary = Summary::new(&data, &combined);
+    let links = write_combined(&mut report, &data);
+    write_page(&mut report, &data, &links);
+    report
+}
+
+/// One machine's data read into a tracefile and written as `<machine>.info`; `None`
+/// (and why, in the report) when it has none.
+fn capture_machine(
+    report: &mut Report,
+    m: &MachineData,
+    machine_work: &Path,
+    options: &Options,
+) -> Option<Tracefile> {
+    let out = report.out.clone();
+    if let Some(note) = &m.note {
+        report.notes.push((m.name.clone(), note.clone()));
+    }
+    // Messages name the data by its path in the report's folder when it is there.
+    let shown = m.data.strip_prefix(&out).unwrap_or(&m.data).to_path_buf();
+    let gcc = gcov::capture(
+        &m.name,
+        &m.data.join("gcov"),
+        &shown.join("gcov"),
+        &machine_work.join("gcov"),
+    );
+    let llvm = llvm::capture(
+        &m.name,
+        &m.data.join("llvm"),
+        &shown.join("llvm"),
+        &machine_work.join("llvm"),
+        &options.llvm_binaries,
+    );
+    report.messages.extend(gcc.messages);
+    report.messages.extend(llvm.messages);
+    let mut tracefile = gcc.tracefile;
+    tracefile.merge(&llvm.tracefile);
+    if tracefile.is_empty() {
+        let files = gcc.found + gcc.skipped + llvm.found + llvm.skipped;
+        let why = if !m.data.exists() {
+            format!("no coverage data folder ({})", m.data.display())
+        } else if files == 0 {
+            "no coverage data: no instrumented program exited".to_owned()
+        } else {
+            format!("none of its {files} data files could be read (see the problems)")
+        };
+        report.messages.push(format!("machine {}: {why}", m.name));
+        report.not_contributed.push((m.name.clone(), why));
+        return None;
+    }
+    let path = out.join(info_name(&m.name));
+    match std::fs::write(&path, tracefile.write(&m.name)) {
+        Ok(()) => report.tracefiles.push((m.name.clone(), path)),
+        Err(e) => report
+            .messages
+            .push(format!("cannot write {}: {e}", path.display())),
+    }
+    report.contributed.push(m.name.clone());
+    Some(tracefile)
+}
+
+/// `combined.info` (every machine a test) and genhtml's report over it; the links the
+/// page shows to them and to each machine's tracefile.
+fn write_combined(report: &mut Report, data: &[(String, Tracefile)]) -> Vec<(String, String)> {
     let mut links = Vec::new();
     if !data.is_empty() {
-        let path = out.join("combined.info");
+        let path = report.out.join("combined.info");
         let text: String = data.iter().map(|(name, t)| t.write(name)).collect();
         match std::fs::write(&path, text) {
             Ok(()) => {
-                match genhtml::run(&path, out) {
+                match genhtml::run(&path, &report.out) {
                     Ok(index) => {
                         links.push((
                             "genhtml's report (per-machine detail as test names)".to_owned(),
@@ -269,19 +289,23 @@ pub fn build(out: &Path, machines: &[MachineData], options: &Options) -> Report 
             .into_owned();
         links.push((format!("{file} (machine {name})"), file));
     }
+    links
+}
+
+/// Our HTML pages (counts per machine per line) with `links`.
+fn write_page(report: &mut Report, data: &[(String, Tracefile)], links: &[(String, String)]) {
     let input = html::Input {
         summary: &report.summary,
-        machines: &data,
+        machines: data,
         not_contributed: &report.not_contributed,
         notes: &report.notes,
         messages: &report.messages,
-        links: &links,
+        links,
     };
-    match html::write(out, &input) {
+    match html::write(&report.out, &input) {
         Ok(index) => report.html = Some(index),
         Err(e) => report.messages.push(format!("the HTML report: {e}")),
     }
-    report
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ const BUILDER: &[&str] = &[
     include_str!("init.rs"),
     include_str!("packages.rs"),
     include_str!("recipe.rs"),
+    include_str!("stages.rs"),
     include_str!("tune.rs"),
 ];
 

@@ -13,6 +13,41 @@ use crate::initramfs::AGENT_INIT_MARKER;
 
 /// The files that make the tree a bootable guest of the driver.
 pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
+    configure_identity(tree)?;
+    if init == Init::Agent {
+        // No service manager: stage 1 starts the agent as PID 1 when it sees this.
+        return write_file(
+            &tree.join(AGENT_INIT_MARKER),
+            b"# flotilla: stage 1 starts /usr/local/bin/flotilla-agent as PID 1\n",
+            0o644,
+        );
+    }
+    // Network interfaces keep the kernel's names (eth0, eth1, ... in PCI order, as in
+    // the default guest): no udev rename can race the agent configuring them (early,
+    // under systemd).
+    symlink(
+        "/dev/null",
+        &tree.join("etc/systemd/network/99-default.link"),
+    )?;
+    match init {
+        Init::Systemd => return configure_systemd(tree),
+        // Both inits run Debian's checkroot.sh, whose remounts cost 6-7 s under TCG.
+        Init::Sysvinit => {
+            configure_checkroot(tree)?;
+            configure_sysvinit(tree)?;
+        }
+        Init::Openrc => {
+            configure_checkroot(tree)?;
+            configure_openrc(tree)?;
+        }
+        Init::Agent => {}
+    }
+    configure_inittab(tree)
+}
+
+/// What every image has: its root in fstab, a placeholder host name, no network
+/// configuration of the build host, a fixed machine id.
+fn configure_identity(tree: &Path) -> Result<(), Error> {
     // No check of the root (passno 0): every run boots a fresh overlay of an image
     // mke2fs just made, and stage 1 has mounted it read-write already. sysvinit's
     // checkroot.sh and checkfs.sh spent 10-20 s under TCG on it, and a failed check
@@ -44,73 +79,64 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
         format!("{id}\n").as_bytes(),
         0o444,
     )?;
-    if init == Init::Agent {
-        // No service manager: stage 1 starts the agent as PID 1 when it sees this.
-        return write_file(
-            &tree.join(AGENT_INIT_MARKER),
-            b"# flotilla: stage 1 starts /usr/local/bin/flotilla-agent as PID 1\n",
-            0o644,
-        );
+    Ok(())
+}
+
+/// sysvinit: the rcS scripts a test machine has no use for are disabled.
+fn configure_sysvinit(tree: &Path) -> Result<(), Error> {
+    // Each script is a few processes under TCG, and those of rcS hold up the
+    // agent's runlevel: drop those a throw-away test machine has no use for.
+    // update-rc.d (insserv) also makes the boot order (/etc/init.d/.depend.*) again.
+    for script in SYSVINIT_UNNEEDED {
+        if tree.join("etc/init.d").join(script).exists() {
+            run(
+                Command::new("chroot")
+                    .arg(tree)
+                    .args(["update-rc.d", "-f", script, "remove"])
+                    .env("LC_ALL", "C.UTF-8")
+                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                &format!("disabling {script} (chroot update-rc.d -f {script} remove)"),
+            )?;
+        }
     }
-    // Network interfaces keep the kernel's names (eth0, eth1, ... in PCI order, as in
-    // the default guest): no udev rename can race the agent configuring them (early,
-    // under systemd).
-    symlink(
-        "/dev/null",
-        &tree.join("etc/systemd/network/99-default.link"),
-    )?;
-    if init != Init::Systemd {
-        // Both inits run Debian's checkroot.sh, whose remounts cost 6-7 s under TCG.
-        configure_checkroot(tree)?;
-    }
-    if init == Init::Sysvinit {
-        // Each script is a few processes under TCG, and those of rcS hold up the
-        // agent's runlevel: drop those a throw-away test machine has no use for.
-        // update-rc.d (insserv) also makes the boot order (/etc/init.d/.depend.*) again.
-        for script in SYSVINIT_UNNEEDED {
-            if tree.join("etc/init.d").join(script).exists() {
-                run(
-                    Command::new("chroot")
-                        .arg(tree)
-                        .args(["update-rc.d", "-f", script, "remove"])
-                        .env("LC_ALL", "C.UTF-8")
-                        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                    &format!("disabling {script} (chroot update-rc.d -f {script} remove)"),
-                )?;
+    Ok(())
+}
+
+/// OpenRC: coverage's variables let through to services; the LSB scripts a test
+/// machine has no use for dropped from the runlevels.
+fn configure_openrc(tree: &Path) -> Result<(), Error> {
+    // OpenRC gives services only the variables rc.conf allows: let coverage's
+    // through (the kernel command line sets them under `flotilla test --coverage`).
+    let rc_conf = tree.join("etc/rc.conf");
+    let mut text = std::fs::read_to_string(&rc_conf).unwrap_or_default();
+    let names: Vec<String> = flotilla_coverage::guest_env()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    text.push_str(&format!(
+        "\n# flotilla: coverage data\nrc_env_allow=\"{}\"\n",
+        names.join(" ")
+    ));
+    write_file(&rc_conf, text.as_bytes(), 0o644)?;
+    // Each LSB script costs OpenRC a few seconds under TCG, at boot and again at
+    // power-off: drop those a throw-away test machine has no use for.
+    for service in OPENRC_UNNEEDED {
+        let link = tree.join("etc/runlevels").join(service);
+        if let Err(source) = std::fs::remove_file(&link) {
+            if source.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::Io {
+                    what: format!("removing {}", link.display()),
+                    source,
+                });
             }
         }
     }
-    if init == Init::Openrc {
-        // OpenRC gives services only the variables rc.conf allows: let coverage's
-        // through (the kernel command line sets them under `flotilla test --coverage`).
-        let rc_conf = tree.join("etc/rc.conf");
-        let mut text = std::fs::read_to_string(&rc_conf).unwrap_or_default();
-        let names: Vec<String> = flotilla_coverage::guest_env()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        text.push_str(&format!(
-            "\n# flotilla: coverage data\nrc_env_allow=\"{}\"\n",
-            names.join(" ")
-        ));
-        write_file(&rc_conf, text.as_bytes(), 0o644)?;
-        // Each LSB script costs OpenRC a few seconds under TCG, at boot and again at
-        // power-off: drop those a throw-away test machine has no use for.
-        for service in OPENRC_UNNEEDED {
-            let link = tree.join("etc/runlevels").join(service);
-            if let Err(source) = std::fs::remove_file(&link) {
-                if source.kind() != std::io::ErrorKind::NotFound {
-                    return Err(Error::Io {
-                        what: format!("removing {}", link.display()),
-                        source,
-                    });
-                }
-            }
-        }
-    }
-    if init != Init::Systemd {
-        return configure_inittab(tree);
-    }
+    Ok(())
+}
+
+/// systemd: a relative `/sbin/init`, the units and generators a test machine has no
+/// use for masked, the journal in memory.
+fn configure_systemd(tree: &Path) -> Result<(), Error> {
     // systemd-sysv's /sbin/init points at an absolute path, which stage 1 (looking into
     // the image from the initramfs, before switch_root) would resolve in the wrong
     // root; a relative link means the same inside and out.
