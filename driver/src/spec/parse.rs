@@ -37,7 +37,9 @@ impl Spec {
         let src = Source { path, text };
         let raw: RawSpec = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            src.error(span, e.message().trim().to_owned())
+            let message = implicit_machine(text, span.clone())
+                .unwrap_or_else(|| e.message().trim().to_owned());
+            src.error(span, message)
         })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = match raw.name {
@@ -136,6 +138,31 @@ fn limit(src: &Source, key: &str, value: Option<Spanned<u64>>) -> Result<Option<
         Some(v) => Ok(Some(Duration::from_secs(*v.get_ref()))),
         None => Ok(None),
     }
+}
+
+/// What to say when the error at `span` is on a header such as
+/// `[[machines.NAME.disks]]` whose machine has no `[machines.NAME]` table of its own (the
+/// TOML reader cannot place such an implicit table, and says only "invalid type").
+fn implicit_machine(text: &str, span: Range<usize>) -> Option<String> {
+    let start = text.get(..span.start)?.rfind('\n').map_or(0, |n| n + 1);
+    let line = text[start..].lines().next()?.trim();
+    let header = line.trim_start_matches('[').trim_end_matches(']').trim();
+    let mut parts = header.split('.').map(str::trim);
+    if parts.next()? != "machines" {
+        return None;
+    }
+    let name = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    if rest.is_empty()
+        || text
+            .lines()
+            .any(|l| l.trim() == format!("[machines.{name}]"))
+    {
+        return None;
+    }
+    Some(format!(
+        "machine `{name}` has no table of its own: write `[machines.{name}]` (even with no keys) before `{line}`"
+    ))
 }
 
 /// One `[machines.NAME]` table checked; its forwarded host ports join `host_ports`.
@@ -378,6 +405,20 @@ mod tests {
         assert_eq!(spec.machines["client"].memory, 512);
         assert_eq!(spec.machines["server"].memory, 256);
         assert_eq!(spec.timeout.as_secs(), 600);
+    }
+
+    #[test]
+    fn a_machine_named_only_in_a_sub_table_is_told_to_write_its_own() {
+        assert_eq!(
+            message("[[machines.server.disks]]\nname = \"data\"\nsize = 64\n"),
+            "/nonexistent/spec.toml:1:19: machine `server` has no table of its own: write \
+             `[machines.server]` (even with no keys) before `[[machines.server.disks]]`"
+        );
+        // With its table first, the same disks parse.
+        let spec =
+            parse("[machines.server]\n[[machines.server.disks]]\nname = \"data\"\nsize = 64\n")
+                .unwrap();
+        assert_eq!(spec.machines["server"].disks.len(), 1);
     }
 
     #[test]
