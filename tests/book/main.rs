@@ -414,6 +414,25 @@ fn every_spec_and_script_sample_parses() {
     );
 }
 
+/// The Rust sample of the chapter on `cargo test` is a real e2e test, word for word.
+#[test]
+fn the_rust_sample_is_an_e2e_test() {
+    let root = workspace();
+    let chapter = "docs/src/driver-from-cargo-test.md";
+    let markdown = std::fs::read_to_string(root.join(chapter)).expect("the chapter");
+    let rust: Vec<Sample> = samples(chapter, &markdown)
+        .into_iter()
+        .filter(|s| s.lang == "rust")
+        .collect();
+    assert_eq!(rust.len(), 1, "{chapter} has one Rust sample");
+    let test = std::fs::read_to_string(root.join("tests/e2e/book_sample.rs")).expect("the test");
+    assert!(
+        test.contains(&rust[0].text),
+        "{} is not tests/e2e/book_sample.rs's code; copy it over",
+        rust[0].place
+    );
+}
+
 #[test]
 fn the_api_is_read_from_the_script_reference() {
     let api = the_api(&workspace());
