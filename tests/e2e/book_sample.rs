@@ -1,6 +1,9 @@
 //! The book's example of the driver under `cargo test` (docs/src/driver-from-cargo-test.md),
 //! as it is there: `tests/book` checks that the chapter's Rust sample is this file's code.
 
+// The sample returns the driver's error as a test would; its size is no concern here.
+#![allow(clippy::result_large_err)]
+
 use flotilla_driver::{Fleet, FleetOptions, Spec};
 
 #[tokio::test(flavor = "multi_thread")]
