@@ -322,31 +322,6 @@ fn check_script(text: &str, machines: &[String], api: &BTreeSet<String>) -> Resu
     Ok(())
 }
 
-/// The README and every chapter of the book, as (path in the workspace, text).
-fn manual(root: &Path) -> Vec<(String, String)> {
-    let mut files = vec!["README.md".to_owned()];
-    let mut chapters: Vec<String> = std::fs::read_dir(root.join("docs/src"))
-        .expect("docs/src")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|name| name.ends_with(".md"))
-        .map(|name| format!("docs/src/{name}"))
-        .collect();
-    chapters.sort();
-    files.extend(chapters);
-    files
-        .into_iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(root.join(&f)).expect(&f);
-            (f, text)
-        })
-        .collect()
-}
-
 /// Counts of what [`check_all`] saw, per kind.
 #[derive(Debug, Default, PartialEq)]
 struct Counts {
@@ -397,7 +372,7 @@ fn the_api(root: &Path) -> BTreeSet<String> {
 fn every_spec_and_script_sample_parses() {
     let root = workspace();
     let api = the_api(&root);
-    let (counts, problems) = check_all(&manual(&root), &api);
+    let (counts, problems) = check_all(&flotilla_tests::manual(&root), &api);
     let summary = format!(
         "checked {} spec (TOML) samples and {} script (Rhai) samples; \
          fragments not checked: {} spec, {} script",
@@ -541,7 +516,7 @@ fn every_chapter_is_in_the_summary_and_in_the_readmes_map() {
     let summary = std::fs::read_to_string(root.join("docs/src/SUMMARY.md")).expect("SUMMARY.md");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let mut chapters = 0;
-    for (file, _) in manual(&root).into_iter().skip(1) {
+    for (file, _) in flotilla_tests::manual(&root).into_iter().skip(1) {
         let name = file.strip_prefix("docs/src/").expect("a chapter");
         if name == "SUMMARY.md" {
             continue;

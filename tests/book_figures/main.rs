@@ -128,37 +128,12 @@ fn names_a_command(text: &str) -> bool {
         .any(|c| text.contains(c))
 }
 
-/// The README and every chapter of the book, as (path in the workspace, text).
-fn manual(root: &Path) -> Vec<(String, String)> {
-    let mut files = vec!["README.md".to_owned()];
-    let mut chapters: Vec<String> = std::fs::read_dir(root.join("docs/src"))
-        .expect("docs/src")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|name| name.ends_with(".md"))
-        .map(|name| format!("docs/src/{name}"))
-        .collect();
-    chapters.sort();
-    files.extend(chapters);
-    files
-        .into_iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(root.join(&f)).expect(&f);
-            (f, text)
-        })
-        .collect()
-}
-
 #[test]
 fn every_measured_figure_names_its_command_and_a_kept_run() {
     let root = workspace();
     let mut problems = Vec::new();
     let mut measured_seen = Vec::new();
-    for (file, markdown) in manual(&root) {
+    for (file, markdown) in flotilla_tests::manual(&root) {
         for (section, text) in paragraphs(&markdown) {
             for named in results_files(&text) {
                 if !root.join(&named).is_file() {
