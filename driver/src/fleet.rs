@@ -101,22 +101,19 @@ impl Fleet {
         Fleet::run_plan(&Plan::of(spec), spec, options, log)
     }
 
-    /// Runs `plan` (of `spec`, which places the errors of its images): builds its
+    /// Runs `plan` (of `spec`, which only places the errors of its images): builds its
     /// images, prepares the boot files, makes the network in the run's folder, picks
     /// the ports, and makes each machine from its command.
     fn run_plan(plan: &Plan, spec: &Spec, options: FleetOptions, log: Log) -> Result<Fleet, Error> {
         // Machines with `packages`, `files` or `init` boot the image of that content.
         let images = crate::debian_machines::build(plan, spec, &log)?;
-        let coverage = coverage_of(spec, &options);
+        let coverage = coverage_of(plan, &options);
         let boot = BootFiles::prepare(plan, coverage.is_some())?;
         log_start(&log, plan, &boot, &options, coverage.is_some());
         let sockets = RunDir::create()?;
         log.file_only(&format!("sockets in {}", sockets.path().display()));
-        let net = &plan.network;
-        let vmnet =
-            flotilla_vmnet::Plan::with_offset(&net.vlans, net.backend, sockets.path(), net.offset)
-                .map_err(Error::Vmnet)?;
-        let fabric = Fabric::new(vmnet, net.join.clone(), log.clone());
+        let vmnet = plan.network.vmnet(sockets.path())?;
+        let fabric = Fabric::new(vmnet, plan.network.join.clone(), log.clone());
         let conditions = Arc::new(Conditions::new(log.clone()));
         let forwards = plan.pick_forwards()?;
         let facts = RunFacts {
@@ -137,13 +134,16 @@ impl Fleet {
             }
             let command = plan.command(&name, facts, forwards)?;
             let number = fabric.plan.machine(&name).map_err(Error::Vmnet)?.number;
-            let machine = &plan.machines[&name];
+            let machine = plan
+                .machines
+                .get(&name)
+                .ok_or_else(|| Error::NoSuchMachine { name: name.clone() })?;
             let config = MachineConfig {
                 name: name.clone(),
                 agent: machine.agent,
                 log: log.clone(),
-                boot_timeout: spec.boot_timeout.unwrap_or(options.boot_timeout),
-                command_timeout: spec.command_timeout.unwrap_or(options.command_timeout),
+                boot_timeout: plan.boot_timeout.unwrap_or(options.boot_timeout),
+                command_timeout: plan.command_timeout.unwrap_or(options.command_timeout),
                 fabric: fabric.clone(),
                 user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(
                     number,
@@ -335,15 +335,16 @@ impl Fleet {
 }
 
 /// The run's coverage settings, when it collects coverage (the options' or the
-/// spec's).
-fn coverage_of(spec: &Spec, options: &FleetOptions) -> Option<CoverageSpec> {
-    (options.coverage || options.coverage_fail_under.is_some() || spec.coverage.enabled).then(
-        || CoverageSpec {
+/// plan's).
+fn coverage_of(plan: &Plan, options: &FleetOptions) -> Option<CoverageSpec> {
+    let spec = &plan.coverage;
+    (options.coverage || options.coverage_fail_under.is_some() || spec.enabled).then(|| {
+        CoverageSpec {
             enabled: true,
-            fail_under: options.coverage_fail_under.or(spec.coverage.fail_under),
-            llvm_binaries: spec.coverage.llvm_binaries.clone(),
-        },
-    )
+            fail_under: options.coverage_fail_under.or(spec.fail_under),
+            llvm_binaries: spec.llvm_binaries.clone(),
+        }
+    })
 }
 
 /// The run log's first lines: the test, its machines, kernel and accelerator; coverage

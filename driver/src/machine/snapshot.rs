@@ -5,10 +5,12 @@
 //! state (`snapshot_disks.rs`).
 //!
 //! The state is saved before the driver first connects to the agent, so the restored
-//! agent is waiting for a host, as after a cold boot. Everything that makes one machine
-//! of a network differ from another (its name and host name, its MACs, the paths of its
-//! sockets and links) is left out of the identity, so every identical machine restores
-//! the one saved state; the kernel command line of a restored guest still names the
+//! agent is waiting for a host, as after a cold boot. The identity is the machine's
+//! command's (the plan's `QemuCommand::snapshot_identity`): of its hardware only, never
+//! of its instance, so everything that makes one machine of a network differ from
+//! another (its name and host name, its MACs, the paths of its sockets, links and
+//! disks, its ports, its RAM file) is left out by construction and every identical
+//! machine restores the one saved state; the kernel command line of a restored guest still names the
 //! saving machine's host name (`flotilla.hostname=` in `/proc/cmdline`), and the kernel's
 //! `boot_id` is the saving boot's.
 //!

@@ -10,7 +10,8 @@
 //! the page cache's, one copy for every machine; pages it writes are its own) and loads
 //! the devices with `-incoming defer`, `x-ignore-shared`, `migrate-incoming`: QEMU 7.2
 //! loads no page of a RAM block the source left out, and the guest runs on the file's
-//! content. Machines without snapshots keep QEMU's anonymous RAM.
+//! content. Machines without snapshots keep QEMU's anonymous RAM. Which RAM a start has
+//! is an input of its command's argument list (the plan's `Ram`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;

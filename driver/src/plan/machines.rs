@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use crate::guest::AgentKind;
 use crate::image::debian::{GuestFile, Recipe};
-use crate::spec::{DiskSpec, ForwardSpec, JoinSpec, MachineSpec, PackageSource, Spec};
+use crate::spec::{
+    CoverageSpec, DiskSpec, ForwardSpec, JoinSpec, MachineSpec, PackageSource, Spec,
+};
 
 /// A spec's plan.
 #[derive(Debug, Clone)]
@@ -20,6 +22,12 @@ pub struct Plan {
     /// once, with the machines that boot it.
     pub images: Vec<ImageBuild>,
     pub network: NetworkPlan,
+    /// How long a machine may take to be ready, if the spec says.
+    pub boot_timeout: Option<std::time::Duration>,
+    /// How long one command may take unless its call says otherwise, if the spec says.
+    pub command_timeout: Option<std::time::Duration>,
+    /// The spec's `[coverage]`.
+    pub coverage: CoverageSpec,
 }
 
 /// One machine of a plan.
@@ -119,6 +127,9 @@ impl Plan {
                 join: spec.join.clone(),
                 vlans,
             },
+            boot_timeout: spec.boot_timeout,
+            command_timeout: spec.command_timeout,
+            coverage: spec.coverage.clone(),
         }
     }
 
@@ -129,6 +140,15 @@ impl Plan {
             .flat_map(|m| m.forwards.iter().map(|f| f.host))
             .filter(|&p| p != 0)
             .collect()
+    }
+}
+
+impl NetworkPlan {
+    /// The vmnet plan of these VLANs, their sockets in `run_dir`: each machine's
+    /// number, NICs, MACs and addresses, each VLAN's switch.
+    pub fn vmnet(&self, run_dir: &std::path::Path) -> Result<flotilla_vmnet::Plan, crate::Error> {
+        flotilla_vmnet::Plan::with_offset(&self.vlans, self.backend, run_dir, self.offset)
+            .map_err(crate::Error::Vmnet)
     }
 }
 

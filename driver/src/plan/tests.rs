@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flotilla_vmnet::{Backend, Forward};
+use flotilla_vmnet::Forward;
 
 use super::*;
 use crate::accel::{Accel, AccelChoice};
@@ -33,7 +33,7 @@ fn boot(top: &Path, initrd: &Path) -> BootFiles {
 fn command_of(toml: &str, name: &str, run: &Path, boot: &BootFiles) -> QemuCommand {
     let spec = Spec::parse("t.toml".as_ref(), toml).unwrap();
     let plan = Plan::of(&spec);
-    let net = flotilla_vmnet::Plan::new(&plan.network.vlans, Backend::Vde, run).unwrap();
+    let net = plan.network.vmnet(run).unwrap();
     let number = net.machine(name).unwrap().number;
     let images: Vec<PathBuf> = (0..plan.images.len())
         .map(|i| run.join(format!("debian-{i}.qcow2")))
@@ -183,6 +183,11 @@ fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
     assert_ne!(a.instance.nics[0].mac, b.instance.nics[0].mac);
     assert_ne!(a.instance.machine_id, b.instance.machine_id);
     assert_eq!(b.snapshot_identity(V72), base);
+    let multicast = format!("[network]\nbackend = \"multicast\"\n{base_toml}");
+    assert_eq!(
+        identity(&multicast, "a", &run1, &files, V72),
+        identity(&multicast, "b", &run2, &files, V72)
+    );
     let alone = "[machines.other_name]\n";
     assert_eq!(identity(alone, "other_name", &run2, &files, V72), base);
     // Everything else that shapes the state is in it.
@@ -222,6 +227,16 @@ fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
             ),
         ),
         ("qemu binary", with(|b| b.qemu = "/opt/qemu".into())),
+        (
+            "the VLANs' backend",
+            identity(
+                &format!("[network]\nbackend = \"multicast\"\n{base_toml}"),
+                "a",
+                &run1,
+                &files,
+                V72,
+            ),
+        ),
         ("accelerator", with(|b| b.accel.accel = Accel::Kvm)),
         (
             "kernel",
@@ -239,17 +254,34 @@ fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
         disk("64M")
     );
     assert_ne!(changed(&disk("64M")), changed(&two));
+}
+
+#[test]
+fn the_identity_has_the_content_of_the_files_it_boots() {
+    let top = tempfile::tempdir().unwrap();
+    let run1 = top.path().join("run1");
+    std::fs::create_dir_all(&run1).unwrap();
+    for file in ["vmlinux", "initrd", "qboot.rom", "base.qcow2"] {
+        std::fs::write(top.path().join(file), file).unwrap();
+    }
+    let initrd = top.path().join("initrd");
+    let files = boot(top.path(), &initrd);
+    let identity = |toml: &str| command_of(toml, "a", &run1, &files).snapshot_identity(V72);
+    let base_toml = pair("");
+    let base = identity(&base_toml);
+    let changed = |machine: &str| identity(&pair(machine));
+    let base_image = top.path().join("base.qcow2");
     // A kernel or firmware file written anew at the same path is another state.
     for file in ["vmlinux", "qboot.rom"] {
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(top.path().join(file), format!("{file}, rebuilt")).unwrap();
-        let rebuilt = identity(&base_toml, "a", &run1, &files, V72);
+        let rebuilt = identity(&base_toml);
         assert_ne!(rebuilt, base, "{file}'s content is not in the identity");
     }
     // The initrd's content (its size) too, at the same path.
-    let before = identity(&base_toml, "a", &run1, &files, V72);
+    let before = identity(&base_toml);
     std::fs::write(&initrd, "a rebuilt initrd").unwrap();
-    let rebuilt = identity(&base_toml, "a", &run1, &files, V72);
+    let rebuilt = identity(&base_toml);
     assert_ne!(
         rebuilt, before,
         "the initrd's content is not in the identity"
