@@ -57,7 +57,7 @@ use flotilla_driver::debian::{self, DebianOptions, Init};
 use flotilla_driver::image::{busybox_path, Kernel};
 use flotilla_driver::{detect_accel, Accel, Fleet, FleetOptions, Spec};
 
-/// The kernel flags Flotilla adds (see `driver/src/machine/qemu_command.rs`).
+/// The kernel flags Flotilla adds (see `driver/src/plan/qemu_command.rs`).
 const FLAGS: &str = " cryptomgr.notests no_timer_check";
 
 fn main() {

@@ -1,6 +1,6 @@
-//! The Debian images a spec's machines need (those with `packages`, `files` or
-//! `init`): each distinct content built once (or taken from the cache) before anything
-//! boots, with progress in the run's log, and a package the mirror lacks reported at
+//! The Debian images a plan's machines need (those with `packages`, `files` or
+//! `init`, [`Plan::images`]): each distinct content built once (or taken from the
+//! cache) before anything boots, with progress in the run's log, and a package the mirror lacks reported at
 //! its place in the spec.
 
 use std::collections::BTreeMap;
@@ -9,76 +9,34 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::log::Log;
+use crate::plan::Plan;
 use crate::spec::{PackageSource, Spec};
-use flotilla_image::debian::{self, GuestFile, Recipe};
+use flotilla_image::debian::{self, Recipe};
 
-/// `spec` with an `image` for each Debian machine: the cached image of its content.
-pub(crate) fn with_images(spec: &Spec, log: &Log) -> Result<Spec, Error> {
-    // Machines of equal content share an image: one build per recipe.
-    let mut recipes: Vec<(Recipe, Vec<String>)> = Vec::new();
-    for (name, machine) in spec.machines.iter().filter(|(_, m)| m.is_debian()) {
-        let recipe = recipe_of(machine);
-        match recipes.iter_mut().find(|(r, _)| *r == recipe) {
-            Some((_, names)) => names.push(name.clone()),
-            None => recipes.push((recipe, vec![name.clone()])),
-        }
-    }
-    let mut spec = spec.clone();
-    for (recipe, names) in recipes {
+/// The plan's Debian images ([`Plan::images`]), in its order: each one's cached image.
+/// A package the mirror lacks is an error at its place in `spec`.
+pub(crate) fn build(plan: &Plan, spec: &Spec, log: &Log) -> Result<Vec<PathBuf>, Error> {
+    let mut images = Vec::new();
+    for build in &plan.images {
+        let (recipe, names) = (&build.recipe, &build.machines);
         let who = names.join(", ");
         let started = Instant::now();
         log.info(&format!(
             "{who}: Debian image ({}; packages: {}; {} file(s))",
             recipe.init,
-            describe_packages(&recipe),
+            describe_packages(recipe),
             recipe.files.len()
         ));
         let print = |line: &str| log.info(&format!("{who}: {line}"));
-        let image = debian::image(&recipe, &print).map_err(|e| placed(e, &spec, &names))?;
+        let image = debian::image(recipe, &print).map_err(|e| placed(e, spec, names))?;
         log.info(&format!(
             "{who}: image ready in {:.1} s: {}",
             started.elapsed().as_secs_f64(),
             image.display()
         ));
-        for name in &names {
-            if let Some(m) = spec.machines.get_mut(name) {
-                m.image = Some(image.clone());
-            }
-        }
+        images.push(image);
     }
-    Ok(spec)
-}
-
-/// The image content of a machine.
-fn recipe_of(machine: &crate::spec::MachineSpec) -> Recipe {
-    let mut packages = Vec::new();
-    let mut debs: Vec<PathBuf> = Vec::new();
-    for p in &machine.packages {
-        match &p.source {
-            PackageSource::Name(n) => packages.push(n.clone()),
-            PackageSource::Deb(d) => debs.push(d.clone()),
-        }
-    }
-    packages.sort();
-    packages.dedup();
-    debs.sort();
-    debs.dedup();
-    let mut files: Vec<GuestFile> = machine
-        .files
-        .iter()
-        .map(|f| GuestFile {
-            guest: f.guest.clone(),
-            source: f.source.clone(),
-        })
-        .collect();
-    files.sort_by(|a, b| a.guest.cmp(&b.guest));
-    Recipe {
-        init: machine.init.unwrap_or_default(),
-        packages,
-        debs,
-        files,
-        size_mib: None,
-    }
+    Ok(images)
 }
 
 fn describe_packages(recipe: &Recipe) -> String {

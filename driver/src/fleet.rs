@@ -1,23 +1,22 @@
-//! The machines of a spec, as one [`Fleet`]: made together, booted together or one by
-//! one, stopped together, with the run's VLAN fabric, log and polling conditions.
+//! The machines of a spec, as one [`Fleet`]: the spec's plan ([`crate::plan`]) run,
+//! its machines made together, booted together or one by one, stopped together, with
+//! the run's VLAN fabric, log and polling conditions.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::accel::{self, AccelChoice};
+use crate::accel::AccelChoice;
 use crate::conditions::Conditions;
 use crate::error::Error;
 use crate::fabric::Fabric;
-use crate::host::{qboot_firmware, qemu_binary};
-
 use crate::junit::{Subtest, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
+use crate::plan::{BootFiles, Plan, RunFacts};
 use crate::run_dir::RunDir;
-use crate::spec::{CoverageSpec, MachineSpec, Spec};
-use flotilla_image::{agent_binary, vmlinux};
+use crate::spec::{CoverageSpec, Spec};
 
 /// How a [`Fleet`] runs.
 #[derive(Debug, Clone)]
@@ -86,10 +85,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Prepares the machines of `spec`: builds (or takes from the cache) the Debian
-    /// images of machines with `packages`, `files` or `init`, finds the kernel, builds
-    /// (or reuses) the initramfs, picks the accelerator, checks that the host ports it
-    /// forwards are free ([`Error::PortBusy`] if not). Boots nothing yet.
+    /// Prepares the machines of `spec` by running its plan ([`Plan::of`]): builds (or
+    /// takes from the cache) the Debian images of machines with `packages`, `files` or
+    /// `init`, finds the kernel, builds (or reuses) the initramfs, picks the
+    /// accelerator, checks that the host ports it forwards are free
+    /// ([`Error::PortBusy`] if not). Boots nothing yet.
     pub fn new(spec: &Spec, options: FleetOptions) -> Result<Fleet, Error> {
         let log = Log::create(&options.log_dir, options.terminal)?;
         Fleet::with_log(spec, options, log)
@@ -98,138 +98,63 @@ impl Fleet {
     /// [`Fleet::new`] with its log already made (in `options.log_dir`): a caller that
     /// keeps it can still report an error of the preparation there.
     pub(crate) fn with_log(spec: &Spec, options: FleetOptions, log: Log) -> Result<Fleet, Error> {
+        Fleet::run_plan(&Plan::of(spec), spec, options, log)
+    }
+
+    /// Runs `plan` (of `spec`, which only places the errors of its images): builds its
+    /// images, prepares the boot files, makes the network in the run's folder, picks
+    /// the ports, and makes each machine from its command.
+    fn run_plan(plan: &Plan, spec: &Spec, options: FleetOptions, log: Log) -> Result<Fleet, Error> {
         // Machines with `packages`, `files` or `init` boot the image of that content.
-        let spec = &crate::debian_machines::with_images(spec, &log)?;
-        let coverage =
-            (options.coverage || options.coverage_fail_under.is_some() || spec.coverage.enabled)
-                .then(|| CoverageSpec {
-                    enabled: true,
-                    fail_under: options.coverage_fail_under.or(spec.coverage.fail_under),
-                    llvm_binaries: spec.coverage.llvm_binaries.clone(),
-                });
-        let kernel = flotilla_image::Kernel::locate()?;
-        let agent = agent_binary()?;
-        let initrd = flotilla_image::default_initramfs(&kernel, &agent)?;
-        let stage1 = if spec.machines.values().any(|m| m.image.is_some()) {
-            Some(flotilla_image::stage1_initramfs(&kernel)?)
-        } else {
-            None
-        };
-        // Only machines with disks (a coverage disk too) pay for loading virtio_blk.
-        let needs_disk_initramfs =
-            |m: &MachineSpec| m.image.is_none() && (!m.disks.is_empty() || coverage.is_some());
-        let with_disks = if spec.machines.values().any(needs_disk_initramfs) {
-            Some(flotilla_image::disk_initramfs(&kernel, &agent)?)
-        } else {
-            None
-        };
-        let accel = accel::detect();
-        let boot = vmlinux::boot_kernel(&kernel);
-        log.info(&format!(
-            "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
-            env!("CARGO_PKG_VERSION"),
-            spec.name,
-            spec.machines.len(),
-            kernel.version,
-            boot.note,
-            accel
-        ));
-        if coverage.is_some() {
-            log.info(&format!(
-                "coverage: on; every machine's data goes to {}",
-                options.log_dir.join("coverage").display()
-            ));
-        }
-        if let Some(dir) = &options.keep_state {
-            log.info(&format!(
-                "machine disks are kept in {} (--keep-state): existing ones are reused",
-                dir.display()
-            ));
-        }
+        let images = crate::debian_machines::build(plan, spec, &log)?;
+        let coverage = coverage_of(plan, &options);
+        let boot = BootFiles::prepare(plan, coverage.is_some())?;
+        log_start(&log, plan, &boot, &options, coverage.is_some());
         let sockets = RunDir::create()?;
         log.file_only(&format!("sockets in {}", sockets.path().display()));
-        let vlans = spec
-            .machines
-            .iter()
-            .map(|(name, m)| (name.clone(), m.vlans.clone()))
-            .collect();
-        let plan =
-            flotilla_vmnet::Plan::with_offset(&vlans, spec.backend, sockets.path(), spec.offset)
-                .map_err(Error::Vmnet)?;
-        let fabric = Fabric::new(plan, spec.join.clone(), log.clone());
+        let vmnet = plan.network.vmnet(sockets.path())?;
+        let fabric = Fabric::new(vmnet, plan.network.join.clone(), log.clone());
         let conditions = Arc::new(Conditions::new(log.clone()));
-        let firmware = qboot_firmware();
+        let forwards = plan.pick_forwards()?;
+        let facts = RunFacts {
+            boot: &boot,
+            images: &images,
+            net: &fabric.plan,
+            run_dir: sockets.path(),
+            keep_state: options.keep_state.as_deref(),
+            coverage: coverage.is_some(),
+        };
         let mut machines = BTreeMap::new();
-        // Host ports taken by the spec's forwards: a free port picked for a forward
-        // without one must not be one of them (they are not listened on yet).
-        let mut taken: std::collections::BTreeSet<u16> = spec
-            .machines
-            .values()
-            .flat_map(|m| m.forward.iter().map(|f| f.host))
-            .filter(|&p| p != 0)
-            .collect();
-        for (name, machine) in &spec.machines {
-            let number = fabric.plan.machine(name).map_err(Error::Vmnet)?.number;
-            let forwards = machine
-                .forward
-                .iter()
-                .map(|f| pick_forward(f.host, f.guest, &mut taken))
-                .collect::<Result<Vec<_>, _>>()?;
-            // A port the spec names that something else listens on now would make QEMU
-            // exit at start: say so before anything boots.
-            for f in machine.forward.iter().filter(|f| f.host != 0) {
-                if flotilla_vmnet::forward::host_port_in_use(f.host) {
-                    return Err(Error::PortBusy {
-                        machine: name.clone(),
-                        port: f.host,
-                        guest: f.guest,
-                        evidence: None,
-                    });
-                }
-            }
+        for (name, forwards) in forwards {
             for f in &forwards {
                 log.machine(
-                    name,
+                    &name,
                     &format!("port {} is forwarded from 127.0.0.1:{}", f.guest, f.host),
                 );
             }
+            let command = plan.command(&name, facts, forwards)?;
+            let number = fabric.plan.machine(&name).map_err(Error::Vmnet)?.number;
+            let machine = plan
+                .machines
+                .get(&name)
+                .ok_or_else(|| Error::NoSuchMachine { name: name.clone() })?;
             let config = MachineConfig {
                 name: name.clone(),
-                spec: machine.clone(),
-                // The unpacked kernel starts through PVH, which passes no screen
-                // information: a machine with a screen boots the bzImage so that tty1
-                // shows on its VGA card.
-                boot_kernel: if machine.display {
-                    kernel.image.clone()
-                } else {
-                    boot.path.clone()
-                },
-                initrd: match (&machine.image, &stage1, &with_disks) {
-                    (Some(_), Some(stage1), _) => stage1.clone(),
-                    (None, _, Some(with_disks)) if needs_disk_initramfs(machine) => {
-                        with_disks.clone()
-                    }
-                    _ => initrd.clone(),
-                },
-                accel: accel.clone(),
-                socket_dir: sockets.path().join(name),
-                state_dir: match &options.keep_state {
-                    Some(dir) => std::path::absolute(dir.join(name)).unwrap_or(dir.join(name)),
-                    None => sockets.path().join(name),
-                },
+                agent: machine.agent,
                 log: log.clone(),
-                boot_timeout: spec.boot_timeout.unwrap_or(options.boot_timeout),
-                command_timeout: spec.command_timeout.unwrap_or(options.command_timeout),
-                qemu: qemu_binary(),
+                boot_timeout: plan.boot_timeout.unwrap_or(options.boot_timeout),
+                command_timeout: plan.command_timeout.unwrap_or(options.command_timeout),
                 fabric: fabric.clone(),
-                user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(number, forwards)),
+                user_net: std::sync::Mutex::new(flotilla_vmnet::UserNet::new(
+                    number,
+                    command.instance.forwards(),
+                )),
                 conditions: conditions.clone(),
-                firmware: firmware.clone(),
-                coverage: coverage.is_some(),
                 snapshot: options.snapshot && machine.snapshot != Some(false),
                 snapshot_asked: machine.snapshot == Some(true),
+                command,
             };
-            machines.insert(name.clone(), Arc::new(Machine::new(config)));
+            machines.insert(name, Arc::new(Machine::new(config)));
         }
         Ok(Fleet {
             machines,
@@ -238,7 +163,7 @@ impl Fleet {
             subtest_stack: std::sync::Mutex::default(),
             fabric,
             log,
-            accel,
+            accel: boot.accel,
             coverage,
             sockets,
         })
@@ -409,37 +334,41 @@ impl Fleet {
     }
 }
 
-/// The forward of host port `host` (0: a free port not in `taken`, which it joins).
-fn pick_forward(
-    host: u16,
-    guest: u16,
-    taken: &mut std::collections::BTreeSet<u16>,
-) -> Result<flotilla_vmnet::Forward, Error> {
-    if host != 0 {
-        return flotilla_vmnet::Forward::new(host, guest).map_err(Error::Vmnet);
-    }
-    for _ in 0..20 {
-        let f = flotilla_vmnet::Forward::new(0, guest).map_err(Error::Vmnet)?;
-        if taken.insert(f.host) {
-            return Ok(f);
+/// The run's coverage settings, when it collects coverage (the options' or the
+/// plan's).
+fn coverage_of(plan: &Plan, options: &FleetOptions) -> Option<CoverageSpec> {
+    let spec = &plan.coverage;
+    (options.coverage || options.coverage_fail_under.is_some() || spec.enabled).then(|| {
+        CoverageSpec {
+            enabled: true,
+            fail_under: options.coverage_fail_under.or(spec.fail_under),
+            llvm_binaries: spec.llvm_binaries.clone(),
         }
-    }
-    Err(Error::Network(format!(
-        "no free host port for the forward to guest port {guest} after 20 tries"
-    )))
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pick_forward;
-
-    #[test]
-    fn picked_ports_avoid_the_spec_s_and_each_other() {
-        let mut taken = std::collections::BTreeSet::from([8080]);
-        assert_eq!(pick_forward(8080, 80, &mut taken).unwrap().host, 8080);
-        let a = pick_forward(0, 22, &mut taken).unwrap().host;
-        let b = pick_forward(0, 22, &mut taken).unwrap().host;
-        assert!(a != b && a != 8080 && b != 8080 && a != 0 && b != 0);
-        assert!(taken.contains(&a) && taken.contains(&b));
+/// The run log's first lines: the test, its machines, kernel and accelerator; coverage
+/// and kept disks.
+fn log_start(log: &Log, plan: &Plan, boot: &BootFiles, options: &FleetOptions, coverage: bool) {
+    log.info(&format!(
+        "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
+        env!("CARGO_PKG_VERSION"),
+        plan.name,
+        plan.machines.len(),
+        boot.kernel_version,
+        boot.boot_note,
+        boot.accel
+    ));
+    if coverage {
+        log.info(&format!(
+            "coverage: on; every machine's data goes to {}",
+            options.log_dir.join("coverage").display()
+        ));
+    }
+    if let Some(dir) = &options.keep_state {
+        log.info(&format!(
+            "machine disks are kept in {} (--keep-state): existing ones are reused",
+            dir.display()
+        ));
     }
 }

@@ -17,6 +17,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A spec becomes a [`plan::Plan`] of plain values before anything runs: each
+//! machine's resources and devices, the images to build, the ports and the VLANs; a
+//! [`Fleet`] runs it, and each machine's QEMU command is a value made from it whose
+//! snapshot identity leaves out what makes one machine differ from another.
+//!
 //! A machine with `packages`, `files` or `init` in the spec boots a Debian bookworm
 //! image of that content, which [`Fleet::new`] builds first or takes from the cache
 //! ([`debian::image`]).
@@ -59,10 +64,21 @@
 //! A test checks that this list names every file of `src/` (and nothing else).
 //!
 //! - `lib.rs`: these docs and the re-exports.
-//! - `fleet.rs`: [`Fleet`], the machines of a spec: made, booted and stopped together.
+//! - `fleet.rs`: [`Fleet`], the machines of a spec: its plan run, the machines made,
+//!   booted and stopped together.
 //! - `fleet_coverage.rs`: [`Fleet::finish_coverage`], a run's coverage at its end.
-//! - `debian_machines.rs`: the Debian images of a spec's machines with `packages`,
+//! - `debian_machines.rs`: the Debian images of a plan's machines with `packages`,
 //!   `files` or `init`, built (or taken from the cache) before anything boots.
+//! - `plan/`: the spec as a plan of plain values, between the spec and the machines
+//!   ([`plan`]). `mod.rs` (index), `machines.rs` ([`plan::Plan`]: each machine's
+//!   resources and devices, the Debian images to build, the ports, the VLANs; read by
+//!   the suite's budget and `--list`), `ports.rs` (the host ports forwarded: checked,
+//!   picked), `boot_files.rs` (kernel, initramfs images, firmware, accelerator, and
+//!   which each machine boots), `commands.rs` (a machine's QEMU command from the plan
+//!   and the run's facts: folders, the vmnet plan, ports), `qemu_command.rs` (the
+//!   command as a value: the hardware, in a snapshot's identity, apart from the
+//!   instance, left out of it; the argument list of a start, its RAM backing and
+//!   incoming state as inputs), `tests.rs` (commands and identities).
 //! - `run.rs`: [`run_test`] (a whole test: the script on its own thread, bounded by
 //!   the spec's timeout and Ctrl-C; one attempt of a suite's test; or, for
 //!   [`debug::debug_test`], a failed script's machines and state kept) and
@@ -102,13 +118,13 @@
 //!   packages, files and init), `forwards.rs` (each host port forwarded
 //!   once), `names.rs` (name rules, reserved words).
 //! - `machine/`: one [`Machine`]. `mod.rs` (index), `state.rs` (the type and a running
-//!   machine's state), `config.rs` (what it starts with), `qemu_command.rs` (the QEMU
-//!   command line as a value), `boot.rs` (boot and readiness), `snapshot.rs` (starting
-//!   from a saved state: identity, save, restore, re-identification),
+//!   machine's state), `config.rs` (what it starts with: its command from the plan),
+//!   `boot.rs` (boot and readiness), `snapshot.rs` (starting from a saved state:
+//!   identity, save, restore, re-identification),
 //!   `snapshot_memory.rs` (the file-backed guest RAM of snapshot machines, shared by
 //!   restored ones, and its copy into the store), `snapshot_disks.rs` (a snapshot's
-//!   disks: saved, restored, in the identity), `machine_id.rs` (the machine id of a
-//!   machine with an image), `console.rs` (console
+//!   disks: saved, restored), `machine_id.rs` (the machine id of a restored machine
+//!   with an image), `console.rs` (console
 //!   and stderr readers), `events.rs` (the QMP event watcher: paused, panicked, agent
 //!   gone), `evidence.rs` (what an error about a dead machine quotes), `agent.rs`
 //!   (the connection to its agent, made again after a restart), `guest_net.rs` (the guest's network set-up),
@@ -155,6 +171,7 @@ mod junit;
 mod log;
 mod machine;
 mod ocr;
+pub mod plan;
 mod run;
 mod run_dir;
 mod script;

@@ -42,13 +42,14 @@ pub(crate) fn store_dir() -> PathBuf {
     cache_dir().join("snapshots")
 }
 
-/// The identity of a saved state: a hash of the normalized QEMU command line (no
-/// machine name, host name, socket paths or MACs in it: see
-/// `machine::snapshot`), QEMU's `--version`, the accelerator, and the content
-/// identity ([`file_stamp`]) of every file the command line boots
-/// (kernel, initrd, firmware).
+/// The identity of a saved state: a hash of the fields of the machine's command that
+/// shape its state (its hardware's argument list, with no machine name, host name,
+/// paths, MACs or ports in it, and its disks: the plan's
+/// `QemuCommand::identity_view`), QEMU's `--version`, the accelerator, and the content
+/// identity ([`file_stamp`]) of every file the command boots (kernel, initrd,
+/// firmware, the disks' base images).
 pub(crate) fn identity(
-    normalized_args: &[String],
+    fields: &[String],
     qemu_version: &str,
     accel: Accel,
     files: &[&Path],
@@ -61,7 +62,7 @@ pub(crate) fn identity(
     field(LAYOUT_VERSION.as_bytes());
     field(qemu_version.trim().as_bytes());
     field(accel.to_string().as_bytes());
-    for arg in normalized_args {
+    for arg in fields {
         field(arg.as_bytes());
     }
     let keyed = content_keyed();

@@ -20,7 +20,8 @@
 //! list of the kinds' keys, see `fault.rs`). Everything lives under
 //! `target/tmp/flotilla-faults`: its own cache (`cache`, the Debian trees and images
 //! shared through a link; the kernel from the shared cache), so that corrupting a saved
-//! state never touches another test's, and the last campaign's folders (`runs`).
+//! state never touches another test's (its saved states are removed when a campaign
+//! starts), and the last campaign's folders (`runs`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -109,6 +110,10 @@ fn seeded_faults_end_in_time_leave_nothing_and_are_logged() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flotilla-faults");
     let cache = root.join("cache");
     let shared = shared_cache();
+    // States an earlier campaign saved may be of another identity (another Flotilla,
+    // kernel or QEMU) that no run restores: a fault corrupting one would go unseen. The
+    // warm-up saves those the runs restore.
+    let _ = std::fs::remove_dir_all(cache.join("snapshots"));
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::create_dir_all(shared.join("debian")).unwrap();
     if std::fs::symlink_metadata(cache.join("debian")).is_err() {

@@ -48,7 +48,7 @@ impl Machine {
         if let Ok(mut g) = running.guest.write() {
             g.1 = None;
         }
-        let path = self.config.socket_dir.join("agent.sock");
+        let path = self.config.socket_dir().join("agent.sock");
         let conn = AgentConnection::connect(&path, Duration::from_secs(30), self.agent_notes())
             .await
             .map_err(|source| {

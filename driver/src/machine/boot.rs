@@ -1,4 +1,4 @@
-//! Booting: spawns QEMU from its [`QemuCommand`], starts the readers of its console
+//! Booting: spawns QEMU from its command (the plan's `QemuCommand`), starts the readers of its console
 //! and stderr and the QMP event watcher, waits until the guest's agent is ready,
 //! connects to it and configures the guest's network.
 
@@ -13,12 +13,13 @@ use super::console::{
     spawn_console_reader, spawn_stderr_reader, Console, ConsoleState, TAIL_LINES,
 };
 use super::events::spawn_event_watcher;
-use super::qemu_command::{QemuCommand, AGENT_PORT_ID, QGA_PORT_ID};
 use super::snapshot::SnapshotPlan;
 use super::snapshot_memory;
 use super::state::{Booting, Machine, Running, Spawned, StartKind};
 use crate::agent_client::{AgentConnection, AgentKind, Guest};
 use crate::error::Error;
+use crate::plan::{Incoming, QemuCommand, Ram, Start, AGENT_PORT_ID, QGA_PORT_ID};
+use crate::snapshot_store::Entry;
 use flotilla_host::process::{describe_status, Process};
 
 /// How long a boot step that failed waits for QEMU to exit, so that QEMU's own
@@ -28,9 +29,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const QMP_GREETING: Duration = Duration::from_secs(10);
 
 impl Machine {
-    /// The QEMU command line for this machine.
+    /// The QEMU command line for this machine (a cold boot).
     pub fn qemu_command(&self) -> Command {
-        QemuCommand::new(&self.config).to_command()
+        self.config.command_now().to_command(&Start::cold())
     }
 
     /// Starts the machine unless it is running, and waits until its agent is ready.
@@ -79,8 +80,8 @@ impl Machine {
     async fn boot_steps(&self) -> Result<Running, Error> {
         let c = &self.config;
         let mut started = Instant::now();
-        std::fs::create_dir_all(&c.socket_dir).map_err(|source| Error::Io {
-            what: format!("creating {}", c.socket_dir.display()),
+        std::fs::create_dir_all(c.socket_dir()).map_err(|source| Error::Io {
+            what: format!("creating {}", c.socket_dir().display()),
             source,
         })?;
         let log_dir = c.log.machine_dir(&c.name)?;
@@ -92,46 +93,79 @@ impl Machine {
         let save = match plan {
             SnapshotPlan::Off => None,
             SnapshotPlan::Save(entry) => Some(entry),
-            SnapshotPlan::Restore(entry) => {
-                let restore = self.boot_restored_with_disks(&entry, &log_dir);
-                let label = "restoring from a snapshot";
-                match c
-                    .log
-                    .in_step(Some(&c.name), "restore", label, restore)
-                    .await
-                {
-                    Ok(running) => {
-                        self.set_started_as(StartKind::Restored);
-                        return Ok(running);
-                    }
-                    Err(why) => {
-                        entry.remove();
-                        self.remake_disks().await?;
-                        self.log(&format!(
-                            "snapshot: {} refused ({why}): removed; booting cold",
-                            entry.file().display()
-                        ));
-                        started = Instant::now();
-                        Some(entry)
-                    }
+            SnapshotPlan::Restore(entry) => match self.restore_or_refuse(&entry, &log_dir).await? {
+                Some(running) => return Ok(running),
+                None => {
+                    started = Instant::now();
+                    Some(entry)
                 }
-            }
+            },
         };
-        let firmware = match (c.spec.display, &c.firmware) {
+        self.boot_cold(save, &log_dir, started).await
+    }
+
+    /// Restores the machine from `entry`; a state that fails is removed, the disks
+    /// are made anew, and `None` says to boot cold (saving the state again).
+    async fn restore_or_refuse(
+        &self,
+        entry: &Entry,
+        log_dir: &std::path::Path,
+    ) -> Result<Option<Running>, Error> {
+        let c = &self.config;
+        let restore = self.boot_restored_with_disks(entry, log_dir);
+        let label = "restoring from a snapshot";
+        match c
+            .log
+            .in_step(Some(&c.name), "restore", label, restore)
+            .await
+        {
+            Ok(running) => {
+                self.set_started_as(StartKind::Restored);
+                Ok(Some(running))
+            }
+            Err(why) => {
+                entry.remove();
+                self.remake_disks().await?;
+                self.log(&format!(
+                    "snapshot: {} refused ({why}): removed; booting cold",
+                    entry.file().display()
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Boots QEMU (its RAM in a shared file when it saves the state into `save`),
+    /// waits for readiness, saves the state, connects to the agent and configures the
+    /// guest's network. `started`: when this boot began, for the log.
+    async fn boot_cold(
+        &self,
+        save: Option<Entry>,
+        log_dir: &std::path::Path,
+        started: Instant,
+    ) -> Result<Running, Error> {
+        let c = &self.config;
+        let hw = &c.command.hardware;
+        let firmware = match (hw.display, &hw.firmware) {
             (false, Some(_)) => "qboot",
             (true, _) => "SeaBIOS and a VGA screen",
             (false, None) => "SeaBIOS: QEMU has no qboot.rom, so boots take about 1 s longer",
         };
         self.log(&format!(
             "starting ({} MiB, {} cpu, {}, {firmware})",
-            c.spec.memory, c.spec.cpus, c.accel.accel
+            hw.memory_mib, hw.cpus, hw.accel
         ));
-        let mut cmd = QemuCommand::new(c);
-        if save.is_some() {
+        let start = Start {
             // The RAM a snapshot keeps, in a file.
-            snapshot_memory::share_ram(&mut cmd, c);
-        }
-        let spawned = self.spawn_qemu(cmd, &log_dir, &[]).await?;
+            ram: match save {
+                Some(_) => snapshot_memory::shared_ram(c),
+                None => Ram::Anonymous,
+            },
+            incoming: Incoming::None,
+        };
+        let spawned = self
+            .spawn_qemu(c.command_now(), &start, log_dir, &[])
+            .await?;
         let (boot_ms, qga) = self
             .wait_ready(&spawned.booting, &spawned.events.paused)
             .await?;
@@ -142,7 +176,7 @@ impl Machine {
         let guest = match qga {
             Some(q) => Guest::Qga(q),
             None => {
-                let agent_path = c.socket_dir.join("agent.sock");
+                let agent_path = c.socket_dir().join("agent.sock");
                 let connect = async {
                     AgentConnection::connect(
                         &agent_path,
@@ -186,26 +220,27 @@ impl Machine {
         }
     }
 
-    /// Spawns QEMU from `cmd`, starts the console and stderr readers, connects to QMP
-    /// and starts the event watcher. (Sockets of an earlier QEMU are removed first.)
-    /// The console starts with `preface`, the lines of a restored state's boot.
+    /// Spawns QEMU from `cmd` for `start`, starts the console and stderr readers,
+    /// connects to QMP and starts the event watcher. (Sockets of an earlier QEMU are
+    /// removed first.) The console starts with `preface`, the lines of a restored
+    /// state's boot.
     pub(super) async fn spawn_qemu(
         &self,
         cmd: QemuCommand,
+        start: &Start,
         log_dir: &std::path::Path,
         preface: &[String],
     ) -> Result<Spawned, Error> {
         let c = &self.config;
         for sock in ["qmp.sock", "agent.sock"] {
-            let _ = std::fs::remove_file(c.socket_dir.join(sock));
+            let _ = std::fs::remove_file(c.socket_dir().join(sock));
         }
-        let (process, stdio) =
-            Process::spawn(&c.name, cmd.to_command())
-                .await
-                .map_err(|source| Error::Io {
-                    what: format!("machine `{}`: starting {}", c.name, c.qemu.display()),
-                    source,
-                })?;
+        let (process, stdio) = Process::spawn(&c.name, cmd.to_command(start))
+            .await
+            .map_err(|source| Error::Io {
+                what: format!("machine `{}`: starting {}", c.name, cmd.program.display()),
+                source,
+            })?;
         if let Ok(mut pid) = self.qemu_pid.lock() {
             *pid = Some(process.pid());
         }
@@ -229,7 +264,7 @@ impl Machine {
             state,
             stderr_tail,
         };
-        let qmp_path = c.socket_dir.join("qmp.sock");
+        let qmp_path = c.socket_dir().join("qmp.sock");
         // QEMU greets only once its machine is made (memory, kernel, initrd loaded),
         // which a busy host can stretch past QMP's default 10 s: the boot's own limit
         // applies, never less than that default (a short boot_timeout is about the
@@ -250,7 +285,7 @@ impl Machine {
             c.name,
             started.elapsed().as_millis()
         ));
-        let agent_port = match c.spec.agent {
+        let agent_port = match c.agent {
             AgentKind::Qga => QGA_PORT_ID,
             _ => AGENT_PORT_ID,
         };
@@ -309,13 +344,13 @@ impl Machine {
         } = booting;
         let mut ready_rx = state.clone();
         let deadline = c.boot_timeout;
-        let kind = c.spec.agent;
+        let kind = c.agent;
         // A QGA guest prints no readiness line: it is ready when qemu-ga answers.
         let qga_ready = async {
             if kind != AgentKind::Qga {
                 return std::future::pending().await;
             }
-            let path = c.socket_dir.join("qga.sock");
+            let path = c.socket_dir().join("qga.sock");
             let qga = loop {
                 match GuestAgent::connect_unix(&path).await {
                     Ok(q) => break q,

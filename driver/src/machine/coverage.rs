@@ -45,7 +45,7 @@ impl Machine {
     /// The environment of the machine's commands: [`guest_env`] when it collects
     /// coverage.
     pub(super) fn coverage_env(&self) -> Vec<(String, String)> {
-        if self.config.coverage {
+        if self.config.command.hardware.coverage {
             guest_env()
         } else {
             Vec::new()
@@ -55,7 +55,7 @@ impl Machine {
     /// Makes the empty coverage disk unless it exists (a reboot keeps it).
     pub(super) async fn ensure_coverage_disk(&self) -> Result<(), Error> {
         let path = self.coverage_disk();
-        if !self.config.coverage || path.exists() {
+        if !self.config.command.hardware.coverage || path.exists() {
             return Ok(());
         }
         let failed = |problem: String| Error::Disk {
@@ -88,7 +88,7 @@ impl Machine {
     /// Mounts the coverage disk at [`GUEST_DIR`] (synchronous writes: what a program
     /// wrote is on the disk when its `write` returns, so a crash keeps it).
     pub(super) async fn mount_coverage(&self, guest: &Guest) -> Result<(), Error> {
-        if !self.config.coverage {
+        if !self.config.command.hardware.coverage {
             return Ok(());
         }
         let script = format!(
@@ -121,7 +121,7 @@ impl Machine {
     /// waits up to [`EXIT_GRACE`] for them; copies the kernel's gcov data when it has
     /// some; syncs. A machine that is not running has nothing to end.
     pub(crate) async fn end_programs(&self) -> Result<Option<Ended>, Error> {
-        if !self.config.coverage {
+        if !self.config.command.hardware.coverage {
             return Ok(None);
         }
         let Some(running) = self.running.lock().await.clone() else {
@@ -145,40 +145,7 @@ impl Machine {
             return Ok(None);
         }
         let guest = self.guest(&running).await?;
-        let tenths = EXIT_GRACE.as_millis() / 100;
-        // `alive` at once: a flotilla-agent guest that does not say it within ANSWER is
-        // not waited for.
-        let script = format!(
-            r#"echo alive
-keep=" 1 2 $$ "; p=$$
-while [ "$p" -gt 1 ] 2>/dev/null; do
-  read -r stat < /proc/$p/stat || break
-  set -- ${{stat##*)}}; p=$2; keep="$keep$p "
-done
-targets=
-for d in /proc/[0-9]*; do
-  pid=${{d#/proc/}}
-  case "$keep" in *" $pid "*) continue ;; esac
-  [ -e "$d/exe" ] || continue
-  targets="$targets $pid"
-done
-[ -n "$targets" ] && kill -TERM $targets 2>/dev/null
-i=0; left=$targets
-while [ -n "$left" ] && [ $i -lt {tenths} ]; do
-  sleep 0.1; i=$((i+1)); now=
-  for pid in $left; do [ -e /proc/$pid/exe ] && now="$now $pid"; done
-  left=$now
-done
-for pid in $left; do echo "left $pid $(cat /proc/$pid/comm 2>/dev/null)"; done
-[ -d /sys/kernel/debug/gcov ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-if [ -d /sys/kernel/debug/gcov ]; then
-  echo kernel-gcov
-  (cd /sys/kernel/debug/gcov && find . -name '*.gcda' | while read -r f; do
-    mkdir -p "{GUEST_DIR}/gcov/${{f%/*}}" && cat "$f" > "{GUEST_DIR}/gcov/$f"; done)
-fi
-sync
-"#
-        );
+        let script = end_script();
         let limit = EXIT_GRACE + Duration::from_secs(30);
         let (heard_tx, mut heard) = tokio::sync::watch::channel(false);
         let exec = guest.exec_shell(&script, limit, &[], move |_, _| {
@@ -234,4 +201,43 @@ sync
         }
         Ok(Some(ended))
     }
+}
+
+/// The guest script of [`Machine::end_programs`]: ends every program but init, the
+/// agent and itself, waits up to [`EXIT_GRACE`], names those left, copies the kernel's
+/// gcov data, syncs. It says `alive` at once: a flotilla-agent guest that does not
+/// within [`ANSWER`] is not waited for.
+fn end_script() -> String {
+    let tenths = EXIT_GRACE.as_millis() / 100;
+    format!(
+        r#"echo alive
+keep=" 1 2 $$ "; p=$$
+while [ "$p" -gt 1 ] 2>/dev/null; do
+  read -r stat < /proc/$p/stat || break
+  set -- ${{stat##*)}}; p=$2; keep="$keep$p "
+done
+targets=
+for d in /proc/[0-9]*; do
+  pid=${{d#/proc/}}
+  case "$keep" in *" $pid "*) continue ;; esac
+  [ -e "$d/exe" ] || continue
+  targets="$targets $pid"
+done
+[ -n "$targets" ] && kill -TERM $targets 2>/dev/null
+i=0; left=$targets
+while [ -n "$left" ] && [ $i -lt {tenths} ]; do
+  sleep 0.1; i=$((i+1)); now=
+  for pid in $left; do [ -e /proc/$pid/exe ] && now="$now $pid"; done
+  left=$now
+done
+for pid in $left; do echo "left $pid $(cat /proc/$pid/comm 2>/dev/null)"; done
+[ -d /sys/kernel/debug/gcov ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+if [ -d /sys/kernel/debug/gcov ]; then
+  echo kernel-gcov
+  (cd /sys/kernel/debug/gcov && find . -name '*.gcda' | while read -r f; do
+    mkdir -p "{GUEST_DIR}/gcov/${{f%/*}}" && cat "$f" > "{GUEST_DIR}/gcov/$f"; done)
+fi
+sync
+"#
+    )
 }

@@ -3,7 +3,6 @@
 
 use tokio::process::Command;
 
-use super::config::ROOT_DISK;
 use super::state::Machine;
 use crate::error::Error;
 use crate::spec::DiskSource;
@@ -13,17 +12,8 @@ impl Machine {
     /// (the run, or across runs with `--keep-state`), so a reboot or crash keeps them.
     pub(super) async fn ensure_disks(&self) -> Result<(), Error> {
         let c = &self.config;
-        let root = c
-            .spec
-            .image
-            .as_ref()
-            .map(|base| (ROOT_DISK, DiskSource::Overlay { base: base.clone() }));
-        let extra = c
-            .spec
-            .disks
-            .iter()
-            .map(|d| (d.name.as_str(), d.source.clone()));
-        for (name, source) in root.into_iter().chain(extra) {
+        for (name, source) in c.command.hardware.disk_sources() {
+            let name = name.as_str();
             let path = c.disk_path(name);
             let failed = |problem: String| Error::Disk {
                 machine: c.name.clone(),
@@ -31,13 +21,13 @@ impl Machine {
                 problem,
             };
             if path.exists() {
-                if c.state_dir != c.socket_dir {
+                if c.state_dir() != c.socket_dir() {
                     self.log(&format!("disk {name}: reusing {}", path.display()));
                 }
                 continue;
             }
-            std::fs::create_dir_all(&c.state_dir)
-                .map_err(|e| failed(format!("creating {}: {e}", c.state_dir.display())))?;
+            std::fs::create_dir_all(c.state_dir())
+                .map_err(|e| failed(format!("creating {}: {e}", c.state_dir().display())))?;
             let partial = path.with_extension("qcow2.partial");
             let mut cmd = Command::new("qemu-img");
             cmd.args(["create", "-q", "-f", "qcow2"]);

@@ -5,15 +5,16 @@
 //! - `state.rs`: the [`Machine`] type, what a running machine holds (`Running`), a
 //!   spawned QEMU on its way there (`Booting`, `Spawned`), and the accessors every
 //!   topic uses;
-//! - `config.rs`: [`MachineConfig`], what a machine is started with;
-//! - `qemu_command.rs`: the QEMU command line, a value built in one place;
+//! - `config.rs`: [`MachineConfig`], what a machine is started with: its QEMU command
+//!   from the plan (`crate::plan`), its agent, the run's log, network and limits;
 //! - `boot.rs`: booting and readiness (spawn QEMU, start the watchers, connect);
-//! - `snapshot.rs`: starting from a saved, booted state: the plan, the state's
-//!   identity, saving at readiness, restoring and giving the guest its own identity;
+//! - `snapshot.rs`: starting from a saved, booted state: what a boot does about it,
+//!   the state's identity (its command's), saving at readiness, restoring and giving
+//!   the guest its own identity;
 //! - `snapshot_memory.rs`: the guest RAM of machines that save or restore a snapshot,
 //!   a file that restored machines share, and its copy into the store;
 //! - `snapshot_disks.rs`: a snapshot's disks: saved beside the state, restored as the
-//!   machine's own copies, and their share of the identity;
+//!   machine's own copies;
 //! - `machine_id.rs`: the machine id of a machine with a disk image, its own;
 //! - `console.rs`: the console and stderr readers, and the lines kept in memory;
 //! - `events.rs`: the QMP event watcher (paused, panicked, agent gone);
@@ -34,10 +35,11 @@
 //! - `command_text.rs`: command lines' text (`/bin/sh` quoting) and output tails.
 //!
 //! Files import only files above them in this order of layers: `config`, `console`,
-//! `events`, `keys`, `command_text` import no sibling; `qemu_command` and `state` import those;
-//! the topic files import `state` and the leaves (and `boot` imports `snapshot`, for
-//! the snapshot plan; `boot` and `snapshot` import `snapshot_memory`, which imports
-//! `qemu_command` and `command_text`).
+//! `events`, `keys`, `command_text` import no sibling; `state` imports those; the topic files
+//! import `state` and the leaves (and `boot` imports `snapshot`, for what a boot does
+//! about snapshots; `boot` and `snapshot` import `snapshot_memory`, which imports
+//! `config` and `command_text`). The QEMU command is the plan's (`crate::plan`), which imports
+//! nothing of this folder.
 
 mod agent;
 mod boot;
@@ -55,7 +57,6 @@ mod keys;
 mod machine_id;
 mod network;
 mod power;
-mod qemu_command;
 mod screen;
 mod screen_text;
 mod snapshot;

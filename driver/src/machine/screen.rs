@@ -49,7 +49,7 @@ impl Machine {
     /// A usage error unless the machine has a screen (`display = true`), naming what
     /// the call wanted to `do_to` it.
     pub(super) fn need_screen(&self, do_to: &str) -> Result<(), Error> {
-        if self.config.spec.display {
+        if self.config.command.hardware.display {
             return Ok(());
         }
         Err(Error::Usage(format!(

@@ -5,10 +5,12 @@
 //! state (`snapshot_disks.rs`).
 //!
 //! The state is saved before the driver first connects to the agent, so the restored
-//! agent is waiting for a host, as after a cold boot. Everything that makes one machine
-//! of a network differ from another (its name and host name, its MACs, the paths of its
-//! sockets and links) is left out of the identity, so every identical machine restores
-//! the one saved state; the kernel command line of a restored guest still names the
+//! agent is waiting for a host, as after a cold boot. The identity is the machine's
+//! command's (the plan's `QemuCommand::snapshot_identity`): of its hardware only, never
+//! of its instance, so everything that makes one machine of a network differ from
+//! another (its name and host name, its MACs, the paths of its sockets, links and
+//! disks, its ports, its RAM file) is left out by construction and every identical
+//! machine restores the one saved state; the kernel command line of a restored guest still names the
 //! saving machine's host name (`flotilla.hostname=` in `/proc/cmdline`), and the kernel's
 //! `boot_id` is the saving boot's.
 //!
@@ -25,13 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flotilla_agent::proto;
 
 use super::command_text::shell_quote;
-use super::config::MachineConfig;
 use super::console::KEEP_LINES;
-use super::qemu_command::QemuCommand;
-use super::snapshot_disks::disk_identity;
 use super::snapshot_memory;
 use super::state::{Machine, Running, Spawned};
 use crate::agent_client::{AgentConnection, AgentKind, Guest};
+use crate::plan::{Incoming, Ram, Start};
 use crate::snapshot_store::{self, Entry, Meta};
 
 /// What a boot does about snapshots.
@@ -53,9 +53,9 @@ impl Machine {
         let c = &self.config;
         if let Some(why) = self.disks_refusal() {
             Some(why)
-        } else if c.coverage {
+        } else if c.command.hardware.coverage {
             Some("not yet with coverage")
-        } else if c.spec.agent != AgentKind::Flotilla {
+        } else if c.agent != AgentKind::Flotilla {
             Some("only with flotilla-agent")
         } else {
             None
@@ -96,12 +96,11 @@ impl Machine {
             .then(|| Entry::new(self.snapshot_identity()).file())
     }
 
-    /// The identity of this machine's saved state ([`snapshot_store::identity`]).
+    /// The identity of this machine's saved state: of its command's hardware, never
+    /// of its instance (the plan's `QemuCommand::snapshot_identity`).
     fn snapshot_identity(&self) -> String {
-        let c = &self.config;
-        let cmd = QemuCommand::new(c);
-        let version = snapshot_store::qemu_version(&c.qemu);
-        identity_of(&cmd, c, &version)
+        let cmd = &self.config.command;
+        cmd.snapshot_identity(&snapshot_store::qemu_version(&cmd.program))
     }
 
     /// The MACs of this machine's NICs by QEMU device id.
@@ -234,17 +233,21 @@ impl Machine {
         tokio::task::spawn_blocking(move || checked.verify(&known))
             .await
             .map_err(|e| format!("checking the state: {e}"))??;
+        let hw = &c.command.hardware;
         self.log(&format!(
             "starting from snapshot {} ({} MiB, {} cpu, {})",
             entry.file().display(),
-            c.spec.memory,
-            c.spec.cpus,
-            c.accel.accel
+            hw.memory_mib,
+            hw.cpus,
+            hw.accel
         ));
-        let mut cmd = QemuCommand::new(c);
-        snapshot_memory::map_ram(&mut cmd, c, &entry.ram_file());
+        // The saved RAM, mapped privately; the devices, loaded once QEMU runs.
+        let start = Start {
+            ram: Ram::Private(entry.ram_file()),
+            incoming: Incoming::Snapshot(entry.file()),
+        };
         let spawned = self
-            .spawn_qemu(cmd, log_dir, &meta.console)
+            .spawn_qemu(c.command_now(), &start, log_dir, &meta.console)
             .await
             .map_err(|e| first_line(&e.to_string()))?;
         let booting = &spawned.booting;
@@ -305,7 +308,7 @@ impl Machine {
             .await
             .map_err(|e| format!("qmp cont: {e}"))?;
         let restored = started.elapsed();
-        let path = c.socket_dir.join("agent.sock");
+        let path = c.socket_dir().join("agent.sock");
         // The restore as a whole is bounded by boot_timeout (see the caller); a busy
         // host may take longer than a few seconds to run the guest up to its answer.
         let conn = AgentConnection::connect(&path, c.boot_timeout, self.agent_notes())
@@ -382,262 +385,4 @@ async fn wait_migration(qmp: &flotilla_qmp::Client, limit: Duration) -> Result<(
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
-}
-
-/// The identity of the state `cmd` boots into, for machine `c` and QEMU `version`.
-fn identity_of(cmd: &QemuCommand, c: &MachineConfig, version: &str) -> String {
-    let mut args = vec![cmd.program.display().to_string()];
-    args.extend(normalized_args(cmd, c));
-    // The files the command line boots: kernel, initrd, firmware.
-    let mut files: Vec<&Path> = cmd
-        .args
-        .windows(2)
-        .filter(|w| ["-kernel", "-initrd", "-bios"].iter().any(|o| w[0] == *o))
-        .map(|w| Path::new(&w[1]))
-        .collect();
-    // The disks: what each starts as, and the content of the images under overlays.
-    let (disks, bases) = disk_identity(c);
-    args.extend(disks);
-    files.extend(bases.iter().map(PathBuf::as_path));
-    snapshot_store::identity(&args, version, c.accel.accel, &files)
-}
-
-/// `cmd`'s arguments without what differs between identical machines: the machine's
-/// name, its host name on the kernel command line, its socket folder, its MACs, and
-/// the host side of its NICs (switch sockets, multicast groups, forwarded ports).
-fn normalized_args(cmd: &QemuCommand, c: &MachineConfig) -> Vec<String> {
-    let dir = c.socket_dir.display().to_string();
-    let mut out = Vec::with_capacity(cmd.args.len());
-    let mut after_name = false;
-    for arg in &cmd.args {
-        let arg = arg.to_string_lossy();
-        if after_name {
-            after_name = false;
-            out.push("<name>".to_owned());
-            continue;
-        }
-        after_name = arg == "-name";
-        let arg = arg.replace(&dir, "<sockets>");
-        let arg = arg
-            .split(' ')
-            .map(|word| match word.split_once('=') {
-                Some(("flotilla.hostname", _)) => "flotilla.hostname=<hostname>",
-                Some(("flotilla.machine_id", _)) => "flotilla.machine_id=<machine-id>",
-                _ => word,
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let arg = arg
-            .split(',')
-            .filter(|option| !option.starts_with("hostfwd="))
-            .map(|option| match option.split_once('=') {
-                Some((key @ ("mac" | "sock" | "mcast" | "localaddr"), _)) => {
-                    format!("{key}=<host>")
-                }
-                _ => option.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        out.push(arg);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use flotilla_vmnet::{Backend, Plan, UserNet};
-
-    use super::super::config::MachineConfig;
-    use super::super::qemu_command::QemuCommand;
-    use crate::accel::{Accel, AccelChoice};
-    use crate::conditions::Conditions;
-    use crate::fabric::Fabric;
-    use crate::log::Log;
-    use crate::spec::MachineSpec;
-
-    /// Machine `name` of a network of `names`, all like `spec`, its sockets in `run`,
-    /// booting `initrd` (and the kernel and firmware beside `run`).
-    fn config(
-        run: &Path,
-        names: &[&str],
-        name: &str,
-        spec: MachineSpec,
-        initrd: &Path,
-    ) -> MachineConfig {
-        let log = Log::create(&run.join("log"), false).unwrap();
-        let machines = names
-            .iter()
-            .map(|n| (n.to_string(), spec.vlans.clone()))
-            .collect();
-        let plan = Plan::new(&machines, Backend::Vde, run).unwrap();
-        let number = plan.machine(name).unwrap().number;
-        let forwards = vec![flotilla_vmnet::Forward::new(10000 + u16::from(number), 80).unwrap()];
-        MachineConfig {
-            name: name.to_owned(),
-            spec,
-            boot_kernel: run.parent().unwrap().join("vmlinux"),
-            initrd: initrd.to_owned(),
-            accel: AccelChoice {
-                accel: Accel::Tcg,
-                reason: "test".into(),
-            },
-            socket_dir: run.join(name),
-            state_dir: run.join(name),
-            log: log.clone(),
-            boot_timeout: Duration::from_secs(1),
-            command_timeout: Duration::from_secs(1),
-            qemu: "/usr/bin/qemu-system-x86_64".into(),
-            fabric: Fabric::new(plan, Vec::new(), log.clone()),
-            user_net: Mutex::new(UserNet::new(number, forwards)),
-            firmware: Some(run.parent().unwrap().join("qboot.rom")),
-            coverage: false,
-            snapshot: true,
-            snapshot_asked: false,
-            conditions: Arc::new(Conditions::new(log)),
-        }
-    }
-
-    fn identity(c: &MachineConfig, version: &str) -> String {
-        super::identity_of(&QemuCommand::new(c), c, version)
-    }
-
-    #[test]
-    fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
-        let top = tempfile::tempdir().unwrap();
-        let (run1, run2) = (top.path().join("run1"), top.path().join("run2"));
-        for dir in [&run1, &run2] {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        for file in ["vmlinux", "initrd", "initrd2", "qboot.rom"] {
-            std::fs::write(top.path().join(file), file).unwrap();
-        }
-        let initrd = top.path().join("initrd");
-        let v = "QEMU emulator version 7.2.0";
-        let base_spec = MachineSpec::default();
-        let base = identity(
-            &config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd),
-            v,
-        );
-        // Another machine (name, host name, MACs, forwards), another run (sockets,
-        // links): the same state.
-        let b = config(&run2, &["a", "b"], "b", base_spec.clone(), &initrd);
-        assert_ne!(
-            b.fabric.plan.machine("b").unwrap().nics[0].mac,
-            config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd)
-                .fabric
-                .plan
-                .machine("a")
-                .unwrap()
-                .nics[0]
-                .mac
-        );
-        assert_eq!(identity(&b, v), base);
-        let alone = config(
-            &run2,
-            &["other_name"],
-            "other_name",
-            base_spec.clone(),
-            &initrd,
-        );
-        assert_eq!(identity(&alone, v), base);
-        // Everything else that shapes the state is in it.
-        let changed = |f: fn(&mut MachineSpec)| {
-            let mut spec = base_spec.clone();
-            f(&mut spec);
-            identity(&config(&run1, &["a", "b"], "a", spec, &initrd), v)
-        };
-        for (what, other) in [
-            ("memory", changed(|s| s.memory = 512)),
-            ("cpus", changed(|s| s.cpus = 2)),
-            (
-                "kernel_args",
-                changed(|s| s.kernel_args = "loglevel=4".into()),
-            ),
-            ("vlans", changed(|s| s.vlans = vec![1, 2])),
-            ("display", changed(|s| s.display = true)),
-            (
-                "initrd",
-                identity(
-                    &config(
-                        &run1,
-                        &["a", "b"],
-                        "a",
-                        base_spec.clone(),
-                        &top.path().join("initrd2"),
-                    ),
-                    v,
-                ),
-            ),
-            (
-                "qemu version",
-                identity(
-                    &config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd),
-                    "QEMU emulator version 8.0.0",
-                ),
-            ),
-            ("accelerator", {
-                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
-                c.accel.accel = Accel::Kvm;
-                identity(&c, v)
-            }),
-            ("kernel", {
-                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
-                c.boot_kernel = top.path().join("initrd2");
-                identity(&c, v)
-            }),
-            ("firmware", {
-                let mut c = config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd);
-                c.firmware = None;
-                identity(&c, v)
-            }),
-        ] {
-            assert_ne!(other, base, "{what} is not in the identity");
-        }
-        // A kernel or firmware file written anew at the same path is another state.
-        for file in ["vmlinux", "qboot.rom"] {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            std::fs::write(top.path().join(file), format!("{file}, rebuilt")).unwrap();
-            let rebuilt = identity(
-                &config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd),
-                v,
-            );
-            assert_ne!(rebuilt, base, "{file}'s content is not in the identity");
-        }
-        // The initrd's content (its size) too, at the same path.
-        std::fs::write(&initrd, "a rebuilt initrd").unwrap();
-        let rebuilt = identity(
-            &config(&run1, &["a", "b"], "a", base_spec.clone(), &initrd),
-            v,
-        );
-        assert_ne!(rebuilt, base, "the initrd's content is not in the identity");
-    }
-
-    #[test]
-    fn normalized_arguments_keep_the_guest_side() {
-        let top = tempfile::tempdir().unwrap();
-        let run = top.path().join("run");
-        std::fs::create_dir_all(&run).unwrap();
-        let c = config(
-            &run,
-            &["web"],
-            "web",
-            crate::spec::MachineSpec::default(),
-            &top.path().join("initrd"),
-        );
-        let args = super::normalized_args(&QemuCommand::new(&c), &c).join(" ");
-        assert!(!args.contains("web"), "{args}");
-        assert!(!args.contains("52:54:00"), "{args}");
-        assert!(!args.contains(&run.display().to_string()), "{args}");
-        assert!(!args.contains("hostfwd"), "{args}");
-        assert!(args.contains("flotilla.hostname=<hostname>"), "{args}");
-        assert!(
-            args.contains("virtio-net-pci,netdev=vlan1,id=nic1,mac=<host>,romfile="),
-            "{args}"
-        );
-        assert!(args.contains("-m 256 -smp 1"), "{args}");
-    }
 }

@@ -1,7 +1,7 @@
 //! A snapshot's disks: the machine's writable disk files (the image's overlay, the
 //! extra disks) saved beside the state and restored before it, so that every restored
-//! machine gets its own copies of the disk content the saved memory knows; and the disk
-//! layout's share of the state's identity.
+//! machine gets its own copies of the disk content the saved memory knows. (The disks'
+//! share of the state's identity is the command's: the plan's `QemuCommand`.)
 //!
 //! The disks are copied after the migration completed: QEMU has then flushed and
 //! inactivated its block devices, and the VM stays stopped until the copy is done. An
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::config::{MachineConfig, ROOT_DISK};
+use super::config::MachineConfig;
 use super::state::{Machine, Running};
 use crate::error::Error;
 use crate::snapshot_store::Entry;
@@ -20,36 +20,7 @@ use crate::spec::DiskSource;
 /// The machine's disks as (name, source): the image's overlay first, then the spec's
 /// disks in order.
 fn disk_sources(c: &MachineConfig) -> Vec<(String, DiskSource)> {
-    let root = c.spec.image.as_ref().map(|base| {
-        (
-            ROOT_DISK.to_owned(),
-            DiskSource::Overlay { base: base.clone() },
-        )
-    });
-    let extra = c
-        .spec
-        .disks
-        .iter()
-        .map(|d| (d.name.clone(), d.source.clone()));
-    root.into_iter().chain(extra).collect()
-}
-
-/// What the disks add to a state's identity: one field per disk (its name and what it
-/// starts as; the drive options are in the command line already), and the base images
-/// whose content stamps go in with the booted files.
-pub(super) fn disk_identity(c: &MachineConfig) -> (Vec<String>, Vec<PathBuf>) {
-    let mut fields = Vec::new();
-    let mut bases = Vec::new();
-    for (name, source) in disk_sources(c) {
-        match source {
-            DiskSource::Blank { bytes } => fields.push(format!("disk {name} blank {bytes}")),
-            DiskSource::Overlay { base } => {
-                fields.push(format!("disk {name} overlay"));
-                bases.push(base);
-            }
-        }
-    }
-    (fields, bases)
+    c.command.hardware.disk_sources()
 }
 
 /// `path` with `suffix` added to its file name.
@@ -81,7 +52,7 @@ impl Machine {
         let disks = disk_sources(c);
         if disks.is_empty() {
             None
-        } else if c.state_dir != c.socket_dir {
+        } else if c.state_dir() != c.socket_dir() {
             Some("not for disks kept with --keep-state")
         } else if disks.iter().any(|(name, _)| c.disk_path(name).exists()) {
             Some("its disks hold what an earlier boot wrote")

@@ -10,7 +10,8 @@
 //! the page cache's, one copy for every machine; pages it writes are its own) and loads
 //! the devices with `-incoming defer`, `x-ignore-shared`, `migrate-incoming`: QEMU 7.2
 //! loads no page of a RAM block the source left out, and the guest runs on the file's
-//! content. Machines without snapshots keep QEMU's anonymous RAM.
+//! content. Machines without snapshots keep QEMU's anonymous RAM. Which RAM a start has
+//! is an input of its command's argument list (the plan's `Ram`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -18,49 +19,18 @@ use std::path::{Path, PathBuf};
 
 use super::command_text::shell_quote;
 use super::config::MachineConfig;
-use super::qemu_command::QemuCommand;
+use crate::plan::{Ram, RAM_BACKEND_ID};
 use crate::snapshot_store::{for_each_block, Sum, Summer};
-
-/// The id of the RAM's memory backend.
-const BACKEND_ID: &str = "ram";
 
 /// The tmpfs a saving machine's RAM lives in.
 const SHARED_DIR: &str = "/dev/shm";
 
-/// Gives a saving machine's `cmd` its RAM as a shared file in a tmpfs (the socket
-/// folder where there is no `/dev/shm`).
-pub(super) fn share_ram(cmd: &mut QemuCommand, c: &MachineConfig) {
+/// A saving machine's RAM: a shared file in a tmpfs (the socket folder where there is
+/// no `/dev/shm`).
+pub(super) fn shared_ram(c: &MachineConfig) -> Ram {
     let dir = Path::new(SHARED_DIR);
-    let dir = if dir.is_dir() { dir } else { &c.socket_dir };
-    back_ram(cmd, c.spec.memory, dir, true);
-}
-
-/// Gives a restoring machine's `cmd` the store's RAM file `ram`, mapped privately, and
-/// makes it wait for the device state (see [`load_devices`]).
-pub(super) fn map_ram(cmd: &mut QemuCommand, c: &MachineConfig, ram: &Path) {
-    back_ram(cmd, c.spec.memory, ram, false);
-    cmd.args.push("-incoming".into());
-    cmd.args.push("defer".into());
-}
-
-/// `-M q35,memory-backend=ram` and a file backend of `memory` MiB at `path` (a file,
-/// or a folder to make an unlinked file in).
-fn back_ram(cmd: &mut QemuCommand, memory: u32, path: &Path, share: bool) {
-    if let Some(machine) = cmd.args.windows(2).position(|w| w[0] == "-M") {
-        let mut value = cmd.args[machine + 1].clone();
-        value.push(format!(",memory-backend={BACKEND_ID}"));
-        cmd.args[machine + 1] = value;
-    }
-    let path = path.display().to_string().replace(',', ",,");
-    let share = if share { "on" } else { "off" };
-    cmd.args.push("-object".into());
-    cmd.args.push(
-        format!(
-            "memory-backend-file,id={BACKEND_ID},size={}M,mem-path={path},share={share}",
-            memory
-        )
-        .into(),
-    );
+    let dir = if dir.is_dir() { dir } else { c.socket_dir() };
+    Ram::Shared(dir.to_owned())
 }
 
 /// Turns on `x-ignore-shared`: a migration leaves out (or expects no) shared RAM.
@@ -76,7 +46,8 @@ pub(super) async fn ignore_shared(qmp: &flotilla_qmp::Client) -> Result<(), Stri
     .map_err(|e| format!("qmp migrate-set-capabilities x-ignore-shared: {e}"))
 }
 
-/// Starts loading the device state in `file` into a QEMU started with [`map_ram`].
+/// Starts loading the device state in `file` into a QEMU started with a private RAM
+/// file and `Incoming::Snapshot`.
 pub(super) async fn load_devices(qmp: &flotilla_qmp::Client, file: &Path) -> Result<(), String> {
     ignore_shared(qmp).await?;
     let uri = format!("exec:cat {}", shell_quote(&file.display().to_string()));
@@ -89,7 +60,7 @@ pub(super) async fn load_devices(qmp: &flotilla_qmp::Client, file: &Path) -> Res
 /// The RAM file of the saving QEMU `pid` (unlinked: found among its open files).
 fn ram_of(pid: u32) -> Result<PathBuf, String> {
     let fds = PathBuf::from(format!("/proc/{pid}/fd"));
-    let name = format!("qemu_back_mem.{BACKEND_ID}.");
+    let name = format!("qemu_back_mem.{RAM_BACKEND_ID}.");
     std::fs::read_dir(&fds)
         .map_err(|e| format!("reading {}: {e}", fds.display()))?
         .flatten()
@@ -118,37 +89,4 @@ pub(super) fn copy_ram(pid: u32, to: &Path) -> Result<Sum, String> {
     .and_then(|()| copy.set_len(bytes))
     .map_err(|e| format!("copying the guest RAM to {}: {e}", to.display()))?;
     Ok(summer.finish(bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-    use std::path::Path;
-
-    use super::super::qemu_command::QemuCommand;
-
-    #[test]
-    fn the_ram_is_a_file_backend_of_the_machine() {
-        let mut cmd = QemuCommand {
-            program: "qemu".into(),
-            args: ["-M", "q35", "-m", "256"].map(OsString::from).to_vec(),
-        };
-        super::back_ram(&mut cmd, 320, Path::new("/cache/a,b.ram"), false);
-        let args: Vec<String> = cmd
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args,
-            [
-                "-M",
-                "q35,memory-backend=ram",
-                "-m",
-                "256",
-                "-object",
-                "memory-backend-file,id=ram,size=320M,mem-path=/cache/a,,b.ram,share=off",
-            ]
-        );
-    }
 }

@@ -177,7 +177,7 @@ impl Machine {
     /// qemu-ga beside flotilla-agent).
     pub async fn qga_client(&self) -> Result<flotilla_qmp::qga::GuestAgent, Error> {
         self.running().await?;
-        let path = self.config.socket_dir.join("qga.sock");
+        let path = self.config.socket_dir().join("qga.sock");
         flotilla_qmp::qga::GuestAgent::connect_unix(&path)
             .await
             .map_err(|source| self.agent_failed("connecting to qemu-guest-agent", source))

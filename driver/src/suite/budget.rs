@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::plan::Plan;
 use crate::spec::Spec;
 
 /// What a QEMU process takes beyond its guest's memory under TCG (translated code,
@@ -31,9 +32,15 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// The cost of `spec`'s plan.
     pub fn of(spec: &Spec) -> Cost {
-        spec.machines.values().fold(Cost::default(), |c, m| Cost {
-            memory_mib: c.memory_mib + u64::from(m.memory) + QEMU_OVERHEAD_MIB,
+        Cost::of_plan(&Plan::of(spec))
+    }
+
+    /// The cost of `plan`'s machines.
+    pub fn of_plan(plan: &Plan) -> Cost {
+        plan.machines.values().fold(Cost::default(), |c, m| Cost {
+            memory_mib: c.memory_mib + u64::from(m.memory_mib) + QEMU_OVERHEAD_MIB,
             cpus: c.cpus + m.cpus,
         })
     }

@@ -1,9 +1,10 @@
 //! `--list`: a suite's tests, as lines or as JSON with their machines and cost (for
-//! other schedulers).
+//! other schedulers), read from each spec's plan.
 
 use super::budget::Cost;
 use super::discover::SuiteTest;
 use crate::error::printed;
+use crate::plan::Plan;
 
 /// A line per test: its id.
 pub fn list_text(tests: &[SuiteTest]) -> String {
@@ -24,13 +25,14 @@ pub fn list_json(tests: &[SuiteTest]) -> String {
             });
             match &t.spec {
                 Ok(spec) => {
-                    let cost = Cost::of(spec);
-                    entry["name"] = spec.name.clone().into();
-                    entry["machines"] = spec
+                    let plan = Plan::of(spec);
+                    let cost = Cost::of_plan(&plan);
+                    entry["name"] = plan.name.clone().into();
+                    entry["machines"] = plan
                         .machines
                         .iter()
                         .map(|(name, m)| {
-                            serde_json::json!({"name": name, "memory_mib": m.memory, "cpus": m.cpus})
+                            serde_json::json!({"name": name, "memory_mib": m.memory_mib, "cpus": m.cpus})
                         })
                         .collect();
                     entry["memory_mib"] = cost.memory_mib.into();

@@ -1,0 +1,101 @@
+//! What machines boot, found or made once per run ([`BootFiles::prepare`]): the QEMU
+//! binary, the accelerator, the firmware, the kernel and the initramfs images; and
+//! which of them each machine of a [`Plan`] boots.
+
+use std::path::PathBuf;
+
+use super::machines::{MachinePlan, Plan};
+use crate::accel::{self, AccelChoice};
+use crate::error::Error;
+use crate::host::{qboot_firmware, qemu_binary};
+
+use flotilla_image::{agent_binary, vmlinux};
+
+/// The files and settings every machine of a run boots with.
+#[derive(Debug, Clone)]
+pub(crate) struct BootFiles {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    pub accel: AccelChoice,
+    /// qboot, if QEMU has it.
+    pub firmware: Option<PathBuf>,
+    /// The kernel's version (for the log).
+    pub kernel_version: String,
+    /// The kernel's bzImage: what a machine with a display boots.
+    pub bz_image: PathBuf,
+    /// What the others boot (the unpacked kernel, or the bzImage), and a note on it.
+    pub boot_kernel: PathBuf,
+    pub boot_note: String,
+    /// The default initramfs.
+    pub initrd: PathBuf,
+    /// Stage 1 of machines with a disk image, when one has.
+    pub stage1: Option<PathBuf>,
+    /// The initramfs that loads virtio_blk, when a machine without an image has disks
+    /// (a coverage disk too).
+    pub with_disks: Option<PathBuf>,
+}
+
+impl BootFiles {
+    /// Finds the kernel, builds (or reuses) the initramfs images the plan's machines
+    /// need, picks the accelerator.
+    pub(crate) fn prepare(plan: &Plan, coverage: bool) -> Result<BootFiles, Error> {
+        let kernel = flotilla_image::Kernel::locate()?;
+        let agent = agent_binary()?;
+        let initrd = flotilla_image::default_initramfs(&kernel, &agent)?;
+        let stage1 = if plan.machines.values().any(MachinePlan::has_image) {
+            Some(flotilla_image::stage1_initramfs(&kernel)?)
+        } else {
+            None
+        };
+        let with_disks = if plan.machines.values().any(|m| needs_disks(m, coverage)) {
+            Some(flotilla_image::disk_initramfs(&kernel, &agent)?)
+        } else {
+            None
+        };
+        let boot = vmlinux::boot_kernel(&kernel);
+        Ok(BootFiles {
+            qemu: qemu_binary(),
+            accel: accel::detect(),
+            firmware: qboot_firmware(),
+            kernel_version: kernel.version.clone(),
+            bz_image: kernel.image.clone(),
+            boot_kernel: boot.path,
+            boot_note: boot.note,
+            initrd,
+            stage1,
+            with_disks,
+        })
+    }
+
+    /// The kernel machine `m` boots. The unpacked kernel starts through PVH, which
+    /// passes no screen information: a machine with a screen boots the bzImage so that
+    /// tty1 shows on its VGA card.
+    pub(crate) fn kernel_for(&self, m: &MachinePlan) -> PathBuf {
+        if m.display {
+            self.bz_image.clone()
+        } else {
+            self.boot_kernel.clone()
+        }
+    }
+
+    /// The initramfs machine `m` boots: stage 1 for an image; the one with
+    /// virtio_blk for disks (only machines with disks pay for loading it); else the
+    /// default.
+    pub(crate) fn initrd_for(&self, m: &MachinePlan, coverage: bool) -> PathBuf {
+        match (m.has_image(), &self.stage1, &self.with_disks) {
+            (true, Some(stage1), _) => stage1.clone(),
+            (false, _, Some(with_disks)) if needs_disks(m, coverage) => with_disks.clone(),
+            _ => self.initrd.clone(),
+        }
+    }
+
+    /// The firmware machine `m` boots with: qboot, or SeaBIOS (`None`) for a screen.
+    pub(crate) fn firmware_for(&self, m: &MachinePlan) -> Option<PathBuf> {
+        self.firmware.clone().filter(|_| !m.display)
+    }
+}
+
+/// Whether machine `m`, without an image, has disks (a coverage disk too).
+fn needs_disks(m: &MachinePlan, coverage: bool) -> bool {
+    !m.has_image() && (!m.disks.is_empty() || coverage)
+}
