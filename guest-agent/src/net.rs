@@ -235,9 +235,9 @@ pub fn link_up(name: &str) -> io::Result<()> {
     let mut ifr = ifreq(name)?;
     // SAFETY: the ioctls read and write the ifreq we own; ifru_flags is the member they use.
     unsafe {
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
+        socket_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr)?;
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+        socket_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr)?;
     }
     Ok(())
 }
@@ -250,10 +250,10 @@ fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
     // SAFETY: the ioctls read and write the ifreq we own; ifru_flags and ifru_hwaddr
     // are the members they use.
     unsafe {
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
+        socket_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr)?;
         if ifr.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
             ifr.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
-            sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
+            socket_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr)?;
         }
         let mut hw: libc::sockaddr = std::mem::zeroed();
         hw.sa_family = libc::ARPHRD_ETHER;
@@ -261,7 +261,7 @@ fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
             *dst = src as libc::c_char;
         }
         ifr.ifr_ifru.ifru_hwaddr = hw;
-        sys::cvt(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &ifr))?;
+        socket_ioctl(&sock, libc::SIOCSIFHWADDR, &mut ifr)?;
     }
     Ok(())
 }
@@ -286,17 +286,17 @@ fn add_ipv4(name: &str, addr: Ipv4Addr, len: u8) -> io::Result<()> {
     let mut ifr = ifreq(name)?;
     ifr.ifr_ifru.ifru_addr = sockaddr_in(addr);
     // SAFETY: the ioctl reads the ifreq we own.
-    sys::cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &ifr) })?;
+    unsafe { socket_ioctl(&sock, libc::SIOCSIFADDR, &mut ifr) }?;
     ifr.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
     // SAFETY: as above.
-    sys::cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK, &ifr) })?;
+    unsafe { socket_ioctl(&sock, libc::SIOCSIFNETMASK, &mut ifr) }?;
     Ok(())
 }
 
 /// SIOCSIFADDR on an AF_INET6 socket with an `in6_ifreq`.
 fn add_ipv6(index: i32, addr: Ipv6Addr, len: u8) -> io::Result<()> {
     let sock = socket(libc::AF_INET6)?;
-    let req = libc::in6_ifreq {
+    let mut req = libc::in6_ifreq {
         ifr6_addr: libc::in6_addr {
             s6_addr: addr.octets(),
         },
@@ -304,7 +304,22 @@ fn add_ipv6(index: i32, addr: Ipv6Addr, len: u8) -> io::Result<()> {
         ifr6_ifindex: index,
     };
     // SAFETY: the ioctl reads the in6_ifreq we own.
-    sys::cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req) }).map(drop)
+    unsafe { socket_ioctl(&sock, libc::SIOCSIFADDR, &mut req) }.map(drop)
+}
+
+/// `ioctl(sock, number, arg)` for the `SIOC*` requests: glibc's `ioctl` takes the number
+/// as an unsigned long, musl's (the arm64 agent's) as an int; the numbers fit either.
+///
+/// # Safety
+/// `arg` must point to the structure `number` reads or writes (an `ifreq`, an
+/// `in6_ifreq`), owned by the caller for the call.
+unsafe fn socket_ioctl<T>(
+    sock: &impl AsRawFd,
+    number: libc::c_ulong,
+    arg: *mut T,
+) -> io::Result<libc::c_int> {
+    // SAFETY: the caller's promise (`arg` is what `number` reads or writes).
+    sys::cvt(unsafe { libc::ioctl(sock.as_raw_fd(), number as libc::Ioctl, arg) })
 }
 
 #[cfg(test)]

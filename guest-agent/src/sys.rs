@@ -314,7 +314,8 @@ pub fn wait_sigio(timeout: Duration) {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGIO);
         let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
+            // (musl deprecates naming `time_t`: its width changes in musl 1.2.)
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i32::MAX.into()),
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
         libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
