@@ -195,11 +195,14 @@ fn file_page(input: &Input, n: usize) -> String {
         .iter()
         .map(|(_, t)| t.files.get(&row.path).map(|f| &f.lines))
         .collect();
-    let source = file_source(&mut h, &row.path, &counts);
+    let source = file_source(&mut h, &row.path);
     let lines: Vec<&str> = source
         .as_deref()
         .map(|t| t.lines().collect())
         .unwrap_or_default();
+    if source.is_some() {
+        note_lines_past_end(&mut h, &counts, lines.len());
+    }
     h.push_str("<table class=\"src\">\n<tr><th class=\"num\">line</th>");
     for m in &input.summary.machines {
         let _ = write!(h, "<th class=\"num\">{}</th>", esc(m));
@@ -271,19 +274,9 @@ fn file_totals(h: &mut String, input: &Input, row: &FileRow) {
 }
 
 /// The file's source as the host has it (`None`, said on the page, when it cannot be
-/// read); the page also says when the data names lines past its end.
-fn file_source(
-    h: &mut String,
-    path: &Path,
-    counts: &[Option<&BTreeMap<u32, u64>>],
-) -> Option<String> {
-    let last_data_line = counts
-        .iter()
-        .flatten()
-        .filter_map(|l| l.keys().next_back().copied())
-        .max()
-        .unwrap_or(0);
-    let source = match std::fs::read(path) {
+/// read).
+fn file_source(h: &mut String, path: &Path) -> Option<String> {
+    match std::fs::read(path) {
         Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) => {
             let _ = writeln!(
@@ -293,15 +286,24 @@ fn file_source(
             );
             None
         }
-    };
-    let length = source.as_deref().map_or(0, |t| t.lines().count());
-    if source.is_some() && (last_data_line as usize) > length {
+    }
+}
+
+/// Says on the page when the data names lines past the end of the source (`length`
+/// lines): the file changed since the build.
+fn note_lines_past_end(h: &mut String, counts: &[Option<&BTreeMap<u32, u64>>], length: usize) {
+    let last_data_line = counts
+        .iter()
+        .flatten()
+        .filter_map(|l| l.keys().next_back().copied())
+        .max()
+        .unwrap_or(0);
+    if (last_data_line as usize) > length {
         let _ = writeln!(
             h,
             "<p><b>The data names line {last_data_line}, the source has {length} lines: it changed since the build.</b></p>",
         );
     }
-    source
 }
 
 /// One source line with each machine's count, coloured by who ran it.
