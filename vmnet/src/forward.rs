@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::addr::Mac;
 use crate::error::Error;
+use crate::nic_args::{nic_device, user_netdev};
 
 /// The guest's address on its host-access NIC.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -66,19 +67,11 @@ impl UserNet {
 
     /// QEMU arguments for the NIC.
     pub fn qemu_args(&self) -> Vec<String> {
-        let mut netdev = format!("user,id={NETDEV_ID},restrict=on,net=10.0.2.0/24");
-        for f in &self.forwards {
-            netdev.push_str(",hostfwd=");
-            netdev.push_str(&f.rule());
-        }
         vec![
             "-netdev".into(),
-            netdev,
+            user_netdev(NETDEV_ID, self.forwards.iter().map(Forward::rule)),
             "-device".into(),
-            format!(
-                "virtio-net-pci,netdev={NETDEV_ID},id={DEVICE_ID},mac={},romfile=",
-                self.mac
-            ),
+            nic_device(NETDEV_ID, DEVICE_ID, Some(&self.mac.to_string())),
         ]
     }
 

@@ -35,6 +35,7 @@ mod error;
 pub mod forward;
 mod impairment;
 pub mod mgmt;
+pub mod nic_args;
 mod plan;
 
 pub use addr::{hostname, Mac, IFACE_BY_MAC, IPV4_PREFIX, IPV6_PREFIX, MAX_MACHINES, MAX_VLAN};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::addr::{hostname, Mac, IFACE_BY_MAC, IPV4_PREFIX, IPV6_PREFIX, MAX_MACHINES, MAX_VLAN};
 use crate::error::Error;
+use crate::nic_args::{multicast_netdev, nic_device, vde_netdev};
 
 /// How frames travel between machines of one VLAN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,18 +263,16 @@ impl Plan {
         for nic in &m.nics {
             let vlan = &self.vlans[&nic.vlan];
             let netdev = match (self.backend, vlan.multicast) {
-                (Backend::Multicast, Some((group, port))) => format!(
-                    "socket,id={},mcast={group}:{port},localaddr=127.0.0.1",
-                    nic.netdev_id
-                ),
-                _ => format!("vde,id={},sock={}", nic.netdev_id, nic.link_dir.display()),
+                (Backend::Multicast, Some(group)) => multicast_netdev(&nic.netdev_id, Some(group)),
+                _ => vde_netdev(&nic.netdev_id, Some(&nic.link_dir)),
             };
             args.push("-netdev".into());
             args.push(netdev);
             args.push("-device".into());
-            args.push(format!(
-                "virtio-net-pci,netdev={},id={},mac={},romfile=",
-                nic.netdev_id, nic.device_id, nic.mac
+            args.push(nic_device(
+                &nic.netdev_id,
+                &nic.device_id,
+                Some(&nic.mac.to_string()),
             ));
         }
         Ok(args)

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_agent::proto;
 use flotilla_vmnet::forward::{DEVICE_ID as USER_DEVICE_ID, NETDEV_ID as USER_NETDEV_ID};
+use flotilla_vmnet::nic_args::{multicast_netdev, nic_device, user_netdev, vde_netdev};
 use flotilla_vmnet::{Forward, Mac};
 use tokio::process::Command;
 
@@ -473,30 +474,20 @@ impl QemuCommand {
             let end = self.instance.nics.get(i);
             let id = &nic.netdev_id;
             let netdev = match (nic.link, end.map(|e| &e.host)) {
-                (LinkKind::Vde, Some(NicHost::Socket(sock))) => {
-                    format!("vde,id={id},sock={}", sock.display())
-                }
-                (LinkKind::Vde, _) => format!("vde,id={id}"),
+                (LinkKind::Vde, Some(NicHost::Socket(sock))) => vde_netdev(id, Some(sock)),
+                (LinkKind::Vde, _) => vde_netdev(id, None),
                 (LinkKind::Multicast, Some(NicHost::Group(group, port))) => {
-                    format!("socket,id={id},mcast={group}:{port},localaddr=127.0.0.1")
+                    multicast_netdev(id, Some((*group, *port)))
                 }
-                (LinkKind::Multicast, _) => format!("socket,id={id},localaddr=127.0.0.1"),
-                (LinkKind::User, host) => {
-                    let mut netdev = format!("user,id={id},restrict=on,net=10.0.2.0/24");
-                    if let Some(NicHost::Forwards(forwards)) = host {
-                        for f in forwards {
-                            let _ = write!(netdev, ",hostfwd={}", f.rule());
-                        }
-                    }
-                    netdev
+                (LinkKind::Multicast, _) => multicast_netdev(id, None),
+                (LinkKind::User, Some(NicHost::Forwards(forwards))) => {
+                    user_netdev(id, forwards.iter().map(Forward::rule))
                 }
+                (LinkKind::User, _) => user_netdev(id, std::iter::empty::<String>()),
             };
             a.add(["-netdev".into(), netdev]);
-            let mut device = format!("virtio-net-pci,netdev={id},id={}", nic.device_id);
-            if let Some(end) = end {
-                let _ = write!(device, ",mac={}", end.mac);
-            }
-            device.push_str(",romfile=");
+            let mac = end.map(|e| e.mac.to_string());
+            let device = nic_device(id, &nic.device_id, mac.as_deref());
             a.add(["-device".into(), device]);
         }
     }
