@@ -1,5 +1,8 @@
 //! The one command that builds the agent users get: the static `agent`-profile binary
-//! (LTO, `panic = "abort"`, `+crt-static`) for x86_64 glibc Linux.
+//! (LTO, `panic = "abort"`, `+crt-static`) for a Linux musl target
+//! (`x86_64-unknown-linux-musl`, `aarch64-unknown-linux-musl`), linked by rust-lld
+//! (`.cargo/config.toml`): the same way for every architecture, with no C toolchain
+//! for the guest's architecture and no C library on the host it must match.
 //!
 //! Included with `#[path]` by `image/build.rs`, which embeds the result in the
 //! `flotilla` binary, and by the agent's test harness, which boots the very same file,
@@ -9,12 +12,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The target triple the agent is built for.
-pub const TRIPLE: &str = "x86_64-unknown-linux-gnu";
-
-/// `cargo build` of the static agent from the workspace whose manifest is `manifest`,
-/// into `target_dir`; returns the command and the path of the binary it makes.
-pub fn static_agent_build(cargo: &Path, manifest: &Path, target_dir: &Path) -> (Command, PathBuf) {
+/// `cargo build` of the static agent for the Rust target `triple` from the workspace
+/// whose manifest is `manifest`, into `target_dir`; returns the command and the path of
+/// the binary it makes.
+pub fn static_agent_build(
+    cargo: &Path,
+    manifest: &Path,
+    target_dir: &Path,
+    triple: &str,
+) -> (Command, PathBuf) {
     let mut cmd = Command::new(cargo);
     cmd.args([
         "build",
@@ -24,7 +30,7 @@ pub fn static_agent_build(cargo: &Path, manifest: &Path, target_dir: &Path) -> (
         "--bin",
         "flotilla-agent",
     ])
-    .args(["--profile", "agent", "--target", TRIPLE])
+    .args(["--profile", "agent", "--target", triple])
     .arg("--target-dir")
     .arg(target_dir)
     .arg("--manifest-path")
@@ -41,6 +47,6 @@ pub fn static_agent_build(cargo: &Path, manifest: &Path, target_dir: &Path) -> (
     ] {
         cmd.env_remove(var);
     }
-    let binary = target_dir.join(TRIPLE).join("agent").join("flotilla-agent");
+    let binary = target_dir.join(triple).join("agent").join("flotilla-agent");
     (cmd, binary)
 }

@@ -64,7 +64,8 @@ pub fn install(root: &Path) -> ExitCode {
 
 /// Writes the agent to `path` (boxed: the driver's error is large).
 fn write_agent(path: &Path) -> Result<(), Box<Error>> {
-    let binary = agent_binary().map_err(flotilla_driver::Error::from)?;
+    let binary =
+        agent_binary(flotilla_driver::Arch::host()).map_err(flotilla_driver::Error::from)?;
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -65,7 +65,8 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let kernel = Kernel::locate().expect("a kernel: run scripts/setup");
+    let kernel =
+        Kernel::locate(flotilla_driver::Arch::host()).expect("a kernel: run scripts/setup");
     let accel = detect_accel();
     let dir = tempfile::tempdir().expect("temp dir");
     let floor_initrd = floor_initramfs(dir.path());
@@ -75,7 +76,7 @@ fn main() {
     let mut floor_fast = Vec::new();
     let mut floor_qboot = Vec::new();
     let mut floor_pvh = Vec::new();
-    let qboot = flotilla_driver::qboot_firmware();
+    let qboot = flotilla_driver::qboot_firmware(flotilla_driver::Arch::host());
     let boot = flotilla_driver::vmlinux::boot_kernel(&kernel);
     let mut missing = Vec::new();
     if qboot.is_none() {
@@ -473,7 +474,11 @@ fn assert_restored(out: &Path, machines: usize) {
 fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
     let root = dir.join("floor-root");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::copy(busybox_path(), root.join("bin/busybox")).expect("copy busybox");
+    std::fs::copy(
+        busybox_path(flotilla_driver::Arch::host()),
+        root.join("bin/busybox"),
+    )
+    .expect("copy busybox");
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
     std::fs::write(
         root.join("init"),
@@ -507,7 +512,7 @@ fn boot_floor(
     bios: Option<&std::path::Path>,
 ) -> Duration {
     let started = Instant::now();
-    let mut command = Command::new(flotilla_driver::qemu_binary());
+    let mut command = Command::new(flotilla_driver::qemu_binary(flotilla_driver::Arch::host()));
     if let Some(bios) = bios {
         command.arg("-bios").arg(bios);
     }

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use flotilla_host::arch::Arch;
+
 /// The accelerator QEMU runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -28,6 +30,22 @@ pub struct AccelChoice {
 impl fmt::Display for AccelChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.accel, self.reason)
+    }
+}
+
+/// The accelerator for machines of `arch`: [`detect`] for the host's architecture;
+/// TCG for another, which KVM cannot run (the reason says so, whatever
+/// `FLOTILLA_ACCEL` asks).
+pub fn detect_for(arch: &Arch) -> AccelChoice {
+    if arch.is_host() {
+        return detect();
+    }
+    AccelChoice {
+        accel: Accel::Tcg,
+        reason: format!(
+            "software emulation: {arch} on an {} host (KVM runs only the host's architecture)",
+            Arch::host()
+        ),
     }
 }
 

@@ -59,7 +59,7 @@ pub fn checks() -> Vec<Check> {
         version_check(
             Group::Boot,
             "qemu",
-            crate::host::qemu_binary(),
+            crate::host::qemu_binary(flotilla_host::arch::Arch::host()),
             "qemu-system-x86",
         ),
         kernel(),
@@ -232,7 +232,7 @@ fn llvm_tools() -> Check {
 }
 
 fn kernel() -> Check {
-    match flotilla_image::Kernel::locate() {
+    match flotilla_image::Kernel::locate(flotilla_host::arch::Arch::host()) {
         Ok(k) => ok(
             Group::Boot,
             "kernel",
@@ -253,7 +253,7 @@ fn kernel() -> Check {
 }
 
 fn busybox() -> Check {
-    let busybox = flotilla_image::busybox_path();
+    let busybox = flotilla_image::busybox_path(flotilla_host::arch::Arch::host());
     match std::fs::read(&busybox) {
         Ok(bytes) if flotilla_image::is_static_elf(&bytes) => ok(
             Group::Boot,

@@ -163,7 +163,7 @@ impl Fleet {
             subtest_stack: std::sync::Mutex::default(),
             fabric,
             log,
-            accel: boot.accel,
+            accel: boot.main().accel.clone(),
             coverage,
             sockets,
         })
@@ -351,14 +351,17 @@ fn coverage_of(plan: &Plan, options: &FleetOptions) -> Option<CoverageSpec> {
 /// and kept disks.
 fn log_start(log: &Log, plan: &Plan, boot: &BootFiles, options: &FleetOptions, coverage: bool) {
     log.info(&format!(
-        "flotilla {}: test `{}`, {} machine(s), kernel {} ({}), accelerator {}",
+        "flotilla {}: test `{}`, {} machine(s)",
         env!("CARGO_PKG_VERSION"),
         plan.name,
         plan.machines.len(),
-        boot.kernel_version,
-        boot.boot_note,
-        boot.accel
     ));
+    for files in &boot.arches {
+        log.info(&format!(
+            "{}: kernel {} ({}), accelerator {}",
+            files.arch, files.kernel_version, files.boot_note, files.accel
+        ));
+    }
     if coverage {
         log.info(&format!(
             "coverage: on; every machine's data goes to {}",

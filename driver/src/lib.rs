@@ -166,6 +166,7 @@ mod fleet_coverage;
 mod helper_watch;
 mod host;
 pub mod http;
+pub use flotilla_host::arch::{self, Arch};
 pub use flotilla_image as image;
 mod junit;
 mod log;
@@ -180,7 +181,7 @@ pub mod spec;
 pub mod suite;
 pub mod terminal;
 
-pub use accel::{detect as detect_accel, Accel, AccelChoice};
+pub use accel::{detect as detect_accel, detect_for as detect_accel_for, Accel, AccelChoice};
 pub use agent_client::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};
 pub use error::Error;
 pub use fleet::{Fleet, FleetOptions};

@@ -74,13 +74,21 @@ pub fn open_port() -> OwnedFd {
     }
 }
 
+/// The first serial port, where the driver reads the console: the 8250 UART's on x86,
+/// the PL011's on the arm64 `virt` machine (whose kernel has 8250 ports that lead
+/// nowhere).
+#[cfg(not(target_arch = "aarch64"))]
+const SERIAL: &std::ffi::CStr = c"/dev/ttyS0";
+#[cfg(target_arch = "aarch64")]
+const SERIAL: &std::ffi::CStr = c"/dev/ttyAMA0";
+
 /// Print the readiness line on the serial console.
 pub fn announce_ready(boot_ms: u64) {
     let line = format!(
         "{READY_PREFIX} proto={PROTOCOL_VERSION} version={} boot_ms={boot_ms}\n",
         env!("CARGO_PKG_VERSION")
     );
-    for path in [c"/dev/ttyS0", c"/dev/console"] {
+    for path in [SERIAL, c"/dev/console"] {
         if let Ok(fd) = sys::open_c(path, libc::O_WRONLY | libc::O_NOCTTY) {
             sys::write_all_fd(fd.as_raw_fd(), line.as_bytes());
             return;

@@ -14,7 +14,10 @@
 //! - `programs.rs`: finding host programs (`PATH`, then the sbin folders).
 //! - `cache.rs`: the cache folder and its pruning.
 //! - `markup.rs`: text escaped for XML and HTML (JUnit, report pages, coverage pages).
+//! - `arch.rs`: the guest architectures, a table: names, QEMU's binary, machine and CPU,
+//!   console, ELF machine, Rust target.
 
+pub mod arch;
 pub mod cache;
 pub mod lock;
 pub mod markup;

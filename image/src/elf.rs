@@ -14,6 +14,11 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     !elf.has_interpreter()
 }
 
+/// The `e_machine` of an ELF64 file: what architecture it runs on.
+pub fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    Elf::parse(bytes)?.u16(18)
+}
+
 /// Just enough of ELF64 little-endian to find sections, the interpreter and notes.
 pub(super) struct Elf<'a> {
     bytes: &'a [u8],

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::elf::is_static_elf;
+use super::busybox::busybox;
 use super::kernel::Kernel;
 use super::modules::{resolve_modules, strip_module_signature};
 use crate::error::Error;
@@ -22,8 +23,9 @@ use flotilla_host::cache::{cache_dir, prune};
 /// Bump when the image layout changes so cached images are rebuilt.
 const LAYOUT_VERSION: &str = "flotilla-initramfs-2";
 
-/// How many built images the cache keeps (the newest).
-const KEEP_IMAGES: usize = 4;
+/// How many built images the cache keeps (the newest): the three kinds (default,
+/// with disks, stage 1) for two architectures, and two spare.
+const KEEP_IMAGES: usize = 8;
 
 /// Modules the default image loads at boot (dependencies are added automatically).
 /// Modules built into the kernel are skipped.
@@ -32,16 +34,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_net",
     "virtio_rng",
-    "pvpanic_pci",
     // virtio_blk only where needed (see `disk_initramfs`): it costs boot time.
 ];
-
-/// Where the static busybox comes from: `$FLOTILLA_BUSYBOX`, else `/bin/busybox`.
-pub fn busybox_path() -> PathBuf {
-    std::env::var_os("FLOTILLA_BUSYBOX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/bin/busybox"))
-}
 
 /// Builds (or finds in the cache) the default initramfs; returns its path.
 pub fn default_initramfs(kernel: &Kernel, agent: &[u8]) -> Result<PathBuf, Error> {
@@ -65,8 +59,11 @@ pub const STAGE1_MODULES: &[&str] = &[
     "virtio_console",
     "virtio_net",
     "virtio_rng",
-    "pvpanic_pci",
 ];
+
+/// The pvpanic device's driver, which every image loads where the architecture has it
+/// ([`Arch::pvpanic`](flotilla_host::arch::Arch)).
+const PVPANIC_MODULE: &str = "pvpanic_pci";
 
 /// The file whose presence in an image (`flotilla image debian --init agent` writes it)
 /// makes stage 1 start the agent as PID 1 instead of the image's `/sbin/init`.
@@ -122,22 +119,16 @@ pub fn stage1_initramfs(kernel: &Kernel) -> Result<PathBuf, Error> {
 /// An initramfs with busybox, `init` as `/init`, and `modules` (with their
 /// dependencies) listed in load order in `/etc/flotilla/modules`.
 fn initramfs(kernel: &Kernel, agent: &[u8], wanted_modules: &[&str]) -> Result<PathBuf, Error> {
-    let busybox_path = busybox_path();
-    let busybox = std::fs::read(&busybox_path).map_err(|source| Error::Io {
-        what: format!("reading busybox {}", busybox_path.display()),
-        source,
-    })?;
-    if !is_static_elf(&busybox) {
-        return Err(Error::Setup {
-            what: format!("{} is not a static binary", busybox_path.display()),
-            hint: "install busybox-static (scripts/setup does)".into(),
-        });
+    let (busybox, applets) = busybox(kernel.arch)?;
+    let mut wanted_modules = wanted_modules.to_vec();
+    if kernel.arch.pvpanic {
+        wanted_modules.push(PVPANIC_MODULE);
     }
-    let modules = resolve_modules(&kernel.modules, wanted_modules)?;
-    let applets = busybox_applets(&busybox_path)?;
+    let modules = resolve_modules(&kernel.modules, &wanted_modules)?;
 
     let mut hasher = Sha256::new();
     hasher.update(LAYOUT_VERSION);
+    hasher.update(kernel.arch.name);
     hasher.update(kernel.version.as_bytes());
     for bytes in [agent, &busybox[..]] {
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -161,6 +152,8 @@ fn initramfs(kernel: &Kernel, agent: &[u8], wanted_modules: &[&str]) -> Result<P
     let images = cache_dir().join("images");
     let path = images.join(format!("initramfs-{hex}.cpio"));
     if path.is_file() {
+        // Refresh its time: pruning keeps the newest.
+        let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(SystemTime::now()));
         return Ok(path);
     }
 
@@ -238,29 +231,4 @@ fn initramfs(kernel: &Kernel, agent: &[u8], wanted_modules: &[&str]) -> Result<P
     tracing::info!("built initramfs {}", path.display());
     prune(&images, "initramfs-", ".cpio", KEEP_IMAGES);
     Ok(path)
-}
-
-fn busybox_applets(busybox: &Path) -> Result<Vec<String>, Error> {
-    let out = std::process::Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|source| Error::Io {
-            what: format!("running {} --list-full", busybox.display()),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut applets: Vec<String> = text
-        .lines()
-        .map(|l| l.trim().trim_start_matches('/').to_owned())
-        .filter(|l| !l.is_empty() && !l.contains(".."))
-        .collect();
-    applets.sort();
-    applets.dedup();
-    if applets.is_empty() {
-        return Err(Error::Setup {
-            what: format!("{} --list-full listed no applets", busybox.display()),
-            hint: "install busybox-static".into(),
-        });
-    }
-    Ok(applets)
 }

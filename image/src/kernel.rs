@@ -1,13 +1,17 @@
-//! The kernel the machines boot: Debian's cloud kernel unpacked by `scripts/setup`.
+//! The kernel the machines of each architecture boot: Debian's cloud kernel of that
+//! architecture, unpacked by `scripts/setup`.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use flotilla_host::arch::Arch;
 use flotilla_host::cache::cache_dir;
 
 /// A kernel unpacked from a Debian package: `vmlinuz`, `modules/`, `version`.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    /// The architecture it runs, and its modules and initramfs are for.
+    pub arch: &'static Arch,
     pub dir: PathBuf,
     pub image: PathBuf,
     pub modules: PathBuf,
@@ -15,26 +19,33 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// The kernel in `$FLOTILLA_KERNEL_DIR`, else `<cache>/kernel/current`.
-    pub fn locate() -> Result<Kernel, Error> {
-        let dir = std::env::var_os("FLOTILLA_KERNEL_DIR")
+    /// The kernel of `arch` in `$FLOTILLA_KERNEL_DIR_<ARCH>` (or, for the host's
+    /// architecture, `$FLOTILLA_KERNEL_DIR`), else `<cache>/kernel/current-<debian arch>`.
+    pub fn locate(arch: &'static Arch) -> Result<Kernel, Error> {
+        let dir = arch
+            .env("FLOTILLA_KERNEL_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| cache_dir().join("kernel").join("current"));
-        Kernel::at(&dir)
+            .unwrap_or_else(|| cache_dir().join("kernel").join(arch.kernel_link()));
+        Kernel::at(arch, &dir)
     }
 
-    pub fn at(dir: &Path) -> Result<Kernel, Error> {
+    /// The kernel of `arch` unpacked in `dir`.
+    pub fn at(arch: &'static Arch, dir: &Path) -> Result<Kernel, Error> {
         let image = dir.join("vmlinuz");
         if !image.is_file() {
             return Err(Error::Setup {
-                what: format!("no kernel at {}", image.display()),
-                hint: "run scripts/setup to fetch Debian's cloud kernel".into(),
+                what: format!("no {arch} kernel at {}", image.display()),
+                hint: format!(
+                    "run scripts/setup to fetch Debian's {} cloud kernel",
+                    arch.debian
+                ),
             });
         }
         let version = std::fs::read_to_string(dir.join("version"))
             .map(|v| v.trim().to_owned())
             .unwrap_or_else(|_| "unknown".into());
         Ok(Kernel {
+            arch,
             dir: dir.to_path_buf(),
             image,
             modules: dir.join("modules"),

@@ -5,13 +5,15 @@
 //!
 //! - `lib.rs`: these docs and the re-exports.
 //! - `error.rs`: [`Error`], what can go wrong finding or making an image.
-//! - `agent.rs`: the in-guest agent's static binary, built by the crate's build script and embedded.
+//! - `agent.rs`: the in-guest agent's static binaries, one per architecture, built by the
+//!   crate's build script and embedded.
 //! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules) and the
-//!   stage 1 that boots a disk image, built once and cached by content, written with
-//!   `flotilla_agent::cpio`.
+//!   stage 1 that boots a disk image, for the kernel's architecture; built once and cached
+//!   by content, written with `flotilla_agent::cpio`.
+//! - `busybox.rs`: each architecture's static busybox and its applets.
 //! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
-//! - `kernel.rs`: where the kernel is ([`Kernel`]).
+//! - `kernel.rs`: where each architecture's kernel is ([`Kernel`]).
 //! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
 //! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
 //!   with `packages`, `files` or `init`), cached by content:
@@ -27,6 +29,7 @@
 //! The cache folder and its pruning are `flotilla_host::cache`'s.
 
 mod agent;
+mod busybox;
 pub mod debian;
 mod elf;
 mod error;
@@ -35,10 +38,11 @@ mod kernel;
 mod modules;
 pub mod vmlinux;
 
-pub use agent::agent_binary;
-pub use elf::is_static_elf;
+pub use agent::{agent_binary, embedded_agent};
+pub use busybox::busybox_path;
+pub use elf::{elf_machine, is_static_elf};
 pub use error::Error;
 pub use flotilla_host::cache::cache_dir;
-pub use initramfs::{busybox_path, default_initramfs};
+pub use initramfs::default_initramfs;
 pub use initramfs::{disk_initramfs, stage1_initramfs};
 pub use kernel::Kernel;

@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn real_modules_lose_only_their_signature() {
-        let kernel = Kernel::locate().expect("a kernel: run scripts/setup first");
+        let kernel = Kernel::locate(flotilla_host::arch::Arch::host())
+            .expect("a kernel: run scripts/setup first");
         let order = resolve_modules(&kernel.modules, &["virtio_console"]).unwrap();
         let path = kernel.modules.join(&order[order.len() - 1]);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -222,7 +223,8 @@ mod tests {
 
     #[test]
     fn resolves_real_modules_when_a_kernel_is_present() {
-        let kernel = Kernel::locate().expect("a kernel: run scripts/setup first");
+        let kernel = Kernel::locate(flotilla_host::arch::Arch::host())
+            .expect("a kernel: run scripts/setup first");
         let order = resolve_modules(&kernel.modules, &["virtio_net"]).unwrap();
         let names: Vec<String> = order.iter().filter_map(|p| module_name(p)).collect();
         // Each module must be there: `None < Some(_)`, so comparing the `Option`s

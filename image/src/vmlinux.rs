@@ -199,7 +199,8 @@ mod tests {
 
     #[test]
     fn debians_cloud_kernel_unpacks_to_a_pvh_elf() {
-        let kernel = Kernel::locate().expect("a kernel: run scripts/setup first");
+        let kernel = Kernel::locate(flotilla_host::arch::Arch::host())
+            .expect("a kernel: run scripts/setup first");
         let image = std::fs::read(&kernel.image).unwrap();
         let elf = unpack_bzimage(&image).expect("Debian's cloud kernel is LZ4 with PVH");
         assert!(elf.len() > image.len(), "{} > {}", elf.len(), image.len());

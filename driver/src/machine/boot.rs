@@ -146,14 +146,15 @@ impl Machine {
     ) -> Result<Running, Error> {
         let c = &self.config;
         let hw = &c.command.hardware;
-        let firmware = match (hw.display, &hw.firmware) {
-            (false, Some(_)) => "qboot",
-            (true, _) => "SeaBIOS and a VGA screen",
-            (false, None) => "SeaBIOS: QEMU has no qboot.rom, so boots take about 1 s longer",
+        let firmware = match (hw.arch.qboot_and_pvh, hw.display, &hw.firmware) {
+            (false, _, _) => "direct kernel boot",
+            (true, false, Some(_)) => "qboot",
+            (true, true, _) => "SeaBIOS and a VGA screen",
+            (true, false, None) => "SeaBIOS: QEMU has no qboot.rom, so boots take about 1 s longer",
         };
         self.log(&format!(
-            "starting ({} MiB, {} cpu, {}, {firmware})",
-            hw.memory_mib, hw.cpus, hw.accel
+            "starting ({}, {} MiB, {} cpu, {}, {firmware})",
+            hw.arch, hw.memory_mib, hw.cpus, hw.accel
         ));
         let start = Start {
             // The RAM a snapshot keeps, in a file.

@@ -1,6 +1,6 @@
-//! What machines boot, found or made once per run ([`BootFiles::prepare`]): the QEMU
-//! binary, the accelerator, the firmware, the kernel and the initramfs images; and
-//! which of them each machine of a [`Plan`] boots.
+//! What machines boot, found or made once per run for each architecture the plan has
+//! ([`BootFiles::prepare`]): the QEMU binary, the accelerator, the firmware, the kernel
+//! and the initramfs images; and which of them each machine of a [`Plan`] boots.
 
 use std::path::PathBuf;
 
@@ -8,16 +8,25 @@ use super::machines::{MachinePlan, Plan};
 use crate::accel::{self, AccelChoice};
 use crate::error::Error;
 use crate::host::{qboot_firmware, qemu_binary};
+use flotilla_host::arch::Arch;
 
 use flotilla_image::{agent_binary, vmlinux};
 
-/// The files and settings every machine of a run boots with.
+/// The files and settings the machines of a run boot with, per architecture.
 #[derive(Debug, Clone)]
 pub(crate) struct BootFiles {
+    /// One entry per architecture of the plan, the host's first.
+    pub arches: Vec<ArchBootFiles>,
+}
+
+/// The files and settings every machine of one architecture boots with.
+#[derive(Debug, Clone)]
+pub(crate) struct ArchBootFiles {
+    pub arch: &'static Arch,
     /// The QEMU binary.
     pub qemu: PathBuf,
     pub accel: AccelChoice,
-    /// qboot, if QEMU has it.
+    /// qboot, if QEMU has it and the machine type boots it.
     pub firmware: Option<PathBuf>,
     /// The kernel's version (for the log).
     pub kernel_version: String,
@@ -36,31 +45,76 @@ pub(crate) struct BootFiles {
 }
 
 impl BootFiles {
-    /// Finds the kernel, builds (or reuses) the initramfs images the plan's machines
-    /// need, picks the accelerator.
+    /// For each architecture of the plan: finds the kernel, builds (or reuses) the
+    /// initramfs images its machines need, picks the accelerator.
     pub(crate) fn prepare(plan: &Plan, coverage: bool) -> Result<BootFiles, Error> {
-        let kernel = flotilla_image::Kernel::locate()?;
-        let agent = agent_binary()?;
+        let mut arches = plan.arches();
+        if arches.is_empty() {
+            arches.push(Arch::host());
+        }
+        let arches = arches
+            .into_iter()
+            .map(|arch| {
+                let machines: Vec<&MachinePlan> =
+                    plan.machines.values().filter(|m| m.arch == arch).collect();
+                ArchBootFiles::prepare(arch, &machines, coverage)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BootFiles { arches })
+    }
+
+    /// The files of `arch`'s machines.
+    pub(crate) fn of(&self, arch: &Arch) -> Result<&ArchBootFiles, Error> {
+        self.arches
+            .iter()
+            .find(|a| a.arch == arch)
+            .ok_or_else(|| Error::Internal(format!("no boot files were prepared for {arch}")))
+    }
+
+    /// The host architecture's files, else the first architecture's: what the fleet's
+    /// accelerator names.
+    pub(crate) fn main(&self) -> &ArchBootFiles {
+        &self.arches[0]
+    }
+}
+
+impl ArchBootFiles {
+    fn prepare(
+        arch: &'static Arch,
+        machines: &[&MachinePlan],
+        coverage: bool,
+    ) -> Result<ArchBootFiles, Error> {
+        let kernel = flotilla_image::Kernel::locate(arch)?;
+        let agent = agent_binary(arch)?;
         let initrd = flotilla_image::default_initramfs(&kernel, &agent)?;
-        let stage1 = if plan.machines.values().any(MachinePlan::has_image) {
+        let stage1 = if machines.iter().any(|m| m.has_image()) {
             Some(flotilla_image::stage1_initramfs(&kernel)?)
         } else {
             None
         };
-        let with_disks = if plan.machines.values().any(|m| needs_disks(m, coverage)) {
+        let with_disks = if machines.iter().any(|m| needs_disks(m, coverage)) {
             Some(flotilla_image::disk_initramfs(&kernel, &agent)?)
         } else {
             None
         };
-        let boot = vmlinux::boot_kernel(&kernel);
-        Ok(BootFiles {
-            qemu: qemu_binary(),
-            accel: accel::detect(),
-            firmware: qboot_firmware(),
+        let (boot_kernel, boot_note) = if arch.qboot_and_pvh {
+            let boot = vmlinux::boot_kernel(&kernel);
+            (boot.path, boot.note)
+        } else {
+            (
+                kernel.image.clone(),
+                format!("vmlinuz, {} direct kernel boot", arch.machine),
+            )
+        };
+        Ok(ArchBootFiles {
+            arch,
+            qemu: qemu_binary(arch),
+            accel: accel::detect_for(arch),
+            firmware: qboot_firmware(arch),
             kernel_version: kernel.version.clone(),
             bz_image: kernel.image.clone(),
-            boot_kernel: boot.path,
-            boot_note: boot.note,
+            boot_kernel,
+            boot_note,
             initrd,
             stage1,
             with_disks,

@@ -45,7 +45,7 @@ impl Plan {
             .ok_or_else(|| Error::NoSuchMachine {
                 name: name.to_owned(),
             })?;
-        let boot = run.boot;
+        let boot = run.boot.of(m.arch)?;
         let image = match &m.root {
             Root::None => None,
             Root::Image(path) => Some(path.clone()),
@@ -85,6 +85,7 @@ impl Plan {
             None => socket_dir.clone(),
         };
         let hardware = Hardware {
+            arch: m.arch,
             accel: boot.accel.accel,
             memory_mib: m.memory_mib,
             cpus: m.cpus,

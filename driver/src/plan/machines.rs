@@ -10,6 +10,7 @@ use crate::agent_client::AgentKind;
 use crate::spec::{
     CoverageSpec, DiskSpec, ForwardSpec, JoinSpec, MachineSpec, PackageSource, Spec,
 };
+use flotilla_host::arch::Arch;
 use flotilla_image::debian::{GuestFile, Recipe};
 
 /// A spec's plan.
@@ -33,6 +34,8 @@ pub struct Plan {
 /// One machine of a plan.
 #[derive(Debug, Clone)]
 pub struct MachinePlan {
+    /// The guest's architecture.
+    pub arch: &'static Arch,
     /// Guest memory in MiB.
     pub memory_mib: u32,
     /// Virtual CPUs.
@@ -133,6 +136,18 @@ impl Plan {
         }
     }
 
+    /// The architectures of the plan's machines, each once, the host's first.
+    pub fn arches(&self) -> Vec<&'static Arch> {
+        let mut arches: Vec<&'static Arch> = Vec::new();
+        for m in self.machines.values() {
+            if !arches.contains(&m.arch) {
+                arches.push(m.arch);
+            }
+        }
+        arches.sort_by_key(|a| !a.is_host());
+        arches
+    }
+
     /// The host ports the plan forwards by number (not the ones picked).
     pub fn fixed_ports(&self) -> std::collections::BTreeSet<u16> {
         self.machines
@@ -155,6 +170,7 @@ impl NetworkPlan {
 impl MachinePlan {
     fn of(m: &MachineSpec, root: Root) -> MachinePlan {
         MachinePlan {
+            arch: m.arch,
             memory_mib: m.memory,
             cpus: m.cpus,
             kernel_args: m.kernel_args.clone(),

@@ -24,6 +24,7 @@ use tokio::process::Command;
 use crate::accel::Accel;
 use crate::agent_client::QGA_PORT;
 use crate::spec::{DiskSource, DiskSpec, InjectError};
+use flotilla_host::arch::Arch;
 
 /// QEMU device ids of the agent's and qemu-ga's serial ports (in VSERPORT_CHANGE).
 pub(crate) const AGENT_PORT_ID: &str = "agent-port";
@@ -47,6 +48,8 @@ pub(crate) struct QemuCommand {
 /// What the guest is: every input of its state. All of it is in a snapshot's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hardware {
+    /// The guest's architecture: QEMU's machine type, CPU and console.
+    pub arch: &'static Arch,
     pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -323,8 +326,10 @@ impl QemuCommand {
             format!("{},process=flotilla-{}", me.name, me.name),
         ]);
         let machine = match ram {
-            Ram::Anonymous => "q35".to_owned(),
-            Ram::Shared(_) | Ram::Private(_) => format!("q35,memory-backend={RAM_BACKEND_ID}"),
+            Ram::Anonymous => hw.arch.machine.to_owned(),
+            Ram::Shared(_) | Ram::Private(_) => {
+                format!("{},memory-backend={RAM_BACKEND_ID}", hw.arch.machine)
+            }
         };
         a.add(["-M", machine.as_str(), "-nodefaults", "-no-user-config"]);
         a.add(["-display", "none", "-no-reboot"]);
@@ -336,7 +341,7 @@ impl QemuCommand {
         }
         match hw.accel {
             Accel::Kvm => a.add(["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => a.add(["-accel", "tcg", "-cpu", "max"]),
+            Accel::Tcg => a.add(["-accel", "tcg", "-cpu", hw.arch.tcg_cpu]),
         }
         a.add(["-m".into(), hw.memory_mib.to_string()]);
         a.add(["-smp".into(), hw.cpus.to_string()]);
@@ -362,9 +367,9 @@ impl QemuCommand {
         // no_timer_check: no check of the IO-APIC timer, which a starved emulated CPU
         // can fail ("IO-APIC + timer doesn't work", a panic) on a busy host.
         let mut append = format!(
-            "console=ttyS0 quiet panic=-1 rdinit=/init cryptomgr.notests no_timer_check \
+            "console={} quiet panic=-1 rdinit=/init cryptomgr.notests no_timer_check \
              flotilla.hostname={}",
-            me.hostname
+            hw.arch.console, me.hostname
         );
         if hw.image.is_some() {
             // Stage 1 writes the machine id into the root.
@@ -427,7 +432,9 @@ impl QemuCommand {
         }
         // pvpanic: a guest panic raises GUEST_PANICKED and pauses the VM, keeping its
         // state (console, screen) for the error report instead of rebooting it.
-        a.add(["-device", "pvpanic-pci", "-action", "panic=pause"]);
+        if self.hardware.arch.pvpanic {
+            a.add(["-device", "pvpanic-pci", "-action", "panic=pause"]);
+        }
     }
 
     /// The root image's disk first (/dev/vda), then the extra disks in spec order, then

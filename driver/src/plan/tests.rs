@@ -7,18 +7,23 @@ use flotilla_vmnet::Forward;
 use super::*;
 use crate::accel::{Accel, AccelChoice};
 use crate::spec::Spec;
+use boot_files::ArchBootFiles;
+use flotilla_host::arch::{Arch, ARCHES};
+use qemu_command::NicHost;
 
 const V72: &str = "QEMU emulator version 7.2.0";
 
-/// The boot files beside `top` (kernel, firmware), booting `initrd`.
+/// The boot files beside `top` (kernel, firmware), booting `initrd`: the same for
+/// each architecture, but for QEMU's binary and qboot.
 fn boot(top: &Path, initrd: &Path) -> BootFiles {
-    BootFiles {
-        qemu: "/usr/bin/qemu-system-x86_64".into(),
+    let files = |arch: &'static Arch| ArchBootFiles {
+        arch,
+        qemu: format!("/usr/bin/{}", arch.qemu).into(),
         accel: AccelChoice {
             accel: Accel::Tcg,
             reason: "test".into(),
         },
-        firmware: Some(top.join("qboot.rom")),
+        firmware: arch.qboot_and_pvh.then(|| top.join("qboot.rom")),
         kernel_version: "test".into(),
         bz_image: top.join("vmlinuz"),
         boot_kernel: top.join("vmlinux"),
@@ -26,6 +31,9 @@ fn boot(top: &Path, initrd: &Path) -> BootFiles {
         initrd: initrd.to_owned(),
         stage1: Some(top.join("stage1")),
         with_disks: Some(top.join("with-disks")),
+    };
+    BootFiles {
+        arches: ARCHES.iter().map(files).collect(),
     }
 }
 
@@ -98,6 +106,38 @@ fn a_command_has_the_machine_s_hardware_and_its_own_instance() {
     let data = run.join("web").join("data.qcow2");
     assert!(cold.contains(&data.display().to_string()), "{cold}");
     assert!(!cold.contains("memory-backend") && !cold.contains("-incoming"));
+}
+
+#[test]
+fn an_arm64_machine_boots_its_architecture_s_machine_on_the_same_vlans() {
+    let top = tempfile::tempdir().unwrap();
+    let run = top.path().join("run");
+    let boot = boot(top.path(), &top.path().join("initrd"));
+    let toml = "[machines.board]\narch = \"aarch64\"\n[machines.pc]\n";
+    let board = command_of(toml, "board", &run, &boot);
+    let pc = command_of(toml, "pc", &run, &boot);
+    assert_eq!(board.program, Path::new("/usr/bin/qemu-system-aarch64"));
+    assert_eq!(pc.program, Path::new("/usr/bin/qemu-system-x86_64"));
+    let cold = args(&board, &Start::cold());
+    assert!(cold.contains(" -M virt "), "{cold}");
+    assert!(cold.contains("-accel tcg -cpu neoverse-n1"), "{cold}");
+    assert!(cold.contains("console=ttyAMA0 "), "{cold}");
+    assert!(!cold.contains("-bios"), "no qboot on virt: {cold}");
+    let pc_args = args(&pc, &Start::cold());
+    assert!(
+        pc_args.contains(" -M q35 ") && pc_args.contains("-bios"),
+        "{pc_args}"
+    );
+    // Both on VLAN 1's switch, each by its own link.
+    for (cmd, link) in [(&board, "vlan1-m1.link"), (&pc, "vlan1-m2.link")] {
+        assert_eq!(cmd.hardware.nics[0].netdev_id, "vlan1");
+        assert_eq!(cmd.instance.nics[0].host, NicHost::Socket(run.join(link)));
+    }
+    let saved = Start {
+        ram: Ram::Shared(top.path().to_owned()),
+        incoming: Incoming::None,
+    };
+    assert!(args(&board, &saved).contains(" -M virt,memory-backend=ram "));
 }
 
 #[test]
@@ -192,9 +232,9 @@ fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
     assert_eq!(identity(alone, "other_name", &run2, &files, V72), base);
     // Everything else that shapes the state is in it.
     let changed = |machine: &str| identity(&pair(machine), "a", &run1, &files, V72);
-    let with = |f: fn(&mut BootFiles)| {
+    let with = |f: fn(&mut ArchBootFiles)| {
         let mut other = files.clone();
-        f(&mut other);
+        f(&mut other.arches[0]);
         identity(&base_toml, "a", &run1, &other, V72)
     };
     let base_image = top.path().join("base.qcow2");
@@ -204,6 +244,7 @@ fn the_identity_has_what_shapes_the_state_and_not_who_the_machine_is() {
         ("kernel_args", changed("kernel_args = \"loglevel=4\"")),
         ("vlans", changed("vlans = [1, 2]")),
         ("display", changed("display = true")),
+        ("arch", changed("arch = \"aarch64\"")),
         (
             "a disk",
             changed("[[machines.NAME.disks]]\nname = \"d\"\nsize = \"64M\""),

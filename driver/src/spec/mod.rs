@@ -35,6 +35,9 @@
 //! files = { "/etc/myapp.conf" = "myapp.conf" }         # guest path = host file; modes kept
 //! init = "systemd"          # or "sysvinit", "openrc", "agent"; default systemd
 //!
+//! [machines.board]
+//! arch = "aarch64"          # or "x86_64"; default the host's (another one is emulated)
+//!
 //! [[machines.server.disks]]  # /dev/vdb (after the image's /dev/vda; /dev/vda without one)
 //! size = "64M"              # a blank qcow2: K, M or G suffix; a bare integer is MiB
 //! name = "data"             # drive id and virtio serial; default disk1, disk2, ...

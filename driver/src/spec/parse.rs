@@ -16,6 +16,7 @@ use super::raw::{RawCoverage, RawMachine, RawNetwork, RawSpec};
 use super::types::{CoverageSpec, JoinSpec, MachineSpec, Spec, SPEC_FILE_NAME};
 use crate::agent_client::AgentKind;
 use crate::error::Error;
+use flotilla_host::arch::Arch;
 
 impl Spec {
     /// Loads a spec file, or `flotilla.toml` inside a directory.
@@ -221,6 +222,24 @@ fn check_machine(
     if machine.cpus == 0 || machine.cpus > 64 {
         return Err(error(span, "cpus must be 1 to 64".into()));
     }
+    let arch = match machine.arch.as_deref() {
+        None => Arch::host(),
+        Some(name) => Arch::named(name).ok_or_else(|| {
+            error(
+                key_span(text, span.clone(), "arch"),
+                format!(
+                    "unknown architecture `{name}`: machines can be {}",
+                    Arch::names()
+                ),
+            )
+        })?,
+    };
+    if machine.display && !arch.vga {
+        return Err(error(
+            key_span(text, span.clone(), "display"),
+            format!("{arch} machines have no screen (`display`): Debian's {} cloud kernel has no graphics driver", arch.debian),
+        ));
+    }
     let in_machine = |(span, m): (Range<usize>, String)| error(span, m);
     let disks = check_disks(machine.disks, dir).map_err(in_machine)?;
     let init = check_init(machine.init).map_err(in_machine)?;
@@ -246,6 +265,7 @@ fn check_machine(
         memory: machine.memory,
         cpus: machine.cpus,
         kernel_args: machine.kernel_args,
+        arch,
         display: machine.display,
         snapshot: machine.snapshot,
         image: machine.image,

@@ -61,6 +61,8 @@ pub(super) struct RawMachine {
     #[serde(default)]
     pub(super) display: bool,
     #[serde(default)]
+    pub(super) arch: Option<String>,
+    #[serde(default)]
     pub(super) snapshot: Option<bool>,
     #[serde(default)]
     pub(super) image: Option<PathBuf>,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::agent_client::AgentKind;
+use flotilla_host::arch::Arch;
 use flotilla_image::debian::Init;
 
 /// The file name looked up when a directory is given instead of a spec file.
@@ -81,6 +82,8 @@ pub struct MachineSpec {
     pub cpus: u32,
     /// Extra kernel command line arguments.
     pub kernel_args: String,
+    /// The guest's architecture (`arch = "aarch64"`); the host's unless the spec says.
+    pub arch: &'static Arch,
     /// A VGA screen (for `screenshot`), which needs the slower SeaBIOS firmware; without
     /// it machines boot through qboot, about a second faster under TCG.
     pub display: bool,
@@ -185,6 +188,7 @@ impl Default for MachineSpec {
             memory: default_memory(),
             cpus: default_cpus(),
             kernel_args: String::new(),
+            arch: Arch::host(),
             display: false,
             snapshot: None,
             image: None,

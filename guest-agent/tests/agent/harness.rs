@@ -219,8 +219,12 @@ fn build_shipped_agent() -> PathBuf {
         .expect("the test runs from a cargo target folder");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let (mut cmd, binary) =
-        static_build::static_agent_build(&cargo, &manifest, &target.join("agent"));
+    let (mut cmd, binary) = static_build::static_agent_build(
+        &cargo,
+        &manifest,
+        &target.join("agent"),
+        "x86_64-unknown-linux-musl",
+    );
     let status = cmd
         .status()
         .expect("running cargo to build the static agent");

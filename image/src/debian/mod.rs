@@ -48,6 +48,7 @@ use super::kernel::Kernel;
 use crate::error::Error;
 pub use base_tree::{cache_key, check_package_name, package_list, DEFAULT_PACKAGES};
 use files::{absolute, temporary_beside, write_file};
+use flotilla_host::arch::Arch;
 use flotilla_host::cache::cache_dir;
 pub use init::Init;
 pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV, SUITE};
@@ -118,8 +119,8 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
 /// mirror and lists what is cached.
 pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
     let packages = package_list(recipe.init, &recipe.packages)?;
-    let kernel = Kernel::locate()?;
-    let agent = crate::agent_binary()?;
+    let kernel = Kernel::locate(Arch::host())?;
+    let agent = crate::agent_binary(Arch::host())?;
     let description = recipe.describe(&packages, &kernel.version, &agent)?;
     let inputs = recipe::key(&description);
     let mirror = mirror().ok_or_else(|| Error::Setup {
