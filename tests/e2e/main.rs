@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use flotilla_driver::{run_test, Error, Fleet, FleetOptions, Machine, Spec};
 
 mod api;
+mod arm64;
 mod book_sample;
 mod debian;
 mod debian_machines;

@@ -52,8 +52,17 @@ impl Machine {
         if self.config.command.hardware.display {
             return Ok(());
         }
+        let arch = self.config.command.hardware.arch;
+        let remedy = if arch.vga {
+            "give it `display = true` in the spec".to_owned()
+        } else {
+            format!(
+                "{arch} machines have none (Debian's {} cloud kernel has no graphics driver)",
+                arch.debian
+            )
+        };
         Err(Error::Usage(format!(
-            "machine `{}` has no screen to {do_to}: give it `display = true` in the spec",
+            "machine `{}` has no screen to {do_to}: {remedy}",
             self.config.name
         )))
     }
