@@ -18,6 +18,7 @@ use super::kernel::Kernel;
 use super::modules::{resolve_modules, strip_module_signature};
 use crate::error::Error;
 use flotilla_agent::cpio::Cpio;
+use flotilla_host::arch::ARCHES;
 use flotilla_host::cache::{cache_dir, prune};
 
 /// Bump when the image layout changes so cached images are rebuilt.
@@ -95,6 +96,26 @@ else
     # /sbin/init is often an absolute link (into the image, not into this initramfs).
     [ -x /newroot$init ] || [ -L /newroot$init ] || fail "the image has no $init"
 fi
+# An image of another architecture: its init cannot run here. Links are followed
+# inside the image.
+real=$init
+n=0
+while [ -L "/newroot$real" ] && [ $n -lt 20 ]; do
+    n=$((n + 1))
+    link=$(busybox readlink "/newroot$real")
+    case "$link" in
+    /*) real=$link ;;
+    *) real=$(busybox dirname "$real")/$link ;;
+    esac
+done
+elf_machine() { busybox od -An -tu2 -j18 -N2 "$1" | busybox tr -d ' '; }
+arch_of() { case "$1" in @ARCH_CASES@ *) echo "ELF machine $1" ;; esac; }
+if [ "$(busybox head -c 4 "/newroot$real" | busybox tail -c 3)" = ELF ]; then
+    theirs=$(elf_machine "/newroot$real")
+    ours=$(elf_machine /bin/busybox)
+    [ "$theirs" = "$ours" ] ||
+        fail "the image is for $(arch_of "$theirs") ($init is), and this machine is $(arch_of "$ours"): give the machine the image's arch"
+fi
 # This machine's own id (the image's is every machine's), before the init reads it.
 for word in $(busybox cat /proc/cmdline); do
     case "$word" in
@@ -112,7 +133,13 @@ exec busybox switch_root /newroot $init
 
 /// Builds (or finds in the cache) the stage-1 initramfs for disk images.
 pub fn stage1_initramfs(kernel: &Kernel) -> Result<PathBuf, Error> {
-    let init = STAGE1_INIT.replace("@MARKER@", AGENT_INIT_MARKER);
+    let cases: String = ARCHES
+        .iter()
+        .map(|a| format!("{}) echo {} ;; ", a.elf_machine, a.name))
+        .collect();
+    let init = STAGE1_INIT
+        .replace("@MARKER@", AGENT_INIT_MARKER)
+        .replace("@ARCH_CASES@", &cases);
     initramfs(kernel, init.as_bytes(), STAGE1_MODULES)
 }
 

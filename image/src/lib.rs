@@ -21,7 +21,8 @@
 //!   built), `stages.rs` (the build's stages, a function each), `base_tree.rs`
 //!   (a base tree's packages, checked, and its cache key), `init.rs` (the init
 //!   systems), `tune.rs` (what makes the tree a quick test guest),
-//!   `mirror.rs` (the release, the mirror and its index), `files.rs`
+//!   `mirror.rs` (the release, the mirror and its index), `deb_file.rs` (what a
+//!   local `.deb` says of itself: its architecture), `files.rs`
 //!   (tools and tree files), `recipe.rs` (what goes into an image, and its
 //!   cache key), `packages.rs` (apt in the tree: more packages, local `.deb`
 //!   files), `store.rs` (the cache of built images, its locks).

@@ -127,3 +127,40 @@ async fn snapshots_are_saved_and_restored_per_architecture() {
     remove_state(&board_state);
     remove_state(&pc_state);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_arm64_image_boots_on_arm64_and_is_refused_by_x86_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let arm64 = flotilla_driver::Arch::named("aarch64").unwrap();
+    super::disk::make_image_for(dir.path(), arm64, |_| {});
+    let text = "boot_timeout = 60\n[machines.board]\narch = \"aarch64\"\nimage = \"root.qcow2\"\n";
+    let net = network(&dir, text);
+    let board = net.machine("board").unwrap();
+    let mounts = board
+        .succeed("uname -m; grep ' / ' /proc/mounts")
+        .await
+        .unwrap();
+    assert!(
+        mounts.starts_with("aarch64\n/dev/vda / ext4 rw"),
+        "{mounts}"
+    );
+    net.stop_all().await;
+
+    let x86 = tempfile::tempdir().unwrap();
+    let image = dir.path().join("root.qcow2");
+    let text = format!(
+        "boot_timeout = 60\n[machines.pc]\narch = \"x86_64\"\nimage = \"{}\"\n",
+        image.display()
+    );
+    let net = network(&x86, &text);
+    let pc = net.machine("pc").unwrap();
+    let e = fails_within(Duration::from_secs(60), pc.succeed("true"))
+        .await
+        .to_string();
+    assert!(e.contains("machine `pc`"), "{e}");
+    assert!(
+        e.contains("the image is for aarch64 (/sbin/init is), and this machine is x86_64"),
+        "{e}"
+    );
+    net.stop_all().await;
+}

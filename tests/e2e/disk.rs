@@ -25,8 +25,17 @@ fn make_image(dir: &Path) -> std::path::PathBuf {
 
 /// [`make_image`], with `customize` changing the tree before it becomes ext4.
 pub(crate) fn make_image_with(dir: &Path, customize: impl FnOnce(&Path)) -> std::path::PathBuf {
-    let kernel = flotilla_driver::image::Kernel::locate(flotilla_driver::Arch::host()).unwrap();
-    let agent = flotilla_driver::agent_binary(flotilla_driver::Arch::host()).unwrap();
+    make_image_for(dir, flotilla_driver::Arch::host(), customize)
+}
+
+/// [`make_image_with`] for machines of `arch`: its busybox and agent.
+pub(crate) fn make_image_for(
+    dir: &Path,
+    arch: &'static flotilla_driver::Arch,
+    customize: impl FnOnce(&Path),
+) -> std::path::PathBuf {
+    let kernel = flotilla_driver::image::Kernel::locate(arch).unwrap();
+    let agent = flotilla_driver::agent_binary(arch).unwrap();
     let cpio = flotilla_driver::image::default_initramfs(&kernel, &agent).unwrap();
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree).unwrap();

@@ -9,7 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
 use super::types::{FileSpec, PackageSource, PackageSpec};
-use flotilla_image::debian::{check_package_name, Init};
+use flotilla_host::arch::Arch;
+use flotilla_image::debian::{check_package_name, deb_mismatch, Init};
 
 /// An error message and the span it is about.
 type Located = (Range<usize>, String);
@@ -27,10 +28,12 @@ pub(super) fn check_init(init: Option<Spanned<String>>) -> Result<Option<Init>, 
     }
 }
 
-/// The checked `packages`; `place` turns a span into (line, column).
+/// The checked `packages` of a machine of `arch`; `place` turns a span into (line,
+/// column).
 pub(super) fn check_packages(
     packages: Vec<Spanned<String>>,
     init: Init,
+    arch: &Arch,
     dir: &Path,
     place: impl Fn(usize) -> (usize, usize),
 ) -> Result<Vec<PackageSpec>, Located> {
@@ -46,6 +49,9 @@ pub(super) fn check_packages(
                     span,
                     format!("package file {} does not exist", path.display()),
                 ));
+            }
+            if let Some(why) = deb_mismatch(&path, arch) {
+                return Err((span, why));
             }
             PackageSource::Deb(std::path::absolute(&path).unwrap_or(path))
         } else {

@@ -243,9 +243,13 @@ fn check_machine(
     let in_machine = |(span, m): (Range<usize>, String)| error(span, m);
     let disks = check_disks(machine.disks, dir).map_err(in_machine)?;
     let init = check_init(machine.init).map_err(in_machine)?;
-    let packages = check_packages(machine.packages, init.unwrap_or_default(), dir, |at| {
-        line_column(text, at)
-    })
+    let packages = check_packages(
+        machine.packages,
+        init.unwrap_or_default(),
+        arch,
+        dir,
+        |at| line_column(text, at),
+    )
     .map_err(in_machine)?;
     let files = check_files(machine.files, dir).map_err(in_machine)?;
     let debian = init.is_some() || !packages.is_empty() || !files.is_empty();
@@ -415,6 +419,27 @@ mod tests {
             Ok(_) => panic!("spec unexpectedly parsed"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn an_architecture_is_known_and_fits_the_machine() {
+        let spec = parse(
+            "[machines.a]\narch = \"aarch64\"\n[machines.b]\narch = \"arm64\"\n[machines.c]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.machines["a"].arch.name, "aarch64");
+        assert_eq!(spec.machines["b"].arch.name, "aarch64", "Debian's name too");
+        assert!(spec.machines["c"].arch.is_host());
+        let m = message("[machines.a]\narch = \"riscv\"\n");
+        assert!(
+            m.contains(":2:8: machine `a`: unknown architecture `riscv`: machines can be \"x86_64\", \"aarch64\""),
+            "{m}"
+        );
+        let m = message("[machines.a]\narch = \"aarch64\"\ndisplay = true\n");
+        assert!(
+            m.contains(":3:11: machine `a`: aarch64 machines have no screen"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -755,6 +780,33 @@ mod tests {
             m.starts_with("3:3: machine `web`: packages: `Nginx` is not a Debian package name"),
             "{m}"
         );
+        // A package of another architecture than the machine's.
+        let root = dir.path().join("pkg");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: app\nVersion: 1.0\nArchitecture: amd64\nMaintainer: t <t@x.invalid>\n\
+             Description: t\n",
+        )
+        .unwrap();
+        let built = std::process::Command::new("dpkg-deb")
+            .args(["--build", "--root-owner-group"])
+            .arg(&root)
+            .arg(dir.path().join("app_1.0_amd64.deb"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(built.success());
+        let m = message("arch = \"aarch64\"\npackages = [\"./app_1.0_amd64.deb\"]\n");
+        assert!(
+            m.starts_with("3:13: machine `web`: ")
+                && m.contains(
+                    "is a package for amd64 (x86_64), and this machine is aarch64 (arm64)"
+                ),
+            "{m}"
+        );
+        let fits = "[machines.web]\narch = \"x86_64\"\npackages = [\"./app_1.0_amd64.deb\"]\n";
+        Spec::parse(&path, fits).unwrap();
         let m = message("packages = [\"./gone_1.0_amd64.deb\"]\n");
         assert!(m.starts_with("2:13: machine `web`: package file "), "{m}");
         assert!(m.contains("gone_1.0_amd64.deb does not exist"), "{m}");

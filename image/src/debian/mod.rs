@@ -33,6 +33,7 @@
 //! ```
 
 mod base_tree;
+mod deb_file;
 mod files;
 mod init;
 mod mirror;
@@ -47,6 +48,7 @@ use std::path::{Path, PathBuf};
 use super::kernel::Kernel;
 use crate::error::Error;
 pub use base_tree::{cache_key, check_package_name, package_list, DEFAULT_PACKAGES};
+pub use deb_file::{deb_architecture, deb_mismatch};
 use files::{absolute, temporary_beside, write_file};
 use flotilla_host::arch::Arch;
 use flotilla_host::cache::cache_dir;
