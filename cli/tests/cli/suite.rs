@@ -331,6 +331,7 @@ fn every_example_and_sixteen_machines_pass_as_one_suite() {
         "examples/router",
         "examples/webserver",
         "examples/nginx",
+        "examples/multiarch",
     ];
     let started = Instant::now();
     let t = run_expecting(
@@ -357,7 +358,7 @@ fn every_example_and_sixteen_machines_pass_as_one_suite() {
             "{id}: {summary}"
         );
     }
-    assert!(summary.contains("6 test(s): 6 passed in "), "{summary}");
+    assert!(summary.contains("7 test(s): 7 passed in "), "{summary}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("failures=\"0\" errors=\"0\""), "{xml}");
     eprintln!(
