@@ -23,6 +23,11 @@
 //!   are this run's), to agent-ready; and a network of `BENCH_NETWORK` (default 16)
 //!   default-guest machines on one VLAN, all ready, booted against restored.
 //!
+//! - arm64 rows (`arch = "aarch64"`, emulated: TCG whatever the host has): the floor
+//!   with the arm64 kernel, busybox, `virt` machine, CPU and console; the default guest
+//!   ready, booted and restored; a network of two arm64 and two x86 default guests, all
+//!   ready. Under the table, the arm64 medians against the x86 ones.
+//!
 //! - debian sysvinit / openrc ready: the same for images with those inits (the agent
 //!   an init script / an `openrc-run` service), to agent-ready.
 //! - net-config: from a cold default-guest run's `driver.log`, the time the driver's
@@ -55,7 +60,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_driver::debian::{self, DebianOptions, Init};
 use flotilla_driver::image::{busybox_path, Kernel};
-use flotilla_driver::{detect_accel, Accel, Fleet, FleetOptions, Spec};
+use flotilla_driver::{detect_accel, Accel, Arch, Fleet, FleetOptions, Spec};
 
 /// The kernel flags Flotilla adds (see `driver/src/plan/qemu_command.rs`).
 const FLAGS: &str = " cryptomgr.notests no_timer_check";
@@ -65,11 +70,13 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    let kernel =
-        Kernel::locate(flotilla_driver::Arch::host()).expect("a kernel: run scripts/setup");
+    let kernel = Kernel::locate(Arch::host()).expect("a kernel: run scripts/setup");
     let accel = detect_accel();
     let dir = tempfile::tempdir().expect("temp dir");
-    let floor_initrd = floor_initramfs(dir.path());
+    let floor_initrd = floor_initramfs(dir.path(), Arch::host());
+    let arm64 = Arch::named("aarch64").expect("aarch64 in the table");
+    let arm64_kernel = Kernel::locate(arm64).expect("an arm64 kernel: run scripts/setup");
+    let arm64_floor_initrd = floor_initramfs(dir.path(), arm64);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     let mut floor = Vec::new();
@@ -102,13 +109,19 @@ fn main() {
     let mut net_config = Vec::new();
     let mut network_cold = Vec::new();
     let mut network_restored = Vec::new();
+    let mut arm64_floor = Vec::new();
+    let mut arm64_ready = Vec::new();
+    let mut arm64_restored = Vec::new();
+    let mut mixed = Vec::new();
     let machines: usize = std::env::var("BENCH_NETWORK")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(16);
     let tag = std::process::id().to_string();
     // The states the restored rows start from, saved once, unmeasured.
-    runtime.block_on(flotilla_run(dir.path(), 0, Some(&tag)));
+    for arch in [Arch::host(), arm64] {
+        runtime.block_on(flotilla_run(dir.path(), arch, 0, Some(&tag)));
+    }
     if let Some(images) = &images {
         runtime.block_on(debian_run(
             dir.path(),
@@ -136,14 +149,37 @@ fn main() {
             FLAGS,
             qboot.as_deref(),
         ));
-        let (r, e) = runtime.block_on(flotilla_run(dir.path(), i, None));
+        let (r, e) = runtime.block_on(flotilla_run(dir.path(), Arch::host(), i, None));
         ready.push(r);
         echo.push(e);
-        net_config.extend(net_config_time(&dir.path().join(format!("out-{i}"))));
+        net_config.extend(net_config_time(
+            &dir.path().join(format!("out-{}-{i}", Arch::host())),
+        ));
         restored.push(
             runtime
-                .block_on(flotilla_run(dir.path(), i + 1, Some(&tag)))
+                .block_on(flotilla_run(dir.path(), Arch::host(), i + 1, Some(&tag)))
                 .0,
+        );
+        arm64_floor.push(boot_floor_of(
+            arm64,
+            &arm64_kernel.image,
+            &arm64_floor_initrd,
+            Accel::Tcg,
+            FLAGS,
+            None,
+        ));
+        arm64_ready.push(runtime.block_on(flotilla_run(dir.path(), arm64, i, None)).0);
+        arm64_restored.push(
+            runtime
+                .block_on(flotilla_run(dir.path(), arm64, i + 1, Some(&tag)))
+                .0,
+        );
+        eprintln!(
+            "run {}: arm64 floor {:.2} s, ready {:.2} s, restored {:.2} s",
+            i + 1,
+            arm64_floor[i].as_secs_f64(),
+            arm64_ready[i].as_secs_f64(),
+            arm64_restored[i].as_secs_f64()
         );
         eprintln!(
             "run {}: floor {:.2} s ({:.2} s with our flags, {:.2} s also with qboot, {:.2} s also with vmlinux), ready {:.2} s, echo hi {:.2} s",
@@ -186,11 +222,21 @@ fn main() {
         }
     }
     for i in 0..runs {
+        let two_and_two = [arm64, arm64, Arch::host(), Arch::host()];
+        mixed.push(runtime.block_on(network_run(dir.path(), i, &two_and_two, None)));
+        eprintln!(
+            "run {}: 2 arm64 + 2 x86 machines ready: booted {:.2} s",
+            i + 1,
+            mixed[i].as_secs_f64()
+        );
+    }
+    for i in 0..runs {
         if machines == 0 {
             break;
         }
-        network_cold.push(runtime.block_on(network_run(dir.path(), i, machines, None)));
-        network_restored.push(runtime.block_on(network_run(dir.path(), i, machines, Some(&tag))));
+        let x86s = vec![Arch::host(); machines];
+        network_cold.push(runtime.block_on(network_run(dir.path(), i, &x86s, None)));
+        network_restored.push(runtime.block_on(network_run(dir.path(), i, &x86s, Some(&tag))));
         eprintln!(
             "run {}: {machines} machines ready: booted {:.2} s, restored {:.2} s",
             i + 1,
@@ -228,6 +274,10 @@ fn main() {
         ("flotilla: agent ready (guest)", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
         ("flotilla: agent ready, restored", &mut restored),
+        ("arm64 floor: busybox /init first line", &mut arm64_floor),
+        ("arm64 flotilla: agent ready (guest)", &mut arm64_ready),
+        ("arm64 flotilla: agent ready, restored", &mut arm64_restored),
+        ("2 arm64 + 2 x86 machines: all ready", &mut mixed),
         ("debian agent-init: ready", &mut agent_init),
         ("debian systemd: ready", &mut systemd_ready),
         ("debian systemd: boot finished", &mut systemd_finished),
@@ -250,6 +300,17 @@ fn main() {
             m.as_secs_f64() / f.as_secs_f64(),
             m.as_secs_f64() / same.as_secs_f64(),
             m.as_secs_f64() / guest.as_secs_f64()
+        );
+    }
+    if !arm64_ready.is_empty() {
+        let ratio = |a: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+            median(a).as_secs_f64() / median(b).as_secs_f64()
+        };
+        println!();
+        println!(
+            "arm64 against x86 (medians): agent ready {:.2}x (target 2.5x), restored {:.2}x (target 1.5x)",
+            ratio(&mut arm64_ready, &mut ready),
+            ratio(&mut arm64_restored, &mut restored)
         );
     }
     if !builds.is_empty() {
@@ -275,14 +336,20 @@ fn median(v: &mut [Duration]) -> Duration {
 
 /// A fresh default-guest machine: the time to agent-ready and to `echo hi`; booted,
 /// or with `restore_tag` started from the snapshot of that tag.
-async fn flotilla_run(dir: &Path, i: usize, restore_tag: Option<&str>) -> (Duration, Duration) {
-    let text = match restore_tag {
-        Some(tag) => format!("[machines.vm]\nkernel_args = \"flotilla.bench={tag}\"\n"),
-        None => "[machines.vm]\n".to_owned(),
-    };
+async fn flotilla_run(
+    dir: &Path,
+    arch: &Arch,
+    i: usize,
+    restore_tag: Option<&str>,
+) -> (Duration, Duration) {
+    let mut text = format!("[machines.vm]\narch = \"{arch}\"\n");
+    if let Some(tag) = restore_tag {
+        text.push_str(&format!("kernel_args = \"flotilla.bench={tag}\"\n"));
+    }
     let spec = Spec::parse(&dir.join("bench.toml"), &text).expect("spec");
     let suffix = if restore_tag.is_some() { "r" } else { "" };
-    let mut options = FleetOptions::new(dir.join(format!("out-{i}{suffix}")));
+    let log_dir = dir.join(format!("out-{arch}-{i}{suffix}"));
+    let mut options = FleetOptions::new(log_dir.clone());
     options.terminal = false;
     options.snapshot = restore_tag.is_some();
     let started = Instant::now();
@@ -295,7 +362,7 @@ async fn flotilla_run(dir: &Path, i: usize, restore_tag: Option<&str>) -> (Durat
     assert_eq!(out, "hi\n");
     net.stop_all().await;
     if restore_tag.is_some() && i > 0 {
-        assert_restored(&dir.join(format!("out-{i}{suffix}")), 1);
+        assert_restored(&log_dir, 1);
     }
     (ready, echo)
 }
@@ -440,17 +507,24 @@ async fn debian_run(
 
 /// `machines` default-guest machines on one VLAN, from nothing to all ready; booted,
 /// or with `restore_tag` started from the snapshot of that tag.
-async fn network_run(dir: &Path, i: usize, machines: usize, restore_tag: Option<&str>) -> Duration {
+async fn network_run(
+    dir: &Path,
+    i: usize,
+    arches: &[&Arch],
+    restore_tag: Option<&str>,
+) -> Duration {
+    let machines = arches.len();
     let mut text = String::new();
-    for m in 1..=machines {
-        text.push_str(&format!("[machines.m{m}]\n"));
+    for (m, arch) in arches.iter().enumerate() {
+        text.push_str(&format!("[machines.m{m}]\narch = \"{arch}\"\n"));
         if let Some(tag) = restore_tag {
             text.push_str(&format!("kernel_args = \"flotilla.bench={tag}\"\n"));
         }
     }
     let spec = Spec::parse(&dir.join("network.toml"), &text).expect("spec");
     let suffix = if restore_tag.is_some() { "r" } else { "" };
-    let mut options = FleetOptions::new(dir.join(format!("net-{i}{suffix}")));
+    let out = dir.join(format!("net-{machines}-{}-{i}{suffix}", arches[0]));
+    let mut options = FleetOptions::new(out.clone());
     options.terminal = false;
     options.snapshot = restore_tag.is_some();
     let started = Instant::now();
@@ -459,7 +533,7 @@ async fn network_run(dir: &Path, i: usize, machines: usize, restore_tag: Option<
     let ready = started.elapsed();
     net.stop_all().await;
     if restore_tag.is_some() {
-        assert_restored(&dir.join(format!("net-{i}{suffix}")), machines);
+        assert_restored(&out, machines);
     }
     ready
 }
@@ -471,14 +545,10 @@ fn assert_restored(out: &Path, machines: usize) {
     assert_eq!(restored, machines, "restored machines in {}", out.display());
 }
 
-fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
-    let root = dir.join("floor-root");
+fn floor_initramfs(dir: &std::path::Path, arch: &Arch) -> std::path::PathBuf {
+    let root = dir.join(format!("floor-root-{arch}"));
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::copy(
-        busybox_path(flotilla_driver::Arch::host()),
-        root.join("bin/busybox"),
-    )
-    .expect("copy busybox");
+    std::fs::copy(busybox_path(arch), root.join("bin/busybox")).expect("copy busybox");
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
     std::fs::write(
         root.join("init"),
@@ -490,7 +560,7 @@ fn floor_initramfs(dir: &std::path::Path) -> std::path::PathBuf {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let out = dir.join("floor.cpio");
+    let out = dir.join(format!("floor-{arch}.cpio"));
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -511,15 +581,27 @@ fn boot_floor(
     extra: &str,
     bios: Option<&std::path::Path>,
 ) -> Duration {
+    boot_floor_of(Arch::host(), kernel, initrd, accel, extra, bios)
+}
+
+/// The floor of a machine of `arch`: its QEMU, machine type, CPU and console.
+fn boot_floor_of(
+    arch: &Arch,
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    accel: Accel,
+    extra: &str,
+    bios: Option<&std::path::Path>,
+) -> Duration {
     let started = Instant::now();
-    let mut command = Command::new(flotilla_driver::qemu_binary(flotilla_driver::Arch::host()));
+    let mut command = Command::new(flotilla_driver::qemu_binary(arch));
     if let Some(bios) = bios {
         command.arg("-bios").arg(bios);
     }
     let mut child = command
         .args([
             "-M",
-            "q35",
+            arch.machine,
             "-nodefaults",
             "-no-user-config",
             "-display",
@@ -528,14 +610,14 @@ fn boot_floor(
         ])
         .args(match accel {
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", arch.tcg_cpu],
         })
         .args(["-m", "256", "-serial", "stdio", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
         .arg("-append")
-        .arg(format!("console=ttyS0 quiet panic=-1{extra}"))
+        .arg(format!("console={} quiet panic=-1{extra}", arch.console))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

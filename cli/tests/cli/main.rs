@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod arm64;
 mod coverage;
 mod debian;
 mod debug;
