@@ -6,14 +6,20 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-use flotilla_driver::{agent_binary, Error};
+use flotilla_driver::{agent_binary, Arch, Error};
 
 /// Exit status when the agent could not be written or installed.
 const EXIT_ERROR: u8 = 2;
 
-/// Writes the agent binary to `output` (mode 0755).
-pub fn extract(output: &Path) -> ExitCode {
-    match write_agent(output) {
+/// `--arch`: an architecture's name, or a usage error listing those there are.
+pub fn parse_arch(name: &str) -> Result<&'static Arch, String> {
+    Arch::named(name)
+        .ok_or_else(|| format!("unknown architecture `{name}`; known: {}", Arch::names()))
+}
+
+/// Writes the agent binary for `arch` to `output` (mode 0755).
+pub fn extract(output: &Path, arch: &Arch) -> ExitCode {
+    match write_agent(output, arch) {
         Ok(()) => {
             println!("{}", output.display());
             ExitCode::SUCCESS
@@ -26,8 +32,10 @@ pub fn extract(output: &Path) -> ExitCode {
 }
 
 /// Runs the agent's own installer (`flotilla-agent install --root DIR`) from a
-/// temporary copy: it copies itself into the tree and adds its service.
-pub fn install(root: &Path) -> ExitCode {
+/// temporary copy: it copies itself into the tree and adds its service. For another
+/// architecture than the host's, whose agent cannot run here, the host's agent installs
+/// that one (`--binary FILE`).
+pub fn install(root: &Path, arch: &Arch) -> ExitCode {
     let dir = match tempfile::Builder::new().prefix("flotilla-agent-").tempdir() {
         Ok(d) => d,
         Err(source) => {
@@ -39,17 +47,22 @@ pub fn install(root: &Path) -> ExitCode {
         }
     };
     let installer = dir.path().join("flotilla-agent");
-    if let Err(e) = write_agent(&installer) {
+    if let Err(e) = write_agent(&installer, Arch::host()) {
         crate::print_chain(&e);
         return ExitCode::from(EXIT_ERROR);
     }
+    let mut command = Command::new(&installer);
+    command.arg("install").arg("--root").arg(root);
+    if !arch.is_host() {
+        let binary = dir.path().join(format!("flotilla-agent-{arch}"));
+        if let Err(e) = write_agent(&binary, arch) {
+            crate::print_chain(&e);
+            return ExitCode::from(EXIT_ERROR);
+        }
+        command.arg("--binary").arg(binary);
+    }
     // The installer prints what it wrote, or its error, and exits 0 or 2.
-    match Command::new(&installer)
-        .arg("install")
-        .arg("--root")
-        .arg(root)
-        .status()
-    {
+    match command.status() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(EXIT_ERROR),
         Err(source) => {
@@ -62,10 +75,9 @@ pub fn install(root: &Path) -> ExitCode {
     }
 }
 
-/// Writes the agent to `path` (boxed: the driver's error is large).
-fn write_agent(path: &Path) -> Result<(), Box<Error>> {
-    let binary =
-        agent_binary(flotilla_driver::Arch::host()).map_err(flotilla_driver::Error::from)?;
+/// Writes the agent for `arch` to `path` (boxed: the driver's error is large).
+fn write_agent(path: &Path, arch: &Arch) -> Result<(), Box<Error>> {
+    let binary = agent_binary(arch).map_err(Error::from)?;
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

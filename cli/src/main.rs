@@ -156,12 +156,21 @@ enum AgentAction {
         /// The root of the guest's file system tree.
         #[arg(long, value_name = "DIR")]
         root: PathBuf,
+        /// The guest's architecture: x86_64 or aarch64 (or Debian's names, amd64 and
+        /// arm64); default: the host's.
+        #[arg(long, value_name = "ARCH", value_parser = agent::parse_arch)]
+        arch: Option<&'static flotilla_driver::Arch>,
     },
-    /// Write the agent binary (static, x86_64) to a file; prints its path.
+    /// Write the static agent binary for the host's architecture (or --arch's) to a
+    /// file; prints its path.
     Extract {
         /// The file to write (mode 0755).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// The guest's architecture: x86_64 or aarch64 (or Debian's names, amd64 and
+        /// arm64); default: the host's.
+        #[arg(long, value_name = "ARCH", value_parser = agent::parse_arch)]
+        arch: Option<&'static flotilla_driver::Arch>,
     },
 }
 
@@ -215,11 +224,11 @@ fn main() -> ExitCode {
         Cmd::Snapshots { clear } => snapshots::main(clear),
         Cmd::Report { dir } => unfinished_report::main(&dir),
         Cmd::Agent {
-            action: AgentAction::Install { root },
-        } => agent::install(&root),
+            action: AgentAction::Install { root, arch },
+        } => agent::install(&root, arch.unwrap_or(flotilla_driver::Arch::host())),
         Cmd::Agent {
-            action: AgentAction::Extract { output },
-        } => agent::extract(&output),
+            action: AgentAction::Extract { output, arch },
+        } => agent::extract(&output, arch.unwrap_or(flotilla_driver::Arch::host())),
         Cmd::Image {
             kind:
                 ImageKind::Debian {

@@ -4,7 +4,8 @@
 //!   cargo bench -p flotilla-agent --bench agent
 //!
 //! It measures what ships, the static `agent`-profile build that `flotilla` embeds
-//! (built by the shared harness); FLOTILLA_AGENT_BIN names another binary.
+//! (built by the shared harness), for the host's architecture; FLOTILLA_AGENT_BIN
+//! names another binary.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,12 +26,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there is nothing to run there.
     }
-    if let Some(why) = harness::missing_prerequisite() {
+    let arch = harness::host_arch();
+    if let Some(why) = harness::missing_prerequisite(arch) {
         // The subject cannot run: a failure, not an empty table.
         eprintln!("agent bench: cannot boot a VM: {why} (run scripts/setup)");
         std::process::exit(1);
     }
-    let bin = harness::agent_bin();
+    let bin = harness::agent_bin(arch);
     let size = std::fs::metadata(&bin).unwrap().len();
     println!(
         "agent binary: {} bytes ({:.2} MiB) {}",
@@ -39,9 +41,9 @@ fn main() {
         bin.display()
     );
 
-    let cpio = harness::initramfs(|_| {});
+    let cpio = harness::initramfs(arch, |_| {});
     let t = Instant::now();
-    let mut vm = Vm::boot(&cpio, "");
+    let mut vm = Vm::boot(arch, &cpio, "");
     let to_ready = t.elapsed();
     let boot_ms: u64 = vm
         .ready_line

@@ -1,5 +1,6 @@
-//! `flotilla-agent install --root DIR`: put the agent into a guest root filesystem so
-//! that it starts as a service at boot: a systemd unit, and an init script enabled for
+//! `flotilla-agent install --root DIR [--binary FILE]`: put the agent (this executable,
+//! or the agent binary `FILE`, e.g. one built for another architecture, which cannot
+//! run here) into a guest root filesystem so that it starts as a service at boot: a systemd unit, and an init script enabled for
 //! OpenRC (when the tree has `/etc/runlevels` or `openrc-run`, as Alpine and Debian's
 //! `openrc` do; run by `supervise-daemon`) or else for sysvinit (runlevel links, and
 //! an entry in insserv's makefiles when the tree boots from them, as Debian's
@@ -134,16 +135,36 @@ fn uses_openrc(root: &Path) -> bool {
         .any(|p| root.join(p).exists())
 }
 
-pub fn main(args: &[&str]) -> ExitCode {
-    let root = match args {
-        ["--root", dir] => *dir,
-        [arg] if arg.starts_with("--root=") => &arg["--root=".len()..],
-        _ => {
-            eprintln!("flotilla-agent: usage: flotilla-agent install --root DIR");
-            return ExitCode::from(2);
+/// The installer's usage line.
+pub const USAGE: &str = "flotilla-agent install --root DIR [--binary FILE]";
+
+/// `--root DIR` and `--binary FILE` (or `--root=DIR`, `--binary=FILE`), in any order.
+fn parse_args<'a>(args: &[&'a str]) -> Option<(&'a str, Option<&'a str>)> {
+    let (mut root, mut binary) = (None, None);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name, value),
+            None => (*arg, *rest.next()?),
+        };
+        let slot = match name {
+            "--root" => &mut root,
+            "--binary" => &mut binary,
+            _ => return None,
+        };
+        if slot.replace(value).is_some() {
+            return None;
         }
+    }
+    Some((root?, binary))
+}
+
+pub fn main(args: &[&str]) -> ExitCode {
+    let Some((root, binary)) = parse_args(args) else {
+        eprintln!("flotilla-agent: usage: {USAGE}");
+        return ExitCode::from(2);
     };
-    match install(Path::new(root)) {
+    match install(Path::new(root), binary.map(Path::new)) {
         Ok(paths) => {
             for p in paths {
                 println!("installed {}", p.display());
@@ -161,17 +182,34 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Install into `root`; returns the paths created.
-pub fn install(root: &Path) -> io::Result<Vec<PathBuf>> {
+/// The agent binary to install: the file `binary`, which must be an ELF executable, or
+/// else this executable.
+fn agent_binary(binary: Option<&Path>) -> io::Result<Vec<u8>> {
+    let path = match binary {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe().map_err(context("finding this executable".into()))?,
+    };
+    let bin = std::fs::read(&path).map_err(context(format!("reading {}", path.display())))?;
+    if !bin.starts_with(b"\x7fELF") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not an ELF executable", path.display()),
+        ));
+    }
+    Ok(bin)
+}
+
+/// Install into `root` the agent `binary` (by default this executable); returns the
+/// paths created.
+pub fn install(root: &Path, binary: Option<&Path>) -> io::Result<Vec<PathBuf>> {
     if !root.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             "not a directory".to_string(),
         ));
     }
+    let bin = agent_binary(binary)?;
     let mut done = Vec::new();
-    let exe = std::env::current_exe().map_err(context("finding this executable".into()))?;
-    let bin = std::fs::read(&exe).map_err(context(format!("reading {}", exe.display())))?;
     done.push(write_file(&root.join(BIN_PATH), &bin, 0o755)?);
     done.push(write_file(
         &root.join(UNIT_PATH),
@@ -288,6 +326,30 @@ fn symlink(target: &str, link: &Path) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn install_arguments_in_either_form_and_order() {
+        assert_eq!(parse_args(&["--root", "/r"]), Some(("/r", None)));
+        assert_eq!(parse_args(&["--root=/r"]), Some(("/r", None)));
+        assert_eq!(
+            parse_args(&["--binary", "/b", "--root=/r"]),
+            Some(("/r", Some("/b")))
+        );
+        assert_eq!(
+            parse_args(&["--root", "/r", "--binary=/b"]),
+            Some(("/r", Some("/b")))
+        );
+        for bad in [
+            &[][..],
+            &["--binary", "/b"],
+            &["--root"],
+            &["--root", "/r", "--root", "/s"],
+            &["--root", "/r", "--arch", "aarch64"],
+            &["/r"],
+        ] {
+            assert_eq!(parse_args(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_agent_joins_insserv_targets_once() {

@@ -21,7 +21,10 @@ use std::process::ExitCode;
 
 const USAGE: &str = "\
 usage: flotilla-agent                     serve the agent port (as PID 1 or as a service)
-       flotilla-agent install --root DIR  install the agent, a systemd unit and an init script into DIR
+       flotilla-agent install --root DIR [--binary FILE]
+                                          install the agent (this one, or the agent binary
+                                          FILE, e.g. another architecture's), a systemd
+                                          unit and an init script into DIR
        flotilla-agent --version";
 
 fn main() -> ExitCode {

@@ -1226,6 +1226,95 @@ fn agent_install_puts_the_static_agent_and_its_services_into_a_tree() {
     assert!(t.starts_with("flotilla-agent "), "{t}");
 }
 
+/// `e_machine` of the ELF file `bytes` (little-endian), if it is one.
+fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    (bytes.starts_with(b"\x7fELF") && bytes.len() > 20)
+        .then(|| u16::from_le_bytes([bytes[18], bytes[19]]))
+}
+
+/// Whether the ELF file `bytes` (64-bit, little-endian) has no ELF interpreter: no
+/// `PT_INTERP` program header.
+fn elf_is_static(bytes: &[u8]) -> bool {
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 3
+    })
+}
+
+#[test]
+fn agent_install_and_extract_for_arm64() {
+    const EM_AARCH64: u16 = 183;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    // The host's agent installs the arm64 one, which cannot run here.
+    let t = run_expecting(
+        flotilla()
+            .args(["agent", "install", "--arch", "aarch64", "--root"])
+            .arg(&root),
+        0,
+    );
+    for file in [
+        "usr/local/bin/flotilla-agent",
+        "etc/systemd/system/flotilla-agent.service",
+        "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
+        "etc/init.d/flotilla-agent",
+        "etc/rc2.d/S99flotilla-agent",
+        "etc/rc0.d/K01flotilla-agent",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(root.join(file)).is_ok(),
+            "{file}: {t}"
+        );
+        assert!(t.contains(file), "{file} not reported: {t}");
+    }
+    let installed = std::fs::read(root.join("usr/local/bin/flotilla-agent")).unwrap();
+    assert_eq!(elf_machine(&installed), Some(EM_AARCH64));
+    assert!(elf_is_static(&installed), "dynamically linked");
+    let mode = std::fs::metadata(root.join("usr/local/bin/flotilla-agent"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+
+    // `extract --arch` writes the same binary; Debian's name works too.
+    let extracted = dir.path().join("flotilla-agent-arm64");
+    let t = run_expecting(
+        flotilla()
+            .args(["agent", "extract", "--arch", "arm64", "-o"])
+            .arg(&extracted),
+        0,
+    );
+    assert_eq!(t.trim(), extracted.display().to_string());
+    assert_eq!(std::fs::read(&extracted).unwrap(), installed);
+
+    // The host's agent is another file.
+    let host = dir.path().join("flotilla-agent");
+    run_expecting(flotilla().args(["agent", "extract", "-o"]).arg(&host), 0);
+    let host = std::fs::read(&host).unwrap();
+    assert_ne!(elf_machine(&host), Some(EM_AARCH64));
+    assert!(elf_is_static(&host), "dynamically linked");
+}
+
+#[test]
+fn agent_for_an_unknown_arch_is_a_usage_error_listing_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["agent", "install", "--arch", "riscv64", "--root"][..],
+        &["agent", "extract", "--arch", "riscv64", "-o"],
+    ] {
+        let t = run_expecting(flotilla().args(args).arg(dir.path().join("x")), 2);
+        assert!(
+            t.contains("unknown architecture `riscv64`; known: \"x86_64\", \"aarch64\""),
+            "{t}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 #[test]
 fn agent_install_into_a_missing_tree_fails_naming_it() {
     let t = run_expecting(

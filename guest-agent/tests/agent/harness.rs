@@ -1,17 +1,24 @@
-//! Boots the agent as /init of a hand-made initramfs under QEMU (TCG) and talks to it.
+//! Boots the agent as /init of a hand-made initramfs under QEMU (TCG) and talks to it,
+//! on each guest architecture of [`ARCHES`].
 //!
-//! Needs `qemu-system-x86_64`, `/bin/busybox` (static) and a kernel at
-//! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current`, with `vmlinuz`,
-//! `version` and `modules/`). Tests fail, naming what is missing, when any is.
+//! Needs, for each architecture, its QEMU (`qemu-system-x86_64`,
+//! `qemu-system-aarch64`), its static busybox (`/bin/busybox`; arm64's in
+//! `<cache>/busybox/arm64/`, with the `applets` list beside it) and its kernel at
+//! `$FLOTILLA_KERNEL_DIR_<ARCH>` (for the host's architecture also
+//! `$FLOTILLA_KERNEL_DIR`; default `<cache>/kernel/current-<debian arch>`, with
+//! `vmlinuz`, `version` and `modules/`), all of which `scripts/setup` provides. Tests
+//! fail, naming what is missing, when any is.
 //!
 //! The agent binary is the one users get: the static `agent`-profile build that
-//! `flotilla` embeds (see [`agent_bin`]); `$FLOTILLA_AGENT_BIN` names another one (a
-//! dynamically linked one goes in with the shared libraries `ldd` lists).
+//! `flotilla` embeds (see [`agent_bin`]); `$FLOTILLA_AGENT_BIN_<ARCH>` (for the host's
+//! architecture also `$FLOTILLA_AGENT_BIN`) names another one (a dynamically linked one
+//! goes in with the shared libraries `ldd` lists).
 
 #[path = "../../static_build.rs"]
 mod static_build;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -19,44 +26,163 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use flotilla_agent::proto::{
     self, decode, Decoded, ErrorBody, ExecRequest, ExitStatus, Frame, Hello, HelloReply, Kind,
 };
 
-pub fn kernel_dir() -> PathBuf {
-    std::env::var_os("FLOTILLA_KERNEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/flotilla/kernel/current")
-        })
+/// A guest architecture the tests boot: what differs between them. (The agent is the
+/// lowest crate: this is a small copy of the rows of `flotilla_host::arch::ARCHES`
+/// that the tests need, not a dependency on it.)
+#[derive(Debug)]
+pub struct Arch {
+    /// `uname -m`, and the suffix of its environment variables (`..._AARCH64`).
+    pub name: &'static str,
+    /// The Rust target the agent is built for.
+    pub triple: &'static str,
+    /// QEMU's system emulator, machine type and CPU model under TCG.
+    pub qemu: &'static str,
+    pub machine: &'static str,
+    pub cpu: &'static str,
+    /// The serial console (`console=`).
+    pub console: &'static str,
+    /// The link to its kernel's folder in `<cache>/kernel`.
+    pub kernel_link: &'static str,
+    /// Its static busybox: an absolute path, or one in the cache.
+    pub busybox: &'static str,
+    /// `e_machine` of its ELF files.
+    pub elf_machine: u16,
 }
 
-/// Why the VM tests cannot run here, if they cannot.
-pub fn missing_prerequisite() -> Option<String> {
-    let k = kernel_dir();
+/// The architectures every VM test runs on.
+pub static ARCHES: [Arch; 2] = [
+    Arch {
+        name: "x86_64",
+        triple: "x86_64-unknown-linux-musl",
+        qemu: "qemu-system-x86_64",
+        machine: "q35",
+        cpu: "max",
+        console: "ttyS0",
+        kernel_link: "current-amd64",
+        busybox: "/bin/busybox",
+        elf_machine: 62,
+    },
+    Arch {
+        name: "aarch64",
+        triple: "aarch64-unknown-linux-musl",
+        qemu: "qemu-system-aarch64",
+        machine: "virt",
+        cpu: "neoverse-n1",
+        console: "ttyAMA0",
+        kernel_link: "current-arm64",
+        busybox: "busybox/arm64/busybox",
+        elf_machine: 183,
+    },
+];
+
+impl Arch {
+    /// The x86_64 row.
+    pub fn x86_64() -> &'static Arch {
+        &ARCHES[0]
+    }
+
+    /// The aarch64 row.
+    pub fn aarch64() -> &'static Arch {
+        &ARCHES[1]
+    }
+
+    /// Whether this is the host's architecture.
+    pub fn is_host(&self) -> bool {
+        self.name == std::env::consts::ARCH
+    }
+
+    /// `$<var>_<ARCH>`, else, for the host's architecture, `$<var>`.
+    fn env(&self, var: &str) -> Option<OsString> {
+        std::env::var_os(format!("{var}_{}", self.name.to_uppercase()))
+            .or_else(|| self.is_host().then(|| std::env::var_os(var)).flatten())
+    }
+
+    /// Its position in [`ARCHES`].
+    fn index(&self) -> usize {
+        ARCHES.iter().position(|a| a.name == self.name).unwrap()
+    }
+
+    /// Its static busybox.
+    pub fn busybox(&self) -> PathBuf {
+        cache_dir().join(self.busybox)
+    }
+}
+
+/// Flotilla's cache: `$FLOTILLA_CACHE`, else `$XDG_CACHE_HOME/flotilla`, else
+/// `~/.cache/flotilla` (as `flotilla_host::cache::cache_dir`).
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FLOTILLA_CACHE") {
+        return dir.into();
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Path::new(&dir).join("flotilla");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/flotilla")
+}
+
+pub fn kernel_dir(arch: &Arch) -> PathBuf {
+    arch.env("FLOTILLA_KERNEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("kernel").join(arch.kernel_link))
+}
+
+/// Why the VM tests of `arch` cannot run here, if they cannot.
+pub fn missing_prerequisite(arch: &Arch) -> Option<String> {
+    let k = kernel_dir(arch);
     for f in ["vmlinuz", "version", "modules"] {
         if !k.join(f).exists() {
             return Some(format!(
-                "no {} (set FLOTILLA_KERNEL_DIR)",
-                k.join(f).display()
+                "no {} (set FLOTILLA_KERNEL_DIR_{})",
+                k.join(f).display(),
+                arch.name.to_uppercase()
             ));
         }
     }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("no /bin/busybox".into());
+    if !arch.busybox().exists() {
+        return Some(format!("no {}", arch.busybox().display()));
     }
-    if Command::new("qemu-system-x86_64")
+    if Command::new(arch.qemu)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_err()
     {
-        return Some("no qemu-system-x86_64".into());
+        return Some(format!("no {}", arch.qemu));
     }
     None
+}
+
+/// `e_machine` of the ELF file `bytes` (little-endian), if it is one.
+pub fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    (bytes.starts_with(b"\x7fELF") && bytes.len() > 20)
+        .then(|| u16::from_le_bytes([bytes[18], bytes[19]]))
+}
+
+/// Whether the 64-bit little-endian ELF file at `path` is statically linked: no
+/// `PT_INTERP` program header (a static PIE has none either). Read from the file, as
+/// `ldd` cannot tell for another architecture's.
+pub fn is_static(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        elf_machine(&bytes).is_some(),
+        "{} is no ELF file",
+        path.display()
+    );
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 3
+    })
 }
 
 /// A newc cpio archive built in memory.
@@ -142,8 +268,8 @@ impl Cpio {
 
 /// Modules in dependency order (each module's `.modinfo` `depends=`), as
 /// (in-guest path, host path).
-pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
-    let kdir = kernel_dir();
+pub fn modules_in_order(arch: &Arch, wanted: &[&str]) -> Vec<(String, PathBuf)> {
+    let kdir = kernel_dir(arch);
     let version = std::fs::read_to_string(kdir.join("version")).unwrap();
     let version = version.trim();
     let mut by_name = HashMap::new();
@@ -197,20 +323,30 @@ pub fn modules_in_order(wanted: &[&str]) -> Vec<(String, PathBuf)> {
     order
 }
 
-/// The agent binary under test: `$FLOTILLA_AGENT_BIN`, else the one users get, the
-/// static `agent`-profile build that `flotilla` embeds, built once per run by the same
-/// command as `image/build.rs` ([`static_build`]) into the same folder
-/// (`<target>/agent`): up to date already when the driver was built.
-pub fn agent_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| match std::env::var_os("FLOTILLA_AGENT_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => build_shipped_agent(),
-    })
-    .clone()
+/// The agent binary under test for `arch`: `$FLOTILLA_AGENT_BIN_<ARCH>` (or
+/// `$FLOTILLA_AGENT_BIN`), else the one users get, the static `agent`-profile build
+/// that `flotilla` embeds, built once per run by the same command as `image/build.rs`
+/// ([`static_build`]) into the same folder (`<target>/agent`): up to date already when
+/// the driver was built.
+pub fn agent_bin(arch: &Arch) -> PathBuf {
+    static BINS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    BINS[arch.index()]
+        .get_or_init(|| match arch.env("FLOTILLA_AGENT_BIN") {
+            Some(path) => PathBuf::from(path),
+            None => build_shipped_agent(arch),
+        })
+        .clone()
 }
 
-fn build_shipped_agent() -> PathBuf {
+/// Whether the agent under test for `arch` is one named by the caller.
+pub fn agent_bin_given(arch: &Arch) -> bool {
+    arch.env("FLOTILLA_AGENT_BIN").is_some()
+}
+
+fn build_shipped_agent(arch: &Arch) -> PathBuf {
+    // One nested cargo at a time: both would wait for the same target folder's lock.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     // This executable is <target>/<profile>/deps/<name>.
     let exe = std::env::current_exe().unwrap();
     let target = exe
@@ -219,18 +355,15 @@ fn build_shipped_agent() -> PathBuf {
         .expect("the test runs from a cargo target folder");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let (mut cmd, binary) = static_build::static_agent_build(
-        &cargo,
-        &manifest,
-        &target.join("agent"),
-        "x86_64-unknown-linux-musl",
-    );
+    let (mut cmd, binary) =
+        static_build::static_agent_build(&cargo, &manifest, &target.join("agent"), arch.triple);
     let status = cmd
         .status()
         .expect("running cargo to build the static agent");
     assert!(
         status.success(),
-        "building the static agent failed ({status})"
+        "building the static agent for {} failed ({status})",
+        arch.triple
     );
     binary
 }
@@ -243,9 +376,22 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `flotilla-agent install --root ROOT`.
+/// The host's architecture.
+pub fn host_arch() -> &'static Arch {
+    ARCHES
+        .iter()
+        .find(|a| a.is_host())
+        .expect("the host is one of the architectures")
+}
+
+/// The host's agent under test: the installer, which runs here.
+pub fn host_agent() -> PathBuf {
+    agent_bin(host_arch())
+}
+
+/// Runs `flotilla-agent install --root ROOT`, by the host's agent.
 pub fn run_install(root: &Path) -> std::process::Output {
-    Command::new(agent_bin())
+    Command::new(host_agent())
         .args(["install", "--root"])
         .arg(root)
         .output()
@@ -259,19 +405,32 @@ pub fn install(root: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// Whether `ldd` says the executable at `path` is statically linked.
-pub fn is_static(path: &Path) -> bool {
-    let out = Command::new("ldd").arg(path).output().expect("running ldd");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.contains("statically linked") || text.contains("not a dynamic executable")
+/// Installs the agent of `arch` into `root`: the host's installs itself, and another
+/// architecture's (which cannot run here) with `--binary`.
+#[track_caller]
+pub fn install_for(arch: &Arch, root: &Path) {
+    if arch.is_host() {
+        return install(root);
+    }
+    let out = Command::new(host_agent())
+        .args(["install", "--root"])
+        .arg(root)
+        .arg("--binary")
+        .arg(agent_bin(arch))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// The agent binary and any shared libraries it needs, as (guest path, bytes).
-fn agent_files() -> Vec<(String, Vec<u8>)> {
-    let bin = agent_bin();
+fn agent_files(arch: &Arch) -> Vec<(String, Vec<u8>)> {
+    let bin = agent_bin(arch);
     let mut files = vec![("/init".to_string(), std::fs::read(&bin).unwrap())];
-    let ldd = Command::new("ldd").arg(&bin).output();
-    if let Ok(out) = ldd {
+    // (Another architecture's binary is checked to be static by the tests.)
+    let ldd = arch
+        .is_host()
+        .then(|| Command::new("ldd").arg(&bin).output());
+    if let Some(Ok(out)) = ldd {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let path = match line.split_once("=>") {
                 Some((_, rhs)) => rhs.split_whitespace().next(),
@@ -285,25 +444,37 @@ fn agent_files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
-pub fn initramfs(extra: impl FnOnce(&mut Cpio)) -> Vec<u8> {
+/// The applets of `arch`'s busybox: the `applets` list beside it (`busybox
+/// --list-full` of the host's busybox of that version: another architecture's cannot
+/// run here), else its own `--list-full`.
+fn busybox_applets(arch: &Arch) -> String {
+    let busybox = arch.busybox();
+    match std::fs::read_to_string(busybox.with_file_name("applets")) {
+        Ok(list) => list,
+        Err(_) => {
+            let list = Command::new(&busybox).arg("--list-full").output().unwrap();
+            String::from_utf8(list.stdout).unwrap()
+        }
+    }
+}
+
+/// An initramfs for `arch`: the agent as `/init`, busybox, the modules of the
+/// virtio-serial port, and what `extra` adds.
+pub fn initramfs(arch: &Arch, extra: impl FnOnce(&mut Cpio)) -> Vec<u8> {
     let mut c = Cpio::default();
-    for (path, data) in agent_files() {
+    for (path, data) in agent_files(arch) {
         c.file(&path, 0o755, data);
     }
     c.file(
         "/bin/busybox",
         0o755,
-        std::fs::read("/bin/busybox").unwrap(),
+        std::fs::read(arch.busybox()).unwrap(),
     );
-    let list = Command::new("/bin/busybox")
-        .arg("--list-full")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+    for applet in busybox_applets(arch).lines().filter(|l| !l.is_empty()) {
         c.symlink(applet, "/bin/busybox");
     }
     let mut listing = String::new();
-    for (guest, host) in modules_in_order(&["virtio_pci", "virtio_console"]) {
+    for (guest, host) in modules_in_order(arch, &["virtio_pci", "virtio_console"]) {
         c.file(&guest, 0o644, std::fs::read(host).unwrap());
         listing.push_str(&guest);
         listing.push('\n');
@@ -324,14 +495,14 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn boot(cpio: &[u8], append: &str) -> Vm {
-        let mut vm = Vm::start(cpio, append);
+    pub fn boot(arch: &Arch, cpio: &[u8], append: &str) -> Vm {
+        let mut vm = Vm::start(arch, cpio, append);
         vm.ready_line = vm.wait_serial(proto::READY_PREFIX, Duration::from_secs(120));
         vm
     }
 
-    /// Start QEMU without waiting for the agent.
-    pub fn start(cpio: &[u8], append: &str) -> Vm {
+    /// Start QEMU for `arch` without waiting for the agent.
+    pub fn start(arch: &Arch, cpio: &[u8], append: &str) -> Vm {
         let dir = std::env::temp_dir().join(format!(
             "flotilla-agent-test-{}-{}",
             std::process::id(),
@@ -341,35 +512,44 @@ impl Vm {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("initrd.cpio"), cpio).unwrap();
         let serial = std::fs::File::create(dir.join("serial.log")).unwrap();
-        let kdir = kernel_dir();
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-M", "q35", "-accel", "tcg", "-cpu", "max", "-m", "256"])
-            .args([
-                "-display",
-                "none",
-                "-nodefaults",
-                "-no-reboot",
-                "-serial",
-                "stdio",
-            ])
-            .arg("-kernel")
-            .arg(kdir.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(dir.join("initrd.cpio"))
-            .arg("-append")
-            .arg(format!("console=ttyS0 quiet panic=-1 {append}"))
-            .args(["-device", "virtio-serial-pci", "-chardev"])
-            .arg(format!(
-                "socket,id=agent,path={},server=on,wait=off",
-                dir.join("agent.sock").display()
-            ))
-            .args([
-                "-device",
-                &format!("virtserialport,chardev=agent,name={}", proto::PORT_NAME),
-            ])
-            .stdin(Stdio::null())
-            .stdout(serial.try_clone().unwrap())
-            .stderr(serial);
+        let kdir = kernel_dir(arch);
+        let mut cmd = Command::new(arch.qemu);
+        cmd.args([
+            "-M",
+            arch.machine,
+            "-accel",
+            "tcg",
+            "-cpu",
+            arch.cpu,
+            "-m",
+            "256",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kdir.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(dir.join("initrd.cpio"))
+        .arg("-append")
+        .arg(format!("console={} quiet panic=-1 {append}", arch.console))
+        .args(["-device", "virtio-serial-pci", "-chardev"])
+        .arg(format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            dir.join("agent.sock").display()
+        ))
+        .args([
+            "-device",
+            &format!("virtserialport,chardev=agent,name={}", proto::PORT_NAME),
+        ])
+        .stdin(Stdio::null())
+        .stdout(serial.try_clone().unwrap())
+        .stderr(serial);
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

@@ -1,10 +1,10 @@
-//! `flotilla-agent install --root DIR` on the host.
+//! `flotilla-agent install --root DIR [--binary FILE]` on the host.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness;
+use crate::harness::{self, Arch};
 
 /// The permission bits of `path`.
 fn mode(path: &Path) -> u32 {
@@ -26,7 +26,7 @@ fn install_into_root() {
     let bin = root.join("usr/local/bin/flotilla-agent");
     assert_eq!(
         std::fs::read(&bin).unwrap(),
-        std::fs::read(harness::agent_bin()).unwrap()
+        std::fs::read(harness::host_agent()).unwrap()
     );
     assert_eq!(mode(&bin), 0o755);
     let unit =
@@ -124,18 +124,65 @@ fn install_into_a_debian_sysvinit_root_lists_the_agent_for_startpar() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// The host's agent installs another architecture's, which cannot run here, with
+/// `--binary`; a file that is no ELF executable is refused.
 #[test]
-fn the_agent_under_test_is_the_static_build_that_ships() {
-    if std::env::var_os("FLOTILLA_AGENT_BIN").is_some() {
+fn install_of_another_architectures_agent() {
+    let root = harness::scratch_dir("foreign");
+    let foreign = harness::ARCHES.iter().find(|a| !a.is_host()).unwrap();
+    harness::install_for(foreign, &root);
+    let bin = root.join("usr/local/bin/flotilla-agent");
+    let installed = std::fs::read(&bin).unwrap();
+    assert_eq!(
+        installed,
+        std::fs::read(harness::agent_bin(foreign)).unwrap()
+    );
+    assert_eq!(harness::elf_machine(&installed), Some(foreign.elf_machine));
+    assert_eq!(mode(&bin), 0o755);
+    assert!(root
+        .join("etc/systemd/system/multi-user.target.wants/flotilla-agent.service")
+        .is_symlink());
+    assert!(root.join("etc/rc2.d/S99flotilla-agent").is_symlink());
+
+    let not_elf = root.join("not-an-agent");
+    std::fs::write(&not_elf, "#!/bin/sh\n").unwrap();
+    let out = Command::new(harness::host_agent())
+        .args(["install", "--root"])
+        .arg(&root)
+        .arg("--binary")
+        .arg(&not_elf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not an ELF executable"), "{err}");
+    // The agent installed before is still there.
+    assert_eq!(std::fs::read(&bin).unwrap(), installed);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+on_every_arch!(the_agent_under_test_is_the_static_build_that_ships);
+
+fn the_agent_under_test_is_the_static_build_that_ships(arch: &Arch) {
+    if harness::agent_bin_given(arch) {
         // A binary named by the caller is tested as it is.
         return;
     }
-    let bin = harness::agent_bin();
+    let bin = harness::agent_bin(arch);
     // The `agent` profile in the `<target>/agent` folder that image/build.rs embeds.
+    let shipped = format!("agent/{}/agent/flotilla-agent", arch.triple);
     assert!(
-        bin.ends_with("agent/x86_64-unknown-linux-gnu/agent/flotilla-agent"),
-        "{}",
+        bin.ends_with(&shipped),
+        "{} is not {shipped}",
         bin.display()
+    );
+    let bytes = std::fs::read(&bin).unwrap();
+    assert_eq!(
+        harness::elf_machine(&bytes),
+        Some(arch.elf_machine),
+        "{} is not for {}",
+        bin.display(),
+        arch.name
     );
     assert!(
         harness::is_static(&bin),

@@ -3,15 +3,26 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{self, argv, sh, Conn, Vm};
+use crate::harness::{self, argv, sh, Arch, Conn, Vm};
 use flotilla_agent::proto::{
     self, ErrorBody, FileDone, FileInfo, FilePull, FilePush, Frame, Kind, NetConfig, NicConfig,
     ShutdownRequest, WindowSize, MAX_CHUNK,
 };
 
-fn boot(append: &str) -> Vm {
-    let cpio = harness::initramfs(|_| {});
-    Vm::boot(&cpio, append)
+on_every_arch!(
+    commands_files_and_shutdown,
+    commands_on_a_terminal,
+    net_config_without_processes,
+    sigterm_to_pid1_powers_off,
+    panic_of_pid1_powers_off,
+    reboot_request_restarts,
+    service_mode_under_busybox_init,
+    screen_text_reads_the_console
+);
+
+fn boot(arch: &Arch, append: &str) -> Vm {
+    let cpio = harness::initramfs(arch, |_| {});
+    Vm::boot(arch, &cpio, append)
 }
 
 /// A connection to the agent that has said Hello.
@@ -56,10 +67,9 @@ fn until_no_sleep_100() -> String {
     )
 }
 
-#[test]
-fn commands_files_and_shutdown() {
-    require_vm!();
-    let mut vm = boot("flotilla.hostname=test virtio_pci.force_legacy=1");
+fn commands_files_and_shutdown(arch: &Arch) {
+    require_vm!(arch);
+    let mut vm = boot(arch, "flotilla.hostname=test virtio_pci.force_legacy=1");
 
     // Readiness line and Hello.
     let ready = vm.ready_line.clone();
@@ -75,7 +85,7 @@ fn commands_files_and_shutdown() {
     assert_eq!(hello.boot_ms, boot_ms);
 
     // Basic commands; the kernel release; PID-1 setup.
-    let kver = std::fs::read_to_string(harness::kernel_dir().join("version")).unwrap();
+    let kver = std::fs::read_to_string(harness::kernel_dir(arch).join("version")).unwrap();
     let out = c.exec(1, &argv(&["uname", "-r"]));
     assert_eq!(out.stdout_str().trim(), kver.trim());
     assert_eq!(out.status.unwrap().code, Some(0));
@@ -290,10 +300,9 @@ fn commands_files_and_shutdown() {
     assert_exits_saying(&mut vm, "reboot: Power down");
 }
 
-#[test]
-fn commands_on_a_terminal() {
-    require_vm!();
-    let mut vm = boot("");
+fn commands_on_a_terminal(arch: &Arch) {
+    require_vm!(arch);
+    let mut vm = boot(arch, "");
     let mut c = vm.connect();
     let hello = c.hello();
     assert!(
@@ -506,10 +515,9 @@ fn net_config(c: &mut Conn, stream: u32, body: Vec<u8>) -> Result<(), String> {
 
 /// The NetConfig request, on the one interface an initramfs without NIC drivers has:
 /// `lo` (MAC 00:00:00:00:00:00).
-#[test]
-fn net_config_without_processes() {
-    require_vm!();
-    let vm = boot("flotilla.hostname=test");
+fn net_config_without_processes(arch: &Arch) {
+    require_vm!(arch);
+    let vm = boot(arch, "flotilla.hostname=test");
     let mut c = session_with(&vm, proto::FEATURE_NET_CONFIG);
     let lo = NicConfig {
         mac: "00:00:00:00:00:00".into(),
@@ -583,20 +591,18 @@ fn net_config_without_processes() {
     );
 }
 
-#[test]
-fn sigterm_to_pid1_powers_off() {
-    require_vm!();
-    let mut vm = boot("");
+fn sigterm_to_pid1_powers_off(arch: &Arch) {
+    require_vm!(arch);
+    let mut vm = boot(arch, "");
     let mut c = session(&vm);
     c.send(&Frame::json(Kind::Exec, 1, &sh("kill -TERM 1; sleep 100")));
     assert_exits_saying(&mut vm, "reboot: Power down");
 }
 
-#[test]
-fn panic_of_pid1_powers_off() {
-    require_vm!();
-    let cpio = harness::initramfs(|_| {});
-    let mut vm = Vm::start(&cpio, "flotilla.agent_selftest=panic");
+fn panic_of_pid1_powers_off(arch: &Arch) {
+    require_vm!(arch);
+    let cpio = harness::initramfs(arch, |_| {});
+    let mut vm = Vm::start(arch, &cpio, "flotilla.agent_selftest=panic");
     vm.wait_exit(Duration::from_secs(120));
     let serial = vm.serial();
     assert!(
@@ -607,10 +613,9 @@ fn panic_of_pid1_powers_off() {
     assert!(!serial.contains("Attempted to kill init"), "{serial}");
 }
 
-#[test]
-fn reboot_request_restarts() {
-    require_vm!();
-    let mut vm = boot("");
+fn reboot_request_restarts(arch: &Arch) {
+    require_vm!(arch);
+    let mut vm = boot(arch, "");
     let mut c = session(&vm);
     request_shutdown(&mut c, true);
     // -no-reboot turns the restart into a QEMU exit.
@@ -627,12 +632,11 @@ for m in $(cat /etc/flotilla/modules); do insmod "$m"; done
 "#;
 
 /// `install --root` output, started by busybox init through the sysvinit script.
-#[test]
-fn service_mode_under_busybox_init() {
-    require_vm!();
+fn service_mode_under_busybox_init(arch: &Arch) {
+    require_vm!(arch);
     let staging = harness::scratch_dir("install");
-    harness::install(&staging);
-    let cpio = harness::initramfs(|c| {
+    harness::install_for(arch, &staging);
+    let cpio = harness::initramfs(arch, |c| {
         c.tree(&staging);
         c.set_symlink("/init", "/bin/busybox");
         c.file(
@@ -643,7 +647,7 @@ fn service_mode_under_busybox_init() {
         c.file("/etc/rc.sh", 0o755, SERVICE_RC.as_bytes().to_vec());
     });
     std::fs::remove_dir_all(&staging).unwrap();
-    let mut vm = Vm::boot(&cpio, "");
+    let mut vm = Vm::boot(arch, &cpio, "");
     let mut c = session(&vm);
     let out = c.exec(
         1,
@@ -662,10 +666,9 @@ fn service_mode_under_busybox_init() {
 
 /// The ScreenText request: the foreground console's text, size and mode, read with no
 /// process (this VM has no VGA card: the console is the kernel's own, in text mode).
-#[test]
-fn screen_text_reads_the_console() {
-    require_vm!();
-    let vm = boot("");
+fn screen_text_reads_the_console(arch: &Arch) {
+    require_vm!(arch);
+    let vm = boot(arch, "");
     let mut c = session_with(&vm, proto::FEATURE_SCREEN_TEXT);
     let out = c.exec(
         1,
