@@ -8,7 +8,7 @@
 #   cargo run -p flotilla-agent --example agent-client -- DIR/agent.sock run uname -r
 set -eu
 DIR=$1; shift
-KDIR=${FLOTILLA_KERNEL_DIR:-$HOME/.cache/flotilla/kernel/current}
+KDIR=${FLOTILLA_KERNEL_DIR:-$HOME/.cache/flotilla/kernel/current-amd64}
 AGENT=${AGENT:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/agent/flotilla-agent}
 KVER=$(cat "$KDIR/version")
 mkdir -p "$DIR"

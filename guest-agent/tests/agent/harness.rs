@@ -1,7 +1,7 @@
 //! Boots the agent as /init of a hand-made initramfs under QEMU (TCG) and talks to it.
 //!
 //! Needs `qemu-system-x86_64`, `/bin/busybox` (static) and a kernel at
-//! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current`, with `vmlinuz`,
+//! `$FLOTILLA_KERNEL_DIR` (default `~/.cache/flotilla/kernel/current-amd64`, with `vmlinuz`,
 //! `version` and `modules/`). Tests fail, naming what is missing, when any is.
 //!
 //! The agent binary is the one users get: the static `agent`-profile build that
@@ -30,7 +30,7 @@ pub fn kernel_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").unwrap_or_default();
-            Path::new(&home).join(".cache/flotilla/kernel/current")
+            Path::new(&home).join(".cache/flotilla/kernel/current-amd64")
         })
 }
 
