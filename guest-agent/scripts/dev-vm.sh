@@ -9,7 +9,7 @@
 set -eu
 DIR=$1; shift
 KDIR=${FLOTILLA_KERNEL_DIR:-$HOME/.cache/flotilla/kernel/current-amd64}
-AGENT=${AGENT:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/agent/flotilla-agent}
+AGENT=${AGENT:-${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/agent/flotilla-agent}
 KVER=$(cat "$KDIR/version")
 mkdir -p "$DIR"
 ROOT=$(mktemp -d)

@@ -133,7 +133,7 @@ fn the_agent_under_test_is_the_static_build_that_ships() {
     let bin = harness::agent_bin();
     // The `agent` profile in the `<target>/agent` folder that image/build.rs embeds.
     assert!(
-        bin.ends_with("agent/x86_64-unknown-linux-gnu/agent/flotilla-agent"),
+        bin.ends_with("agent/x86_64-unknown-linux-musl/agent/flotilla-agent"),
         "{}",
         bin.display()
     );
