@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use flotilla_host::arch::{Arch, ARCHES};
 use flotilla_host::programs::{which, which_system_tool};
 
 /// The features a requirement serves.
@@ -12,6 +13,9 @@ use flotilla_host::programs::{which, which_system_tool};
 pub enum Group {
     /// Booting machines: `flotilla test`, `flotilla run`, the library.
     Boot,
+    /// Machines of an architecture other than the host's (`arch = "aarch64"`): one
+    /// group per such row of [`ARCHES`], and coverage of its programs.
+    Machines(&'static Arch),
     /// Disks in a spec, `image = ...` and `flotilla image debian`.
     Disks,
     /// Images whose guest runs QEMU's own agent, and the QGA tests of the qmp crate.
@@ -28,6 +32,13 @@ impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Group::Boot => "boot (flotilla test, flotilla run)",
+            Group::Machines(arch) => {
+                return write!(
+                    f,
+                    "{} machines (arch = \"{}\", coverage of their programs)",
+                    arch.debian, arch.name
+                );
+            }
             Group::Disks => "disks and images (disks, image = ..., flotilla image debian)",
             Group::Qga => "QGA (agent = \"qga\" images, the qmp crate's QGA tests)",
             Group::Coverage => "coverage (flotilla test --coverage, examples/coverage)",
@@ -55,15 +66,16 @@ const SETUP_HINT: &str = "run scripts/setup (as root)";
 
 /// Runs every check, in group order.
 pub fn checks() -> Vec<Check> {
+    let host = Arch::host();
     let mut out = vec![
         version_check(
             Group::Boot,
             "qemu",
-            crate::host::qemu_binary(flotilla_host::arch::Arch::host()),
-            "qemu-system-x86",
+            crate::host::qemu_binary(host),
+            host.qemu_package,
         ),
-        kernel(),
-        busybox(),
+        kernel(Group::Boot, host),
+        busybox(Group::Boot, host),
         tool_check(Group::Boot, "vde_switch", "vde2"),
         tool_check(Group::Boot, "wirefilter", "vde2"),
         accelerator(),
@@ -87,8 +99,115 @@ pub fn checks() -> Vec<Check> {
         ),
         tesseract_english(),
     ];
+    for arch in ARCHES.iter().filter(|a| !a.is_host()) {
+        out.extend(machines(arch));
+    }
+    // Stable: each group's checks keep the order above.
     out.sort_by_key(|c| c.group);
     out
+}
+
+/// What machines of `arch`, not the host's architecture, need: its QEMU at the host
+/// QEMU's version (setup installs them as one), its kernel and busybox, and for
+/// coverage of its programs the cross compiler, its static C library and the host's
+/// gcov of the compiler's version (gcov reads data of its own gcc version, whatever
+/// the target).
+fn machines(arch: &'static Arch) -> Vec<Check> {
+    let group = Group::Machines(arch);
+    let gcc = format!("{}-gcc", arch.gnu_triplet);
+    // Debian's names: gcc-aarch64-linux-gnu, libc6-dev-arm64-cross.
+    let gcc_package = format!("gcc-{}", arch.gnu_triplet.replace('_', "-"));
+    vec![
+        qemu_matching(arch),
+        kernel(group, arch),
+        busybox(group, arch),
+        version_check(group, "gcc", gcc.clone().into(), &gcc_package),
+        cross_gcov(group, &gcc, &gcc_package),
+        static_libc_at(
+            group,
+            &format!("/usr/{}/lib/libc.a", arch.gnu_triplet),
+            &format!("libc6-dev-{}-cross", arch.debian),
+        ),
+    ]
+}
+
+/// QEMU's version from the first line of `--version` (`QEMU emulator version 7.2.19
+/// (Debian ...)`).
+fn qemu_version(line: &str) -> Option<&str> {
+    line.split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+}
+
+/// `arch`'s QEMU, which must be of the host QEMU's version (when that one runs).
+fn qemu_matching(arch: &'static Arch) -> Check {
+    let group = Group::Machines(arch);
+    let check = version_check(
+        group,
+        "qemu",
+        crate::host::qemu_binary(arch),
+        arch.qemu_package,
+    );
+    let host = version_check(
+        Group::Boot,
+        "qemu",
+        crate::host::qemu_binary(Arch::host()),
+        Arch::host().qemu_package,
+    );
+    if !check.ok || !host.ok {
+        return check;
+    }
+    match (qemu_version(&check.detail), qemu_version(&host.detail)) {
+        (Some(theirs), Some(ours)) if theirs != ours => missing(
+            group,
+            "qemu",
+            format!(
+                "{} {theirs} is not the version of {} ({ours})",
+                arch.qemu,
+                Arch::host().qemu
+            ),
+            format!(
+                "{SETUP_HINT}: it installs {} at {}'s version",
+                arch.qemu_package,
+                Arch::host().qemu_package
+            ),
+        ),
+        _ => check,
+    }
+}
+
+/// The host's gcov of the cross compiler `gcc`'s major version (`gcov-12`), which the
+/// coverage report runs on the data of that compiler's programs.
+fn cross_gcov(group: Group, gcc: &str, gcc_package: &str) -> Check {
+    let major = Command::new(gcc)
+        .arg("-dumpversion")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .and_then(|v| v.split('.').next().map(str::to_owned));
+    let Some(major) = major else {
+        return missing(
+            group,
+            "gcov",
+            format!("cannot ask {gcc} its version (-dumpversion)"),
+            format!("{SETUP_HINT}, or apt-get install {gcc_package}"),
+        );
+    };
+    let gcov = format!("gcov-{major}");
+    match which(&gcov) {
+        Some(path) => ok(
+            group,
+            "gcov",
+            format!("{} (reads {gcc} {major}'s data)", path.display()),
+        ),
+        None => missing(
+            group,
+            "gcov",
+            format!("no {gcov} in PATH: the data of {gcc} {major}'s programs cannot be read"),
+            format!("apt-get install gcc-{major}"),
+        ),
+    }
 }
 
 fn ok(group: Group, name: &'static str, detail: String) -> Check {
@@ -157,15 +276,24 @@ fn tool_check(group: Group, name: &'static str, package: &str) -> Check {
 /// The static C library, for the coverage example's static build (the default guest
 /// has no libc).
 fn static_libc() -> Check {
-    let path = std::path::Path::new("/usr/lib/x86_64-linux-gnu/libc.a");
+    static_libc_at(
+        Group::Coverage,
+        &format!("/usr/lib/{}/libc.a", Arch::host().gnu_triplet),
+        "libc6-dev",
+    )
+}
+
+/// A static C library at `path`, from `package`.
+fn static_libc_at(group: Group, path: &str, package: &str) -> Check {
+    let path = std::path::Path::new(path);
     if path.is_file() {
-        ok(Group::Coverage, "libc.a", path.display().to_string())
+        ok(group, "libc.a", path.display().to_string())
     } else {
         missing(
-            Group::Coverage,
+            group,
             "libc.a",
             format!("{} not found: gcc -static cannot link", path.display()),
-            format!("{SETUP_HINT}, or apt-get install libc6-dev"),
+            format!("{SETUP_HINT}, or apt-get install {package}"),
         )
     }
 }
@@ -231,10 +359,22 @@ fn llvm_tools() -> Check {
     }
 }
 
-fn kernel() -> Check {
-    match flotilla_image::Kernel::locate(flotilla_host::arch::Arch::host()) {
-        Ok(k) => ok(
-            Group::Boot,
+/// A failure of the image crate as a check: its first line, and its hint.
+fn image_error(group: Group, name: &'static str, e: &flotilla_image::Error) -> Check {
+    let text = e.to_string();
+    let (what, hint) = text.split_once("\nhint: ").unwrap_or((&text, SETUP_HINT));
+    let mut detail = what.lines().next().unwrap_or("").to_owned();
+    if let Some(source) = std::error::Error::source(e) {
+        detail.push_str(&format!(": {source}"));
+    }
+    missing(group, name, detail, hint.to_owned())
+}
+
+/// `arch`'s kernel, as machines find it.
+fn kernel(group: Group, arch: &'static Arch) -> Check {
+    match flotilla_image::Kernel::locate(arch) {
+        Ok(k) if arch.qboot_and_pvh => ok(
+            group,
             "kernel",
             format!(
                 "{} ({}; boots {})",
@@ -243,35 +383,25 @@ fn kernel() -> Check {
                 flotilla_image::vmlinux::boot_kernel(&k).note
             ),
         ),
-        Err(e) => missing(
-            Group::Boot,
+        Ok(k) => ok(
+            group,
             "kernel",
-            e.to_string().lines().next().unwrap_or("").to_owned(),
-            SETUP_HINT.into(),
+            format!("{} ({})", k.version, k.image.display()),
         ),
+        Err(e) => image_error(group, "kernel", &e),
     }
 }
 
-fn busybox() -> Check {
-    let busybox = flotilla_image::busybox_path(flotilla_host::arch::Arch::host());
-    match std::fs::read(&busybox) {
-        Ok(bytes) if flotilla_image::is_static_elf(&bytes) => ok(
-            Group::Boot,
+/// `arch`'s static busybox, checked as the default image uses it (static, of that
+/// architecture, its applets known).
+fn busybox(group: Group, arch: &'static Arch) -> Check {
+    match flotilla_image::check_busybox(arch) {
+        Ok((path, applets)) => ok(
+            group,
             "busybox",
-            format!("{} (static)", busybox.display()),
+            format!("{} (static, {applets} applets)", path.display()),
         ),
-        Ok(_) => missing(
-            Group::Boot,
-            "busybox",
-            format!("{} is not statically linked", busybox.display()),
-            "apt-get install busybox-static".into(),
-        ),
-        Err(e) => missing(
-            Group::Boot,
-            "busybox",
-            format!("{}: {e}", busybox.display()),
-            format!("{SETUP_HINT}, or apt-get install busybox-static"),
-        ),
+        Err(e) => image_error(group, "busybox", &e),
     }
 }
 
@@ -290,4 +420,61 @@ fn accelerator() -> Check {
         }
     }
     ok(Group::Boot, "accelerator", accel.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_versions_are_read_from_the_first_line() {
+        let line = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)";
+        assert_eq!(qemu_version(line), Some("7.2.22"));
+        assert_eq!(qemu_version("qemu-img"), None);
+    }
+
+    #[test]
+    fn every_other_architecture_has_a_group_of_its_own() {
+        let checks = checks();
+        // Sorted by group, each group's checks together.
+        assert!(checks.windows(2).all(|w| w[0].group <= w[1].group));
+        for arch in ARCHES.iter().filter(|a| !a.is_host()) {
+            let names: Vec<&str> = checks
+                .iter()
+                .filter(|c| c.group == Group::Machines(arch))
+                .map(|c| c.name)
+                .collect();
+            assert_eq!(
+                names,
+                ["qemu", "kernel", "busybox", "gcc", "gcov", "libc.a"],
+                "{arch}"
+            );
+            let title = Group::Machines(arch).to_string();
+            assert!(
+                title.starts_with(&format!(
+                    "{} machines (arch = \"{}\"",
+                    arch.debian, arch.name
+                )),
+                "{title}"
+            );
+        }
+        assert!(!checks
+            .iter()
+            .any(|c| c.group == Group::Machines(Arch::host())));
+        // Between booting and disks.
+        let arm64 = Group::Machines(Arch::named("aarch64").unwrap());
+        assert!(Group::Boot < arm64 && arm64 < Group::Disks);
+    }
+
+    #[test]
+    fn a_failure_of_the_image_crate_keeps_its_hint() {
+        let e = flotilla_image::Error::Setup {
+            what: "no aarch64 kernel at /x/vmlinuz".into(),
+            hint: "run scripts/setup".into(),
+        };
+        let c = image_error(Group::Boot, "kernel", &e);
+        assert!(!c.ok);
+        assert_eq!(c.detail, "no aarch64 kernel at /x/vmlinuz");
+        assert_eq!(c.hint.as_deref(), Some("run scripts/setup"));
+    }
 }

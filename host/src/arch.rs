@@ -93,6 +93,20 @@ impl PartialEq for Arch {
 
 impl Eq for Arch {}
 
+/// In the order of the table: the host's x86 first, as lists of architectures show them.
+impl PartialOrd for Arch {
+    fn partial_cmp(&self, other: &Arch) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Arch {
+    fn cmp(&self, other: &Arch) -> std::cmp::Ordering {
+        let index = |a: &Arch| ARCHES.iter().position(|b| b == a);
+        index(self).cmp(&index(other))
+    }
+}
+
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name)
@@ -161,5 +175,6 @@ mod tests {
         assert_eq!(Arch::named("riscv64"), None);
         assert!(Arch::host().is_host());
         assert_eq!(Arch::names(), "\"x86_64\", \"aarch64\"");
+        assert!(ARCHES.windows(2).all(|w| w[0] < w[1]));
     }
 }

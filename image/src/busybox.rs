@@ -25,6 +25,14 @@ pub fn busybox_path(arch: &Arch) -> PathBuf {
     }
 }
 
+/// Checks the static busybox of `arch` as machines will use it (static, of that
+/// architecture, with its applet list): its path and the number of its applets
+/// (`flotilla doctor`).
+pub fn check_busybox(arch: &Arch) -> Result<(PathBuf, usize), Error> {
+    let (_, applets) = busybox(arch)?;
+    Ok((busybox_path(arch), applets.len()))
+}
+
 /// The static busybox of `arch`, checked to be static and of that architecture, and
 /// its applets' paths (`bin/sh`, `sbin/ip`, ...).
 pub(crate) fn busybox(arch: &Arch) -> Result<(Vec<u8>, Vec<String>), Error> {

@@ -40,7 +40,7 @@ mod modules;
 pub mod vmlinux;
 
 pub use agent::{agent_binary, embedded_agent};
-pub use busybox::busybox_path;
+pub use busybox::{busybox_path, check_busybox};
 pub use elf::{elf_machine, is_static_elf};
 pub use error::Error;
 pub use flotilla_host::cache::cache_dir;

@@ -121,7 +121,7 @@ fn seeded_faults_end_in_time_leave_nothing_and_are_logged() {
     }
     let env = [
         ("FLOTILLA_CACHE", cache.clone()),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
     ];
     let work = root.join("runs");
     let _ = std::fs::remove_dir_all(&work);

@@ -248,3 +248,40 @@ fn ci_runs_the_readmes_whole_suite_command_without_failing_fast() {
         .collect();
     assert_eq!(ci_tests, [command], ".ci/run runs the README's command");
 }
+
+/// `scripts/setup` sets up every architecture of the table: its name in the lists of
+/// guest architectures and Rust targets, and its QEMU package (a new row of
+/// `flotilla_host::arch::ARCHES` that setup does not know fails here, not on a fresh
+/// machine).
+#[test]
+fn setup_knows_every_architecture() {
+    let setup = std::fs::read_to_string(workspace().join("scripts/setup")).unwrap();
+    let list = |name: &str| -> Vec<String> {
+        let line = setup
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=(")))
+            .unwrap_or_else(|| panic!("scripts/setup has no {name}=(...)"));
+        line[name.len() + 2..]
+            .trim_end_matches(')')
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let arches = list("guest_arches");
+    let targets = list("rust_targets");
+    let qemu = list("qemu_packages");
+    for arch in &flotilla_driver::arch::ARCHES {
+        assert!(arches.iter().any(|a| a == arch.debian), "{}", arch.debian);
+        assert!(
+            targets.iter().any(|t| t == arch.rust_target),
+            "{}",
+            arch.rust_target
+        );
+        assert!(
+            qemu.iter().any(|q| q == arch.qemu_package),
+            "{}",
+            arch.qemu_package
+        );
+    }
+    assert_eq!(arches.len(), flotilla_driver::arch::ARCHES.len());
+}

@@ -295,3 +295,69 @@ fn a_rust_client_and_a_c_server_in_one_report() {
         run.text
     );
 }
+
+#[test]
+fn an_arm64_server_and_an_x86_client_in_one_report() {
+    // The example's server cross-built for arm64 (`aarch64-linux-gnu-gcc --coverage
+    // -static`), in an arm64 machine; the client built by the example for x86. The
+    // host's gcov of gcc's version reads both architectures' data.
+    let dir = tempfile::tempdir().unwrap();
+    let example = built_example(dir.path());
+    std::fs::create_dir_all(example.join("build/arm64")).unwrap();
+    let out = std::process::Command::new("aarch64-linux-gnu-gcc")
+        .args(["--coverage", "-O0", "-g", "-static", "-o"])
+        .args(["build/arm64/server", "server.c", "common.c"])
+        .current_dir(&example)
+        .output()
+        .expect("aarch64-linux-gnu-gcc (scripts/setup installs gcc-aarch64-linux-gnu)");
+    assert!(out.status.success(), "aarch64-linux-gnu-gcc: {out:?}");
+    std::fs::write(
+        example.join("flotilla.toml"),
+        "script = \"t.rhai\"\ntimeout = 600\nboot_timeout = 300\n\
+         [coverage]\nenabled = true\n\
+         [machines.server]\narch = \"aarch64\"\n[machines.client]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        example.join("t.rhai"),
+        r#"
+start_all();
+if server.succeed("uname -m") != "aarch64\n" { throw "the server is not arm64"; }
+server.copy_to("build/arm64/server", "/usr/local/bin/server");
+client.copy_to("build/static/client", "/usr/local/bin/client");
+server.succeed("server > /tmp/server.log 2>&1 &");
+server.wait_for_open_port(7000);
+client.succeed(`client ${server.ip(1)} one two`);
+client.succeed(`client ${server.ip(1)} three`);
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let tag = tag();
+    let t = run_expecting(&mut flotilla_test(&example, &out, &tag), 0);
+    assert_no_qemu_left(&tag);
+    // Two connections to the arm64 server, which ran up to its clean exit on SIGTERM.
+    assert_eq!(ran(&out, &example, "server", "server.c", "serve(conn);"), 2);
+    assert!(
+        ran(
+            &out,
+            &example,
+            "server",
+            "server.c",
+            "printf(\"server: stopping"
+        ) > 0
+    );
+    // The lines are capitalised by the server only: "one", "two", "three", 11 letters.
+    assert_eq!(ran(&out, &example, "server", "common.c", SERVER_ONLY), 11);
+    assert_eq!(ran(&out, &example, "client", "common.c", SERVER_ONLY), 0);
+    assert!(ran(&out, &example, "client", "common.c", CLIENT_ONLY) > 0);
+    // One source file, both architectures' counts summed.
+    let combined = line_counts(&out.join("coverage/combined.info"));
+    let both = line_of(&example, "common.c", BOTH);
+    assert_eq!(
+        combined["common.c"][&both],
+        ran(&out, &example, "server", "common.c", BOTH)
+            + ran(&out, &example, "client", "common.c", BOTH)
+    );
+    assert!(t.contains("contributed: client, server"), "{t}");
+}

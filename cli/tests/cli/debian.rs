@@ -37,7 +37,7 @@ fn private_cache(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     }
     vec![
         ("FLOTILLA_CACHE", cache),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
     ]
 }
 

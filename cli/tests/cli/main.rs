@@ -430,7 +430,13 @@ fn qemu_dies_with_a_killed_driver() {
 #[test]
 fn doctor_reports_each_requirement() {
     let t = run_expecting(flotilla().arg("doctor"), 0);
-    let groups = ["boot (", "disks and images (", "QGA (", "report tests ("];
+    let groups = [
+        "boot (",
+        "arm64 machines (",
+        "disks and images (",
+        "QGA (",
+        "report tests (",
+    ];
     let names = [
         &[
             "qemu",
@@ -440,6 +446,7 @@ fn doctor_reports_each_requirement() {
             "wirefilter",
             "accelerator",
         ][..],
+        &["qemu", "kernel", "busybox", "gcc", "gcov", "libc.a"][..],
         &["qemu-img", "mke2fs", "debootstrap", "depmod"][..],
         &["qemu-ga"][..],
         &["chromium"][..],
@@ -517,14 +524,50 @@ fn doctor_fails_when_something_is_missing() {
 }
 
 #[test]
+fn doctor_checks_the_machines_of_another_architecture() {
+    // arm64's own variables: the host's group is untouched, arm64's names its kernel
+    // and a busybox of the wrong architecture, with setup's hints.
+    let empty = tempfile::tempdir().unwrap();
+    let t = run_expecting(
+        flotilla()
+            .arg("doctor")
+            .env("FLOTILLA_KERNEL_DIR_AARCH64", empty.path())
+            .env("FLOTILLA_BUSYBOX_AARCH64", "/bin/busybox"),
+        1,
+    );
+    let group = t
+        .find("arm64 machines (")
+        .unwrap_or_else(|| panic!("no arm64 group: {t}"));
+    let arm64 = &t[group..];
+    assert!(
+        arm64.contains("MISSING kernel      no aarch64 kernel at"),
+        "{t}"
+    );
+    assert!(
+        arm64.contains("MISSING busybox     /bin/busybox is not a busybox for aarch64"),
+        "{t}"
+    );
+    assert!(
+        arm64.contains("hint: run scripts/setup: it fetches busybox-static for arm64"),
+        "{t}"
+    );
+    assert!(t.contains("2 requirement(s) missing"), "{t}");
+}
+
+#[test]
 fn doctor_checks_the_disk_and_qga_tools() {
     // A PATH with only QEMU and the VDE tools: qemu-img and qemu-ga, which Flotilla
-    // starts from PATH, are missing, and so are coverage's gcc, gcov, genhtml and LLVM
-    // and the report tests' chromium; the
+    // starts from PATH, are missing, and so are coverage's gcc, gcov, genhtml and LLVM,
+    // arm64's cross gcc (and so its gcov), and the report tests' chromium; the
     // image builder's tools (and debugfs) are still found in /usr/sbin and /sbin,
     // where it looks too.
     let bin = tempfile::tempdir().unwrap();
-    for tool in ["qemu-system-x86_64", "vde_switch", "wirefilter"] {
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-system-aarch64",
+        "vde_switch",
+        "wirefilter",
+    ] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
             .map(|d| d.join(tool))
             .find(|p| p.is_file())
@@ -546,7 +589,8 @@ fn doctor_checks_the_disk_and_qga_tools() {
     assert!(t.contains("apt-get install lcov"), "{t}");
     assert!(t.contains("apt-get install llvm-19"), "{t}");
     assert!(t.contains("apt-get install chromium"), "{t}");
-    assert!(t.contains("9 requirement(s) missing"), "{t}");
+    assert!(t.contains("apt-get install gcc-aarch64-linux-gnu"), "{t}");
+    assert!(t.contains("11 requirement(s) missing"), "{t}");
     for name in ["qemu", "vde_switch", "debootstrap", "mke2fs", "debugfs"] {
         assert!(
             t.lines()

@@ -12,7 +12,7 @@ fn snapshot_saves_restores_lists_and_clears() {
     let shared = super::debian::shared_cache();
     let env = [
         ("FLOTILLA_CACHE", dir.path().join("cache")),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
     ];
     let snapshots =
         |args: &[&str]| run_expecting(flotilla().arg("snapshots").args(args).envs(env.clone()), 0);
@@ -66,7 +66,7 @@ fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
     let shared = super::debian::shared_cache();
     let env = [
         ("FLOTILLA_CACHE", dir.path().join("cache")),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
     ];
     let tag = tag();
     // The tag on the kernel command line too: the state is this test's alone.

@@ -94,7 +94,7 @@ fn kernel() -> Option<PathBuf> {
                 .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
             Some(base.join("flotilla"))
         })?;
-    let dir = cache.join("kernel/current");
+    let dir = cache.join("kernel/current-amd64");
     dir.join("vmlinuz").exists().then_some(dir)
 }
 
