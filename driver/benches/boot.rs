@@ -52,14 +52,14 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod floor;
+
 use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
 use flotilla_driver::debian::{self, DebianOptions, Init};
-use flotilla_driver::image::{busybox_path, Kernel};
+use flotilla_driver::image::Kernel;
 use flotilla_driver::{detect_accel, Accel, Arch, Fleet, FleetOptions, Spec};
 
 /// The kernel flags Flotilla adds (see `driver/src/plan/qemu_command.rs`).
@@ -73,10 +73,10 @@ fn main() {
     let kernel = Kernel::locate(Arch::host()).expect("a kernel: run scripts/setup");
     let accel = detect_accel();
     let dir = tempfile::tempdir().expect("temp dir");
-    let floor_initrd = floor_initramfs(dir.path(), Arch::host());
+    let floor_initrd = floor::initramfs(dir.path(), Arch::host(), "");
     let arm64 = Arch::named("aarch64").expect("aarch64 in the table");
     let arm64_kernel = Kernel::locate(arm64).expect("an arm64 kernel: run scripts/setup");
-    let arm64_floor_initrd = floor_initramfs(dir.path(), arm64);
+    let arm64_floor_initrd = floor::initramfs(dir.path(), arm64, "");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     let mut floor = Vec::new();
@@ -160,14 +160,19 @@ fn main() {
                 .block_on(flotilla_run(dir.path(), Arch::host(), i + 1, Some(&tag)))
                 .0,
         );
-        arm64_floor.push(boot_floor_of(
-            arm64,
-            &arm64_kernel.image,
-            &arm64_floor_initrd,
-            Accel::Tcg,
-            FLAGS,
-            None,
-        ));
+        arm64_floor.push(
+            floor::Floor {
+                arch: arm64,
+                cpu: arm64.tcg_cpu,
+                kernel: &arm64_kernel.image,
+                initrd: &arm64_floor_initrd,
+                accel: Accel::Tcg,
+                extra: FLAGS,
+                bios: None,
+            }
+            .boot()
+            .ready,
+        );
         arm64_ready.push(runtime.block_on(flotilla_run(dir.path(), arm64, i, None)).0);
         arm64_restored.push(
             runtime
@@ -545,35 +550,8 @@ fn assert_restored(out: &Path, machines: usize) {
     assert_eq!(restored, machines, "restored machines in {}", out.display());
 }
 
-fn floor_initramfs(dir: &std::path::Path, arch: &Arch) -> std::path::PathBuf {
-    let root = dir.join(format!("floor-root-{arch}"));
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::copy(busybox_path(arch), root.join("bin/busybox")).expect("copy busybox");
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).expect("symlink");
-    std::fs::write(
-        root.join("init"),
-        "#!/bin/sh\n/bin/busybox echo FLOOR-READY\nexec /bin/busybox poweroff -f\n",
-    )
-    .expect("write init");
-    std::fs::set_permissions(
-        root.join("init"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let out = dir.join(format!("floor-{arch}.cpio"));
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd {} && find . | cpio -o -H newc --quiet > {}",
-            root.display(),
-            out.display()
-        ))
-        .status()
-        .expect("cpio");
-    assert!(status.success(), "cpio failed");
-    out
-}
-
+/// The host architecture's floor: `kernel` with `initrd`, `extra` kernel arguments,
+/// through `bios` if given.
 fn boot_floor(
     kernel: &std::path::Path,
     initrd: &std::path::Path,
@@ -581,58 +559,16 @@ fn boot_floor(
     extra: &str,
     bios: Option<&std::path::Path>,
 ) -> Duration {
-    boot_floor_of(Arch::host(), kernel, initrd, accel, extra, bios)
-}
-
-/// The floor of a machine of `arch`: its QEMU, machine type, CPU and console.
-fn boot_floor_of(
-    arch: &Arch,
-    kernel: &std::path::Path,
-    initrd: &std::path::Path,
-    accel: Accel,
-    extra: &str,
-    bios: Option<&std::path::Path>,
-) -> Duration {
-    let started = Instant::now();
-    let mut command = Command::new(flotilla_driver::qemu_binary(arch));
-    if let Some(bios) = bios {
-        command.arg("-bios").arg(bios);
+    let host = Arch::host();
+    floor::Floor {
+        arch: host,
+        cpu: host.tcg_cpu,
+        kernel,
+        initrd,
+        accel,
+        extra,
+        bios,
     }
-    let mut child = command
-        .args([
-            "-M",
-            arch.machine,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .args(match accel {
-            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Accel::Tcg => ["-accel", "tcg", "-cpu", arch.tcg_cpu],
-        })
-        .args(["-m", "256", "-serial", "stdio", "-kernel"])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .arg("-append")
-        .arg(format!("console={} quiet panic=-1{extra}", arch.console))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut took = None;
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        if line.contains("FLOOR-READY") {
-            took = Some(started.elapsed());
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    took.expect("the floor initramfs printed its line")
+    .boot()
+    .ready
 }
