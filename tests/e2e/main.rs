@@ -13,6 +13,7 @@ use flotilla_driver::{run_test, Error, Fleet, FleetOptions, Machine, Spec};
 mod api;
 mod book_sample;
 mod debian;
+mod debian_arm64;
 mod debian_machines;
 mod disk;
 mod files;
