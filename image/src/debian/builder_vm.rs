@@ -82,8 +82,9 @@ busybox mount -t devpts devpts $t/dev/pts
 export HOME=/root LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
 busybox chroot $t /bin/sh /flotilla-build/steps.sh < /dev/null > /dev/console 2>&1 ||
     fail "the steps exited with status $?"
+# (Some steps, debootstrap's second stage, unmount what they mounted.)
 for d in dev/pts dev sys proc; do
-    busybox umount $t/$d 2>/dev/null || busybox umount -l $t/$d
+    busybox umount $t/$d 2>/dev/null || busybox umount -l $t/$d 2>/dev/null
 done
 busybox rm -rf $t/flotilla-build
 say "writing the tree out"
@@ -292,7 +293,9 @@ fn watch(vm: &mut Vm, console: &Path, log: &dyn Fn(&str)) -> Result<Result<(), S
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line);
+            // Progress drawn over itself: its last state.
             let line = line.trim_end();
+            let line = line.rsplit('\r').next().unwrap_or(line);
             if !line.is_empty() {
                 log(&format!("debian: vm: {line}"));
             }

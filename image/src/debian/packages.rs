@@ -162,6 +162,7 @@ pub(super) fn download(
     let inside: Vec<&str> = args.iter().map(|(_, inside)| inside.as_str()).collect();
     let mut argv = vec![
         "apt-get",
+        "-q",
         "install",
         "--yes",
         "--no-download",
