@@ -481,12 +481,25 @@ fn install_agent(tree: &Path, work: &Path, agent: &[u8]) -> Result<(), Error> {
 fn check_agent(tree: &Path, init: Init) -> Result<(), Error> {
     let enabled = tree.join(match init {
         Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
-        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
+        // The installer links S99; insserv (update-rc.d, see `tune.rs`) renumbers.
+        Init::Sysvinit => "etc/rc2.d/S??flotilla-agent",
         Init::Openrc => "etc/runlevels/default/flotilla-agent",
         // Stage 1 starts it (see `tune.rs`).
         Init::Agent => "usr/local/bin/flotilla-agent",
     });
-    if std::fs::symlink_metadata(&enabled).is_err() {
+    let found = if init == Init::Sysvinit {
+        std::fs::read_dir(tree.join("etc/rc2.d")).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.len() == "S99flotilla-agent".len()
+                    && name.starts_with('S')
+                    && name.ends_with("flotilla-agent")
+            })
+        })
+    } else {
+        std::fs::symlink_metadata(&enabled).is_ok()
+    };
+    if !found {
         return Err(Error::Image(format!(
             "flotilla-agent install did not enable its {init} service ({} is missing)",
             enabled.display()
