@@ -1,45 +1,94 @@
 //! arm64 Debian machines on an x86 host: one spec with a machine of each init, each
-//! with a package from the mirror and a file, built without running arm64 code on the
+//! with a package from the mirror, a local `.deb` and a file, built without running arm64 code on the
 //! host (the builder VM, unless qemu-user is registered with binfmt_misc), then booted
 //! under TCG.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flotilla_driver::Fleet;
 
-use super::spec;
+use super::{host_run, spec};
+
+/// Packs `dir/greet_1.0_all.deb`: a shell script, for every architecture, that needs
+/// jq (reproducibly: the same bytes each time, so the images stay cached).
+fn build_deb(dir: &Path) {
+    let root = dir.join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    let script = root.join("usr/bin/greet");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nexec jq -r .greeting /etc/flotilla-test.json\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: greet\nVersion: 1.0\nArchitecture: all\n\
+         Maintainer: Flotilla tests <tests@localhost>\nDepends: jq\n\
+         Description: prints the greeting\n",
+    )
+    .unwrap();
+    host_run(
+        "touch",
+        Command::new("find").arg(&root).args([
+            "-exec",
+            "touch",
+            "--no-dereference",
+            "--date=@1700000000",
+            "{}",
+            "+",
+        ]),
+    );
+    host_run(
+        "dpkg-deb",
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&root)
+            .arg(dir.join("greet_1.0_all.deb"))
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
+}
+
+/// The spec's inputs in `dir`: the file and the `.deb`.
+fn write_inputs(dir: &Path) {
+    let json = dir.join("test.json");
+    std::fs::write(&json, "{\"greeting\": \"hello from arm64\"}\n").unwrap();
+    std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o640)).unwrap();
+    build_deb(dir);
+}
 
 const SPEC: &str = "[machines.systemd]\n\
      arch = \"aarch64\"\n\
-     packages = [\"jq\"]\n\
+     packages = [\"jq\", \"./greet_1.0_all.deb\"]\n\
      files = { \"/etc/flotilla-test.json\" = \"test.json\" }\n\
      memory = 512\n\
      [machines.sysvinit]\n\
      arch = \"aarch64\"\n\
      init = \"sysvinit\"\n\
-     packages = [\"jq\"]\n\
+     packages = [\"jq\", \"./greet_1.0_all.deb\"]\n\
      files = { \"/etc/flotilla-test.json\" = \"test.json\" }\n\
      memory = 512\n\
      [machines.openrc]\n\
      arch = \"aarch64\"\n\
      init = \"openrc\"\n\
-     packages = [\"jq\"]\n\
+     packages = [\"jq\", \"./greet_1.0_all.deb\"]\n\
      files = { \"/etc/flotilla-test.json\" = \"test.json\" }\n\
      memory = 512\n\
      [machines.agent]\n\
      arch = \"aarch64\"\n\
      init = \"agent\"\n\
-     packages = [\"jq\"]\n\
+     packages = [\"jq\", \"./greet_1.0_all.deb\"]\n\
      files = { \"/etc/flotilla-test.json\" = \"test.json\" }\n\
      memory = 512\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn arm64_debian_machines_of_every_init_run_a_package() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("test.json");
-    std::fs::write(&json, "{\"greeting\": \"hello from arm64\"}\n").unwrap();
-    std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o640)).unwrap();
+    write_inputs(dir.path());
     let (spec1, mut options) = spec(&dir, SPEC);
     // OpenRC and sysvinit under TCG of another architecture take minutes to boot.
     options.boot_timeout = Duration::from_secs(900);
@@ -79,6 +128,11 @@ async fn arm64_debian_machines_of_every_init_run_a_package() {
             m.succeed("jq -r .greeting /etc/flotilla-test.json")
                 .await
                 .unwrap(),
+            "hello from arm64\n",
+            "{name}"
+        );
+        assert_eq!(
+            m.succeed("greet").await.unwrap(),
             "hello from arm64\n",
             "{name}"
         );
@@ -131,12 +185,7 @@ async fn arm64_debian_machines_of_every_init_run_a_package() {
 
     // Again: every image is cached.
     let again = tempfile::tempdir().unwrap();
-    std::fs::copy(&json, again.path().join("test.json")).unwrap();
-    std::fs::set_permissions(
-        again.path().join("test.json"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
+    write_inputs(again.path());
     let (spec2, options) = spec(&again, SPEC);
     let started = Instant::now();
     let net = Fleet::new(&spec2, options).unwrap();

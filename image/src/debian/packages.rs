@@ -165,9 +165,14 @@ pub(super) fn download(
         "-q",
         "install",
         "--yes",
-        "--no-download",
         "--no-install-recommends",
     ];
+    // Everything is in the cache already. apt 2.6 refuses `--no-download` with a local
+    // `.deb` ("Internal Error, Pathname to install is not absolute"): without it, a
+    // package missing from the cache fails as a download in a VM with no network.
+    if debs.is_empty() {
+        argv.push("--no-download");
+    }
     argv.extend(&inside);
     let names: Vec<&str> = packages
         .iter()
