@@ -4,17 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use flotilla_driver::debian::{self, DebianOptions, Init};
+use flotilla_driver::Arch;
 
 use crate::{print_chain, EXIT_ERROR};
 
 /// Builds the image (or takes it from the cache) into `output`; prints its path.
 pub(crate) fn debian(
     init: Init,
+    arch: &'static Arch,
     packages: Vec<String>,
     size: Option<u64>,
     output: PathBuf,
 ) -> ExitCode {
     let options = DebianOptions {
+        arch,
         init,
         packages,
         size_mib: size,

@@ -203,6 +203,11 @@ enum ImageKind {
             value_name = "systemd|sysvinit|openrc|agent"
         )]
         init: flotilla_driver::debian::Init,
+        /// The architecture: x86_64 or aarch64; default the host's. Another one's
+        /// programs run in a short-lived VM of it (or through qemu-user, when the host
+        /// has it registered with binfmt_misc).
+        #[arg(long, value_name = "x86_64|aarch64", value_parser = parse_arch)]
+        arch: Option<&'static flotilla_driver::Arch>,
         /// Packages to add, comma-separated (on top of iproute2, procps, kmod, udev
         /// and the init's): names, or local .deb files (paths ending in .deb).
         #[arg(long, value_delimiter = ',')]
@@ -214,6 +219,16 @@ enum ImageKind {
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// `--arch NAME`: an architecture's own name or Debian's.
+fn parse_arch(name: &str) -> Result<&'static flotilla_driver::Arch, String> {
+    flotilla_driver::Arch::named(name).ok_or_else(|| {
+        format!(
+            "unknown architecture `{name}`: images can be {}",
+            flotilla_driver::Arch::names()
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -233,11 +248,18 @@ fn main() -> ExitCode {
             kind:
                 ImageKind::Debian {
                     init,
+                    arch,
                     packages,
                     size,
                     output,
                 },
-        } => image::debian(init, packages, size, output),
+        } => image::debian(
+            init,
+            arch.unwrap_or_else(flotilla_driver::Arch::host),
+            packages,
+            size,
+            output,
+        ),
         Cmd::Test(args) => test::main(args),
         Cmd::Run {
             spec,

@@ -393,6 +393,7 @@ fn debian_images(
     // A size no cached image has: this run's new image is built, not found.
     let fresh_size = 1024 + u64::from(std::process::id() % 1000);
     let fresh = || DebianOptions {
+        arch: flotilla_host::arch::Arch::host(),
         init: Init::Systemd,
         packages: vec!["curl".to_owned()],
         size_mib: Some(fresh_size),
@@ -405,6 +406,7 @@ fn debian_images(
                 (
                     format!("{init}"),
                     DebianOptions {
+                        arch: flotilla_host::arch::Arch::host(),
                         init,
                         packages: Vec::new(),
                         size_mib: None,

@@ -25,8 +25,9 @@ use flotilla_host::cache::{cache_dir, prune};
 const LAYOUT_VERSION: &str = "flotilla-initramfs-2";
 
 /// How many built images the cache keeps (the newest): the three kinds (default,
-/// with disks, stage 1) for two architectures, and two spare.
-const KEEP_IMAGES: usize = 8;
+/// with disks, stage 1) for two architectures, the Debian builder VM's of another
+/// architecture, and two spare.
+const KEEP_IMAGES: usize = 10;
 
 /// Modules the default image loads at boot (dependencies are added automatically).
 /// Modules built into the kernel are skipped.
@@ -141,6 +142,16 @@ pub fn stage1_initramfs(kernel: &Kernel) -> Result<PathBuf, Error> {
         .replace("@MARKER@", AGENT_INIT_MARKER)
         .replace("@ARCH_CASES@", &cases);
     initramfs(kernel, init.as_bytes(), STAGE1_MODULES)
+}
+
+/// The initramfs of the Debian image builder's VM (`debian/builder_vm.rs`): busybox,
+/// the shell script `init` as `/init`, and `modules` to load.
+pub(crate) fn builder_initramfs(
+    kernel: &Kernel,
+    init: &str,
+    modules: &[&str],
+) -> Result<PathBuf, Error> {
+    initramfs(kernel, init.as_bytes(), modules)
 }
 
 /// An initramfs with busybox, `init` as `/init`, and `modules` (with their

@@ -7,9 +7,9 @@
 //! - `error.rs`: [`Error`], what can go wrong finding or making an image.
 //! - `agent.rs`: the in-guest agent's static binaries, one per architecture, built by the
 //!   crate's build script and embedded.
-//! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules) and the
-//!   stage 1 that boots a disk image, for the kernel's architecture; built once and cached
-//!   by content, written with `flotilla_agent::cpio`.
+//! - `initramfs.rs`: the default image (busybox, the agent as `/init`, modules), the
+//!   stage 1 that boots a disk image and the Debian builder VM's, for the kernel's
+//!   architecture; built once and cached by content, written with `flotilla_agent::cpio`.
 //! - `busybox.rs`: each architecture's static busybox and its applets.
 //! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
@@ -18,7 +18,11 @@
 //! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
 //!   with `packages`, `files` or `init`), cached by content:
 //!   `mod.rs` (`flotilla image debian`, a spec's images from the cache or
-//!   built), `stages.rs` (the build's stages, a function each), `base_tree.rs`
+//!   built), `stages.rs` (the build's stages, a function each), `emulation.rs`
+//!   (how a tree of another architecture runs its programs: qemu-user through
+//!   binfmt_misc, or the builder VM), `builder_vm.rs` (the short-lived VM of the
+//!   tree's architecture that runs its programs, the tree going in as ext4 and out as
+//!   tar), `base_tree.rs`
 //!   (a base tree's packages, checked, and its cache key), `init.rs` (the init
 //!   systems), `tune.rs` (what makes the tree a quick test guest),
 //!   `mirror.rs` (the release, the mirror and its index), `deb_file.rs` (what a

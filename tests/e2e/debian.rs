@@ -119,6 +119,7 @@ fn build_image_with(dir: &tempfile::TempDir, init: Init, packages: &[&str]) -> P
     // The first build of an init and package list on a host debootstraps (a minute or
     // two); later ones reuse the cached tree and take seconds.
     let options = DebianOptions {
+        arch: flotilla_driver::Arch::host(),
         init,
         packages: packages.iter().map(|p| (*p).to_owned()).collect(),
         size_mib: None,

@@ -14,6 +14,7 @@ mod api;
 mod arm64;
 mod book_sample;
 mod debian;
+mod debian_arm64;
 mod debian_machines;
 mod disk;
 mod files;

@@ -1,6 +1,7 @@
 //! Debian machines declared in the spec, through the binary: the nginx example, and
 //! bad input (a package the mirror lacks, a mirror that cannot be reached, a missing
-//! `files` source), each an error that says what is wrong, with exit status 2.
+//! `files` source, an unknown `--arch`), each an error that says what is wrong, with exit
+//! status 2.
 
 use std::path::{Path, PathBuf};
 
@@ -223,4 +224,21 @@ fn a_missing_files_source_is_a_spec_error() {
             "{t}"
         );
     }
+}
+
+#[test]
+fn an_unknown_architecture_is_refused_before_anything_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.qcow2");
+    let t = run_expecting(
+        flotilla()
+            .args(["image", "debian", "--arch", "sparc64", "-o"])
+            .arg(&out),
+        2,
+    );
+    assert!(
+        t.contains("unknown architecture `sparc64`: images can be \"x86_64\", \"aarch64\""),
+        "{t}"
+    );
+    assert!(!out.exists());
 }

@@ -214,6 +214,7 @@ fn recipe_of(machine: &MachineSpec) -> Recipe {
         .collect();
     files.sort_by(|a, b| a.guest.cmp(&b.guest));
     Recipe {
+        arch: machine.arch,
         init: machine.init.unwrap_or_default(),
         packages,
         debs,

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use super::init::{Init, INIT_PACKAGES};
 use super::mirror::SUITE;
 use crate::error::Error;
+use flotilla_host::arch::Arch;
 
 /// Packages every image has, on top of debootstrap's `minbase` variant and its
 /// [`Init::packages`].
@@ -65,11 +66,18 @@ pub fn check_package_name(init: Init, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The cache key of a debootstrapped tree: the suite, the variant, the init, the
-/// packages and the mirror's index (see [`index_identity`]).
-pub fn cache_key(init: Init, packages: &[String], index: &str) -> String {
+/// The cache key of a debootstrapped tree: the architecture, the suite, the variant,
+/// the init, the packages and the mirror's index of that architecture (see
+/// [`index_identity`](super::index_identity)).
+pub fn cache_key(arch: &Arch, init: Init, packages: &[String], index: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TREE_LAYOUT);
+    // amd64 trees were cached before there were other architectures: their keys stay
+    // the same (their index, of binary-amd64, tells them apart as well).
+    if arch.debian != "amd64" {
+        hasher.update(arch.debian);
+        hasher.update([0]);
+    }
     hasher.update(SUITE);
     hasher.update("minbase");
     hasher.update(init.name());
@@ -99,7 +107,7 @@ mod tests {
             ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
         );
         let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
-        let key = |init, list: &[String]| cache_key(init, list, "index");
+        let key = |init, list: &[String]| cache_key(Arch::host(), init, list, "index");
         assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
         let bare = package_list(Init::Systemd, &[]).unwrap();
         assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));
@@ -121,10 +129,22 @@ mod tests {
         // OpenRC has the same debootstrap list (openrc comes after), not the same tree.
         let openrc = package_list(Init::Openrc, &[]).unwrap();
         assert_eq!(openrc, sysv);
+        let host = Arch::host();
         assert_ne!(
-            cache_key(Init::Sysvinit, &sysv, "i"),
-            cache_key(Init::Openrc, &openrc, "i")
+            cache_key(host, Init::Sysvinit, &sysv, "i"),
+            cache_key(host, Init::Openrc, &openrc, "i")
         );
+        // Nor do two architectures share a tree, whatever their index.
+        for a in &flotilla_host::arch::ARCHES {
+            for b in &flotilla_host::arch::ARCHES {
+                if a != b {
+                    assert_ne!(
+                        cache_key(a, Init::Sysvinit, &sysv, "i"),
+                        cache_key(b, Init::Sysvinit, &sysv, "i")
+                    );
+                }
+            }
+        }
         // A package of the init itself is fine; another init's is refused, with a hint.
         assert_eq!(
             package_list(Init::Sysvinit, &["sysvinit-core".into()]).unwrap(),

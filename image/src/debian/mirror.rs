@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use flotilla_host::arch::Arch;
+
 /// The Debian release the images are made of.
 pub const SUITE: &str = "bookworm";
 
@@ -32,19 +34,19 @@ pub fn mirror() -> Option<String> {
     })
 }
 
-/// The identity of the mirror's `main` package index for amd64: the SHA256 that the
-/// suite's `InRelease` (or `Release`) gives `main/binary-amd64/Packages.xz`. The same
-/// index resolves every package name to the same version. The error says why the
-/// mirror could not be asked.
-pub fn index_identity(mirror: &str) -> Result<String, String> {
+/// The identity of the mirror's `main` package index for `arch`: the SHA256 that the
+/// suite's `InRelease` (or `Release`) gives `main/binary-<debian arch>/Packages.xz`.
+/// The same index resolves every package name to the same version. The error says why
+/// the mirror could not be asked.
+pub fn index_identity(mirror: &str, arch: &Arch) -> Result<String, String> {
+    let index = format!("main/binary-{}/Packages.xz", arch.debian);
     let mut last = String::new();
     for name in ["InRelease", "Release"] {
         let url = format!("{}/dists/{SUITE}/{name}", mirror.trim_end_matches('/'));
         match fetch(&url) {
             Ok(text) => {
-                return packages_sha256(&text).ok_or_else(|| {
-                    format!("{url} lists no SHA256 of main/binary-amd64/Packages.xz")
-                })
+                return packages_sha256(&text, &index)
+                    .ok_or_else(|| format!("{url} lists no SHA256 of {index}"))
             }
             Err(e) => last = e,
         }
@@ -76,8 +78,9 @@ fn fetch(url: &str) -> Result<String, String> {
     Err(format!("wget {url}: {}", said.trim()))
 }
 
-/// The SHA256 of `main/binary-amd64/Packages.xz` in a Release file's `SHA256:` list.
-fn packages_sha256(release: &str) -> Option<String> {
+/// The SHA256 of `index` (`main/binary-amd64/Packages.xz`) in a Release file's
+/// `SHA256:` list.
+fn packages_sha256(release: &str, index: &str) -> Option<String> {
     let mut in_sha256 = false;
     for line in release.lines() {
         if !line.starts_with(' ') {
@@ -89,7 +92,7 @@ fn packages_sha256(release: &str) -> Option<String> {
         else {
             continue;
         };
-        if in_sha256 && name == "main/binary-amd64/Packages.xz" && sum.len() == 64 {
+        if in_sha256 && name == index && sum.len() == 64 {
             return Some(sum.to_owned());
         }
     }
@@ -186,13 +189,22 @@ mod tests {
         let release = "Origin: Debian\nMD5Sum:\n 0123  8790396 main/binary-amd64/Packages.xz\n\
                        SHA256:\n aaaa  12 main/binary-all/Packages.xz\n \
                        9e0b5aabb2465b3d2e7a7fe27f9913846277833f7a2826e7767acccff5b588c5  8790396 main/binary-amd64/Packages.xz\n\
+                       \x20bbbb  9 main/binary-arm64/Packages.xz\n\
                        Acquire-By-Hash: yes\n";
         assert_eq!(
-            packages_sha256(release).as_deref(),
+            packages_sha256(release, "main/binary-amd64/Packages.xz").as_deref(),
             Some("9e0b5aabb2465b3d2e7a7fe27f9913846277833f7a2826e7767acccff5b588c5")
         );
         assert_eq!(
-            packages_sha256("SHA256:\n abc 1 main/binary-amd64/Packages\n"),
+            packages_sha256(release, "main/binary-arm64/Packages.xz"),
+            None,
+            "not 64 hex digits"
+        );
+        assert_eq!(
+            packages_sha256(
+                "SHA256:\n abc 1 main/binary-amd64/Packages\n",
+                "main/binary-amd64/Packages.xz"
+            ),
             None
         );
         // A closed port: the error says what was asked and what wget said.
@@ -201,7 +213,8 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = index_identity(&format!("http://127.0.0.1:{port}/debian")).unwrap_err();
+        let e =
+            index_identity(&format!("http://127.0.0.1:{port}/debian"), Arch::host()).unwrap_err();
         assert!(
             e.contains(&format!(
                 "wget http://127.0.0.1:{port}/debian/dists/bookworm/Release"

@@ -13,6 +13,11 @@
 //! converted to qcow2 with `qemu-img convert`. The image has no kernel of its own: the
 //! driver boots the cached Debian cloud kernel with `root=/dev/vda`.
 //!
+//! An image of another architecture ([`Recipe::arch`]) never runs that architecture's
+//! programs on the host (unless its qemu-user is registered with binfmt_misc): the host
+//! downloads and unpacks (`debootstrap --foreign`, apt's `--download-only`), and a
+//! short-lived VM of that architecture runs the rest (see `builder_vm.rs`).
+//!
 //! Every image is cached in `~/.cache/flotilla/debian/images`, keyed by the content of
 //! what went in ([`Recipe`]) and the mirror's index (the versions it resolves to);
 //! [`image`] returns the cached one or builds it, once for concurrent callers.
@@ -22,6 +27,7 @@
 //! use flotilla_image::debian::{build, DebianOptions, Init};
 //!
 //! let options = DebianOptions {
+//!     arch: flotilla_host::arch::Arch::host(),
 //!     init: Init::Openrc,
 //!     packages: vec!["curl".into()],
 //!     size_mib: None,
@@ -33,7 +39,9 @@
 //! ```
 
 mod base_tree;
+mod builder_vm;
 mod deb_file;
+mod emulation;
 mod files;
 mod init;
 mod mirror;
@@ -62,6 +70,8 @@ use store::Store;
 /// What `flotilla image debian` builds.
 #[derive(Debug, Clone)]
 pub struct DebianOptions {
+    /// The architecture of its packages (`--arch`; the host's by default).
+    pub arch: &'static Arch,
     /// The init system.
     pub init: Init,
     /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's: names, or
@@ -89,6 +99,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
     let (debs, names): (Vec<&String>, Vec<&String>) =
         options.packages.iter().partition(|p| p.ends_with(".deb"));
     let recipe = Recipe {
+        arch: options.arch,
         init: options.init,
         packages: names.into_iter().cloned().collect(),
         debs: debs
@@ -121,8 +132,8 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
 /// mirror and lists what is cached.
 pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
     let packages = package_list(recipe.init, &recipe.packages)?;
-    let kernel = Kernel::locate(Arch::host())?;
-    let agent = crate::agent_binary(Arch::host())?;
+    let kernel = Kernel::locate(recipe.arch)?;
+    let agent = crate::agent_binary(recipe.arch)?;
     let description = recipe.describe(&packages, &kernel.version, &agent)?;
     let inputs = recipe::key(&description);
     let mirror = mirror().ok_or_else(|| Error::Setup {
@@ -130,7 +141,7 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         hint: format!("set {MIRROR_ENV}=URL, or install debootstrap (its default mirror)"),
     })?;
     let store = Store::open()?;
-    let index = index_identity(&mirror);
+    let index = index_identity(&mirror, recipe.arch);
     let _lock = store.lock(&inputs, log)?;
     let index = match index {
         Ok(index) => index,

@@ -1,5 +1,5 @@
 //! What goes into a Debian image ([`Recipe`]), and its description: one line per input
-//! (init, packages, local `.deb` files and guest files by content, the agent, the
+//! (architecture, init, packages, local `.deb` files and guest files by content, the agent, the
 //! kernel, the builder's own source), whose hash is the image's cache key.
 
 use std::fmt::Write as _;
@@ -10,11 +10,14 @@ use sha2::{Digest, Sha256};
 
 use super::init::Init;
 use crate::error::Error;
+use flotilla_host::arch::Arch;
 
 /// Everything a Debian image is made of, besides the mirror's index (which fixes the
 /// packages' versions).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipe {
+    /// The architecture of its packages, agent and kernel modules.
+    pub arch: &'static Arch,
     /// The init system.
     pub init: Init,
     /// Debian package names, on top of the default packages and the init's.
@@ -25,6 +28,20 @@ pub struct Recipe {
     pub files: Vec<GuestFile>,
     /// The file system's size; default: the tree plus the default free space.
     pub size_mib: Option<u64>,
+}
+
+impl Default for Recipe {
+    /// The host's architecture, systemd, nothing added.
+    fn default() -> Recipe {
+        Recipe {
+            arch: Arch::host(),
+            init: Init::default(),
+            packages: Vec::new(),
+            debs: Vec::new(),
+            files: Vec::new(),
+            size_mib: None,
+        }
+    }
 }
 
 /// A host file put into the image.
@@ -39,6 +56,7 @@ pub struct GuestFile {
 /// The image builder's own source: a change to how images are made is a new image.
 const BUILDER: &[&str] = &[
     include_str!("mod.rs"),
+    include_str!("builder_vm.rs"),
     include_str!("files.rs"),
     include_str!("init.rs"),
     include_str!("packages.rs"),
@@ -59,6 +77,7 @@ impl Recipe {
     ) -> Result<String, Error> {
         let mut text = String::new();
         let _ = writeln!(text, "suite {}", super::SUITE);
+        let _ = writeln!(text, "arch {}", self.arch.debian);
         let _ = writeln!(text, "init {}", self.init);
         let _ = writeln!(text, "packages {}", packages.join(" "));
         let mut debs: Vec<(String, String)> = Vec::new();
@@ -173,6 +192,14 @@ mod tests {
         let mut sysv = recipe.clone();
         sysv.init = Init::Sysvinit;
         assert_ne!(k, keys(&sysv, "6.1.0", b"agent"));
+        // Identical recipes of two architectures never share an image.
+        let mut arm64 = recipe.clone();
+        arm64.arch = Arch::named("aarch64").unwrap();
+        assert!(arm64
+            .describe(&packages, "6.1.0", b"agent")
+            .unwrap()
+            .contains("\narch arm64\n"));
+        assert_ne!(k, keys(&arm64, "6.1.0", b"agent"));
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
         let k2 = keys(&recipe, "6.1.0", b"agent");
         assert_ne!(k, k2, "a mode is content");

@@ -2,12 +2,21 @@
 //! runs them: the base tree (unpacked from the cache, or debootstrapped and cached),
 //! more packages and the recipe's files, the agent, the kernel's modules, the
 //! configuration (`tune.rs`), and the disk (ext4, then qcow2).
+//!
+//! A tree of another architecture is debootstrapped the same way where the host runs
+//! its programs through qemu-user (binfmt_misc); else ([`Emulation::Vm`]) debootstrap's
+//! first stage runs on the host (`--foreign`: download and unpack) and every program
+//! of the tree runs in the builder VM (`builder_vm.rs`), once for the base tree (the
+//! second stage, and OpenRC's swap) and once for the image (its packages, downloaded
+//! by the host first, the agent's installer, sysvinit's update-rc.d).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use super::base_tree::{cache_key, package_list};
+use super::builder_vm::{self, Step, BUILD_DIR};
+use super::emulation::Emulation;
 use super::files::{
     copy_into_tree, create_dir, remove_dir_contents, remove_stale_work, run, temporary_beside,
     tool, tree_size, with_debootstrap_log, write_file,
@@ -17,16 +26,17 @@ use super::mirror::SUITE;
 use super::packages;
 use super::recipe::Recipe;
 use super::store::lock_file;
-use super::tune::configure;
+use super::tune::{configure, sysvinit_steps};
 use crate::error::Error;
 use crate::kernel::Kernel;
+use flotilla_host::arch::Arch;
 use flotilla_host::cache::{cache_dir, prune};
 
 /// Free space added to the tree's size when no size is given.
 pub const DEFAULT_FREE_MIB: u64 = 512;
 
-/// How many cached trees are kept (the newest).
-const KEEP_TREES: usize = 6;
+/// How many cached trees are kept (the newest): the four inits' of two architectures.
+const KEEP_TREES: usize = 8;
 
 /// What [`super::image`] resolved for a recipe, and its key describes: the build uses
 /// the same values, not others looked up again.
@@ -77,6 +87,11 @@ pub(super) fn build_into(
         .cloned()
         .collect();
     let tools = Tools::find()?;
+    let arch = recipe.arch;
+    let emulation = Emulation::of(arch);
+    if let Some(line) = emulation.describe(arch) {
+        log(&line);
+    }
 
     let cache = cache_dir().join("debian");
     create_dir(&cache)?;
@@ -92,12 +107,23 @@ pub(super) fn build_into(
     let tree = work.path().join("tree");
     create_dir(&tree)?;
 
-    base_tree(&tree, &cache, init, &base_packages, resolved, &tools, log)?;
-    let versions = packages_and_files(&tree, recipe, resolved.mirror, &extra, log)?;
+    let base = BaseTree {
+        init,
+        packages: &base_packages,
+        emulation,
+    };
+    base_tree(&tree, &cache, &base, resolved, &tools, work.path(), log)?;
     let t = Instant::now();
-    install_agent(&tree, work.path(), resolved.agent, init)?;
+    let versions = if emulation == Emulation::Vm {
+        packages_agent_in_vm(&tree, work.path(), recipe, resolved, &extra, log)?
+    } else {
+        let versions = packages_and_files(&tree, recipe, resolved.mirror, &extra, log)?;
+        install_agent(&tree, work.path(), resolved.agent)?;
+        versions
+    };
+    check_agent(&tree, init)?;
     install_modules(&tree, resolved.kernel, &tools)?;
-    configure(&tree, init)?;
+    configure(&tree, init, arch, emulation != Emulation::Vm)?;
     log(&format!(
         "debian: agent {}, modules of kernel {} and configuration in {:.1} s",
         env!("CARGO_PKG_VERSION"),
@@ -112,20 +138,29 @@ pub(super) fn build_into(
     Ok(versions)
 }
 
+/// What a base tree is made of.
+struct BaseTree<'a> {
+    init: Init,
+    /// The default packages and the init's.
+    packages: &'a [String],
+    emulation: Emulation,
+}
+
 /// Stage 1: the debootstrapped tree of `init` in `tree`, unpacked from the cache or
 /// made now and cached (once for concurrent builds, under a lock).
 fn base_tree(
     tree: &Path,
     cache: &Path,
-    init: Init,
-    base_packages: &[String],
+    base: &BaseTree,
     resolved: &Resolved,
     tools: &Tools,
+    work: &Path,
     log: &dyn Fn(&str),
 ) -> Result<(), Error> {
+    let arch = resolved.kernel.arch;
     let tarball = cache.join(format!(
         "{SUITE}-{}.tar",
-        cache_key(init, base_packages, resolved.index)
+        cache_key(arch, base.init, base.packages, resolved.index)
     ));
     let locks = cache.join("locks");
     create_dir(&locks)?;
@@ -134,7 +169,7 @@ fn base_tree(
     if tarball.is_file() {
         unpack_cached_tree(tree, &tarball, log)
     } else {
-        debootstrap(tree, init, base_packages, resolved.mirror, tools, log)?;
+        debootstrap(tree, base, resolved, tools, work, log)?;
         cache_tree(tree, cache, &tarball, log);
         Ok(())
     }
@@ -167,30 +202,48 @@ fn unpack_cached_tree(tree: &Path, tarball: &Path, log: &dyn Fn(&str)) -> Result
 }
 
 /// `debootstrap --variant=minbase` of `init`'s packages into `tree`, without the
-/// downloaded packages and lists.
+/// downloaded packages and lists. For another architecture: through binfmt_misc as
+/// for the host's, or its first stage (`--foreign`) here and the rest in the builder
+/// VM.
 fn debootstrap(
     tree: &Path,
-    init: Init,
-    base_packages: &[String],
-    mirror: &str,
+    base: &BaseTree,
+    resolved: &Resolved,
     tools: &Tools,
+    work: &Path,
     log: &dyn Fn(&str),
 ) -> Result<(), Error> {
     let t = Instant::now();
+    let (init, mirror) = (base.init, resolved.mirror);
+    let arch = resolved.kernel.arch;
+    let in_vm = base.emulation == Emulation::Vm;
     log(&format!(
-        "debian: debootstrap {SUITE} ({init}: minbase + {}) from {mirror}; this takes a few minutes",
-        base_packages.join(","),
+        "debian: debootstrap {SUITE} {}({init}: minbase + {}) from {mirror}; this takes a few minutes",
+        if arch.is_host() { String::new() } else { format!("{} ", arch.debian) },
+        base.packages.join(","),
     ));
     let mut cmd = Command::new(&tools.debootstrap);
+    if !arch.is_host() {
+        cmd.arg(format!("--arch={}", arch.debian));
+    }
+    if in_vm {
+        cmd.arg("--foreign");
+    }
     cmd.args(["--variant=minbase", "--merged-usr"])
-        .arg(format!("--include={}", base_packages.join(",")))
+        .arg(format!("--include={}", base.packages.join(",")))
         .arg(SUITE)
         .arg(tree)
         .arg(mirror);
     if let Err(e) = run(&mut cmd, "debootstrap") {
         return Err(with_debootstrap_log(e, tree));
     }
-    if init == Init::Openrc {
+    if in_vm {
+        log(&format!(
+            "debian: debootstrap's first stage (download, unpack) done in {:.1} s",
+            t.elapsed().as_secs_f64()
+        ));
+        second_stage_in_vm(tree, init, arch, resolved, work, log)?;
+    } else if init == Init::Openrc {
         install_openrc(tree)?;
     }
     // Downloaded packages are not part of the system.
@@ -201,6 +254,42 @@ fn debootstrap(
         t.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// debootstrap's second stage of a `--foreign` tree, and for OpenRC the swap of
+/// `sysv-rc` for `openrc` (downloaded here first: the VM has no network), in the
+/// builder VM.
+fn second_stage_in_vm(
+    tree: &Path,
+    init: Init,
+    arch: &Arch,
+    resolved: &Resolved,
+    work: &Path,
+    log: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let mut steps = vec![Step::new(
+        "debootstrap's second stage",
+        &["/debootstrap/debootstrap", "--second-stage"],
+    )];
+    if init == Init::Openrc {
+        // The tree has no dpkg status before its second stage: apt downloads openrc
+        // with all its dependencies (those debootstrap fetched are found in the cache).
+        let empty = work.join("empty-dpkg-status");
+        write_file(&empty, b"", 0o644)?;
+        steps.push(packages::download(
+            tree,
+            resolved.mirror,
+            arch,
+            &["openrc".to_owned()],
+            &[],
+            Some(&empty),
+        )?);
+    }
+    let result = builder_vm::run_steps(tree, work, resolved.kernel, &steps, 256, log);
+    packages::after_steps(tree)?;
+    result?;
+    // apt's caches of the package lists; apt makes them again.
+    remove_dir_contents(&tree.join("var/cache/apt"), ".bin")
 }
 
 /// Saves `tree` as the cached `tarball`; a failure is logged, not fatal (the next
@@ -289,6 +378,82 @@ fn packages_and_files(
         copy_into_tree(tree, &file.source, &file.guest)?;
     }
     let versions = packages::versions(tree)?;
+    log_resolved(&versions, extra, log);
+    Ok(versions)
+}
+
+/// Stages 2 and 3 for a tree built in the builder VM: the `extra` packages and the
+/// recipe's local `.deb` files (downloaded here, installed there), the agent by its
+/// own installer, and sysvinit's services a test machine is spared (see `tune.rs`),
+/// in one run of the VM; then the recipe's files. Returns every installed package's
+/// version.
+fn packages_agent_in_vm(
+    tree: &Path,
+    work: &Path,
+    recipe: &Recipe,
+    resolved: &Resolved,
+    extra: &[String],
+    log: &dyn Fn(&str),
+) -> Result<Vec<(String, String)>, Error> {
+    let arch = recipe.arch;
+    let mut steps = Vec::new();
+    if !extra.is_empty() || !recipe.debs.is_empty() {
+        log(&format!(
+            "debian: downloading {} for {} on the host",
+            extra
+                .iter()
+                .cloned()
+                .chain(recipe.debs.iter().map(|d| d.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            arch.debian
+        ));
+        steps.push(packages::download(
+            tree,
+            resolved.mirror,
+            arch,
+            extra,
+            &recipe.debs,
+            None,
+        )?);
+    }
+    let agent = format!("/{BUILD_DIR}/flotilla-agent");
+    write_file(&tree.join(&agent[1..]), resolved.agent, 0o755)?;
+    steps.push(Step::new(
+        "flotilla-agent install",
+        &[&agent, "install", "--root", "/"],
+    ));
+    if recipe.init == Init::Sysvinit {
+        steps.extend(sysvinit_steps(tree));
+    }
+    let room = downloaded_mib(tree) * 4 + 256;
+    let result = builder_vm::run_steps(tree, work, resolved.kernel, &steps, room, log);
+    packages::after_steps(tree)?;
+    result?;
+    for file in &recipe.files {
+        copy_into_tree(tree, &file.source, &file.guest)?;
+    }
+    let versions = packages::versions(tree)?;
+    log_resolved(&versions, extra, log);
+    Ok(versions)
+}
+
+/// MiB of packages waiting in the tree's apt cache.
+fn downloaded_mib(tree: &Path) -> u64 {
+    std::fs::read_dir(tree.join("var/cache/apt/archives"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum::<u64>()
+        })
+        .unwrap_or(0)
+        .div_ceil(1 << 20)
+}
+
+/// The log's line naming the versions of the packages the recipe asked for.
+fn log_resolved(versions: &[(String, String)], extra: &[String], log: &dyn Fn(&str)) {
     let named: Vec<String> = versions
         .iter()
         .filter(|(name, _)| extra.contains(name))
@@ -297,12 +462,10 @@ fn packages_and_files(
     if !named.is_empty() {
         log(&format!("debian: resolved {}", named.join(", ")));
     }
-    Ok(versions)
 }
 
-/// Stage 3: the agent, by its own installer (`flotilla-agent install --root TREE`),
-/// checked to be enabled as `init`'s service.
-fn install_agent(tree: &Path, work: &Path, agent: &[u8], init: Init) -> Result<(), Error> {
+/// Stage 3: the agent, by its own installer (`flotilla-agent install --root TREE`).
+fn install_agent(tree: &Path, work: &Path, agent: &[u8]) -> Result<(), Error> {
     let installer = work.join("flotilla-agent");
     write_file(&installer, agent, 0o755)?;
     run(
@@ -311,15 +474,32 @@ fn install_agent(tree: &Path, work: &Path, agent: &[u8], init: Init) -> Result<(
             .arg("--root")
             .arg(tree),
         "flotilla-agent install",
-    )?;
+    )
+}
+
+/// Whether the agent's installer enabled it as `init`'s service.
+fn check_agent(tree: &Path, init: Init) -> Result<(), Error> {
     let enabled = tree.join(match init {
         Init::Systemd => "etc/systemd/system/multi-user.target.wants/flotilla-agent.service",
-        Init::Sysvinit => "etc/rc2.d/S99flotilla-agent",
+        // The installer links S99; insserv (update-rc.d, see `tune.rs`) renumbers.
+        Init::Sysvinit => "etc/rc2.d/S??flotilla-agent",
         Init::Openrc => "etc/runlevels/default/flotilla-agent",
         // Stage 1 starts it (see `tune.rs`).
         Init::Agent => "usr/local/bin/flotilla-agent",
     });
-    if std::fs::symlink_metadata(&enabled).is_err() {
+    let found = if init == Init::Sysvinit {
+        std::fs::read_dir(tree.join("etc/rc2.d")).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.len() == "S99flotilla-agent".len()
+                    && name.starts_with('S')
+                    && name.ends_with("flotilla-agent")
+            })
+        })
+    } else {
+        std::fs::symlink_metadata(&enabled).is_ok()
+    };
+    if !found {
         return Err(Error::Image(format!(
             "flotilla-agent install did not enable its {init} service ({} is missing)",
             enabled.display()

@@ -6,13 +6,22 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use super::builder_vm::Step;
 use super::files::{run, symlink, write_file};
 use super::init::Init;
 use crate::error::Error;
 use crate::initramfs::AGENT_INIT_MARKER;
+use flotilla_host::arch::Arch;
 
-/// The files that make the tree a bootable guest of the driver.
-pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
+/// The files that make the tree of `arch` a bootable guest of the driver.
+/// `run_steps`: whether to run, in a chroot, the commands of [`sysvinit_steps`] (a
+/// tree built in the builder VM had them run there).
+pub(super) fn configure(
+    tree: &Path,
+    init: Init,
+    arch: &Arch,
+    run_steps: bool,
+) -> Result<(), Error> {
     configure_identity(tree)?;
     if init == Init::Agent {
         // No service manager: stage 1 starts the agent as PID 1 when it sees this.
@@ -30,11 +39,13 @@ pub(super) fn configure(tree: &Path, init: Init) -> Result<(), Error> {
         &tree.join("etc/systemd/network/99-default.link"),
     )?;
     match init {
-        Init::Systemd => return configure_systemd(tree),
+        Init::Systemd => return configure_systemd(tree, arch),
         // Both inits run Debian's checkroot.sh, whose remounts cost 6-7 s under TCG.
         Init::Sysvinit => {
             configure_checkroot(tree)?;
-            configure_sysvinit(tree)?;
+            if run_steps {
+                configure_sysvinit(tree)?;
+            }
         }
         Init::Openrc => {
             configure_checkroot(tree)?;
@@ -84,22 +95,35 @@ fn configure_identity(tree: &Path) -> Result<(), Error> {
 
 /// sysvinit: the rcS scripts a test machine has no use for are disabled.
 fn configure_sysvinit(tree: &Path) -> Result<(), Error> {
+    for step in sysvinit_steps(tree) {
+        run(
+            Command::new("chroot")
+                .arg(tree)
+                .args(&step.argv)
+                .env("LC_ALL", "C.UTF-8")
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            &format!("{} (chroot {})", step.what, step.argv.join(" ")),
+        )?;
+    }
+    Ok(())
+}
+
+/// The commands that disable, in a sysvinit tree, the scripts a test machine has no
+/// use for ([`SYSVINIT_UNNEEDED`]), run in the tree.
+pub(super) fn sysvinit_steps(tree: &Path) -> Vec<Step> {
     // Each script is a few processes under TCG, and those of rcS hold up the
     // agent's runlevel: drop those a throw-away test machine has no use for.
     // update-rc.d (insserv) also makes the boot order (/etc/init.d/.depend.*) again.
-    for script in SYSVINIT_UNNEEDED {
-        if tree.join("etc/init.d").join(script).exists() {
-            run(
-                Command::new("chroot")
-                    .arg(tree)
-                    .args(["update-rc.d", "-f", script, "remove"])
-                    .env("LC_ALL", "C.UTF-8")
-                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                &format!("disabling {script} (chroot update-rc.d -f {script} remove)"),
-            )?;
-        }
-    }
-    Ok(())
+    SYSVINIT_UNNEEDED
+        .iter()
+        .filter(|script| tree.join("etc/init.d").join(script).exists())
+        .map(|script| {
+            Step::new(
+                &format!("disabling {script}"),
+                &["update-rc.d", "-f", script, "remove"],
+            )
+        })
+        .collect()
 }
 
 /// OpenRC: coverage's variables let through to services; the LSB scripts a test
@@ -135,8 +159,8 @@ fn configure_openrc(tree: &Path) -> Result<(), Error> {
 }
 
 /// systemd: a relative `/sbin/init`, the units and generators a test machine has no
-/// use for masked, the journal in memory.
-fn configure_systemd(tree: &Path) -> Result<(), Error> {
+/// use for masked (the getty of `arch`'s serial console too), the journal in memory.
+fn configure_systemd(tree: &Path, arch: &Arch) -> Result<(), Error> {
     // systemd-sysv's /sbin/init points at an absolute path, which stage 1 (looking into
     // the image from the initramfs, before switch_root) would resolve in the wrong
     // root; a relative link means the same inside and out.
@@ -145,7 +169,12 @@ fn configure_systemd(tree: &Path) -> Result<(), Error> {
         symlink("../lib/systemd/systemd", &init)?;
     }
     let system = tree.join("etc/systemd/system");
-    for unit in SYSTEMD_UNNEEDED {
+    let serial_getty = format!("serial-getty@{}.service", arch.console);
+    for unit in SYSTEMD_UNNEEDED
+        .iter()
+        .copied()
+        .chain([serial_getty.as_str()])
+    {
         symlink("/dev/null", &system.join(unit))?;
     }
     let generators = tree.join("etc/systemd/system-generators");
@@ -167,10 +196,10 @@ fn configure_systemd(tree: &Path) -> Result<(), Error> {
 /// otherwise wait for, each a process or more on an emulated CPU.
 const SYSTEMD_UNNEEDED: &[&str] = &[
     // Never wait for a person at the console: no first-boot questions, no login
-    // prompts on the serial console (the driver's log) or tty2-6 (tty1 keeps its
-    // getty, for machines with a screen).
+    // prompts on the serial console (the driver's log; its getty, named after the
+    // architecture's console, is added by `configure_systemd`) or tty2-6 (tty1 keeps
+    // its getty, for machines with a screen).
     "systemd-firstboot.service",
-    "serial-getty@ttyS0.service",
     "getty-static.service",
     // Periodic jobs only cost CPU under emulation; e2scrub_reap alone takes 15 s
     // at every boot under TCG.
