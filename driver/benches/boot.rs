@@ -25,8 +25,9 @@
 //!
 //! - arm64 rows (`arch = "aarch64"`, emulated: TCG whatever the host has): the floor
 //!   with the arm64 kernel, busybox, `virt` machine, CPU and console; the default guest
-//!   ready, booted and restored; a network of two arm64 and two x86 default guests, all
-//!   ready. Under the table, the arm64 medians against the x86 ones.
+//!   ready, booted and restored; an arm64 Debian systemd machine ready, booted and
+//!   restored; a network of two arm64 and two x86 default guests, all ready. Under the
+//!   table, the arm64 medians against the x86 ones.
 //!
 //! - debian sysvinit / openrc ready: the same for images with those inits (the agent
 //!   an init script / an `openrc-run` service), to agent-ready.
@@ -113,6 +114,8 @@ fn main() {
     let mut arm64_ready = Vec::new();
     let mut arm64_restored = Vec::new();
     let mut mixed = Vec::new();
+    let mut arm64_systemd_ready = Vec::new();
+    let mut arm64_systemd_restored = Vec::new();
     let machines: usize = std::env::var("BENCH_NETWORK")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -123,13 +126,12 @@ fn main() {
         runtime.block_on(flotilla_run(dir.path(), arch, 0, Some(&tag)));
     }
     if let Some(images) = &images {
-        runtime.block_on(debian_run(
-            dir.path(),
-            &images.systemd,
-            0,
-            false,
-            Some(&tag),
-        ));
+        for (arch, image) in [
+            (Arch::host(), &images.systemd),
+            (arm64, &images.arm64_systemd),
+        ] {
+            runtime.block_on(debian_run(dir.path(), arch, image, 0, false, Some(&tag)));
+        }
     }
     for i in 0..runs {
         let vmlinuz = &kernel.image;
@@ -197,24 +199,66 @@ fn main() {
             echo[i].as_secs_f64()
         );
         if let Some(images) = &images {
-            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.agent, i, false, None));
+            let (r, _) = runtime.block_on(debian_run(
+                dir.path(),
+                Arch::host(),
+                &images.agent,
+                i,
+                false,
+                None,
+            ));
             agent_init.push(r);
-            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.sysvinit, i, false, None));
+            let (r, _) = runtime.block_on(debian_run(
+                dir.path(),
+                Arch::host(),
+                &images.sysvinit,
+                i,
+                false,
+                None,
+            ));
             sysvinit_ready.push(r);
-            let (r, _) = runtime.block_on(debian_run(dir.path(), &images.openrc, i, false, None));
+            let (r, _) = runtime.block_on(debian_run(
+                dir.path(),
+                Arch::host(),
+                &images.openrc,
+                i,
+                false,
+                None,
+            ));
             openrc_ready.push(r);
             let systemd_image = &images.systemd;
-            let (r, f) = runtime.block_on(debian_run(dir.path(), systemd_image, i, true, None));
+            let (r, f) = runtime.block_on(debian_run(
+                dir.path(),
+                Arch::host(),
+                systemd_image,
+                i,
+                true,
+                None,
+            ));
             systemd_ready.push(r);
             systemd_finished.push(f);
             let (r, _) = runtime.block_on(debian_run(
                 dir.path(),
+                Arch::host(),
                 systemd_image,
                 i + 1,
                 false,
                 Some(&tag),
             ));
             systemd_restored.push(r);
+            let arm64_image = &images.arm64_systemd;
+            let (r, _) =
+                runtime.block_on(debian_run(dir.path(), arm64, arm64_image, i, false, None));
+            arm64_systemd_ready.push(r);
+            let (r, _) = runtime.block_on(debian_run(
+                dir.path(),
+                arm64,
+                arm64_image,
+                i + 1,
+                false,
+                Some(&tag),
+            ));
+            arm64_systemd_restored.push(r);
             eprintln!(
                 "run {}: debian agent-init ready {:.2} s, sysvinit {:.2} s, openrc {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
                 i + 1,
@@ -287,6 +331,11 @@ fn main() {
         ("debian systemd: ready", &mut systemd_ready),
         ("debian systemd: boot finished", &mut systemd_finished),
         ("debian systemd: ready, restored", &mut systemd_restored),
+        ("arm64 debian systemd: ready", &mut arm64_systemd_ready),
+        (
+            "arm64 debian systemd: ready, restored",
+            &mut arm64_systemd_restored,
+        ),
         ("debian sysvinit: ready", &mut sysvinit_ready),
         ("debian openrc: ready", &mut openrc_ready),
         ("net-config request (driver.log)", &mut net_config),
@@ -317,6 +366,13 @@ fn main() {
             ratio(&mut arm64_ready, &mut ready),
             ratio(&mut arm64_restored, &mut restored)
         );
+        if !arm64_systemd_ready.is_empty() {
+            println!(
+                "arm64 against x86 debian systemd (medians): ready {:.2}x, restored {:.2}x",
+                ratio(&mut arm64_systemd_ready, &mut systemd_ready),
+                ratio(&mut arm64_systemd_restored, &mut systemd_restored)
+            );
+        }
     }
     if !builds.is_empty() {
         println!();
@@ -378,6 +434,8 @@ struct Images {
     systemd: PathBuf,
     sysvinit: PathBuf,
     openrc: PathBuf,
+    /// An arm64 systemd image.
+    arm64_systemd: PathBuf,
 }
 
 /// The Debian images (agent as init, systemd, sysvinit, OpenRC), built in `dir`,
@@ -415,6 +473,17 @@ fn debian_images(
                 )
             })
             .collect();
+    let arm64 = Arch::named("aarch64").expect("aarch64 in the table");
+    all.push((
+        "arm64 systemd".to_owned(),
+        DebianOptions {
+            arch: arm64,
+            init: Init::Systemd,
+            packages: Vec::new(),
+            size_mib: None,
+            output: dir.join("debian-arm64-systemd.qcow2"),
+        },
+    ));
     all.push((format!("new: systemd + curl, {fresh_size} MiB"), fresh()));
     all.push((format!("again: systemd + curl, {fresh_size} MiB"), fresh()));
     for (label, options) in all {
@@ -453,6 +522,7 @@ fn debian_images(
         systemd: built.next()?,
         sysvinit: built.next()?,
         openrc: built.next()?,
+        arm64_systemd: built.next()?,
     })
 }
 
@@ -470,13 +540,14 @@ fn net_config_time(out: &Path) -> Option<Duration> {
 /// `restore_tag`, started from the snapshot of that tag.
 async fn debian_run(
     dir: &Path,
+    arch: &Arch,
     image: &Path,
     i: usize,
     finished: bool,
     restore_tag: Option<&str>,
 ) -> (Duration, Duration) {
     let mut text = format!(
-        "[machines.vm]\nimage = \"{}\"\nmemory = 512\n",
+        "[machines.vm]\narch = \"{arch}\"\nimage = \"{}\"\nmemory = 512\n",
         image.display()
     );
     if let Some(tag) = restore_tag {
