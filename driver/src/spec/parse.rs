@@ -166,6 +166,37 @@ fn implicit_machine(text: &str, span: Range<usize>) -> Option<String> {
     ))
 }
 
+/// The machine's architecture (the host's unless it says), known, and able to have
+/// what the machine asks of it (a screen).
+fn check_arch(
+    machine: &RawMachine,
+    text: &str,
+    span: Range<usize>,
+) -> Result<&'static Arch, (Range<usize>, String)> {
+    let arch = match machine.arch.as_deref() {
+        None => Arch::host(),
+        Some(name) => Arch::named(name).ok_or_else(|| {
+            (
+                key_span(text, span.clone(), "arch"),
+                format!(
+                    "unknown architecture `{name}`: machines can be {}",
+                    Arch::names()
+                ),
+            )
+        })?,
+    };
+    if machine.display && !arch.vga {
+        return Err((
+            key_span(text, span, "display"),
+            format!(
+                "{arch} machines have no screen (`display`): Debian's {} cloud kernel has no graphics driver",
+                arch.debian
+            ),
+        ));
+    }
+    Ok(arch)
+}
+
 /// One `[machines.NAME]` table checked; its forwarded host ports join `host_ports`.
 fn check_machine(
     src: &Source,
@@ -222,24 +253,7 @@ fn check_machine(
     if machine.cpus == 0 || machine.cpus > 64 {
         return Err(error(span, "cpus must be 1 to 64".into()));
     }
-    let arch = match machine.arch.as_deref() {
-        None => Arch::host(),
-        Some(name) => Arch::named(name).ok_or_else(|| {
-            error(
-                key_span(text, span.clone(), "arch"),
-                format!(
-                    "unknown architecture `{name}`: machines can be {}",
-                    Arch::names()
-                ),
-            )
-        })?,
-    };
-    if machine.display && !arch.vga {
-        return Err(error(
-            key_span(text, span.clone(), "display"),
-            format!("{arch} machines have no screen (`display`): Debian's {} cloud kernel has no graphics driver", arch.debian),
-        ));
-    }
+    let arch = check_arch(&machine, text, span.clone()).map_err(|(span, m)| error(span, m))?;
     let in_machine = |(span, m): (Range<usize>, String)| error(span, m);
     let disks = check_disks(machine.disks, dir).map_err(in_machine)?;
     let init = check_init(machine.init).map_err(in_machine)?;

@@ -146,72 +146,14 @@ pub(super) fn run_steps(
     )?;
     let vm = work.join("builder-vm");
     create_dir(&vm)?;
-    // Both disks are sparse: only what is written takes room.
-    let tree_mib = tree_size(tree)?.div_ceil(1 << 20);
-    let size_mib = (tree_mib * 2 + room_mib + 1024).div_ceil(64) * 64;
-    let disk = vm.join("tree.ext4");
-    let out = vm.join("tree-out.tar");
-    for (path, mib) in [(&disk, size_mib), (&out, size_mib)] {
-        let file = std::fs::File::create(path).map_err(|source| Error::Io {
-            what: format!("creating {}", path.display()),
-            source,
-        })?;
-        file.set_len(mib << 20).map_err(|source| Error::Io {
-            what: format!("sizing {}", path.display()),
-            source,
-        })?;
-    }
-    run(
-        Command::new(&mke2fs)
-            .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0"])
-            .arg("-d")
-            .arg(tree)
-            .arg(&disk),
-        "mke2fs (the builder VM's disk)",
-    )?;
+    let (disk, out) = make_disks(tree, &vm, room_mib, &mke2fs)?;
     let initramfs = crate::initramfs::builder_initramfs(kernel, BUILDER_INIT, BUILDER_MODULES)?;
     let console = vm.join("console.log");
     std::fs::File::create(&console).map_err(|source| Error::Io {
         what: format!("creating {}", console.display()),
         source,
     })?;
-    let mut cmd = Command::new(&qemu);
-    cmd.args(["-M", arch.machine, "-accel", "tcg", "-cpu", arch.tcg_cpu])
-        .args(["-smp", "2", "-m", "1024"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-no-reboot", "-serial"])
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(&kernel.image)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .arg("-append")
-        .arg(format!("console={} quiet panic=-1", arch.console));
-    for (id, path) in [("tree", &disk), ("out", &out)] {
-        cmd.arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id={id},cache=unsafe",
-                path.display()
-            ))
-            .args(["-device", &format!("virtio-blk-pci,drive={id}")]);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: prctl and getppid are async-signal-safe.
-    let parent = std::process::id() as libc::pid_t;
-    unsafe {
-        cmd.pre_exec(move || {
-            // QEMU dies with this process (a killed build leaves no VM behind).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("the builder exited during spawn"));
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = builder_command(&qemu, kernel, &initramfs, &console, [&disk, &out]);
     let child = cmd.spawn().map_err(|source| Error::Io {
         what: format!("starting {}", qemu.display()),
         source,
@@ -238,6 +180,103 @@ pub(super) fn run_steps(
             other => other,
         });
     }
+    replace_tree(tree, &out)?;
+    let _ = std::fs::remove_dir_all(&vm);
+    log(&format!(
+        "debian: {} builder VM done in {:.1} s",
+        arch.debian,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The VM's two sparse disks in `vm`: the tree as ext4 (with `room_mib` free for the
+/// steps) and the raw disk the tree is written out to.
+fn make_disks(
+    tree: &Path,
+    vm: &Path,
+    room_mib: u64,
+    mke2fs: &Path,
+) -> Result<(PathBuf, PathBuf), Error> {
+    // Both disks are sparse: only what is written takes room.
+    let tree_mib = tree_size(tree)?.div_ceil(1 << 20);
+    let size_mib = (tree_mib * 2 + room_mib + 1024).div_ceil(64) * 64;
+    let disk = vm.join("tree.ext4");
+    let out = vm.join("tree-out.tar");
+    for (path, mib) in [(&disk, size_mib), (&out, size_mib)] {
+        let file = std::fs::File::create(path).map_err(|source| Error::Io {
+            what: format!("creating {}", path.display()),
+            source,
+        })?;
+        file.set_len(mib << 20).map_err(|source| Error::Io {
+            what: format!("sizing {}", path.display()),
+            source,
+        })?;
+    }
+    run(
+        Command::new(mke2fs)
+            .args(["-q", "-F", "-t", "ext4", "-E", "root_owner=0:0"])
+            .arg("-d")
+            .arg(tree)
+            .arg(&disk),
+        "mke2fs (the builder VM's disk)",
+    )?;
+    Ok((disk, out))
+}
+
+/// QEMU's command for the builder VM of `kernel`'s architecture: the kernel and
+/// `initramfs`, the console into the file `console`, the two disks; QEMU dies with
+/// this process.
+fn builder_command(
+    qemu: &Path,
+    kernel: &Kernel,
+    initramfs: &Path,
+    console: &Path,
+    disks: [&Path; 2],
+) -> Command {
+    let arch = kernel.arch;
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-M", arch.machine, "-accel", "tcg", "-cpu", arch.tcg_cpu])
+        .args(["-smp", "2", "-m", "1024"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-no-reboot", "-serial"])
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg(format!("console={} quiet panic=-1", arch.console));
+    for (id, path) in [("tree", disks[0]), ("out", disks[1])] {
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=none,id={id},cache=unsafe",
+                path.display()
+            ))
+            .args(["-device", &format!("virtio-blk-pci,drive={id}")]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl and getppid are async-signal-safe.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            // QEMU dies with this process (a killed build leaves no VM behind).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the builder exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Replaces `tree` with the tar stream the builder VM wrote to `out`.
+fn replace_tree(tree: &Path, out: &Path) -> Result<(), Error> {
     // The tree, as the VM left it.
     std::fs::remove_dir_all(tree).map_err(|source| Error::Io {
         what: format!("removing {}", tree.display()),
@@ -249,17 +288,11 @@ pub(super) fn run_steps(
             .args(["--extract", "--numeric-owner", "--same-permissions"])
             .args(["--xattrs", "--xattrs-include=*"])
             .arg("--file")
-            .arg(&out)
+            .arg(out)
             .arg("--directory")
             .arg(tree),
         "unpacking the tree the builder VM wrote",
     )?;
-    let _ = std::fs::remove_dir_all(&vm);
-    log(&format!(
-        "debian: {} builder VM done in {:.1} s",
-        arch.debian,
-        started.elapsed().as_secs_f64()
-    ));
     Ok(())
 }
 
