@@ -18,8 +18,8 @@ use flotilla_driver::image::Kernel;
 use flotilla_driver::{Accel, Arch};
 
 /// The work each guest does after its first line.
-const WORK: &str = "dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum >/dev/null\n\
-                    dd if=/dev/urandom bs=1M count=16 2>/dev/null | gzip >/dev/null";
+const WORK: &str = "{ dd if=/dev/zero bs=1M count=64 2>/dev/null | sha256sum >/dev/null &&\n\
+                    dd if=/dev/urandom bs=1M count=16 2>/dev/null | gzip >/dev/null; }";
 
 /// The arm64 models compared: QEMU 7.2's 64-bit Arm CPUs that Debian's arm64 userland
 /// runs on, and `max` with the cheaper pointer-authentication algorithm.

@@ -22,7 +22,7 @@ pub fn initramfs(dir: &Path, arch: &Arch, work: &str) -> PathBuf {
     let work = if work.is_empty() {
         String::new()
     } else {
-        format!("export PATH=/bin\n/bin/busybox --install -s /bin\n{work}\n/bin/busybox echo FLOOR-DONE\n")
+        format!("export PATH=/bin\n/bin/busybox --install -s /bin\nmkdir -p /dev && mount -t devtmpfs devtmpfs /dev\n{work} || echo FLOOR-WORK-FAILED\n/bin/busybox echo FLOOR-DONE\n")
     };
     std::fs::write(
         root.join("init"),
@@ -111,6 +111,8 @@ impl Floor<'_> {
             let Ok(line) = line else { break };
             if line.contains("FLOOR-READY") {
                 ready = Some(started.elapsed());
+            } else if line.contains("FLOOR-WORK-FAILED") {
+                panic!("the floor's work failed");
             } else if line.contains("FLOOR-DONE") {
                 done = Some(started.elapsed());
             }
