@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 const MEASURED: &[&str] = &[
     "Speed",
     "Snapshots",
+    "How fast arm64 machines are",
+    "Debian machines on arm64",
     "Debian machines from the spec",
     "A Debian image: `flotilla image debian`",
     // Sections whose measured figures already named their command and a kept run.
