@@ -70,9 +70,11 @@ pub static ARCHES: [Arch; 2] = [
         qemu: "qemu-system-aarch64",
         qemu_package: "qemu-system-arm",
         machine: "virt",
-        // Measured (docs/src/arm64.md): the Neoverse-N1 boots as fast as the
-        // Cortex-A53/A57/A72 and runs Debian's arm64 userland (ARMv8.2, LSE atomics);
-        // `max` costs 5x at boot for pointer authentication under TCG.
+        // Measured (`cargo bench -p flotilla-driver --bench arm64_cpus`, see
+        // docs/src/arm64.md): the Neoverse-N1 boots fastest of the models and works
+        // nearly as fast as `max,pauth-impdef=on`; a fixed model (ARMv8.2, LSE atomics)
+        // where `max` follows QEMU's version; plain `max` costs 4x at boot for pointer
+        // authentication under TCG.
         tcg_cpu: "neoverse-n1",
         console: "ttyAMA0",
         elf_machine: 183,
