@@ -6,8 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::{
-    assert_no_qemu_left, flotilla_test, shell, start_run, tag, text, wait_for_log, wait_within,
-    write_spec,
+    assert_no_qemu_left, shell, start_run, tag, text, wait_for_log, wait_within, write_spec,
 };
 
 #[test]
@@ -39,11 +38,7 @@ fn debug_keeps_a_failed_arm64_machine_up_for_shell() {
         "script = \"t.rhai\"\n[machines.m]\narch = \"aarch64\"\n",
         "m.succeed(\"false\");\n",
     );
-    std::fs::create_dir_all(dir.path().join("rt")).unwrap();
-    let mut child = flotilla_test(dir.path(), &dir.path().join("out"), &tag)
-        .arg("--debug")
-        .env("XDG_RUNTIME_DIR", dir.path().join("rt"))
-        .env("XDG_STATE_HOME", dir.path().join("rt"))
+    let mut child = super::debug::debug_test(dir.path(), &tag)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

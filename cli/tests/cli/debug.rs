@@ -13,7 +13,7 @@ use super::{
 };
 
 /// `flotilla test --debug DIR --out DIR/out`, its control socket under DIR/rt.
-fn debug_test(dir: &Path, tag: &str) -> Command {
+pub(super) fn debug_test(dir: &Path, tag: &str) -> Command {
     let mut cmd = flotilla_test(dir, &dir.join("out"), tag);
     cmd.arg("--debug")
         .env("XDG_RUNTIME_DIR", dir.join("rt"))

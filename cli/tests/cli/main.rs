@@ -1270,26 +1270,9 @@ fn agent_install_puts_the_static_agent_and_its_services_into_a_tree() {
     assert!(t.starts_with("flotilla-agent "), "{t}");
 }
 
-/// `e_machine` of the ELF file `bytes` (little-endian), if it is one.
-fn elf_machine(bytes: &[u8]) -> Option<u16> {
-    (bytes.starts_with(b"\x7fELF") && bytes.len() > 20)
-        .then(|| u16::from_le_bytes([bytes[18], bytes[19]]))
-}
-
-/// Whether the ELF file `bytes` (64-bit, little-endian) has no ELF interpreter: no
-/// `PT_INTERP` program header.
-fn elf_is_static(bytes: &[u8]) -> bool {
-    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    (0..phnum).all(|i| {
-        let at = phoff + i * phentsize;
-        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) != 3
-    })
-}
-
 #[test]
 fn agent_install_and_extract_for_arm64() {
+    use flotilla_driver::image::{elf_machine, is_static_elf};
     const EM_AARCH64: u16 = 183;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
@@ -1317,7 +1300,7 @@ fn agent_install_and_extract_for_arm64() {
     }
     let installed = std::fs::read(root.join("usr/local/bin/flotilla-agent")).unwrap();
     assert_eq!(elf_machine(&installed), Some(EM_AARCH64));
-    assert!(elf_is_static(&installed), "dynamically linked");
+    assert!(is_static_elf(&installed), "dynamically linked");
     let mode = std::fs::metadata(root.join("usr/local/bin/flotilla-agent"))
         .unwrap()
         .permissions()
@@ -1340,7 +1323,7 @@ fn agent_install_and_extract_for_arm64() {
     run_expecting(flotilla().args(["agent", "extract", "-o"]).arg(&host), 0);
     let host = std::fs::read(&host).unwrap();
     assert_ne!(elf_machine(&host), Some(EM_AARCH64));
-    assert!(elf_is_static(&host), "dynamically linked");
+    assert!(is_static_elf(&host), "dynamically linked");
 }
 
 #[test]
