@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use flotilla_driver::debian::{self, DebianOptions, Init};
+use flotilla_driver::debian::{self, DebianOptions, Init, Release};
 use flotilla_driver::Arch;
 
 use crate::{print_chain, EXIT_ERROR};
@@ -11,6 +11,7 @@ use crate::{print_chain, EXIT_ERROR};
 /// Builds the image (or takes it from the cache) into `output`; prints its path.
 pub(crate) fn debian(
     init: Init,
+    release: Release,
     arch: &'static Arch,
     packages: Vec<String>,
     size: Option<u64>,
@@ -18,6 +19,7 @@ pub(crate) fn debian(
 ) -> ExitCode {
     let options = DebianOptions {
         arch,
+        release,
         init,
         packages,
         size_mib: size,

@@ -190,7 +190,7 @@ struct StateArgs {
 
 #[derive(Debug, Subcommand)]
 enum ImageKind {
-    /// A Debian bookworm image (debootstrap minbase, an init system, the agent as its
+    /// A Debian image (debootstrap minbase of a release, an init system, the agent as its
     /// service). Built in, or taken from, the cache that the spec's Debian machines
     /// use (keyed by content and the mirror's index), then copied to FILE.
     Debian {
@@ -203,6 +203,10 @@ enum ImageKind {
             value_name = "systemd|sysvinit|openrc|agent"
         )]
         init: flotilla_driver::debian::Init,
+        /// The Debian release: trixie (Debian 13, the default) or bookworm (Debian 12).
+        /// Its cloud kernel's modules go into the image.
+        #[arg(long, default_value = "trixie", value_name = "trixie|bookworm")]
+        release: flotilla_driver::debian::Release,
         /// The architecture: x86_64 or aarch64; default the host's. Another one's
         /// programs run in a short-lived VM of it (or through qemu-user, when the host
         /// has it registered with binfmt_misc).
@@ -248,6 +252,7 @@ fn main() -> ExitCode {
             kind:
                 ImageKind::Debian {
                     init,
+                    release,
                     arch,
                     packages,
                     size,
@@ -255,6 +260,7 @@ fn main() -> ExitCode {
                 },
         } => image::debian(
             init,
+            release,
             arch.unwrap_or_else(flotilla_driver::Arch::host),
             packages,
             size,

@@ -22,7 +22,9 @@ pub(crate) fn build(plan: &Plan, spec: &Spec, log: &Log) -> Result<Vec<PathBuf>,
         let who = names.join(", ");
         let started = Instant::now();
         log.info(&format!(
-            "{who}: Debian image ({}; packages: {}; {} file(s))",
+            "{who}: Debian image ({} {}, {}; packages: {}; {} file(s))",
+            recipe.release,
+            recipe.release.version(),
             recipe.init,
             describe_packages(recipe),
             recipe.files.len()

@@ -361,6 +361,12 @@ fn log_start(log: &Log, plan: &Plan, boot: &BootFiles, options: &FleetOptions, c
             "{}: kernel {} ({}), accelerator {}",
             files.arch, files.kernel_version, files.boot_note, files.accel
         ));
+        for r in &files.releases {
+            log.info(&format!(
+                "{}: Debian {} machines: kernel {} ({})",
+                files.arch, r.release, r.kernel_version, r.boot_note
+            ));
+        }
     }
     if coverage {
         log.info(&format!(

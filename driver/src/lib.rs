@@ -22,8 +22,9 @@
 //! [`Fleet`] runs it, and each machine's QEMU command is a value made from it whose
 //! snapshot identity leaves out what makes one machine differ from another.
 //!
-//! A machine with `packages`, `files` or `init` in the spec boots a Debian bookworm
-//! image of that content, which [`Fleet::new`] builds first or takes from the cache
+//! A machine with `packages`, `files`, `init` or `release` in the spec boots a Debian
+//! image of that content and release (trixie by default, or bookworm) on that
+//! release's cloud kernel, which [`Fleet::new`] builds first or takes from the cache
 //! ([`debian::image`]).
 //!
 //! With [`FleetOptions::coverage`] (or the spec's `[coverage]`), every machine's

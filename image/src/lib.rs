@@ -13,7 +13,8 @@
 //! - `busybox.rs`: each architecture's static busybox and its applets.
 //! - `modules.rs`: kernel modules: load order from `.modinfo`, signatures cut off.
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
-//! - `kernel.rs`: where each architecture's kernel is ([`Kernel`]).
+//! - `kernel.rs`: where each architecture's kernel is ([`Kernel`]), and each Debian
+//!   release's.
 //! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
 //! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
 //!   with `packages`, `files` or `init`), cached by content:
@@ -25,7 +26,8 @@
 //!   tar), `base_tree.rs`
 //!   (a base tree's packages, checked, and its cache key), `init.rs` (the init
 //!   systems), `tune.rs` (what makes the tree a quick test guest),
-//!   `mirror.rs` (the release, the mirror and its index), `deb_file.rs` (what a
+//!   `release.rs` (the Debian releases: trixie, bookworm), `mirror.rs` (the mirror
+//!   and a release's index), `deb_file.rs` (what a
 //!   local `.deb` says of itself: its architecture), `files.rs`
 //!   (tools and tree files), `recipe.rs` (what goes into an image, and its
 //!   cache key), `packages.rs` (apt in the tree: more packages, local `.deb`

@@ -107,11 +107,15 @@ async fn the_users_own_program_ships_as_a_local_deb_and_runs() {
     // image for both; `lean` differs by its init.
     assert_eq!(log.matches(": Debian image (").count(), 2, "{log}");
     assert!(
-        log.contains("one, two: Debian image (systemd; packages: hello_1.0_amd64.deb; 1 file(s))"),
+        log.contains(
+            "one, two: Debian image (trixie 13, systemd; packages: hello_1.0_amd64.deb; 1 file(s))"
+        ),
         "{log}"
     );
     assert!(
-        log.contains("lean: Debian image (agent; packages: hello_1.0_amd64.deb; 1 file(s))"),
+        log.contains(
+            "lean: Debian image (trixie 13, agent; packages: hello_1.0_amd64.deb; 1 file(s))"
+        ),
         "{log}"
     );
     let one = net.machine("one").unwrap();

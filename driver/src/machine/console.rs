@@ -123,7 +123,7 @@ pub(super) async fn spawn_console_reader(
             let text = String::from_utf8_lossy(&buf);
             let line = text.trim_end_matches(['\n', '\r']).replace('\r', "");
             log.console(&name, &line);
-            if let Some(rest) = line.strip_prefix(proto::READY_PREFIX) {
+            if let Some(rest) = after_terminal_controls(&line).strip_prefix(proto::READY_PREFIX) {
                 let boot_ms = rest
                     .split_whitespace()
                     .find_map(|kv| kv.strip_prefix("boot_ms="))
@@ -235,5 +235,48 @@ mod tests {
             "{}",
             &out[0][LineLog::MAX - 5..]
         );
+    }
+}
+
+/// `line` after the terminal control sequences it starts with: systemd 257 (Debian
+/// trixie) resets the console at boot with `ESC [ ! p`, `ESC ] 104 BEL`, `ESC [ ? 7 h`
+/// and no newline, so the agent's readiness line follows them on the same line.
+fn after_terminal_controls(line: &str) -> &str {
+    let mut rest = line;
+    while let Some(seq) = rest.strip_prefix('\x1b') {
+        let end = if let Some(csi) = seq.strip_prefix('[') {
+            // Parameters and intermediates, then one final byte (0x40-0x7e).
+            csi.find(|c: char| ('@'..='~').contains(&c))
+                .map(|i| 1 + i + 1)
+        } else if let Some(osc) = seq.strip_prefix(']') {
+            // Ended by BEL or by ESC \.
+            osc.find('\x07')
+                .map(|i| 1 + i + 1)
+                .or_else(|| osc.find("\x1b\\").map(|i| 1 + i + 2))
+        } else {
+            seq.chars().next().map(char::len_utf8)
+        };
+        match end {
+            Some(end) => rest = &seq[end..],
+            None => return rest,
+        }
+    }
+    rest
+}
+
+#[cfg(test)]
+mod terminal_controls {
+    use super::after_terminal_controls;
+
+    #[test]
+    fn leading_controls_are_skipped() {
+        assert_eq!(
+            after_terminal_controls("\x1b[!p\x1b]104\x07\x1b[?7hFLOTILLA-AGENT-READY proto=1"),
+            "FLOTILLA-AGENT-READY proto=1"
+        );
+        assert_eq!(after_terminal_controls("\x1b]0;title\x1b\\x"), "x");
+        assert_eq!(after_terminal_controls("plain \x1b[0m"), "plain \x1b[0m");
+        assert_eq!(after_terminal_controls("\x1b[12"), "\x1b[12");
+        assert_eq!(after_terminal_controls(""), "");
     }
 }

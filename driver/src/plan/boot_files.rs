@@ -1,6 +1,8 @@
 //! What machines boot, found or made once per run for each architecture the plan has
 //! ([`BootFiles::prepare`]): the QEMU binary, the accelerator, the firmware, the kernel
-//! and the initramfs images; and which of them each machine of a [`Plan`] boots.
+//! and the initramfs images; and which of them each machine of a [`Plan`] boots. A
+//! machine of a Debian release whose cloud kernel is not the default guest's (trixie's)
+//! boots that release's kernel and a stage 1 of its modules.
 
 use std::path::PathBuf;
 
@@ -10,7 +12,8 @@ use crate::error::Error;
 use crate::host::{qboot_firmware, qemu_binary};
 use flotilla_host::arch::Arch;
 
-use flotilla_image::{agent_binary, vmlinux};
+use flotilla_image::debian::Release;
+use flotilla_image::{agent_binary, vmlinux, Kernel};
 
 /// The files and settings the machines of a run boot with, per architecture.
 #[derive(Debug, Clone)]
@@ -42,6 +45,21 @@ pub(crate) struct ArchBootFiles {
     /// The initramfs that loads virtio_blk, when a machine without an image has disks
     /// (a coverage disk too).
     pub with_disks: Option<PathBuf>,
+    /// The kernels of Debian releases other than the default guest's that machines of
+    /// the plan boot, each with its stage 1.
+    pub releases: Vec<ReleaseKernel>,
+}
+
+/// A Debian release's cloud kernel and the stage 1 of its modules, for the machines
+/// whose image is of that release.
+#[derive(Debug, Clone)]
+pub(crate) struct ReleaseKernel {
+    pub release: Release,
+    pub kernel_version: String,
+    pub bz_image: PathBuf,
+    pub boot_kernel: PathBuf,
+    pub boot_note: String,
+    pub stage1: PathBuf,
 }
 
 impl BootFiles {
@@ -97,15 +115,29 @@ impl ArchBootFiles {
         } else {
             None
         };
-        let (boot_kernel, boot_note) = if arch.qboot_and_pvh {
-            let boot = vmlinux::boot_kernel(&kernel);
-            (boot.path, boot.note)
-        } else {
-            (
-                kernel.image.clone(),
-                format!("vmlinuz, {} direct kernel boot", arch.machine),
-            )
-        };
+        let (boot_kernel, boot_note) = boot_kernel_of(&kernel);
+        let mut releases = Vec::new();
+        for m in machines {
+            let Some(release) = m.kernel_release else {
+                continue;
+            };
+            if releases
+                .iter()
+                .any(|r: &ReleaseKernel| r.release == release)
+            {
+                continue;
+            }
+            let kernel = Kernel::of_release(release, arch)?;
+            let (boot_kernel, boot_note) = boot_kernel_of(&kernel);
+            releases.push(ReleaseKernel {
+                release,
+                kernel_version: kernel.version.clone(),
+                bz_image: kernel.image.clone(),
+                boot_kernel,
+                boot_note,
+                stage1: flotilla_image::stage1_initramfs(&kernel)?,
+            });
+        }
         Ok(ArchBootFiles {
             arch,
             qemu: qemu_binary(arch),
@@ -118,13 +150,27 @@ impl ArchBootFiles {
             initrd,
             stage1,
             with_disks,
+            releases,
         })
+    }
+
+    /// The kernel of `m`'s release, when it is not the default guest's.
+    fn release_of(&self, m: &MachinePlan) -> Option<&ReleaseKernel> {
+        let release = m.kernel_release?;
+        self.releases.iter().find(|r| r.release == release)
     }
 
     /// The kernel machine `m` boots. The unpacked kernel starts through PVH, which
     /// passes no screen information: a machine with a screen boots the bzImage so that
     /// tty1 shows on its VGA card.
     pub(crate) fn kernel_for(&self, m: &MachinePlan) -> PathBuf {
+        if let Some(r) = self.release_of(m) {
+            return if m.display {
+                r.bz_image.clone()
+            } else {
+                r.boot_kernel.clone()
+            };
+        }
         if m.display {
             self.bz_image.clone()
         } else {
@@ -136,6 +182,9 @@ impl ArchBootFiles {
     /// virtio_blk for disks (only machines with disks pay for loading it); else the
     /// default.
     pub(crate) fn initrd_for(&self, m: &MachinePlan, coverage: bool) -> PathBuf {
+        if let (true, Some(r)) = (m.has_image(), self.release_of(m)) {
+            return r.stage1.clone();
+        }
         match (m.has_image(), &self.stage1, &self.with_disks) {
             (true, Some(stage1), _) => stage1.clone(),
             (false, _, Some(with_disks)) if needs_disks(m, coverage) => with_disks.clone(),
@@ -146,6 +195,20 @@ impl ArchBootFiles {
     /// The firmware machine `m` boots with: qboot, or SeaBIOS (`None`) for a screen.
     pub(crate) fn firmware_for(&self, m: &MachinePlan) -> Option<PathBuf> {
         self.firmware.clone().filter(|_| !m.display)
+    }
+}
+
+/// What machines of `kernel`'s architecture boot without a screen (the unpacked kernel
+/// through PVH, or the bzImage), and a note on it for the log.
+fn boot_kernel_of(kernel: &Kernel) -> (PathBuf, String) {
+    if kernel.arch.qboot_and_pvh {
+        let boot = vmlinux::boot_kernel(kernel);
+        (boot.path, boot.note)
+    } else {
+        (
+            kernel.image.clone(),
+            format!("vmlinuz, {} direct kernel boot", kernel.arch.machine),
+        )
     }
 }
 

@@ -11,7 +11,7 @@ use crate::spec::{
     CoverageSpec, DiskSpec, ForwardSpec, JoinSpec, MachineSpec, PackageSource, Spec,
 };
 use flotilla_host::arch::Arch;
-use flotilla_image::debian::{GuestFile, Recipe};
+use flotilla_image::debian::{GuestFile, Recipe, Release};
 
 /// A spec's plan.
 #[derive(Debug, Clone)]
@@ -57,6 +57,9 @@ pub struct MachinePlan {
     pub forwards: Vec<ForwardSpec>,
     /// The spec's `snapshot`.
     pub snapshot: Option<bool>,
+    /// The Debian release whose cloud kernel the machine boots, when not the default
+    /// guest's: a Debian machine's image's release, or an `image`'s `release`.
+    pub kernel_release: Option<Release>,
 }
 
 /// A machine's root disk.
@@ -169,7 +172,12 @@ impl NetworkPlan {
 
 impl MachinePlan {
     fn of(m: &MachineSpec, root: Root) -> MachinePlan {
+        let release = match root {
+            Root::Debian(_) => Some(m.release.unwrap_or_default()),
+            _ => m.release,
+        };
         MachinePlan {
+            kernel_release: release.filter(|r| !r.is_default_guest_kernel()),
             arch: m.arch,
             memory_mib: m.memory,
             cpus: m.cpus,
@@ -215,6 +223,7 @@ fn recipe_of(machine: &MachineSpec) -> Recipe {
     files.sort_by(|a, b| a.guest.cmp(&b.guest));
     Recipe {
         arch: machine.arch,
+        release: machine.release.unwrap_or_default(),
         init: machine.init.unwrap_or_default(),
         packages,
         debs,
@@ -233,12 +242,23 @@ mod tests {
             "t.toml".as_ref(),
             "[machines.a]\npackages = [\"curl\"]\n[machines.b]\npackages = [\"curl\"]\n\
              [machines.c]\ninit = \"systemd\"\n[machines.d]\nmemory = 300\ncpus = 2\nvlans = [1, 2]\n\
-             forward = [{ guest = 80, host = 8080 }, { guest = 22 }]\n",
+             forward = [{ guest = 80, host = 8080 }, { guest = 22 }]\n\
+             [machines.e]\npackages = [\"curl\"]\nrelease = \"bookworm\"\n\
+             [machines.f]\npackages = [\"curl\"]\nrelease = \"trixie\"\n",
         )
         .unwrap();
         let plan = Plan::of(&spec);
-        assert_eq!(plan.images.len(), 2);
-        assert_eq!(plan.images[0].machines, ["a", "b"]);
+        // f names the default release: the same image as a and b; e is bookworm's own.
+        assert_eq!(plan.images.len(), 3);
+        assert_eq!(plan.images[0].machines, ["a", "b", "f"]);
+        assert_eq!(plan.images[0].recipe.release, Release::Trixie);
+        assert_eq!(plan.images[2].machines, ["e"]);
+        assert_eq!(plan.images[2].recipe.release, Release::Bookworm);
+        assert_eq!(plan.machines["e"].root, Root::Debian(2));
+        // Each boots its release's kernel: bookworm's is the default guest's.
+        assert_eq!(plan.machines["a"].kernel_release, Some(Release::Trixie));
+        assert_eq!(plan.machines["e"].kernel_release, None);
+        assert_eq!(plan.machines["d"].kernel_release, None);
         assert_eq!(plan.images[0].recipe.packages, ["curl"]);
         assert_eq!(plan.images[1].machines, ["c"]);
         assert_eq!(plan.machines["a"].root, Root::Debian(0));

@@ -31,6 +31,7 @@ fn boot(top: &Path, initrd: &Path) -> BootFiles {
         initrd: initrd.to_owned(),
         stage1: Some(top.join("stage1")),
         with_disks: Some(top.join("with-disks")),
+        releases: Vec::new(),
     };
     BootFiles {
         arches: ARCHES.iter().map(files).collect(),

@@ -1,6 +1,7 @@
 //! A Debian machine's content as the spec writes it: `packages` (names, or local `.deb`
-//! files relative to the spec), `files` (guest path = host file) and `init`, checked
-//! into [`PackageSpec`]s, [`FileSpec`]s and an [`Init`], each error at its entry.
+//! files relative to the spec), `files` (guest path = host file), `init` and `release`,
+//! checked into [`PackageSpec`]s, [`FileSpec`]s, an [`Init`] and a [`Release`], each
+//! error at its entry.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -10,7 +11,7 @@ use toml::Spanned;
 
 use super::types::{FileSpec, PackageSource, PackageSpec};
 use flotilla_host::arch::Arch;
-use flotilla_image::debian::{check_package_name, deb_mismatch, Init};
+use flotilla_image::debian::{check_package_name, deb_mismatch, Init, Release};
 
 /// An error message and the span it is about.
 type Located = (Range<usize>, String);
@@ -25,6 +26,19 @@ pub(super) fn check_init(init: Option<Spanned<String>>) -> Result<Option<Init>, 
         Ok(i) => Ok(Some(i)),
         Err(flotilla_image::Error::Image(m)) => Err((init.span(), format!("init: {m}"))),
         Err(e) => Err((init.span(), format!("init: {e}"))),
+    }
+}
+
+/// The checked `release`: through [`Release`]'s own parser, so every release it knows
+/// is accepted, and the error lists them.
+pub(super) fn check_release(release: Option<Spanned<String>>) -> Result<Option<Release>, Located> {
+    let Some(release) = release else {
+        return Ok(None);
+    };
+    match release.get_ref().parse::<Release>() {
+        Ok(r) => Ok(Some(r)),
+        Err(flotilla_image::Error::Image(m)) => Err((release.span(), format!("release: {m}"))),
+        Err(e) => Err((release.span(), format!("release: {e}"))),
     }
 }
 

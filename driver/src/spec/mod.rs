@@ -30,10 +30,11 @@
 //! display = true            # a VGA screen for screenshot (boots about 1.5 s slower)
 //! snapshot = false          # always boot (default: start from a saved, booted state where safe)
 //!
-//! [machines.web]            # a Debian bookworm machine, its image built from the spec
+//! [machines.web]            # a Debian machine, its image built from the spec
 //! packages = ["nginx", "./dist/myapp_1.0_amd64.deb"]  # names, or local .deb files
 //! files = { "/etc/myapp.conf" = "myapp.conf" }         # guest path = host file; modes kept
 //! init = "systemd"          # or "sysvinit", "openrc", "agent"; default systemd
+//! release = "trixie"        # or "bookworm"; default trixie (Debian 13)
 //!
 //! [machines.board]
 //! arch = "aarch64"          # or "x86_64"; default the host's (another one is emulated)

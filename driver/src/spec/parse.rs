@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::debian::{check_files, check_init, check_packages};
+use super::debian::{check_files, check_init, check_packages, check_release};
 use super::disks::check_disks;
 use super::forwards::{check_forwards, duplicate_host_port, HostPort};
 use super::names::{check_machine_name, check_name};
@@ -257,6 +257,7 @@ fn check_machine(
     let in_machine = |(span, m): (Range<usize>, String)| error(span, m);
     let disks = check_disks(machine.disks, dir).map_err(in_machine)?;
     let init = check_init(machine.init).map_err(in_machine)?;
+    let release = check_release(machine.release).map_err(in_machine)?;
     let packages = check_packages(
         machine.packages,
         init.unwrap_or_default(),
@@ -266,8 +267,11 @@ fn check_machine(
     )
     .map_err(in_machine)?;
     let files = check_files(machine.files, dir).map_err(in_machine)?;
-    let debian = init.is_some() || !packages.is_empty() || !files.is_empty();
-    if debian && machine.image.is_some() {
+    // `release` next to `image` names the kernel the image boots (its release's); alone,
+    // it makes a Debian machine as the others do.
+    let built = init.is_some() || !packages.is_empty() || !files.is_empty();
+    let debian = built || (release.is_some() && machine.image.is_none());
+    if built && machine.image.is_some() {
         return Err(error(
             key_span(text, span.clone(), "image"),
             "`image` boots an image of your own; `packages`, `files` and `init` describe the Debian image flotilla builds: use one or the other".into(),
@@ -276,7 +280,7 @@ fn check_machine(
     if debian && machine.agent != AgentKind::Flotilla {
         return Err(error(
             key_span(text, span.clone(), "agent"),
-            "the Debian image built from `packages`, `files` and `init` runs flotilla-agent; `agent` is for an `image` of your own".into(),
+            "the Debian image built from `packages`, `files`, `init` and `release` runs flotilla-agent; `agent` is for an `image` of your own".into(),
         ));
     }
     Ok(MachineSpec {
@@ -294,6 +298,7 @@ fn check_machine(
         packages,
         files,
         init,
+        release,
     })
 }
 
@@ -725,7 +730,7 @@ mod tests {
     #[test]
     fn debian_machines() {
         use crate::spec::{FileSpec, PackageSource};
-        use flotilla_image::debian::Init;
+        use flotilla_image::debian::{Init, Release};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spec.toml");
         std::fs::create_dir(dir.path().join("dist")).unwrap();
@@ -734,7 +739,9 @@ mod tests {
         let text = "[machines.web]\n\
                     packages = [\"nginx\", \"./dist/app_1.0_amd64.deb\"]\n\
                     files = { \"/etc/app.conf\" = \"app.conf\" }\n\
-                    [machines.old]\ninit = \"sysvinit\"\n[machines.plain]\n";
+                    [machines.old]\ninit = \"sysvinit\"\nrelease = \"bookworm\"\n\
+                    [machines.plain]\n[machines.bare]\nrelease = \"trixie\"\n\
+                    [machines.own]\nimage = \"app.conf\"\nrelease = \"trixie\"\n";
         let spec = Spec::parse(&path, text).unwrap();
         let web = &spec.machines["web"];
         assert!(web.is_debian());
@@ -757,6 +764,15 @@ mod tests {
         assert_eq!(spec.machines["old"].init, Some(Init::Sysvinit));
         assert!(spec.machines["old"].is_debian());
         assert!(!spec.machines["plain"].is_debian());
+        assert_eq!(web.release, None, "the default release");
+        assert_eq!(spec.machines["old"].release, Some(Release::Bookworm));
+        // `release` alone makes a Debian machine; next to `image`, it names the kernel.
+        let bare = &spec.machines["bare"];
+        assert!(bare.is_debian());
+        assert_eq!(bare.release, Some(Release::Trixie));
+        let own = &spec.machines["own"];
+        assert!(!own.is_debian());
+        assert_eq!(own.release, Some(Release::Trixie));
     }
 
     #[test]
@@ -839,6 +855,18 @@ mod tests {
             m.starts_with("3:9: machine `web`: `image` boots an image of your own"),
             "{m}"
         );
+        let m = message("packages = [\"curl\"]\nrelease = \"buster\"\n");
+        assert!(
+            m.starts_with(
+                "3:11: machine `web`: release: `buster` is not a Debian release Flotilla builds (bookworm, trixie)"
+            ),
+            "{m}"
+        );
+        let m = message("release = 13\n");
+        assert!(m.starts_with("2:11: "), "{m}");
+        assert!(m.contains("invalid type"), "{m}");
+        let m = message("release = \"trixie\"\nagent = \"qga\"\n");
+        assert!(m.starts_with("3:9: machine `web`: the Debian image"), "{m}");
         let m = message("init = \"systemd\"\nagent = \"qga\"\n");
         assert!(m.starts_with("3:9: machine `web`: the Debian image"), "{m}");
         let m = message("packages = \"curl\"\n");

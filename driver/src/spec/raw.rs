@@ -79,6 +79,7 @@ pub(super) struct RawMachine {
     #[serde(default)]
     pub(super) files: BTreeMap<Spanned<String>, Spanned<PathBuf>>,
     pub(super) init: Option<Spanned<String>>,
+    pub(super) release: Option<Spanned<String>>,
 }
 
 /// One `forward` entry as written: the host port's span is where a duplicate is reported.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::agent_client::AgentKind;
 use flotilla_host::arch::Arch;
-use flotilla_image::debian::Init;
+use flotilla_image::debian::{Init, Release};
 
 /// The file name looked up when a directory is given instead of a spec file.
 pub const SPEC_FILE_NAME: &str = "flotilla.toml";
@@ -113,13 +113,21 @@ pub struct MachineSpec {
     pub files: Vec<FileSpec>,
     /// The init system of the machine's Debian image, if the spec names one.
     pub init: Option<Init>,
+    /// The Debian release of the machine's image, if the spec names one: of the image
+    /// built for it (default [`Release::default`], trixie), or, next to `image`, the
+    /// release whose cloud kernel that image boots (default: the default guest's,
+    /// bookworm's).
+    pub release: Option<Release>,
 }
 
 impl MachineSpec {
     /// Whether the machine boots a Debian image built from the spec (it has
-    /// `packages`, `files` or `init`).
+    /// `packages`, `files`, `init` or `release`).
     pub fn is_debian(&self) -> bool {
-        !self.packages.is_empty() || !self.files.is_empty() || self.init.is_some()
+        !self.packages.is_empty()
+            || !self.files.is_empty()
+            || self.init.is_some()
+            || (self.release.is_some() && self.image.is_none())
     }
 }
 
@@ -199,6 +207,7 @@ impl Default for MachineSpec {
             packages: Vec::new(),
             files: Vec::new(),
             init: None,
+            release: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::init::{Init, INIT_PACKAGES};
-use super::mirror::SUITE;
+use super::release::Release;
 use crate::error::Error;
 use flotilla_host::arch::Arch;
 
@@ -66,10 +66,16 @@ pub fn check_package_name(init: Init, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The cache key of a debootstrapped tree: the architecture, the suite, the variant,
-/// the init, the packages and the mirror's index of that architecture (see
-/// [`index_identity`](super::index_identity)).
-pub fn cache_key(arch: &Arch, init: Init, packages: &[String], index: &str) -> String {
+/// The cache key of a debootstrapped tree: the architecture, the release (its suite),
+/// the variant, the init, the packages and the mirror's index of that release and
+/// architecture (see [`index_identity`](super::index_identity)).
+pub fn cache_key(
+    arch: &Arch,
+    release: Release,
+    init: Init,
+    packages: &[String],
+    index: &str,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(TREE_LAYOUT);
     // amd64 trees were cached before there were other architectures: their keys stay
@@ -78,7 +84,9 @@ pub fn cache_key(arch: &Arch, init: Init, packages: &[String], index: &str) -> S
         hasher.update(arch.debian);
         hasher.update([0]);
     }
-    hasher.update(SUITE);
+    // bookworm trees were cached when it was the only release: "bookworm" here keeps
+    // their keys.
+    hasher.update(release.name());
     hasher.update("minbase");
     hasher.update(init.name());
     hasher.update([0]);
@@ -107,7 +115,8 @@ mod tests {
             ["curl", "iproute2", "kmod", "procps", "systemd-sysv", "udev"]
         );
         let same = package_list(Init::Systemd, &["udev".into(), "curl".into()]).unwrap();
-        let key = |init, list: &[String]| cache_key(Arch::host(), init, list, "index");
+        let key =
+            |init, list: &[String]| cache_key(Arch::host(), Release::Trixie, init, list, "index");
         assert_eq!(key(Init::Systemd, &list), key(Init::Systemd, &same));
         let bare = package_list(Init::Systemd, &[]).unwrap();
         assert_ne!(key(Init::Systemd, &list), key(Init::Systemd, &bare));

@@ -1,14 +1,12 @@
-//! Where the packages come from: the Debian release, the mirror (`FLOTILLA_DEBIAN_MIRROR`,
-//! else the host's own from its apt sources, else debootstrap's default), and the
-//! identity of the mirror's package index, which fixes the versions a build resolves.
+//! Where the packages come from: the mirror (`FLOTILLA_DEBIAN_MIRROR`, else the host's
+//! own from its apt sources, else debootstrap's default), and the identity of the
+//! mirror's package index of a release, which fixes the versions a build resolves.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::release::Release;
 use flotilla_host::arch::Arch;
-
-/// The Debian release the images are made of.
-pub const SUITE: &str = "bookworm";
 
 /// The environment variable that names the mirror to build from.
 pub const MIRROR_ENV: &str = "FLOTILLA_DEBIAN_MIRROR";
@@ -34,15 +32,16 @@ pub fn mirror() -> Option<String> {
     })
 }
 
-/// The identity of the mirror's `main` package index for `arch`: the SHA256 that the
-/// suite's `InRelease` (or `Release`) gives `main/binary-<debian arch>/Packages.xz`.
+/// The identity of the mirror's `main` package index of `release` for `arch`: the
+/// SHA256 that the suite's `InRelease` (or `Release`) gives
+/// `main/binary-<debian arch>/Packages.xz`.
 /// The same index resolves every package name to the same version. The error says why
 /// the mirror could not be asked.
-pub fn index_identity(mirror: &str, arch: &Arch) -> Result<String, String> {
+pub fn index_identity(mirror: &str, release: Release, arch: &Arch) -> Result<String, String> {
     let index = format!("main/binary-{}/Packages.xz", arch.debian);
     let mut last = String::new();
     for name in ["InRelease", "Release"] {
-        let url = format!("{}/dists/{SUITE}/{name}", mirror.trim_end_matches('/'));
+        let url = format!("{}/dists/{release}/{name}", mirror.trim_end_matches('/'));
         match fetch(&url) {
             Ok(text) => {
                 return packages_sha256(&text, &index)
@@ -99,8 +98,8 @@ fn packages_sha256(release: &str, index: &str) -> Option<String> {
     None
 }
 
-/// The host's own Debian mirror for [`SUITE`] (the first `deb` source with that suite
-/// and `main`), from `/etc/apt/sources.list` and `/etc/apt/sources.list.d`; `None`
+/// The host's own Debian mirror (the first `deb` source with a suite of a [`Release`]
+/// and `main`: a mirror of one release has them all), from `/etc/apt/sources.list` and `/etc/apt/sources.list.d`; `None`
 /// lets debootstrap use its default.
 pub fn host_mirror() -> Option<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
@@ -120,6 +119,11 @@ pub fn host_mirror() -> Option<String> {
             None
         }
     })
+}
+
+/// Whether `suite` is a release's own suite (not its `-updates` or `-security`).
+fn is_release(suite: &str) -> bool {
+    suite.parse::<Release>().is_ok()
 }
 
 fn usable_uri(uri: &str) -> bool {
@@ -143,7 +147,7 @@ fn mirror_in_one_line(text: &str) -> Option<String> {
         }
         match rest.as_slice() {
             [uri, suite, components @ ..]
-                if *suite == SUITE && components.contains(&"main") && usable_uri(uri) =>
+                if is_release(suite) && components.contains(&"main") && usable_uri(uri) =>
             {
                 Some((*uri).to_owned())
             }
@@ -168,7 +172,7 @@ fn mirror_in_deb822(text: &str) -> Option<String> {
         };
         if field("Enabled").first() == Some(&"no")
             || !field("Types").contains(&"deb")
-            || !field("Suites").contains(&SUITE)
+            || !field("Suites").into_iter().any(is_release)
             || !field("Components").contains(&"main")
         {
             return None;
@@ -213,8 +217,12 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e =
-            index_identity(&format!("http://127.0.0.1:{port}/debian"), Arch::host()).unwrap_err();
+        let e = index_identity(
+            &format!("http://127.0.0.1:{port}/debian"),
+            Release::Bookworm,
+            Arch::host(),
+        )
+        .unwrap_err();
         assert!(
             e.contains(&format!(
                 "wget http://127.0.0.1:{port}/debian/dists/bookworm/Release"
@@ -248,6 +256,18 @@ mod tests {
         assert_eq!(
             mirror_in_deb822("Types: deb\nURIs: http://d/\nSuites: nodistro\nComponents: main\n"),
             None
+        );
+        // A trixie host's sources serve bookworm machines too, and the other way round.
+        assert_eq!(
+            mirror_in_one_line("deb http://t.example/debian trixie main\n").as_deref(),
+            Some("http://t.example/debian")
+        );
+        assert_eq!(
+            mirror_in_deb822(
+                "Types: deb\nURIs: http://e/\nSuites: trixie-updates trixie\nComponents: main\n"
+            )
+            .as_deref(),
+            Some("http://e/")
         );
     }
 }

@@ -1,5 +1,6 @@
 //! `flotilla image debian`, and the images of spec machines with `packages`, `files` or
-//! `init`: a Debian bookworm disk image with the agent installed.
+//! `init`: a Debian disk image of a [`Release`] (trixie by default, or bookworm) with the
+//! agent installed.
 //!
 //! The base tree comes from `debootstrap --variant=minbase` with the chosen [`Init`]
 //! (systemd, sysvinit, or OpenRC driven by sysvinit), cached as a tarball under
@@ -28,6 +29,7 @@
 //!
 //! let options = DebianOptions {
 //!     arch: flotilla_host::arch::Arch::host(),
+//!     release: flotilla_image::debian::Release::Trixie,
 //!     init: Init::Openrc,
 //!     packages: vec!["curl".into()],
 //!     size_mib: None,
@@ -47,6 +49,7 @@ mod init;
 mod mirror;
 mod packages;
 mod recipe;
+mod release;
 mod stages;
 mod store;
 mod tune;
@@ -61,8 +64,9 @@ use files::{absolute, temporary_beside, write_file};
 use flotilla_host::arch::Arch;
 use flotilla_host::cache::cache_dir;
 pub use init::Init;
-pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV, SUITE};
+pub use mirror::{host_mirror, index_identity, mirror, MIRROR_ENV};
 pub use recipe::{GuestFile, Recipe};
+pub use release::Release;
 pub use stages::DEFAULT_FREE_MIB;
 use stages::{build_into, Resolved};
 use store::Store;
@@ -72,6 +76,8 @@ use store::Store;
 pub struct DebianOptions {
     /// The architecture of its packages (`--arch`; the host's by default).
     pub arch: &'static Arch,
+    /// The Debian release (`--release`; trixie by default).
+    pub release: Release,
     /// The init system.
     pub init: Init,
     /// Packages installed on top of [`DEFAULT_PACKAGES`] and the init's: names, or
@@ -100,6 +106,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
         options.packages.iter().partition(|p| p.ends_with(".deb"));
     let recipe = Recipe {
         arch: options.arch,
+        release: options.release,
         init: options.init,
         packages: names.into_iter().cloned().collect(),
         debs: debs
@@ -132,7 +139,7 @@ pub fn build(options: &DebianOptions, log: impl Fn(&str)) -> Result<PathBuf, Err
 /// mirror and lists what is cached.
 pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
     let packages = package_list(recipe.init, &recipe.packages)?;
-    let kernel = Kernel::locate(recipe.arch)?;
+    let kernel = Kernel::of_release(recipe.release, recipe.arch)?;
     let agent = crate::agent_binary(recipe.arch)?;
     let description = recipe.describe(&packages, &kernel.version, &agent)?;
     let inputs = recipe::key(&description);
@@ -141,12 +148,12 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         hint: format!("set {MIRROR_ENV}=URL, or install debootstrap (its default mirror)"),
     })?;
     let store = Store::open()?;
-    let index = index_identity(&mirror, recipe.arch);
-    let _lock = store.lock(&inputs, log)?;
+    let index = index_identity(&mirror, recipe.release, recipe.arch);
+    let _lock = store.lock(recipe.release, &inputs, log)?;
     let index = match index {
         Ok(index) => index,
         Err(why) => {
-            return match store.newest(&inputs) {
+            return match store.newest(recipe.release, &inputs) {
                 Some(path) => {
                     log(&format!(
                         "debian: the mirror {mirror} cannot be reached ({why}): using the \
@@ -167,7 +174,7 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
             };
         }
     };
-    let path = store.image(&inputs, &index);
+    let path = store.image(recipe.release, &inputs, &index);
     if path.is_file() {
         touch(&path);
         log(&format!("debian: cached image {}", path.display()));
@@ -179,6 +186,7 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         &Resolved {
             packages: &packages,
             mirror: &mirror,
+            release: recipe.release,
             index: &index,
             kernel: &kernel,
             agent: &agent,
@@ -202,7 +210,7 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         what: format!("renaming {} to {}", tmp.display(), path.display()),
         source,
     })?;
-    store.prune();
+    store.prune(recipe.release);
     Ok(path)
 }
 

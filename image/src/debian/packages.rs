@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use super::builder_vm::Step;
 use super::files::{remove_dir_contents, run, write_file};
-use super::SUITE;
+use super::release::Release;
 use crate::error::Error;
 use flotilla_host::arch::Arch;
 
@@ -27,13 +27,14 @@ const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
 pub(super) fn install(
     tree: &Path,
     mirror: &str,
+    release: Release,
     packages: &[String],
     debs: &[PathBuf],
 ) -> Result<(), Error> {
     // apt in the chroot resolves the mirror's host name with the host's resolver.
     let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
     write_file(&tree.join("etc/resolv.conf"), &resolv, 0o644)?;
-    let args = prepare(tree, mirror, packages, debs)?;
+    let args = prepare(tree, mirror, release, packages, debs)?;
     let args: Vec<String> = args.into_iter().map(|(_, inside)| inside).collect();
     let result = apt(tree, &["update", "-q"], "apt-get update in the tree").and_then(|()| {
         // A dry run first: a name the mirror lacks is the user's error, not the build's.
@@ -42,7 +43,7 @@ pub(super) fn install(
             &["install", "--simulate", "--no-install-recommends"],
             &args,
         )?;
-        check_simulated(&simulated, mirror)?;
+        check_simulated(&simulated, mirror, release)?;
         let mut install = vec!["install", "--yes", "--no-install-recommends"];
         install.extend(args.iter().map(String::as_str));
         apt(tree, &install, "apt-get install in the tree")
@@ -58,12 +59,13 @@ pub(super) fn install(
 fn prepare(
     tree: &Path,
     mirror: &str,
+    release: Release,
     packages: &[String],
     debs: &[PathBuf],
 ) -> Result<Vec<(String, String)>, Error> {
     write_file(
         &tree.join("etc/apt/sources.list"),
-        format!("deb {mirror} {SUITE} main\n").as_bytes(),
+        format!("deb {mirror} {release} main\n").as_bytes(),
         0o644,
     )?;
     // invoke-rc.d asks policy-rc.d before it starts a service: 101 is "not now".
@@ -102,11 +104,11 @@ pub(super) fn remove_downloads(tree: &Path) -> Result<(), Error> {
 }
 
 /// A name the mirror lacks, in a simulated install's output, is the user's error.
-fn check_simulated(simulated: &str, mirror: &str) -> Result<(), Error> {
+fn check_simulated(simulated: &str, mirror: &str, release: Release) -> Result<(), Error> {
     match unknown_package(simulated) {
         Some(name) => Err(Error::UnknownPackage {
             package: name,
-            suite: super::SUITE.to_owned(),
+            suite: release.name().to_owned(),
             mirror: mirror.to_owned(),
         }),
         None => Ok(()),
@@ -122,12 +124,13 @@ fn check_simulated(simulated: &str, mirror: &str) -> Result<(), Error> {
 pub(super) fn download(
     tree: &Path,
     mirror: &str,
+    release: Release,
     arch: &Arch,
     packages: &[String],
     debs: &[PathBuf],
     status: Option<&Path>,
 ) -> Result<Step, Error> {
-    let args = prepare(tree, mirror, packages, debs)?;
+    let args = prepare(tree, mirror, release, packages, debs)?;
     let result = (|| {
         let host_args: Vec<String> = args.iter().map(|(host, _)| host.clone()).collect();
         run(
@@ -139,7 +142,7 @@ pub(super) fn download(
             &["install", "--simulate", "--no-install-recommends"],
             &host_args,
         )?;
-        check_simulated(&simulated, mirror)?;
+        check_simulated(&simulated, mirror, release)?;
         run(
             host_apt(tree, arch, status)
                 .args([

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::init::Init;
+use super::release::Release;
 use crate::error::Error;
 use flotilla_host::arch::Arch;
 
@@ -18,6 +19,8 @@ use flotilla_host::arch::Arch;
 pub struct Recipe {
     /// The architecture of its packages, agent and kernel modules.
     pub arch: &'static Arch,
+    /// The Debian release of its packages and its kernel's modules.
+    pub release: Release,
     /// The init system.
     pub init: Init,
     /// Debian package names, on top of the default packages and the init's.
@@ -31,10 +34,11 @@ pub struct Recipe {
 }
 
 impl Default for Recipe {
-    /// The host's architecture, systemd, nothing added.
+    /// The host's architecture, the default release (trixie), systemd, nothing added.
     fn default() -> Recipe {
         Recipe {
             arch: Arch::host(),
+            release: Release::default(),
             init: Init::default(),
             packages: Vec::new(),
             debs: Vec::new(),
@@ -61,6 +65,7 @@ const BUILDER: &[&str] = &[
     include_str!("init.rs"),
     include_str!("packages.rs"),
     include_str!("recipe.rs"),
+    include_str!("release.rs"),
     include_str!("stages.rs"),
     include_str!("tune.rs"),
 ];
@@ -76,7 +81,7 @@ impl Recipe {
         agent: &[u8],
     ) -> Result<String, Error> {
         let mut text = String::new();
-        let _ = writeln!(text, "suite {}", super::SUITE);
+        let _ = writeln!(text, "suite {}", self.release);
         let _ = writeln!(text, "arch {}", self.arch.debian);
         let _ = writeln!(text, "init {}", self.init);
         let _ = writeln!(text, "packages {}", packages.join(" "));
@@ -200,6 +205,15 @@ mod tests {
             .unwrap()
             .contains("\narch arm64\n"));
         assert_ne!(k, keys(&arm64, "6.1.0", b"agent"));
+        // Nor do identical recipes of two releases.
+        assert!(base.contains("suite trixie\n"), "{base}");
+        let mut bookworm = recipe.clone();
+        bookworm.release = Release::Bookworm;
+        assert!(bookworm
+            .describe(&packages, "6.1.0", b"agent")
+            .unwrap()
+            .starts_with("suite bookworm\n"));
+        assert_ne!(k, keys(&bookworm, "6.1.0", b"agent"));
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
         let k2 = keys(&recipe, "6.1.0", b"agent");
         assert_ne!(k, k2, "a mode is content");

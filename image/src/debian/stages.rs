@@ -22,9 +22,9 @@ use super::files::{
     tool, tree_size, with_debootstrap_log, write_file,
 };
 use super::init::Init;
-use super::mirror::SUITE;
 use super::packages;
 use super::recipe::Recipe;
+use super::release::Release;
 use super::store::lock_file;
 use super::tune::{configure, sysvinit_steps};
 use crate::error::Error;
@@ -44,6 +44,8 @@ pub(super) struct Resolved<'a> {
     /// The whole checked package list (defaults and the init's included).
     pub packages: &'a [String],
     pub mirror: &'a str,
+    /// The release of the mirror's suite.
+    pub release: Release,
     /// The mirror's index identity.
     pub index: &'a str,
     pub kernel: &'a Kernel,
@@ -159,24 +161,36 @@ fn base_tree(
 ) -> Result<(), Error> {
     let arch = resolved.kernel.arch;
     let tarball = cache.join(format!(
-        "{SUITE}-{}.tar",
-        cache_key(arch, base.init, base.packages, resolved.index)
+        "{}-{}.tar",
+        resolved.release,
+        cache_key(
+            arch,
+            resolved.release,
+            base.init,
+            base.packages,
+            resolved.index
+        )
     ));
     let locks = cache.join("locks");
     create_dir(&locks)?;
     let lock_name = tarball.with_extension("lock");
     let _tree_lock = lock_file(&locks.join(lock_name.file_name().unwrap_or_default()), log)?;
     if tarball.is_file() {
-        unpack_cached_tree(tree, &tarball, log)
+        unpack_cached_tree(tree, &tarball, resolved.release, log)
     } else {
         debootstrap(tree, base, resolved, tools, work, log)?;
-        cache_tree(tree, cache, &tarball, log);
+        cache_tree(tree, cache, &tarball, resolved.release, log);
         Ok(())
     }
 }
 
 /// Unpacks the cached `tarball` into `tree`.
-fn unpack_cached_tree(tree: &Path, tarball: &Path, log: &dyn Fn(&str)) -> Result<(), Error> {
+fn unpack_cached_tree(
+    tree: &Path,
+    tarball: &Path,
+    release: Release,
+    log: &dyn Fn(&str),
+) -> Result<(), Error> {
     let t = Instant::now();
     run(
         Command::new("tar")
@@ -194,7 +208,7 @@ fn unpack_cached_tree(tree: &Path, tarball: &Path, log: &dyn Fn(&str)) -> Result
         .open(tarball)
         .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     log(&format!(
-        "debian: unpacked the cached {SUITE} tree {} in {:.1} s",
+        "debian: unpacked the cached {release} tree {} in {:.1} s",
         tarball.display(),
         t.elapsed().as_secs_f64()
     ));
@@ -218,8 +232,13 @@ fn debootstrap(
     let arch = resolved.kernel.arch;
     let in_vm = base.emulation == Emulation::Vm;
     log(&format!(
-        "debian: debootstrap {SUITE} {}({init}: minbase + {}) from {mirror}; this takes a few minutes",
-        if arch.is_host() { String::new() } else { format!("{} ", arch.debian) },
+        "debian: debootstrap {} {}({init}: minbase + {}) from {mirror}; this takes a few minutes",
+        resolved.release,
+        if arch.is_host() {
+            String::new()
+        } else {
+            format!("{} ", arch.debian)
+        },
         base.packages.join(","),
     ));
     let mut cmd = Command::new(&tools.debootstrap);
@@ -231,7 +250,7 @@ fn debootstrap(
     }
     cmd.args(["--variant=minbase", "--merged-usr"])
         .arg(format!("--include={}", base.packages.join(",")))
-        .arg(SUITE)
+        .arg(resolved.release.name())
         .arg(tree)
         .arg(mirror);
     if let Err(e) = run(&mut cmd, "debootstrap") {
@@ -279,6 +298,7 @@ fn second_stage_in_vm(
         steps.push(packages::download(
             tree,
             resolved.mirror,
+            resolved.release,
             arch,
             &["openrc".to_owned()],
             &[],
@@ -294,7 +314,7 @@ fn second_stage_in_vm(
 
 /// Saves `tree` as the cached `tarball`; a failure is logged, not fatal (the next
 /// build debootstraps again).
-fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, log: &dyn Fn(&str)) {
+fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, release: Release, log: &dyn Fn(&str)) {
     let tmp = temporary_beside(tarball, "");
     let saved = run(
         Command::new("tar")
@@ -320,7 +340,7 @@ fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, log: &dyn Fn(&str)) {
     match saved {
         Ok(()) => {
             log(&format!("debian: cached the tree as {}", tarball.display()));
-            prune(cache, SUITE, ".tar", KEEP_TREES);
+            prune(cache, release.name(), ".tar", KEEP_TREES);
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -368,7 +388,7 @@ fn packages_and_files(
             what.push(format!("{name} {version} ({})", deb.display()));
         }
         log(&format!("debian: apt-get install {}", what.join(", ")));
-        packages::install(tree, mirror, extra, &recipe.debs)?;
+        packages::install(tree, mirror, recipe.release, extra, &recipe.debs)?;
         log(&format!(
             "debian: packages installed in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -411,6 +431,7 @@ fn packages_agent_in_vm(
         steps.push(packages::download(
             tree,
             resolved.mirror,
+            resolved.release,
             arch,
             extra,
             &recipe.debs,

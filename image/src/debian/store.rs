@@ -1,4 +1,4 @@
-//! The cache of built images, `<cache>/debian/images`: `<suite>-<inputs>-<index>.qcow2`
+//! The cache of built images, `<cache>/debian/images`: `<release>-<inputs>-<index>.qcow2`
 //! (the recipe's key, the mirror index's) with a `.manifest` beside it (what went in,
 //! and the versions installed), a lock per recipe in `<cache>/debian/locks` so that
 //! concurrent runs build an image once, and temporary names that make a half-written
@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::files::temporary_beside;
-use super::SUITE;
+use super::Release;
 use crate::error::Error;
 use flotilla_host::cache::{cache_dir, prune};
 
@@ -37,9 +37,9 @@ impl Store {
     }
 
     /// Where the image of `inputs` resolved against `index` is (or will be).
-    pub(super) fn image(&self, inputs: &str, index: &str) -> PathBuf {
+    pub(super) fn image(&self, release: Release, inputs: &str, index: &str) -> PathBuf {
         self.dir.join(format!(
-            "{SUITE}-{inputs}-{}.qcow2",
+            "{release}-{inputs}-{}.qcow2",
             &index[..index.len().min(16)]
         ))
     }
@@ -50,8 +50,8 @@ impl Store {
     }
 
     /// The newest image of `inputs`, whatever index it was resolved against.
-    pub(super) fn newest(&self, inputs: &str) -> Option<PathBuf> {
-        let prefix = format!("{SUITE}-{inputs}-");
+    pub(super) fn newest(&self, release: Release, inputs: &str) -> Option<PathBuf> {
+        let prefix = format!("{release}-{inputs}-");
         let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.dir)
             .ok()?
             .flatten()
@@ -69,15 +69,17 @@ impl Store {
     /// saying so through `log`).
     pub(super) fn lock(
         &self,
+        release: Release,
         inputs: &str,
         log: &dyn Fn(&str),
     ) -> Result<flotilla_host::lock::Locked, Error> {
-        lock_file(&self.locks.join(format!("{SUITE}-{inputs}.lock")), log)
+        lock_file(&self.locks.join(format!("{release}-{inputs}.lock")), log)
     }
 
-    /// Keeps the [`KEEP_IMAGES`] most recently used images, and their manifests.
-    pub(super) fn prune(&self) {
-        prune(&self.dir, SUITE, ".qcow2", KEEP_IMAGES);
+    /// Keeps the [`KEEP_IMAGES`] most recently used images of `release`, and their
+    /// manifests.
+    pub(super) fn prune(&self, release: Release) {
+        prune(&self.dir, release.name(), ".qcow2", KEEP_IMAGES);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
