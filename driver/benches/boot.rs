@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
-use flotilla_driver::debian::{self, DebianOptions, Init};
+use flotilla_driver::debian::{self, DebianOptions, Init, Release};
 use flotilla_driver::image::Kernel;
 use flotilla_driver::{detect_accel, Accel, Arch, Fleet, FleetOptions, Spec};
 
@@ -452,6 +452,8 @@ fn debian_images(
     let fresh_size = 1024 + u64::from(std::process::id() % 1000);
     let fresh = || DebianOptions {
         arch: flotilla_host::arch::Arch::host(),
+        // bookworm, the default guest's kernel: the bench's machines boot it.
+        release: Release::Bookworm,
         init: Init::Systemd,
         packages: vec!["curl".to_owned()],
         size_mib: Some(fresh_size),
@@ -465,6 +467,7 @@ fn debian_images(
                     format!("{init}"),
                     DebianOptions {
                         arch: flotilla_host::arch::Arch::host(),
+                        release: Release::Bookworm,
                         init,
                         packages: Vec::new(),
                         size_mib: None,
@@ -478,6 +481,7 @@ fn debian_images(
         "arm64 systemd".to_owned(),
         DebianOptions {
             arch: arm64,
+            release: Release::Bookworm,
             init: Init::Systemd,
             packages: Vec::new(),
             size_mib: None,

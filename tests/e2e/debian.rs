@@ -1,13 +1,13 @@
-//! `flotilla image debian`: a real debootstrapped bookworm image boots under systemd,
-//! sysvinit or OpenRC with the agent as that init's service, or with the agent itself
-//! as PID 1, on a per-run overlay.
+//! `flotilla image debian`: a real debootstrapped image of the default release (trixie)
+//! boots under systemd, sysvinit or OpenRC with the agent as that init's service, or
+//! with the agent itself as PID 1, on a per-run overlay, on trixie's kernel.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_driver::debian::{build, DebianOptions, Init};
+use flotilla_driver::debian::{build, DebianOptions, Init, Release};
 use flotilla_driver::{Fleet, Machine};
 
 use super::{fails_within, host_run, spec};
@@ -120,6 +120,7 @@ fn build_image_with(dir: &tempfile::TempDir, init: Init, packages: &[&str]) -> P
     // two); later ones reuse the cached tree and take seconds.
     let options = DebianOptions {
         arch: flotilla_driver::Arch::host(),
+        release: Release::default(),
         init,
         packages: packages.iter().map(|p| (*p).to_owned()).collect(),
         size_mib: None,
@@ -137,7 +138,8 @@ fn build_image_with(dir: &tempfile::TempDir, init: Init, packages: &[&str]) -> P
 async fn boot_image(dir: &tempfile::TempDir, init: Init) -> (Fleet, Arc<Machine>) {
     let (spec, mut options) = spec(
         dir,
-        "[machines.deb]\nimage = \"debian.qcow2\"\nmemory = 512\n",
+        // The image's release's kernel, whose modules it has.
+        "[machines.deb]\nimage = \"debian.qcow2\"\nrelease = \"trixie\"\nmemory = 512\n",
     );
     // An init under TCG takes a while.
     options.boot_timeout = Duration::from_secs(300);
@@ -318,8 +320,21 @@ async fn debian_image_boots_under_systemd_and_stays_unchanged() {
     let before = sha256(&image);
     let (net, deb) = boot_image(&dir, Init::Systemd).await;
 
+    // The default release, trixie (Debian 13), on its own kernel.
     let version = deb.succeed("cat /etc/debian_version").await.unwrap();
-    assert!(version.starts_with("12"), "{version}");
+    assert_eq!(
+        deb.succeed("uname -r").await.unwrap(),
+        format!(
+            "{}\n",
+            flotilla_driver::image::Kernel::of_release(
+                Release::Trixie,
+                flotilla_driver::Arch::host()
+            )
+            .unwrap()
+            .version
+        )
+    );
+    assert!(version.starts_with("13"), "{version}");
     assert_eq!(deb.succeed("cat /proc/1/comm").await.unwrap(), "systemd\n");
     // The agent runs as the systemd service the installer enabled.
     let unit = deb
@@ -427,7 +442,7 @@ async fn debian_image_with_the_agent_as_init() {
         .unwrap();
     assert_eq!(status, "install ok installed");
     let version = deb.succeed("cat /etc/debian_version").await.unwrap();
-    assert!(version.starts_with("12"), "{version}");
+    assert!(version.starts_with("13"), "{version}");
     let mounts = deb.succeed("cat /proc/mounts").await.unwrap();
     assert!(mounts.contains("/dev/vda / ext4 rw"), "{mounts}");
     // Stage 1 loaded what the agent needs: its port, the NICs, the RNG, pvpanic.

@@ -16,6 +16,7 @@ mod book_sample;
 mod debian;
 mod debian_arm64;
 mod debian_machines;
+mod debian_releases;
 mod disk;
 mod files;
 mod helper_deaths;

@@ -1,7 +1,7 @@
 //! Debian machines declared in the spec, through the binary: the nginx example, and
 //! bad input (a package the mirror lacks, a mirror that cannot be reached, a missing
-//! `files` source, an unknown `--arch`), each an error that says what is wrong, with exit
-//! status 2.
+//! `files` source, an unknown `--arch`, an unknown release, a package one release
+//! lacks), each an error that says what is wrong, with exit status 2.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,10 @@ fn private_cache(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     vec![
         ("FLOTILLA_CACHE", cache),
         ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
+        (
+            "FLOTILLA_KERNEL_DIR_TRIXIE",
+            shared.join("kernel/trixie-amd64"),
+        ),
     ]
 }
 
@@ -79,11 +83,11 @@ fn nginx_example_passes() {
     );
     // Both images named before anything boots; the packaged service is waited for.
     assert!(
-        t.contains("web: Debian image (systemd; packages: nginx; 1 file(s))"),
+        t.contains("web: Debian image (trixie 13, systemd; packages: nginx; 1 file(s))"),
         "{t}"
     );
     assert!(
-        t.contains("client: Debian image (systemd; packages: curl; 0 file(s))"),
+        t.contains("client: Debian image (trixie 13, systemd; packages: curl; 0 file(s))"),
         "{t}"
     );
     assert!(t.contains("web: waiting for unit nginx"), "{t}");
@@ -118,7 +122,7 @@ fn a_package_the_mirror_lacks_is_a_spec_error_and_nothing_is_cached() {
     );
     assert!(
         t.contains(&format!(
-            "error: {}:4:3: machine `vm`: Debian bookworm has no package `flotilla-no-such-package` (mirror ",
+            "error: {}:4:3: machine `vm`: Debian trixie has no package `flotilla-no-such-package` (mirror ",
         spec.display()
         )),
         "{t}"
@@ -154,7 +158,7 @@ fn an_unreachable_mirror_says_so_and_what_is_cached() {
     );
     assert!(
         t.contains(&format!(
-            "debian: the mirror {mirror} cannot be reached (wget {mirror}/dists/bookworm/Release: "
+            "debian: the mirror {mirror} cannot be reached (wget {mirror}/dists/trixie/Release: "
         )),
         "{t}"
     );
@@ -180,7 +184,7 @@ fn an_unreachable_mirror_says_so_and_what_is_cached() {
     );
     assert!(
         t.contains(&format!(
-            "error: building the image: the Debian mirror {mirror} cannot be reached (wget {mirror}/dists/bookworm/Release: "
+            "error: building the image: the Debian mirror {mirror} cannot be reached (wget {mirror}/dists/trixie/Release: "
         )),
         "{t}"
     );
@@ -238,6 +242,78 @@ fn an_unknown_architecture_is_refused_before_anything_is_built() {
     );
     assert!(
         t.contains("unknown architecture `sparc64`: images can be \"x86_64\", \"aarch64\""),
+        "{t}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_package_one_release_lacks_is_a_spec_error_naming_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = private_cache(dir.path());
+    // neofetch is bookworm's only, fastfetch trixie's only.
+    for (release, package, other) in [
+        ("trixie", "neofetch", "bookworm"),
+        ("bookworm", "fastfetch", "trixie"),
+    ] {
+        write_spec(
+            dir.path(),
+            &format!(
+                "script = \"t.rhai\"\n[machines.vm]\nrelease = \"{release}\"\n\
+                 packages = [\"jq\", \"{package}\"]\n"
+            ),
+            "vm.succeed(\"true\");\n",
+        );
+        let spec = dir.path().join("flotilla.toml");
+        let t = run_expecting(
+            flotilla()
+                .arg("test")
+                .arg(&spec)
+                .arg("--out")
+                .arg(dir.path().join("out"))
+                .envs(env.clone()),
+            2,
+        );
+        assert!(
+            t.contains(&format!(
+                "error: {}:4:19: machine `vm`: Debian {release} has no package `{package}` (mirror ",
+                spec.display()
+            )),
+            "{other}'s package on {release}: {t}"
+        );
+        assert!(t.contains("nothing was cached"), "{t}");
+        assert_eq!(images(dir.path()), Vec::<String>::new(), "{t}");
+    }
+}
+
+#[test]
+fn an_unknown_release_is_refused_before_anything_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    write_spec(
+        dir.path(),
+        "script = \"t.rhai\"\n[machines.vm]\npackages = [\"curl\"]\nrelease = \"buster\"\n",
+        "vm.succeed(\"true\");\n",
+    );
+    let spec = dir.path().join("flotilla.toml");
+    for command in ["test", "run"] {
+        let t = run_expecting(flotilla().arg(command).arg(&spec), 2);
+        assert!(
+            t.contains(&format!(
+                "error: {}:4:11: machine `vm`: release: `buster` is not a Debian release Flotilla builds (bookworm, trixie)",
+                spec.display()
+            )),
+            "{t}"
+        );
+    }
+    let out = dir.path().join("x.qcow2");
+    let t = run_expecting(
+        flotilla()
+            .args(["image", "debian", "--release", "buster", "-o"])
+            .arg(&out),
+        2,
+    );
+    assert!(
+        t.contains("`buster` is not a Debian release Flotilla builds (bookworm, trixie)"),
         "{t}"
     );
     assert!(!out.exists());

@@ -140,20 +140,25 @@ mod tests {
         assert_eq!(openrc, sysv);
         let host = Arch::host();
         assert_ne!(
-            cache_key(host, Init::Sysvinit, &sysv, "i"),
-            cache_key(host, Init::Openrc, &openrc, "i")
+            cache_key(host, Release::Trixie, Init::Sysvinit, &sysv, "i"),
+            cache_key(host, Release::Trixie, Init::Openrc, &openrc, "i")
         );
         // Nor do two architectures share a tree, whatever their index.
         for a in &flotilla_host::arch::ARCHES {
             for b in &flotilla_host::arch::ARCHES {
                 if a != b {
                     assert_ne!(
-                        cache_key(a, Init::Sysvinit, &sysv, "i"),
-                        cache_key(b, Init::Sysvinit, &sysv, "i")
+                        cache_key(a, Release::Trixie, Init::Sysvinit, &sysv, "i"),
+                        cache_key(b, Release::Trixie, Init::Sysvinit, &sysv, "i")
                     );
                 }
             }
         }
+        // Nor do two releases.
+        assert_ne!(
+            cache_key(host, Release::Trixie, Init::Sysvinit, &sysv, "i"),
+            cache_key(host, Release::Bookworm, Init::Sysvinit, &sysv, "i")
+        );
         // A package of the init itself is fine; another init's is refused, with a hint.
         assert_eq!(
             package_list(Init::Sysvinit, &["sysvinit-core".into()]).unwrap(),
