@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::debian::Release;
 use crate::error::Error;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 use flotilla_host::cache::cache_dir;
 

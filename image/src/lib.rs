@@ -15,6 +15,8 @@
 //! - `elf.rs`: the ELF64 reading that modules, busybox and kernels need.
 //! - `kernel.rs`: where each architecture's kernel is ([`Kernel`]), and each Debian
 //!   release's.
+//! - `release.rs`: the Debian releases Debian machines are made of ([`debian::Release`]:
+//!   trixie, bookworm), each with its own cloud kernel.
 //! - `vmlinux.rs`: the kernel unpacked from its bzImage for a PVH boot, cached.
 //! - `debian/`: Debian disk images (`flotilla image debian`, and the spec's machines
 //!   with `packages`, `files` or `init`), cached by content:
@@ -26,8 +28,7 @@
 //!   tar), `base_tree.rs`
 //!   (a base tree's packages, checked, and its cache key), `init.rs` (the init
 //!   systems), `tune.rs` (what makes the tree a quick test guest),
-//!   `release.rs` (the Debian releases: trixie, bookworm), `mirror.rs` (the mirror
-//!   and a release's index), `deb_file.rs` (what a
+//!   `mirror.rs` (the mirror and a release's index), `deb_file.rs` (what a
 //!   local `.deb` says of itself: its architecture), `files.rs`
 //!   (tools and tree files), `recipe.rs` (what goes into an image, and its
 //!   cache key), `packages.rs` (apt in the tree: more packages, local `.deb`
@@ -43,6 +44,7 @@ mod error;
 mod initramfs;
 mod kernel;
 mod modules;
+mod release;
 pub mod vmlinux;
 
 pub use agent::{agent_binary, embedded_agent};

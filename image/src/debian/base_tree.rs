@@ -5,8 +5,8 @@
 use sha2::{Digest, Sha256};
 
 use super::init::{Init, INIT_PACKAGES};
-use super::release::Release;
 use crate::error::Error;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 
 /// Packages every image has, on top of debootstrap's `minbase` variant and its

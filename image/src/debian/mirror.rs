@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::release::Release;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 
 /// The environment variable that names the mirror to build from.

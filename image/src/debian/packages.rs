@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 
 use super::builder_vm::Step;
 use super::files::{remove_dir_contents, run, write_file};
-use super::release::Release;
 use crate::error::Error;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 
 /// Where local `.deb` files wait in the tree while apt installs them.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::init::Init;
-use super::release::Release;
 use crate::error::Error;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 
 /// Everything a Debian image is made of, besides the mirror's index (which fixes the
@@ -65,7 +65,7 @@ const BUILDER: &[&str] = &[
     include_str!("init.rs"),
     include_str!("packages.rs"),
     include_str!("recipe.rs"),
-    include_str!("release.rs"),
+    include_str!("../release.rs"),
     include_str!("stages.rs"),
     include_str!("tune.rs"),
 ];

@@ -24,11 +24,11 @@ use super::files::{
 use super::init::Init;
 use super::packages;
 use super::recipe::Recipe;
-use super::release::Release;
 use super::store::lock_file;
 use super::tune::{configure, sysvinit_steps};
 use crate::error::Error;
 use crate::kernel::Kernel;
+use crate::release::Release;
 use flotilla_host::arch::Arch;
 use flotilla_host::cache::{cache_dir, prune};
 
