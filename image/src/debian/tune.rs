@@ -239,7 +239,7 @@ const SYSTEMD_UNNEEDED: &[&str] = &[
 /// systemd's generators that have nothing to generate on a test machine (masked in
 /// `/etc/systemd/system-generators`). Each is a process that links systemd's shared
 /// library before any unit starts: about 0.13 s apiece under TCG, 1.6 s for the 12
-/// of them. Kept: fstab, sysv (packages with only an init script), rc-local,
+/// of them (bookworm's systemd 252; trixie's 257 has two more). Kept: fstab, sysv (packages with only an init script), rc-local,
 /// cryptsetup (`/etc/crypttab`), debug (`systemd.mask=`, `systemd.wants=` in a
 /// machine's `kernel_args`).
 const SYSTEMD_GENERATORS_UNNEEDED: &[&str] = &[
@@ -255,6 +255,11 @@ const SYSTEMD_GENERATORS_UNNEEDED: &[&str] = &[
     "systemd-getty-generator",
     // `systemd.run=` on the kernel command line, which the driver never passes.
     "systemd-run-generator",
+    // systemd 257 (trixie): no TPM to measure into, and no sshd on AF_VSOCK or a local
+    // socket (a package's own ssh.service still starts as Debian enables it). Masks of
+    // generators bookworm's systemd lacks are harmless links.
+    "systemd-tpm2-generator",
+    "systemd-ssh-generator",
 ];
 
 /// Services of an OpenRC image's runlevels (`runlevel/service`) that only cost time:
