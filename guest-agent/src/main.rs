@@ -124,10 +124,20 @@ fn signal_loop(pid1: bool) {
     }
 }
 
-/// Shutdown request when running as a service: ask the real init to power off.
+/// Shutdown request when running as a service: ask the real init to power off, through
+/// systemctl only when systemd is PID 1 (`/run/systemd/system`, as `sd_booted` checks):
+/// a Debian trixie tree of sysvinit or OpenRC has systemctl too (udev needs systemd's
+/// package), and it refuses to work without systemd.
 fn service_shutdown(reboot: bool) {
     let verb = if reboot { "reboot" } else { "poweroff" };
-    for argv in [&["systemctl", verb][..], &[verb][..]] {
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    let (systemctl, plain) = (["systemctl", verb], [verb]);
+    let mut ways: Vec<&[&str]> = Vec::new();
+    if systemd {
+        ways.push(&systemctl);
+    }
+    ways.push(&plain);
+    for argv in ways {
         if exec::spawn_detached(argv).is_ok() {
             return;
         }
