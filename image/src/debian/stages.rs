@@ -35,7 +35,8 @@ use flotilla_host::cache::{cache_dir, prune};
 /// Free space added to the tree's size when no size is given.
 pub const DEFAULT_FREE_MIB: u64 = 512;
 
-/// How many cached trees are kept (the newest): the four inits' of two architectures.
+/// How many cached trees of each release are kept (the newest): the four inits' of two
+/// architectures.
 const KEEP_TREES: usize = 8;
 
 /// What [`super::image`] resolved for a recipe, and its key describes: the build uses

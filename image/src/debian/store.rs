@@ -12,7 +12,7 @@ use super::Release;
 use crate::error::Error;
 use flotilla_host::cache::{cache_dir, prune};
 
-/// How many images are kept (the most recently used).
+/// How many images of each release are kept (the most recently used).
 const KEEP_IMAGES: usize = 12;
 
 /// The images folder.
