@@ -27,6 +27,14 @@ pub(crate) fn debian(
     };
     match debian::build(&options, |line| eprintln!("{line}")) {
         Ok(path) => {
+            if !release.is_default_guest_kernel() {
+                // A machine with `image` boots the default guest's kernel unless told.
+                eprintln!(
+                    "debian: boot it with `image = \"{}\"` and `release = \"{release}\"` \
+                     (the image has {release}'s kernel modules)",
+                    path.display()
+                );
+            }
             println!("{}", path.display());
             ExitCode::SUCCESS
         }
