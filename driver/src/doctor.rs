@@ -6,6 +6,7 @@ use std::process::Command;
 
 use flotilla_host::arch::{Arch, ARCHES};
 use flotilla_host::programs::{which, which_system_tool};
+use flotilla_image::debian::Release;
 
 /// The features a requirement serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -99,8 +100,10 @@ pub fn checks() -> Vec<Check> {
         ),
         tesseract_english(),
     ];
+    out.extend(release_kernels(Group::Disks, host));
     for arch in ARCHES.iter().filter(|a| !a.is_host()) {
         out.extend(machines(arch));
+        out.extend(release_kernels(Group::Machines(arch), arch));
     }
     // Stable: each group's checks keep the order above.
     out.sort_by_key(|c| c.group);
@@ -392,6 +395,25 @@ fn kernel(group: Group, arch: &'static Arch) -> Check {
     }
 }
 
+/// The cloud kernels of `arch` of the Debian releases other than the default guest's
+/// (trixie's), which Debian machines of that release boot.
+fn release_kernels(group: Group, arch: &'static Arch) -> Vec<Check> {
+    Release::ALL
+        .into_iter()
+        .filter(|r| !r.is_default_guest_kernel())
+        .map(
+            |release| match flotilla_image::Kernel::of_release(release, arch) {
+                Ok(k) => ok(
+                    group,
+                    "kernel",
+                    format!("Debian {release}'s {} ({})", k.version, k.image.display()),
+                ),
+                Err(e) => image_error(group, "kernel", &e),
+            },
+        )
+        .collect()
+}
+
 /// `arch`'s static busybox, checked as the default image uses it (static, of that
 /// architecture, its applets known).
 fn busybox(group: Group, arch: &'static Arch) -> Check {
@@ -444,9 +466,10 @@ mod tests {
                 .filter(|c| c.group == Group::Machines(arch))
                 .map(|c| c.name)
                 .collect();
+            // The last: trixie's kernel, for Debian machines of that release.
             assert_eq!(
                 names,
-                ["qemu", "kernel", "busybox", "gcc", "gcov", "libc.a"],
+                ["qemu", "kernel", "busybox", "gcc", "gcov", "libc.a", "kernel"],
                 "{arch}"
             );
             let title = Group::Machines(arch).to_string();
