@@ -1,4 +1,4 @@
-//! arm64 Debian machines on an x86 host: one spec with a machine of each init, each
+//! arm64 Debian machines (trixie, the default release) on an x86 host: one spec with a machine of each init, each
 //! with a package from the mirror, a local `.deb` and a file, built without running arm64 code on the
 //! host (the builder VM, unless qemu-user is registered with binfmt_misc), then booted
 //! under TCG.
@@ -105,6 +105,15 @@ async fn arm64_debian_machines_of_every_init_run_a_package() {
             "{log}"
         );
     }
+    let trixie_kernel = format!(
+        "{}\n",
+        flotilla_driver::image::Kernel::of_release(
+            flotilla_driver::debian::Release::Trixie,
+            flotilla_driver::Arch::named("aarch64").unwrap()
+        )
+        .unwrap()
+        .version
+    );
     for (name, pid1) in [
         ("systemd", "systemd"),
         ("sysvinit", "init"),
@@ -119,6 +128,19 @@ async fn arm64_debian_machines_of_every_init_run_a_package() {
             booting.elapsed().as_secs_f64()
         );
         assert_eq!(m.succeed("uname -m").await.unwrap(), "aarch64\n", "{name}");
+        // The default release, trixie, on its own arm64 kernel.
+        assert_eq!(
+            m.succeed(". /etc/os-release && echo $VERSION_ID")
+                .await
+                .unwrap(),
+            "13\n",
+            "{name}"
+        );
+        assert_eq!(
+            m.succeed("uname -r").await.unwrap(),
+            trixie_kernel,
+            "{name}"
+        );
         assert_eq!(
             m.succeed("dpkg --print-architecture").await.unwrap(),
             "arm64\n",
