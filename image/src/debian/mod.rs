@@ -209,7 +209,7 @@ pub fn image(recipe: &Recipe, log: &dyn Fn(&str)) -> Result<PathBuf, Error> {
         what: format!("renaming {} to {}", tmp.display(), path.display()),
         source,
     })?;
-    store.prune(recipe.release);
+    store.prune();
     Ok(path)
 }
 

@@ -24,19 +24,19 @@ use super::files::{
 use super::init::Init;
 use super::packages;
 use super::recipe::Recipe;
-use super::store::lock_file;
+use super::store::{lock_file, prune_releases};
 use super::tune::{configure, sysvinit_steps};
 use crate::error::Error;
 use crate::kernel::Kernel;
 use crate::release::Release;
 use flotilla_host::arch::Arch;
-use flotilla_host::cache::{cache_dir, prune};
+use flotilla_host::cache::cache_dir;
 
 /// Free space added to the tree's size when no size is given.
 pub const DEFAULT_FREE_MIB: u64 = 512;
 
-/// How many cached trees of each release are kept (the newest): the four inits' of two
-/// architectures.
+/// How many cached trees are kept (the newest, of every release together): the four
+/// inits' of two architectures.
 const KEEP_TREES: usize = 8;
 
 /// What [`super::image`] resolved for a recipe, and its key describes: the build uses
@@ -180,7 +180,7 @@ fn base_tree(
         unpack_cached_tree(tree, &tarball, resolved.release, log)
     } else {
         debootstrap(tree, base, resolved, tools, work, log)?;
-        cache_tree(tree, cache, &tarball, resolved.release, log);
+        cache_tree(tree, cache, &tarball, log);
         Ok(())
     }
 }
@@ -315,7 +315,7 @@ fn second_stage_in_vm(
 
 /// Saves `tree` as the cached `tarball`; a failure is logged, not fatal (the next
 /// build debootstraps again).
-fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, release: Release, log: &dyn Fn(&str)) {
+fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, log: &dyn Fn(&str)) {
     let tmp = temporary_beside(tarball, "");
     let saved = run(
         Command::new("tar")
@@ -341,7 +341,7 @@ fn cache_tree(tree: &Path, cache: &Path, tarball: &Path, release: Release, log: 
     match saved {
         Ok(()) => {
             log(&format!("debian: cached the tree as {}", tarball.display()));
-            prune(cache, release.name(), ".tar", KEEP_TREES);
+            prune_releases(cache, ".tar", KEEP_TREES);
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

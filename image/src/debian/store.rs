@@ -10,10 +10,18 @@ use std::path::{Path, PathBuf};
 use super::files::temporary_beside;
 use super::Release;
 use crate::error::Error;
-use flotilla_host::cache::{cache_dir, prune};
+use flotilla_host::cache::{cache_dir, prune_any};
 
-/// How many images of each release are kept (the most recently used).
+/// How many images are kept (the most recently used), of every release together.
 const KEEP_IMAGES: usize = 12;
+
+/// Prunes `dir`'s files ending in `suffix` of every release (their names start with
+/// `bookworm-`, `trixie-`), all but the `keep` most recently used, counted together.
+pub(super) fn prune_releases(dir: &Path, suffix: &str, keep: usize) {
+    let prefixes: Vec<String> = Release::ALL.iter().map(|r| format!("{r}-")).collect();
+    let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    prune_any(dir, &prefixes, suffix, keep);
+}
 
 /// The images folder.
 pub(super) struct Store {
@@ -76,10 +84,10 @@ impl Store {
         lock_file(&self.locks.join(format!("{release}-{inputs}.lock")), log)
     }
 
-    /// Keeps the [`KEEP_IMAGES`] most recently used images of `release`, and their
+    /// Keeps the [`KEEP_IMAGES`] most recently used images (of every release), and their
     /// manifests.
-    pub(super) fn prune(&self, release: Release) {
-        prune(&self.dir, release.name(), ".qcow2", KEEP_IMAGES);
+    pub(super) fn prune(&self) {
+        prune_releases(&self.dir, ".qcow2", KEEP_IMAGES);
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
