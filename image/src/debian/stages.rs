@@ -36,8 +36,8 @@ use flotilla_host::cache::cache_dir;
 pub const DEFAULT_FREE_MIB: u64 = 512;
 
 /// How many cached trees are kept (the newest, of every release together): the four
-/// inits' of two architectures.
-const KEEP_TREES: usize = 8;
+/// inits' of two architectures of two releases.
+const KEEP_TREES: usize = 16;
 
 /// What [`super::image`] resolved for a recipe, and its key describes: the build uses
 /// the same values, not others looked up again.
