@@ -7,7 +7,7 @@ use crate::error::Error;
 /// A Debian release Debian machines are made of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Release {
-    /// Debian 12, oldstable since August 2025: the host's release, whose cloud kernel
+    /// Debian 12, oldstable since August 2025, whose cloud kernel (on any host)
     /// the default guest boots (`<cache>/kernel/current-<arch>`).
     Bookworm,
     /// Debian 13, stable since August 2025: the default.
