@@ -29,11 +29,12 @@ pub(crate) fn main(clear: bool) -> ExitCode {
     for s in &saved {
         let age = now.duration_since(s.used).unwrap_or_default().as_secs();
         println!(
-            "{:5.0} MiB on disk, {:4.0} apparent  used {:>6} ago  saved by `{}`  {}",
+            "{:5.0} MiB on disk, {:4.0} apparent  used {:>6} ago  saved by `{}` with QEMU {}  {}",
             mib(s.bytes),
             mib(s.apparent_bytes),
             human_age(age),
             s.machine.as_deref().unwrap_or("?"),
+            s.qemu.as_deref().unwrap_or("?"),
             s.file.display()
         );
     }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::host::qemu_version_number;
 use flotilla_host::arch::{Arch, ARCHES};
 use flotilla_host::programs::{which, which_system_tool};
 use flotilla_image::debian::Release;
@@ -69,12 +70,12 @@ const SETUP_HINT: &str = "run scripts/setup (as root)";
 pub fn checks() -> Vec<Check> {
     let host = Arch::host();
     let mut out = vec![
-        version_check(
+        qemu_supported(version_check(
             Group::Boot,
             "qemu",
             crate::host::qemu_binary(host),
             host.qemu_package,
-        ),
+        )),
         kernel(Group::Boot, host),
         busybox(Group::Boot, host),
         tool_check(Group::Boot, "vde_switch", "vde2"),
@@ -134,12 +135,37 @@ fn machines(arch: &'static Arch) -> Vec<Check> {
     ]
 }
 
-/// QEMU's version from the first line of `--version` (`QEMU emulator version 7.2.19
-/// (Debian ...)`).
-fn qemu_version(line: &str) -> Option<&str> {
-    line.split_whitespace()
-        .skip_while(|w| *w != "version")
-        .nth(1)
+/// The host's QEMU check, with what its version is to Flotilla: one of the versions it
+/// is tested with, another it should work with, or one older than it supports (a
+/// failed check).
+fn qemu_supported(check: Check) -> Check {
+    use crate::host::{qemu_support, tested_qemu_names, QemuSupport, OLDEST_QEMU};
+    let Some(version) = qemu_version_number(&check.detail).map(str::to_owned) else {
+        return check;
+    };
+    let tested = tested_qemu_names();
+    match qemu_support(&version) {
+        QemuSupport::Tested => Check {
+            detail: format!("{}; tested with {tested}", check.detail),
+            ..check
+        },
+        QemuSupport::Untested => Check {
+            detail: format!(
+                "{}; supported but not tested (tested with {tested})",
+                check.detail
+            ),
+            ..check
+        },
+        QemuSupport::Unsupported => missing(
+            check.group,
+            check.name,
+            format!(
+                "{}: older than {}.{}, the oldest supported (tested with {tested})",
+                check.detail, OLDEST_QEMU.0, OLDEST_QEMU.1
+            ),
+            format!("{SETUP_HINT}: it installs the QEMU of the host's Debian release"),
+        ),
+    }
 }
 
 /// `arch`'s QEMU, which must be of the host QEMU's version (when that one runs).
@@ -160,7 +186,10 @@ fn qemu_matching(arch: &'static Arch) -> Check {
     if !check.ok || !host.ok {
         return check;
     }
-    match (qemu_version(&check.detail), qemu_version(&host.detail)) {
+    match (
+        qemu_version_number(&check.detail),
+        qemu_version_number(&host.detail),
+    ) {
         (Some(theirs), Some(ours)) if theirs != ours => missing(
             group,
             "qemu",
@@ -447,13 +476,6 @@ fn accelerator() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn qemu_versions_are_read_from_the_first_line() {
-        let line = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)";
-        assert_eq!(qemu_version(line), Some("7.2.22"));
-        assert_eq!(qemu_version("qemu-img"), None);
-    }
 
     #[test]
     fn every_other_architecture_has_a_group_of_its_own() {

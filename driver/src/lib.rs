@@ -188,7 +188,10 @@ pub use error::Error;
 pub use fleet::{Fleet, FleetOptions};
 pub use flotilla_image::agent_binary;
 pub use flotilla_report::write_unfinished as write_unfinished_report;
-pub use host::{qboot_firmware, qemu_binary};
+pub use host::{
+    qboot_firmware, qemu_binary, qemu_support, qemu_version_number, QemuSupport, OLDEST_QEMU,
+    TESTED_QEMU,
+};
 pub use image::{debian, vmlinux};
 pub use junit::{junit_xml, Subtest};
 pub use log::{Diverted, Log};

@@ -143,6 +143,10 @@ pub(crate) struct Meta {
     pub saved: u64,
     /// The machine that saved it (for the log only).
     pub machine: String,
+    /// The first line of the saving QEMU's `--version` (part of the identity too: a
+    /// state is restored only by the QEMU that saved it), for `flotilla snapshots`.
+    #[serde(default)]
+    pub qemu: String,
     /// The console's lines up to the agent's readiness line, the boot that saved it:
     /// a restored machine's console starts with them, so waits for boot lines find
     /// them.
@@ -298,6 +302,7 @@ impl Meta {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             machine: machine.to_owned(),
+            qemu: String::new(),
             console: Vec::new(),
             files: BTreeMap::new(),
         }
@@ -572,6 +577,8 @@ pub struct Saved {
     pub apparent_bytes: u64,
     /// The machine that saved it, when its `.meta` says.
     pub machine: Option<String>,
+    /// The version of the QEMU that saved it (`10.0.2`), when its `.meta` says.
+    pub qemu: Option<String>,
     /// When it was last saved or restored.
     pub used: SystemTime,
 }
@@ -598,8 +605,13 @@ fn list_in(dir: &Path) -> Vec<Saved> {
                 .iter()
                 .filter_map(|(_, p)| std::fs::metadata(p).ok())
                 .collect();
+            let said = entry.meta().ok();
             Some(Saved {
-                machine: entry.meta().ok().map(|m| m.machine),
+                qemu: said
+                    .as_ref()
+                    .and_then(|m| crate::host::qemu_version_number(&m.qemu))
+                    .map(str::to_owned),
+                machine: said.map(|m| m.machine),
                 identity,
                 file: e.path(),
                 bytes: files.iter().map(|m| m.blocks() * 512).sum(),

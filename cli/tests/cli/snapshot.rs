@@ -121,3 +121,93 @@ fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
     let listed = run_expecting(flotilla().arg("snapshots").envs(env.clone()), 0);
     assert!(listed.contains("1 saved state(s)"), "{listed}");
 }
+
+/// The second QEMU version `scripts/setup` unpacks on a bookworm host (bookworm-backports'
+/// 10.0 beside bookworm's 7.2, or the reverse); `None` on another host, whose release has
+/// one QEMU (setup unpacks none there).
+fn other_qemu() -> Option<std::path::PathBuf> {
+    let qemu = super::debian::shared_cache().join("qemu/other-amd64/usr/bin/qemu-system-x86_64");
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let bookworm = os.lines().any(|l| l == "VERSION_CODENAME=bookworm");
+    if bookworm && cfg!(target_arch = "x86_64") {
+        assert!(
+            qemu.is_file(),
+            "no second QEMU at {}: run scripts/setup",
+            qemu.display()
+        );
+        return Some(qemu);
+    }
+    None
+}
+
+/// A state saved by one QEMU is never restored by another: QEMU's `--version` is part
+/// of its identity, so 7.2 and 10.0 each boot and save their own, and each restores
+/// its own after; `flotilla snapshots` names the QEMU of each.
+#[test]
+fn a_state_saved_by_one_qemu_version_is_restored_by_that_one_only() {
+    let Some(other) = other_qemu() else {
+        eprintln!("skipped: this host has one QEMU version (setup unpacks a second on bookworm)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = super::debian::shared_cache();
+    let env = [
+        ("FLOTILLA_CACHE", dir.path().join("cache")),
+        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
+    ];
+    let tag = tag();
+    let hello = Path::new("examples/hello");
+    let version = |qemu: &Path| {
+        let out = std::process::Command::new(qemu)
+            .arg("--version")
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        flotilla_driver::qemu_version_number(&line)
+            .unwrap()
+            .to_owned()
+    };
+    let system = version(&flotilla_driver::qemu_binary(flotilla_driver::Arch::host()));
+    let theirs = version(&other);
+    assert_ne!(system, theirs, "two versions of QEMU");
+    let run = |n: u32, qemu: Option<&Path>| {
+        let mut cmd = flotilla_test(hello, &dir.path().join(format!("out{n}")), &tag);
+        cmd.envs(env.clone()).current_dir(workspace());
+        if let Some(q) = qemu {
+            cmd.env("FLOTILLA_QEMU", q);
+        }
+        run_expecting(&mut cmd, 0)
+    };
+    let saved = "machine: snapshot: saved ";
+    let restored = "machine: snapshot: restored from ";
+    // The system's QEMU saves; the other one does not restore its state but boots and
+    // saves its own; then each restores its own.
+    let first = run(1, None);
+    assert!(first.contains(saved), "{first}");
+    let second = run(2, Some(&other));
+    assert!(
+        !second.contains(restored),
+        "QEMU {theirs} restored {system}'s state: {second}"
+    );
+    assert!(second.contains(saved), "{second}");
+    let third = run(3, Some(&other));
+    assert!(third.contains(restored), "{third}");
+    let fourth = run(4, None);
+    assert!(fourth.contains(restored), "{fourth}");
+    for out in [&first, &second, &third, &fourth] {
+        assert!(out.contains("PASSED: hello"), "{out}");
+    }
+    let listed = run_expecting(flotilla().arg("snapshots").envs(env.clone()), 0);
+    assert!(listed.contains("2 saved state(s)"), "{listed}");
+    for v in [&system, &theirs] {
+        assert!(
+            listed.contains(&format!("saved by `machine` with QEMU {v} ")),
+            "{listed}"
+        );
+    }
+    assert_no_qemu_left(&tag);
+}

@@ -172,6 +172,7 @@ impl Machine {
         };
         let result = files.and_then(|files| {
             let mut meta = Meta::new(&self.config.name, self.own_macs());
+            meta.qemu = snapshot_store::qemu_version(&self.config.command.program);
             meta.files.extend(files);
             meta.console = self.console.tail(KEEP_LINES);
             entry
