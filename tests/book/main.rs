@@ -535,3 +535,26 @@ fn every_chapter_is_in_the_summary_and_in_the_readmes_map() {
     }
     assert!(chapters >= 10, "{chapters} chapters");
 }
+
+#[test]
+fn the_hosts_chapter_lists_the_tested_qemu_versions() {
+    let chapter = std::fs::read_to_string(workspace().join("docs/src/hosts.md")).expect("hosts.md");
+    let table = chapter
+        .split("<!-- tested-qemu -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /tested-qemu -->").next())
+        .expect("the tested-qemu table between its markers");
+    let rows: Vec<(String, String)> = table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("| QEMU") && !l.starts_with("|--"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].to_owned(), cells[1].to_owned())
+        })
+        .collect();
+    let tested: Vec<(String, String)> = flotilla_driver::TESTED_QEMU
+        .iter()
+        .map(|(v, from)| ((*v).to_owned(), (*from).to_owned()))
+        .collect();
+    assert_eq!(rows, tested, "docs/src/hosts.md's table and TESTED_QEMU");
+}
