@@ -8,7 +8,16 @@ use std::process::Command;
 /// `qemu-system-x86_64` for a paused q35 machine with 64 MiB, no devices and no
 /// display, with `extra` arguments and a QMP server on each of `sockets`.
 pub fn command(extra: &[&str], sockets: impl IntoIterator<Item = impl AsRef<Path>>) -> Command {
-    let mut command = Command::new("qemu-system-x86_64");
+    command_of(Path::new("qemu-system-x86_64"), extra, sockets)
+}
+
+/// [`command`] with the QEMU binary `program`.
+pub fn command_of(
+    program: &Path,
+    extra: &[&str],
+    sockets: impl IntoIterator<Item = impl AsRef<Path>>,
+) -> Command {
+    let mut command = Command::new(program);
     die_with_parent(&mut command);
     command
         .args([
