@@ -265,7 +265,7 @@ async fn main() {
         .iter()
         .map(|n| dir.path().join(format!("{n}.sock")))
         .collect();
-    let mut qemu = bare_qemu::command(&[], &sockets);
+    let mut qemu = bare_qemu::command(std::path::Path::new(bare_qemu::QEMU), &[], &sockets);
     let child = match qemu.stdin(Stdio::null()).stdout(Stdio::null()).spawn() {
         Ok(c) => QemuGuard(c),
         Err(e) => {

@@ -5,14 +5,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-/// `qemu-system-x86_64` for a paused q35 machine with 64 MiB, no devices and no
-/// display, with `extra` arguments and a QMP server on each of `sockets`.
-pub fn command(extra: &[&str], sockets: impl IntoIterator<Item = impl AsRef<Path>>) -> Command {
-    command_of(Path::new("qemu-system-x86_64"), extra, sockets)
-}
+/// The QEMU of `PATH`.
+pub const QEMU: &str = "qemu-system-x86_64";
 
-/// [`command`] with the QEMU binary `program`.
-pub fn command_of(
+/// `program` (a `qemu-system-x86_64`) for a paused q35 machine with 64 MiB, no devices
+/// and no display, with `extra` arguments and a QMP server on each of `sockets`.
+pub fn command(
     program: &Path,
     extra: &[&str],
     sockets: impl IntoIterator<Item = impl AsRef<Path>>,

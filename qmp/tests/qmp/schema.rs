@@ -477,7 +477,7 @@ impl Schema {
 /// (`<cache>/qemu/other-amd64`: bookworm-backports' 10.0 beside 7.2, or the reverse),
 /// when it is there.
 fn qemus() -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from("qemu-system-x86_64")];
+    let mut out = vec![PathBuf::from(crate::bare_qemu::QEMU)];
     let cache = std::env::var_os("FLOTILLA_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("flotilla")))

@@ -37,14 +37,14 @@ impl Qemu {
 
     /// [`Qemu::start`] with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> Qemu {
-        Self::start_program(Path::new("qemu-system-x86_64"), extra)
+        Self::start_program(Path::new(bare_qemu::QEMU), extra)
     }
 
     /// [`Qemu::start_with`] with the QEMU binary `program`.
     pub fn start_program(program: &Path, extra: &[&str]) -> Qemu {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("qmp.sock");
-        let child = Command::from(bare_qemu::command_of(program, extra, [&socket]))
+        let child = Command::from(bare_qemu::command(program, extra, [&socket]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
