@@ -122,22 +122,16 @@ fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
     assert!(listed.contains("1 saved state(s)"), "{listed}");
 }
 
-/// The second QEMU version `scripts/setup` unpacks on a bookworm host (bookworm-backports'
-/// 10.0 beside bookworm's 7.2, or the reverse); `None` on another host, whose release has
-/// one QEMU (setup unpacks none there).
-fn other_qemu() -> Option<std::path::PathBuf> {
-    let qemu = super::debian::shared_cache().join("qemu/other-amd64/usr/bin/qemu-system-x86_64");
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let bookworm = os.lines().any(|l| l == "VERSION_CODENAME=bookworm");
-    if bookworm && cfg!(target_arch = "x86_64") {
-        assert!(
-            qemu.is_file(),
-            "no second QEMU at {}: run scripts/setup",
-            qemu.display()
-        );
-        return Some(qemu);
-    }
-    None
+/// The second QEMU version `scripts/setup` unpacks (bookworm-backports' 10.0 beside
+/// bookworm's 7.2, or the reverse; bookworm's 7.2 on a trixie host).
+fn other_qemu() -> std::path::PathBuf {
+    let qemu = super::debian::shared_cache().join("qemu/other-amd64/qemu-system-x86_64");
+    assert!(
+        qemu.is_file(),
+        "no second QEMU at {}: run scripts/setup",
+        qemu.display()
+    );
+    qemu
 }
 
 /// A state saved by one QEMU is never restored by another: QEMU's `--version` is part
@@ -145,10 +139,7 @@ fn other_qemu() -> Option<std::path::PathBuf> {
 /// its own after; `flotilla snapshots` names the QEMU of each.
 #[test]
 fn a_state_saved_by_one_qemu_version_is_restored_by_that_one_only() {
-    let Some(other) = other_qemu() else {
-        eprintln!("skipped: this host has one QEMU version (setup unpacks a second on bookworm)");
-        return;
-    };
+    let other = other_qemu();
     let dir = tempfile::tempdir().unwrap();
     let shared = super::debian::shared_cache();
     let env = [

@@ -473,9 +473,8 @@ impl Schema {
 }
 
 /// The QEMUs to compare with: `qemu-system-x86_64` from `PATH`, and the second QEMU
-/// version Flotilla's `scripts/setup` unpacks on a bookworm host
-/// (`<cache>/qemu/other-amd64`: bookworm-backports' 10.0 beside 7.2, or the reverse),
-/// when it is there.
+/// version Flotilla's `scripts/setup` unpacks (`<cache>/qemu/other-amd64`: 10.0 beside
+/// bookworm's 7.2, 7.2 beside 10.0), when it is there.
 fn qemus() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(crate::bare_qemu::QEMU)];
     let cache = std::env::var_os("FLOTILLA_CACHE")
@@ -483,7 +482,7 @@ fn qemus() -> Vec<PathBuf> {
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("flotilla")))
         .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/flotilla")));
     if let Some(cache) = cache {
-        let other = cache.join("qemu/other-amd64/usr/bin/qemu-system-x86_64");
+        let other = cache.join("qemu/other-amd64/qemu-system-x86_64");
         if other.is_file() {
             out.push(other);
         }
