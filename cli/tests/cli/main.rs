@@ -97,7 +97,10 @@ fn tagged_qemus(tag: &str) -> Vec<u32> {
             continue;
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).starts_with("qemu-system") {
+        // The program's file name: FLOTILLA_QEMU may name it by its path.
+        let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let name = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        if !name.starts_with(b"qemu-system") {
             continue;
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
