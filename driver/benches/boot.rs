@@ -12,11 +12,18 @@
 //! - flotilla ready: `Machine::start` (spawn to agent handshake done).
 //! - flotilla echo hi: a fresh machine from nothing to `succeed("echo hi")` returned,
 //!   the whole of a one-machine test.
-//! - debian agent-init ready: the same for a machine booting a Debian image built with
-//!   `Init::Agent` (stage 1 mounts it and starts the agent as PID 1 of the Debian root).
-//! - debian systemd ready: a Debian image with systemd, whose agent is an early
-//!   service; boot finished: from the same start until `systemctl is-system-running
-//!   --wait` returns (it must say `running`), the rest of the boot included.
+//! - trixie kernel floor: the qboot floor with Debian trixie's cloud kernel, which
+//!   trixie machines boot as a bzImage through qboot (its zstd payload is not unpacked
+//!   for PVH), against the same floor with the default guest's (bookworm's) kernel.
+//! - debian bookworm agent-init ready: the same for a machine booting a Debian
+//!   bookworm image built with `Init::Agent` (stage 1 mounts it and starts the agent
+//!   as PID 1 of the Debian root).
+//! - debian bookworm / trixie systemd ready: a Debian image of that release with
+//!   systemd, whose agent is an early service, booting that release's kernel
+//!   (`release` in the spec beside `image`); boot finished: from the same start until
+//!   `systemctl is-system-running --wait` returns (it must say `running`), the rest of
+//!   the boot included. Each run boots both releases one after the other; under the
+//!   table, trixie's medians against bookworm's.
 //!
 //! - restored rows: the same machines started from their snapshot (saved by a first,
 //!   unmeasured start with a tag of this run on the kernel command line, so the states
@@ -25,12 +32,12 @@
 //!
 //! - arm64 rows (`arch = "aarch64"`, emulated: TCG whatever the host has): the floor
 //!   with the arm64 kernel, busybox, `virt` machine, CPU and console; the default guest
-//!   ready, booted and restored; an arm64 Debian systemd machine ready, booted and
-//!   restored; a network of two arm64 and two x86 default guests, all ready. Under the
-//!   table, the arm64 medians against the x86 ones.
+//!   ready, booted and restored; arm64 Debian bookworm and trixie systemd machines
+//!   ready, booted and restored; a network of two arm64 and two x86 default guests, all
+//!   ready. Under the table, the arm64 medians against the x86 ones.
 //!
-//! - debian sysvinit / openrc ready: the same for images with those inits (the agent
-//!   an init script / an `openrc-run` service), to agent-ready.
+//! - debian bookworm sysvinit / openrc ready: the same for bookworm images with those
+//!   inits (the agent an init script / an `openrc-run` service), to agent-ready.
 //! - net-config: from a cold default-guest run's `driver.log`, the time the driver's
 //!   one `net-config` request took (`network configured by ... in N ms`).
 //!
@@ -86,6 +93,12 @@ fn main() {
     let mut floor_pvh = Vec::new();
     let qboot = flotilla_driver::qboot_firmware(flotilla_driver::Arch::host());
     let boot = flotilla_driver::vmlinux::boot_kernel(&kernel);
+    // Debian trixie's kernel, which trixie machines boot (bookworm's is the default
+    // guest's, `kernel` above).
+    let trixie_kernel = Kernel::of_release(Release::Trixie, Arch::host())
+        .expect("Debian trixie's kernel: run scripts/setup");
+    let trixie_boot = flotilla_driver::vmlinux::boot_kernel(&trixie_kernel);
+    let mut floor_trixie = Vec::new();
     let mut missing = Vec::new();
     if qboot.is_none() {
         missing.push("qboot: not among QEMU's firmware (the qboot rows boot SeaBIOS)".to_owned());
@@ -105,6 +118,9 @@ fn main() {
     let mut systemd_finished = Vec::new();
     let mut restored = Vec::new();
     let mut systemd_restored = Vec::new();
+    let mut trixie_ready = Vec::new();
+    let mut trixie_finished = Vec::new();
+    let mut trixie_restored = Vec::new();
     let mut sysvinit_ready = Vec::new();
     let mut openrc_ready = Vec::new();
     let mut net_config = Vec::new();
@@ -116,6 +132,8 @@ fn main() {
     let mut mixed = Vec::new();
     let mut arm64_systemd_ready = Vec::new();
     let mut arm64_systemd_restored = Vec::new();
+    let mut arm64_trixie_ready = Vec::new();
+    let mut arm64_trixie_restored = Vec::new();
     let machines: usize = std::env::var("BENCH_NETWORK")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -128,7 +146,9 @@ fn main() {
     if let Some(images) = &images {
         for (arch, image) in [
             (Arch::host(), &images.systemd),
+            (Arch::host(), &images.trixie_systemd),
             (arm64, &images.arm64_systemd),
+            (arm64, &images.arm64_trixie_systemd),
         ] {
             runtime.block_on(debian_run(dir.path(), arch, image, 0, false, Some(&tag)));
         }
@@ -146,6 +166,13 @@ fn main() {
         ));
         floor_pvh.push(boot_floor(
             &boot.path,
+            &floor_initrd,
+            accel.accel,
+            FLAGS,
+            qboot.as_deref(),
+        ));
+        floor_trixie.push(boot_floor(
+            &trixie_boot.path,
             &floor_initrd,
             accel.accel,
             FLAGS,
@@ -189,12 +216,13 @@ fn main() {
             arm64_restored[i].as_secs_f64()
         );
         eprintln!(
-            "run {}: floor {:.2} s ({:.2} s with our flags, {:.2} s also with qboot, {:.2} s also with vmlinux), ready {:.2} s, echo hi {:.2} s",
+            "run {}: floor {:.2} s ({:.2} s with our flags, {:.2} s also with qboot, {:.2} s also with vmlinux; trixie's kernel with flags and qboot {:.2} s), ready {:.2} s, echo hi {:.2} s",
             i + 1,
             floor[i].as_secs_f64(),
             floor_fast[i].as_secs_f64(),
             floor_qboot[i].as_secs_f64(),
             floor_pvh[i].as_secs_f64(),
+            floor_trixie[i].as_secs_f64(),
             ready[i].as_secs_f64(),
             echo[i].as_secs_f64()
         );
@@ -246,27 +274,75 @@ fn main() {
                 Some(&tag),
             ));
             systemd_restored.push(r);
-            let arm64_image = &images.arm64_systemd;
-            let (r, _) =
-                runtime.block_on(debian_run(dir.path(), arm64, arm64_image, i, false, None));
-            arm64_systemd_ready.push(r);
+            // trixie's systemd machine, measured the same way right after bookworm's.
+            let trixie_image = &images.trixie_systemd;
+            let (r, f) = runtime.block_on(debian_run(
+                dir.path(),
+                Arch::host(),
+                trixie_image,
+                i,
+                true,
+                None,
+            ));
+            trixie_ready.push(r);
+            trixie_finished.push(f);
             let (r, _) = runtime.block_on(debian_run(
                 dir.path(),
-                arm64,
-                arm64_image,
+                Arch::host(),
+                trixie_image,
                 i + 1,
                 false,
                 Some(&tag),
             ));
-            arm64_systemd_restored.push(r);
+            trixie_restored.push(r);
+            for (image, booted, from_snapshot) in [
+                (
+                    &images.arm64_systemd,
+                    &mut arm64_systemd_ready,
+                    &mut arm64_systemd_restored,
+                ),
+                (
+                    &images.arm64_trixie_systemd,
+                    &mut arm64_trixie_ready,
+                    &mut arm64_trixie_restored,
+                ),
+            ] {
+                let (r, _) = runtime.block_on(debian_run(dir.path(), arm64, image, i, false, None));
+                booted.push(r);
+                let (r, _) = runtime.block_on(debian_run(
+                    dir.path(),
+                    arm64,
+                    image,
+                    i + 1,
+                    false,
+                    Some(&tag),
+                ));
+                from_snapshot.push(r);
+            }
             eprintln!(
-                "run {}: debian agent-init ready {:.2} s, sysvinit {:.2} s, openrc {:.2} s, systemd ready {:.2} s, boot finished {:.2} s",
+                "run {}: debian bookworm agent-init ready {:.2} s, sysvinit {:.2} s, openrc {:.2} s, systemd ready {:.2} s, boot finished {:.2} s, restored {:.2} s",
                 i + 1,
                 agent_init[i].as_secs_f64(),
                 sysvinit_ready[i].as_secs_f64(),
                 openrc_ready[i].as_secs_f64(),
                 systemd_ready[i].as_secs_f64(),
-                systemd_finished[i].as_secs_f64()
+                systemd_finished[i].as_secs_f64(),
+                systemd_restored[i].as_secs_f64()
+            );
+            eprintln!(
+                "run {}: debian trixie systemd ready {:.2} s, boot finished {:.2} s, restored {:.2} s",
+                i + 1,
+                trixie_ready[i].as_secs_f64(),
+                trixie_finished[i].as_secs_f64(),
+                trixie_restored[i].as_secs_f64()
+            );
+            eprintln!(
+                "run {}: arm64 debian systemd ready, restored: bookworm {:.2} s, {:.2} s; trixie {:.2} s, {:.2} s",
+                i + 1,
+                arm64_systemd_ready[i].as_secs_f64(),
+                arm64_systemd_restored[i].as_secs_f64(),
+                arm64_trixie_ready[i].as_secs_f64(),
+                arm64_trixie_restored[i].as_secs_f64()
             );
         }
     }
@@ -306,13 +382,17 @@ fn main() {
                 .to_string())
     );
     println!("kernel: {}", boot.note);
+    println!(
+        "kernel of the trixie rows ({}): {}",
+        trixie_kernel.version, trixie_boot.note
+    );
     for m in &missing {
         println!("MISSING {m}");
     }
     let network_cold_name = format!("{machines} machines: all ready, booted");
     let network_restored_name = format!("{machines} machines: all ready, restored");
     println!(
-        "{:<42} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "{:<46} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
         "", "median", "min", "max", "x floor", "x same", "x guest"
     );
     for (name, v) in [
@@ -320,6 +400,7 @@ fn main() {
         ("floor + Flotilla's kernel flags", &mut floor_fast),
         ("floor + flags + qboot", &mut floor_qboot),
         ("floor + flags + qboot + vmlinux (same)", &mut floor_pvh),
+        ("trixie kernel floor: flags + qboot", &mut floor_trixie),
         ("flotilla: agent ready (guest)", &mut ready),
         ("flotilla: test `echo hi`", &mut echo),
         ("flotilla: agent ready, restored", &mut restored),
@@ -327,17 +408,40 @@ fn main() {
         ("arm64 flotilla: agent ready (guest)", &mut arm64_ready),
         ("arm64 flotilla: agent ready, restored", &mut arm64_restored),
         ("2 arm64 + 2 x86 machines: all ready", &mut mixed),
-        ("debian agent-init: ready", &mut agent_init),
-        ("debian systemd: ready", &mut systemd_ready),
-        ("debian systemd: boot finished", &mut systemd_finished),
-        ("debian systemd: ready, restored", &mut systemd_restored),
-        ("arm64 debian systemd: ready", &mut arm64_systemd_ready),
+        ("debian bookworm agent-init: ready", &mut agent_init),
+        ("debian bookworm systemd: ready", &mut systemd_ready),
         (
-            "arm64 debian systemd: ready, restored",
+            "debian bookworm systemd: boot finished",
+            &mut systemd_finished,
+        ),
+        (
+            "debian bookworm systemd: ready, restored",
+            &mut systemd_restored,
+        ),
+        ("debian trixie systemd: ready", &mut trixie_ready),
+        ("debian trixie systemd: boot finished", &mut trixie_finished),
+        (
+            "debian trixie systemd: ready, restored",
+            &mut trixie_restored,
+        ),
+        (
+            "arm64 debian bookworm systemd: ready",
+            &mut arm64_systemd_ready,
+        ),
+        (
+            "arm64 debian bookworm systemd: ready, restored",
             &mut arm64_systemd_restored,
         ),
-        ("debian sysvinit: ready", &mut sysvinit_ready),
-        ("debian openrc: ready", &mut openrc_ready),
+        (
+            "arm64 debian trixie systemd: ready",
+            &mut arm64_trixie_ready,
+        ),
+        (
+            "arm64 debian trixie systemd: ready, restored",
+            &mut arm64_trixie_restored,
+        ),
+        ("debian bookworm sysvinit: ready", &mut sysvinit_ready),
+        ("debian bookworm openrc: ready", &mut openrc_ready),
         ("net-config request (driver.log)", &mut net_config),
         (&network_cold_name, &mut network_cold),
         (&network_restored_name, &mut network_restored),
@@ -347,7 +451,7 @@ fn main() {
         }
         let m = median(v);
         println!(
-            "{name:<42} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x {:>7.2}x",
+            "{name:<46} {:>9.2}s {:>9.2}s {:>9.2}s {:>7.2}x {:>9.2}x {:>7.2}x",
             m.as_secs_f64(),
             v.iter().min().copied().unwrap_or_default().as_secs_f64(),
             v.iter().max().copied().unwrap_or_default().as_secs_f64(),
@@ -368,11 +472,40 @@ fn main() {
         );
         if !arm64_systemd_ready.is_empty() {
             println!(
-                "arm64 against x86 debian systemd (medians): ready {:.2}x, restored {:.2}x",
+                "arm64 against x86 debian bookworm systemd (medians): ready {:.2}x, restored {:.2}x",
                 ratio(&mut arm64_systemd_ready, &mut systemd_ready),
                 ratio(&mut arm64_systemd_restored, &mut systemd_restored)
             );
+            println!(
+                "arm64 against x86 debian trixie systemd (medians): ready {:.2}x, restored {:.2}x",
+                ratio(&mut arm64_trixie_ready, &mut trixie_ready),
+                ratio(&mut arm64_trixie_restored, &mut trixie_restored)
+            );
         }
+    }
+    if !trixie_ready.is_empty() {
+        let ratio = |a: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+            median(a).as_secs_f64() / median(b).as_secs_f64()
+        };
+        println!();
+        println!(
+            "debian trixie against bookworm systemd (medians): ready {:.2}x, boot finished {:.2}x, restored {:.2}x; arm64: ready {:.2}x, restored {:.2}x",
+            ratio(&mut trixie_ready, &mut systemd_ready),
+            ratio(&mut trixie_finished, &mut systemd_finished),
+            ratio(&mut trixie_restored, &mut systemd_restored),
+            ratio(&mut arm64_trixie_ready, &mut arm64_systemd_ready),
+            ratio(&mut arm64_trixie_restored, &mut arm64_systemd_restored)
+        );
+    }
+    if !floor_trixie.is_empty() {
+        let ratio = |a: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+            median(a).as_secs_f64() / median(b).as_secs_f64()
+        };
+        println!(
+            "trixie's kernel floor against the same floor with bookworm's vmlinuz (qboot, medians): {:.2}x; against bookworm's vmlinux through PVH (same): {:.2}x",
+            ratio(&mut floor_trixie, &mut floor_qboot),
+            ratio(&mut floor_trixie, &mut floor_pvh)
+        );
     }
     if !builds.is_empty() {
         println!();
@@ -428,20 +561,30 @@ async fn flotilla_run(
     (ready, echo)
 }
 
-/// The Debian images the rows boot.
-struct Images {
-    agent: PathBuf,
-    systemd: PathBuf,
-    sysvinit: PathBuf,
-    openrc: PathBuf,
-    /// An arm64 systemd image.
-    arm64_systemd: PathBuf,
+/// A Debian image a row boots, and the release it was built of, whose kernel its
+/// machine boots.
+struct DebianImage {
+    path: PathBuf,
+    release: Release,
 }
 
-/// The Debian images (agent as init, systemd, sysvinit, OpenRC), built in `dir`,
-/// then a new image from a cached tree and the same found in the cache; the builder's
-/// lines and each build's time go to `builds`. `None`, with the reason in `missing`,
-/// when the host lacks a tool to build them.
+/// The Debian images the rows boot: bookworm's of each init, and trixie's systemd
+/// one, each also for arm64.
+struct Images {
+    agent: DebianImage,
+    systemd: DebianImage,
+    sysvinit: DebianImage,
+    openrc: DebianImage,
+    trixie_systemd: DebianImage,
+    arm64_systemd: DebianImage,
+    arm64_trixie_systemd: DebianImage,
+}
+
+/// The Debian images (bookworm: agent as init, systemd, sysvinit, OpenRC; trixie:
+/// systemd; arm64: bookworm's and trixie's systemd), built in `dir`, then a new image
+/// from a cached tree and the same found in the cache; the builder's lines and each
+/// build's time go to `builds`. `None`, with the reason in `missing`, when the host
+/// lacks a tool to build them.
 fn debian_images(
     dir: &Path,
     missing: &mut Vec<String>,
@@ -452,44 +595,52 @@ fn debian_images(
     let fresh_size = 1024 + u64::from(std::process::id() % 1000);
     let fresh = || DebianOptions {
         arch: flotilla_host::arch::Arch::host(),
-        // bookworm, the default guest's kernel: the bench's machines boot it.
+        // bookworm, the default guest's kernel, as before there were releases.
         release: Release::Bookworm,
         init: Init::Systemd,
         packages: vec!["curl".to_owned()],
         size_mib: Some(fresh_size),
         output: dir.join("debian-fresh.qcow2"),
     };
-    let mut all: Vec<(String, DebianOptions)> =
-        [Init::Agent, Init::Systemd, Init::Sysvinit, Init::Openrc]
-            .into_iter()
-            .map(|init| {
-                (
-                    format!("{init}"),
-                    DebianOptions {
-                        arch: flotilla_host::arch::Arch::host(),
-                        release: Release::Bookworm,
-                        init,
-                        packages: Vec::new(),
-                        size_mib: None,
-                        output: dir.join(format!("debian-{init}.qcow2")),
-                    },
-                )
-            })
-            .collect();
     let arm64 = Arch::named("aarch64").expect("aarch64 in the table");
+    let host = flotilla_host::arch::Arch::host();
+    // Each release is named, bookworm's too: trixie is the default.
+    let mut all: Vec<(String, DebianOptions)> = [
+        (host, Release::Bookworm, Init::Agent),
+        (host, Release::Bookworm, Init::Systemd),
+        (host, Release::Bookworm, Init::Sysvinit),
+        (host, Release::Bookworm, Init::Openrc),
+        (host, Release::Trixie, Init::Systemd),
+        (arm64, Release::Bookworm, Init::Systemd),
+        (arm64, Release::Trixie, Init::Systemd),
+    ]
+    .into_iter()
+    .map(|(arch, release, init)| {
+        let prefix = if arch.is_host() { "" } else { "arm64 " };
+        (
+            format!("{prefix}{release} {init}"),
+            DebianOptions {
+                arch,
+                release,
+                init,
+                packages: Vec::new(),
+                size_mib: None,
+                output: dir.join(format!(
+                    "debian-{}{release}-{init}.qcow2",
+                    prefix.replace(' ', "-")
+                )),
+            },
+        )
+    })
+    .collect();
     all.push((
-        "arm64 systemd".to_owned(),
-        DebianOptions {
-            arch: arm64,
-            release: Release::Bookworm,
-            init: Init::Systemd,
-            packages: Vec::new(),
-            size_mib: None,
-            output: dir.join("debian-arm64-systemd.qcow2"),
-        },
+        format!("new: bookworm systemd + curl, {fresh_size} MiB"),
+        fresh(),
     ));
-    all.push((format!("new: systemd + curl, {fresh_size} MiB"), fresh()));
-    all.push((format!("again: systemd + curl, {fresh_size} MiB"), fresh()));
+    all.push((
+        format!("again: bookworm systemd + curl, {fresh_size} MiB"),
+        fresh(),
+    ));
     for (label, options) in all {
         let lines = std::sync::Mutex::new(Vec::new());
         let started = Instant::now();
@@ -500,7 +651,10 @@ fn debian_images(
         });
         let took = started.elapsed();
         match result {
-            Ok(image) => built.push(image),
+            Ok(path) => built.push(DebianImage {
+                path,
+                release: options.release,
+            }),
             Err(e @ flotilla_driver::image::Error::Setup { .. }) => {
                 missing.push(format!("debian images: {e} (the debian rows are left out)"));
                 return None;
@@ -526,7 +680,9 @@ fn debian_images(
         systemd: built.next()?,
         sysvinit: built.next()?,
         openrc: built.next()?,
+        trixie_systemd: built.next()?,
         arm64_systemd: built.next()?,
+        arm64_trixie_systemd: built.next()?,
     })
 }
 
@@ -539,26 +695,27 @@ fn net_config_time(out: &Path) -> Option<Duration> {
     Some(Duration::from_millis(ms.parse().ok()?))
 }
 
-/// A fresh machine booting `image`: the time to agent-ready, and with `finished`, to
-/// `systemctl is-system-running --wait` returning `running` (else zero); with
-/// `restore_tag`, started from the snapshot of that tag.
+/// A fresh machine booting `image` (with its release's kernel): the time to
+/// agent-ready, and with `finished`, to `systemctl is-system-running --wait` returning
+/// `running` (else zero); with `restore_tag`, started from the snapshot of that tag.
 async fn debian_run(
     dir: &Path,
     arch: &Arch,
-    image: &Path,
+    image: &DebianImage,
     i: usize,
     finished: bool,
     restore_tag: Option<&str>,
 ) -> (Duration, Duration) {
     let mut text = format!(
-        "[machines.vm]\narch = \"{arch}\"\nimage = \"{}\"\nmemory = 512\n",
-        image.display()
+        "[machines.vm]\narch = \"{arch}\"\nimage = \"{}\"\nrelease = \"{}\"\nmemory = 512\n",
+        image.path.display(),
+        image.release
     );
     if let Some(tag) = restore_tag {
         text.push_str(&format!("kernel_args = \"flotilla.bench={tag}\"\n"));
     }
     let spec = Spec::parse(&dir.join("debian.toml"), &text).expect("spec");
-    let name = image.file_stem().unwrap_or_default().to_string_lossy();
+    let name = image.path.file_stem().unwrap_or_default().to_string_lossy();
     let suffix = if restore_tag.is_some() { "r" } else { "" };
     let mut options = FleetOptions::new(dir.join(format!("out-{name}-{i}{suffix}")));
     options.terminal = false;
