@@ -320,7 +320,7 @@ fn bad_input_gives_messages_naming_machine_and_file() {
         "machine rebuilt: {r}/rebuilt/p.gcda: the host's {r}/rebuilt/p.gcno was rebuilt since the run"
     ));
     has(&format!(
-        "machine other_gcc: {r}/other/p.gcda: written by a different gcc version (the data by gcc 13.3, the host's {r}/other/p.gcno by gcc 12."
+        "machine other_gcc: {r}/other/p.gcda: written by a different gcc version (the data by gcc 13.3, the host's {r}/other/p.gcno by gcc "
     ));
     has(&format!("machine cut: {r}/other/p.gcda: not a .gcda file"));
     has(&format!(
