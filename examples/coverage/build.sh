@@ -1,7 +1,8 @@
 #!/bin/sh
 # The example's build step: the server and the client, instrumented for gcov, twice:
 #   build/static/   statically linked, for the default guest (busybox, no libc);
-#   build/dynamic/  dynamically linked, for Debian machines (bookworm's libc).
+#   build/dynamic/  dynamically linked, for Debian machines of the host's release or a
+#                   newer one (the host's libc).
 # gcc writes each object's .gcno next to it; the programs write .gcda files at exit,
 # which `flotilla test --coverage` gathers from the machines and pairs with them.
 set -eu

@@ -25,6 +25,7 @@ const MEASURED: &[&str] = &[
     "Failures, logs and evidence",
     "Networks",
     "A worked example",
+    "A fresh Debian host: `scripts/fresh-root`",
 ];
 
 fn workspace() -> PathBuf {
