@@ -20,6 +20,7 @@ const MEASURED: &[&str] = &[
     "How fast arm64 machines are",
     "Debian machines on arm64",
     "Debian machines from the spec",
+    "How fast trixie machines are",
     "A Debian image: `flotilla image debian`",
     // Sections whose measured figures already named their command and a kept run.
     "Failures, logs and evidence",
