@@ -234,16 +234,21 @@ fn a_missing_files_source_is_a_spec_error() {
         "vm.succeed(\"true\");\n",
     );
     let spec = dir.path().join("flotilla.toml");
+    refused_by_test_and_run(
+        &spec,
+        &format!(
+            "error: {}:3:27: machine `vm`: files: {} (for /etc/x.conf) does not exist",
+            spec.display(),
+            dir.path().join("nope.conf").display()
+        ),
+    );
+}
+
+/// `flotilla test` and `flotilla run` of `spec` both end with exit 2 and print `error`.
+fn refused_by_test_and_run(spec: &Path, error: &str) {
     for command in ["test", "run"] {
-        let t = run_expecting(flotilla().arg(command).arg(&spec), 2);
-        assert!(
-            t.contains(&format!(
-                "error: {}:3:27: machine `vm`: files: {} (for /etc/x.conf) does not exist",
-                spec.display(),
-                dir.path().join("nope.conf").display()
-            )),
-            "{t}"
-        );
+        let t = run_expecting(flotilla().arg(command).arg(spec), 2);
+        assert!(t.contains(error), "{command}: {t}");
     }
 }
 
@@ -296,16 +301,13 @@ fn an_unknown_release_is_refused_before_anything_is_built() {
         "vm.succeed(\"true\");\n",
     );
     let spec = dir.path().join("flotilla.toml");
-    for command in ["test", "run"] {
-        let t = run_expecting(flotilla().arg(command).arg(&spec), 2);
-        assert!(
-            t.contains(&format!(
-                "error: {}:4:11: machine `vm`: release: `buster` is not a Debian release Flotilla builds (bookworm, trixie)",
-                spec.display()
-            )),
-            "{t}"
-        );
-    }
+    refused_by_test_and_run(
+        &spec,
+        &format!(
+            "error: {}:4:11: machine `vm`: release: `buster` is not a Debian release Flotilla builds (bookworm, trixie)",
+            spec.display()
+        ),
+    );
     let out = dir.path().join("x.qcow2");
     let t = run_expecting(
         flotilla()

@@ -5,15 +5,22 @@ use std::path::Path;
 
 use super::{assert_no_qemu_left, flotilla, flotilla_test, run_expecting, tag, workspace};
 
+/// The environment of a cache of its own in `dir/cache` (the kernel from the shared
+/// one), so the saved states and their list are the test's alone.
+fn own_cache(dir: &Path) -> [(&'static str, std::path::PathBuf); 2] {
+    [
+        ("FLOTILLA_CACHE", dir.join("cache")),
+        (
+            "FLOTILLA_KERNEL_DIR",
+            super::debian::shared_cache().join("kernel/current-amd64"),
+        ),
+    ]
+}
+
 #[test]
 fn snapshot_saves_restores_lists_and_clears() {
     let dir = tempfile::tempdir().unwrap();
-    // A cache of its own (the kernel from the shared one), so the list is this test's.
-    let shared = super::debian::shared_cache();
-    let env = [
-        ("FLOTILLA_CACHE", dir.path().join("cache")),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
-    ];
+    let env = own_cache(dir.path());
     let snapshots =
         |args: &[&str]| run_expecting(flotilla().arg("snapshots").args(args).envs(env.clone()), 0);
     assert!(snapshots(&[]).contains("no saved states"));
@@ -63,11 +70,7 @@ fn snapshot_saves_restores_lists_and_clears() {
 #[test]
 fn two_runs_creating_the_same_snapshot_at_once_create_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let shared = super::debian::shared_cache();
-    let env = [
-        ("FLOTILLA_CACHE", dir.path().join("cache")),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
-    ];
+    let env = own_cache(dir.path());
     let tag = tag();
     // The tag on the kernel command line too: the state is this test's alone.
     let spec = dir.path().join("spec");
@@ -141,11 +144,7 @@ fn other_qemu() -> std::path::PathBuf {
 fn a_state_saved_by_one_qemu_version_is_restored_by_that_one_only() {
     let other = other_qemu();
     let dir = tempfile::tempdir().unwrap();
-    let shared = super::debian::shared_cache();
-    let env = [
-        ("FLOTILLA_CACHE", dir.path().join("cache")),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
-    ];
+    let env = own_cache(dir.path());
     let tag = tag();
     let hello = Path::new("examples/hello");
     let version = |qemu: &Path| {
