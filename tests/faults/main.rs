@@ -19,7 +19,7 @@
 //! `FAULT_FIRST` (start at that run of the seed's sequence), `FAULT_KINDS` (a comma
 //! list of the kinds' keys, see `fault.rs`). Everything lives under
 //! `target/tmp/flotilla-faults`: its own cache (`cache`, the Debian trees and images
-//! shared through a link; the kernel from the shared cache), so that corrupting a saved
+//! and the kernels, every release's, shared through links), so that corrupting a saved
 //! state never touches another test's (its saved states are removed when a campaign
 //! starts), and the last campaign's folders (`runs`).
 
@@ -115,14 +115,15 @@ fn seeded_faults_end_in_time_leave_nothing_and_are_logged() {
     // warm-up saves those the runs restore.
     let _ = std::fs::remove_dir_all(cache.join("snapshots"));
     std::fs::create_dir_all(&cache).unwrap();
-    std::fs::create_dir_all(shared.join("debian")).unwrap();
-    if std::fs::symlink_metadata(cache.join("debian")).is_err() {
-        std::os::unix::fs::symlink(shared.join("debian"), cache.join("debian")).unwrap();
+    // The kernels too: a Debian machine boots its release's (`kernel/trixie-amd64`),
+    // the default guest `kernel/current-amd64`.
+    for folder in ["debian", "kernel"] {
+        std::fs::create_dir_all(shared.join(folder)).unwrap();
+        if std::fs::symlink_metadata(cache.join(folder)).is_err() {
+            std::os::unix::fs::symlink(shared.join(folder), cache.join(folder)).unwrap();
+        }
     }
-    let env = [
-        ("FLOTILLA_CACHE", cache.clone()),
-        ("FLOTILLA_KERNEL_DIR", shared.join("kernel/current-amd64")),
-    ];
+    let env = [("FLOTILLA_CACHE", cache.clone())];
     let work = root.join("runs");
     let _ = std::fs::remove_dir_all(&work);
     let tmp = work.join("tmp");
