@@ -233,14 +233,23 @@ impl Fabric {
         }
     }
 
+    /// The VLANs `machine` has a NIC on, in the order of its NICs.
+    pub(crate) fn vlans_of(&self, machine: &str) -> Vec<u8> {
+        match self.plan.machine(machine) {
+            Ok(m) => m.nics.iter().map(|n| n.vlan).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// All VLANs of the network, in order.
+    pub(crate) fn vlans(&self) -> Vec<u8> {
+        self.plan.vlans.keys().copied().collect()
+    }
+
     /// Resolves, with its error, when a helper of one of `machine`'s VLANs dies while
     /// the machine was `doing` something (at once if one died already).
     pub(crate) async fn helper_died(&self, machine: &str, doing: &str) -> Error {
-        let vlans: Vec<u8> = match self.plan.machine(machine) {
-            Ok(m) => m.nics.iter().map(|n| n.vlan).collect(),
-            Err(_) => Vec::new(),
-        };
-        let death = self.deaths.on(&vlans).await;
+        let death = self.deaths.on(&self.vlans_of(machine)).await;
         death.error(Some(format!("machine `{machine}` was {doing}")))
     }
 

@@ -11,7 +11,7 @@ use crate::accel::AccelChoice;
 use crate::conditions::Conditions;
 use crate::error::Error;
 use crate::fabric::Fabric;
-use crate::junit::{Subtest, Subtests};
+use crate::junit::{begin_subtest, Subtest, SubtestStack, Subtests};
 use crate::log::Log;
 use crate::machine::{Machine, MachineConfig};
 use crate::plan::{BootFiles, Plan, RunFacts};
@@ -77,7 +77,7 @@ pub struct Fleet {
     pub(crate) conditions: Arc<Conditions>,
     /// Finished subtests, and the names of those running (outermost first).
     subtests: Subtests,
-    subtest_stack: std::sync::Mutex<Vec<String>>,
+    subtest_stack: SubtestStack,
     /// The run's coverage settings, when it collects coverage.
     coverage: Option<CoverageSpec>,
     // Removed (with every socket in it) when the fleet is dropped.
@@ -160,7 +160,7 @@ impl Fleet {
             machines,
             conditions,
             subtests: Subtests::default(),
-            subtest_stack: std::sync::Mutex::default(),
+            subtest_stack: SubtestStack::default(),
             fabric,
             log,
             accel: boot.main().accel.clone(),
@@ -289,36 +289,9 @@ impl Fleet {
         name: &str,
         body: impl std::future::Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let (path, depth) = match self.subtest_stack.lock() {
-            Ok(mut stack) => {
-                stack.push(name.to_owned());
-                (stack.join(" / "), stack.len() - 1)
-            }
-            Err(_) => (name.to_owned(), 0),
-        };
-        let indent = "  ".repeat(depth);
-        self.log.info(&format!("{indent}subtest: {name}"));
-        let step = self.log.step(None, "subtest", &path);
-        let started = std::time::Instant::now();
+        let open = begin_subtest(&self.log, &self.subtest_stack, &self.subtests, name);
         let result = body.await;
-        let duration = started.elapsed();
-        if let Ok(mut stack) = self.subtest_stack.lock() {
-            stack.pop();
-        }
-        let failure = result.as_ref().err().map(ToString::to_string);
-        step.finish(failure.clone().map_or(Ok(None), Err));
-        let verdict = if failure.is_some() { "FAILED" } else { "ok" };
-        self.log.info(&format!(
-            "{indent}subtest: {name} {verdict} ({:.2} s)",
-            duration.as_secs_f64()
-        ));
-        if let Ok(mut list) = self.subtests.lock() {
-            list.push(Subtest {
-                name: path,
-                duration,
-                failure,
-            });
-        }
+        open.end(result.as_ref().err().map(ToString::to_string));
         result
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::log::Log;
 use flotilla_host::markup::escape;
 
 /// One finished subtest: its path (`outer / inner`), how long it took, and why it
@@ -18,6 +19,76 @@ pub struct Subtest {
 
 /// Subtests recorded by a script run, in the order they finished.
 pub type Subtests = Arc<std::sync::Mutex<Vec<Subtest>>>;
+
+/// The names of the subtests running now, outermost first.
+pub(crate) type SubtestStack = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A subtest under way: begun by [`begin_subtest`], ended by [`OpenSubtest::end`].
+pub(crate) struct OpenSubtest {
+    log: Log,
+    name: String,
+    path: String,
+    depth: usize,
+    started: std::time::Instant,
+    step: crate::log::Activity,
+    stack: SubtestStack,
+    list: Subtests,
+}
+
+/// Begins subtest `name` inside those on `stack`: `subtest: NAME` in the log (indented
+/// when nested) and a step of the timeline; [`OpenSubtest::end`] adds it to `list`.
+pub(crate) fn begin_subtest(
+    log: &Log,
+    stack: &SubtestStack,
+    list: &Subtests,
+    name: &str,
+) -> OpenSubtest {
+    let (path, depth) = match stack.lock() {
+        Ok(mut st) => {
+            st.push(name.to_owned());
+            (st.join(" / "), st.len() - 1)
+        }
+        Err(_) => (name.to_owned(), 0),
+    };
+    log.info(&format!("{}subtest: {name}", "  ".repeat(depth)));
+    OpenSubtest {
+        log: log.clone(),
+        name: name.to_owned(),
+        step: log.step(None, "subtest", &path),
+        path,
+        depth,
+        started: std::time::Instant::now(),
+        stack: stack.clone(),
+        list: list.clone(),
+    }
+}
+
+impl OpenSubtest {
+    /// Ends the subtest with its verdict: `subtest: NAME ok (1.23 s)` or `FAILED`.
+    pub(crate) fn end(self, failure: Option<String>) {
+        let duration = self.started.elapsed();
+        if let Ok(mut st) = self.stack.lock() {
+            if let Some(i) = st.iter().rposition(|n| *n == self.name) {
+                st.truncate(i);
+            }
+        }
+        self.step.finish(failure.clone().map_or(Ok(None), Err));
+        let verdict = if failure.is_some() { "FAILED" } else { "ok" };
+        self.log.info(&format!(
+            "{}subtest: {} {verdict} ({:.2} s)",
+            "  ".repeat(self.depth),
+            self.name,
+            duration.as_secs_f64()
+        ));
+        if let Ok(mut list) = self.list.lock() {
+            list.push(Subtest {
+                name: self.path,
+                duration,
+                failure,
+            });
+        }
+    }
+}
 
 /// A JUnit XML report: one test case per subtest, or one for the whole test when it
 /// has none; an error outside every subtest is a test case of its own.

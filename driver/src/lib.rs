@@ -141,6 +141,13 @@
 //!   frame codec over `flotilla_agent::proto`), `connection.rs` (an agent connection),
 //!   `exec.rs` (commands and sessions), `files.rs` (file transfers), `qga.rs` (the
 //!   qemu-ga path), `channel.rs` (which agent a guest runs), `error.rs`.
+//! - `world.rs`: what a script acts on (machines, fabric, conditions, the run's
+//!   folder), in either language.
+//! - `python/`: test scripts in Python, with NixOS's names. `mod.rs` (index and the
+//!   protocol), `server.rs` (the script's process, its socket, the requests served,
+//!   the verdict), `machine_calls.rs` and `run_calls.rs` (the calls of a machine and
+//!   of the run), `args.rs` (a request's arguments), `package.rs` (the `flotilla`
+//!   Python package carried in the binary).
 //! - `script/`: test scripts in Rhai. `mod.rs` (index and the API table), `engine.rs`
 //!   (the engine and a script run), `context.rs` (what the API functions share),
 //!   `machine_api/` (the methods of `Machine`: `machine_api/mod.rs`, then a file per
@@ -174,6 +181,7 @@ mod log;
 mod machine;
 mod ocr;
 pub mod plan;
+mod python;
 mod run;
 mod run_dir;
 mod script;
@@ -181,6 +189,7 @@ pub mod snapshot_store;
 pub mod spec;
 pub mod suite;
 pub mod terminal;
+mod world;
 
 pub use accel::{detect as detect_accel, detect_for as detect_accel_for, Accel, AccelChoice};
 pub use agent_client::{AgentError, AgentKind, ExecEvent, ExecSession, GuestError};

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::junit::{junit_xml, Subtest, Subtests};
-use crate::script::{self, World};
+use crate::script;
 use crate::spec::Spec;
+use crate::world::World;
 use flotilla_report as report;
 
 /// Runs `attempt` until it succeeds, a second apart, for at most `timeout`; returns its
@@ -288,7 +289,20 @@ fn start_script_thread(
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let ran = script::run(&script, &world, &log, handle, cancel, subtests);
+            let ran = if crate::python::is_python(&script) {
+                // On the runtime, where its (large) future lives on the heap.
+                let task = handle.spawn(async move {
+                    crate::python::run(&script, &world, &log, cancel, subtests).await
+                });
+                let ran = handle.block_on(task).unwrap_or_else(|e| {
+                    Err(Error::Internal(format!(
+                        "the Python script's task failed: {e}"
+                    )))
+                });
+                (ran, None)
+            } else {
+                script::run(&script, &world, &log, handle, cancel, subtests)
+            };
             let _ = done_tx.send(ran);
         })
         .map_err(|source| Error::Io {

@@ -7,6 +7,7 @@ mod coverage;
 mod debian;
 mod debug;
 mod hung;
+mod python;
 mod report;
 mod snapshot;
 mod suite;
@@ -90,6 +91,12 @@ fn rand_ish() -> u128 {
 
 /// Pids of live qemu processes whose environment carries `tag`.
 fn tagged_qemus(tag: &str) -> Vec<u32> {
+    tagged_programs(tag, b"qemu-system")
+}
+
+/// The live processes whose program's file name starts with `prefix` and whose
+/// environment has `FLOTILLA_TEST_TAG=tag`.
+fn tagged_programs(tag: &str, prefix: &[u8]) -> Vec<u32> {
     let needle = format!("FLOTILLA_TEST_TAG={tag}");
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -100,7 +107,7 @@ fn tagged_qemus(tag: &str) -> Vec<u32> {
         // The program's file name: FLOTILLA_QEMU may name it by its path.
         let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
         let name = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
-        if !name.starts_with(b"qemu-system") {
+        if !name.starts_with(prefix) {
             continue;
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();

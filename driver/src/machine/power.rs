@@ -1,4 +1,5 @@
-//! Power: shutdown, crash (power cut), reboot, and stop at the end of a run.
+//! Power: shutdown, crash (power cut), reboot, waiting for the guest's own power-off,
+//! and stop at the end of a run.
 
 use std::time::Duration;
 
@@ -71,6 +72,32 @@ impl Machine {
         self.log("rebooting");
         self.shutdown(timeout).await?;
         self.start().await
+    }
+
+    /// Waits until the guest powers itself off (QEMU exits: `poweroff` in the guest),
+    /// for at most `timeout`; the next call boots it again. A machine that is not
+    /// running has nothing to wait for.
+    pub async fn wait_for_shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let exit = match self.running.lock().await.as_ref() {
+            Some(running) => running.process.exit_watch(),
+            None => return Ok(()),
+        };
+        let name = self.config.name.clone();
+        let waited = async {
+            tokio::time::timeout(timeout, exit.exited())
+                .await
+                .map_err(|_| Error::Timeout {
+                    machine: name.clone(),
+                    what: "waiting for the guest to power off".into(),
+                    after: timeout,
+                })
+        };
+        self.config
+            .log
+            .in_step(Some(&name), "wait", "waiting for power-off", waited)
+            .await?;
+        self.stop().await;
+        Ok(())
     }
 
     /// Stops QEMU at once (QMP `quit`, then signals; a QEMU that cannot answer is killed).

@@ -154,6 +154,16 @@ impl Machine {
         self.config.hostname()
     }
 
+    /// Whether the machine's QEMU is running: started (booted or restored) and not
+    /// exited since (a guest that powered itself off is not).
+    pub async fn is_up(&self) -> bool {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|r| r.process.status().is_none())
+    }
+
     /// The process id of the machine's latest QEMU, from the moment it is spawned (also
     /// while it boots, and after it exited).
     pub fn qemu_pid(&self) -> Option<u32> {

@@ -1,8 +1,7 @@
-//! What the script's functions share: the world they act on, the `Machine` values
-//! scripts hold, and the context that runs their calls on the runtime (and, meanwhile,
-//! polling conditions on the script thread).
+//! What the script's functions share: the `Machine` values scripts hold, and the
+//! context that runs their calls on the runtime (and, meanwhile, polling conditions on
+//! the script thread).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,35 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{error_to_rhai, innermost};
-use crate::conditions::Conditions;
 use crate::error::Error;
-use crate::fabric::Fabric;
-use crate::fleet::Fleet;
 use crate::machine::Machine;
 
 /// How long the `wait_*` calls wait unless told.
 pub(super) const DEFAULT_WAIT: Duration = Duration::from_secs(120);
 /// How long `shutdown` and `reboot` wait for the guest to power off unless told.
 pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
-
-/// What a script acts on: a network's machines, its fabric and its conditions.
-#[derive(Clone)]
-pub(crate) struct World {
-    pub machines: BTreeMap<String, Arc<Machine>>,
-    pub fabric: Arc<Fabric>,
-    pub conditions: Arc<Conditions>,
-}
-
-impl World {
-    /// What scripts act on in `fleet`.
-    pub fn of(fleet: &Fleet) -> World {
-        World {
-            machines: fleet.machines().clone(),
-            fabric: fleet.fabric.clone(),
-            conditions: fleet.conditions.clone(),
-        }
-    }
-}
 
 /// A machine as scripts see it: a value of type `Machine`.
 #[derive(Clone)]

@@ -7,13 +7,14 @@ use rhai::{Dynamic, Engine, Scope, AST};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Ctx, World};
+use super::context::Ctx;
 use super::errors::{innermost, located, strip_position};
 use super::names::check_names;
 use super::{global_api, machine_api};
 use crate::error::Error;
 use crate::junit::Subtests;
 use crate::log::Log;
+use crate::world::World;
 
 /// Runs the script at `path` against `machines`. Blocking: call it from a thread that
 /// is not a runtime worker; `handle` runs the machine calls.

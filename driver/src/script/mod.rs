@@ -68,7 +68,6 @@ mod machine_api;
 mod names;
 pub mod repl;
 
-pub(crate) use context::World;
 pub(crate) use engine::{run, Stopped};
 
 #[cfg(test)]

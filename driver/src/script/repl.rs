@@ -29,12 +29,12 @@ use rhai::{Dynamic, Engine, LexError, ParseErrorType, Position, Scope, AST};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::context::World;
 use super::engine::{engine, ScriptEngine, Stopped};
 use super::errors::{innermost, strip_position};
 use crate::fleet::Fleet;
 use crate::junit::Subtests;
 use crate::spec::Spec;
+use crate::world::World;
 
 /// A script session over a network's machines.
 #[derive(Debug)]

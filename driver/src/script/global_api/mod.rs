@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use rhai::Engine;
 
-use super::context::{Ctx, World};
+use super::context::Ctx;
 use crate::error::Error;
 use crate::junit::Subtests;
 use crate::log::Log;
 use crate::machine::Machine;
+use crate::world::World;
 
 mod conditions;
 mod network;
@@ -30,6 +31,7 @@ pub(super) fn register(
         machines,
         fabric,
         conditions,
+        ..
     } = world;
     let c = ctx.clone();
     let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
