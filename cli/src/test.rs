@@ -45,6 +45,13 @@ pub(crate) struct TestArgs {
     /// instead of a prompt. The exit status stays the test's.
     #[arg(long)]
     debug: bool,
+    /// Instead of the spec's script, serve one Python client that connects to the
+    /// Unix socket SOCKET (made here): a program using the `flotilla` Python package's
+    /// `connect(SOCKET)`, or its pytest plugin, which starts `flotilla test --attach`
+    /// itself. The client's verdict is the test's; the log folder and report are as
+    /// for a script.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "debug")]
+    attach: Option<PathBuf>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -69,8 +76,13 @@ fn run_suite(args: TestArgs) -> ExitCode {
         coverage,
         coverage_fail_under,
         debug,
+        attach,
         state,
     } = args;
+    if attach.is_some() {
+        eprintln!("error: --attach serves one test: name a single spec");
+        return ExitCode::from(EXIT_ERROR);
+    }
     if debug {
         eprintln!(
             "error: --debug steps into one test: name a single spec, without --retries, --partition or --list"
@@ -98,12 +110,24 @@ async fn run_one(args: TestArgs, interrupts: Interrupts) -> ExitCode {
         coverage,
         coverage_fail_under,
         debug,
+        attach,
         state,
     } = args;
     let spec = match Spec::load(&paths[0]) {
         Ok(s) => s,
         Err(e) => return cannot_run(&e),
     };
+    let python = spec
+        .script
+        .as_ref()
+        .is_some_and(|s| s.extension().is_some_and(|e| e == "py"));
+    if debug && python {
+        eprintln!(
+            "error: --debug does not step into Python scripts yet (it opens a Rhai prompt); \
+             run without --debug, and reach the machines with `flotilla run` beside it"
+        );
+        return ExitCode::from(EXIT_ERROR);
+    }
     let mut options = FleetOptions::new(out_dir(out, &spec));
     options.terminal = !quiet;
     options.junit = junit;
@@ -111,6 +135,7 @@ async fn run_one(args: TestArgs, interrupts: Interrupts) -> ExitCode {
     options.coverage = coverage;
     options.coverage_fail_under = coverage_fail_under;
     options.snapshot = !state.no_snapshot;
+    options.attach = attach;
     let log_dir = options.log_dir.clone();
     let result = if debug {
         debug::run_test(&spec, options, &interrupts).await

@@ -15,6 +15,8 @@ use flotilla_image::debian::Release;
 pub enum Group {
     /// Booting machines: `flotilla test`, `flotilla run`, the library.
     Boot,
+    /// Python test scripts (`script = "test.py"`).
+    Python,
     /// Machines of an architecture other than the host's (`arch = "aarch64"`): one
     /// group per such row of [`ARCHES`], and coverage of its programs.
     Machines(&'static Arch),
@@ -34,6 +36,7 @@ impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Group::Boot => "boot (flotilla test, flotilla run)",
+            Group::Python => "Python scripts (script = \"test.py\")",
             Group::Machines(arch) => {
                 return write!(
                     f,
@@ -81,6 +84,7 @@ pub fn checks() -> Vec<Check> {
         tool_check(Group::Boot, "vde_switch", "vde2"),
         tool_check(Group::Boot, "wirefilter", "vde2"),
         accelerator(),
+        python(),
         version_check(Group::Disks, "qemu-img", "qemu-img".into(), "qemu-utils"),
         tool_check(Group::Disks, "mke2fs", "e2fsprogs"),
         tool_check(Group::Disks, "debootstrap", "debootstrap"),
@@ -289,6 +293,42 @@ fn version_check(group: Group, name: &'static str, program: PathBuf, package: &s
             format!("{SETUP_HINT}, or apt-get install {package}"),
         ),
     }
+}
+
+/// The oldest Python that runs the `flotilla` package.
+const OLDEST_PYTHON: (u32, u32) = (3, 9);
+
+/// The Python that runs Python scripts (`$FLOTILLA_PYTHON`, else `python3`): 3.9 or
+/// newer.
+fn python() -> Check {
+    let program: PathBuf = std::env::var_os("FLOTILLA_PYTHON")
+        .unwrap_or_else(|| "python3".into())
+        .into();
+    let mut check = version_check(Group::Python, "python3", program, "python3");
+    if !check.ok {
+        return check;
+    }
+    // `Python 3.11.2`
+    let version: Vec<u32> = check
+        .detail
+        .trim_start_matches("Python ")
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (major, minor) = (version.first().copied(), version.get(1).copied());
+    let (oldest_major, oldest_minor) = OLDEST_PYTHON;
+    if !matches!((major, minor), (Some(m), Some(n)) if (m, n) >= (oldest_major, oldest_minor)) {
+        check.ok = false;
+        check.hint = Some(format!(
+            "Python scripts need Python {oldest_major}.{oldest_minor} or newer: install a newer \
+             python3, or name one in FLOTILLA_PYTHON"
+        ));
+        check.detail = format!(
+            "{} is older than {oldest_major}.{oldest_minor}",
+            check.detail
+        );
+    }
+    check
 }
 
 /// A program that must be installed (in PATH or an sbin folder, where the image builder

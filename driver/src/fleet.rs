@@ -46,6 +46,11 @@ pub struct FleetOptions {
     /// their spec says `snapshot = false`; `false` (`--no-snapshot`): every machine
     /// boots.
     pub snapshot: bool,
+    /// Instead of running the spec's script, serve one Python client that connects to
+    /// this Unix socket ([`run_test`](crate::run_test) binds it): a program of its own
+    /// or a pytest test, through the `flotilla` Python package (`flotilla test
+    /// --attach SOCKET`). Its `end` request is the verdict.
+    pub attach: Option<PathBuf>,
 }
 
 impl FleetOptions {
@@ -62,6 +67,7 @@ impl FleetOptions {
             coverage: false,
             coverage_fail_under: None,
             snapshot: true,
+            attach: None,
         }
     }
 }

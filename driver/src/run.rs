@@ -3,7 +3,7 @@
 //! script's `retry` for Rust tests.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -193,7 +193,13 @@ async fn run_script(
     cancel: CancellationToken,
     keep_failed: bool,
 ) -> Result<ScriptRun, Failed> {
-    let script = script_file(spec)?;
+    let script = match &options.attach {
+        Some(socket) => Script::Attached {
+            socket: socket.clone(),
+            base: spec.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        },
+        None => Script::File(script_file(spec)?),
+    };
     let log = crate::log::Log::create(&options.log_dir, options.terminal)?;
     // Machines that could not be prepared (an image, a busy port): the folder has the
     // log, and the report says why.
@@ -271,6 +277,13 @@ fn script_file(spec: &Spec) -> Result<PathBuf, Error> {
     })
 }
 
+/// What runs against the machines: the spec's script, or a Python client that
+/// attaches to `socket` (relative host paths of its calls start at `base`).
+enum Script {
+    File(PathBuf),
+    Attached { socket: PathBuf, base: PathBuf },
+}
+
 /// What the script's thread sends when the script ends: its result, and the script
 /// as it stopped.
 type Outcome = (Result<(), Error>, Option<script::Stopped>);
@@ -278,7 +291,7 @@ type Outcome = (Result<(), Error>, Option<script::Stopped>);
 /// Starts the script on its own thread, against `world`; the receiver gets its
 /// outcome.
 fn start_script_thread(
-    script: PathBuf,
+    script: Script,
     world: World,
     log: crate::log::Log,
     cancel: CancellationToken,
@@ -289,20 +302,27 @@ fn start_script_thread(
     let thread = std::thread::Builder::new()
         .name("flotilla-script".into())
         .spawn(move || {
-            let ran = if crate::python::is_python(&script) {
-                // On the runtime, where its (large) future lives on the heap.
-                let task = handle.spawn(async move {
-                    crate::python::run(&script, &world, &log, cancel, subtests).await
-                });
-                let ran = handle.block_on(task).unwrap_or_else(|e| {
-                    Err(Error::Internal(format!(
-                        "the Python script's task failed: {e}"
-                    )))
-                });
-                (ran, None)
-            } else {
-                script::run(&script, &world, &log, handle, cancel, subtests)
+            let python = match script {
+                Script::File(path) if !crate::python::is_python(&path) => {
+                    let ran = script::run(&path, &world, &log, handle, cancel, subtests);
+                    let _ = done_tx.send(ran);
+                    return;
+                }
+                Script::File(path) => crate::python::Client::Script(path),
+                Script::Attached { socket, base } => {
+                    crate::python::Client::Attached { socket, base }
+                }
             };
+            // On the runtime, where its (large) future lives on the heap.
+            let task = handle.spawn(async move {
+                crate::python::run(python, &world, &log, cancel, subtests).await
+            });
+            let ran = handle.block_on(task).unwrap_or_else(|e| {
+                Err(Error::Internal(format!(
+                    "the Python script's task failed: {e}"
+                )))
+            });
+            let ran = (ran, None);
             let _ = done_tx.send(ran);
         })
         .map_err(|source| Error::Io {

@@ -21,6 +21,7 @@ mod disk;
 mod files;
 mod helper_deaths;
 mod net;
+mod nixos;
 mod screen;
 mod snapshot;
 mod snapshot_debian;

@@ -442,6 +442,7 @@ fn doctor_reports_each_requirement() {
     let t = run_expecting(flotilla().arg("doctor"), 0);
     let groups = [
         "boot (",
+        "Python scripts (",
         "arm64 machines (",
         "disks and images (",
         "QGA (",
@@ -456,6 +457,7 @@ fn doctor_reports_each_requirement() {
             "wirefilter",
             "accelerator",
         ][..],
+        &["python3"][..],
         &["qemu", "kernel", "busybox", "gcc", "gcov", "libc.a"][..],
         &["qemu-img", "mke2fs", "debootstrap", "depmod"][..],
         &["qemu-ga"][..],

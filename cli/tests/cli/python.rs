@@ -56,6 +56,12 @@ with subtest("files"):
     t.assertEqual(server.succeed("cat /tmp/data.txt"), "from the host\n")
     copied = server.copy_from_vm("/tmp/data.txt", "copies")
     t.assertEqual(open(copied).read(), "from the host\n")
+with subtest("console"):
+    server.succeed("(head -n 1 /dev/ttyS0 > /tmp/typed) >/dev/null 2>&1 &")
+    server.wait_until_succeeds("pidof head", timeout=30)
+    server.send_console("typed on the console\n")
+    server.wait_until_succeeds("grep -q 'typed on the console' /tmp/typed", timeout=30)
+    server.wait_for_console_text("typed on the console", timeout=30)
 tries = []
 retry(lambda last: tries.append(last) or len(tries) == 3)
 t.assertEqual(tries, [False, False, False])
@@ -86,7 +92,7 @@ server.shutdown()
     );
     assert!(t.contains("subtest: network ok ("), "{t}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    for name in ["commands", "network", "files"] {
+    for name in ["commands", "network", "files", "console"] {
         assert!(xml.contains(&format!("name=\"{name}\"")), "{xml}");
     }
     assert!(xml.contains("failures=\"0\""), "{xml}");
@@ -201,6 +207,12 @@ fn a_python_syntax_error_is_exit_2_before_anything_boots() {
     let out = dir.path().join("out");
     let t = run_expecting(&mut flotilla_test(dir.path(), &out, &tag), 2);
     let script = dir.path().join("t.py");
+    // --debug does not step into Python yet: refused before anything runs.
+    let debug = run_expecting(flotilla_test(dir.path(), &out, &tag).arg("--debug"), 2);
+    assert!(
+        debug.contains("--debug does not step into Python scripts yet"),
+        "{debug}"
+    );
     assert!(
         t.contains(&format!(
             "error: {}:2:8: syntax error: expected ':'",
@@ -254,4 +266,122 @@ fn a_python_script_that_ends_without_a_verdict_or_in_time_fails_and_leaves_nothi
     );
     assert_no_qemu_left(&tag);
     assert_no_python_left(&tag);
+}
+
+#[test]
+fn a_suite_runs_python_tests_beside_rhai_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    let (py, rhai) = (dir.path().join("py"), dir.path().join("rhai"));
+    std::fs::create_dir_all(&py).unwrap();
+    std::fs::create_dir_all(&rhai).unwrap();
+    write_python_spec(
+        &py,
+        "name = \"in-python\"\n[machines.vm]\n",
+        "with subtest(\"greets\"):\n    vm.succeed(\"echo hi\")\n",
+    );
+    super::write_spec(
+        &rhai,
+        "name = \"in-rhai\"\nscript = \"t.rhai\"\n[machines.vm]\n",
+        "subtest(\"greets\", || { vm.succeed(\"echo hi\"); });\n",
+    );
+    let junit = dir.path().join("report.xml");
+    let mut cmd = super::flotilla();
+    cmd.arg("test")
+        .arg(&py)
+        .arg(&rhai)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--junit")
+        .arg(&junit)
+        .env("FLOTILLA_TEST_TAG", &tag);
+    let t = run_expecting(&mut cmd, 0);
+    assert!(t.contains("2 passed"), "{t}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    for (folder, name) in [(&py, "in-python"), (&rhai, "in-rhai")] {
+        let suite = format!("classname=\"{}\"", folder.display());
+        assert!(xml.contains(&format!("{suite} name=\"greets\"")), "{xml}");
+        assert!(xml.contains(&format!("{suite} name=\"{name}\"")), "{xml}");
+    }
+    assert_no_qemu_left(&tag);
+    assert_no_python_left(&tag);
+}
+
+/// A Python that has pytest: `python3` if it does, else Debian's (scripts/setup
+/// installs python3-pytest).
+fn python_with_pytest() -> String {
+    for python in ["python3", "/usr/bin/python3"] {
+        let has = std::process::Command::new(python)
+            .args(["-c", "import pytest"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if has {
+            return python.to_owned();
+        }
+    }
+    panic!("no python3 with pytest: run scripts/setup (it installs python3-pytest)");
+}
+
+#[test]
+fn the_pytest_plugin_gives_each_test_its_machines_log_folder_and_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = tag();
+    std::fs::create_dir_all(dir.path().join("spec")).unwrap();
+    std::fs::write(
+        dir.path().join("spec/flotilla.toml"),
+        "name = \"plugged\"\n[machines.vm]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("test_vm.py"),
+        r#"import pytest
+
+@pytest.mark.flotilla("spec")
+def test_passes(flotilla):
+    with flotilla.subtest("kernel"):
+        assert "cloud" in flotilla["vm"].succeed("uname -r")
+
+@pytest.mark.flotilla("spec")
+def test_fails(flotilla):
+    flotilla["vm"].succeed("true")
+    assert flotilla["vm"].succeed("echo 1") == "2\n"
+"#,
+    )
+    .unwrap();
+    let workspace = super::workspace();
+    let out = std::process::Command::new(python_with_pytest())
+        .args([
+            "-m",
+            "pytest",
+            "-p",
+            "flotilla.pytest_plugin",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .arg("--flotilla-bin")
+        .arg(env!("CARGO_BIN_EXE_flotilla"))
+        .current_dir(dir.path())
+        .env("PYTHONPATH", workspace.join("driver/python"))
+        .env("FLOTILLA_TEST_TAG", &tag)
+        .output()
+        .unwrap();
+    let t = super::text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("1 failed, 1 passed"), "{t}");
+    let logs = dir.path().join("flotilla-out/pytest");
+    let passed = std::fs::read_to_string(logs.join("test_vm.py-test_passes/driver.log")).unwrap();
+    assert!(passed.contains("test `plugged` passed"), "{passed}");
+    assert!(passed.contains("subtest: kernel ok"), "{passed}");
+    let failed = std::fs::read_to_string(logs.join("test_vm.py-test_fails/driver.log")).unwrap();
+    let test_file = dir.path().join("test_vm.py");
+    assert!(
+        failed.contains(&format!(
+            "{}:11:5: AssertionError: assert '1\\n' == '2\\n'",
+            test_file.display()
+        )),
+        "{failed}"
+    );
+    assert!(logs.join("test_vm.py-test_fails/report.html").is_file());
+    assert_no_qemu_left(&tag);
 }

@@ -32,6 +32,22 @@ class Driver:
         self.conditions.check()
         return self.connection.call(call, machine=machine, **args)
 
+    def __getitem__(self, name):
+        """The machine ``name``: ``driver["server"]``."""
+        return self.machine(name)
+
+    def end(self, error=None, file=None, line=0, traceback=""):
+        """Ends an attached run (``flotilla test --attach``) with its verdict: passed,
+        or failed with ``error`` (a message) at ``file``:``line``."""
+        if error is None:
+            self.call("end")
+        else:
+            failure = {"message": str(error), "line": line, "traceback": traceback}
+            if file is not None:
+                failure["file"] = str(file)
+            self.call("end", error=failure)
+        self.connection.close()
+
     def machine(self, name):
         for m in self.machines:
             if m.name == name:
@@ -81,6 +97,11 @@ class Driver:
         """A line in the run's log."""
         self.call("log", text=str(text))
 
+    @property
+    def logger(self):
+        """The script's ``log``: called with a text, or NixOS's ``log.info(...)``."""
+        return _Logger(self)
+
     def partition(self, vlan, groups):
         """Splits VLAN ``vlan`` into groups of machines that only reach each other."""
         names = [[m.name if isinstance(m, Machine) else m for m in g] for g in groups]
@@ -110,7 +131,7 @@ class Driver:
             "polling_condition": self.polling_condition,
             "serial_stdout_on": self.serial_stdout_on,
             "serial_stdout_off": self.serial_stdout_off,
-            "log": self.log,
+            "log": self.logger,
             "partition": self.partition,
             "heal": self.heal,
             "capture_vlan": self.capture_vlan,
@@ -125,6 +146,28 @@ class Driver:
         if len(self.machines) == 1 and "machine" not in names:
             names["machine"] = self.machines[0]
         return names
+
+
+class _Logger:
+    """``log("text")``, ``log.info("text")``, ``log.warning(...)``, ``log.error(...)``:
+    a line in the run's log."""
+
+    def __init__(self, driver):
+        self._driver = driver
+
+    def __call__(self, text):
+        self._driver.log(text)
+
+    def info(self, text):
+        self._driver.log(text)
+
+    def warning(self, text):
+        self._driver.log(f"warning: {text}")
+
+    def error(self, text):
+        self._driver.log(f"error: {text}")
+
+    log = info
 
 
 def _describe(e):

@@ -53,9 +53,10 @@ class Machine:
     # Commands.
     def execute(self, command, check_return=True, check_output=True, timeout=DEFAULT_TIMEOUT):
         """Runs a shell command; returns (status, stdout). A command killed by a signal
-        has status 128 + the signal."""
+        has status 128 + the signal; with check_return=False the status is -1, with
+        check_output=False the output is empty."""
         r = self._call("execute", command=command, timeout=timeout)
-        status = r["status"] if check_return else 0
+        status = r["status"] if check_return else -1
         return status, (r["stdout"] if check_output else "")
 
     def succeed(self, *commands, timeout=None):
@@ -272,6 +273,10 @@ class Machine:
     def copy_from_host(self, source, target):
         """Copies a host file or folder to ``target`` in the guest."""
         self._call("copy_to", local=str(source), remote=str(target))
+
+    def copy_from_host_via_shell(self, source, target):
+        """As copy_from_host: Flotilla's agent copies files either way."""
+        self.copy_from_host(source, target)
 
     def copy_from_vm(self, source, target_dir=""):
         """Copies a guest file or folder into the log folder (under ``target_dir``)."""

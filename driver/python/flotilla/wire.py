@@ -76,6 +76,12 @@ class Connection:
         return answer.get("value")
 
     def close(self):
+        """Closes the connection (the run sees its end at once)."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.close()
         self._sock.close()
 
 

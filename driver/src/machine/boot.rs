@@ -258,7 +258,10 @@ impl Machine {
             spawn_stderr_reader(stderr, log_dir, log, name, stderr_tail.clone());
         }
         if let Some(stdin) = stdio.stdin {
-            hold_stdin(stdin, &process);
+            let input = hold_stdin(stdin, &process);
+            if let Ok(mut slot) = self.console_input.lock() {
+                *slot = Some(input);
+            }
         }
         let booting = Booting {
             process,
@@ -425,13 +428,37 @@ impl Machine {
     }
 }
 
-/// Keeps QEMU's stdin (the console's input) open for as long as QEMU runs. The task
-/// only watches the exit: holding the [`Process`] itself would keep QEMU alive after a
-/// boot that was cancelled (a test's timeout, Ctrl-C) dropped it.
-pub(super) fn hold_stdin(stdin: ChildStdin, process: &Process) {
+/// Keeps QEMU's stdin (the console's input) open for as long as QEMU runs, writing
+/// what the returned sender sends into it. The task only watches the exit: holding
+/// the [`Process`] itself would keep QEMU alive after a boot that was cancelled (a
+/// test's timeout, Ctrl-C) dropped it.
+pub(super) fn hold_stdin(
+    mut stdin: ChildStdin,
+    process: &Process,
+) -> tokio::sync::mpsc::UnboundedSender<Vec<u8>> {
     let exit = process.exit_watch();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
-        let _stdin = stdin;
-        exit.exited().await;
+        use tokio::io::AsyncWriteExt;
+        let exited = exit.exited();
+        tokio::pin!(exited);
+        loop {
+            tokio::select! {
+                _ = &mut exited => break,
+                bytes = rx.recv() => match bytes {
+                    Some(bytes) => {
+                        if stdin.write_all(&bytes).await.is_err() || stdin.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                    // Every sender is gone: keep stdin open until QEMU exits.
+                    None => {
+                        exited.await;
+                        break;
+                    }
+                },
+            }
+        }
     });
+    tx
 }

@@ -90,6 +90,8 @@ pub struct Machine {
     pub(super) kernel_gcov: Mutex<Option<bool>>,
     /// How the latest start went (`None`: never started).
     pub(super) started_as: Mutex<Option<StartKind>>,
+    /// Bytes for the serial console's input (QEMU's stdin), while its QEMU runs.
+    pub(super) console_input: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 /// How a machine's latest start went: [`Machine::started_as`].
@@ -111,6 +113,7 @@ impl Machine {
             qemu_pid: Mutex::new(None),
             kernel_gcov: Mutex::new(None),
             started_as: Mutex::new(None),
+            console_input: Mutex::new(None),
         }
     }
 

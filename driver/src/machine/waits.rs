@@ -1,5 +1,5 @@
 //! Waiting for something in the guest: console text, files, ports, systemd units, a
-//! command that succeeds or fails.
+//! command that succeeds or fails; and typing on the serial console.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,24 @@ use crate::error::Error;
 use flotilla_host::process::describe_status;
 
 impl Machine {
+    /// Types `text` on the serial console (QEMU's stdin): what a person at the
+    /// console would type, read by whatever reads the guest's console (a getty, a
+    /// shell on `ttyS0`). An error when QEMU is not running.
+    pub async fn send_console(&self, text: &str) -> Result<(), Error> {
+        let running = self.is_up().await;
+        let input = self.console_input.lock().ok().and_then(|i| i.clone());
+        match input {
+            Some(input) if running && input.send(text.as_bytes().to_vec()).is_ok() => {
+                self.log(&format!("console input: {text:?}"));
+                Ok(())
+            }
+            _ => Err(Error::Usage(format!(
+                "machine `{}`: send_console: the machine is not running (start it first)",
+                self.config.name
+            ))),
+        }
+    }
+
     /// Waits until a console line matches the regular expression `pattern` (lines seen
     /// before the call count too); returns the line. Fails at once if QEMU exits.
     pub async fn wait_for_console_text(

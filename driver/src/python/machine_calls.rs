@@ -97,6 +97,7 @@ impl MachineCalls {
                     .await,
             ),
             "get_console_log" => Ok(json!(m.console_log())),
+            "send_console" => unit(m.send_console(args.str("chars")?).await),
             "screenshot" => {
                 let path = m.screenshot(args.str("name")?).await.map_err(driver)?;
                 Ok(json!(path.display().to_string()))

@@ -52,7 +52,7 @@ pub(crate) mod package;
 mod run_calls;
 mod server;
 
-pub(crate) use server::run;
+pub(crate) use server::{run, Client};
 
 /// Whether `path` is a Python script (by its extension).
 pub(crate) fn is_python(path: &std::path::Path) -> bool {

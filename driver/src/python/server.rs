@@ -62,15 +62,65 @@ enum End {
         message: String,
     },
     Failed {
+        /// The file of `line`, when the client names it (an attached client).
+        file: Option<PathBuf>,
         line: usize,
         message: String,
         traceback: String,
     },
 }
 
-/// Runs the Python script at `path` against `world`'s machines until it ends or
-/// `cancel`; its subtests go to `subtests`.
+/// Who runs against the machines: the spec's Python script, started here, or a client
+/// of its own that attaches to `socket` (its relative host paths start at `base`).
+pub(crate) enum Client {
+    Script(PathBuf),
+    Attached { socket: PathBuf, base: PathBuf },
+}
+
+/// Serves `client` against `world`'s machines until it ends or `cancel`; its subtests
+/// go to `subtests`. The verdict is the test's.
 pub(crate) async fn run(
+    client: Client,
+    world: &World,
+    log: &Log,
+    cancel: CancellationToken,
+    subtests: Subtests,
+) -> Result<(), Error> {
+    match client {
+        Client::Script(path) => run_script(&path, world, log, cancel, subtests).await,
+        Client::Attached { socket, base } => {
+            let listener = bind(&socket)?;
+            log.info(&format!(
+                "waiting for a Python client at {}",
+                socket.display()
+            ));
+            let mut server = Server::new(world, None, base, log, subtests);
+            let served = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => server.serve(stream, &cancel).await,
+                    Err(source) => Err(Error::Io { what: format!("accepting on {}", socket.display()), source }),
+                },
+                _ = cancel.cancelled() => Ok(()),
+            };
+            let _ = std::fs::remove_file(&socket);
+            served?;
+            server.verdict(Exit::Client, &cancel, log)
+        }
+    }
+}
+
+/// Binds the Unix socket at `path` (one left by an earlier run is replaced).
+fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|source| Error::Io {
+        what: format!("listening on {}", path.display()),
+        source,
+    })
+}
+
+/// Runs the Python script at `path`: `python3 -m flotilla.run` with the package
+/// written into the run.
+async fn run_script(
     path: &Path,
     world: &World,
     log: &Log,
@@ -81,23 +131,10 @@ pub(crate) async fn run(
     let dir = world.run_dir.join("python");
     let pythonpath = package::write(&dir)?;
     let socket = dir.join("run.sock");
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|source| Error::Io {
-        what: format!("listening on {}", socket.display()),
-        source,
-    })?;
+    let listener = bind(&socket)?;
     let child = start(&script, &pythonpath, &socket, log).await?;
-    let mut server = Server {
-        world: world.clone(),
-        script: script.clone(),
-        machines: MachineCalls::new(
-            script.parent().unwrap_or(Path::new("/")).to_path_buf(),
-            log.dir().to_path_buf(),
-        ),
-        run: RunCalls::new(log.clone(), subtests),
-        end: None,
-        at: None,
-    };
+    let base = script.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut server = Server::new(world, Some(script.clone()), base, log, subtests);
     let served = tokio::select! {
         accepted = listener.accept() => match accepted {
             Ok((stream, _)) => server.serve(stream, &cancel).await,
@@ -115,7 +152,17 @@ pub(crate) async fn run(
     };
     let (status, stderr) = child.exit(grace).await;
     served?;
-    server.verdict(status, &stderr, &cancel, log)
+    server.verdict(Exit::Process { status, stderr }, &cancel, log)
+}
+
+/// How the client went, besides what it said: a script's process exit (`None`: it
+/// was stopped) and its last stderr lines, or an attached client's closed connection.
+enum Exit {
+    Process {
+        status: Option<std::process::ExitStatus>,
+        stderr: String,
+    },
+    Client,
 }
 
 /// Starts `python3 -m flotilla.run SCRIPT` in the script's folder; its stdout lines go to
@@ -228,7 +275,8 @@ fn tail(lines: &Mutex<VecDeque<String>>) -> String {
 /// One connection's state: what its calls act on and share, and how the script ended.
 struct Server {
     world: World,
-    script: PathBuf,
+    /// The script, when the run started it (an attached client names its own files).
+    script: Option<PathBuf>,
     machines: MachineCalls,
     run: RunCalls,
     end: Option<End>,
@@ -237,6 +285,23 @@ struct Server {
 }
 
 impl Server {
+    fn new(
+        world: &World,
+        script: Option<PathBuf>,
+        base: PathBuf,
+        log: &Log,
+        subtests: Subtests,
+    ) -> Server {
+        Server {
+            world: world.clone(),
+            script,
+            machines: MachineCalls::new(base, log.dir().to_path_buf()),
+            run: RunCalls::new(log.clone(), subtests),
+            end: None,
+            at: None,
+        }
+    }
+
     /// Greets the script, then answers its requests until it closes the connection
     /// (or `cancel`, which drops the call under way).
     async fn serve(&mut self, stream: UnixStream, cancel: &CancellationToken) -> Result<(), Error> {
@@ -267,6 +332,10 @@ impl Server {
                 .write_all(format!("{answer}\n").as_bytes())
                 .await
                 .map_err(io)?;
+            // The client said how it ended: nothing more to serve.
+            if self.end.is_some() {
+                return Ok(());
+            }
         }
     }
 
@@ -294,7 +363,7 @@ impl Server {
             Err(e) => return json!({"id": null, "error": format!("not a request: {e}")}),
         };
         if let Some(at) = &request.at {
-            if at.file == self.script {
+            if self.script.as_ref().map_or(true, |s| *s == at.file) {
                 self.at = Some(at.clone());
             }
         }
@@ -331,6 +400,7 @@ impl Server {
             }
         } else if let Some(e) = args.map.get("error").filter(|v| v.is_object()) {
             End::Failed {
+                file: e.get("file").and_then(Value::as_str).map(PathBuf::from),
                 line: number(e, "line"),
                 message: text(e, "message"),
                 traceback: text(e, "traceback"),
@@ -344,35 +414,39 @@ impl Server {
 
     /// The test's verdict from how the script ended and how its process exited
     /// (`None`: it was stopped).
-    fn verdict(
-        mut self,
-        status: Option<std::process::ExitStatus>,
-        stderr: &str,
-        cancel: &CancellationToken,
-        log: &Log,
-    ) -> Result<(), Error> {
-        let file = self.script.clone();
+    fn verdict(mut self, exit: Exit, cancel: &CancellationToken, log: &Log) -> Result<(), Error> {
+        // The script's file, else (an attached client) the file of its latest call.
+        let file = self
+            .script
+            .clone()
+            .or_else(|| self.at.as_ref().map(|a| a.file.clone()))
+            .unwrap_or_default();
         let at_line = self.at.as_ref().map_or(0, |a| a.line);
-        let located = |line: usize, message: String| Error::Script {
+        let located = |file: PathBuf, line: usize, message: String| Error::Script {
             column: first_column(&file, line),
-            file: file.clone(),
+            file,
             line,
             message,
         };
+        let passed = match &exit {
+            Exit::Process { status, .. } => status.is_some_and(|s| s.success()),
+            Exit::Client => true,
+        };
         match self.end.take() {
-            _ if cancel.is_cancelled() => Err(located(at_line, "cancelled".into())),
-            Some(End::Passed) if status.is_some_and(|s| s.success()) => Ok(()),
+            _ if cancel.is_cancelled() => Err(located(file, at_line, "cancelled".into())),
+            Some(End::Passed) if passed => Ok(()),
             Some(End::Syntax {
                 line,
                 column,
                 message,
             }) => Err(Error::ScriptSyntax {
-                file: file.clone(),
+                file,
                 line,
                 column,
                 message,
             }),
             Some(End::Failed {
+                file: failed_in,
                 line,
                 message,
                 traceback,
@@ -383,17 +457,25 @@ impl Server {
                     ));
                 }
                 self.run.end_open(&message);
-                Err(located(line, message))
+                Err(located(failed_in.unwrap_or(file), line, message))
             }
             _ => {
-                let how = status.map_or("was stopped".to_owned(), describe_status);
-                let mut message =
-                    format!("the Python script ended without a verdict: python3 {how}");
-                if !stderr.is_empty() {
-                    message.push_str(&format!("; its last lines on stderr:\n{stderr}"));
-                }
+                let message = match exit {
+                    Exit::Process { status, stderr } => {
+                        let how = status.map_or("was stopped".to_owned(), describe_status);
+                        let mut message =
+                            format!("the Python script ended without a verdict: python3 {how}");
+                        if !stderr.is_empty() {
+                            message.push_str(&format!("; its last lines on stderr:\n{stderr}"));
+                        }
+                        message
+                    }
+                    Exit::Client => {
+                        "the Python client closed its connection without a verdict".to_owned()
+                    }
+                };
                 self.run.end_open(&message);
-                Err(located(at_line, message))
+                Err(located(file, at_line, message))
             }
         }
     }
