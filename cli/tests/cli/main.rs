@@ -569,10 +569,10 @@ fn doctor_checks_the_machines_of_another_architecture() {
 #[test]
 fn doctor_checks_the_disk_and_qga_tools() {
     // A PATH with only QEMU and the VDE tools: qemu-img and qemu-ga, which Flotilla
-    // starts from PATH, are missing, and so are coverage's gcc, gcov, genhtml and LLVM,
-    // arm64's cross gcc (and so its gcov), and the report tests' chromium; the
-    // image builder's tools (and debugfs) are still found in /usr/sbin and /sbin,
-    // where it looks too.
+    // starts from PATH, are missing, and so are Python scripts' python3, coverage's
+    // gcc, gcov, genhtml and LLVM, arm64's cross gcc (and so its gcov), and the
+    // report tests' chromium; the image builder's tools (and debugfs) are still found
+    // in /usr/sbin and /sbin, where it looks too.
     let bin = tempfile::tempdir().unwrap();
     for tool in [
         "qemu-system-x86_64",
@@ -588,7 +588,7 @@ fn doctor_checks_the_disk_and_qga_tools() {
     }
     let t = run_expecting(flotilla().arg("doctor").env("PATH", bin.path()), 1);
     for name in [
-        "qemu-img", "qemu-ga", "gcc", "gcov", "genhtml", "llvm", "chromium",
+        "qemu-img", "qemu-ga", "python3", "gcc", "gcov", "genhtml", "llvm", "chromium",
     ] {
         assert!(
             t.lines()
@@ -602,7 +602,8 @@ fn doctor_checks_the_disk_and_qga_tools() {
     assert!(t.contains("apt-get install llvm-19"), "{t}");
     assert!(t.contains("apt-get install chromium"), "{t}");
     assert!(t.contains("apt-get install gcc-aarch64-linux-gnu"), "{t}");
-    assert!(t.contains("11 requirement(s) missing"), "{t}");
+    assert!(t.contains("apt-get install python3"), "{t}");
+    assert!(t.contains("12 requirement(s) missing"), "{t}");
     for name in ["qemu", "vde_switch", "debootstrap", "mke2fs", "debugfs"] {
         assert!(
             t.lines()

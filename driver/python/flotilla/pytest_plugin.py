@@ -96,18 +96,24 @@ def flotilla(request):
             log.seek(0)
             pytest.fail(f"flotilla test {spec} ended before the test could attach:\n{log.read()}")
         time.sleep(0.05)
-    driver = connect(socket)
-    request.node.user_properties.append(("flotilla_log", out))
-    yield driver
-    excinfo = getattr(request.node, "_flotilla_excinfo", None)
-    if excinfo is None:
-        driver.end()
-    else:
-        message, line = _failure(excinfo, os.path.abspath(str(request.node.fspath)))
-        driver.end(message, file=str(request.node.fspath), line=line)
-    status = process.wait()
-    log.seek(0)
-    output = log.read()
-    log.close()
-    if status != 0 and excinfo is None:
-        pytest.fail(f"the run failed after the test (logs in {out}):\n{output}")
+    try:
+        driver = connect(socket)
+        request.node.user_properties.append(("flotilla_log", out))
+        yield driver
+        excinfo = getattr(request.node, "_flotilla_excinfo", None)
+        if excinfo is None:
+            driver.end()
+        else:
+            message, line = _failure(excinfo, os.path.abspath(str(request.node.fspath)))
+            driver.end(message, file=str(request.node.fspath), line=line)
+        status = process.wait()
+        log.seek(0)
+        output = log.read()
+        if status != 0 and excinfo is None:
+            pytest.fail(f"the run failed after the test (logs in {out}):\n{output}")
+    finally:
+        # Interrupted (Ctrl-C, an error above): the run stops its machines on SIGTERM.
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+        log.close()

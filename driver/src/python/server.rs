@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_host::process::{describe_status, Process};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use super::args::Args;
@@ -29,6 +31,8 @@ pub(crate) const PROTOCOL: u64 = 1;
 const PYTHON: &str = "python3";
 /// How many of the script's last stderr lines an error quotes.
 const STDERR_TAIL: usize = 20;
+/// The longest request line served (a longer one is not the protocol).
+const MAX_REQUEST: usize = 64 << 20;
 /// How long the script may take to exit once it said how it ended.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -306,7 +310,7 @@ impl Server {
     /// (or `cancel`, which drops the call under way).
     async fn serve(&mut self, stream: UnixStream, cancel: &CancellationToken) -> Result<(), Error> {
         let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read).lines();
+        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REQUEST));
         let io = |source| Error::Io {
             what: "talking to the Python script".into(),
             source,
@@ -318,11 +322,19 @@ impl Server {
             .map_err(io)?;
         loop {
             let line = tokio::select! {
-                line = lines.next_line() => line,
+                line = lines.next() => line,
                 _ = cancel.cancelled() => return Ok(()),
             };
-            let Some(line) = line.map_err(io)? else {
-                return Ok(());
+            let line = match line {
+                None => return Ok(()),
+                Some(Ok(line)) => line,
+                Some(Err(LinesCodecError::Io(source))) => return Err(io(source)),
+                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
+                    return Err(Error::Internal(format!(
+                        "the Python script sent a request longer than {MAX_REQUEST} bytes: \
+                         not the protocol"
+                    )))
+                }
             };
             let answer = tokio::select! {
                 answer = self.answer(&line) => answer,
