@@ -38,12 +38,18 @@ fn read(pid: i32) -> Option<Proc> {
     Some(Proc { pid, ppid, args })
 }
 
+/// The live processes under this campaign's root directory: a campaign in another
+/// root (a chroot or container whose checkout has the same path) names the same
+/// folders, and its processes are not this one's to signal.
 pub fn all() -> Vec<Proc> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let root = |pid: &str| std::fs::read_link(format!("/proc/{pid}/root")).ok();
+    let ours = root("self");
     entries
         .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|pid| root(pid) == ours))
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter_map(read)
         .collect()
