@@ -209,9 +209,7 @@ impl Fleet {
 
     /// Boots every machine concurrently; returns when all are ready.
     pub async fn start_all(&self) -> Result<(), Error> {
-        let results = futures::future::join_all(self.machines.values().map(|m| m.start())).await;
-        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
-        Ok(())
+        crate::machine::start_all(&self.machines).await
     }
 
     /// The run's coverage settings, when it collects coverage.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::conditions::Conditions;
+use crate::error::Error;
 use crate::fabric::Fabric;
 use crate::fleet::Fleet;
 use crate::machine::Machine;
@@ -29,5 +30,10 @@ impl World {
             conditions: fleet.conditions.clone(),
             run_dir: fleet.run_dir().to_path_buf(),
         }
+    }
+
+    /// Boots every machine, in parallel (a script's `start_all`).
+    pub async fn start_all(&self) -> Result<(), Error> {
+        crate::machine::start_all(&self.machines).await
     }
 }

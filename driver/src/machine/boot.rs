@@ -462,3 +462,13 @@ pub(super) fn hold_stdin(
     });
     tx
 }
+
+/// Boots every machine of `machines`, in parallel; the first error, if any (a
+/// fleet's and a script's `start_all`).
+pub(crate) async fn start_all(
+    machines: &std::collections::BTreeMap<String, Arc<Machine>>,
+) -> Result<(), Error> {
+    let results = futures::future::join_all(machines.values().map(|m| m.start())).await;
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    Ok(())
+}

@@ -65,6 +65,7 @@ mod snapshot_memory;
 mod state;
 mod waits;
 
+pub(crate) use boot::start_all;
 pub use commands::CommandResult;
 pub(crate) use config::MachineConfig;
 

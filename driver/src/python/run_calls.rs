@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::args::Args;
-use crate::error::{chain_inline, Error};
+use crate::error::chain_inline;
 use crate::junit::{begin_subtest, OpenSubtest, SubtestStack, Subtests};
 use crate::log::Log;
 use crate::world::World;
@@ -37,15 +37,11 @@ impl RunCalls {
 
     pub async fn call(&mut self, world: &World, name: &str, args: &Args<'_>) -> Reply {
         match name {
-            "start_all" => {
-                let starts = world.machines.values().map(|m| m.start());
-                let results = futures::future::join_all(starts).await;
-                results
-                    .into_iter()
-                    .collect::<Result<Vec<()>, Error>>()
-                    .map(|_| Value::Null)
-                    .map_err(|e| chain_inline(&e))
-            }
+            "start_all" => world
+                .start_all()
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| chain_inline(&e)),
             "log" => {
                 self.log.info(args.str("text")?);
                 Ok(Value::Null)

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use rhai::Engine;
 
 use super::context::Ctx;
-use crate::error::Error;
 use crate::junit::Subtests;
 use crate::log::Log;
-use crate::machine::Machine;
 use crate::world::World;
 
 mod conditions;
@@ -28,23 +26,11 @@ pub(super) fn register(
     subtests: Subtests,
 ) {
     let World {
-        machines,
-        fabric,
-        conditions,
-        ..
+        fabric, conditions, ..
     } = world;
     let c = ctx.clone();
-    let all: Vec<Arc<Machine>> = machines.values().cloned().collect();
-    engine.register_fn("start_all", move || {
-        let all = all.clone();
-        c.block(async move {
-            let results = futures::future::join_all(all.iter().map(|m| m.start())).await;
-            results
-                .into_iter()
-                .collect::<Result<Vec<()>, Error>>()
-                .map(|_| ())
-        })
-    });
+    let w = world.clone();
+    engine.register_fn("start_all", move || c.block(w.start_all()));
     let l = log.clone();
     engine.register_fn("log", move |text: &str| l.info(text));
     subtests::register(engine, log, subtests);
